@@ -1,0 +1,244 @@
+"""The application factory: builds one ``VachatApplication`` from settings and plugins.
+
+Construction is synchronous and side-effect free apart from reading files (plugins, schemas);
+``start()`` connects what needs connecting and ``shutdown()`` drains and closes it again, in the
+order SPEC §9 asks for. Everything a handler or plugin needs hangs off the application:
+``config``, ``db``, ``schemas``, ``plugins``, ``hub``, ``broker``, ``limiter``, ``metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import ipaddress
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable, TypeVar
+from urllib.parse import urlparse
+
+import tornado.web
+
+from . import __version__
+from .broker import make_broker
+from .config import PROJECT_ROOT, Settings
+from .db import Database
+from .events import EventRegistry
+from .hub import Hub
+from .logs import log_request
+from .metrics import Metrics
+from .migrate import CORE_MIGRATIONS, MigrationSource, Migrations
+from .plugin_manager import PluginLoadError, PluginManager
+from .ratelimit import make_rate_limiter
+from .redis_client import RedisGuard, make_redis
+from .schemas import SchemaError, SchemaRegistry
+from .web import Actor, NotFoundHandler
+
+__all__ = ["VachatApplication", "make_app", "CORE_SCHEMAS"]
+
+log = logging.getLogger("vachat.app")
+T = TypeVar("T")
+
+CORE_SCHEMAS = PROJECT_ROOT / "schemas"
+CORE_PERMISSIONS = (
+    ("admin.dashboard", "View the admin dashboard"),
+    ("users.read", "Read any user's account"),
+    ("users.update", "Change any user's account"),
+    ("users.delete", "Delete user accounts"),
+    ("roles.manage", "Create and change roles"),
+    ("audit.read", "Read the audit log"),
+    ("files.access_all", "Read any user's files"),
+    ("conversations.read_all", "Read any conversation"),
+)
+
+
+class VachatApplication(tornado.web.Application):
+    """A Tornado application plus the services every handler and plugin shares."""
+
+    def __init__(self, config: Settings, *, extra_plugins: Iterable[tuple[str, Any]] = ()) -> None:
+        self.config = config
+        self.version = __version__
+        self.started_at = time.time()
+        self.shutting_down = False
+        self.trusted_networks = [ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies]
+        self._inflight: set[Any] = set()
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+        self.plugins = PluginManager(enabled=config.plugins_enabled, strict=config.plugins_strict)
+        self.plugins.load(extra=[*_modules_named(config.plugin_modules), *extra_plugins])
+        self.schemas = SchemaRegistry()
+        self._load_schemas()
+        self.metrics = Metrics()
+        self.db = Database(config.database_url, config.database_pool_size)
+        # bcrypt, file I/O and SMTP run here, apart from the database threads, so slow hashing
+        # never starves queries.
+        self.executor = ThreadPoolExecutor(config.executor_threads, thread_name_prefix="vachat-work")
+        self.redis = make_redis(config.redis_url) if config.redis_url else None
+        self.redis_guard = RedisGuard() if self.redis is not None else None
+        self.limiter = make_rate_limiter(self.redis, self.redis_guard)
+        self.broker = make_broker(self.redis, self.redis_guard)
+        self.hub = Hub(self)
+        self.permissions: dict[str, str] = dict(CORE_PERMISSIONS)
+        self.events = EventRegistry()
+        routes = self._collect_declarations()
+        self.route_table = routes
+        self._route_names = {}
+        for pattern, handler, *_ in routes:
+            self._route_names.setdefault(handler, pattern)
+        self.plugins.collect("vachat_metrics", registry=self.metrics.registry)
+        try:
+            self.schemas.compile_all()
+        except SchemaError as error:
+            raise PluginLoadError(str(error)) from None
+
+        super().__init__(
+            routes,
+            default_handler_class=NotFoundHandler,
+            log_function=log_request,
+            websocket_ping_interval=config.ws_ping_interval,
+            websocket_ping_timeout=config.ws_ping_timeout,
+            websocket_max_message_size=config.ws_max_message_size,
+            serve_traceback=False,
+            xsrf_cookies=False,
+        )
+
+    # -- construction ----------------------------------------------------------
+
+    def _load_schemas(self) -> None:
+        self.schemas.add_directory("core", CORE_SCHEMAS)
+        for plugin in self.plugins.enabled:
+            if plugin.schemas_dir is None or plugin.source == "core":
+                continue
+            try:
+                self.schemas.add_directory(plugin.name, plugin.schemas_dir)
+                if f"{plugin.name}/config" in self.schemas:
+                    self.schemas.validate(f"{plugin.name}/config", dict(self.config.plugin_config(plugin.name)))
+            except Exception as error:  # SchemaError, or ValidationFailed of its config section
+                details = getattr(error, "details", None)
+                self.plugins.disable(plugin.name, f"{error}{f': {details}' if details else ''}")
+
+    def _collect_declarations(self) -> list[tuple]:
+        from .health import HEALTH_ROUTES
+        from .openapi import OPENAPI_ROUTES
+        from .ws import CORE_EVENTS, SocketHandler
+
+        routes: list[tuple] = [*HEALTH_ROUTES, *OPENAPI_ROUTES, (r"/ws", SocketHandler)]
+        for handler in CORE_EVENTS:
+            self.events.register(handler, "core")
+        taken = {route[0] for route in routes}
+
+        for plugin, declared in self.plugins.collect("vachat_permissions"):
+            for name, description in declared:
+                self.permissions.setdefault(name, description)
+        for plugin, declared in self.plugins.collect("vachat_routes", app=self):
+            for route in declared:
+                if route[0] in taken:
+                    log.error("%s | route %s is already taken; refused", plugin.name, route[0])
+                    continue
+                taken.add(route[0])
+                routes.append(tuple(route))
+        for plugin, declared in self.plugins.collect("vachat_ws_events", app=self):
+            for handler in declared:
+                try:
+                    self.events.register(handler, plugin.name)
+                except (TypeError, ValueError) as error:
+                    log.error("%s | %s; refused", plugin.name, error)
+        return routes
+
+    def route_of(self, handler: tornado.web.RequestHandler) -> str:
+        """The URL pattern a handler serves (a bounded label for logs and metrics)."""
+        return self._route_names.get(type(handler), "(unmatched)")
+
+    def migrations(self) -> Migrations:
+        sources = [MigrationSource("core", CORE_MIGRATIONS)]
+        sources += [MigrationSource(p.name, p.migrations_dir) for p in self.plugins.enabled
+                    if p.migrations_dir is not None and p.source != "core"]
+        return Migrations(self.db.engine, sources)
+
+    # -- services for handlers -------------------------------------------------
+
+    async def resolve_actor(self, headers: Any, remote_ip: str) -> Actor | None:
+        """Who presents these credentials, via the ``vachat_actor_from_request`` hook."""
+        if not (headers.get("Authorization") or headers.get("X-API-Key")):
+            return None
+        return await self.plugins.first("vachat_actor_from_request", app=self, headers=headers, remote_ip=remote_ip)
+
+    def origin_allowed(self, origin: str, request: Any) -> bool:
+        allowed = self.config.cors_origins
+        if "*" in allowed or origin in allowed:
+            return True
+        # Same-origin pages (a front end served on this host) need no configuration.
+        return urlparse(origin).netloc.lower() == (request.host or "").lower()
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run CPU- or disk-bound work (bcrypt, files, SMTP) off the IOLoop."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def plugin_config(self, name: str) -> Any:
+        return self.config.plugin_config(name)
+
+    # -- request accounting for graceful shutdown ------------------------------
+
+    def request_started(self, handler: Any) -> None:
+        self._inflight.add(handler)
+        self._drained.clear()
+
+    def request_finished(self, handler: Any) -> None:
+        self._inflight.discard(handler)
+        if not self._inflight:
+            self._drained.set()
+
+    @property
+    def inflight_requests(self) -> int:
+        return len(self._inflight)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the database, start the broker and hub, run plugins' start-up hooks."""
+        self.db.bind()
+        await self.hub.start()
+        await self.plugins.notify("vachat_startup", app=self)
+        log.info("vachat started", extra={
+            "version": self.version, "environment": self.config.env,
+            "plugins": [p.name for p in self.plugins.enabled],
+            "database": "postgresql" if self.db.is_postgres else "sqlite",
+            "redis": "configured" if self.redis is not None else "embedded",
+        })
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Drain and close: sockets get 1001, in-flight requests finish (capped), then the
+        plugins, broker, Redis and database close, in that order."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        grace = self.config.shutdown_grace if grace is None else grace
+        await self.hub.close_all(1001, "Server shutting down")
+        if self._inflight:
+            log.info("waiting for in-flight requests", extra={"requests": len(self._inflight), "graceSeconds": grace})
+            try:
+                await asyncio.wait_for(self._drained.wait(), grace)
+            except asyncio.TimeoutError:
+                log.warning("in-flight requests still running after the grace period",
+                            extra={"requests": len(self._inflight)})
+        await self.plugins.notify("vachat_shutdown", app=self)
+        await self.broker.close()
+        await self.limiter.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await asyncio.get_running_loop().run_in_executor(None, self.db.close)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _modules_named(entries: Iterable[str]) -> list[tuple[str, Any]]:
+    """``VACHAT_PLUGIN_MODULES`` entries (``name=module`` or ``module``) as (name, module)."""
+    modules = []
+    for entry in entries:
+        name, _, path = entry.partition("=") if "=" in entry else (entry.rsplit(".", 1)[-1], "", entry)
+        modules.append((name.strip(), importlib.import_module(path.strip())))
+    return modules
+
+
+def make_app(config: Settings, *, extra_plugins: Iterable[tuple[str, Any]] = ()) -> VachatApplication:
+    return VachatApplication(config, extra_plugins=extra_plugins)

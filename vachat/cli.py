@@ -1,0 +1,190 @@
+"""The command line: ``python run.py <command>`` or the installed ``vachat`` script.
+
+Commands: ``serve`` (the default), ``migrate`` (apply / rollback / create / status), ``seed``,
+``create-admin``, ``plugins``, ``config``. Configuration comes from the same files and
+environment as the server's; a bad value exits with status 2 and a message naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from typing import Any, Callable
+
+from . import __version__
+from .config import ConfigError, Settings, load_settings
+
+__all__ = ["main", "build_parser"]
+
+ACCOUNTS_MISSING = "this command needs the accounts module (vachat.accounts), which is not installed"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "host", None):
+        overrides["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        overrides["port"] = args.port
+    return load_settings(overrides=overrides)
+
+
+def _configure_logging(settings: Settings, quiet: bool = False) -> None:
+    from .logs import configure_logging
+
+    configure_logging("WARNING" if quiet else settings.log_level, settings.resolve_path(settings.log_dir)
+                      if settings.log_dir else None, settings.log_retention_days)
+
+
+def _application(settings: Settings):
+    from .app import VachatApplication
+
+    app = VachatApplication(settings)
+    app.db.bind()
+    return app
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import PendingMigrations, serve
+
+    settings = _settings(args)
+    _configure_logging(settings)
+    try:
+        serve(settings)
+    except PendingMigrations as error:
+        print(f"vachat: refusing to start: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _configure_logging(settings, quiet=True)
+    migrations = _application(settings).migrations()
+    if args.action == "apply":
+        applied = migrations.apply(args.owner)
+        print(json.dumps({"applied": applied}, indent=2) if applied else "nothing to apply")
+    elif args.action == "rollback":
+        if not args.owner:
+            print("vachat migrate rollback: name the owner with --owner (core or a plugin)", file=sys.stderr)
+            return 2
+        rolled = migrations.rollback(args.owner, args.steps)
+        print(f"rolled back: {', '.join(rolled)}" if rolled else "nothing to roll back")
+    elif args.action == "create":
+        if not args.name:
+            print("vachat migrate create: give the migration a name", file=sys.stderr)
+            return 2
+        print(migrations.create(args.owner or "core", args.name))
+    else:
+        print(json.dumps(migrations.status(), indent=2))
+    return 0
+
+
+def _accounts_command(name: str) -> Callable[[Any, argparse.Namespace], int] | None:
+    try:
+        from .accounts import commands
+    except ImportError:
+        return None
+    return getattr(commands, name, None)
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    command = _accounts_command("seed")
+    if command is None:
+        print(f"vachat seed: {ACCOUNTS_MISSING}", file=sys.stderr)
+        return 1
+    settings = _settings(args)
+    _configure_logging(settings, quiet=True)
+    return command(_application(settings), args)
+
+
+def cmd_create_admin(args: argparse.Namespace) -> int:
+    command = _accounts_command("create_admin")
+    if command is None:
+        print(f"vachat create-admin: {ACCOUNTS_MISSING}", file=sys.stderr)
+        return 1
+    if not args.email:
+        args.email = input("E-mail: ").strip()
+    if not args.password:
+        args.password = getpass.getpass("Password: ")
+    settings = _settings(args)
+    _configure_logging(settings, quiet=True)
+    return command(_application(settings), args)
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .app import VachatApplication
+
+    settings = _settings(args)
+    _configure_logging(settings, quiet=True)
+    app = VachatApplication(settings)
+    plugins = app.plugins.describe()
+    if args.json:
+        print(json.dumps(plugins, indent=2))
+        return 0
+    print(f"{'name':<16} {'version':<10} {'enabled':<8} source")
+    for plugin in plugins:
+        state = "yes" if plugin["enabled"] else "no"
+        print(f"{plugin['name']:<16} {plugin['version']:<10} {state:<8} {plugin['source']}"
+              + (f"  ({plugin['error']})" if plugin["error"] else ""))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print(json.dumps(_settings(args).public_summary(), indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vachat", description="vachat: virtual-assistant chat server",
+        epilog="Configuration: conf/default.toml, the file named by VACHAT_CONFIG, then environment "
+               "variables (see README).")
+    parser.add_argument("--version", action="version", version=f"vachat {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="command")
+
+    serve = commands.add_parser("serve", help="run the server (the default command)")
+    serve.add_argument("--host", help="address to bind (HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (PORT)")
+    serve.set_defaults(handler=cmd_serve)
+
+    migrate = commands.add_parser("migrate", help="apply, roll back, create or list migrations")
+    migrate.add_argument("action", nargs="?", default="apply", choices=("apply", "rollback", "create", "status"))
+    migrate.add_argument("name", nargs="?", help="name of the migration to create")
+    migrate.add_argument("--owner", help="core or a plugin name (default: all for apply, core for create)")
+    migrate.add_argument("--steps", type=int, default=1, help="how many to roll back (default 1)")
+    migrate.set_defaults(handler=cmd_migrate)
+
+    seed = commands.add_parser("seed", help="create the default roles (admin, user)")
+    seed.set_defaults(handler=cmd_seed)
+
+    admin = commands.add_parser("create-admin", help="create an administrator (prompts for missing values)")
+    admin.add_argument("--email")
+    admin.add_argument("--password")
+    admin.add_argument("--name", default="Administrator")
+    admin.set_defaults(handler=cmd_create_admin)
+
+    plugins = commands.add_parser("plugins", help="list discovered plugins and whether they are enabled")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.set_defaults(handler=cmd_plugins)
+
+    config = commands.add_parser("config", help="print the effective configuration (secrets masked)")
+    config.set_defaults(handler=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = getattr(args, "handler", cmd_serve)
+    try:
+        return handler(args) or 0
+    except ConfigError as error:
+        print(f"vachat: configuration error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

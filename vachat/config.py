@@ -1,0 +1,416 @@
+"""Configuration: defaults, an override file, environment variables, all typed and checked.
+
+Precedence, lowest first: ``conf/default.toml``, the file named by ``VACHAT_CONFIG``, then
+environment variables. Every value is converted and validated once, at start-up; a bad value
+stops the process with a message that names the setting and the source it came from.
+
+This module must never import the rest of vachat: everything else imports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import re
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+__all__ = ["ConfigError", "Rate", "Settings", "load_settings", "PROJECT_ROOT"]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_FILE = PROJECT_ROOT / "conf" / "default.toml"
+
+ENVIRONMENTS = ("development", "production", "test")
+# Shorter secrets are refused in production: HS256 wants at least as many bytes as its output.
+MIN_SECRET_BYTES = 32
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``count`` events per ``period`` seconds, written ``"100/60s"`` (units s, m, h)."""
+
+    count: int
+    period: float
+
+    _PATTERN = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([smh]?)\s*$")
+
+    @classmethod
+    def parse(cls, text: str) -> "Rate":
+        match = cls._PATTERN.match(str(text))
+        if not match:
+            raise ValueError(f"expected COUNT/PERIOD such as 100/60s, got {text!r}")
+        count, amount, unit = match.groups()
+        seconds = float(amount or 1) * {"": 1, "s": 1, "m": 60, "h": 3600}[unit]
+        if int(count) < 1 or seconds <= 0:
+            raise ValueError(f"count and period must be positive, got {text!r}")
+        return cls(int(count), seconds)
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.period:g}s"
+
+
+# ---------------------------------------------------------------------------
+# value parsers: each takes what a TOML file or an environment variable holds
+# ---------------------------------------------------------------------------
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
+               "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def parse_size(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$", str(value))
+        if not match or match.group(2).lower() not in _SIZE_UNITS:
+            raise ValueError(f"expected a size such as 10MiB or 1048576, got {value!r}")
+        size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+    if size <= 0:
+        raise ValueError(f"must be positive, got {value!r}")
+    return size
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def parse_list(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        items = value
+    else:
+        items = str(value).split(",")
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+def parse_positive_int(value: Any) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"must be at least 1, got {value!r}")
+    return number
+
+
+def parse_positive_float(value: Any) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError(f"must be positive, got {value!r}")
+    return number
+
+
+def parse_port(value: Any) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"must be a port number 0-65535, got {value!r}")
+    return port
+
+
+def parse_env(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ENVIRONMENTS:
+        raise ValueError(f"must be one of {', '.join(ENVIRONMENTS)}, got {value!r}")
+    return text
+
+
+def parse_log_level(value: Any) -> str:
+    text = str(value).strip().upper()
+    if text not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError(f"must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}")
+    return text
+
+
+def parse_database_url(value: Any) -> str:
+    text = str(value).strip()
+    if not text.startswith(("sqlite://", "postgresql://", "postgres://")):
+        raise ValueError(f"must start with sqlite:/// or postgresql://, got {redact_url(text)!r}")
+    return text
+
+
+def parse_redis_url(value: Any) -> str:
+    text = str(value).strip()
+    if text and not text.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"must start with redis://, rediss:// or unix://, got {redact_url(text)!r}")
+    return text
+
+
+def parse_smtp_url(value: Any) -> str:
+    text = str(value).strip()
+    if text and not text.startswith(("smtp://", "smtps://")):
+        raise ValueError(f"must start with smtp:// or smtps://, got {redact_url(text)!r}")
+    return text
+
+
+def parse_networks(value: Any) -> list[str]:
+    networks = parse_list(value)
+    for network in networks:
+        ipaddress.ip_network(network, strict=False)  # raises ValueError with a clear message
+    return networks
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, safe for logs and error messages."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: where it lives in TOML, which variable overrides it, how to read it."""
+
+    attr: str
+    section: str
+    key: str
+    env: str
+    parse: Callable[[Any], Any]
+    secret: bool = False
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", "server", "host", "HOST", str),
+    Option("port", "server", "port", "PORT", parse_port),
+    Option("env", "server", "env", "VACHAT_ENV", parse_env),
+    Option("trusted_proxies", "server", "trusted_proxies", "TRUSTED_PROXIES", parse_networks),
+    Option("max_json_body", "server", "max_json_body", "MAX_JSON_BODY", parse_size),
+    Option("shutdown_grace", "server", "shutdown_grace", "SHUTDOWN_GRACE", parse_positive_float),
+    Option("executor_threads", "server", "executor_threads", "EXECUTOR_THREADS", parse_positive_int),
+    Option("auto_migrate", "server", "auto_migrate", "AUTO_MIGRATE", parse_bool),
+    Option("database_url", "database", "url", "DATABASE_URL", parse_database_url, secret=True),
+    Option("database_pool_size", "database", "pool_size", "DATABASE_POOL_SIZE", parse_positive_int),
+    Option("redis_url", "redis", "url", "REDIS_URL", parse_redis_url, secret=True),
+    Option("jwt_secret", "security", "jwt_secret", "JWT_SECRET", str, secret=True),
+    Option("jwt_refresh_secret", "security", "jwt_refresh_secret", "JWT_REFRESH_SECRET", str, secret=True),
+    Option("cors_origins", "security", "cors_origin", "CORS_ORIGIN", parse_list),
+    Option("bcrypt_rounds", "security", "bcrypt_rounds", "BCRYPT_ROUNDS", int),
+    Option("rate_limit_global", "security", "rate_limit_global", "RATE_LIMIT_GLOBAL", Rate.parse),
+    Option("rate_limit_auth", "security", "rate_limit_auth", "RATE_LIMIT_AUTH", Rate.parse),
+    Option("upload_path", "files", "upload_path", "UPLOAD_PATH", str),
+    Option("max_file_size", "files", "max_file_size", "MAX_FILE_SIZE", parse_size),
+    Option("log_level", "logging", "level", "LOG_LEVEL", parse_log_level),
+    Option("log_dir", "logging", "dir", "LOG_DIR", str),
+    Option("log_retention_days", "logging", "retention_days", "LOG_RETENTION_DAYS", parse_positive_int),
+    Option("smtp_url", "email", "smtp_url", "SMTP_URL", parse_smtp_url, secret=True),
+    Option("email_from", "email", "from", "EMAIL_FROM", str),
+    Option("public_url", "email", "public_url", "PUBLIC_URL", str),
+    Option("ai_provider", "ai", "provider", "AI_PROVIDER", str),
+    Option("ai_base_url", "ai", "base_url", "AI_BASE_URL", str),
+    Option("ai_api_key", "ai", "api_key", "AI_API_KEY", str, secret=True),
+    Option("ai_model", "ai", "model", "AI_MODEL", str),
+    Option("ws_max_message_size", "websocket", "max_message_size", "WS_MAX_MESSAGE_SIZE", parse_size),
+    Option("ws_ping_interval", "websocket", "ping_interval", "WS_PING_INTERVAL", parse_positive_float),
+    Option("ws_ping_timeout", "websocket", "ping_timeout", "WS_PING_TIMEOUT", parse_positive_float),
+    Option("ws_auth_timeout", "websocket", "auth_timeout", "WS_AUTH_TIMEOUT", parse_positive_float),
+    Option("ws_outbound_limit", "websocket", "outbound_limit", "WS_OUTBOUND_LIMIT", parse_size),
+    Option("ws_rate_limit", "websocket", "rate_limit", "WS_RATE_LIMIT", Rate.parse),
+    Option("plugins_enabled", "plugins", "enabled", "VACHAT_PLUGINS", parse_list),
+    Option("plugins_strict", "plugins", "strict", "VACHAT_PLUGINS_STRICT", parse_bool),
+    Option("plugin_modules", "plugins", "modules", "VACHAT_PLUGIN_MODULES", parse_list),
+)
+OPTIONS_BY_ATTR = {option.attr: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one server process. Immutable once loaded."""
+
+    host: str = "0.0.0.0"
+    port: int = 3000
+    env: str = "development"
+    trusted_proxies: list[str] = field(default_factory=list)
+    max_json_body: int = 1024 * 1024
+    shutdown_grace: float = 30.0
+    executor_threads: int = 8
+    auto_migrate: bool | None = None
+    database_url: str = "sqlite:///var/vachat.db"
+    database_pool_size: int = 8
+    redis_url: str = ""
+    jwt_secret: str = ""
+    jwt_refresh_secret: str = ""
+    cors_origins: list[str] = field(default_factory=list)
+    bcrypt_rounds: int = 12
+    rate_limit_global: Rate = Rate(100, 60)
+    rate_limit_auth: Rate = Rate(5, 900)
+    upload_path: str = "var/uploads"
+    max_file_size: int = 10 * 1024 * 1024
+    log_level: str = "INFO"
+    log_dir: str = "var/log"
+    log_retention_days: int = 14
+    smtp_url: str = ""
+    email_from: str = "vachat <no-reply@localhost>"
+    public_url: str = "http://localhost:3000"
+    ai_provider: str = "echo"
+    ai_base_url: str = ""
+    ai_api_key: str = ""
+    ai_model: str = ""
+    ws_max_message_size: int = 64 * 1024
+    ws_ping_interval: float = 25.0
+    ws_ping_timeout: float = 60.0
+    ws_auth_timeout: float = 10.0
+    ws_outbound_limit: int = 1024 * 1024
+    ws_rate_limit: Rate = Rate(60, 10)
+    plugins_enabled: list[str] = field(default_factory=list)
+    plugins_strict: bool = False
+    # Importable modules loaded as plugins without being installed (development, benchmarks).
+    plugin_modules: list[str] = field(default_factory=list)
+    # [plugins.<name>] tables, handed to each plugin as its own section.
+    plugin_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def is_development(self) -> bool:
+        return self.env == "development"
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        return self.auto_migrate if self.auto_migrate is not None else not self.is_production
+
+    def plugin_config(self, name: str) -> Mapping[str, Any]:
+        """The ``[plugins.<name>]`` table (empty when absent)."""
+        return self.plugin_sections.get(name, {})
+
+    def resolve_path(self, path: str) -> Path:
+        """A configured path, relative ones taken from the project root."""
+        candidate = Path(path)
+        return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
+
+    @property
+    def data_dir(self) -> Path:
+        """Where embedded state (generated secrets, SQLite files) lives by default."""
+        return PROJECT_ROOT / "var"
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def public_summary(self) -> dict[str, Any]:
+        """Every setting with secrets masked, for `run.py --print-config` and start-up logs."""
+        summary: dict[str, Any] = {}
+        for option in OPTIONS:
+            value = getattr(self, option.attr)
+            if option.secret and value:
+                value = redact_url(value) if "://" in str(value) else "***"
+            summary[option.attr] = str(value) if isinstance(value, Rate) else value
+        return summary
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"configuration file {path} is not valid TOML: {error}") from None
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from the files and ``environ`` (default ``os.environ``).
+
+    ``overrides`` maps attribute names to raw values and wins over everything; tests use it.
+    """
+    environ = os.environ if environ is None else environ
+    raw = _read_toml(DEFAULT_CONFIG_FILE)
+    sources = {option.attr: str(DEFAULT_CONFIG_FILE) for option in OPTIONS}
+    extra_file = environ.get("VACHAT_CONFIG")
+    if extra_file:
+        extra = _read_toml(Path(extra_file))
+        raw = _merge(raw, extra)
+        for option in OPTIONS:
+            if option.key in extra.get(option.section, {}):
+                sources[option.attr] = extra_file
+
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        value = raw.get(option.section, {}).get(option.key)
+        source = sources[option.attr]
+        if option.env in environ:
+            value, source = environ[option.env], f"environment variable {option.env}"
+        if overrides and option.attr in overrides:
+            value, source = overrides[option.attr], "test overrides"
+        if value is None:
+            continue
+        try:
+            values[option.attr] = option.parse(value)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(
+                f"invalid {option.env} ({option.section}.{option.key}) from {source}: {error}"
+            ) from None
+
+    plugin_sections = {
+        name: dict(section)
+        for name, section in raw.get("plugins", {}).items()
+        if isinstance(section, Mapping)
+    }
+    settings = Settings(**values, plugin_sections=plugin_sections)
+    return _with_secrets(settings)
+
+
+def _with_secrets(settings: Settings) -> Settings:
+    """Check the JWT secrets; outside production, generate missing ones and remember them."""
+    if settings.is_production:
+        for option in (OPTIONS_BY_ATTR["jwt_secret"], OPTIONS_BY_ATTR["jwt_refresh_secret"]):
+            secret = getattr(settings, option.attr)
+            if len(secret.encode()) < MIN_SECRET_BYTES or secret.lower().startswith(("change", "default", "secret")):
+                raise ConfigError(
+                    f"{option.env} must be set to a random value of at least {MIN_SECRET_BYTES} bytes "
+                    f"in production (generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                )
+        if settings.jwt_secret == settings.jwt_refresh_secret:
+            raise ConfigError("JWT_SECRET and JWT_REFRESH_SECRET must differ in production")
+        return settings
+    if settings.jwt_secret and settings.jwt_refresh_secret:
+        return settings
+    remembered = _remembered_secrets(settings.data_dir / "secrets.json")
+    return settings.replace(
+        jwt_secret=settings.jwt_secret or remembered["jwt_secret"],
+        jwt_refresh_secret=settings.jwt_refresh_secret or remembered["jwt_refresh_secret"],
+    )
+
+
+def _remembered_secrets(path: Path) -> dict[str, str]:
+    """Development secrets, generated once and kept so restarts do not sign everyone out."""
+    try:
+        stored = json.loads(path.read_text())
+        if isinstance(stored, dict) and all(
+            isinstance(stored.get(key), str) and len(stored[key]) >= MIN_SECRET_BYTES
+            for key in ("jwt_secret", "jwt_refresh_secret")
+        ):
+            return stored
+    except (OSError, ValueError):
+        pass
+    generated = {key: secrets.token_urlsafe(48) for key in ("jwt_secret", "jwt_refresh_secret")}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(generated, handle)
+    except OSError:
+        pass  # a read-only checkout still serves; tokens just do not survive a restart
+    return generated

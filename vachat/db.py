@@ -1,0 +1,193 @@
+"""The database: one Peewee proxy bound at start-up, one ``BaseModel``, and the executor that
+keeps every query off the IOLoop.
+
+Models everywhere (core and plugins) extend ``BaseModel``; the concrete database (SQLite by
+default, PostgreSQL through ``DATABASE_URL``) is chosen once by ``Database.open``. Handlers never
+call Peewee on the IOLoop thread: they hand a plain function to ``await app.db.run(fn, ...)``,
+which runs it on a bounded thread pool where each thread holds its own connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+from urllib.parse import unquote, urlparse
+
+import peewee
+from playhouse.pool import PooledPostgresqlDatabase
+
+from .config import PROJECT_ROOT, redact_url
+from .errors import Unavailable
+from .ids import new_id
+
+__all__ = ["database", "BaseModel", "JSONField", "Database", "connect_url", "now"]
+
+log = logging.getLogger("vachat.db")
+T = TypeVar("T")
+
+database = peewee.DatabaseProxy()
+
+# SQLite: WAL lets readers proceed while one thread writes; a writer that finds the file
+# locked waits this long (ms) instead of failing at once.
+SQLITE_BUSY_TIMEOUT_MS = 5000
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "foreign_keys": 1,
+    "synchronous": "normal",  # safe with WAL: a crash loses at most the last commits, never corrupts
+    "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
+}
+# PostgreSQL: recycle a pooled connection idle this long (s), so a restarted server or a
+# proxy's idle cut does not leave us holding dead sockets forever.
+POSTGRES_STALE_TIMEOUT = 300
+# Seconds a caller waits for a free pooled connection before the request gets a 503.
+POSTGRES_POOL_TIMEOUT = 10
+# Fail fast when PostgreSQL is unreachable: a 503 now beats a request hanging for minutes.
+POSTGRES_CONNECT_TIMEOUT = 5
+
+
+def now():
+    """The current UTC time as a naive datetime (how every timestamp column stores it)."""
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+class BaseModel(peewee.Model):
+    """Every model's base: an opaque time-ordered string id, bound to the one database."""
+
+    id = peewee.CharField(primary_key=True, max_length=26, default=new_id)
+
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class JSONField(peewee.TextField):
+    """A JSON document stored as text, the same on SQLite and PostgreSQL."""
+
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def python_value(self, value: Any) -> Any:
+        return None if value is None else json.loads(value)
+
+
+def connect_url(url: str, pool_size: int = 8) -> peewee.Database:
+    """A Peewee database for ``sqlite:///path`` or ``postgresql://user:pass@host:port/name``."""
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        raw_path = unquote(url[len("sqlite://"):])
+        if raw_path in ("/:memory:", ":memory:", ""):
+            return peewee.SqliteDatabase(":memory:", pragmas=SQLITE_PRAGMAS)
+        # sqlite:///var/x.db is relative to the project; sqlite:////abs/x.db is absolute.
+        path = Path(raw_path[1:]) if raw_path.startswith("/") else Path(raw_path)
+        if not path.is_absolute():
+            path = PROJECT_ROOT / path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return peewee.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS)
+    if parsed.scheme in ("postgresql", "postgres"):
+        return PooledPostgresqlDatabase(
+            unquote(parsed.path.lstrip("/")) or "postgres",
+            user=unquote(parsed.username) if parsed.username else None,
+            password=unquote(parsed.password) if parsed.password else None,
+            host=parsed.hostname or None,
+            port=parsed.port or 5432,
+            max_connections=pool_size,
+            stale_timeout=POSTGRES_STALE_TIMEOUT,
+            timeout=POSTGRES_POOL_TIMEOUT,
+            connect_timeout=POSTGRES_CONNECT_TIMEOUT,
+        )
+    raise ValueError(f"unsupported database URL {redact_url(url)!r}")
+
+
+class Database:
+    """The process's database and the bounded pool of threads that talks to it."""
+
+    def __init__(self, url: str, pool_size: int = 8) -> None:
+        self.url = url
+        self.engine = connect_url(url, pool_size)
+        self.is_sqlite = isinstance(self.engine, peewee.SqliteDatabase)
+        self.is_postgres = isinstance(self.engine, peewee.PostgresqlDatabase)
+        # One thread per pooled connection: a query never waits for a connection while
+        # holding a thread, and SQLite gets a few readers beside its one writer.
+        self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="vachat-db")
+        self._thread_ids: set[int] = set()
+        self.closed = False
+
+    def bind(self) -> "Database":
+        """Point every model at this database."""
+        database.initialize(self.engine)
+        return self
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` on a database thread and return its result.
+
+        A lost or refused connection becomes ``Unavailable`` (503); the connection is dropped
+        so the next call reconnects, which is how the server recovers when the database returns.
+        """
+        if self.closed:
+            raise Unavailable("The database is shutting down")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(self._call, fn, args, kwargs))
+
+    def _call(self, fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
+        self._thread_ids.add(threading.get_ident())
+        try:
+            self.engine.connect(reuse_if_open=True)
+            return fn(*args, **kwargs)
+        except (peewee.OperationalError, peewee.InterfaceError) as error:
+            if self._is_connection_error(error):
+                self._drop_connection()
+                log.warning("database unavailable: %s", error)
+                raise Unavailable("The database is unavailable, try again shortly") from error
+            raise
+
+    def _is_connection_error(self, error: Exception) -> bool:
+        if self.is_sqlite:
+            text = str(error).lower()
+            return "unable to open" in text or "disk i/o" in text
+        connection = getattr(self.engine, "_state", None)
+        raw = getattr(connection, "conn", None) if connection else None
+        # psycopg2 marks a connection it lost as closed; a refused connect never opened one.
+        return raw is None or bool(getattr(raw, "closed", True)) or isinstance(error, peewee.InterfaceError) \
+            or "server closed" in str(error) or "could not connect" in str(error) or "terminating" in str(error)
+
+    def _drop_connection(self) -> None:
+        try:
+            if isinstance(self.engine, PooledPostgresqlDatabase):
+                if not self.engine.is_closed():
+                    self.engine.manual_close()
+            else:
+                self.engine.close()
+        except Exception:  # the connection is already broken; we only need it gone
+            log.debug("closing a broken connection failed", exc_info=True)
+
+    async def ping(self) -> None:
+        await self.run(lambda: self.engine.execute_sql("SELECT 1").fetchone())
+
+    def close(self) -> None:
+        """Close every thread's connection and stop the pool (called once, at shutdown)."""
+        if self.closed:
+            return
+        self.closed = True
+        workers = max(1, len(self._thread_ids))
+        # Each worker closes its own thread-local connection.
+        futures = [self._executor.submit(self._close_in_thread) for _ in range(workers)]
+        for future in futures:
+            try:
+                future.result(timeout=5)
+            except Exception:
+                log.debug("closing a database connection failed", exc_info=True)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        if isinstance(self.engine, PooledPostgresqlDatabase):
+            self.engine.close_all()
+
+    def _close_in_thread(self) -> None:
+        if not self.engine.is_closed():
+            self.engine.close()

@@ -1,0 +1,115 @@
+"""The typed errors of the API and the one place they become the error envelope.
+
+Every failure a client can see is an ``ApiError`` subclass carrying its HTTP status and
+machine code (SPEC §3). REST handlers and WebSocket events raise them; ``ApiHandler.write_error``
+and the socket dispatcher turn them into JSON. Nothing else decides a status code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ApiError", "ValidationFailed", "Unauthorized", "TokenExpired", "Forbidden", "NotFound",
+    "MethodNotAllowed", "Conflict", "PayloadTooLarge", "UnsupportedMediaType", "RateLimited",
+    "QuotaExceeded", "InternalError", "Unavailable", "error_for_status",
+]
+
+
+class ApiError(Exception):
+    """An error with a status, a stable ``code`` for machines and a message for people."""
+
+    status: int = 500
+    code: str = "INTERNAL"
+    message: str = "Internal server error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or type(self).message
+        self.details = details
+        self.headers = dict(headers or {})
+        super().__init__(self.message)
+
+    def envelope(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"success": False, "error": self.message, "code": self.code}
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+class ValidationFailed(ApiError):
+    status, code, message = 400, "VALIDATION_FAILED", "Validation failed"
+
+
+class Unauthorized(ApiError):
+    status, code, message = 401, "UNAUTHORIZED", "Authentication required"
+
+
+class TokenExpired(ApiError):
+    status, code, message = 401, "TOKEN_EXPIRED", "Token expired"
+
+
+class Forbidden(ApiError):
+    status, code, message = 403, "FORBIDDEN", "You do not have permission to do this"
+
+
+class NotFound(ApiError):
+    status, code, message = 404, "NOT_FOUND", "Not found"
+
+
+class MethodNotAllowed(ApiError):
+    status, code, message = 405, "METHOD_NOT_ALLOWED", "Method not allowed"
+
+
+class Conflict(ApiError):
+    status, code, message = 409, "CONFLICT", "Conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status, code, message = 413, "PAYLOAD_TOO_LARGE", "Request body too large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code, message = 415, "UNSUPPORTED_MEDIA_TYPE", "Unsupported media type"
+
+
+class RateLimited(ApiError):
+    status, code, message = 429, "RATE_LIMITED", "Too many requests"
+
+    def __init__(self, message: str | None = None, *, retry_after: float, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = max(1, int(retry_after + 0.999))
+        self.headers.setdefault("Retry-After", str(self.retry_after))
+
+
+class QuotaExceeded(ApiError):
+    status, code, message = 429, "QUOTA_EXCEEDED", "Quota exceeded"
+
+
+class InternalError(ApiError):
+    status, code, message = 500, "INTERNAL", "Internal server error"
+
+
+class Unavailable(ApiError):
+    status, code, message = 503, "UNAVAILABLE", "Service temporarily unavailable"
+
+
+_BY_STATUS = {cls.status: cls for cls in (
+    ValidationFailed, Unauthorized, Forbidden, NotFound, MethodNotAllowed, Conflict,
+    PayloadTooLarge, UnsupportedMediaType, InternalError, Unavailable,
+)}
+
+
+def error_for_status(status: int, message: str | None = None) -> ApiError:
+    """The ``ApiError`` for a bare HTTP status (Tornado's own 404/405/400s reach us this way)."""
+    cls = _BY_STATUS.get(status)
+    if cls is None:
+        cls = ValidationFailed if 400 <= status < 500 else InternalError
+    error = cls(message)
+    error.status = status
+    return error

@@ -1,0 +1,79 @@
+"""WebSocket event declarations: ``@ws_event`` and the registry the socket dispatches through.
+
+An event handler is ``async def handler(ctx: EventContext, data) -> ack data``. The decorator
+records its type, the schema its ``data`` must match, whether it needs an authenticated socket,
+the permission it needs and an optional per-socket rate. Plugins return their handlers from
+the ``vachat_ws_events`` hook; the core registers its own (``auth``, ``ping``) the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from .config import Rate
+
+__all__ = ["ws_event", "EventSpec", "EventRegistry"]
+
+log = logging.getLogger("vachat.events")
+
+EventHandler = Callable[[Any, Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str
+    handler: EventHandler
+    schema: str | None = None  # schema id that ``data`` must match
+    auth: bool = True
+    permission: str | None = None
+    rate: Rate | None = None  # extra per-socket limit for this event, on top of the socket's
+    summary: str = ""
+    plugin: str = "core"
+
+
+def ws_event(
+    event_type: str,
+    *,
+    schema: str | None = None,
+    auth: bool = True,
+    permission: str | None = None,
+    rate: str | Rate | None = None,
+    summary: str = "",
+) -> Callable[[EventHandler], EventHandler]:
+    """Declare a WebSocket event handler for client frames of type ``event_type``."""
+
+    def decorate(handler: EventHandler) -> EventHandler:
+        handler.ws_event = EventSpec(  # type: ignore[attr-defined]
+            event_type, handler, schema, auth or bool(permission), permission,
+            Rate.parse(rate) if isinstance(rate, str) else rate,
+            summary or (handler.__doc__ or "").strip().split("\n")[0],
+        )
+        return handler
+
+    return decorate
+
+
+class EventRegistry:
+    def __init__(self) -> None:
+        self._events: dict[str, EventSpec] = {}
+
+    def register(self, handler: EventHandler, plugin: str = "core") -> EventSpec:
+        spec: EventSpec | None = getattr(handler, "ws_event", None)
+        if spec is None:
+            raise TypeError(f"{handler!r} is not decorated with @ws_event")
+        if spec.type in self._events:
+            raise ValueError(f"event type {spec.type!r} is already handled by {self._events[spec.type].plugin}")
+        spec = EventSpec(**{**spec.__dict__, "plugin": plugin})
+        self._events[spec.type] = spec
+        return spec
+
+    def get(self, event_type: str) -> EventSpec | None:
+        return self._events.get(event_type)
+
+    def __iter__(self):
+        return iter(sorted(self._events.values(), key=lambda spec: spec.type))
+
+    def __contains__(self, event_type: str) -> bool:
+        return event_type in self._events

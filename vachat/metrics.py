@@ -1,0 +1,44 @@
+"""Prometheus metrics of one application, on its own registry (so several apps in one test
+process never collide), rendered in the text exposition format at ``/metrics``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.process_collector import ProcessCollector
+
+__all__ = ["Metrics"]
+
+# Latency buckets (s): a JSON API answers in milliseconds; the tail shows lock or pool waits.
+REQUEST_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        self.requests = Counter(
+            "vachat_http_requests", "HTTP requests by route, method and status",
+            ("method", "route", "status"), registry=self.registry)
+        self.latency = Histogram(
+            "vachat_http_request_duration_seconds", "HTTP request latency by route and method",
+            ("method", "route"), buckets=REQUEST_LATENCY_BUCKETS, registry=self.registry)
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+    def gauge_from(self, name: str, documentation: str, read: Callable[[], float]) -> Gauge:
+        """A gauge whose value is read from ``read()`` at scrape time."""
+        gauge = Gauge(name, documentation, registry=self.registry)
+        gauge.set_function(read)
+        return gauge
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def value(self, name: str, labels: dict[str, Any] | None = None) -> float | None:
+        """A sample's current value (tests and the admin dashboard read through this)."""
+        return self.registry.get_sample_value(name, {k: str(v) for k, v in (labels or {}).items()})

@@ -1,0 +1,95 @@
+"""Schema migrations: one peewee-migrate history per owner (the core and each plugin).
+
+Each owner keeps its migration files in its own folder and its applied list in its own table
+(``migratehistory_<owner>``), so a plugin can be added, upgraded or rolled back without
+touching anyone else's history. The core's folder is the top-level ``migrations/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import peewee
+from peewee_migrate import Router
+
+from .config import PROJECT_ROOT
+
+__all__ = ["MigrationSource", "Migrations", "CORE_MIGRATIONS"]
+
+log = logging.getLogger("vachat.migrate")
+
+CORE_MIGRATIONS = PROJECT_ROOT / "migrations"
+
+
+@dataclass(frozen=True)
+class MigrationSource:
+    owner: str
+    directory: Path
+
+    @property
+    def table(self) -> str:
+        return "migratehistory_" + re.sub(r"[^a-z0-9_]", "_", self.owner.lower())
+
+
+class Migrations:
+    """Apply, roll back, list and create migrations for a set of owners, core first."""
+
+    def __init__(self, engine: peewee.Database, sources: list[MigrationSource]) -> None:
+        self.engine = engine
+        self.sources = {source.owner: source for source in sources}
+
+    def _router(self, owner: str) -> Router:
+        source = self.sources.get(owner)
+        if source is None:
+            raise KeyError(f"no migrations for {owner!r}; known: {', '.join(self.sources) or 'none'}")
+        source.directory.mkdir(parents=True, exist_ok=True)
+        return Router(self.engine, migrate_dir=str(source.directory), migrate_table=source.table,
+                      logger=logging.getLogger(f"vachat.migrate.{owner}"))
+
+    def pending(self) -> dict[str, list[str]]:
+        """Owner → names not applied yet (owners with nothing pending are left out)."""
+        result = {}
+        for owner in self.sources:
+            diff = self._router(owner).diff
+            if diff:
+                result[owner] = list(diff)
+        return result
+
+    def status(self) -> dict[str, dict[str, list[str]]]:
+        return {
+            owner: {"applied": list(router.done), "pending": list(router.diff)}
+            for owner, router in ((owner, self._router(owner)) for owner in self.sources)
+        }
+
+    def apply(self, owner: str | None = None) -> dict[str, list[str]]:
+        """Apply what is pending (for one owner, or all: the core first). Returns what ran."""
+        applied = {}
+        for name in ([owner] if owner else list(self.sources)):
+            router = self._router(name)
+            todo = list(router.diff)
+            if todo:
+                log.info("applying migrations", extra={"owner": name, "migrations": todo})
+                router.run()
+                applied[name] = todo
+        return applied
+
+    def rollback(self, owner: str, steps: int = 1) -> list[str]:
+        """Roll back the last ``steps`` migrations of one owner; returns their names."""
+        router = self._router(owner)
+        rolled = []
+        for _ in range(steps):
+            if not router.done:
+                break
+            name = router.done[-1]
+            router.rollback()
+            rolled.append(name)
+        return rolled
+
+    def create(self, owner: str, name: str) -> str:
+        """Write an empty migration file for ``owner`` and return its path."""
+        router = self._router(owner)
+        created = router.create(name, auto=False)
+        return str(self.sources[owner].directory / f"{created}.py")

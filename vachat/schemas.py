@@ -1,0 +1,195 @@
+"""JSON Schema registry: every schema file loaded once, checked, compiled and cached.
+
+Schema ids are short names, ``<namespace>/<file stem>``: the core's files in ``schemas/`` are
+``core/…``, a plugin's ``<plugin>/schemas/`` files are ``<plugin>/…``. Each file's ``$id`` is
+``https://vachat.dev/schemas/<id>.json`` (set when missing), so a relative ``$ref`` such as
+``"pagination.json"`` or ``"../core/user.json"`` works between files. Handlers name the ids they
+accept and return; the OpenAPI document is built from the same registry, so it cannot drift.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import jsonschema
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from .errors import ValidationFailed
+
+__all__ = ["SchemaRegistry", "SchemaError", "SCHEMA_BASE_URI", "schema_uri"]
+
+SCHEMA_BASE_URI = "https://vachat.dev/schemas/"
+# Most details a validation error lists: enough to fix a form, too few to amplify a bad request.
+MAX_ERROR_DETAILS = 20
+
+
+class SchemaError(ValueError):
+    """A schema file is unreadable, invalid, or outside its namespace."""
+
+
+def schema_uri(schema_id: str) -> str:
+    return f"{SCHEMA_BASE_URI}{schema_id}.json"
+
+
+class SchemaRegistry:
+    def __init__(self) -> None:
+        self._schemas: dict[str, dict[str, Any]] = {}
+        self._validators: dict[str, Draft202012Validator] = {}
+        self._registry: Registry | None = None
+
+    # -- loading ---------------------------------------------------------------
+
+    def add_directory(self, namespace: str, directory: Path) -> list[str]:
+        """Load every ``*.json`` under ``directory`` as ``<namespace>/<relative stem>``."""
+        added = []
+        for path in sorted(Path(directory).rglob("*.json")):
+            stem = path.relative_to(directory).with_suffix("").as_posix()
+            try:
+                schema = json.loads(path.read_text())
+            except (OSError, ValueError) as error:
+                raise SchemaError(f"{path}: not readable JSON: {error}") from None
+            self.add(f"{namespace}/{stem}", schema, source=str(path))
+            added.append(f"{namespace}/{stem}")
+        return added
+
+    def add(self, schema_id: str, schema: dict[str, Any], source: str = "<memory>") -> None:
+        if not isinstance(schema, dict):
+            raise SchemaError(f"{source}: a schema must be a JSON object")
+        expected = schema_uri(schema_id)
+        declared = schema.setdefault("$id", expected)
+        if declared != expected:
+            raise SchemaError(f"{source}: $id must be {expected!r} (its namespace), not {declared!r}")
+        schema.setdefault("$schema", "https://json-schema.org/draft/2020-12/schema")
+        try:
+            Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as error:
+            raise SchemaError(f"{source}: invalid JSON Schema: {error.message}") from None
+        if schema_id in self._schemas:
+            raise SchemaError(f"{source}: schema {schema_id!r} is defined twice")
+        self._schemas[schema_id] = schema
+        self._registry = None
+        self._validators.clear()
+
+    def _resources(self) -> Registry:
+        if self._registry is None:
+            self._registry = Registry().with_resources(
+                (schema["$id"], Resource.from_contents(schema, default_specification=DRAFT202012))
+                for schema in self._schemas.values()
+            ).crawl()
+        return self._registry
+
+    def compile_all(self) -> None:
+        """Compile every validator now, so a broken ``$ref`` fails at start-up, not mid-request."""
+        for schema_id in self._schemas:
+            validator = self.validator(schema_id)
+            try:
+                for _ in _walk_refs(self._schemas[schema_id]):
+                    pass
+                validator.is_valid(None)  # resolves top-level refs eagerly
+            except Exception as error:  # referencing.exceptions.Unresolvable and friends
+                raise SchemaError(f"schema {schema_id!r}: {error}") from None
+            for ref in _walk_refs(self._schemas[schema_id]):
+                try:
+                    validator._resolver.lookup(ref)
+                except Exception:
+                    raise SchemaError(f"schema {schema_id!r}: $ref {ref!r} does not resolve") from None
+
+    # -- use -------------------------------------------------------------------
+
+    def __contains__(self, schema_id: str) -> bool:
+        return schema_id in self._schemas
+
+    def ids(self) -> list[str]:
+        return sorted(self._schemas)
+
+    def get(self, schema_id: str) -> dict[str, Any]:
+        try:
+            return self._schemas[schema_id]
+        except KeyError:
+            raise KeyError(f"unknown schema {schema_id!r}") from None
+
+    def id_for_uri(self, uri: str) -> str | None:
+        if uri.startswith(SCHEMA_BASE_URI) and uri.endswith(".json"):
+            candidate = uri[len(SCHEMA_BASE_URI):-len(".json")]
+            return candidate if candidate in self._schemas else None
+        return None
+
+    def validator(self, schema_id: str) -> Draft202012Validator:
+        validator = self._validators.get(schema_id)
+        if validator is None:
+            validator = Draft202012Validator(
+                self.get(schema_id),
+                registry=self._resources(),
+                format_checker=Draft202012Validator.FORMAT_CHECKER,
+            )
+            self._validators[schema_id] = validator
+        return validator
+
+    def validate(self, schema_id: str, instance: Any) -> Any:
+        """Return ``instance`` if valid; else raise ``ValidationFailed`` naming each bad field."""
+        errors = sorted(self.validator(schema_id).iter_errors(instance), key=lambda e: list(e.absolute_path))
+        if errors:
+            raise ValidationFailed("Validation failed", details=describe_errors(errors))
+        return instance
+
+    def copy(self, schema_id: str) -> dict[str, Any]:
+        return copy.deepcopy(self.get(schema_id))
+
+
+def describe_errors(errors: list[jsonschema.ValidationError]) -> list[dict[str, str]]:
+    """``[{"field": "profile.email", "message": "…"}]``, one entry per failing field."""
+    details: list[dict[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for error in _leaf_errors(errors):
+        path = [str(part) for part in error.absolute_path]
+        if error.validator == "required":
+            missing = error.message.split("'")[1] if "'" in error.message else ""
+            path.append(missing)
+            message = "is required"
+        elif error.validator == "additionalProperties":
+            extras = [name for name in (error.instance or {}) if name not in error.schema.get("properties", {})]
+            for extra in extras or [""]:
+                key = (".".join(path + [extra]), "is not an allowed field")
+                if key not in seen:
+                    seen.add(key)
+                    details.append({"field": key[0], "message": key[1]})
+            continue
+        elif error.validator == "type":
+            message = f"must be of type {error.validator_value}"
+        else:
+            message = error.message
+            if len(message) > 200:
+                message = message[:197] + "..."
+        key = (".".join(path) or "(body)", message)
+        if key not in seen:
+            seen.add(key)
+            details.append({"field": key[0], "message": key[1]})
+        if len(details) >= MAX_ERROR_DETAILS:
+            break
+    return details
+
+
+def _leaf_errors(errors: list[jsonschema.ValidationError]) -> Iterator[jsonschema.ValidationError]:
+    """For oneOf/anyOf failures, report the most relevant sub-error rather than the umbrella."""
+    for error in errors:
+        if error.context:
+            yield jsonschema.exceptions.best_match(error.context)
+        else:
+            yield error
+
+
+def _walk_refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                yield value
+            else:
+                yield from _walk_refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk_refs(item)

@@ -1,0 +1,79 @@
+"""Running one node: open the port, serve until SIGTERM/SIGINT, then drain and exit 0.
+
+Shutdown order (SPEC §9): stop accepting connections, close sockets with 1001, let in-flight
+requests finish (capped by SHUTDOWN_GRACE), close plugins, broker, Redis and the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from tornado.httpserver import HTTPServer
+
+from .app import VachatApplication
+from .config import Settings, redact_url
+
+__all__ = ["serve", "prepare_database", "PendingMigrations"]
+
+log = logging.getLogger("vachat.server")
+
+# Multipart framing around an upload adds a little to MAX_FILE_SIZE; allow for it at the
+# connection level, while handlers enforce their exact limits with a clean 413.
+BODY_OVERHEAD = 1024 * 1024
+
+
+class PendingMigrations(RuntimeError):
+    """Production refuses to serve a schema older than the code."""
+
+
+def prepare_database(app: VachatApplication) -> None:
+    """Apply pending migrations when allowed; otherwise refuse to start if any are pending."""
+    migrations = app.migrations()
+    pending = migrations.pending()
+    if not pending:
+        return
+    if app.config.should_auto_migrate:
+        applied = migrations.apply()
+        app.db.engine.close()  # the loop's database threads open their own connections
+        log.info("applied pending migrations", extra={"migrations": applied})
+        return
+    listing = "; ".join(f"{owner}: {', '.join(names)}" for owner, names in pending.items())
+    raise PendingMigrations(
+        f"pending migrations ({listing}). Run `python run.py migrate` first, "
+        "or set AUTO_MIGRATE=1 to apply them at start-up.")
+
+
+def http_server(app: VachatApplication) -> HTTPServer:
+    config = app.config
+    return HTTPServer(app, max_body_size=max(config.max_file_size, config.max_json_body) + BODY_OVERHEAD)
+
+
+async def run_until_signalled(app: VachatApplication, ready: Any = None) -> None:
+    """Start, listen, and on SIGTERM/SIGINT drain and close. Returns when fully stopped."""
+    config = app.config
+    await app.start()
+    server = http_server(app)
+    server.listen(config.port, config.host)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("listening", extra={"host": config.host, "port": config.port, "environment": config.env,
+                                 "database": redact_url(config.database_url)})
+    if ready is not None:
+        ready()
+    await stop.wait()
+    log.info("shutting down", extra={"inflightRequests": app.inflight_requests})
+    server.stop()  # no new connections; requests already accepted carry on
+    await app.shutdown()
+    await server.close_all_connections()
+    log.info("stopped")
+
+
+def serve(config: Settings) -> None:
+    app = VachatApplication(config)
+    prepare_database(app)
+    asyncio.run(run_until_signalled(app))

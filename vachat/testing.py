@@ -1,0 +1,447 @@
+"""pytest fixtures for vachat and its plugins (a pytest plugin, registered as ``pytest11``).
+
+Installing vachat gives every test suite, the core's and a plugin author's, the same tools:
+
+``app``
+    A started ``VachatApplication`` on a migrated, emptied database. Configure it per module
+    or per test by overriding ``vachat_config`` (settings overrides, by attribute name) and
+    ``vachat_plugins`` (extra ``(name, module)`` plugins), or with the marker
+    ``@pytest.mark.vachat(config={...}, plugins=[...])``.
+``fetch``
+    ``await fetch(path, method="GET", json=None, headers=None, user=None)`` → ``Response``
+    with ``.code``, ``.headers``, ``.body`` and ``.json``. Never raises on 4xx/5xx.
+``ws_connect``
+    ``await ws_connect(user=None, headers=None, path="/ws")`` → ``WsClient``.
+``server_process``
+    Starts real ``vachat serve`` processes (multi-node and shutdown tests).
+
+``user=`` is a user id string (authenticated by the test auth plugin as ``Bearer test:<id>``) or any
+object with an ``auth_headers`` mapping (real credentials, e.g. from the accounts fixtures).
+
+Databases: SQLite in a temporary directory by default; when ``VACHAT_TEST_DATABASE_URL`` is
+set (``postgresql://…``) a fresh database is created on that server for the session and
+dropped after. ``VACHAT_TEST_REDIS_URL`` switches broker, rate limits and caches to Redis;
+an unreachable service then fails the run, it never skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Iterable
+from urllib.parse import urlparse, urlunparse
+
+import pytest
+import tornado.httpclient
+import tornado.websocket
+
+from . import testing_auth
+from .app import VachatApplication
+from .config import PROJECT_ROOT, Settings, load_settings
+
+__all__ = ["Response", "WsClient", "ServerProcess", "test_settings", "reset_database"]
+
+# Every wait in a test is bounded; a frame that has not come in this long (s) is not coming.
+DEFAULT_WAIT = 5.0
+# How long a spawned server may take to report ready (s): imports, migrations, pool warm-up.
+SERVER_START_TIMEOUT = 30.0
+
+TEST_SECRET = "test-secret-" + "x" * 40
+TEST_REFRESH_SECRET = "test-refresh-secret-" + "y" * 40
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "vachat(config=None, plugins=None): settings overrides and extra plugins for the app fixture")
+
+
+# ---------------------------------------------------------------------------
+# services: database and Redis for the whole session
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def vachat_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterable[str]:
+    """A database URL for this test session: a temporary SQLite file, or a fresh PostgreSQL
+    database on the server named by ``VACHAT_TEST_DATABASE_URL``."""
+    server_url = os.environ.get("VACHAT_TEST_DATABASE_URL")
+    if not server_url:
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'vachat-test.db'}"
+        return
+    import psycopg2
+
+    name = f"vachat_test_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = psycopg2.connect(server_url, connect_timeout=5)  # unreachable: the session fails
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    parsed = urlparse(server_url)
+    yield urlunparse(parsed._replace(path=f"/{name}"))
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def vachat_redis_url() -> str:
+    """``VACHAT_TEST_REDIS_URL`` (checked reachable), or "" for the embedded backends."""
+    url = os.environ.get("VACHAT_TEST_REDIS_URL", "")
+    if url:
+        import redis
+
+        redis.Redis.from_url(url, socket_connect_timeout=5).ping()  # unreachable: the session fails
+    return url
+
+
+@pytest.fixture
+def vachat_config() -> dict[str, Any]:
+    """Settings overrides (attribute → value) for the ``app`` fixture; override to configure."""
+    return {}
+
+
+@pytest.fixture
+def vachat_plugins() -> list[tuple[str, Any]]:
+    """Extra ``(name, module)`` plugins for the ``app`` fixture; override to add your own."""
+    return []
+
+
+def test_settings(database_url: str, redis_url: str = "", tmp_path: Path | None = None, **overrides: Any) -> Settings:
+    """Settings for a test server: fast bcrypt, generous limits, quiet, temporary paths."""
+    base: dict[str, Any] = {
+        "env": "test",
+        "host": "127.0.0.1",
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "jwt_secret": TEST_SECRET,
+        "jwt_refresh_secret": TEST_REFRESH_SECRET,
+        "bcrypt_rounds": 4,
+        # Tests make many requests from one address; the tests of limits set their own.
+        "rate_limit_global": "100000/60s",
+        "rate_limit_auth": "100000/60s",
+        "ws_rate_limit": "100000/10s",
+        "log_dir": "",
+        "database_pool_size": 4,
+        "executor_threads": 4,
+        "shutdown_grace": 5,
+    }
+    if tmp_path is not None:
+        base["upload_path"] = str(tmp_path / "uploads")
+    base.update(overrides)
+    return load_settings(environ={}, overrides=base)
+
+
+def reset_database(app: VachatApplication) -> None:
+    """Apply pending migrations, then empty every table but the migration histories."""
+    app.migrations().apply()
+    engine = app.db.engine
+    tables = [t for t in engine.get_tables() if not t.startswith("migratehistory")]
+    if not tables:
+        return
+    if app.db.is_postgres:
+        engine.execute_sql("TRUNCATE {} RESTART IDENTITY CASCADE".format(", ".join(f'"{t}"' for t in tables)))
+    else:
+        engine.execute_sql("PRAGMA foreign_keys = OFF")
+        for table in tables:
+            if not table.startswith("sqlite_") and "_fts" not in table:
+                engine.execute_sql(f'DELETE FROM "{table}"')
+        engine.execute_sql("PRAGMA foreign_keys = ON")
+    engine.close()
+
+
+@pytest.fixture
+def app(request: pytest.FixtureRequest, io_loop: Any, vachat_database_url: str, vachat_redis_url: str,
+        vachat_config: dict[str, Any], vachat_plugins: list[tuple[str, Any]], tmp_path: Path) -> Iterable[VachatApplication]:
+    """A started application (the name pytest-tornado's ``http_server`` expects)."""
+    config = dict(vachat_config)
+    plugins = list(vachat_plugins)
+    for marker in reversed(list(request.node.iter_markers("vachat"))):
+        config.update(marker.kwargs.get("config") or {})
+        plugins.extend(marker.kwargs.get("plugins") or [])
+    settings = test_settings(vachat_database_url, vachat_redis_url, tmp_path, **config)
+    application = VachatApplication(settings, extra_plugins=[("testauth", testing_auth), *plugins])
+    application.db.bind()
+    reset_database(application)
+    if vachat_redis_url:
+        import redis
+
+        client = redis.Redis.from_url(vachat_redis_url)
+        client.flushdb()  # limits and caches from earlier tests must not leak into this one
+        client.close()
+    io_loop.run_sync(application.start)
+    yield application
+    io_loop.run_sync(application.shutdown)
+
+
+# ---------------------------------------------------------------------------
+# clients
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Response:
+    code: int
+    headers: Any
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+    @property
+    def data(self) -> Any:
+        return self.json["data"]
+
+
+def auth_headers_for(user: Any) -> dict[str, str]:
+    if user is None:
+        return {}
+    if isinstance(user, str):
+        return {"Authorization": f"Bearer test:{user}"}
+    headers = getattr(user, "auth_headers", None)
+    if headers is None and isinstance(user, dict):
+        headers = user.get("auth_headers")
+    if headers is None:
+        raise TypeError(f"cannot authenticate as {user!r}: give a user id or an object with auth_headers")
+    return dict(headers)
+
+
+@pytest.fixture
+def fetch(http_server: Any, base_url: str) -> Callable[..., Any]:
+    """``await fetch(path, method="GET", json=None, body=None, headers=None, user=None)``."""
+    client = tornado.httpclient.AsyncHTTPClient(force_instance=True)
+
+    async def fetch(path: str, method: str = "GET", *, json: Any = None, body: bytes | str | None = None,
+                    headers: dict[str, str] | None = None, user: Any = None, **kwargs: Any) -> Response:
+        all_headers = auth_headers_for(user)
+        if json is not None:
+            body = _json_module.dumps(json)
+            all_headers["Content-Type"] = "application/json"
+        all_headers.update(headers or {})
+        if body is None and method in ("POST", "PUT", "PATCH"):
+            body = b""
+        request = tornado.httpclient.HTTPRequest(
+            base_url + path, method=method, headers=all_headers, body=body,
+            allow_nonstandard_methods=True, request_timeout=30, follow_redirects=False, **kwargs)
+        response = await client.fetch(request, raise_error=False)
+        if response.code == 599:
+            raise response.error  # the connection failed: no HTTP answer to assert on
+        return Response(response.code, response.headers, response.body or b"")
+
+    yield fetch
+    client.close()
+
+
+_json_module = json
+
+
+class WsClient:
+    """A WebSocket client that keeps every frame, so a test can wait for the one it needs."""
+
+    def __init__(self, connection: tornado.websocket.WebSocketClientConnection) -> None:
+        self.connection = connection
+        self.frames: list[dict[str, Any]] = []
+        self._arrived = asyncio.Event()
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            message = await self.connection.read_message()
+            if message is None:
+                self._closed = True
+                self._arrived.set()
+                return
+            self.frames.append(json.loads(message))
+            self._arrived.set()
+
+    def send(self, event_type: str, data: Any = None, id: Any = None) -> None:
+        frame: dict[str, Any] = {"type": event_type}
+        if data is not None:
+            frame["data"] = data
+        if id is not None:
+            frame["id"] = id
+        self.send_raw(json.dumps(frame))
+
+    def send_raw(self, text: str | bytes) -> None:
+        self.connection.write_message(text)
+
+    async def receive(self, event_type: str | None = None, *, id: Any = None, timeout: float = DEFAULT_WAIT) -> dict[str, Any]:
+        """The next unconsumed frame (of ``event_type`` / with ``id`` when given)."""
+
+        def matches(frame: dict[str, Any]) -> bool:
+            return (event_type is None or frame.get("type") == event_type) and (id is None or frame.get("id") == id)
+
+        async def wait() -> dict[str, Any]:
+            while True:
+                for index, frame in enumerate(self.frames):
+                    if matches(frame):
+                        return self.frames.pop(index)
+                if self._closed:
+                    raise ConnectionError(f"socket closed ({self.close_code} {self.close_reason}) "
+                                          f"before a {event_type or 'frame'} arrived")
+                self._arrived.clear()
+                await self._arrived.wait()
+
+        return await asyncio.wait_for(wait(), timeout)
+
+    async def request(self, event_type: str, data: Any = None, *, timeout: float = DEFAULT_WAIT) -> dict[str, Any]:
+        """Send with a fresh id and return the one reply (``ack``, ``error`` or ``pong``)."""
+        request_id = f"r{next(self._ids)}"
+        self.send(event_type, data, id=request_id)
+        return await self.receive(id=request_id, timeout=timeout)
+
+    async def closed(self, timeout: float = DEFAULT_WAIT) -> tuple[int | None, str | None]:
+        """Wait for the server to close the socket; returns ``(code, reason)``."""
+        await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+        return self.close_code, self.close_reason
+
+    @property
+    def close_code(self) -> int | None:
+        return self.connection.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        return self.connection.close_reason
+
+    def close(self) -> None:
+        self.connection.close()
+        self._reader.cancel()
+
+
+async def open_websocket(url: str, headers: dict[str, str] | None = None) -> WsClient:
+    request = tornado.httpclient.HTTPRequest(url, headers=headers or {}, request_timeout=DEFAULT_WAIT)
+    connection = await tornado.websocket.websocket_connect(request)
+    return WsClient(connection)
+
+
+@pytest.fixture
+def ws_connect(http_server: Any, http_port: int) -> Callable[..., Any]:
+    """``await ws_connect(user=None, headers=None, path="/ws")`` → a connected ``WsClient``."""
+    clients: list[WsClient] = []
+
+    async def ws_connect(user: Any = None, headers: dict[str, str] | None = None, path: str = "/ws") -> WsClient:
+        all_headers = auth_headers_for(user)
+        all_headers.update(headers or {})
+        client = await open_websocket(f"ws://127.0.0.1:{http_port}{path}", all_headers)
+        clients.append(client)
+        return client
+
+    yield ws_connect
+    for client in clients:
+        client.close()
+
+
+# ---------------------------------------------------------------------------
+# real server processes
+# ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    """A ``vachat serve`` child process on its own port; stopped when the test ends."""
+
+    env: dict[str, str]
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self) -> "ServerProcess":
+        env = {**os.environ, **self.env, "PORT": str(self.port), "HOST": "127.0.0.1"}
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "run.py"), "serve"], env=env,
+                                        stdout=self._log, stderr=subprocess.STDOUT, cwd=str(PROJECT_ROOT))
+        return self
+
+    async def wait_ready(self, timeout: float = SERVER_START_TIMEOUT) -> None:
+        client = tornado.httpclient.AsyncHTTPClient(force_instance=True)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
+                try:
+                    response = await client.fetch(self.base_url + "/health/ready", raise_error=False, request_timeout=2)
+                    if response.code == 200:
+                        return
+                except OSError:
+                    pass  # not listening yet
+                await asyncio.sleep(0.05)
+            raise TimeoutError(f"server not ready after {timeout}s:\n{self.output()}")
+        finally:
+            client.close()
+
+    def terminate(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    async def wait_exit(self, timeout: float = 40.0) -> int:
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server still running after {timeout}s:\n{self.output()}")
+            await asyncio.sleep(0.05)
+        return self.process.returncode
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-8000:]
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+@pytest.fixture
+def server_process(tmp_path: Path, vachat_database_url: str, vachat_redis_url: str) -> Callable[..., Any]:
+    """``server_process(env={...})`` → a started ``ServerProcess`` (await ``wait_ready()``).
+
+    The child runs in the test environment with the session's database and Redis, the test
+    auth plugin loaded, and migrations applied at start-up.
+    """
+    started: list[ServerProcess] = []
+
+    def spawn(env: dict[str, str] | None = None) -> ServerProcess:
+        base = {
+            "VACHAT_ENV": "test", "DATABASE_URL": vachat_database_url, "REDIS_URL": vachat_redis_url,
+            "JWT_SECRET": TEST_SECRET, "JWT_REFRESH_SECRET": TEST_REFRESH_SECRET, "BCRYPT_ROUNDS": "4",
+            "LOG_DIR": "", "AUTO_MIGRATE": "1", "RATE_LIMIT_GLOBAL": "100000/60s", "RATE_LIMIT_AUTH": "100000/60s",
+            "VACHAT_PLUGIN_MODULES": "testauth=vachat.testing_auth", "UPLOAD_PATH": str(tmp_path / "uploads"),
+        }
+        base.update(env or {})
+        server = ServerProcess(base, tmp_path / f"server-{len(started)}.log").start()
+        started.append(server)
+        return server
+
+    yield spawn
+    for server in started:
+        server.kill()
