@@ -1,0 +1,56 @@
+"""The command line, run as users run it: `python run.py …` in a subprocess."""
+
+import json
+import subprocess
+import sys
+
+from vachat.config import PROJECT_ROOT
+
+
+def run(*args, env=None, tmp_path=None):
+    environment = {"PATH": "/usr/bin:/bin", "LOG_DIR": "", "VACHAT_ENV": "test",
+                   "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+    environment.update(env or {})
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / "run.py"), *args], env=environment,
+                          capture_output=True, text=True, timeout=60, cwd=str(PROJECT_ROOT))
+
+
+def test_help_lists_the_commands(tmp_path):
+    result = run("--help", tmp_path=tmp_path)
+    assert result.returncode == 0
+    for command in ("serve", "migrate", "seed", "create-admin", "plugins"):
+        assert command in result.stdout
+
+
+def test_plugins_lists_discovered_and_enabled(tmp_path):
+    listed = json.loads(run("plugins", "--json", tmp_path=tmp_path).stdout)
+    example = next(p for p in listed if p["name"] == "example")
+    assert example == {"name": "example", "version": "0.1.0", "source": "vachat-example-plugin",
+                       "enabled": True, "error": None}
+    disabled = json.loads(run("plugins", "--json", env={"VACHAT_PLUGINS": "-example"}, tmp_path=tmp_path).stdout)
+    assert next(p for p in disabled if p["name"] == "example")["enabled"] is False
+    table = run("plugins", tmp_path=tmp_path).stdout
+    assert "example" in table and "vachat-example-plugin" in table
+
+
+def test_migrate_status_apply_rollback(tmp_path):
+    status = json.loads(run("migrate", "status", tmp_path=tmp_path).stdout)
+    assert status["example"]["pending"] == ["001_create_notes"]
+    applied = run("migrate", tmp_path=tmp_path)
+    assert applied.returncode == 0 and "001_create_notes" in applied.stdout
+    assert json.loads(run("migrate", "status", tmp_path=tmp_path).stdout)["example"]["pending"] == []
+    rolled = run("migrate", "rollback", "--owner", "example", tmp_path=tmp_path)
+    assert "001_create_notes" in rolled.stdout
+    assert json.loads(run("migrate", "status", tmp_path=tmp_path).stdout)["example"]["applied"] == []
+
+
+def test_bad_configuration_exits_2_with_the_setting_named(tmp_path):
+    result = run("config", env={"PORT": "not-a-port"}, tmp_path=tmp_path)
+    assert result.returncode == 2
+    assert "PORT" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_config_prints_masked_settings(tmp_path):
+    result = run("config", env={"REDIS_URL": "redis://:pw123@localhost:6379/0"}, tmp_path=tmp_path)
+    settings = json.loads(result.stdout)
+    assert settings["port"] == 3000 and "pw123" not in result.stdout

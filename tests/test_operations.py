@@ -1,0 +1,114 @@
+"""Operations endpoints: health (embedded and with PostgreSQL + Redis), readiness, metrics,
+the OpenAPI document built from the handlers' declarations, and the docs page."""
+
+import os
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from tests.plugins import sample
+
+pytestmark = pytest.mark.vachat(plugins=[("sample", sample)])
+
+
+@pytest.mark.gen_test
+async def test_health_reports_every_check(app, fetch):
+    response = await fetch("/health")
+    assert response.code == 200
+    report = response.json
+    assert report["status"] == "healthy"
+    assert report["environment"] == "test" and report["version"] == app.version
+    assert report["uptime"] >= 0 and report["timestamp"].endswith("Z")
+    checks = report["checks"]
+    assert checks["database"]["status"] == "ok"
+    assert checks["database"]["engine"] == ("postgresql" if os.environ.get("VACHAT_TEST_DATABASE_URL") else "sqlite")
+    expected_redis = "ok" if os.environ.get("VACHAT_TEST_REDIS_URL") else "disabled"
+    assert checks["redis"]["status"] == expected_redis
+    assert checks["memory"]["status"] == "ok" and checks["memory"]["rssBytes"] > 0
+    assert checks["disk"]["status"] == "ok"
+
+
+@pytest.mark.gen_test
+async def test_live_and_ready(fetch):
+    assert (await fetch("/health/live")).json == {"status": "ok"}
+    ready = await fetch("/health/ready")
+    assert ready.code == 200 and ready.json["status"] == "ready"
+
+
+@pytest.mark.gen_test
+@pytest.mark.vachat(config={"redis_url": "redis://127.0.0.1:1/0"})
+async def test_unreachable_redis_degrades_but_serves(app, fetch, ws_connect):
+    response = await fetch("/health")
+    assert response.code == 503
+    assert response.json["status"] == "degraded"
+    assert response.json["checks"]["redis"]["status"] == "down"
+    # Local delivery and in-memory limits carry on.
+    assert (await fetch("/api/sample/widgets/known")).code == 200
+    first, second = await ws_connect(user="alice"), await ws_connect(user="alice")
+    await first.receive("ready")
+    await second.receive("ready")
+    await app.hub.publish("user:alice", "notice", {"n": 1})
+    assert (await second.receive("notice"))["data"] == {"n": 1}
+
+
+@pytest.mark.gen_test
+async def test_database_down_gives_503_not_a_crash(app, fetch):
+    app.db.closed = True  # what a lost database looks like to a request
+    try:
+        ready = await fetch("/health/ready")
+        assert ready.code == 503 and ready.json["checks"]["database"]["status"] == "down"
+        response = await fetch("/api/example/notes", user="alice")
+        assert response.code == 503 and response.json["code"] == "UNAVAILABLE"
+    finally:
+        app.db.closed = False
+    assert (await fetch("/api/example/notes", user="alice")).code == 200  # and recovers
+
+
+@pytest.mark.gen_test
+async def test_metrics_in_prometheus_format(fetch, ws_connect):
+    await fetch("/api/sample/widgets/known")
+    await fetch("/api/sample/widgets/missing")
+    socket = await ws_connect(user="alice")
+    await socket.receive("ready")
+    response = await fetch("/metrics")
+    assert response.code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    text = response.body.decode()
+    assert 'vachat_http_requests_total{method="GET",route="/api/sample/widgets/(?P<widget_id>[^/]+)",status="200"} 1.0' in text
+    assert 'status="404"' in text
+    assert "vachat_http_request_duration_seconds_bucket" in text
+    assert "vachat_ws_connections 1.0" in text
+    assert "vachat_example_notes_created_total" in text  # registered by a plugin
+
+
+@pytest.mark.gen_test
+async def test_openapi_is_built_from_the_declarations(app, fetch):
+    response = await fetch("/api/openapi.json")
+    assert response.code == 200
+    document = response.json
+    assert document["openapi"] == "3.1.0"
+    operation = document["paths"]["/api/sample/widgets"]["post"]
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/sample.widget"}
+    assert operation["security"] and "401" in operation["responses"] and "415" in operation["responses"]
+    widget = document["components"]["schemas"]["sample.widget"]
+    # The component is the very file that validates requests, with refs rewritten.
+    assert widget["properties"]["owner"] == {"$ref": "#/components/schemas/core.pagination"}
+    assert widget["required"] == app.schemas.get("sample/widget")["required"]
+    path_item = document["paths"]["/api/sample/widgets/{widget_id}"]
+    assert path_item["delete"]["x-permission"] == "sample.delete"
+    listing = document["paths"]["/api/sample/widgets"]["get"]
+    assert {p["name"] for p in listing["parameters"]} >= {"page", "limit", "sortBy", "archived", "tag"}
+    assert any(event["type"] == "sample-echo" for event in document["x-websocket-events"])
+    for component in document["components"]["schemas"].values():
+        Draft202012Validator.check_schema(component)
+    every_operation = [op for item in document["paths"].values() for op in item.values()]
+    assert all(op["summary"] and op["responses"] for op in every_operation)
+
+
+@pytest.mark.gen_test
+async def test_docs_page(fetch):
+    response = await fetch("/api/docs")
+    assert response.code == 200 and response.headers["Content-Type"].startswith("text/html")
+    assert b"/api/sample/widgets" in response.body and b"sample-echo" in response.body
+    assert "script-src" not in response.headers["Content-Security-Policy"]

@@ -1,0 +1,371 @@
+"""The hub on its own: frames, the direct-send fast path and its ordering, the outbound limit,
+broker subscriptions and control messages. Sockets are real (socket pairs under Tornado
+IOStreams); the application and the broker are stand-ins, so each case is exact."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import tornado
+from tornado.iostream import IOStream
+
+from vachat import hub as hub_module
+from vachat.hub import CONTROL_ROOM, Hub, build_frame, encode_event
+
+
+# ---------------------------------------------------------------------------
+# helpers, shared with test_ws_protocol
+# ---------------------------------------------------------------------------
+
+
+def parse_frames(buffer: bytes | bytearray) -> tuple[list[tuple[int, bytes]], bytes]:
+    """Complete frames in ``buffer`` as ``(opcode, payload)``, and the unparsed rest."""
+    frames, position = [], 0
+    while len(buffer) - position >= 2:
+        first, second = buffer[position], buffer[position + 1]
+        assert first & 0x80, "fragmented frame"
+        assert not first & 0x70, "RSV bits set: compressed or unknown extension"
+        size, start = second & 0x7F, position + 2
+        if size == 126:
+            if len(buffer) < start + 2:
+                break
+            (size,) = struct.unpack("!H", buffer[start:start + 2])
+            start += 2
+        elif size == 127:
+            if len(buffer) < start + 8:
+                break
+            (size,) = struct.unpack("!Q", buffer[start:start + 8])
+            start += 8
+        assert not second & 0x80, "server frames must not be masked"
+        if len(buffer) < start + size:
+            break
+        frames.append((first & 0x0F, bytes(buffer[start:start + size])))
+        position = start + size
+    return frames, bytes(buffer[position:])
+
+
+class FakeBroker:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.published: list[tuple[str, bytes]] = []
+        self.on_message: Any = None
+        self.gate: asyncio.Event | None = None  # when set, subscribe waits for it
+
+    async def start(self, on_message: Any) -> None:
+        self.on_message = on_message
+
+    async def subscribe(self, room: str) -> None:
+        self.calls.append(("subscribe", room))
+        if self.gate is not None:
+            await self.gate.wait()
+
+    async def unsubscribe(self, room: str) -> None:
+        self.calls.append(("unsubscribe", room))
+
+    async def publish(self, room: str, payload: bytes) -> None:
+        self.published.append((room, payload))
+
+    async def publish_control(self, payload: bytes) -> None:
+        await self.publish(CONTROL_ROOM, payload)
+
+
+class FakeConn:
+    """What the hub needs of a WebSocketHandler: ``ws_connection`` (stream,
+    ``server_terminated``) and ``close(code, reason)``."""
+
+    def __init__(self, stream: IOStream) -> None:
+        self.ws_connection = SimpleNamespace(stream=stream, server_terminated=False)
+        self.closed_with: tuple[int, str] | None = None
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed_with = (code, reason)
+        self.ws_connection.server_terminated = True
+
+
+def make_hub(outbound_limit: int = 1 << 20) -> Hub:
+    app = SimpleNamespace(config=SimpleNamespace(ws_outbound_limit=outbound_limit), broker=FakeBroker())
+    return Hub(app)
+
+
+def socket_pair(sndbuf: int | None = None) -> tuple[IOStream, socket.socket]:
+    server, client = socket.socketpair()
+    if sndbuf is not None:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, sndbuf)
+    client.setblocking(False)
+    return IOStream(server), client
+
+
+def drain(client: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = client.recv(1 << 20)
+        except BlockingIOError:
+            return b"".join(chunks)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+async def read_frames(client: socket.socket, count: int, timeout: float = 5.0) -> list[tuple[int, bytes]]:
+    """Read from ``client`` until ``count`` complete frames have arrived."""
+    data = bytearray()
+
+    async def read() -> list[tuple[int, bytes]]:
+        while True:
+            data.extend(drain(client))
+            frames, _ = parse_frames(data)
+            if len(frames) >= count:
+                return frames
+            await asyncio.sleep(0.001)  # lets the IOLoop flush Tornado's queue
+
+    return await asyncio.wait_for(read(), timeout)
+
+
+async def attached(hub: Hub, sndbuf: int | None = None) -> tuple[FakeConn, IOStream, socket.socket]:
+    stream, client = socket_pair(sndbuf)
+    conn = FakeConn(stream)
+    hub.attach(conn)
+    return conn, stream, client
+
+
+# ---------------------------------------------------------------------------
+# frames
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 200_000])
+def test_build_frame_lengths(size: int) -> None:
+    payload = b"x" * size
+    frames, rest = parse_frames(build_frame(payload))
+    assert frames == [(0x1, payload)] and rest == b""
+
+
+def test_encode_event_shape_and_lone_surrogates() -> None:
+    assert json.loads(encode_event("ack", {"a": 1}, "r1")) == {"type": "ack", "data": {"a": 1}, "id": "r1"}
+    assert json.loads(encode_event("ready", None)) == {"type": "ready", "data": None}
+    text = encode_event("echo", {"text": "\ud800 é"})
+    text.decode("utf-8")  # valid UTF-8, whatever the data held
+    assert json.loads(text)["data"]["text"] == "\ud800 é"
+
+
+# ---------------------------------------------------------------------------
+# the fast path
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.gen_test
+async def test_tornado_internals_are_what_the_fast_path_expects() -> None:
+    stream, client = socket_pair()
+    try:
+        assert hub_module.fast_path_available(stream), f"Tornado {tornado.version} changed IOStream"
+        assert hub_module._direct_socket(stream) is stream.socket
+    finally:
+        stream.close()
+        client.close()
+
+
+@pytest.mark.gen_test
+async def test_direct_send_when_nothing_is_queued() -> None:
+    hub = make_hub()
+    conn, stream, client = await attached(hub)
+    await hub.join(conn, "room")
+    delivered = await hub.publish("room", "hello", {"n": 1})
+    assert delivered == 1
+    assert stream._write_buffer._size == 0  # handed to the kernel, nothing queued in Tornado
+    frames, _ = parse_frames(drain(client))
+    assert [json.loads(p) for _, p in frames] == [{"type": "hello", "data": {"n": 1}}]
+    stream.close()
+    client.close()
+
+
+@pytest.mark.gen_test
+async def test_frames_queue_behind_tornado_writes_in_order() -> None:
+    hub = make_hub(outbound_limit=64 << 20)
+    conn, stream, client = await attached(hub, sndbuf=4096)
+    await hub.join(conn, "room")
+    blob = build_frame(b"B" * 300_000)  # more than the kernel takes: Tornado queues the rest
+    stream.write(blob)
+    assert stream._write_buffer._size > 0
+    for n in range(50):
+        await hub.publish("room", "seq", n)
+    hub.send(conn, "ack", {"last": True}, id="r1")
+    frames = await read_frames(client, 52)
+    assert frames[0] == (0x1, b"B" * 300_000)
+    events = [json.loads(p) for _, p in frames[1:]]
+    assert [e["data"] for e in events[:-1]] == list(range(50))
+    assert events[-1] == {"type": "ack", "data": {"last": True}, "id": "r1"}
+    stream.close()
+    client.close()
+
+
+@pytest.mark.gen_test
+async def test_partial_send_queues_only_the_rest() -> None:
+    hub = make_hub(outbound_limit=64 << 20)
+    conn, stream, client = await attached(hub, sndbuf=4096)
+    await hub.join(conn, "room")
+    big = "x" * 500_000
+    await hub.publish("room", "big", big)  # the kernel takes part of it, Tornado the rest
+    assert 0 < stream._write_buffer._size < len(big)
+    frames = await read_frames(client, 1)
+    assert json.loads(frames[0][1]) == {"type": "big", "data": big}
+    stream.close()
+    client.close()
+
+
+@pytest.mark.gen_test
+async def test_slow_consumer_closed_with_4408_not_buffered() -> None:
+    limit = 64 * 1024
+    hub = make_hub(outbound_limit=limit)
+    slow, slow_stream, slow_client = await attached(hub, sndbuf=4096)
+    fast, fast_stream, fast_client = await attached(hub)
+    await hub.join(slow, "room")
+    await hub.join(fast, "room")
+    for n in range(200):
+        await hub.publish("room", "blob", {"n": n, "pad": "p" * 4000})
+        drain(fast_client)
+        if slow.closed_with:
+            break
+    assert slow.closed_with == (4408, "too slow")
+    assert slow_stream._write_buffer._size <= limit  # stopped queueing at the limit
+    queued = slow_stream._write_buffer._size
+    await hub.publish("room", "after", {})
+    assert slow_stream._write_buffer._size == queued  # nothing after the close
+    assert fast.closed_with is None
+    for stream, client in ((slow_stream, slow_client), (fast_stream, fast_client)):
+        stream.close()
+        client.close()
+
+
+@pytest.mark.gen_test
+async def test_closing_and_closed_sockets_are_skipped() -> None:
+    hub = make_hub()
+    a, a_stream, a_client = await attached(hub)
+    b, b_stream, b_client = await attached(hub)
+    for conn in (a, b):
+        await hub.join(conn, "room")
+    a.ws_connection.server_terminated = True  # a close frame went out: nothing may follow
+    b_stream.close()
+    assert await hub.publish("room", "x", 1) == 0
+    assert drain(a_client) == b""
+    a_stream.close()
+    a_client.close()
+    b_client.close()
+
+
+@pytest.mark.gen_test
+async def test_exclude_skips_one_socket() -> None:
+    hub = make_hub()
+    a, a_stream, a_client = await attached(hub)
+    b, b_stream, b_client = await attached(hub)
+    for conn in (a, b):
+        await hub.join(conn, "room")
+    assert await hub.publish("room", "typing", {}, exclude=a) == 1
+    assert drain(a_client) == b""
+    assert parse_frames(drain(b_client))[0]
+    for stream, client in ((a_stream, a_client), (b_stream, b_client)):
+        stream.close()
+        client.close()
+
+
+# ---------------------------------------------------------------------------
+# rooms, broker, control
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.gen_test
+async def test_broker_subscribes_on_first_member_and_unsubscribes_after_last() -> None:
+    hub = make_hub()
+    await hub.start()
+    broker = hub.broker
+    a, a_stream, _ = await attached(hub)
+    b, b_stream, _ = await attached(hub)
+    await hub.join(a, "conversation:1")
+    await hub.join(b, "conversation:1")
+    assert broker.calls == [("subscribe", "conversation:1")]
+    assert hub.room_size("conversation:1") == 2
+    hub.leave(a, "conversation:1")
+    await asyncio.sleep(0)
+    assert broker.calls == [("subscribe", "conversation:1")]
+    hub.detach(b)  # a closed socket leaves every room
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert broker.calls == [("subscribe", "conversation:1"), ("unsubscribe", "conversation:1")]
+    assert hub.room_size("conversation:1") == 0
+    with pytest.raises(ValueError):
+        hub.join(a, CONTROL_ROOM)
+    a_stream.close()
+    b_stream.close()
+
+
+@pytest.mark.gen_test
+async def test_join_waits_for_the_subscription_and_races_converge() -> None:
+    hub = make_hub()
+    await hub.start()
+    broker = hub.broker
+    broker.gate = asyncio.Event()
+    a, a_stream, _ = await attached(hub)
+    pending = asyncio.ensure_future(hub.join(a, "room"))
+    await asyncio.sleep(0.01)
+    assert not pending.done()  # not subscribed yet: a remote publication could be missed
+    hub.leave(a, "room")  # leave and re-join while the subscribe is in flight
+    hub.join(a, "room")
+    broker.gate.set()
+    await asyncio.wait_for(pending, 1)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert broker.calls == [("subscribe", "room")]
+    assert hub._subscribed == {"room"} and not hub._syncing
+    a_stream.close()
+
+
+@pytest.mark.gen_test
+async def test_remote_publications_are_delivered_locally_once() -> None:
+    hub = make_hub()
+    await hub.start()
+    a, a_stream, a_client = await attached(hub)
+    await hub.join(a, "room")
+    payload = encode_event("remote", {"from": "node-2"})
+    hub.broker.on_message("room", payload)
+    hub.broker.on_message("elsewhere", payload)  # no local member: nothing built
+    frames, _ = parse_frames(drain(a_client))
+    assert frames == [(0x1, payload)]
+    # and what we publish goes to the broker as the same JSON text
+    await hub.publish("room", "local", 1)
+    assert hub.broker.published == [("room", encode_event("local", 1))]
+    a_stream.close()
+    a_client.close()
+
+
+@pytest.mark.gen_test
+async def test_disconnect_is_local_and_sent_to_other_nodes() -> None:
+    hub = make_hub()
+    await hub.start()
+    conns = {}
+    for name, user, session in (("a1", "alice", "s1"), ("a2", "alice", "s2"), ("b", "bob", "s3")):
+        conn, stream, _ = await attached(hub)
+        hub.identify(conn, user, session)
+        conns[name] = conn
+    assert await hub.disconnect(session_id="s2", reason="revoked") == 1
+    assert conns["a2"].closed_with == (4401, "revoked")
+    assert conns["a1"].closed_with is None
+    assert await hub.disconnect(user_id="alice") == 1  # a2 is already closing
+    assert conns["a1"].closed_with == (4401, "Session ended")
+    room, payload = hub.broker.published[-1]
+    assert room == CONTROL_ROOM
+    assert json.loads(payload) == {"op": "disconnect", "userId": "alice", "sessionId": None,
+                                   "code": 4401, "reason": "Session ended"}
+    # another node's disconnect of bob
+    hub.broker.on_message(CONTROL_ROOM, json.dumps(
+        {"op": "disconnect", "userId": "bob", "sessionId": None, "code": 4401, "reason": "disabled"}).encode())
+    assert conns["b"].closed_with == (4401, "disabled")
+    hub.broker.on_message(CONTROL_ROOM, b"not json")  # ignored, logged
+    for conn in conns.values():
+        conn.ws_connection.stream.close()
