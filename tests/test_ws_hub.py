@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import struct
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ import pytest
 import tornado
 from tornado.iostream import IOStream
 
+from tests.test_broker_ratelimit import REDIS_URL, needs_redis
 from vachat import hub as hub_module
 from vachat.hub import CONTROL_ROOM, Hub, build_frame, encode_event
 
@@ -369,3 +371,54 @@ async def test_disconnect_is_local_and_sent_to_other_nodes() -> None:
     hub.broker.on_message(CONTROL_ROOM, b"not json")  # ignored, logged
     for conn in conns.values():
         conn.ws_connection.stream.close()
+
+
+# ---------------------------------------------------------------------------
+# two nodes through a real Redis
+# ---------------------------------------------------------------------------
+
+@needs_redis
+@pytest.mark.gen_test(timeout=15)
+async def test_two_nodes_through_redis() -> None:
+    from vachat.broker import RedisBroker
+    from vachat.redis_client import RedisGuard, make_redis
+
+    nodes, clients, connections = [], [], []
+    for _ in range(2):
+        hub = make_hub()
+        connections.append(make_redis(REDIS_URL))
+        hub.app.broker = RedisBroker(connections[-1], RedisGuard(),
+                                     channel_prefix=f"test:hub:{os.getpid()}:")
+        await hub.start()
+        assert await hub.broker.wait_connected(5)
+        nodes.append(hub)
+    one, two = nodes
+    try:
+        a, a_stream, a_client = await attached(one)
+        b, b_stream, b_client = await attached(two)
+        clients += [(a_stream, a_client), (b_stream, b_client)]
+        two.identify(b, "bob", "s-b")
+        await one.join(a, "conversation:x")
+        await two.join(b, "conversation:x")  # awaited: node two's subscription is live
+
+        assert await one.publish("conversation:x", "new-message", {"n": 1}) == 1
+        for client in (a_client, b_client):  # once on each node, no echo back to node one
+            [(_, payload)] = await read_frames(client, 1)
+            assert json.loads(payload) == {"type": "new-message", "data": {"n": 1}}
+        await asyncio.sleep(0.2)
+        assert drain(a_client) == b""
+
+        await one.disconnect(user_id="bob", reason="disabled elsewhere")
+        deadline = asyncio.get_running_loop().time() + 5
+        while b.closed_with is None:
+            assert asyncio.get_running_loop().time() < deadline, "node two never closed bob"
+            await asyncio.sleep(0.01)
+        assert b.closed_with == (4401, "disabled elsewhere")
+    finally:
+        for stream, client in clients:
+            stream.close()
+            client.close()
+        for hub in nodes:
+            await hub.broker.close()
+        for connection in connections:
+            await connection.aclose()

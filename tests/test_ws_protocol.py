@@ -312,7 +312,10 @@ async def test_handler_errors(ws_connect, caplog):
         crash = await client.request("fail", {"kind": "crash"})
     assert crash["data"] == {"code": "INTERNAL", "message": "Internal server error"}
     logged = [r for r in caplog.records if r.name == "vachat.ws" and "fail" in r.getMessage()]
-    assert logged and logged[0].exc_info and "boom" in str(logged[0].exc_info[1])
+    record = logged[0]
+    # with the JSON log handlers installed, their redacting filter moves the traceback to exc_text
+    traceback = record.exc_text or (logging.Formatter().formatException(record.exc_info) if record.exc_info else "")
+    assert "Traceback" in traceback and "RuntimeError: boom" in traceback
     assert "boom" not in json.dumps(crash)
     await assert_open(client)
 
@@ -486,3 +489,19 @@ async def test_disconnect_user_and_session(app, ws_connect, monkeypatch):
         await asyncio.sleep(0.01)
     assert app.metrics.value("vachat_ws_connections") == 0
     assert app.metrics.value("vachat_ws_forced_closes_total", {"code": 4401}) == 3
+
+
+@pytest.mark.gen_test
+async def test_shutdown_closes_sockets_with_1001_and_refuses_new_ones(app, ws_connect):
+    alice = await connect(ws_connect, "alice")
+    anonymous = await ws_connect()
+    await app.hub.close_all(1001, "Server shutting down")
+    for client in (alice, anonymous):
+        assert (await client.closed()) == (1001, "Server shutting down")
+    assert app.hub.connection_count == 0
+    app.shutting_down = True
+    try:
+        late = await ws_connect(headers=as_user("bob"))
+        assert (await late.closed()) == (1001, "Server shutting down")
+    finally:
+        app.shutting_down = False  # let the fixture's own shutdown run

@@ -256,7 +256,7 @@ class Settings:
     ai_model: str = ""
     ws_max_message_size: int = 64 * 1024
     ws_ping_interval: float = 25.0
-    ws_ping_timeout: float = 60.0
+    ws_ping_timeout: float = 20.0
     ws_auth_timeout: float = 10.0
     ws_outbound_limit: int = 1024 * 1024
     ws_rate_limit: Rate = Rate(60, 10)
@@ -369,6 +369,10 @@ def load_settings(
         if isinstance(section, Mapping)
     }
     settings = Settings(**values, plugin_sections=plugin_sections)
+    if settings.ws_ping_timeout > settings.ws_ping_interval:
+        # Tornado caps the timeout at the interval (with a warning on every start); say so once, here.
+        raise ConfigError(f"WS_PING_TIMEOUT ({settings.ws_ping_timeout:g}s) must not exceed "
+                          f"WS_PING_INTERVAL ({settings.ws_ping_interval:g}s)")
     return _with_secrets(settings)
 
 

@@ -1,0 +1,545 @@
+"""The WebSocket hub: the sockets of this node, their rooms, and delivery to them.
+
+Rooms are plain strings (``user:<id>``, ``conversation:<id>``, anything a plugin names). The
+hub keeps the local members of each room, asks the broker to subscribe a room when its first
+local member joins and to unsubscribe it when the last one leaves, and delivers events:
+
+- ``publish(room, type, data)`` encodes the JSON text once and builds the WebSocket frame once,
+  hands the same bytes to every local member, then gives the JSON text to the broker for the
+  other nodes, each of which builds its frame once in ``on_remote_message``;
+- ``send(conn, type, data, id)`` sends one frame to one socket (replies, ``ready``).
+
+Delivery to one socket is the inner loop of every broadcast, so it does as little as the
+protocol allows: when the socket's ``IOStream`` has nothing queued, the prebuilt frame goes
+straight to ``socket.send``; only what the kernel does not take is queued with
+``IOStream.write`` (see ``Hub._fan_out`` for the Tornado internals this relies on). A socket
+whose queue would grow past ``ws_outbound_limit`` is closed with 4408 instead.
+
+This module must never:
+
+- block the IOLoop, or await between building a frame and handing it to the local members;
+- encode JSON or build a WebSocket frame per recipient (once per broadcast, and once per
+  payload received from another node);
+- write to a socket out of order with Tornado's own writes (acks, pongs, close frames go
+  through its ``IOStream`` queue; a direct send happens only when that queue is empty), or
+  after its close frame;
+- buffer more than ``ws_outbound_limit`` bytes for one socket: a slow consumer is closed
+  (4408), it reconnects and catches up with ``since``;
+- subscribe or unsubscribe the broker's control room, or let a broker failure reach a caller;
+- be called from any thread but the IOLoop's (nothing here is locked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import struct
+from typing import Any, Awaitable, Callable, Generator, Iterable
+
+import tornado
+import tornado.iostream
+
+from .broker import CONTROL_ROOM
+from .web import json_dumps
+
+__all__ = [
+    "Hub", "Peer", "build_frame", "encode_event", "CONTROL_ROOM", "CLOSE_TOO_SLOW",
+    "fast_path_available",
+]
+
+log = logging.getLogger("vachat.hub")
+
+# Close code for a consumer that cannot keep up (SPEC §5); it should reconnect with ``since``.
+CLOSE_TOO_SLOW = 4408
+# At shutdown, sockets get this long (s) to answer our close frame before they are dropped:
+# a healthy client answers in milliseconds even on a loaded node, and it must stay well inside
+# the 30 s drain budget of SPEC §9.
+CLOSE_ALL_GRACE_SECONDS = 2.0
+# The one control operation the core defines; plugins may add theirs with ``on_control``.
+CONTROL_DISCONNECT = "disconnect"
+
+# RFC 6455 §5.2: FIN + opcode 1 (text). Server frames are never masked, never compressed.
+_FIN_TEXT = 0x81
+_HEADER_16 = struct.Struct("!BBH").pack
+_HEADER_64 = struct.Struct("!BBQ").pack
+
+
+def build_frame(payload: bytes) -> bytes:
+    """The complete WebSocket text frame carrying ``payload`` (UTF-8 JSON), server side."""
+    size = len(payload)
+    if size < 126:
+        return bytes((_FIN_TEXT, size)) + payload
+    if size < 65536:
+        return _HEADER_16(_FIN_TEXT, 126, size) + payload
+    return _HEADER_64(_FIN_TEXT, 127, size) + payload
+
+
+def encode_event(event_type: str, data: Any, id: Any = None) -> bytes:
+    """The UTF-8 JSON text of the server frame ``{"type", "data", "id"?}``."""
+    message: dict[str, Any] = {"type": event_type, "data": data}
+    if id is not None:
+        message["id"] = id
+    text = json_dumps(message)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (from a client's "\ud800") cannot be UTF-8; escape it as JSON does.
+        return json.dumps(json.loads(text), ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+# ---------------------------------------------------------------------------
+# The Tornado internals of the fast path, checked once against the running Tornado
+# ---------------------------------------------------------------------------
+
+_fast_path: bool | None = None
+
+
+def fast_path_available(stream: Any) -> bool:
+    """Whether this Tornado's ``IOStream`` has the internals the direct send relies on.
+
+    Checked on the first socket of the process (6.6.1 when written): ``_closed`` (bool),
+    ``_write_buffer`` (a ``_StreamBuffer`` whose ``_size`` counts queued-but-unsent bytes; it
+    becomes ``None`` once the stream closes) and ``socket``. When they are missing, every frame
+    goes through the public ``IOStream.write``: slower, still correct, still built once.
+    """
+    global _fast_path
+    if _fast_path is None:
+        buffer = getattr(stream, "_write_buffer", None)
+        _fast_path = (
+            isinstance(getattr(stream, "_closed", None), bool)
+            and isinstance(buffer, getattr(tornado.iostream, "_StreamBuffer", ()))
+            and isinstance(getattr(buffer, "_size", None), int)
+            and len(buffer) == buffer._size
+        )
+        if not _fast_path:
+            log.warning("Tornado %s: IOStream internals changed; WebSocket fan-out uses "
+                        "IOStream.write for every frame (slower)", tornado.version)
+    return _fast_path
+
+
+def _direct_socket(stream: Any) -> socket.socket | None:
+    """The socket the fast path may ``send`` to: plain TCP only. TLS streams (``SSLIOStream``)
+    keep their own write state, so their frames always go through ``IOStream.write``."""
+    if type(stream) is not tornado.iostream.IOStream or not fast_path_available(stream):
+        return None
+    sock = getattr(stream, "socket", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _queued(stream: Any) -> int:
+    """Bytes handed to ``stream`` and not yet taken by the kernel."""
+    buffer = getattr(stream, "_write_buffer", None)
+    return len(buffer) if buffer is not None else 0
+
+
+class _Ready:
+    """An awaitable that is already done (``join`` of a room that is already subscribed)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # noqa: unreachable; makes this a generator
+
+
+_READY = _Ready()
+
+
+class Peer:
+    """The hub's record of one open socket. ``conn`` is the ``WebSocketHandler``."""
+
+    __slots__ = ("conn", "proto", "stream", "sock", "rooms", "user_id", "session_id")
+
+    def __init__(self, conn: Any, proto: Any, stream: Any) -> None:
+        self.conn = conn
+        self.proto = proto  # WebSocketProtocol13: ``server_terminated`` once a close frame went
+        self.stream = stream
+        self.sock = _direct_socket(stream)
+        self.rooms: set[str] = set()
+        self.user_id: str | None = None
+        self.session_id: str | None = None
+
+    @property
+    def closing(self) -> bool:
+        return self.proto.server_terminated or self.stream.closed()
+
+
+class _NullMetric:
+    def labels(self, *args: Any) -> "_NullMetric":
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+
+class Hub:
+    """Local sockets and rooms of one node; see the module docstring."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.outbound_limit: int = app.config.ws_outbound_limit
+        self.broker: Any = None  # set by start(): until then delivery is local only
+        self._peers: dict[Any, Peer] = {}
+        self._rooms: dict[str, set[Peer]] = {}
+        self._by_user: dict[str, set[Peer]] = {}
+        self._by_session: dict[str, set[Peer]] = {}
+        self._subscribed: set[str] = set()  # rooms the broker was asked to subscribe
+        self._syncing: dict[str, asyncio.Task[None]] = {}
+        self._control: dict[str, Callable[[dict[str, Any]], Any]] = {
+            CONTROL_DISCONNECT: self._on_disconnect_control,
+        }
+        self._emptied: asyncio.Event | None = None
+        self._register_metrics()
+
+    def _register_metrics(self) -> None:
+        registry = getattr(getattr(self.app, "metrics", None), "registry", None)
+        self._frames_sent: Any = _NullMetric()
+        self._forced_closes: Any = _NullMetric()
+        if registry is None:  # unit tests with a bare app
+            return
+        from prometheus_client import Counter, Gauge
+
+        Gauge("vachat_ws_connections", "Open WebSocket connections on this node",
+              registry=registry).set_function(lambda: len(self._peers))
+        Gauge("vachat_ws_rooms", "Rooms with at least one local member",
+              registry=registry).set_function(lambda: len(self._rooms))
+        self._frames_sent = Counter("vachat_ws_frames_sent", "Event frames handed to sockets",
+                                    registry=registry)
+        self._forced_closes = Counter(
+            "vachat_ws_forced_closes", "Sockets closed by the server, by close code",
+            ("code",), registry=registry)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start receiving other nodes' publications; subscribe rooms joined before now."""
+        self.broker = self.app.broker
+        await self.broker.start(self.on_remote_message)
+        for room in list(self._rooms):
+            self._schedule_sync(room)
+
+    async def close_all(self, code: int = 1001, reason: str = "Server shutting down") -> None:
+        """Close every local socket with ``code`` and wait (briefly) for them to go."""
+        for peer in list(self._peers.values()):
+            self.close(peer.conn, code, reason)
+        if not self._peers:
+            return
+        self._emptied = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._emptied.wait(), CLOSE_ALL_GRACE_SECONDS)
+        except asyncio.TimeoutError:
+            log.info("dropping %d sockets that did not answer the close frame", len(self._peers))
+            for peer in list(self._peers.values()):
+                peer.stream.close()
+                self.detach(peer.conn)
+        finally:
+            self._emptied = None
+
+    # -- sockets -----------------------------------------------------------------------
+
+    def attach(self, conn: Any) -> Peer:
+        """Register an open socket (a ``WebSocketHandler`` whose handshake is done)."""
+        proto = conn.ws_connection
+        peer = Peer(conn, proto, proto.stream)
+        self._peers[conn] = peer
+        return peer
+
+    def identify(self, conn: Any, user_id: str, session_id: str | None) -> None:
+        """Record who is on ``conn``, so ``disconnect`` finds it."""
+        peer = self._peers.get(conn)
+        if peer is None:
+            return
+        self._unindex(peer)
+        peer.user_id, peer.session_id = user_id, session_id
+        self._by_user.setdefault(user_id, set()).add(peer)
+        if session_id is not None:
+            self._by_session.setdefault(session_id, set()).add(peer)
+
+    def detach(self, conn: Any) -> None:
+        """Forget a closed socket: leave its rooms. Idempotent."""
+        peer = self._peers.pop(conn, None)
+        if peer is None:
+            return
+        self._leave_all(peer)
+        self._unindex(peer)
+        if not self._peers and self._emptied is not None:
+            self._emptied.set()
+
+    def _unindex(self, peer: Peer) -> None:
+        for index, key in ((self._by_user, peer.user_id), (self._by_session, peer.session_id)):
+            members = index.get(key) if key is not None else None
+            if members is not None:
+                members.discard(peer)
+                if not members:
+                    del index[key]
+
+    def close(self, conn: Any, code: int, reason: str) -> None:
+        """Close ``conn`` with ``code`` unless it is already closing."""
+        peer = self._peers.get(conn)
+        if peer is not None and peer.closing:
+            return
+        if code >= 4000:  # the server's own verdicts (4401, 4403, 4408, 4429), not shutdowns
+            self._forced_closes.labels(str(code)).inc()
+            log.info("closing a WebSocket", extra={
+                "code": code, "reason": reason, "userId": peer.user_id if peer else None})
+        try:
+            conn.close(code, reason)
+        except Exception:  # a socket torn down under us; on_close will detach it
+            log.debug("closing a socket failed", exc_info=True)
+
+    @property
+    def connection_count(self) -> int:
+        """Open sockets on this node, authenticated or not."""
+        return len(self._peers)
+
+    @property
+    def user_count(self) -> int:
+        """Distinct users with at least one authenticated socket on this node."""
+        return len(self._by_user)
+
+    def connections_of(self, user_id: str) -> list[Any]:
+        return [peer.conn for peer in self._by_user.get(user_id, ())]
+
+    # -- rooms -------------------------------------------------------------------------
+
+    def join(self, conn: Any, room: str) -> Awaitable[None]:
+        """Add ``conn`` to ``room`` now. Await the result to be sure other nodes' publications
+        reach it too (the broker subscription, made when the room's first local member joins)."""
+        if room == CONTROL_ROOM:
+            raise ValueError(f"{CONTROL_ROOM!r} is reserved for node-wide control messages")
+        peer = self._peers.get(conn)
+        if peer is None or peer.closing:
+            return _READY
+        members = self._rooms.get(room)
+        if members is None:
+            members = self._rooms[room] = set()
+        members.add(peer)
+        peer.rooms.add(room)
+        if self.broker is None or (room in self._subscribed and room not in self._syncing):
+            return _READY
+        return asyncio.shield(self._schedule_sync(room))
+
+    def leave(self, conn: Any, room: str) -> None:
+        """Remove ``conn`` from ``room`` (the broker unsubscribes when it was the last)."""
+        peer = self._peers.get(conn)
+        if peer is not None:
+            self._leave(peer, room)
+
+    def leave_all(self, conn: Any) -> None:
+        peer = self._peers.get(conn)
+        if peer is not None:
+            self._leave_all(peer)
+
+    def rooms_of(self, conn: Any) -> set[str]:
+        peer = self._peers.get(conn)
+        return set(peer.rooms) if peer is not None else set()
+
+    def room_size(self, room: str) -> int:
+        """Local members of ``room``."""
+        members = self._rooms.get(room)
+        return len(members) if members else 0
+
+    def _leave(self, peer: Peer, room: str) -> None:
+        members = self._rooms.get(room)
+        if members is None or peer not in members:
+            return
+        members.discard(peer)
+        peer.rooms.discard(room)
+        if not members:
+            del self._rooms[room]
+            if self.broker is not None:
+                self._schedule_sync(room)
+
+    def _leave_all(self, peer: Peer) -> None:
+        for room in list(peer.rooms):
+            self._leave(peer, room)
+
+    def _schedule_sync(self, room: str) -> "asyncio.Task[None]":
+        task = self._syncing.get(room)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._sync_room(room))
+            self._syncing[room] = task
+        return task
+
+    async def _sync_room(self, room: str) -> None:
+        """Bring the broker's subscription of ``room`` in line with local membership. One task
+        per room, looping until it converges, so join/leave races cannot reorder the calls."""
+        try:
+            while True:
+                wanted, have = room in self._rooms, room in self._subscribed
+                if wanted == have:
+                    return
+                try:
+                    if wanted:
+                        await self.broker.subscribe(room)
+                    else:
+                        await self.broker.unsubscribe(room)
+                except Exception:  # the broker promises not to raise; a bug must not stick
+                    log.exception("broker %s of room %s failed",
+                                  "subscribe" if wanted else "unsubscribe", room)
+                if wanted:
+                    self._subscribed.add(room)
+                else:
+                    self._subscribed.discard(room)
+        finally:
+            self._syncing.pop(room, None)
+
+    # -- delivery ----------------------------------------------------------------------
+
+    async def publish(self, room: str, event_type: str, data: Any, *, exclude: Any = None) -> int:
+        """Send event ``{"type", "data"}`` to every member of ``room`` on every node.
+
+        Returns the number of local sockets it was handed to. ``exclude`` (a local socket, e.g.
+        the sender of a typing indicator) is skipped.
+        """
+        if room == CONTROL_ROOM:
+            raise ValueError(f"{CONTROL_ROOM!r} carries control messages, not events")
+        payload = encode_event(event_type, data)
+        members = self._rooms.get(room)
+        delivered = self._fan_out(members, build_frame(payload), exclude) if members else 0
+        if self.broker is not None:
+            await self.broker.publish(room, payload)
+        return delivered
+
+    def publish_local(self, room: str, event_type: str, data: Any, *, exclude: Any = None) -> int:
+        """Like ``publish`` for this node's members only (synchronous; for events another
+        node will publish itself)."""
+        members = self._rooms.get(room)
+        if not members:
+            return 0
+        return self._fan_out(members, build_frame(encode_event(event_type, data)), exclude)
+
+    def on_remote_message(self, room: str, payload: bytes) -> None:
+        """The broker's callback: another node's publication to ``room``."""
+        if room == CONTROL_ROOM:
+            self._on_control(payload)
+            return
+        members = self._rooms.get(room)
+        if members:
+            if not isinstance(payload, bytes):
+                payload = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+            self._fan_out(members, build_frame(payload), None)
+
+    def send(self, conn: Any, event_type: str, data: Any = None, id: Any = None) -> bool:
+        """Send one event to one socket. False if it is closing or gone."""
+        peer = self._peers.get(conn)
+        if peer is None:
+            return False
+        return self._write(peer, build_frame(encode_event(event_type, data, id)))
+
+    def _fan_out(self, members: Iterable[Peer], frame: bytes, exclude: Any) -> int:
+        """Hand ``frame`` to each member; the per-socket inner loop of every broadcast.
+
+        Relies on Tornado internals (checked by ``fast_path_available``; 6.6.1):
+
+        - ``IOStream._closed``: the stream is gone, skip it;
+        - ``IOStream._write_buffer._size``: bytes Tornado has queued and the kernel has not
+          taken. Zero means every earlier write (101 response, acks, pongs) is in the kernel,
+          so a direct ``socket.send`` keeps the order; otherwise the frame is queued behind;
+        - ``IOStream.socket``: the non-blocking socket Tornado itself sends on.
+
+        Nothing of Tornado's accounting changes on a direct send: ``_total_write_index`` and
+        ``_total_write_done_index`` only order Tornado's own write futures, and we add neither
+        bytes to its queue nor a future. ``WebSocketProtocol13.server_terminated`` (public)
+        says a close frame was sent: nothing may follow it.
+        """
+        size = len(frame)
+        delivered = 0
+        if exclude is not None and not isinstance(exclude, Peer):
+            exclude = self._peers.get(exclude)
+        # A copy: a failed write may close a socket, and no callback may resize the set mid-loop.
+        for peer in tuple(members):
+            if peer.proto.server_terminated or peer is exclude:
+                continue
+            stream = peer.stream
+            if stream._closed:
+                continue
+            sock = peer.sock
+            if sock is not None and not stream._write_buffer._size:
+                try:
+                    sent = sock.send(frame)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    # Reset or broken pipe: let Tornado's own write see it and close the stream.
+                    sent = 0
+                if sent == size:
+                    delivered += 1
+                    continue
+                if self._queue(peer, frame, sent):
+                    delivered += 1
+            elif self._queue(peer, frame, 0):
+                delivered += 1
+        self._frames_sent.inc(delivered)
+        return delivered
+
+    def _write(self, peer: Peer, frame: bytes) -> bool:
+        """``_fan_out`` for one socket."""
+        return self._fan_out((peer,), frame, None) == 1
+
+    def _queue(self, peer: Peer, frame: bytes, offset: int) -> bool:
+        """Queue what the kernel did not take, or close a consumer that fell too far behind."""
+        stream = peer.stream
+        queued = _queued(stream)
+        if queued and queued + len(frame) - offset > self.outbound_limit:
+            self.close(peer.conn, CLOSE_TOO_SLOW, "too slow")
+            return False
+        try:
+            stream.write(memoryview(frame)[offset:] if offset else frame)
+        except tornado.iostream.StreamClosedError:
+            return False
+        return True
+
+    # -- node-wide control -------------------------------------------------------------
+
+    async def disconnect(self, *, user_id: str | None = None, session_id: str | None = None,
+                         code: int = 4401, reason: str = "Session ended") -> int:
+        """Close the sockets of ``user_id`` and/or ``session_id`` (both given: both must match)
+        on every node. Returns how many were closed on this node."""
+        if user_id is None and session_id is None:
+            raise ValueError("disconnect needs a user_id or a session_id")
+        message = {"userId": user_id, "sessionId": session_id, "code": code, "reason": reason}
+        closed = self._disconnect_local(message)
+        await self.send_control(CONTROL_DISCONNECT, message)
+        return closed
+
+    def on_control(self, op: str, handler: Callable[[dict[str, Any]], Any]) -> None:
+        """Run ``handler(message)`` for control messages ``op`` from other nodes."""
+        if op in self._control:
+            raise ValueError(f"control operation {op!r} is already handled")
+        self._control[op] = handler
+
+    async def send_control(self, op: str, message: dict[str, Any]) -> None:
+        """Tell every *other* node (their ``on_control`` handler for ``op``); act locally
+        yourself."""
+        if self.broker is not None:
+            await self.broker.publish_control(json_dumps({**message, "op": op}).encode("utf-8"))
+
+    def _on_control(self, payload: bytes) -> None:
+        try:
+            message = json.loads(payload)
+            handler = self._control[message["op"]]
+        except (ValueError, TypeError, KeyError):
+            log.warning("ignoring an unknown or malformed control message")
+            return
+        try:
+            handler(message)
+        except Exception:
+            log.exception("control message %s failed", message.get("op"))
+
+    def _on_disconnect_control(self, message: dict[str, Any]) -> None:
+        self._disconnect_local(message)
+
+    def _disconnect_local(self, message: dict[str, Any]) -> int:
+        user_id, session_id = message.get("userId"), message.get("sessionId")
+        if session_id is not None:
+            candidates = self._by_session.get(session_id, ())
+        else:
+            candidates = self._by_user.get(user_id, ())
+        matching = [peer for peer in candidates
+                    if (user_id is None or peer.user_id == user_id) and not peer.closing]
+        for peer in matching:
+            self.close(peer.conn, int(message.get("code") or 4401), str(message.get("reason") or "Session ended"))
+        return len(matching)

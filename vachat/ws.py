@@ -1,0 +1,422 @@
+"""The WebSocket endpoint ``/ws`` (SPEC §5): authentication, frame dispatch, replies, limits.
+
+A socket authenticates on the upgrade (``Authorization: Bearer`` / ``X-API-Key``) or with a
+first frame ``{"type": "auth", "data": {"token": …}}`` within ``ws_auth_timeout`` seconds;
+anything else first, a bad token or the timeout closes it with 4401. A refused ``Origin``
+closes it with 4403. Once authenticated it joins ``user:<id>`` and gets ``ready``.
+
+Client frames are JSON text ``{"type", "id"?, "data"?}``; each is checked (JSON object, type,
+known event, permission, rates, schema) and handed to its ``@ws_event`` handler with an
+``EventContext``. A frame with an ``id`` gets exactly one reply with that id: ``ack`` (the
+handler's return value as data), ``error`` ``{code, message, details?}``, or the reply type a
+handler chose with ``Reply`` (``ping`` answers ``pong``). Errors for frames without an id are
+sent too, without an id. None of these failures closes the socket.
+
+Handlers of one socket run one at a time, in arrival order (Tornado reads the next frame when
+the previous handler finished), so a handler must hand long work (AI generation) to a task.
+
+Limits, and who enforces them:
+
+- ``websocket_max_message_size`` (Tornado, from ``ws_max_message_size``): a larger frame makes
+  Tornado 6.6 write a close frame ``1009 "message too big"`` and then abort the TCP connection
+  at once, without reading the payload (``WebSocketProtocol13._receive_frame``). Whether the
+  client sees 1009 or an abrupt close (1006, no code) depends on whether the close frame
+  reaches it before the reset caused by the unread payload.
+- ``websocket_ping_interval`` / ``websocket_ping_timeout`` (Tornado): idle sockets are pinged;
+  one that does not pong in time is closed (1000 "ping timed out"), then dropped after 5 s.
+- ``ws_rate_limit`` (here, a token bucket per socket on every frame) and ``EventSpec.rate``
+  (per socket and event type): a refused frame gets ``RATE_LIMITED``; a socket that keeps
+  sending refused frames (``FLOOD_CLOSE_FACTOR`` times its limit) is closed with 4429.
+- ``ws_outbound_limit`` (the hub): a socket too slow to read what it is sent gets 4408.
+
+This module must never block the IOLoop, never run a handler for an unauthenticated socket
+(``auth`` excepted), never send a second reply for one id, never let a handler's failure
+close the socket or reach Tornado (which would abort the connection), and never encode an
+outgoing frame itself: every frame goes through the hub, in order.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import time
+from typing import Any, Awaitable
+
+import tornado.websocket
+from tornado.httputil import HTTPHeaders
+from tornado.ioloop import IOLoop
+
+from .config import Rate
+from .errors import (
+    ApiError, Forbidden, InternalError, RateLimited, TokenExpired, Unauthorized, ValidationFailed,
+)
+from .events import EventSpec, ws_event
+from .web import Actor, client_ip
+
+__all__ = [
+    "SocketHandler", "EventContext", "Reply", "UnknownEvent", "CORE_EVENTS", "TokenBucket",
+    "CLOSE_UNAUTHORIZED", "CLOSE_ORIGIN_REFUSED", "CLOSE_TOO_MANY", "CLOSE_GOING_AWAY",
+]
+
+log = logging.getLogger("vachat.ws")
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_ORIGIN_REFUSED = 4403
+CLOSE_TOO_MANY = 4429
+
+AUTH_EVENT = "auth"
+# A socket is closed (4429) once its refused frames exceed this many times its rate within one
+# rate period: a client that honours RATE_LIMITED never gets near it, a flood hits it within
+# a second or so, and each refused frame before then still costs us a parse and a reply.
+FLOOD_CLOSE_FACTOR = 3
+# Request ids are echoed back in replies; bounding them keeps a client from making the server
+# echo (and log) arbitrary amounts of data. 128 fits a UUID with any sensible prefix.
+MAX_ID_LENGTH = 128
+# RFC 6455 §5.5: a close frame's payload is at most 125 bytes, 2 of them the code.
+MAX_CLOSE_REASON_BYTES = 123
+
+
+class UnknownEvent(ApiError):
+    status, code, message = 400, "UNKNOWN_EVENT", "Unknown event type"
+
+
+class Reply:
+    """Returned by a handler to answer with another frame type than ``ack`` (``pong``).
+
+    The reply carries the request's id when it had one, and is sent even when it had none.
+    """
+
+    __slots__ = ("type", "data")
+
+    def __init__(self, type: str, data: Any = None) -> None:
+        self.type = type
+        self.data = data
+
+
+class TokenBucket:
+    """``rate.count`` frames at once, refilled at ``rate.count / rate.period`` per second."""
+
+    __slots__ = ("capacity", "refill", "tokens", "stamp")
+
+    def __init__(self, rate: Rate, factor: int = 1) -> None:
+        self.capacity = float(rate.count * factor)
+        self.refill = rate.count * factor / rate.period
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+
+    def take(self, now: float) -> bool:
+        tokens = self.tokens + (now - self.stamp) * self.refill
+        self.stamp = now
+        if tokens >= 1.0:
+            self.tokens = (tokens if tokens < self.capacity else self.capacity) - 1.0
+            return True
+        self.tokens = tokens
+        return False
+
+    def retry_after(self) -> float:
+        """Seconds until the next frame would be taken."""
+        return max(0.0, (1.0 - self.tokens) / self.refill)
+
+
+class EventContext:
+    """What an event handler gets besides its ``data``: one per socket."""
+
+    __slots__ = ("app", "socket")
+
+    def __init__(self, app: Any, socket: "SocketHandler") -> None:
+        self.app = app
+        self.socket = socket
+
+    @property
+    def actor(self) -> Actor | None:
+        return self.socket.actor
+
+    @property
+    def hub(self) -> Any:
+        return self.app.hub
+
+    @property
+    def rooms(self) -> set[str]:
+        """The rooms this socket is in (on this node)."""
+        return self.app.hub.rooms_of(self.socket)
+
+    def join(self, room: str) -> Awaitable[None]:
+        """Join ``room`` now; await to be sure other nodes' events reach this socket too."""
+        return self.app.hub.join(self.socket, room)
+
+    def leave(self, room: str) -> None:
+        self.app.hub.leave(self.socket, room)
+
+    def send(self, event_type: str, data: Any = None) -> bool:
+        """Send an event to this socket only."""
+        return self.app.hub.send(self.socket, event_type, data)
+
+    async def publish(self, room: str, event_type: str, data: Any, *, exclude_self: bool = False) -> int:
+        """Send an event to every member of ``room`` on every node."""
+        return await self.app.hub.publish(room, event_type, data,
+                                          exclude=self.socket if exclude_self else None)
+
+
+class SocketHandler(tornado.websocket.WebSocketHandler):
+    """``/ws``: one instance per socket. See the module docstring for the protocol."""
+
+    actor: Actor | None = None
+    _refusal: tuple[int, str] | None = None
+    _peer: Any = None
+    _auth_timer: object | None = None
+
+    # -- the upgrade -------------------------------------------------------------------
+
+    def check_origin(self, origin: str) -> bool:
+        # Tornado would answer a refused origin with HTTP 403, which a browser's WebSocket API
+        # cannot show; SPEC §5 wants close code 4403, so the check happens in prepare()/open().
+        return True
+
+    def get_compression_options(self) -> dict[str, Any] | None:
+        # No permessage-deflate: the hub sends one prebuilt uncompressed frame to every member,
+        # and per-socket compressors would cost CPU and memory on every fan-out.
+        return None
+
+    async def prepare(self) -> None:
+        app = self.application
+        self.client_ip = client_ip(self.request.remote_ip or "", self.request.headers,
+                                   app.trusted_networks)
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            return  # WebSocketHandler.get() answers 400
+        origin = self.request.headers.get("Origin")
+        if origin and not app.origin_allowed(origin, self.request):
+            self._refusal = (CLOSE_ORIGIN_REFUSED, "Origin not allowed")
+            return
+        try:
+            self.actor = await app.resolve_actor(self.request.headers, self.client_ip)
+        except (Unauthorized, TokenExpired) as error:
+            self._refusal = (CLOSE_UNAUTHORIZED, error.message)
+        except ApiError as error:  # Unavailable (database down) and friends: retry later
+            self._refusal = (CLOSE_TRY_AGAIN, error.message)
+        except Exception:
+            log.exception("resolving the credentials of a WebSocket upgrade failed")
+            self._refusal = (CLOSE_INTERNAL, "Internal server error")
+        else:
+            headers = self.request.headers
+            if self.actor is None and (headers.get("Authorization") or headers.get("X-API-Key")):
+                self._refusal = (CLOSE_UNAUTHORIZED, "Invalid credentials")
+
+    async def open(self, *args: Any, **kwargs: Any) -> None:
+        app = self.application
+        self.set_nodelay(True)  # else a broadcast then an ack waits ~40 ms on delayed ACKs
+        self.hub = app.hub
+        self.ctx = EventContext(app, self)
+        self._events = app.events
+        self._schemas = app.schemas
+        config = app.config
+        self._bucket = TokenBucket(config.ws_rate_limit)
+        self._flood = TokenBucket(config.ws_rate_limit, FLOOD_CLOSE_FACTOR)
+        self._event_buckets: dict[str, TokenBucket] = {}
+        self._peer = self.hub.attach(self)
+        if getattr(app, "shutting_down", False):
+            self._refusal = (CLOSE_GOING_AWAY, "Server shutting down")
+        if self._refusal is not None:
+            self._close(*self._refusal)
+            return
+        if self.actor is not None:
+            await self.authenticated(self.actor)
+        else:
+            self._auth_timer = IOLoop.current().call_later(config.ws_auth_timeout, self._auth_timed_out)
+
+    async def authenticated(self, actor: Actor) -> None:
+        """Bind ``actor`` to this socket: index it, join ``user:<id>``, send ``ready``."""
+        self._cancel_auth_timer()
+        self.actor = actor
+        self.hub.identify(self, actor.id, actor.session_id)
+        await self.hub.join(self, f"user:{actor.id}")
+        self.hub.send(self, "ready", {"userId": actor.id, "sessionId": actor.session_id})
+
+    def _auth_timed_out(self) -> None:
+        self._auth_timer = None
+        if self.actor is None:
+            self._close(CLOSE_UNAUTHORIZED, "Authentication timed out")
+
+    def _cancel_auth_timer(self) -> None:
+        if self._auth_timer is not None:
+            IOLoop.current().remove_timeout(self._auth_timer)
+            self._auth_timer = None
+
+    @property
+    def is_closing(self) -> bool:
+        peer = self._peer
+        return peer is None or peer.closing
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if reason is not None:
+            reason = reason.encode("utf-8")[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
+        super().close(code, reason)
+
+    def _close(self, code: int, reason: str) -> None:
+        """Close through the hub, which counts and logs the server's verdicts."""
+        self.hub.close(self, code, reason)
+
+    def on_close(self) -> None:
+        self._cancel_auth_timer()
+        if self._peer is not None:
+            self.hub.detach(self)  # leaves every room
+
+    # -- frames ------------------------------------------------------------------------
+
+    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
+        """Check a frame and start its handler. Returns the handler's coroutine (Tornado awaits
+        it before reading the next frame) or None when the frame was answered here. Never
+        raises: an exception here would make Tornado abort the connection."""
+        if self.is_closing:
+            return None
+        now = time.monotonic()
+        if not self._bucket.take(now):
+            return self._refuse(self._bucket, now, message=message)
+        if type(message) is not str:
+            return self._fail(None, ValidationFailed("Frames must be JSON text, not binary"))
+        try:
+            frame = json.loads(message)
+        except (ValueError, RecursionError):
+            return self._fail(None, ValidationFailed("Malformed JSON"))
+        if type(frame) is not dict:
+            return self._fail(None, ValidationFailed("A frame must be a JSON object"))
+        frame_id = frame.get("id")
+        if frame_id is not None and not _valid_id(frame_id):
+            return self._fail(None, ValidationFailed(
+                f"id must be a string of at most {MAX_ID_LENGTH} characters or an integer",
+                details=[{"field": "id", "message": "is invalid"}]))
+        event_type = frame.get("type")
+        if type(event_type) is not str or not event_type:
+            return self._fail(frame_id, ValidationFailed(
+                "A frame needs a type", details=[{"field": "type", "message": "is required"}]))
+        actor = self.actor
+        if actor is None and event_type != AUTH_EVENT:
+            return self._fail(frame_id, Unauthorized("Authenticate first: send an auth frame"))
+        spec: EventSpec | None = self._events.get(event_type)
+        if spec is None:
+            return self._fail(frame_id, UnknownEvent(f"Unknown event type {event_type[:64]!r}"))
+        if spec.permission and (actor is None or not actor.has(spec.permission)):
+            return self._fail(frame_id, Forbidden(f"Missing permission {spec.permission}"))
+        if spec.rate is not None:
+            bucket = self._event_buckets.get(event_type)
+            if bucket is None:
+                bucket = self._event_buckets[event_type] = TokenBucket(spec.rate)
+            if not bucket.take(now):
+                return self._refuse(bucket, now, frame_id=frame_id)
+        data = frame.get("data", {})  # absent data is an empty object, so schemas say what is missing
+        if spec.schema:
+            try:
+                self._schemas.validate(spec.schema, data)
+            except ValidationFailed as error:
+                return self._fail(frame_id, error)
+            except Exception:
+                log.exception("validating %s against %s failed", event_type, spec.schema)
+                return self._fail(frame_id, InternalError())
+        return self._run(spec, data, frame_id)
+
+    async def _run(self, spec: EventSpec, data: Any, frame_id: Any) -> None:
+        try:
+            result = spec.handler(self.ctx, data)
+            if inspect.isawaitable(result):
+                result = await result
+        except ApiError as error:
+            self._fail(frame_id, error)
+            return
+        except Exception:
+            log.exception("WebSocket event %s failed", spec.type,
+                          extra={"plugin": spec.plugin, "userId": getattr(self.actor, "id", None)})
+            self._fail(frame_id, InternalError())
+            return
+        if self.actor is None:  # only `auth` runs unauthenticated; it must have authenticated
+            self._fail(frame_id, Unauthorized())
+            return
+        if isinstance(result, Reply):
+            self._reply(result.type, result.data, frame_id)
+        elif frame_id is not None:
+            self._reply("ack", result, frame_id)
+
+    def _reply(self, event_type: str, data: Any, frame_id: Any) -> None:
+        try:
+            self.hub.send(self, event_type, data, frame_id)
+        except (TypeError, ValueError):  # a handler returned something JSON cannot carry
+            log.exception("the reply to a WebSocket %s frame is not JSON-serialisable", event_type)
+            self._fail(frame_id, InternalError())
+
+    def _fail(self, frame_id: Any, error: ApiError) -> None:
+        """Send the ``error`` frame; an unauthenticated socket is then closed (4401)."""
+        data: dict[str, Any] = {"code": error.code, "message": error.message}
+        if error.details is not None:
+            data["details"] = error.details
+        if isinstance(error, RateLimited):
+            data["retryAfter"] = error.retry_after
+        try:
+            self.hub.send(self, "error", data, frame_id)
+        except (TypeError, ValueError):
+            log.exception("an error frame is not JSON-serialisable")
+            self.hub.send(self, "error", {"code": error.code, "message": error.message}, frame_id)
+        if self.actor is None:
+            self._close(CLOSE_UNAUTHORIZED, error.message if error.status == 401 else "Authentication required")
+        return None
+
+    def _refuse(self, bucket: TokenBucket, now: float, *, frame_id: Any = None,
+                message: str | bytes | None = None) -> None:
+        """A frame over a rate: answer RATE_LIMITED, or close a socket that keeps flooding.
+        ``message`` is the raw frame when it was refused before being parsed."""
+        if not self._flood.take(now):
+            self._close(CLOSE_TOO_MANY, "Too many messages")
+            return None
+        if message is not None:
+            frame_id = _peek_id(message)
+        return self._fail(frame_id, RateLimited("Too many messages; slow down",
+                                                retry_after=bucket.retry_after()))
+
+
+def _valid_id(value: Any) -> bool:
+    kind = type(value)
+    return (kind is str and 0 < len(value) <= MAX_ID_LENGTH) or (kind is int and -(2**53) < value < 2**53)
+
+
+def _peek_id(message: str | bytes) -> Any:
+    """The id of a frame refused before it was parsed (a rate-limited one), if it has one."""
+    try:
+        frame = json.loads(message)
+    except (ValueError, RecursionError, TypeError):
+        return None
+    frame_id = frame.get("id") if type(frame) is dict else None
+    return frame_id if frame_id is not None and _valid_id(frame_id) else None
+
+
+# ---------------------------------------------------------------------------
+# Core events, registered by the application like any plugin's
+# ---------------------------------------------------------------------------
+
+
+@ws_event(AUTH_EVENT, auth=False, summary="Authenticate this socket with an access token")
+async def auth_event(ctx: EventContext, data: Any) -> dict[str, Any]:
+    """``{"token": "<access JWT>"}`` → ack ``{userId, sessionId}`` after ``ready``; a bad or
+    expired token gets an error and close 4401."""
+    socket = ctx.socket
+    if socket.actor is not None:
+        raise ValidationFailed("This socket is already authenticated")
+    token = data.get("token") if isinstance(data, dict) else None
+    if not isinstance(token, str) or not token.strip():
+        raise Unauthorized("The auth frame needs data.token")
+    headers = HTTPHeaders({"Authorization": f"Bearer {token.strip()}"})
+    actor = await ctx.app.resolve_actor(headers, socket.client_ip)
+    if actor is None:
+        raise Unauthorized("Invalid token")
+    if not socket.is_closing:  # the auth timeout may have fired while we resolved
+        await socket.authenticated(actor)
+    return {"userId": actor.id, "sessionId": actor.session_id}
+
+
+@ws_event("ping", summary="Liveness check at the application level; answered with pong")
+async def ping_event(ctx: EventContext, data: Any) -> Reply:
+    """Answers ``pong`` ``{time}`` (server epoch milliseconds) with the request's id, if any."""
+    return Reply("pong", {"time": int(time.time() * 1000)})
+
+
+CORE_EVENTS = [auth_event, ping_event]
