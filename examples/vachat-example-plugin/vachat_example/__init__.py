@@ -1,0 +1,122 @@
+"""vachat-example-plugin: what a third-party plugin looks like, end to end.
+
+It owns a model (``Note``) with its own migrations, a schemas folder (ids ``example/…``), a
+config section (``[plugins.example]``, checked against ``schemas/config.json``), a permission,
+REST routes under ``/api/example/``, WebSocket events, a metric, a health check, and hooks.
+It imports only ``vachat.plugin_api``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import peewee
+from prometheus_client import Counter
+
+from vachat.plugin_api import (
+    ApiHandler, BaseModel, Forbidden, hookimpl, endpoint, now, ws_event,
+)
+
+__version__ = "0.1.0"
+
+log = logging.getLogger("vachat.plugins.example")
+
+DEFAULT_GREETING = "Hello"
+_state: dict[str, Any] = {}
+
+
+class Note(BaseModel):
+    owner_id = peewee.CharField(max_length=64, index=True)
+    text = peewee.TextField()
+    created_at = peewee.DateTimeField(default=now)
+
+    class Meta:
+        table_name = "example_note"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": self.id, "text": self.text, "ownerId": self.owner_id, "createdAt": self.created_at}
+
+
+def greeting(app: Any) -> str:
+    return app.plugin_config("example").get("greeting", DEFAULT_GREETING)
+
+
+class HelloHandler(ApiHandler):
+    @endpoint("Greet the caller with the configured greeting", auth=False, tags=("example",))
+    async def get(self) -> None:
+        name = self.actor.name if self.actor else "stranger"
+        self.respond({"greeting": f"{greeting(self.application)}, {name}!"})
+
+
+class NotesHandler(ApiHandler):
+    @endpoint("List my notes, newest first", response="example/note-list", tags=("example",))
+    async def get(self) -> None:
+        owner = self.actor.id
+        notes = await self.application.db.run(
+            lambda: [n.to_wire() for n in Note.select().where(Note.owner_id == owner).order_by(Note.id.desc())])
+        self.respond(notes)
+
+    @endpoint("Create a note and tell my other devices", body="example/note-create",
+              response="example/note", permission="example.write", status=201, tags=("example",))
+    async def post(self) -> None:
+        note = await self.application.db.run(Note.create, owner_id=self.actor.id, text=self.body["text"])
+        _state["created"].inc()
+        await self.application.hub.publish(f"user:{self.actor.id}", "example-note-created", note.to_wire())
+        self.respond(note.to_wire(), status=201)
+
+
+@ws_event("example-echo", schema="example/echo", summary="Echo text back with the greeting")
+async def echo(ctx: Any, data: dict) -> dict:
+    return {"text": data["text"], "greeting": greeting(ctx.app)}
+
+
+@ws_event("example-join", schema="example/room-message", summary="Join an example room")
+async def join(ctx: Any, data: dict) -> dict:
+    await ctx.join(f"example:{data['room']}")
+    return {"room": data["room"]}
+
+
+@ws_event("example-shout", schema="example/room-message", permission="example.write",
+          summary="Broadcast text to everyone in an example room, on every node")
+async def shout(ctx: Any, data: dict) -> dict:
+    room = f"example:{data['room']}"
+    if room not in ctx.rooms:
+        raise Forbidden("Join the room first")
+    await ctx.publish(room, "example-shouted", {"room": data["room"], "text": data.get("text", ""),
+                                                "from": ctx.actor.id})
+    return {"delivered": True}
+
+
+@hookimpl
+def vachat_routes(app: Any) -> list[tuple]:
+    return [(r"/api/example/hello", HelloHandler), (r"/api/example/notes", NotesHandler)]
+
+
+@hookimpl
+def vachat_ws_events(app: Any) -> list[Any]:
+    return [echo, join, shout]
+
+
+@hookimpl
+def vachat_permissions() -> list[tuple[str, str]]:
+    return [("example.write", "Create example notes and shout in example rooms")]
+
+
+@hookimpl
+def vachat_metrics(registry: Any) -> None:
+    _state["created"] = Counter("vachat_example_notes_created", "Notes created", registry=registry)
+
+
+@hookimpl
+def vachat_health_checks(app: Any) -> dict[str, Any]:
+    async def notes_table() -> dict[str, Any]:
+        await app.db.run(lambda: Note.select().limit(1).count())
+        return {"status": "ok"}
+
+    return {"notes": notes_table}
+
+
+@hookimpl
+def vachat_startup(app: Any) -> None:
+    log.info("example plugin ready", extra={"greeting": greeting(app)})
