@@ -49,7 +49,7 @@ from . import testing_auth
 from .app import VachatApplication
 from .config import PROJECT_ROOT, Settings, load_settings
 
-__all__ = ["Response", "WsClient", "ServerProcess", "test_settings", "reset_database"]
+__all__ = ["Response", "WsClient", "ServerProcess", "make_test_settings", "reset_database"]
 
 # Every wait in a test is bounded; a frame that has not come in this long (s) is not coming.
 DEFAULT_WAIT = 5.0
@@ -115,7 +115,7 @@ def vachat_plugins() -> list[tuple[str, Any]]:
     return []
 
 
-def test_settings(database_url: str, redis_url: str = "", tmp_path: Path | None = None, **overrides: Any) -> Settings:
+def make_test_settings(database_url: str, redis_url: str = "", tmp_path: Path | None = None, **overrides: Any) -> Settings:
     """Settings for a test server: fast bcrypt, generous limits, quiet, temporary paths."""
     base: dict[str, Any] = {
         "env": "test",
@@ -167,11 +167,12 @@ def app(request: pytest.FixtureRequest, io_loop: Any, vachat_database_url: str, 
     for marker in reversed(list(request.node.iter_markers("vachat"))):
         config.update(marker.kwargs.get("config") or {})
         plugins.extend(marker.kwargs.get("plugins") or [])
-    settings = test_settings(vachat_database_url, vachat_redis_url, tmp_path, **config)
+    settings = make_test_settings(config.pop("database_url", vachat_database_url),
+                                  config.pop("redis_url", vachat_redis_url), tmp_path, **config)
     application = VachatApplication(settings, extra_plugins=[("testauth", testing_auth), *plugins])
     application.db.bind()
     reset_database(application)
-    if vachat_redis_url:
+    if settings.redis_url == vachat_redis_url and vachat_redis_url:
         import redis
 
         client = redis.Redis.from_url(vachat_redis_url)
