@@ -112,3 +112,22 @@ async def test_docs_page(fetch):
     assert response.code == 200 and response.headers["Content-Type"].startswith("text/html")
     assert b"/api/sample/widgets" in response.body and b"sample-echo" in response.body
     assert "script-src" not in response.headers["Content-Security-Policy"]
+
+
+@pytest.mark.skipif(not os.environ.get("VACHAT_TEST_DATABASE_URL"), reason="needs PostgreSQL")
+@pytest.mark.gen_test(timeout=30)
+async def test_postgres_connections_cut_give_503_then_recover(app, fetch):
+    """Kill every server-side connection of this database: requests see 503, never 500, and
+    the pool reconnects on its own."""
+    import psycopg2
+
+    assert (await fetch("/api/example/notes", user="alice")).code == 200
+    admin = psycopg2.connect(os.environ["VACHAT_TEST_DATABASE_URL"])
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = %s AND pid <> pg_backend_pid()", (app.db.engine.database,))
+    admin.close()
+    codes = [(await fetch("/api/example/notes", user="alice")).code for _ in range(app.config.database_pool_size + 2)]
+    assert set(codes) <= {200, 503}
+    assert codes[-1] == 200

@@ -85,18 +85,14 @@ class SchemaRegistry:
 
     def compile_all(self) -> None:
         """Compile every validator now, so a broken ``$ref`` fails at start-up, not mid-request."""
-        for schema_id in self._schemas:
-            validator = self.validator(schema_id)
-            try:
-                for _ in _walk_refs(self._schemas[schema_id]):
-                    pass
-                validator.is_valid(None)  # resolves top-level refs eagerly
-            except Exception as error:  # referencing.exceptions.Unresolvable and friends
-                raise SchemaError(f"schema {schema_id!r}: {error}") from None
-            for ref in _walk_refs(self._schemas[schema_id]):
+        registry = self._resources()
+        for schema_id, schema in self._schemas.items():
+            self.validator(schema_id)
+            resolver = registry.resolver(base_uri=schema["$id"])
+            for ref in _walk_refs(schema):
                 try:
-                    validator._resolver.lookup(ref)
-                except Exception:
+                    resolver.lookup(ref)
+                except Exception:  # referencing.exceptions.Unresolvable and friends
                     raise SchemaError(f"schema {schema_id!r}: $ref {ref!r} does not resolve") from None
 
     # -- use -------------------------------------------------------------------

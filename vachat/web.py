@@ -146,6 +146,8 @@ def endpoint(
     def decorate(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         @functools.wraps(method)
         async def wrapper(self: "ApiHandler", *args: Any, **kwargs: Any) -> Any:
+            if self._finished:  # answered while the body streamed in (413): nothing left to do
+                return None
             await self._authorize(spec)
             if spec.query:
                 self.query = self._parse_query(spec.query)
@@ -355,6 +357,10 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def get_current_user(self) -> Actor | None:
         return self.actor
+
+    def compute_etag(self) -> str | None:
+        # API answers are per caller and marked no-store: hashing every body buys nothing.
+        return None
 
 
 def as_api_error(exc_info: Any, status_code: int) -> ApiError:
