@@ -84,13 +84,16 @@ def connect_url(url: str, pool_size: int = 8) -> peewee.Database:
     if parsed.scheme == "sqlite":
         raw_path = unquote(url[len("sqlite://"):])
         if raw_path in ("/:memory:", ":memory:", ""):
-            return peewee.SqliteDatabase(":memory:", pragmas=SQLITE_PRAGMAS)
+            return peewee.SqliteDatabase(":memory:", pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
         # sqlite:///var/x.db is relative to the project; sqlite:////abs/x.db is absolute.
         path = Path(raw_path[1:]) if raw_path.startswith("/") else Path(raw_path)
         if not path.is_absolute():
             path = PROJECT_ROOT / path
         path.parent.mkdir(parents=True, exist_ok=True)
-        return peewee.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS)
+        # BEGIN IMMEDIATE: a transaction that reads and then writes would otherwise fail at once
+        # with "database is locked" when another thread wrote in between (a deferred read lock
+        # cannot be upgraded); taking the write lock up front makes it wait (busy_timeout).
+        return peewee.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
     if parsed.scheme in ("postgresql", "postgres"):
         return PooledPostgresqlDatabase(
             unquote(parsed.path.lstrip("/")) or "postgres",

@@ -18,7 +18,6 @@ import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Iterable
 
 import pluggy
@@ -31,7 +30,7 @@ log = logging.getLogger("vachat.plugins")
 
 ENTRY_POINT_GROUP = "vachat.plugins"
 # The core's own hook implementations: (name, module path). Loaded before any plugin.
-CORE_PLUGINS: tuple[tuple[str, str], ...] = ()
+CORE_PLUGINS: tuple[tuple[str, str], ...] = (("accounts", "vachat.accounts.plugin"),)
 
 
 class PluginLoadError(RuntimeError):

@@ -14,6 +14,12 @@ Installing vachat gives every test suite, the core's and a plugin author's, the 
     ``await ws_connect(user=None, headers=None, path="/ws")`` → ``WsClient``.
 ``server_process``
     Starts real ``vachat serve`` processes (multi-node and shutdown tests).
+``make_user``
+    ``await make_user(email=None, password=None, role="user", permissions=None, **fields)`` →
+    ``AccountUser`` (``.id``, ``.email``, ``.password``, ``.access_token``, ``.refresh_token``,
+    ``.session_id``, ``.auth_headers``): a real account signed in with real tokens.
+``admin_user``
+    An ``AccountUser`` with the ``admin`` role (``*``).
 
 ``user=`` is a user id string (authenticated by the test auth plugin as ``Bearer test:<id>``) or any
 object with an ``auth_headers`` mapping (real credentials, e.g. from the accounts fixtures).
@@ -38,7 +44,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import urlparse, urlunparse
 
 import pytest
@@ -49,7 +55,7 @@ from . import testing_auth
 from .app import VachatApplication
 from .config import PROJECT_ROOT, Settings, load_settings
 
-__all__ = ["Response", "WsClient", "ServerProcess", "make_test_settings", "reset_database"]
+__all__ = ["Response", "WsClient", "ServerProcess", "AccountUser", "make_test_settings", "reset_database"]
 
 # Every wait in a test is bounded; a frame that has not come in this long (s) is not coming.
 DEFAULT_WAIT = 5.0
@@ -446,3 +452,75 @@ def server_process(tmp_path: Path, vachat_database_url: str, vachat_redis_url: s
     yield spawn
     for server in started:
         server.kill()
+
+
+# ---------------------------------------------------------------------------
+# accounts: real users with real credentials (vachat.accounts)
+# ---------------------------------------------------------------------------
+
+# Meets the password policy and is on no common list; tests may log in with it.
+DEFAULT_TEST_PASSWORD = "Vachat-Test-9x!"
+_user_numbers = itertools.count(1)
+
+
+@dataclass
+class AccountUser:
+    """A user made by ``make_user``: its credentials and a signed-in session."""
+
+    id: str
+    email: str
+    password: str
+    role: str
+    access_token: str
+    refresh_token: str
+    session_id: str
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+@pytest.fixture
+def make_user(app: VachatApplication) -> Callable[..., Any]:
+    """``await make_user(email=None, password=None, role="user", permissions=None, **fields)``
+    → ``AccountUser`` with ``.id .email .password .access_token .refresh_token .session_id
+    .auth_headers``, signed in through the same session code as ``POST /api/auth/login``.
+
+    The user is written directly (no request, so no rate limit is spent); ``fields`` are
+    ``User`` columns (``is_active=False``, ``tier="pro"``, ``first_name=…``). A ``role`` that
+    does not exist is created with ``permissions`` (default none).
+    """
+    from .accounts.models import Role, User, UserPreferences, UserStatistics
+    from .accounts.passwords import hash_password
+    from .accounts.sessions import create_session
+
+    async def make_user(email: str | None = None, password: str | None = None, role: str = "user",
+                        permissions: list[str] | None = None, **fields: Any) -> AccountUser:
+        number = next(_user_numbers)
+        email = (email or f"user{number}-{secrets.token_hex(3)}@example.test").strip().lower()
+        password = password or DEFAULT_TEST_PASSWORD
+        hashed = await hash_password(app, password)
+
+        def create() -> str:
+            with User._meta.database.atomic():
+                found = Role.get_or_none(Role.name == role)
+                if found is None:
+                    Role.create(name=role, permissions=list(permissions or []))
+                elif permissions is not None:
+                    Role.update(permissions=list(permissions)).where(Role.name == role).execute()
+                user = User.create(email=email, password_hash=hashed, role=role, **fields)
+                UserPreferences.create(user=user.id)
+                UserStatistics.create(user=user.id)
+                return user.id
+
+        user_id = await app.db.run(create)
+        session_id, tokens = await create_session(app, user_id, ip="127.0.0.1", user_agent="vachat-tests")
+        return AccountUser(user_id, email, password, role, tokens["accessToken"], tokens["refreshToken"], session_id)
+
+    return make_user
+
+
+@pytest.fixture
+def admin_user(io_loop: Any, make_user: Callable[..., Any]) -> AccountUser:
+    """A signed-in user with the seeded ``admin`` role (permission ``*``)."""
+    return io_loop.run_sync(lambda: make_user(role="admin"))
