@@ -26,6 +26,7 @@ from .db import Database
 from .events import EventRegistry
 from .hub import Hub
 from .logs import log_request
+from .mail import make_mailer
 from .metrics import Metrics
 from .migrate import CORE_MIGRATIONS, MigrationSource, Migrations
 from .plugin_manager import PluginLoadError, PluginManager
@@ -77,6 +78,7 @@ class VachatApplication(tornado.web.Application):
         self.redis = make_redis(config.redis_url) if config.redis_url else None
         self.redis_guard = RedisGuard() if self.redis is not None else None
         self.limiter = make_rate_limiter(self.redis, self.redis_guard)
+        self.mailer = make_mailer(config, self.run_blocking)
         self.broker = make_broker(self.redis, self.redis_guard)
         self.hub = Hub(self)
         self.permissions: dict[str, str] = dict(CORE_PERMISSIONS)
@@ -223,6 +225,7 @@ class VachatApplication(tornado.web.Application):
                 log.warning("in-flight requests still running after the grace period",
                             extra={"requests": len(self._inflight)})
         await self.plugins.notify("vachat_shutdown", app=self)
+        await self.mailer.drain()  # e-mails already promised (reset links) go out before the DB closes
         await self.broker.close()
         await self.limiter.close()
         if self.redis is not None:

@@ -7,10 +7,12 @@ touching anyone else's history. The core's folder is the top-level ``migrations/
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import peewee
 from peewee_migrate import Router
@@ -22,6 +24,8 @@ __all__ = ["MigrationSource", "Migrations", "CORE_MIGRATIONS"]
 log = logging.getLogger("vachat.migrate")
 
 CORE_MIGRATIONS = PROJECT_ROOT / "migrations"
+# Key of the PostgreSQL advisory lock held while migrating (any constant; "vachat" in ASCII).
+MIGRATION_LOCK_ID = 0x766163686174
 
 
 @dataclass(frozen=True)
@@ -65,16 +69,32 @@ class Migrations:
         }
 
     def apply(self, owner: str | None = None) -> dict[str, list[str]]:
-        """Apply what is pending (for one owner, or all: the core first). Returns what ran."""
+        """Apply what is pending (for one owner, or all: the core first). Returns what ran.
+
+        On PostgreSQL an advisory lock serialises nodes that start together on one database:
+        the second waits, then finds nothing left to do.
+        """
         applied = {}
-        for name in ([owner] if owner else list(self.sources)):
-            router = self._router(name)
-            todo = list(router.diff)
-            if todo:
-                log.info("applying migrations", extra={"owner": name, "migrations": todo})
-                router.run()
-                applied[name] = todo
+        with self._exclusive():
+            for name in ([owner] if owner else list(self.sources)):
+                router = self._router(name)
+                todo = list(router.diff)
+                if todo:
+                    log.info("applying migrations", extra={"owner": name, "migrations": todo})
+                    router.run()
+                    applied[name] = todo
         return applied
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        if not isinstance(self.engine, peewee.PostgresqlDatabase):
+            yield  # SQLite is one node's file; its own write lock orders the rest
+            return
+        self.engine.execute_sql("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+        try:
+            yield
+        finally:
+            self.engine.execute_sql("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
 
     def rollback(self, owner: str, steps: int = 1) -> list[str]:
         """Roll back the last ``steps`` migrations of one owner; returns their names."""

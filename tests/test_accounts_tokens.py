@@ -1,0 +1,161 @@
+"""Forged, mistyped and expired tokens, through the real server (REST and WebSocket).
+
+Every token here is signed (or not) by the test itself, so each case isolates one rule:
+the algorithm is pinned to HS256, the access secret is required, exp/iat/sub are required,
+a refresh token is never an access token, and a valid signature still needs a live session.
+"""
+
+import base64
+import json
+import time
+
+import jwt
+import pytest
+
+from vachat.accounts import tokens
+from vachat.testing import TEST_REFRESH_SECRET, TEST_SECRET
+
+
+def assert_error(response, status, code):
+    assert response.code == status, response.body
+    assert response.json["success"] is False and response.json["code"] == code, response.json
+    return response.json
+
+
+def claims_for(user, **changes):
+    moment = int(time.time())
+    claims = {"sub": user.id, "sid": user.session_id, "typ": "access", "jti": "j1", "iat": moment,
+              "exp": moment + 600, "iss": "vachat"}
+    claims.update(changes)
+    return {key: value for key, value in claims.items() if value is not None}
+
+
+def sign(claims, key=TEST_SECRET, algorithm="HS256", headers=None):
+    return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
+
+
+def b64(data):
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+async def me(fetch, token):
+    return await fetch("/api/auth/me", headers={"Authorization": f"Bearer {token}"})
+
+
+@pytest.mark.gen_test
+async def test_a_correctly_signed_token_works(fetch, make_user):
+    user = await make_user()
+    assert (await me(fetch, sign(claims_for(user)))).code == 200
+
+
+@pytest.mark.gen_test
+async def test_alg_none_is_refused(fetch, make_user):
+    user = await make_user()
+    unsigned = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims_for(user))}."
+    assert_error(await me(fetch, unsigned), 401, "UNAUTHORIZED")
+    also_unsigned = jwt.encode(claims_for(user), None, algorithm="none")
+    assert_error(await me(fetch, also_unsigned), 401, "UNAUTHORIZED")
+
+
+# The test secret is long enough for HS256, not for HS512; that is beside the point here.
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+@pytest.mark.gen_test
+async def test_wrong_key_and_other_algorithms_are_refused(fetch, make_user):
+    user = await make_user()
+    assert_error(await me(fetch, sign(claims_for(user), key="another-secret-" + "z" * 40)), 401, "UNAUTHORIZED")
+    # The right secret with another HMAC: still refused, the algorithm is pinned.
+    assert_error(await me(fetch, sign(claims_for(user), algorithm="HS512")), 401, "UNAUTHORIZED")
+    # Signed with the refresh secret: not an access token.
+    assert_error(await me(fetch, sign(claims_for(user), key=TEST_REFRESH_SECRET)), 401, "UNAUTHORIZED")
+
+
+@pytest.mark.gen_test
+async def test_tampered_payload_is_refused(fetch, make_user):
+    user, other = await make_user(), await make_user()
+    header, _, signature = user.access_token.split(".")
+    forged = f"{header}.{b64(claims_for(other, sid=other.session_id))}.{signature}"
+    assert_error(await me(fetch, forged), 401, "UNAUTHORIZED")
+
+
+@pytest.mark.parametrize("missing", ["exp", "iat", "sub", "sid", "typ", "jti"])
+@pytest.mark.gen_test
+async def test_required_claims(fetch, make_user, missing):
+    user = await make_user()
+    assert_error(await me(fetch, sign(claims_for(user, **{missing: None}))), 401, "UNAUTHORIZED")
+
+
+@pytest.mark.gen_test
+async def test_refresh_token_is_not_an_access_token(fetch, make_user, ws_connect):
+    user = await make_user()
+    assert_error(await me(fetch, user.refresh_token), 401, "UNAUTHORIZED")
+    # Even with the access secret and everything else right, typ decides.
+    assert_error(await me(fetch, sign(claims_for(user, typ="refresh"))), 401, "UNAUTHORIZED")
+    socket = await ws_connect(headers={"Authorization": f"Bearer {user.refresh_token}"})
+    assert (await socket.closed())[0] == 4401
+
+
+@pytest.mark.gen_test
+async def test_expired_access_token_is_token_expired(fetch, make_user, ws_connect):
+    user = await make_user()
+    long_ago = int(time.time()) - 3600
+    expired = sign(claims_for(user, iat=long_ago, exp=long_ago + 900))
+    body = assert_error(await me(fetch, expired), 401, "TOKEN_EXPIRED")
+    assert body["error"]
+    socket = await ws_connect(headers={"Authorization": f"Bearer {expired}"})
+    code, reason = await socket.closed()
+    assert code == 4401 and "expired" in reason.lower()
+    # Over the socket's auth frame too.
+    late = await ws_connect()
+    reply = await late.request("auth", {"token": expired})
+    assert reply["type"] == "error" and reply["data"]["code"] == "TOKEN_EXPIRED"
+    assert (await late.closed())[0] == 4401
+
+
+@pytest.mark.gen_test
+async def test_expired_refresh_token_is_token_expired(fetch, make_user):
+    user = await make_user()
+    long_ago = int(time.time()) - 8 * 24 * 3600
+    expired = sign(claims_for(user, typ="refresh", iat=long_ago, exp=long_ago + 7 * 24 * 3600),
+                   key=TEST_REFRESH_SECRET)
+    assert_error(await fetch("/api/auth/refresh", method="POST", json={"refreshToken": expired}),
+                 401, "TOKEN_EXPIRED")
+
+
+@pytest.mark.gen_test
+async def test_a_valid_signature_still_needs_a_live_session_of_that_user(fetch, make_user):
+    user, other = await make_user(), await make_user()
+    assert_error(await me(fetch, sign(claims_for(user, sid="01HNOSUCHSESSION0000000000"))), 401, "UNAUTHORIZED")
+    # A real session, but someone else's.
+    assert_error(await me(fetch, sign(claims_for(user, sid=other.session_id))), 401, "UNAUTHORIZED")
+
+
+@pytest.mark.gen_test
+async def test_malformed_authorization_headers(fetch):
+    for value in ["Bearer", "Bearer ", "Bearer eyJ.not.base64!", "Bearer a.b.c", "Basic dXNlcjpwYXNz",
+                  "Bearer eyJhbGciOiJIUzI1NiJ9", "Bearer " + "eyJ" + "A" * 5000 + ".x.y"]:
+        response = await fetch("/api/auth/me", headers={"Authorization": value})
+        assert_error(response, 401, "UNAUTHORIZED")
+
+
+@pytest.mark.gen_test
+async def test_websocket_auth_frame_with_an_access_token(make_user, ws_connect):
+    user = await make_user()
+    socket = await ws_connect()
+    reply = await socket.request("auth", {"token": user.access_token})
+    assert reply["type"] == "ack" and reply["data"] == {"userId": user.id, "sessionId": user.session_id}
+    refused = await ws_connect()
+    reply = await refused.request("auth", {"token": user.refresh_token})
+    assert reply["type"] == "error" and reply["data"]["code"] == "UNAUTHORIZED"
+    assert (await refused.closed())[0] == 4401
+
+
+def test_issued_tokens_carry_the_claims(app):
+    token = tokens.issue_access_token(app.config, "U1", "S1")
+    header = jwt.get_unverified_header(token)
+    assert header["alg"] == "HS256"
+    claims = jwt.decode(token, TEST_SECRET, algorithms=["HS256"], issuer="vachat")
+    assert claims["typ"] == "access" and claims["sub"] == "U1" and claims["sid"] == "S1"
+    assert claims["exp"] - claims["iat"] == 15 * 60 and claims["jti"]
+    refresh = tokens.issue_refresh_token(app.config, "U1", "S1", "J1")
+    refresh_claims = jwt.decode(refresh, TEST_REFRESH_SECRET, algorithms=["HS256"], issuer="vachat")
+    assert refresh_claims["typ"] == "refresh" and refresh_claims["exp"] - refresh_claims["iat"] == 7 * 24 * 3600

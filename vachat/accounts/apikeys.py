@@ -1,0 +1,131 @@
+"""API keys: long-lived credentials for scripts and bots (``X-API-Key: vak_…``).
+
+A key is ``vak_`` + 256 random bits (URL-safe base64). It is shown once, at creation; the
+database keeps its SHA-256 (a fast hash is right here: the key is random, not a guessable
+password) and a short non-secret ``prefix`` for lists. The ``vak_`` prefix also lets the log
+filter recognise and redact keys. A key acts as its user, with the user's role permissions,
+until it expires or is revoked; revoking closes the sockets it opened (their session id on
+the hub is ``apikey:<key id>``).
+
+This module must never store or log a key, and never compare hashes in a way that leaks
+timing (lookups are by the hash's equality in an indexed column, never by prefix).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import secrets
+import time
+from typing import Any
+
+from ..db import now
+from ..errors import Unauthorized
+from .cache import auth_cache
+from .models import ApiKey, Role, User
+from .sessions import CLOSE_SESSION_ENDED, api_key_cache_key, principal_of
+
+__all__ = [
+    "KEY_PREFIX", "generate_key", "hash_key", "create_api_key", "revoke_api_key",
+    "api_key_principal", "api_key_session_id", "looks_like_api_key", "MAX_KEYS_PER_USER",
+]
+
+KEY_PREFIX = "vak_"
+# 32 random bytes: 256 bits, beyond any brute force even at a fast hash.
+KEY_BYTES = 32
+# Characters of the key shown in lists (``vak_`` + 8): enough to tell keys apart, 48 bits
+# of 256, so showing it costs nothing.
+DISPLAY_PREFIX_LENGTH = 12
+# Active keys one user may hold: plenty for scripts and bots, and a bound on what a stolen
+# session could mint.
+MAX_KEYS_PER_USER = 50
+# A key's lastUsedAt is written at most this often (s), so a busy bot does not cost a write
+# per request.
+LAST_USED_RESOLUTION_SECONDS = 60
+_KEY_MAX_LENGTH = 128
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(KEY_BYTES)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def looks_like_api_key(value: str) -> bool:
+    return value.startswith(KEY_PREFIX)
+
+
+def api_key_session_id(key_id: str) -> str:
+    """The hub's session id for sockets opened with a key (so revoking can close them)."""
+    return f"apikey:{key_id}"
+
+
+def _insert(user_id: str, name: str, key: str, expires_at: datetime.datetime | None) -> ApiKey | None:
+    active = ApiKey.select().where(ApiKey.user == user_id, ApiKey.revoked_at.is_null()).count()
+    if active >= MAX_KEYS_PER_USER:
+        return None
+    return ApiKey.create(user=user_id, name=name, prefix=key[:DISPLAY_PREFIX_LENGTH],
+                         key_hash=hash_key(key), expires_at=expires_at)
+
+
+async def create_api_key(app: Any, user_id: str, name: str,
+                         expires_at: datetime.datetime | None = None) -> tuple[ApiKey, str] | None:
+    """Create a key; returns ``(row, key)`` — the only time the key exists in clear — or
+    None when the user already holds ``MAX_KEYS_PER_USER`` active keys."""
+    key = generate_key()
+    row = await app.db.run(_insert, user_id, name, key, expires_at)
+    return (row, key) if row is not None else None
+
+
+async def revoke_api_key(app: Any, user_id: str, key_id: str) -> ApiKey | None:
+    """Revoke ``user_id``'s key ``key_id``: refused from the next request on every node and
+    its sockets closed. Returns the row, or None when the user has no such active key."""
+    def revoke() -> ApiKey | None:
+        row = ApiKey.get_or_none(ApiKey.id == key_id, ApiKey.user == user_id, ApiKey.revoked_at.is_null())
+        if row is None:
+            return None
+        row.revoked_at = now()
+        row.save(only=[ApiKey.revoked_at])
+        return row
+
+    row = await app.db.run(revoke)
+    if row is not None:
+        await auth_cache(app).tombstone(api_key_cache_key(row.key_hash))
+        await app.hub.disconnect(session_id=api_key_session_id(row.id), code=CLOSE_SESSION_ENDED,
+                                 reason="API key revoked")
+    return row
+
+
+def _load(key_hash: str) -> dict[str, Any] | None:
+    row = (ApiKey.select(ApiKey, User, Role).join(User).join(Role)
+           .where(ApiKey.key_hash == key_hash).first())
+    if row is None or not row.is_active or not row.user.is_active:
+        return None
+    moment = now()
+    if row.last_used_at is None or (moment - row.last_used_at).total_seconds() >= LAST_USED_RESOLUTION_SECONDS:
+        ApiKey.update(last_used_at=moment).where(ApiKey.id == row.id).execute()
+    principal = principal_of(row.user, row.user.role)
+    principal["kid"] = row.id
+    if row.expires_at is not None:
+        principal["kexp"] = row.expires_at.replace(tzinfo=datetime.timezone.utc).timestamp()
+    return principal
+
+
+async def api_key_principal(app: Any, key: str) -> dict[str, Any]:
+    """Who ``key`` authenticates (cached like sessions); ``Unauthorized`` when it is unknown,
+    revoked, expired, or its user is disabled."""
+    if not looks_like_api_key(key) or len(key) > _KEY_MAX_LENGTH:
+        raise Unauthorized("Invalid API key")
+    key_hash = hash_key(key)
+    cache = auth_cache(app)
+    principal = await cache.get(api_key_cache_key(key_hash))
+    if principal is not None and principal.get("revoked"):
+        raise Unauthorized("Invalid API key")
+    if principal is None or principal.get("kexp", float("inf")) <= time.time():
+        principal = await app.db.run(_load, key_hash)
+        if principal is None:
+            raise Unauthorized("Invalid API key")
+        await cache.set(api_key_cache_key(key_hash), principal)
+    return principal

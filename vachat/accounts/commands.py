@@ -1,0 +1,108 @@
+"""``python run.py seed`` and ``python run.py create-admin`` (called by ``vachat.cli``).
+
+Both run outside the IOLoop, with the database bound by the CLI, so they call Peewee
+directly. Both apply pending migrations first (a fresh install needs no separate
+``migrate``) and are idempotent: ``seed`` creates only missing roles; ``create-admin`` for an
+existing address makes that account an active administrator with the given password.
+They print one clear line per result and return the process exit code: 0 done, 1 refused
+(invalid e-mail or a password the policy rejects; nothing is changed).
+
+``ensure_default_roles`` is also what the server runs at start-up, so registration works on
+a fresh database even without ``seed``.
+
+These commands must never print a password or a hash.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any
+
+from ..db import now
+from . import audit
+from .models import (
+    ADMIN_ROLE, DEFAULT_ROLE, Role, Session, User, UserPreferences, UserStatistics, normalize_email,
+)
+from .passwords import _hash, policy_problems
+
+__all__ = ["seed", "create_admin", "ensure_default_roles", "DEFAULT_ROLES", "EMAIL_PATTERN"]
+
+#: name → (description, permissions). ``*`` grants every permission, present and future.
+DEFAULT_ROLES: dict[str, tuple[str, list[str]]] = {
+    ADMIN_ROLE: ("Administrators: every permission", ["*"]),
+    DEFAULT_ROLE: ("Signed-up users: their own data only", []),
+}
+# Deliberately loose (one @, a dot in the domain, no spaces): the verification e-mail is the
+# real test of an address.
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def ensure_default_roles() -> list[str]:
+    """Create the default roles that are missing (synchronous); returns the names created.
+    Existing roles are left as they are: an operator may have edited them."""
+    created = []
+    for name, (description, permissions) in DEFAULT_ROLES.items():
+        _, was_created = Role.get_or_create(
+            name=name, defaults={"description": description, "permissions": permissions, "is_system": True})
+        if was_created:
+            created.append(name)
+    return created
+
+
+def _prepare(app: Any) -> None:
+    applied = app.migrations().apply()
+    for owner, names in applied.items():
+        print(f"applied migrations ({owner}): {', '.join(names)}")
+
+
+def seed(app: Any, args: Any) -> int:
+    """Create the default roles (admin with ``*``, user) when missing."""
+    _prepare(app)
+    with app.db.engine.atomic():
+        created = ensure_default_roles()
+    for name in DEFAULT_ROLES:
+        print(f"role {name}: {'created' if name in created else 'already present'}")
+    return 0
+
+
+def create_admin(app: Any, args: Any) -> int:
+    """Create (or promote) an administrator from ``args.email``, ``args.password``, ``args.name``."""
+    email = normalize_email(getattr(args, "email", "") or "")
+    password = getattr(args, "password", "") or ""
+    name = (getattr(args, "name", "") or "").strip() or "Administrator"
+    if not EMAIL_PATTERN.match(email) or len(email) > 254:
+        print("create-admin: a valid --email is required", file=sys.stderr)
+        return 1
+    problems = policy_problems(password, email=email)
+    if problems:
+        print("create-admin: the password " + "; ".join(problems), file=sys.stderr)
+        return 1
+    _prepare(app)
+    hashed = _hash(password, app.config.bcrypt_rounds)
+    first, _, last = name.partition(" ")
+    with app.db.engine.atomic():
+        ensure_default_roles()
+        user = User.by_email(email)
+        if user is None:
+            user = User.create(email=email, password_hash=hashed, first_name=first[:100], last_name=last[:100],
+                               role=ADMIN_ROLE, is_email_verified=True)
+            UserPreferences.create(user=user.id)
+            UserStatistics.create(user=user.id)
+            audit.record(audit.USER_CREATED, user_id=user.id, details={"source": "cli", "role": ADMIN_ROLE})
+            outcome = "created"
+        else:
+            previous = user.role_name
+            (User.update(password_hash=hashed, role=ADMIN_ROLE, is_active=True, updated_at=now())
+             .where(User.id == user.id).execute())
+            if previous != ADMIN_ROLE:
+                audit.record(audit.USER_ROLE_CHANGED, user_id=user.id,
+                             details={"source": "cli", "from": previous, "to": ADMIN_ROLE})
+            audit.record(audit.AUTH_PASSWORD_CHANGED, user_id=user.id, details={"source": "cli"})
+            # A replaced password ends the account's sessions, as a change through the API does
+            # (a running server notices within its auth-cache TTL; it cannot be told from here).
+            ended = (Session.update(revoked_at=now(), revoked_reason="password_changed")
+                     .where(Session.user == user.id, Session.revoked_at.is_null()).execute())
+            outcome = f"updated (now an active admin, password replaced, {ended} session(s) ended)"
+    print(f"admin {email}: {outcome} (id {user.id})")
+    return 0

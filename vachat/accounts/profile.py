@@ -1,0 +1,188 @@
+"""The signed-in user's own account: ``/api/users/profile`` and ``/api/users/change-password``.
+
+- ``GET /api/users/profile`` — the user (``User.to_wire()``, as ``GET /api/auth/me``) with a
+  ``preferences`` object.
+- ``PUT /api/users/profile`` — first/last/display name, bio, timezone (a real IANA zone, checked
+  with ``zoneinfo``), language (a BCP 47 tag) and preferences (merged key by key; a key set to
+  ``null`` is removed). Only the fields sent change. The body schema has
+  ``additionalProperties: false``: role, tier, ``isActive``, ``isEmailVerified``, ``email`` or
+  any unknown field is VALIDATION_FAILED naming each one (no mass assignment).
+- ``POST /api/users/change-password`` — needs the current password. A wrong one is
+  400 VALIDATION_FAILED on ``currentPassword``, not 401: a 401 tells clients their *session*
+  is gone, and they would sign the user out for a typo. Attempts are limited per user at
+  RATE_LIMIT_AUTH, so a stolen access token cannot be used to guess the password. Every other
+  session of the user ends (their sockets close); the caller's session stays. An API key
+  cannot change the password (403): it is a credential for scripts, not proof of the person.
+
+The avatar upload (``POST /api/users/avatar``) belongs to the files plugin.
+
+This module must never write a field the body schema does not list, never run bcrypt or
+Peewee on the IOLoop, and never log a password.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import zoneinfo
+from typing import Any
+
+import peewee
+
+from ..db import database, now
+from ..errors import Forbidden, RateLimited, Unauthorized, ValidationFailed
+from ..web import ApiHandler, endpoint
+from .audit import AUTH_PASSWORD_CHANGED, record, request_origin
+from .models import User, UserPreferences
+from .passwords import check_policy, hash_password, verify_password
+from .sessions import invalidate_user, revoke_user_sessions
+
+__all__ = ["ROUTES", "profile_of", "is_timezone"]
+
+# Most bytes the stored preferences may take as JSON: room for any client's settings, not
+# for using the profile as free storage.
+PREFERENCES_MAX_BYTES = 16 * 1024
+
+# Wire name → User column, for the plain profile fields (preferences live in their own table).
+PROFILE_FIELDS = {
+    "firstName": "first_name",
+    "lastName": "last_name",
+    "displayName": "display_name",
+    "bio": "bio",
+    "timezone": "timezone",
+    "language": "language",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _timezones() -> frozenset[str]:
+    # Reads the zone database from disk once: call through run_blocking the first time.
+    return frozenset(zoneinfo.available_timezones())
+
+
+def is_timezone(name: str) -> bool:
+    """Whether ``name`` is an IANA time zone key (``Europe/Paris``, ``UTC``). Blocking on the
+    first call (it lists the zone database)."""
+    return name in _timezones()
+
+
+def _load_profile(user_id: str) -> dict[str, Any] | None:
+    user = User.get_or_none(User.id == user_id)
+    if user is None:
+        return None
+    return profile_of(user, UserPreferences.get_or_none(UserPreferences.user == user_id))
+
+
+def profile_of(user: User, preferences: UserPreferences | None) -> dict[str, Any]:
+    """The wire object: ``User.to_wire()`` (as ``GET /api/auth/me``) plus ``preferences``."""
+    return {**user.to_wire(), "preferences": preferences.to_wire() if preferences else {}}
+
+
+def _merge_preferences(stored: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(stored)
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    if len(json.dumps(merged, separators=(",", ":")).encode("utf-8")) > PREFERENCES_MAX_BYTES:
+        raise ValidationFailed("Preferences are too large", details=[
+            {"field": "preferences", "message": f"must take at most {PREFERENCES_MAX_BYTES} bytes as JSON"}])
+    return merged
+
+
+def _update_profile(user_id: str, fields: dict[str, Any], preference_changes: dict[str, Any] | None) -> dict[str, Any] | None:
+    moment = now()
+    with database.atomic():
+        if not User.update({**fields, "updated_at": moment}).where(User.id == user_id).execute():
+            return None
+        if preference_changes is not None:
+            row = UserPreferences.get_or_none(UserPreferences.user == user_id)
+            if row is None:
+                try:
+                    with database.atomic():  # a savepoint: a concurrent first write may win the insert
+                        row = UserPreferences.create(user=user_id, data={}, updated_at=moment)
+                except peewee.IntegrityError:
+                    row = UserPreferences.get(UserPreferences.user == user_id)
+            row.data = _merge_preferences(row.data or {}, preference_changes)
+            row.updated_at = moment
+            row.save()
+        return _load_profile(user_id)
+
+
+class ProfileHandler(ApiHandler):
+    @endpoint("Read my profile", response="core/users/profile", tags=("users",))
+    async def get(self) -> None:
+        profile = await self.application.db.run(_load_profile, self.actor.id)
+        if profile is None:
+            raise Unauthorized()
+        self.respond(profile)
+
+    @endpoint("Update my profile", body="core/users/profile-update", response="core/users/profile",
+              tags=("users",), errors=(400,),
+              description="Only the fields sent change. Role, tier, active flag, e-mail and its "
+                          "verification cannot be changed here: sending them is VALIDATION_FAILED.")
+    async def put(self) -> None:
+        app = self.application
+        body = self.body
+        timezone = body.get("timezone")
+        if timezone is not None and not await app.run_blocking(is_timezone, timezone):
+            raise ValidationFailed("Unknown time zone", details=[
+                {"field": "timezone", "message": "is not an IANA time zone name (such as Europe/Paris)"}])
+        fields = {column: body[name] for name, column in PROFILE_FIELDS.items() if name in body}
+        for column in ("first_name", "last_name", "bio"):
+            if column in fields:
+                fields[column] = fields[column].strip()
+        if fields.get("display_name") is not None:
+            fields["display_name"] = fields["display_name"].strip() or None
+        profile = await app.db.run(_update_profile, self.actor.id, fields, body.get("preferences"))
+        if profile is None:
+            raise Unauthorized()
+        if {"first_name", "last_name", "display_name"} & fields.keys():
+            await invalidate_user(app, self.actor.id)  # the cached identity carries the name
+        self.respond(profile, message="Profile updated")
+
+
+def _set_password(user_id: str, password_hash: str, ip: str | None, user_agent: str | None) -> None:
+    moment = now()
+    with database.atomic():
+        User.update(password_hash=password_hash, updated_at=moment).where(User.id == user_id).execute()
+        record(AUTH_PASSWORD_CHANGED, user_id=user_id, actor_id=user_id, ip=ip, user_agent=user_agent)
+
+
+class ChangePasswordHandler(ApiHandler):
+    @endpoint("Change my password", body="core/users/change-password",
+              response="core/users/change-password-result", tags=("users",), errors=(400, 403, 429),
+              description="Needs the current password (a wrong one is 400 on `currentPassword`). "
+                          "Every other session ends; this one stays signed in.")
+    async def post(self) -> None:
+        app = self.application
+        actor = self.actor
+        if actor.api_key_id is not None or actor.session_id is None:
+            raise Forbidden("Sign in with your password to change it; an API key cannot")
+        decision = await app.limiter.hit(f"auth:change-password:user:{actor.id}", app.config.rate_limit_auth)
+        if not decision.allowed:
+            raise RateLimited("Too many attempts; try again later", retry_after=decision.retry_after)
+        user = await app.db.run(User.get_or_none, User.id == actor.id)
+        if user is None:
+            raise Unauthorized()
+        current, new = self.body["currentPassword"], self.body["newPassword"]
+        if not await verify_password(app, current, user.password_hash):
+            raise ValidationFailed("The current password is incorrect", details=[
+                {"field": "currentPassword", "message": "is incorrect"}])
+        if new == current:
+            raise ValidationFailed("Choose a password different from the current one", details=[
+                {"field": "newPassword", "message": "must differ from the current password"}])
+        check_policy(new, email=user.email, field="newPassword")
+        password_hash = await hash_password(app, new)
+        ip, user_agent = request_origin(self)
+        await app.db.run(_set_password, user.id, password_hash, ip, user_agent)
+        ended = await revoke_user_sessions(app, user.id, except_session_id=actor.session_id,
+                                           reason="password_changed")
+        self.respond({"sessionsEnded": ended}, message="Password changed; your other sessions were signed out.")
+
+
+ROUTES: list[tuple[str, type]] = [
+    (r"/api/users/profile", ProfileHandler),
+    (r"/api/users/change-password", ChangePasswordHandler),
+]

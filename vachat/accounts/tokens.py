@@ -1,0 +1,102 @@
+"""Access and refresh JWTs (SPEC §4, §8).
+
+Both are HS256 — the algorithm is pinned on decode, so ``alg: none`` or an RS/HS confusion is
+refused — signed with separate secrets (``JWT_SECRET`` for access, ``JWT_REFRESH_SECRET`` for
+refresh), carry ``exp``, ``iat`` and ``sub`` (required on decode), a ``typ`` claim
+(``access`` or ``refresh``: a refresh token is never accepted as access even if the secrets
+were equal), ``sid`` (the server-side session it belongs to) and a unique ``jti``.
+
+A valid signature is not enough: callers also check the session (``sessions``), which is
+how a revoked session's tokens are refused at once.
+
+This module must never log a token, and never let a PyJWT exception escape: an expired
+token becomes ``TokenExpired`` (401 TOKEN_EXPIRED), anything else ``Unauthorized``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import jwt
+
+from ..errors import TokenExpired, Unauthorized
+
+__all__ = [
+    "ALGORITHM", "ACCESS_TTL_SECONDS", "REFRESH_TTL_SECONDS", "ACCESS", "REFRESH",
+    "issue_access_token", "issue_refresh_token", "decode_token", "new_jti", "token_pair",
+    "looks_like_jwt",
+]
+
+ALGORITHM = "HS256"
+ACCESS = "access"
+REFRESH = "refresh"
+# SPEC §4: short-lived access tokens bound the damage of a leaked one even without the
+# session check; refresh tokens are rotated on every use.
+ACCESS_TTL_SECONDS = 15 * 60
+REFRESH_TTL_SECONDS = 7 * 24 * 3600
+# Clock skew tolerated between nodes when checking exp/iat (s).
+LEEWAY_SECONDS = 5
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "typ", "sid", "jti"]
+ISSUER = "vachat"
+
+
+def new_jti() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def _secret(config: Any, kind: str) -> str:
+    return config.jwt_secret if kind == ACCESS else config.jwt_refresh_secret
+
+
+def _issue(config: Any, kind: str, user_id: str, session_id: str, jti: str, ttl: int,
+           now: float | None = None) -> str:
+    issued = int(now if now is not None else time.time())
+    claims = {"sub": user_id, "sid": session_id, "typ": kind, "jti": jti, "iat": issued,
+              "exp": issued + ttl, "iss": ISSUER}
+    return jwt.encode(claims, _secret(config, kind), algorithm=ALGORITHM)
+
+
+def issue_access_token(config: Any, user_id: str, session_id: str, *, now: float | None = None) -> str:
+    return _issue(config, ACCESS, user_id, session_id, new_jti(), ACCESS_TTL_SECONDS, now)
+
+
+def issue_refresh_token(config: Any, user_id: str, session_id: str, jti: str, *,
+                        now: float | None = None) -> str:
+    return _issue(config, REFRESH, user_id, session_id, jti, REFRESH_TTL_SECONDS, now)
+
+
+def token_pair(config: Any, user_id: str, session_id: str, refresh_jti: str) -> dict[str, Any]:
+    """The ``tokens`` object of login/register/refresh answers."""
+    return {
+        "accessToken": issue_access_token(config, user_id, session_id),
+        "refreshToken": issue_refresh_token(config, user_id, session_id, refresh_jti),
+        "tokenType": "Bearer",
+        "expiresIn": ACCESS_TTL_SECONDS,
+        "refreshExpiresIn": REFRESH_TTL_SECONDS,
+    }
+
+
+def looks_like_jwt(token: str) -> bool:
+    """Three dot-separated segments starting with a JSON header: ours to judge (or refuse)."""
+    return token.count(".") == 2 and token.startswith("eyJ")
+
+
+def decode_token(config: Any, token: str, kind: str) -> dict[str, Any]:
+    """The claims of a valid ``kind`` token; ``TokenExpired`` or ``Unauthorized`` otherwise."""
+    try:
+        claims = jwt.decode(
+            token, _secret(config, kind), algorithms=[ALGORITHM], issuer=ISSUER,
+            leeway=LEEWAY_SECONDS, options={"require": REQUIRED_CLAIMS + ["iss"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise TokenExpired("The token has expired") from None
+    except Exception:  # InvalidTokenError and its family, or a malformed segment
+        raise Unauthorized("Invalid token") from None
+    if claims.get("typ") != kind:
+        raise Unauthorized("Invalid token type")
+    for claim in ("sub", "sid", "jti"):
+        if not isinstance(claims.get(claim), str) or not claims[claim]:
+            raise Unauthorized("Invalid token")
+    return claims
