@@ -1,0 +1,1 @@
+"""Benchmarks (SPEC §10). Run from the repository root; see bench/README.md."""
