@@ -8,12 +8,7 @@ import pytest
 
 from vachat.accounts.models import ApiKey, AuditLog
 from vachat.accounts.sessions import invalidate_user
-
-
-def assert_error(response, status, code):
-    assert response.code == status, response.body
-    assert response.json["code"] == code, response.json
-    return response.json
+from vachat.testing import assert_error
 
 
 async def create_key(fetch, user, **body):

@@ -10,16 +10,9 @@ import tornado.httpclient
 
 from vachat.accounts.models import AuditLog, Session, User, UserPreferences, UserStatistics
 from vachat.accounts.sessions import set_user_active
-from vachat.testing import open_websocket
+from vachat.testing import assert_error, open_websocket
 
 STRONG = "Correct-Horse-7!"
-
-
-def assert_error(response, status, code):
-    assert response.code == status, response.body
-    body = response.json
-    assert body["success"] is False and body["code"] == code, body
-    return body
 
 
 async def register(fetch, email="alice@example.test", password=STRONG, **extra):

@@ -7,18 +7,9 @@ import pytest
 
 from vachat.accounts.audit import AUTH_PASSWORD_CHANGED
 from vachat.accounts.models import AuditLog, User
+from vachat.testing import assert_error, error_fields
 
 NEW_PASSWORD = "Another-Secret-8&"
-
-
-def assert_error(response, status, code):
-    assert response.code == status, response.body
-    assert response.json["success"] is False and response.json["code"] == code
-    return response.json
-
-
-def fields_of(body) -> dict[str, str]:
-    return {detail["field"]: detail["message"] for detail in body.get("details") or []}
 
 
 async def update(fetch, user, body):
@@ -83,7 +74,7 @@ async def test_privileged_fields_cannot_be_mass_assigned(app, fetch, make_user):
         "firstName": "Mallory", "role": "admin", "tier": "enterprise", "isActive": True,
         "isEmailVerified": True, "email": "boss@example.com", "passwordHash": "x",
     }), 400, "VALIDATION_FAILED")
-    assert fields_of(body) == {name: "is not an allowed field" for name in
+    assert error_fields(body) == {name: "is not an allowed field" for name in
                                ("role", "tier", "isActive", "isEmailVerified", "email", "passwordHash")}
     stored = await app.db.run(User.get_by_id, user.id)
     assert (stored.first_name, stored.role_name, stored.tier, stored.is_email_verified, stored.email) == (
@@ -95,11 +86,11 @@ async def test_time_zone_and_language_are_checked(fetch, make_user):
     user = await make_user()
     for bad in ("Mars/Olympus_Mons", "Europe/../etc/passwd", "europe/paris "):
         body = assert_error(await update(fetch, user, {"timezone": bad}), 400, "VALIDATION_FAILED")
-        assert set(fields_of(body)) == {"timezone"}
+        assert set(error_fields(body)) == {"timezone"}
     assert (await update(fetch, user, {"timezone": "America/Sao_Paulo"})).json["data"]["timezone"] == "America/Sao_Paulo"
     assert (await update(fetch, user, {"timezone": "UTC"})).code == 200
     body = assert_error(await update(fetch, user, {"language": "english please"}), 400, "VALIDATION_FAILED")
-    assert set(fields_of(body)) == {"language"}
+    assert set(error_fields(body)) == {"language"}
 
 
 @pytest.mark.gen_test
@@ -107,10 +98,10 @@ async def test_bad_profile_bodies_get_a_clean_400(fetch, make_user):
     user = await make_user()
     assert_error(await update(fetch, user, {}), 400, "VALIDATION_FAILED")
     body = assert_error(await update(fetch, user, {"bio": "x" * 2001, "firstName": 7}), 400, "VALIDATION_FAILED")
-    assert set(fields_of(body)) == {"bio", "firstName"}
-    assert "preferences" in fields_of(assert_error(await update(fetch, user, {"preferences": ["a"]}), 400, "VALIDATION_FAILED"))
+    assert set(error_fields(body)) == {"bio", "firstName"}
+    assert "preferences" in error_fields(assert_error(await update(fetch, user, {"preferences": ["a"]}), 400, "VALIDATION_FAILED"))
     huge = {"preferences": {f"k{i}": "v" * 500 for i in range(40)}}  # ~20 KB of JSON
-    assert fields_of(assert_error(await update(fetch, user, huge), 400, "VALIDATION_FAILED")) == {
+    assert error_fields(assert_error(await update(fetch, user, huge), 400, "VALIDATION_FAILED")) == {
         "preferences": "must take at most 16384 bytes as JSON"}
 
 
@@ -123,7 +114,7 @@ async def test_bad_profile_bodies_get_a_clean_400(fetch, make_user):
 async def test_wrong_current_password_is_a_400_not_a_sign_out(fetch, make_user):
     user = await make_user()
     body = assert_error(await change_password(fetch, user, "Not-My-Passw0rd!", NEW_PASSWORD), 400, "VALIDATION_FAILED")
-    assert fields_of(body) == {"currentPassword": "is incorrect"}
+    assert error_fields(body) == {"currentPassword": "is incorrect"}
     assert (await fetch("/api/users/profile", user=user)).code == 200  # still signed in
     assert (await login(fetch, user.email, user.password)).code == 200
 
@@ -132,13 +123,13 @@ async def test_wrong_current_password_is_a_400_not_a_sign_out(fetch, make_user):
 async def test_new_password_must_meet_the_policy_and_differ(fetch, make_user):
     user = await make_user()
     weak = assert_error(await change_password(fetch, user, user.password, "password"), 400, "VALIDATION_FAILED")
-    assert set(fields_of(weak)) == {"newPassword"}
+    assert set(error_fields(weak)) == {"newPassword"}
     too_long = "Aa1!" + "z" * 69  # 73 bytes: refused, never truncated
-    assert "newPassword" in fields_of(assert_error(await change_password(fetch, user, user.password, too_long),
+    assert "newPassword" in error_fields(assert_error(await change_password(fetch, user, user.password, too_long),
                                                    400, "VALIDATION_FAILED"))
     same = assert_error(await change_password(fetch, user, user.password, user.password), 400, "VALIDATION_FAILED")
-    assert fields_of(same) == {"newPassword": "must differ from the current password"}
-    assert "currentPassword" in fields_of(assert_error(
+    assert error_fields(same) == {"newPassword": "must differ from the current password"}
+    assert "currentPassword" in error_fields(assert_error(
         await fetch("/api/users/change-password", method="POST", user=user, json={"newPassword": NEW_PASSWORD}),
         400, "VALIDATION_FAILED"))
 

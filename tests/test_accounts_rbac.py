@@ -9,6 +9,7 @@ from vachat.accounts.models import Role
 from vachat.accounts.rbac import requires
 from vachat.accounts.sessions import invalidate_role
 from vachat.plugin_api import ApiHandler, endpoint, hookimpl, ws_event
+from vachat.testing import assert_error
 
 
 def _rbac_plugin():
@@ -59,12 +60,6 @@ def _rbac_plugin():
 
 RBAC = _rbac_plugin()
 pytestmark = pytest.mark.vachat(plugins=[("rbacdemo", RBAC)])
-
-
-def assert_error(response, status, code):
-    assert response.code == status, response.body
-    assert response.json["code"] == code
-    return response.json
 
 
 @pytest.mark.gen_test

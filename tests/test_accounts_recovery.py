@@ -11,19 +11,10 @@ import pytest
 from vachat.accounts.audit import AUTH_EMAIL_VERIFIED, AUTH_PASSWORD_RESET, AUTH_PASSWORD_RESET_REQUESTED
 from vachat.accounts.models import AuditLog, EmailVerification, PasswordReset, User
 from vachat.db import now
+from vachat.testing import assert_error, error_fields
 
 NEW_PASSWORD = "Fresh-Start-42?"
 LIMITED = pytest.mark.vachat(config={"rate_limit_auth": "2/900s"})
-
-
-def assert_error(response, status, code):
-    assert response.code == status, response.body
-    assert response.json["success"] is False and response.json["code"] == code
-    return response.json
-
-
-def fields_of(body) -> dict[str, str]:
-    return {detail["field"]: detail["message"] for detail in body.get("details") or []}
 
 
 async def forgot(fetch, email, **kwargs):
@@ -88,10 +79,10 @@ async def test_forgot_password_for_a_disabled_account_sends_nothing(app, fetch, 
 
 @pytest.mark.gen_test
 async def test_forgot_password_validates_its_body(fetch):
-    assert set(fields_of(assert_error(await forgot(fetch, "not-an-address"), 400, "VALIDATION_FAILED"))) == {"email"}
+    assert set(error_fields(assert_error(await forgot(fetch, "not-an-address"), 400, "VALIDATION_FAILED"))) == {"email"}
     body = assert_error(await fetch("/api/auth/forgot-password", method="POST",
                                     json={"email": "a@example.com", "admin": True}), 400, "VALIDATION_FAILED")
-    assert fields_of(body) == {"admin": "is not an allowed field"}
+    assert error_fields(body) == {"admin": "is not an allowed field"}
 
 
 @pytest.mark.gen_test
@@ -121,7 +112,7 @@ async def test_reset_sets_the_password_once(app, fetch, make_user):
     assert_error(await login(fetch, user.email, user.password), 401, "UNAUTHORIZED")
 
     again = assert_error(await reset(fetch, token, "Another-Pass-77%"), 400, "VALIDATION_FAILED")
-    assert fields_of(again) == {"token": "is invalid or has expired"}
+    assert error_fields(again) == {"token": "is invalid or has expired"}
     assert (await login(fetch, user.email, NEW_PASSWORD)).code == 200
 
     [row] = await audit_rows(app, AUTH_PASSWORD_RESET)
@@ -130,10 +121,10 @@ async def test_reset_sets_the_password_once(app, fetch, make_user):
 
 @pytest.mark.gen_test
 async def test_unknown_and_malformed_tokens_are_refused(fetch):
-    assert fields_of(assert_error(await reset(fetch, "x" * 43), 400, "VALIDATION_FAILED")) == {
+    assert error_fields(assert_error(await reset(fetch, "x" * 43), 400, "VALIDATION_FAILED")) == {
         "token": "is invalid or has expired"}
-    assert "token" in fields_of(assert_error(await reset(fetch, "short"), 400, "VALIDATION_FAILED"))
-    assert "token" in fields_of(assert_error(await reset(fetch, "bad token with spaces!"), 400, "VALIDATION_FAILED"))
+    assert "token" in error_fields(assert_error(await reset(fetch, "short"), 400, "VALIDATION_FAILED"))
+    assert "token" in error_fields(assert_error(await reset(fetch, "bad token with spaces!"), 400, "VALIDATION_FAILED"))
 
 
 @pytest.mark.gen_test
@@ -143,7 +134,7 @@ async def test_expired_token_is_refused(app, fetch, make_user):
     token = await mailed_token(app, user.email)
     # Move the token's expiry into the past instead of waiting an hour.
     await app.db.run(lambda: PasswordReset.update(expires_at=now() - datetime.timedelta(seconds=1)).execute())
-    assert fields_of(assert_error(await reset(fetch, token), 400, "VALIDATION_FAILED")) == {
+    assert error_fields(assert_error(await reset(fetch, token), 400, "VALIDATION_FAILED")) == {
         "token": "is invalid or has expired"}
     assert (await login(fetch, user.email, user.password)).code == 200
 
@@ -166,13 +157,13 @@ async def test_policy_is_checked_before_the_token_is_spent(app, fetch, make_user
     await forgot(fetch, user.email)
     token = await mailed_token(app, user.email)
 
-    weak = fields_of(assert_error(await reset(fetch, token, "short"), 400, "VALIDATION_FAILED"))
+    weak = error_fields(assert_error(await reset(fetch, token, "short"), 400, "VALIDATION_FAILED"))
     assert set(weak) == {"password"}
     # The 72-byte rule: 73 bytes that otherwise meet the policy are refused, never truncated.
     too_long = "Aa1!" + "é" * 34 + "x"  # 4 + 68 + 1 = 73 bytes
     assert len(too_long.encode()) == 73
     body = assert_error(await reset(fetch, token, too_long), 400, "VALIDATION_FAILED")
-    assert fields_of(body) == {"password": "must be at most 72 bytes (UTF-8)"}
+    assert error_fields(body) == {"password": "must be at most 72 bytes (UTF-8)"}
 
     assert (await reset(fetch, token)).code == 200  # the same token still works once
 
@@ -236,7 +227,7 @@ async def test_registration_mails_a_link_that_verifies_once(app, fetch):
     assert (await fetch("/api/users/profile", headers=headers)).json["data"]["isEmailVerified"] is True
     assert (await fetch("/api/auth/me", headers=headers)).json["data"]["isEmailVerified"] is True
 
-    assert fields_of(assert_error(await verify(fetch, message_token), 400, "VALIDATION_FAILED")) == {
+    assert error_fields(assert_error(await verify(fetch, message_token), 400, "VALIDATION_FAILED")) == {
         "token": "is invalid or has expired"}
     [row] = await audit_rows(app, AUTH_EMAIL_VERIFIED)
     assert row["details"] == {"email": "vera@example.com"}

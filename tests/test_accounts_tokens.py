@@ -13,13 +13,7 @@ import jwt
 import pytest
 
 from vachat.accounts import tokens
-from vachat.testing import TEST_REFRESH_SECRET, TEST_SECRET
-
-
-def assert_error(response, status, code):
-    assert response.code == status, response.body
-    assert response.json["success"] is False and response.json["code"] == code, response.json
-    return response.json
+from vachat.testing import TEST_REFRESH_SECRET, TEST_SECRET, assert_error
 
 
 def claims_for(user, **changes):

@@ -8,18 +8,9 @@ import socket
 import pytest
 
 from tests.plugins import sample
+from vachat.testing import assert_error
 
 pytestmark = pytest.mark.vachat(plugins=[("sample", sample)])
-
-
-def assert_error(response, status, code):
-    assert response.code == status, response.body
-    body = response.json
-    assert body["success"] is False
-    assert body["code"] == code
-    assert isinstance(body["error"], str) and body["error"]
-    assert response.headers["Content-Type"].startswith("application/json")
-    return body
 
 
 @pytest.mark.gen_test

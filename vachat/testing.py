@@ -55,7 +55,7 @@ from . import testing_auth
 from .app import VachatApplication
 from .config import PROJECT_ROOT, Settings, load_settings
 
-__all__ = ["Response", "WsClient", "ServerProcess", "AccountUser", "make_test_settings", "reset_database"]
+__all__ = ["Response", "WsClient", "ServerProcess", "assert_error", "error_fields", "AccountUser", "make_test_settings", "reset_database"]
 
 # Every wait in a test is bounded; a frame that has not come in this long (s) is not coming.
 DEFAULT_WAIT = 5.0
@@ -207,6 +207,21 @@ class Response:
     @property
     def data(self) -> Any:
         return self.json["data"]
+
+
+def assert_error(response: Response, status: int, code: str) -> dict[str, Any]:
+    """Assert ``response`` is the error envelope with this status and code; return its body."""
+    assert response.code == status, response.body
+    body = response.json
+    assert body["success"] is False and body["code"] == code, body
+    assert isinstance(body["error"], str) and body["error"], body
+    assert response.headers["Content-Type"].startswith("application/json")
+    return body
+
+
+def error_fields(body: dict[str, Any]) -> dict[str, str]:
+    """A validation error's ``details`` as ``{field: message}``."""
+    return {detail["field"]: detail["message"] for detail in body.get("details") or []}
 
 
 def auth_headers_for(user: Any) -> dict[str, str]:
