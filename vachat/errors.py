@@ -11,7 +11,7 @@ from typing import Any
 
 __all__ = [
     "ApiError", "ValidationFailed", "Unauthorized", "TokenExpired", "Forbidden", "NotFound",
-    "MethodNotAllowed", "Conflict", "PayloadTooLarge", "UnsupportedMediaType", "RateLimited",
+    "MethodNotAllowed", "UnknownEvent", "Conflict", "PayloadTooLarge", "UnsupportedMediaType", "RateLimited",
     "QuotaExceeded", "InternalError", "Unavailable", "error_for_status",
 ]
 
@@ -64,6 +64,12 @@ class NotFound(ApiError):
 
 class MethodNotAllowed(ApiError):
     status, code, message = 405, "METHOD_NOT_ALLOWED", "Method not allowed"
+
+
+class UnknownEvent(ApiError):
+    """A WebSocket frame whose ``type`` no core or plugin handler declares."""
+
+    status, code, message = 400, "UNKNOWN_EVENT", "Unknown event type"
 
 
 class Conflict(ApiError):

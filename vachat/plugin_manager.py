@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 import pluggy
 
-from . import hookspecs
+from . import __version__, hookspecs
 
 __all__ = ["PluginManager", "LoadedPlugin", "PluginLoadError", "ENTRY_POINT_GROUP", "CORE_PLUGINS"]
 
@@ -117,7 +117,7 @@ class PluginManager:
         enable/disable list and ordering.
         """
         for name, module_path in CORE_PLUGINS:
-            self._register(LoadedPlugin(name, _version_of(None), "core"), module_path)
+            self._register(LoadedPlugin(name, __version__, "core"), module_path)
         candidates: list[tuple[LoadedPlugin, Any]] = []
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             distribution = entry_point.dist.name if entry_point.dist else "unknown"
@@ -224,9 +224,3 @@ class PluginManager:
 
     def describe(self) -> list[dict[str, Any]]:
         return [plugin.describe() for plugin in sorted(self.plugins.values(), key=lambda p: (p.source != "core", p.name))]
-
-
-def _version_of(distribution: str | None) -> str:
-    from . import __version__
-
-    return __version__

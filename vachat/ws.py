@@ -49,13 +49,14 @@ from tornado.ioloop import IOLoop
 
 from .config import Rate
 from .errors import (
-    ApiError, Forbidden, InternalError, RateLimited, TokenExpired, Unauthorized, ValidationFailed,
+    ApiError, Forbidden, InternalError, RateLimited, TokenExpired, Unauthorized, UnknownEvent,
+    ValidationFailed,
 )
 from .events import EventSpec, ws_event
 from .web import Actor, client_ip
 
 __all__ = [
-    "SocketHandler", "EventContext", "Reply", "UnknownEvent", "CORE_EVENTS", "TokenBucket",
+    "SocketHandler", "EventContext", "Reply", "CORE_EVENTS", "TokenBucket",
     "CLOSE_UNAUTHORIZED", "CLOSE_ORIGIN_REFUSED", "CLOSE_TOO_MANY", "CLOSE_GOING_AWAY",
 ]
 
@@ -78,10 +79,6 @@ FLOOD_CLOSE_FACTOR = 3
 MAX_ID_LENGTH = 128
 # RFC 6455 §5.5: a close frame's payload is at most 125 bytes, 2 of them the code.
 MAX_CLOSE_REASON_BYTES = 123
-
-
-class UnknownEvent(ApiError):
-    status, code, message = 400, "UNKNOWN_EVENT", "Unknown event type"
 
 
 class Reply:

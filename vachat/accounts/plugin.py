@@ -28,7 +28,6 @@ from typing import Any
 from ..plugin_api import Actor, hookimpl
 from . import apikeys, sessions, tokens
 
-__version__ = "1.0"
 
 log = logging.getLogger("vachat.accounts")
 
