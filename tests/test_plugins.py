@@ -117,3 +117,20 @@ async def test_plugin_model_migrations_permissions_and_broadcast(app, fetch, ws_
 async def test_plugin_health_check_is_reported(fetch):
     report = (await fetch("/health")).json
     assert report["checks"]["example.notes"] == {"status": "ok"}
+
+
+def test_a_misspelt_hook_is_a_load_error_not_silence(vachat_database_url):
+    import types
+
+    from vachat.plugin_api import hookimpl
+
+    module = types.ModuleType("typo_plugin")
+
+    @hookimpl
+    def vachat_route(app):  # should be vachat_routes
+        return []
+
+    module.vachat_route = vachat_route
+    application = VachatApplication(make_test_settings(vachat_database_url), extra_plugins=[("typo", module)])
+    plugin = application.plugins.plugins["typo"]
+    assert not plugin.enabled and "vachat_route" in plugin.error

@@ -148,6 +148,10 @@ class PluginManager:
                 module = target
             plugin.module = module
             plugin.version = str(getattr(module, "__version__", plugin.version))
+            unknown = _unknown_hooks(module)
+            if unknown:
+                raise ValueError(f"implements hooks that do not exist: {', '.join(unknown)} "
+                                 "(see vachat.hookspecs for the hook names)")
             self.pm.register(module, name=plugin.name)
         except Exception as error:  # an import error, a hook signature pluggy rejects, …
             self._fail(plugin, f"failed to load: {error!r}")
@@ -224,3 +228,12 @@ class PluginManager:
 
     def describe(self) -> list[dict[str, Any]]:
         return [plugin.describe() for plugin in sorted(self.plugins.values(), key=lambda p: (p.source != "core", p.name))]
+
+
+def _unknown_hooks(module: Any) -> list[str]:
+    """Names marked ``@hookimpl`` that no hookspec declares: a typo would otherwise be ignored."""
+    return sorted(
+        name for name in dir(module)
+        if getattr(getattr(module, name, None), "vachat_impl", None) is not None
+        and not hasattr(hookspecs, name)
+    )
