@@ -184,3 +184,17 @@ async def test_cors_from_config(fetch):
     assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
     refused = await fetch("/api/sample/widgets/known", headers={"Origin": "https://evil.example"})
     assert "Access-Control-Allow-Origin" not in refused.headers
+
+
+@pytest.mark.gen_test
+async def test_nan_and_infinity_are_not_json(fetch):
+    for text in ('{"name": "a", "size": NaN}', '{"name": "a", "size": Infinity}'):
+        assert_error(await fetch("/api/sample/widgets", method="POST", body=text, user="alice",
+                                 headers={"Content-Type": "application/json"}), 400, "VALIDATION_FAILED")
+
+
+@pytest.mark.gen_test
+async def test_query_parameters_inherited_through_allof(fetch):
+    response = await fetch("/api/sample/widgets?search=lamp&limit=5")
+    assert response.json["data"]["query"]["search"] == "lamp"
+    assert response.json["data"]["query"]["limit"] == 5

@@ -88,7 +88,7 @@ def _operation(handler: type, method: str, spec: Endpoint, path_params: list[str
         operation["description"] = spec.description
     if spec.query:
         query = registry.get(spec.query)
-        for name, prop in query.get("properties", {}).items():
+        for name, prop in registry.object_properties(spec.query).items():
             operation["parameters"].append({
                 "name": name, "in": "query", "required": name in query.get("required", []),
                 "schema": _convert_schema({"$id": query["$id"], **prop}, registry),

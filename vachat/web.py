@@ -13,6 +13,7 @@ import functools
 import ipaddress
 import json
 import logging
+import math
 import re
 import traceback
 import uuid
@@ -39,6 +40,12 @@ CORS_ALLOWED_HEADERS = "Authorization, Content-Type, X-API-Key, X-Request-ID"
 CORS_EXPOSED_HEADERS = "X-Request-ID, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining"
 # Browsers may reuse a preflight answer this long (s); short enough that config changes apply.
 CORS_MAX_AGE = 600
+# Text no database column can hold: NUL (PostgreSQL refuses it) and lone UTF-16 surrogates
+# (JSON's "\ud800" escapes; not encodable as UTF-8). Refused at the door, not as a 500 later.
+_UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
+# What such text looks like in a body (escaped, raw surrogate bytes, or a UTF-16/32 body): only
+# then is the parsed body searched for it, so ordinary bodies cost nothing.
+_MAYBE_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\x00|\xed[\xa0-\xbf]")
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 HSTS = "max-age=31536000; includeSubDomains"
 
@@ -293,18 +300,27 @@ class ApiHandler(tornado.web.RequestHandler):
         if not raw.strip():
             raise ValidationFailed("A JSON body is required", details=[{"field": "(body)", "message": "is required"}])
         try:
-            data = json.loads(raw)
+            data = json.loads(raw, parse_constant=_refuse_constant)
+        except RecursionError:
+            raise ValidationFailed("Malformed JSON", details=[{"field": "(body)", "message": "is nested too deeply"}]) from None
         except (ValueError, UnicodeDecodeError) as error:
             raise ValidationFailed("Malformed JSON", details=[{"field": "(body)", "message": str(error)[:200]}]) from None
+        bad = _unstorable_text_at(data) if _MAYBE_UNSTORABLE.search(raw) else None
+        if bad is not None:
+            raise ValidationFailed("Invalid characters", details=[
+                {"field": bad or "(body)", "message": "must not contain NUL characters or unpaired surrogates"}])
         return self.application.schemas.validate(schema_id, data)
 
     def _parse_query(self, schema_id: str) -> dict[str, Any]:
         schema = self.application.schemas.get(schema_id)
-        properties = schema.get("properties", {})
+        properties = self.application.schemas.object_properties(schema_id)
         values: dict[str, Any] = {}
         details = []
         for name, raw_values in self.request.query_arguments.items():
             texts = [raw.decode("utf-8", "replace") for raw in raw_values]
+            if any("\x00" in text for text in texts):
+                details.append({"field": name, "message": "must not contain NUL characters"})
+                continue
             prop = properties.get(name)
             if prop is None:
                 if schema.get("additionalProperties") is False:
@@ -379,6 +395,25 @@ def _implements(handler_class: type, method: str) -> bool:
     return getattr(handler_class, method.lower()) is not getattr(tornado.web.RequestHandler, method.lower())
 
 
+def _unstorable_text_at(data: Any) -> str | None:
+    """The dotted path of the first key or string in ``data`` holding NUL or a lone surrogate
+    (``""`` for the top level), else None. Iterative: nesting depth costs no stack."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if _UNSTORABLE_TEXT.search(value):
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if _UNSTORABLE_TEXT.search(key):
+                    return path
+                stack.append((f"{path}.{key}" if path else key, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{index}" if path else str(index), item) for index, item in enumerate(value))
+    return None
+
+
 def _convert_query_value(prop: dict[str, Any], texts: list[str]) -> Any:
     kind = prop.get("type")
     if kind == "array":
@@ -387,11 +422,20 @@ def _convert_query_value(prop: dict[str, Any], texts: list[str]) -> Any:
     return _convert_scalar(kind, texts[-1])
 
 
+def _refuse_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON does not, and NaN slips past every
+    # minimum/maximum and then makes our own answers invalid JSON.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _convert_scalar(kind: Any, text: str) -> Any:
     if kind == "integer":
         return int(text)
     if kind == "number":
-        return float(text)
+        number = float(text)
+        if not math.isfinite(number):
+            raise ValueError(text)
+        return number
     if kind == "boolean":
         lowered = text.lower()
         if lowered in ("true", "1", "yes"):

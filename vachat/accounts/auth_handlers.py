@@ -28,9 +28,10 @@ from . import apikeys, audit, sessions
 from .commands import EMAIL_PATTERN, ensure_default_roles
 from .limits import check_auth_limits
 from .models import (
-    DEFAULT_ROLE, ApiKey, Role, Session, User, UserPreferences, UserStatistics, normalize_email,
+    DEFAULT_ROLE, EMAIL_MAX_LENGTH, ApiKey, Role, Session, User, UserPreferences, UserStatistics, normalize_email,
 )
 from .passwords import check_policy, hash_password, verify_password
+from .profile import is_timezone
 from .tokens import token_pair
 
 __all__ = ["ROUTES", "RegisterHandler", "LoginHandler", "LogoutHandler", "RefreshHandler", "MeHandler",
@@ -55,7 +56,8 @@ def _require_session(handler: ApiHandler) -> str:
 
 def _valid_email(email: str) -> str:
     normalized = normalize_email(email)
-    if not EMAIL_PATTERN.match(normalized):
+    # Lowercasing may lengthen it ("İ" becomes two code points): check the stored form.
+    if len(normalized) > EMAIL_MAX_LENGTH or not EMAIL_PATTERN.match(normalized):
         raise ValidationFailed("Invalid e-mail address", details=[{"field": "email", "message": "is not a valid e-mail address"}])
     return normalized
 
@@ -92,6 +94,9 @@ class RegisterHandler(ApiHandler):
         email = _valid_email(body["email"])
         await check_auth_limits(self, email)
         check_policy(body["password"], email=email)
+        if body.get("timezone") is not None and not await self.application.run_blocking(is_timezone, body["timezone"]):
+            raise ValidationFailed("Unknown time zone", details=[
+                {"field": "timezone", "message": "is not an IANA time zone name (such as Europe/Paris)"}])
         hashed = await hash_password(self.application, body["password"])
         ip, agent = self.client_ip, user_agent_of(self)
 
@@ -247,11 +252,11 @@ def _expiry(body: dict[str, Any]) -> datetime.datetime | None:
         return None
     try:
         moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is not None:  # may leave the calendar: 9999-12-31T23:59-01:00
+            moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    except (ValueError, OverflowError):
         raise ValidationFailed("Invalid expiresAt", details=[
             {"field": "expiresAt", "message": "must be an ISO 8601 date-time"}]) from None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
     if moment <= now():
         raise ValidationFailed("expiresAt is in the past", details=[
             {"field": "expiresAt", "message": "must be in the future"}])
