@@ -131,3 +131,25 @@ async def test_postgres_connections_cut_give_503_then_recover(app, fetch):
     codes = [(await fetch("/api/example/notes", user="alice")).code for _ in range(app.config.database_pool_size + 2)]
     assert set(codes) <= {200, 503}
     assert codes[-1] == 200
+
+
+@pytest.mark.skipif(not os.environ.get("VACHAT_TEST_REDIS_URL"), reason="needs Redis")
+@pytest.mark.gen_test
+async def test_health_is_degraded_when_pub_sub_is_down_though_redis_answers(app, fetch, monkeypatch):
+    assert (await fetch("/health")).json["checks"]["redis"]["status"] == "ok"
+    monkeypatch.setattr(app.broker, "status", lambda: {"status": "down", "error": "SUBSCRIBE refused"})
+    response = await fetch("/health")
+    assert response.code == 503 and response.json["checks"]["redis"]["status"] == "down"
+
+
+@pytest.mark.gen_test
+async def test_a_failing_close_step_does_not_leave_the_database_open(app, monkeypatch, caplog):
+    async def broken_close():
+        raise TimeoutError("closing a connection timed out")
+
+    real_close = app.broker.close
+    monkeypatch.setattr(app.broker, "close", broken_close)
+    await app.shutdown()
+    assert app.db.closed
+    assert any("closing the broker failed" in record.getMessage() for record in caplog.records)
+    await real_close()  # stop its listener task before the test's loop goes away

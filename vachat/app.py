@@ -89,6 +89,9 @@ class VachatApplication(tornado.web.Application):
         for pattern, handler, *_ in routes:
             self._route_names.setdefault(handler, pattern)
         self.plugins.collect("vachat_metrics", registry=self.metrics.registry)
+        # Collected once, like every declaration: /health must not run (and on a failure
+        # disable, or in strict mode fail on) plugin declaration code per request.
+        self.health_checks = self.plugins.collect("vachat_health_checks", app=self)
         try:
             self.schemas.compile_all()
         except SchemaError as error:
@@ -225,12 +228,22 @@ class VachatApplication(tornado.web.Application):
                 log.warning("in-flight requests still running after the grace period",
                             extra={"requests": len(self._inflight)})
         await self.plugins.notify("vachat_shutdown", app=self)
-        await self.mailer.drain()  # e-mails already promised (reset links) go out before the DB closes
-        await self.broker.close()
-        await self.limiter.close()
-        if self.redis is not None:
-            await self.redis.aclose()
-        await asyncio.get_running_loop().run_in_executor(None, self.db.close)
+        loop = asyncio.get_running_loop()
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            ("mail", self.mailer.drain),  # e-mails already promised (reset links) go out first
+            ("broker", self.broker.close),
+            ("rate limiter", self.limiter.close),
+            ("redis", self.redis.aclose if self.redis is not None else None),
+            ("database", lambda: loop.run_in_executor(None, self.db.close)),
+        ]
+        # Each step on its own: one failing to close must not leave the database open.
+        for name, step in steps:
+            if step is None:
+                continue
+            try:
+                await step()
+            except Exception:
+                log.exception("closing the %s failed", name)
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 

@@ -6,7 +6,10 @@ member and ``unsubscribe(room)`` when it loses its last, and receives other node
 through the ``on_message(room, payload)`` callback given to ``start``. Payloads are opaque bytes.
 
 ``LocalBroker`` (one process, no Redis) does nothing: there are no other nodes to reach.
-``RedisBroker`` maps room ``R`` to the Redis channel ``vachat:room:R``. On the wire a payload is
+``RedisBroker`` maps room ``R`` to the Redis channel ``vachat:room:<db>:R``, ``<db>`` being the
+client's database number: Redis keeps keys per database but pub/sub channels are server-wide, so
+deployments (or test runs) sharing one server on different databases must not hear each other's
+rooms and control messages. On the wire a payload is
 prefixed with the publishing node's id and ``|``, so a node drops its own publications (the hub
 already delivered them locally). One listener task owns the pub/sub connection: when Redis goes
 away it marks the shared ``RedisGuard`` down, reconnects with capped exponential back-off and
@@ -152,10 +155,12 @@ class RedisBroker(Broker):
     """Redis pub/sub between nodes, one channel per room, surviving Redis outages."""
 
     def __init__(self, client: "redis.asyncio.Redis", guard: RedisGuard, *,
-                 channel_prefix: str = CHANNEL_PREFIX) -> None:
+                 channel_prefix: str | None = None) -> None:
         super().__init__()
         self._redis = client
         self._guard = guard
+        if channel_prefix is None:
+            channel_prefix = f"{CHANNEL_PREFIX}{client.connection_pool.connection_kwargs.get('db', 0)}:"
         self._prefix = channel_prefix.encode()
         self._sender = self.node_id.encode() + WIRE_SEPARATOR
         self._rooms: set[str] = set()  # rooms the hub wants, whether or not Redis has them now

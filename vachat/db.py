@@ -121,6 +121,8 @@ class Database:
         # holding a thread, and SQLite gets a few readers beside its one writer.
         self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="vachat-db")
         self._thread_ids: set[int] = set()
+        # thread id → the driver connection its current call runs on, so close() can interrupt it
+        self._running: dict[int, Any] = {}
         self.closed = False
 
     def bind(self) -> "Database":
@@ -140,11 +142,20 @@ class Database:
         return await loop.run_in_executor(self._executor, functools.partial(self._call, fn, args, kwargs))
 
     def _call(self, fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
-        self._thread_ids.add(threading.get_ident())
+        ident = threading.get_ident()
+        self._thread_ids.add(ident)
         try:
+            if self.closed:  # queued before close(), started after it
+                raise Unavailable("The database is shutting down")
             self.engine.connect(reuse_if_open=True)
-            return fn(*args, **kwargs)
+            self._running[ident] = self.engine.connection()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._running.pop(ident, None)
         except (peewee.OperationalError, peewee.InterfaceError) as error:
+            if self.closed:  # interrupted by close()
+                raise Unavailable("The database is shutting down") from error
             if self._is_connection_error(error):
                 self._drop_connection()
                 log.warning("database unavailable: %s", error)
@@ -179,6 +190,13 @@ class Database:
         if self.closed:
             return
         self.closed = True
+        # A query still running now belongs to a request that outlived the shutdown grace; its
+        # thread (joined at interpreter exit) would hold the process for as long as it lasts.
+        for raw in list(self._running.values()):
+            try:
+                raw.cancel() if self.is_postgres else raw.interrupt()
+            except Exception:
+                log.debug("interrupting a running query failed", exc_info=True)
         workers = max(1, len(self._thread_ids))
         # Each worker closes its own thread-local connection.
         futures = [self._executor.submit(self._close_in_thread) for _ in range(workers)]

@@ -32,7 +32,11 @@ async def _check_redis(app: Any) -> dict[str, Any]:
     if app.redis is None:
         return {"status": "disabled"}
     await app.redis.ping()
-    return {"status": "ok", "broker": app.broker.status().get("status")}
+    # PING answering is not enough: cross-node delivery needs the broker's subscription.
+    broker = app.broker.status().get("status")
+    if broker == "down":
+        return {"status": "down", "error": "pub/sub connection is down", "broker": broker}
+    return {"status": "ok", "broker": broker}
 
 
 async def _check_memory(app: Any) -> dict[str, Any]:
@@ -72,7 +76,9 @@ async def _run_check(name: str, check: Any) -> tuple[str, dict[str, Any]]:
 
 async def health_report(app: Any) -> tuple[bool, dict[str, Any]]:
     checks = {name: functools.partial(check, app) for name, check in CORE_CHECKS.items()}
-    for plugin, declared in app.plugins.collect("vachat_health_checks", app=app):
+    for plugin, declared in app.health_checks:
+        if not plugin.enabled:
+            continue
         for name, check in declared.items():
             checks.setdefault(f"{plugin.name}.{name}", check)
     results = dict(await asyncio.gather(*(_run_check(name, check) for name, check in checks.items())))

@@ -54,13 +54,15 @@ def http_server(app: VachatApplication) -> HTTPServer:
 async def run_until_signalled(app: VachatApplication, ready: Any = None) -> None:
     """Start, listen, and on SIGTERM/SIGINT drain and close. Returns when fully stopped."""
     config = app.config
-    await app.start()
-    server = http_server(app)
-    server.listen(config.port, config.host)
+    # Before start(), which can take seconds (broker, plugins): a signal meanwhile must still
+    # end in a drain and exit 0, not kill the process half-started.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    await app.start()
+    server = http_server(app)
+    server.listen(config.port, config.host)
     log.info("listening", extra={"host": config.host, "port": config.port, "environment": config.env,
                                  "database": redact_url(config.database_url)})
     if ready is not None:
