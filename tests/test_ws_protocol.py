@@ -505,3 +505,16 @@ async def test_shutdown_closes_sockets_with_1001_and_refuses_new_ones(app, ws_co
         assert (await late.closed()) == (1001, "Server shutting down")
     finally:
         app.shutting_down = False  # let the fixture's own shutdown run
+
+
+@pytest.mark.gen_test
+async def test_frames_get_the_same_json_checks_as_bodies(app, ws_connect):
+    client = await connect(ws_connect, "alice")
+    for raw in ('{"type":"echo","id":"n1","data":{"text":"a\\u0000b"}}',
+                '{"type":"echo","id":"n2","data":{"text":"\\ud800"}}',
+                '{"type":"echo","id":"n3","data":{"text":NaN}}'):
+        client.send_raw(raw)
+        frame_id = raw.split('"id":"')[1].split('"')[0]
+        reply = await client.receive(id=frame_id)
+        assert reply["type"] == "error" and reply["data"]["code"] == "VALIDATION_FAILED", reply
+    await assert_open(client)

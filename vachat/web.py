@@ -29,7 +29,7 @@ from .errors import (
     UnsupportedMediaType, ValidationFailed, error_for_status,
 )
 
-__all__ = ["ApiHandler", "endpoint", "Endpoint", "NotFoundHandler", "json_dumps", "client_ip", "Actor"]
+__all__ = ["ApiHandler", "endpoint", "Endpoint", "NotFoundHandler", "json_dumps", "parse_json", "client_ip", "Actor"]
 
 log = logging.getLogger("vachat.web")
 
@@ -46,6 +46,7 @@ _UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
 # What such text looks like in a body (escaped, raw surrogate bytes, or a UTF-16/32 body): only
 # then is the parsed body searched for it, so ordinary bodies cost nothing.
 _MAYBE_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\x00|\xed[\xa0-\xbf]")
+_MAYBE_UNSTORABLE_TEXT = re.compile("\\\\u(?:0000|[dD][89a-fA-F])|[\x00\ud800-\udfff]")
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 HSTS = "max-age=31536000; includeSubDomains"
 
@@ -299,17 +300,7 @@ class ApiHandler(tornado.web.RequestHandler):
         raw = self.raw_body()
         if not raw.strip():
             raise ValidationFailed("A JSON body is required", details=[{"field": "(body)", "message": "is required"}])
-        try:
-            data = json.loads(raw, parse_constant=_refuse_constant)
-        except RecursionError:
-            raise ValidationFailed("Malformed JSON", details=[{"field": "(body)", "message": "is nested too deeply"}]) from None
-        except (ValueError, UnicodeDecodeError) as error:
-            raise ValidationFailed("Malformed JSON", details=[{"field": "(body)", "message": str(error)[:200]}]) from None
-        bad = _unstorable_text_at(data) if _MAYBE_UNSTORABLE.search(raw) else None
-        if bad is not None:
-            raise ValidationFailed("Invalid characters", details=[
-                {"field": bad or "(body)", "message": "must not contain NUL characters or unpaired surrogates"}])
-        return self.application.schemas.validate(schema_id, data)
+        return self.application.schemas.validate(schema_id, parse_json(raw))
 
     def _parse_query(self, schema_id: str) -> dict[str, Any]:
         schema = self.application.schemas.get(schema_id)
@@ -393,6 +384,24 @@ def as_api_error(exc_info: Any, status_code: int) -> ApiError:
 
 def _implements(handler_class: type, method: str) -> bool:
     return getattr(handler_class, method.lower()) is not getattr(tornado.web.RequestHandler, method.lower())
+
+
+def parse_json(raw: bytes | str, *, where: str = "(body)") -> Any:
+    """Parse a request body or a WebSocket frame, refusing with ``ValidationFailed`` what JSON
+    or our databases cannot hold: malformed or too deeply nested text, NaN and Infinity, NUL
+    characters and lone surrogates. The one parser for client JSON."""
+    try:
+        data = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValidationFailed("Malformed JSON", details=[{"field": where, "message": "is nested too deeply"}]) from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValidationFailed("Malformed JSON", details=[{"field": where, "message": str(error)[:200]}]) from None
+    suspicious = (_MAYBE_UNSTORABLE if isinstance(raw, bytes) else _MAYBE_UNSTORABLE_TEXT).search(raw)
+    bad = _unstorable_text_at(data) if suspicious else None
+    if bad is not None:
+        raise ValidationFailed("Invalid characters", details=[
+            {"field": bad or where, "message": "must not contain NUL characters or unpaired surrogates"}])
+    return data
 
 
 def _unstorable_text_at(data: Any) -> str | None:

@@ -53,7 +53,7 @@ from .errors import (
     ValidationFailed,
 )
 from .events import EventSpec, ws_event
-from .web import Actor, client_ip
+from .web import Actor, client_ip, parse_json
 
 __all__ = [
     "SocketHandler", "EventContext", "Reply", "CORE_EVENTS", "TokenBucket",
@@ -275,9 +275,9 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         if type(message) is not str:
             return self._fail(None, ValidationFailed("Frames must be JSON text, not binary"))
         try:
-            frame = json.loads(message)
-        except (ValueError, RecursionError):
-            return self._fail(None, ValidationFailed("Malformed JSON"))
+            frame = parse_json(message, where="(frame)")
+        except ValidationFailed as error:
+            return self._fail(_peek_id(message), error)
         if type(frame) is not dict:
             return self._fail(None, ValidationFailed("A frame must be a JSON object"))
         frame_id = frame.get("id")
