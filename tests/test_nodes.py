@@ -2,11 +2,9 @@
 PostgreSQL and Redis delivering each other's room broadcasts."""
 
 import asyncio
-import json
 import os
 
 import pytest
-import tornado.httpclient
 
 from vachat.testing import open_websocket
 
@@ -15,30 +13,21 @@ needs_shared_services = pytest.mark.skipif(
     reason="multi-node delivery needs VACHAT_TEST_REDIS_URL (the CI's second pass sets it)")
 
 
-async def get_json(url, **kwargs):
-    client = tornado.httpclient.AsyncHTTPClient(force_instance=True)
-    try:
-        response = await client.fetch(url, raise_error=False, request_timeout=30, **kwargs)
-        return response.code, json.loads(response.body) if response.body else None
-    finally:
-        client.close()
-
-
 @pytest.mark.gen_test(timeout=60)
 async def test_sigterm_completes_the_request_in_flight_and_exits_0(server_process):
     server = server_process({"VACHAT_PLUGIN_MODULES": "testauth=vachat.testing_auth,slow=tests.plugins.slow"})
     await server.wait_ready()
     socket = await open_websocket(server.ws_url, {"Authorization": "Bearer test:alice"})
     await socket.receive("ready")
-    in_flight = asyncio.ensure_future(get_json(server.base_url + "/api/slow/wait"))
+    in_flight = asyncio.ensure_future(server.fetch("/api/slow/wait"))
     deadline = asyncio.get_running_loop().time() + 10
-    while (await get_json(server.base_url + "/api/slow/status"))[1]["data"]["waiting"] < 1:
+    while (await server.fetch("/api/slow/status")).data["waiting"] < 1:
         assert asyncio.get_running_loop().time() < deadline, "the slow request never arrived"
         await asyncio.sleep(0.02)
     server.terminate()
     assert await socket.closed(timeout=10) == (1001, "Server shutting down")
-    status, body = await asyncio.wait_for(in_flight, 20)
-    assert status == 200 and body == {"success": True, "data": {"finished": True}}
+    response = await asyncio.wait_for(in_flight, 20)
+    assert response.code == 200 and response.json == {"success": True, "data": {"finished": True}}
     assert await server.wait_exit() == 0
     assert '"stopped"' in server.output()
 
@@ -47,8 +36,9 @@ async def test_sigterm_completes_the_request_in_flight_and_exits_0(server_proces
 async def test_a_fresh_server_serves_health(server_process):
     server = server_process()
     await server.wait_ready()
-    status, report = await get_json(server.base_url + "/health")
-    assert status == 200 and report["status"] == "healthy"
+    response = await server.fetch("/health")
+    report = response.json
+    assert response.code == 200 and report["status"] == "healthy"
     expected = "ok" if os.environ.get("VACHAT_TEST_REDIS_URL") else "disabled"
     assert report["checks"]["redis"]["status"] == expected
     server.terminate()
@@ -87,11 +77,9 @@ async def test_two_nodes_deliver_each_others_room_broadcasts(server_process):
     heard = await reader.receive("example-shouted", timeout=10)
     assert heard["data"] == {"room": "lobby", "text": "across nodes", "from": "alice"}
     # And the other way round, through the user room and REST on the second node.
-    status, _ = await get_json(second.base_url + "/api/example/notes", method="POST",
-                               body=json.dumps({"text": "from node 2"}),
-                               headers={"Content-Type": "application/json", "Authorization": "Bearer test:alice",
-                                        "X-Test-Permissions": "example.write"})
-    assert status == 201
+    created = await second.fetch("/api/example/notes", method="POST", json={"text": "from node 2"},
+                                  headers={"Authorization": "Bearer test:alice", "X-Test-Permissions": "example.write"})
+    assert created.code == 201
     pushed = await writer.receive("example-note-created", timeout=10)
     assert pushed["data"]["text"] == "from node 2"
     for server in (first, second):

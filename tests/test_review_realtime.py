@@ -8,13 +8,11 @@ a start-up hook that takes a while, and REST triggers for a broadcast and a disc
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import tornado.httpclient
 
 from vachat.hub import encode_event
 from vachat.plugin_api import ApiHandler, endpoint, hookimpl
@@ -89,15 +87,6 @@ async def vachat_startup(app):
 # ---------------------------------------------------------------------------
 
 
-async def get_json(url, **kwargs):
-    client = tornado.httpclient.AsyncHTTPClient(force_instance=True)
-    try:
-        response = await client.fetch(url, raise_error=False, request_timeout=60, **kwargs)
-        return response.code, json.loads(response.body) if response.body else None
-    finally:
-        client.close()
-
-
 async def eventually(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while not await predicate():
@@ -116,10 +105,10 @@ async def test_sigterm_does_not_wait_past_the_grace_for_a_running_query(server_p
     exits 0. A query still running must not keep the process alive for as long as it lasts."""
     server = server_process({"VACHAT_PLUGIN_MODULES": PLUGINS, "SHUTDOWN_GRACE": "1"})
     await server.wait_ready()
-    in_flight = asyncio.ensure_future(get_json(server.base_url + "/api/review/slow-query"))
+    in_flight = asyncio.ensure_future(server.fetch("/api/review/slow-query"))
 
     async def querying():
-        return (await get_json(server.base_url + "/api/review/state"))[1]["data"]["querying"] >= 1
+        return (await server.fetch("/api/review/state")).data["querying"] >= 1
 
     await eventually(querying, 10, "the slow query to start")
     started = time.monotonic()
@@ -162,11 +151,9 @@ async def test_a_deployment_on_another_redis_database_is_not_heard(app, ws_conne
     await other.wait_ready()
     alice = await ws_connect(user="alice")
     await alice.receive("ready")
-    as_alice = {"Authorization": "Bearer test:alice", "Content-Type": "application/json"}
+    as_alice = {"Authorization": "Bearer test:alice"}
     for action in ("shout", "disconnect"):
-        status, _ = await get_json(f"{other.base_url}/api/review/{action}", method="POST", body="{}",
-                                   headers=as_alice)
-        assert status == 200
+        assert (await other.fetch(f"/api/review/{action}", method="POST", json={}, headers=as_alice)).code == 200
 
     # A barrier on this deployment's own channel: Redis delivers publications to a subscriber in
     # the order it ran them, so whatever the other deployment published has arrived before it.

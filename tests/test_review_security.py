@@ -1,7 +1,6 @@
 """Security review: hostile input through the real server must get a clean 4xx, never a 500,
 on SQLite and PostgreSQL alike."""
 
-import json
 
 import pytest
 

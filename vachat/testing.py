@@ -417,6 +417,24 @@ class ServerProcess:
         finally:
             client.close()
 
+    async def fetch(self, path: str, method: str = "GET", *, json: Any = None,
+                    headers: dict[str, str] | None = None, timeout: float = 60) -> Response:
+        """A request to this server (never raises on 4xx/5xx)."""
+        all_headers = dict(headers or {})
+        body = None
+        if json is not None:
+            body = _json_module.dumps(json)
+            all_headers["Content-Type"] = "application/json"
+        client = tornado.httpclient.AsyncHTTPClient(force_instance=True)
+        try:
+            response = await client.fetch(self.base_url + path, method=method, headers=all_headers, body=body,
+                                          raise_error=False, request_timeout=timeout)
+        finally:
+            client.close()
+        if response.code == 599:
+            raise response.error
+        return Response(response.code, response.headers, response.body or b"")
+
     def terminate(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
