@@ -148,3 +148,12 @@ async def test_bad_keys_and_bodies(fetch, make_user):
                  400, "VALIDATION_FAILED")
     assert_error(await fetch("/api/auth/api-keys", method="POST", json={"name": "x", "scopes": ["*"]}, user=user),
                  400, "VALIDATION_FAILED")
+
+
+@pytest.mark.gen_test
+async def test_expiry_must_be_an_rfc3339_date_time(fetch, make_user):
+    user = await make_user()
+    for value in ("2099-01-01", "next tuesday", "2099-13-01T00:00:00Z"):
+        body = assert_error(await fetch("/api/auth/api-keys", method="POST", user=user,
+                                        json={"name": "ci", "expiresAt": value}), 400, "VALIDATION_FAILED")
+        assert body["details"][0]["field"] == "expiresAt"
