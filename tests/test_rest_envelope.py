@@ -198,3 +198,16 @@ async def test_query_parameters_inherited_through_allof(fetch):
     response = await fetch("/api/sample/widgets?search=lamp&limit=5")
     assert response.json["data"]["query"]["search"] == "lamp"
     assert response.json["data"]["query"]["limit"] == 5
+
+
+@pytest.mark.gen_test
+async def test_large_bodies_are_validated_off_the_loop_with_the_same_answers(fetch):
+    padding = "x" * 100_000  # above VALIDATE_ON_LOOP_BYTES
+    created = await fetch("/api/sample/widgets", method="POST", user="alice",
+                          json={"name": "a", "size": 3, "tags": [padding]})
+    assert created.code == 201 and created.json["data"]["widget"]["tags"] == [padding]
+    body = assert_error(await fetch("/api/sample/widgets", method="POST", user="alice",
+                                    json={"name": "a", "size": "big", "tags": [padding]}), 400, "VALIDATION_FAILED")
+    assert body["details"][0]["field"] == "size"
+    assert_error(await fetch("/api/sample/widgets", method="POST", user="alice", headers={"Content-Type": "application/json"},
+                             body='{"name": "a", "tags": ["' + padding + '"'), 400, "VALIDATION_FAILED")
