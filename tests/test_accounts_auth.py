@@ -10,7 +10,7 @@ import tornado.httpclient
 
 from vachat.accounts.models import AuditLog, Session, User, UserPreferences, UserStatistics
 from vachat.accounts.sessions import set_user_active
-from vachat.testing import assert_error, open_websocket
+from vachat.testing import assert_error, login as sign_in, open_websocket
 
 STRONG = "Correct-Horse-7!"
 
@@ -20,8 +20,7 @@ async def register(fetch, email="alice@example.test", password=STRONG, **extra):
 
 
 async def login(fetch, email, password=STRONG, headers=None):
-    return await fetch("/api/auth/login", method="POST", json={"email": email, "password": password},
-                       headers=headers)
+    return await sign_in(fetch, email, password, headers=headers)
 
 
 def bearer(token):

@@ -7,7 +7,7 @@ import pytest
 
 from vachat.accounts.audit import AUTH_PASSWORD_CHANGED
 from vachat.accounts.models import AuditLog, User
-from vachat.testing import assert_error, error_fields
+from vachat.testing import assert_error, error_fields, login
 
 NEW_PASSWORD = "Another-Secret-8&"
 
@@ -19,10 +19,6 @@ async def update(fetch, user, body):
 async def change_password(fetch, user, current, new, **kwargs):
     return await fetch("/api/users/change-password", method="POST", user=user,
                        json={"currentPassword": current, "newPassword": new}, **kwargs)
-
-
-async def login(fetch, email, password):
-    return await fetch("/api/auth/login", method="POST", json={"email": email, "password": password})
 
 
 # ---------------------------------------------------------------------------

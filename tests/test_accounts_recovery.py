@@ -11,7 +11,7 @@ import pytest
 from vachat.accounts.audit import AUTH_EMAIL_VERIFIED, AUTH_PASSWORD_RESET, AUTH_PASSWORD_RESET_REQUESTED
 from vachat.accounts.models import AuditLog, EmailVerification, PasswordReset, User
 from vachat.db import now
-from vachat.testing import assert_error, error_fields
+from vachat.testing import assert_error, error_fields, login
 
 NEW_PASSWORD = "Fresh-Start-42?"
 LIMITED = pytest.mark.vachat(config={"rate_limit_auth": "2/900s"})
@@ -33,10 +33,6 @@ async def mailed_token(app, email: str, kind: str = "reset-password") -> str:
 
 async def reset(fetch, token, password=NEW_PASSWORD, **kwargs):
     return await fetch("/api/auth/reset-password", method="POST", json={"token": token, "password": password}, **kwargs)
-
-
-async def login(fetch, email, password):
-    return await fetch("/api/auth/login", method="POST", json={"email": email, "password": password})
 
 
 async def audit_rows(app, action):

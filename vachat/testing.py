@@ -55,7 +55,7 @@ from . import testing_auth
 from .app import VachatApplication
 from .config import PROJECT_ROOT, Settings, load_settings
 
-__all__ = ["Response", "WsClient", "ServerProcess", "assert_error", "error_fields", "AccountUser", "make_test_settings", "reset_database"]
+__all__ = ["Response", "WsClient", "ServerProcess", "assert_error", "error_fields", "login", "AccountUser", "make_test_settings", "reset_database"]
 
 # Every wait in a test is bounded; a frame that has not come in this long (s) is not coming.
 DEFAULT_WAIT = 5.0
@@ -222,6 +222,11 @@ def assert_error(response: Response, status: int, code: str) -> dict[str, Any]:
 def error_fields(body: dict[str, Any]) -> dict[str, str]:
     """A validation error's ``details`` as ``{field: message}``."""
     return {detail["field"]: detail["message"] for detail in body.get("details") or []}
+
+
+async def login(fetch: Callable[..., Any], email: str, password: str, **kwargs: Any) -> Response:
+    """``POST /api/auth/login`` through ``fetch``: a new session for an existing user."""
+    return await fetch("/api/auth/login", method="POST", json={"email": email, "password": password}, **kwargs)
 
 
 def auth_headers_for(user: Any) -> dict[str, str]:
