@@ -371,7 +371,7 @@ def _listener_plugin():
 
     @hookimpl
     def vachat_user_registered(app, user):
-        module.registered.append((user.id, user.email))
+        module.registered.append((user["id"], user["email"]))
 
     module.vachat_user_registered = vachat_user_registered
     return module

@@ -6,7 +6,7 @@ import types
 import pytest
 
 from vachat.accounts.models import Role
-from vachat.accounts.rbac import requires
+from vachat.plugin_api import requires
 from vachat.accounts.sessions import invalidate_role
 from vachat.plugin_api import ApiHandler, endpoint, hookimpl, ws_event
 from vachat.testing import assert_error

@@ -26,7 +26,7 @@ def test_plugins_lists_discovered_and_enabled(tmp_path):
     listed = json.loads(run("plugins", "--json", tmp_path=tmp_path).stdout)
     example = next(p for p in listed if p["name"] == "example")
     assert example == {"name": "example", "version": "0.1.0", "source": "vachat-example-plugin",
-                       "enabled": True, "error": None}
+                       "enabled": True, "error": None, "requires": [], "hooks": []}
     disabled = json.loads(run("plugins", "--json", env={"VACHAT_PLUGINS": "-example"}, tmp_path=tmp_path).stdout)
     assert next(p for p in disabled if p["name"] == "example")["enabled"] is False
     table = run("plugins", tmp_path=tmp_path).stdout

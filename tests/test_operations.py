@@ -8,7 +8,7 @@ from jsonschema import Draft202012Validator
 
 from tests.plugins import sample
 
-pytestmark = pytest.mark.vachat(plugins=[("sample", sample)])
+pytestmark = pytest.mark.vachat(plugins=[("sample", sample), "example"])
 
 
 @pytest.mark.gen_test

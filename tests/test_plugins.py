@@ -11,6 +11,9 @@ from vachat.testing import make_test_settings
 from vachat.app import VachatApplication
 from tests.plugins import broken, sample
 
+# The installed example plugin is not the plugin under test here: name it.
+pytestmark = pytest.mark.vachat(plugins=["example"])
+
 
 @pytest.mark.gen_test
 async def test_example_plugin_is_an_installed_distribution(app):
@@ -87,10 +90,8 @@ def test_plugin_config_section_is_validated_against_its_schema(vachat_database_u
 
 
 @pytest.mark.gen_test
-@pytest.mark.vachat(config={})
-async def test_plugin_config_section_reaches_the_plugin(app, fetch, tmp_path):
-    # plugin_sections come from the TOML files; set one directly for this app.
-    object.__setattr__(app.config, "plugin_sections", {"example": {"greeting": "Ahoy"}})
+@pytest.mark.vachat(config={"plugin_sections": {"example": {"greeting": "Ahoy"}}})
+async def test_plugin_config_section_reaches_the_plugin(app, fetch):
     response = await fetch("/api/example/hello", user="alice")
     assert response.json["data"]["greeting"] == "Ahoy, Alice!"
 

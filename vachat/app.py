@@ -2,8 +2,14 @@
 
 Construction is synchronous and side-effect free apart from reading files (plugins, schemas);
 ``start()`` connects what needs connecting and ``shutdown()`` drains and closes it again, in the
-order SPEC §9 asks for. Everything a handler or plugin needs hangs off the application:
-``config``, ``db``, ``schemas``, ``plugins``, ``hub``, ``broker``, ``limiter``, ``metrics``.
+order a graceful drain needs. The application is what plugins are handed: it implements
+``vachat.interfaces.App`` (config, db, hub, limiter, mailer, hooks, services, per-plugin
+config and state, accounts); the rest of it is the core's own.
+
+Declarations are checked while the application is built, plugin by plugin: a plugin whose
+routes or events name a schema that does not exist or does not compile, or whose services
+are misnamed, is disabled with that reason (fatal with ``VACHAT_PLUGINS_STRICT``), and the
+plugins requiring it with it. The core's server modules name no domain plugin.
 """
 
 from __future__ import annotations
@@ -12,9 +18,11 @@ import asyncio
 import importlib
 import ipaddress
 import logging
+import inspect
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, TypeVar
+from types import SimpleNamespace
+from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
 from urllib.parse import urlparse
 
 import tornado.web
@@ -29,7 +37,8 @@ from .logs import log_request
 from .mail import make_mailer
 from .metrics import Metrics
 from .migrate import CORE_MIGRATIONS, MigrationSource, Migrations
-from .plugin_manager import PluginLoadError, PluginManager
+from .plugin_config import PluginConfigError, resolve_plugin_config
+from .plugin_manager import HookCaller, LoadedPlugin, PluginLoadError, PluginManager
 from .ratelimit import make_rate_limiter
 from .redis_client import RedisGuard, make_redis
 from .schemas import SchemaError, SchemaRegistry
@@ -41,22 +50,11 @@ log = logging.getLogger("vachat.app")
 T = TypeVar("T")
 
 CORE_SCHEMAS = PROJECT_ROOT / "schemas"
-CORE_PERMISSIONS = (
-    ("admin.dashboard", "View the admin dashboard"),
-    ("users.read", "Read any user's account"),
-    ("users.update", "Change any user's account"),
-    ("users.delete", "Delete user accounts"),
-    ("roles.manage", "Create and change roles"),
-    ("audit.read", "Read the audit log"),
-    ("files.access_all", "Read any user's files"),
-    ("conversations.read_all", "Read any conversation"),
-)
-
-
 class VachatApplication(tornado.web.Application):
     """A Tornado application plus the services every handler and plugin shares."""
 
-    def __init__(self, config: Settings, *, extra_plugins: Iterable[tuple[str, Any]] = ()) -> None:
+    def __init__(self, config: Settings, *, extra_plugins: Iterable[tuple[str, Any]] = (),
+                 only_plugins: Iterable[str] | None = None) -> None:
         self.config = config
         self.version = __version__
         self.started_at = time.time()
@@ -67,7 +65,11 @@ class VachatApplication(tornado.web.Application):
         self._drained.set()
 
         self.plugins = PluginManager(enabled=config.plugins_enabled, strict=config.plugins_strict)
-        self.plugins.load(extra=[*_modules_named(config.plugin_modules), *extra_plugins])
+        self.plugins.load(extra=[*_modules_named(config.plugin_modules), *extra_plugins], only=only_plugins)
+        self.hooks = HookCaller(self.plugins, self)
+        self._plugin_configs: dict[str, Mapping[str, Any]] = {}
+        self._plugin_states: dict[str, SimpleNamespace] = {}
+        self._services: dict[str, Any] = {}
         self.schemas = SchemaRegistry()
         self._load_schemas()
         self.metrics = Metrics()
@@ -81,7 +83,7 @@ class VachatApplication(tornado.web.Application):
         self.mailer = make_mailer(config, self.run_blocking)
         self.broker = make_broker(self.redis, self.redis_guard)
         self.hub = Hub(self)
-        self.permissions: dict[str, str] = dict(CORE_PERMISSIONS)
+        self.permissions: dict[str, str] = {}
         self.events = EventRegistry()
         routes = self._collect_declarations()
         self.route_table = routes
@@ -92,10 +94,6 @@ class VachatApplication(tornado.web.Application):
         # Collected once, like every declaration: /health must not run (and on a failure
         # disable, or in strict mode fail on) plugin declaration code per request.
         self.health_checks = self.plugins.collect("vachat_health_checks", app=self)
-        try:
-            self.schemas.compile_all()
-        except SchemaError as error:
-            raise PluginLoadError(str(error)) from None
 
         super().__init__(
             routes,
@@ -112,16 +110,21 @@ class VachatApplication(tornado.web.Application):
 
     def _load_schemas(self) -> None:
         self.schemas.add_directory("core", CORE_SCHEMAS)
+        self.schemas.compile_namespace("core")  # the core's own schemas must hold: fatal if not
         for plugin in self.plugins.enabled:
-            if plugin.schemas_dir is None or plugin.source == "core":
+            if plugin.source == "core":
                 continue
             try:
-                self.schemas.add_directory(plugin.name, plugin.schemas_dir)
-                if f"{plugin.name}/config" in self.schemas:
-                    self.schemas.validate(f"{plugin.name}/config", dict(self.config.plugin_config(plugin.name)))
-            except Exception as error:  # SchemaError, or ValidationFailed of its config section
-                details = getattr(error, "details", None)
-                self.plugins.disable(plugin.name, f"{error}{f': {details}' if details else ''}")
+                if plugin.schemas_dir is not None:
+                    self.schemas.add_directory(plugin.name, plugin.schemas_dir)
+                    self.schemas.compile_namespace(plugin.name)
+                config_schema = f"{plugin.name}/config"
+                self._plugin_configs[plugin.name] = resolve_plugin_config(
+                    plugin.name, self.config.plugin_config(plugin.name), self.config.environ,
+                    self.schemas if config_schema in self.schemas else None, config_schema)
+            except (SchemaError, PluginConfigError) as error:
+                self.schemas.remove_namespace(plugin.name)
+                self.plugins.disable(plugin.name, str(error))
 
     def _collect_declarations(self) -> list[tuple]:
         from .health import HEALTH_ROUTES
@@ -136,20 +139,55 @@ class VachatApplication(tornado.web.Application):
         for plugin, declared in self.plugins.collect("vachat_permissions"):
             for name, description in declared:
                 self.permissions.setdefault(name, description)
-        for plugin, declared in self.plugins.collect("vachat_routes", app=self):
+        for plugin, declared in self.plugins.collect("vachat_services", app=self):
+            self._add_services(plugin, dict(declared))
+        declared_routes = self._checked(self.plugins.collect("vachat_routes", app=self), _route_schema_ids)
+        declared_events = self._checked(self.plugins.collect("vachat_ws_events", app=self), _event_schema_ids)
+        # A plugin disabled by a later check (or as a requirement of one) contributes nothing.
+        for name in [name for name in self._services if not self.plugins.is_enabled(name.partition(".")[0])]:
+            del self._services[name]
+        for plugin, declared in declared_routes:
+            if not plugin.enabled:
+                continue
             for route in declared:
                 if route[0] in taken:
                     log.error("%s | route %s is already taken; refused", plugin.name, route[0])
                     continue
                 taken.add(route[0])
                 routes.append(tuple(route))
-        for plugin, declared in self.plugins.collect("vachat_ws_events", app=self):
+        for plugin, declared in declared_events:
+            if not plugin.enabled:
+                continue
             for handler in declared:
                 try:
                     self.events.register(handler, plugin.name)
                 except (TypeError, ValueError) as error:
                     log.error("%s | %s; refused", plugin.name, error)
         return routes
+
+    def _checked(self, declarations: list[tuple[LoadedPlugin, Any]],
+                 schema_ids: Callable[[Any], Iterable[tuple[str, str]]]) -> list[tuple[LoadedPlugin, Any]]:
+        """Keep the declarations whose schema ids all exist; disable a plugin naming one that
+        does not (its schemas folder was not installed, or a typo), with the id and the cause."""
+        kept = []
+        for plugin, declared in declarations:
+            missing = [(where, schema_id) for item in declared for where, schema_id in schema_ids(item)
+                       if schema_id not in self.schemas]
+            if missing:
+                where, schema_id = missing[0]
+                self.plugins.disable(plugin.name, (
+                    f"{where} names schema {schema_id!r}, which does not exist (is "
+                    f"schemas/{schema_id.partition('/')[2]}.json missing, or not installed as package data?)"))
+                continue
+            kept.append((plugin, declared))
+        return kept
+
+    def _add_services(self, plugin: LoadedPlugin, services: dict[str, Any]) -> None:
+        for name in services:
+            if name != plugin.name and not name.startswith(f"{plugin.name}."):
+                self.plugins.disable(plugin.name, f"service {name!r} must be named {plugin.name} or {plugin.name}.<name>")
+                return
+        self._services.update(services)
 
     def route_of(self, handler: tornado.web.RequestHandler) -> str:
         """The URL pattern a handler serves (a bounded label for logs and metrics)."""
@@ -167,7 +205,7 @@ class VachatApplication(tornado.web.Application):
         """Who presents these credentials, via the ``vachat_actor_from_request`` hook."""
         if not (headers.get("Authorization") or headers.get("X-API-Key")):
             return None
-        return await self.plugins.first("vachat_actor_from_request", app=self, headers=headers, remote_ip=remote_ip)
+        return await self.hooks.call("vachat_actor_from_request", headers=headers, remote_ip=remote_ip)
 
     def origin_allowed(self, origin: str, request: Any) -> bool:
         allowed = self.config.cors_origins
@@ -180,8 +218,51 @@ class VachatApplication(tornado.web.Application):
         """Run CPU- or disk-bound work (bcrypt, files, SMTP) off the IOLoop."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    def plugin_config(self, name: str) -> Any:
-        return self.config.plugin_config(name)
+    # -- the plugin API (vachat.interfaces.App) ----------------------------------
+
+    def plugin_config(self, name: str) -> Mapping[str, Any]:
+        """``[plugins.<name>]`` with its schema's defaults and environment variables applied."""
+        if name not in self._plugin_configs:
+            return self.config.plugin_config(name)
+        return self._plugin_configs[name]
+
+    def plugin_state(self, name: str) -> SimpleNamespace:
+        """Plugin ``name``'s state on this application, created empty on first use."""
+        state = self._plugin_states.get(name)
+        if state is None:
+            state = self._plugin_states[name] = SimpleNamespace()
+        return state
+
+    def service(self, name: str) -> Any:
+        try:
+            return self._services[name]
+        except KeyError:
+            owner = name.partition(".")[0]
+            raise LookupError(f"no service {name!r}: the {owner!r} plugin that provides it "
+                              f"{self.plugins._absence(owner)}") from None
+
+    def has_service(self, name: str) -> bool:
+        return name in self._services
+
+    def plugin_enabled(self, name: str) -> bool:
+        return self.plugins.is_enabled(name)
+
+    @property
+    def accounts(self) -> Any:
+        """The core's accounts service (``vachat.interfaces.Accounts``)."""
+        return self.service("accounts")
+
+    async def publish(self, room: str, event_type: str, data: Any) -> int:
+        return await self.hub.publish(room, event_type, data)
+
+    async def with_redis(self, source: str, operation: Callable[[Any], Awaitable[T]],
+                         fallback: Callable[[], Any]) -> T:
+        """``operation(redis)`` when Redis is configured and up, else ``fallback()``."""
+        if self.redis is None or self.redis_guard is None:
+            result = fallback()
+        else:
+            return await self.redis_guard.attempt(source, lambda: operation(self.redis), fallback)
+        return await result if inspect.isawaitable(result) else result
 
     # -- request accounting for graceful shutdown ------------------------------
 
@@ -256,5 +337,24 @@ def _modules_named(entries: Iterable[str]) -> list[tuple[str, Any]]:
     return modules
 
 
-def make_app(config: Settings, *, extra_plugins: Iterable[tuple[str, Any]] = ()) -> VachatApplication:
-    return VachatApplication(config, extra_plugins=extra_plugins)
+def _route_schema_ids(route: tuple) -> Iterable[tuple[str, str]]:
+    """``(where, schema id)`` of every schema a route's ``@endpoint`` methods name."""
+    pattern, handler = route[0], route[1]
+    for method in ("get", "post", "put", "patch", "delete"):
+        spec = getattr(getattr(handler, method, None), "endpoint", None)
+        if spec is None:
+            continue
+        for schema_id in (spec.body, spec.query, spec.response):
+            if schema_id:
+                yield f"{method.upper()} {pattern}", schema_id
+
+
+def _event_schema_ids(handler: Any) -> Iterable[tuple[str, str]]:
+    spec = getattr(handler, "ws_event", None)
+    if spec is not None and spec.schema:
+        yield f"event {spec.type!r}", spec.schema
+
+
+def make_app(config: Settings, *, extra_plugins: Iterable[tuple[str, Any]] = (),
+             only_plugins: Iterable[str] | None = None) -> VachatApplication:
+    return VachatApplication(config, extra_plugins=extra_plugins, only_plugins=only_plugins)

@@ -209,17 +209,18 @@ class RedisBroker(Broker):
             await self._command(pubsub, pubsub.unsubscribe, room)
 
     async def publish(self, room: str, payload: bytes) -> None:
-        if self._closed or not self._guard.should_try():
+        if self._closed:
             self.dropped += 1
             return
-        try:
+
+        async def send() -> bool:
             await self._redis.publish(self._channel(room), self._sender + payload)
-        except REDIS_ERRORS as error:
-            self.dropped += 1
-            self._guard.record_failure(error, "broker")
-        else:
+            return True
+
+        if await self._guard.attempt("broker", send, lambda: False):
             self.published += 1
-            self._guard.record_success("broker")
+        else:
+            self.dropped += 1
 
     async def close(self) -> None:
         self._closed = True

@@ -1,25 +1,26 @@
 """The command line: ``python run.py <command>`` or the installed ``vachat`` script.
 
-Commands: ``serve`` (the default), ``migrate`` (apply / rollback / create / status), ``seed``,
-``create-admin``, ``plugins``, ``config``. Configuration comes from the same files and
+Commands: ``serve`` (the default), ``migrate`` (apply / rollback / create / status),
+``plugins``, ``config``, and every command a plugin adds through ``vachat_commands`` (the
+core's accounts add ``seed`` and ``create-admin``). Configuration comes from the same files and
 environment as the server's; a bad value exits with status 2 and a message naming it.
+
+This module never reaches into a plugin: plugins' commands arrive through the hook.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
+import functools
 import json
+import logging
 import sys
-from typing import Any, Callable
+from typing import Any
 
 from . import __version__
 from .config import ConfigError, Settings, load_settings
 
 __all__ = ["main", "build_parser"]
-
-ACCOUNTS_MISSING = "this command needs the accounts module (vachat.accounts), which is not installed"
-
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
@@ -81,36 +82,22 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _accounts_command(name: str) -> Callable[[Any, argparse.Namespace], int] | None:
-    try:
-        from .accounts import commands
-    except ImportError:
-        return None
-    return getattr(commands, name, None)
-
-
-def cmd_seed(args: argparse.Namespace) -> int:
-    command = _accounts_command("seed")
-    if command is None:
-        print(f"vachat seed: {ACCOUNTS_MISSING}", file=sys.stderr)
-        return 1
+def _plugin_command(handler: Any, args: argparse.Namespace) -> int:
+    """Run a command a plugin added: its handler gets the built application and the args."""
     settings = _settings(args)
     _configure_logging(settings, quiet=True)
-    return command(_application(settings), args)
+    return handler(_application(settings), args)
 
 
-def cmd_create_admin(args: argparse.Namespace) -> int:
-    command = _accounts_command("create_admin")
-    if command is None:
-        print(f"vachat create-admin: {ACCOUNTS_MISSING}", file=sys.stderr)
-        return 1
-    if not args.email:
-        args.email = input("E-mail: ").strip()
-    if not args.password:
-        args.password = getpass.getpass("Password: ")
-    settings = _settings(args)
-    _configure_logging(settings, quiet=True)
-    return command(_application(settings), args)
+def _wrap_plugin_handlers(parser: argparse.ArgumentParser) -> None:
+    """Give every ``handler`` default in a plugin's parser (and its sub-commands) the app."""
+    handler = parser.get_default("handler")
+    if handler is not None:
+        parser.set_defaults(handler=functools.partial(_plugin_command, handler))
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                _wrap_plugin_handlers(child)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -136,6 +123,28 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_plugin_commands(commands: argparse._SubParsersAction) -> None:
+    """Commands from the plugins' ``vachat_commands`` hooks. A configuration that cannot be
+    read leaves them out here; running any command then reports the configuration error."""
+    from .plugin_manager import PluginManager
+
+    try:
+        settings = load_settings()
+    except ConfigError:
+        return
+    manager = PluginManager(enabled=settings.plugins_enabled, strict=settings.plugins_strict)
+    quiet = logging.getLogger("vachat.plugins")
+    level, quiet.level = quiet.level, logging.CRITICAL  # load errors are reported by `plugins`
+    try:
+        manager.load()
+    finally:
+        quiet.setLevel(level)
+    before = set(commands.choices)
+    manager.collect("vachat_commands", commands=commands)
+    for name in set(commands.choices) - before:
+        _wrap_plugin_handlers(commands.choices[name])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vachat", description="vachat: virtual-assistant chat server",
@@ -156,21 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--steps", type=int, default=1, help="how many to roll back (default 1)")
     migrate.set_defaults(handler=cmd_migrate)
 
-    seed = commands.add_parser("seed", help="create the default roles (admin, user)")
-    seed.set_defaults(handler=cmd_seed)
-
-    admin = commands.add_parser("create-admin", help="create an administrator (prompts for missing values)")
-    admin.add_argument("--email")
-    admin.add_argument("--password")
-    admin.add_argument("--name", default="Administrator")
-    admin.set_defaults(handler=cmd_create_admin)
-
     plugins = commands.add_parser("plugins", help="list discovered plugins and whether they are enabled")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(handler=cmd_plugins)
 
     config = commands.add_parser("config", help="print the effective configuration (secrets masked)")
     config.set_defaults(handler=cmd_config)
+    _add_plugin_commands(commands)
     return parser
 
 

@@ -266,6 +266,9 @@ class Settings:
     plugin_modules: list[str] = field(default_factory=list)
     # [plugins.<name>] tables, handed to each plugin as its own section.
     plugin_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # The environment the settings were read from: plugins map their own variables
+    # (``x-env`` in their config schema) from it. Never shown (it may hold secrets).
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def is_production(self) -> bool:
@@ -368,7 +371,7 @@ def load_settings(
         for name, section in raw.get("plugins", {}).items()
         if isinstance(section, Mapping)
     }
-    settings = Settings(**values, plugin_sections=plugin_sections)
+    settings = Settings(**values, plugin_sections=plugin_sections, environ=dict(environ))
     if settings.ws_ping_timeout > settings.ws_ping_interval:
         # Tornado caps the timeout at the interval (with a warning on every start); say so once, here.
         raise ConfigError(f"WS_PING_TIMEOUT ({settings.ws_ping_timeout:g}s) must not exceed "

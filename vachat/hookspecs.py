@@ -1,22 +1,33 @@
-"""The hooks a plugin may implement. One bare, documented function per hook.
+"""The core's hooks: one bare, documented function per hook.
 
 Implement a hook by defining a function of the same name decorated with
 ``vachat.plugin_api.hookimpl`` in your plugin module; take only the arguments you need.
+Every hook that takes ``app`` is handed the ``vachat.plugin_api.App`` interface.
+
+Plugins declare hooks of their own (``vachat_addhooks``), named ``<plugin>_<event>``
+(``chat_message_created``); the core's are ``vachat_*`` and name no domain plugin.
 
 Order: implementations run in plugin load order (the core first, then plugins sorted by
 name). Isolation: a plugin whose hook raises is logged (``"<plugin> | <hook> failed"``) and the
 other plugins' implementations still run; hooks that collect start-up declarations (routes,
-events, permissions) disable a plugin that fails them, unless ``VACHAT_PLUGINS_STRICT`` is set.
-Hooks may return awaitables where the docstring says so; the core awaits them.
+events, permissions, services) disable a plugin that fails them, unless
+``VACHAT_PLUGINS_STRICT`` is set. Hooks may return awaitables where the docstring says so; the
+core awaits them. A hook whose answer is one value says ``firstresult=True`` in its spec.
 
 A test (``tests/test_hookspecs.py``) fails if a hook here lacks a docstring.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from prometheus_client import CollectorRegistry
+
+    from .interfaces import App
 
 hookspec = pluggy.HookspecMarker("vachat")
 
@@ -26,27 +37,39 @@ hookspec = pluggy.HookspecMarker("vachat")
 
 
 @hookspec
-def vachat_routes(app: Any) -> list[tuple]:
-    """Return REST routes as ``(pattern, HandlerClass)`` or ``(pattern, HandlerClass, kwargs)``.
+def vachat_addhooks(pluginmanager: Any) -> None:
+    """Declare the hooks this plugin offers to others.
 
-    Patterns are Tornado URL patterns. Namespace them by plugin name
-    (``/api/<name>/…``); a pattern already taken by the core or an earlier plugin is refused
-    and logged. Handlers should extend ``vachat.plugin_api.ApiHandler`` and declare each method
-    with ``@endpoint(...)`` so the request is validated and the method appears in OpenAPI.
+    Called once, when the plugin loads and before any plugin registers its implementations.
+    Call ``pluginmanager.add_hookspecs(module_or_class)`` with functions marked
+    ``@vachat.plugin_api.hookspec``; every name must start with ``<plugin>_``. Other plugins
+    implement them as usual; an implementation of a hook whose owner may be absent is marked
+    ``@hookimpl(optionalhook=True)`` (it is then never called, and no error), while a name the
+    loaded owner does not declare is a load failure (a typo).
 
-    :param app: the ``VachatApplication`` being built (settings, database, hub, …).
+    :param pluginmanager: a registrar with ``add_hookspecs(module_or_class)``.
     """
 
 
 @hookspec
-def vachat_ws_events(app: Any) -> list[Any]:
+def vachat_routes(app: "App") -> list[tuple]:
+    """Return REST routes as ``(pattern, HandlerClass)`` or ``(pattern, HandlerClass, kwargs)``.
+
+    Patterns are Tornado URL patterns. Namespace them by plugin name
+    (``/api/<name>/…``); a pattern already taken by the core or an earlier plugin is refused
+    and logged. Handlers extend ``vachat.plugin_api.ApiHandler`` and declare each method with
+    ``@endpoint(...)``: every schema id named there must exist, or the plugin does not load.
+    """
+
+
+@hookspec
+def vachat_ws_events(app: "App") -> list[Callable[..., Awaitable[Any]]]:
     """Return WebSocket event handlers, each made with ``@ws_event("type", schema=…)``.
 
     A client frame ``{"type": "<type>", "id"?, "data"?}`` is validated against the event's
-    schema and passed to the handler; its return value becomes the ``ack`` data. An event
-    type already registered is refused and logged.
-
-    :param app: the ``VachatApplication`` being built.
+    schema and passed to the handler with an ``EventContext``; its return value becomes the
+    ``ack`` data (or return a ``Reply``). An event type already registered is refused and
+    logged; a schema id that does not exist stops the plugin from loading.
     """
 
 
@@ -54,13 +77,24 @@ def vachat_ws_events(app: Any) -> list[Any]:
 def vachat_permissions() -> list[tuple[str, str]]:
     """Return the permissions this plugin introduces as ``(name, description)`` pairs.
 
-    Names are dotted and start with the plugin's name (``example.write``). The admin role's
-    ``*`` grants them; other roles get them by name.
+    Names are dotted and start with the plugin's name or the resource it owns
+    (``conversations.read_all``). The admin role's ``*`` grants them; other roles get them by
+    name, and the admin plugin validates role changes against this list.
     """
 
 
 @hookspec
-def vachat_metrics(registry: Any) -> None:
+def vachat_services(app: "App") -> Mapping[str, Any]:
+    """Return the service objects this plugin publishes: ``{name: object}``.
+
+    Names start with the plugin's name (``"chat"``, ``"chat.history"``). Other plugins look
+    them up with ``app.service(name)`` (declare ``REQUIRES = ("chat",)`` in the module when the
+    service is not optional). Collected before routes, so handlers built later may use them.
+    """
+
+
+@hookspec
+def vachat_metrics(registry: "CollectorRegistry") -> None:
     """Register the plugin's Prometheus collectors on ``registry`` (a ``CollectorRegistry``).
 
     Name metrics ``vachat_<plugin>_…``. Called once per application.
@@ -68,11 +102,23 @@ def vachat_metrics(registry: Any) -> None:
 
 
 @hookspec
-def vachat_health_checks(app: Any) -> dict[str, Any]:
+def vachat_health_checks(app: "App") -> dict[str, Callable[[], Awaitable[dict[str, Any]]]]:
     """Return extra ``/health`` checks: ``{name: async callable returning a dict}``.
 
     A check returns ``{"status": "ok"}`` or ``{"status": "down", "error": …}``; one that raises
     or reports anything but ok/disabled makes the server report degraded (503).
+    """
+
+
+@hookspec
+def vachat_commands(commands: "argparse._SubParsersAction") -> None:
+    """Add command-line commands to ``vachat`` / ``python run.py``.
+
+    ``commands`` is the argparse sub-parser collection: ``parser = commands.add_parser(name,
+    help=…)``, add arguments, then ``parser.set_defaults(handler=fn)`` where
+    ``fn(app: App, args) -> int`` (the exit status). The application is built (plugins loaded,
+    database bound, migrations not applied) before ``fn`` runs. Name commands after the
+    plugin (``files reconcile``) so they cannot collide with the core's.
     """
 
 
@@ -82,18 +128,21 @@ def vachat_health_checks(app: Any) -> dict[str, Any]:
 
 
 @hookspec
-def vachat_startup(app: Any) -> Any:
+def vachat_startup(app: "App") -> Any:
     """Called once the database, broker and hub are ready, before the port opens.
 
-    May return an awaitable. Start background tasks here and keep their handles.
+    May return an awaitable. Start background tasks here and keep their handles in
+    ``app.plugin_state(name)``.
     """
 
 
 @hookspec
-def vachat_shutdown(app: Any) -> Any:
-    """Called on shutdown after sockets are closed and before the database closes.
+def vachat_shutdown(app: "App") -> Any:
+    """Called on shutdown after sockets are closed and in-flight requests drained, before the
+    database closes.
 
-    May return an awaitable. Stop background tasks started in ``vachat_startup``.
+    May return an awaitable. Stop background tasks started in ``vachat_startup`` and persist
+    what must not be lost.
     """
 
 
@@ -102,8 +151,8 @@ def vachat_shutdown(app: Any) -> Any:
 # ---------------------------------------------------------------------------
 
 
-@hookspec
-def vachat_actor_from_request(app: Any, headers: Any, remote_ip: str) -> Any:
+@hookspec(firstresult=True)
+def vachat_actor_from_request(app: "App", headers: Any, remote_ip: str) -> Any:
     """Identify the caller of a REST request or WebSocket upgrade from its credentials.
 
     Return an ``Actor``, ``None`` when these credentials are not yours (another plugin may
@@ -117,29 +166,22 @@ def vachat_actor_from_request(app: Any, headers: Any, remote_ip: str) -> Any:
 
 
 # ---------------------------------------------------------------------------
-# Domain events: notifications, called after the fact; return values are ignored
+# Users: notifications about the core's accounts
 # ---------------------------------------------------------------------------
 
 
 @hookspec
-def vachat_user_registered(app: Any, user: Any) -> Any:
-    """A user account was created (``user`` is the stored model). May return an awaitable."""
+def vachat_user_registered(app: "App", user: dict[str, Any]) -> Any:
+    """A user account was created (``user`` as the API shows it). May return an awaitable."""
 
 
 @hookspec
-def vachat_message_created(app: Any, message: Any) -> Any:
-    """A chat message was stored and broadcast. May return an awaitable."""
+def vachat_user_deleting(app: "App", user_id: str) -> Any:
+    """A user is about to be deleted: remove everything of theirs that this plugin holds
+    (rows, files on disk, live state). May return an awaitable.
 
-
-@hookspec
-def vachat_file_uploaded(app: Any, file: Any) -> Any:
-    """An uploaded file was stored. May return an awaitable."""
-
-
-@hookspec
-def vachat_before_ai_request(app: Any, conversation: Any, messages: list[dict]) -> Any:
-    """Inspect or edit the message list sent to the AI provider, in place.
-
-    Called just before a generation starts; ``messages`` is the chat-completions style list
-    of ``{"role", "content"}`` dicts. May return an awaitable.
+    Every plugin that stores a user's data implements it. It runs before the account row goes,
+    in plugin order, through ``app.hooks.call``: raising an ``ApiError`` stops the deletion
+    (the caller sees it); any other failure is logged and the other plugins still run. Make it
+    idempotent: an operator may retry a deletion.
     """

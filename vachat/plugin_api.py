@@ -1,7 +1,22 @@
 """The public API for plugin authors: everything a plugin needs, from one import.
 
-Built-in plugins use only what is exported here; if one ever needs to import from elsewhere
-in ``vachat``, the API is missing something and belongs here instead.
+Built-in plugins (``plugins/``) and third-party ones use only what is exported here (and
+``vachat.testing`` in their tests); a test fails if one imports anything else from ``vachat``.
+If a plugin needs more, the API is missing something and it belongs here, documented.
+
+What a plugin is handed:
+
+- ``App`` (``vachat.interfaces``): in every hook as ``app`` and in handlers as ``self.app``:
+  ``config``, ``db.run``, ``run_blocking``, ``hub``/``publish``, ``limiter``, ``mailer``,
+  ``plugin_config(name)``, ``plugin_state(name)``, ``hooks.notify/call``, ``service(name)``,
+  ``accounts`` (users, sessions, audit), ``with_redis``.
+- Declarations: ``hookimpl`` / ``hookspec``, ``ApiHandler`` + ``endpoint``,
+  ``StreamingBodyHandler`` for uploads, ``ws_event`` with ``EventContext`` and ``Reply``,
+  ``requires`` for permissions, ``BaseModel`` for models.
+- The typed errors (``NotFound``, ``Conflict`` …), each rendered as the error envelope.
+
+A module may also set ``REQUIRES = ("chat",)`` (plugins it cannot work without),
+``SCHEMAS_DIR`` / ``MIGRATIONS_DIR`` (when not ``schemas/`` and ``migrations/`` beside it).
 
     from vachat.plugin_api import hookimpl, ApiHandler, endpoint, ws_event, BaseModel
 """
@@ -16,15 +31,29 @@ from .errors import (
 )
 from .events import ws_event
 from .ids import new_id
-from .web import Actor, ApiHandler, endpoint
+from .interfaces import Accounts, App, Database, Hooks, Hub, Limiter, Mailer
+from .rbac import requires
+from .web import Actor, ApiHandler, endpoint, json_dumps
+from .ws import EventContext, Reply
 
 #: Marks a function in a plugin module as the implementation of the hook of the same name
-#: (see ``vachat.hookspecs`` for every hook, its arguments and when it is called).
+#: (``vachat.hookspecs`` for the core's hooks; other plugins declare theirs). Use
+#: ``@hookimpl(optionalhook=True)`` for a hook whose owner plugin may be absent.
 hookimpl = pluggy.HookimplMarker("vachat")
 
+#: Marks a hook specification in a module or class that a plugin hands to
+#: ``pluginmanager.add_hookspecs`` from its ``vachat_addhooks`` hook. Name hooks
+#: ``<plugin>_<event>``; ``@hookspec(firstresult=True)`` when the first answer wins.
+hookspec = pluggy.HookspecMarker("vachat")
+
 __all__ = [
-    "hookimpl", "ApiHandler", "endpoint", "ws_event", "Actor", "BaseModel", "JSONField", "database",
-    "now", "new_id", "Rate", "ApiError", "ValidationFailed", "Unauthorized", "TokenExpired",
-    "Forbidden", "NotFound", "Conflict", "PayloadTooLarge", "UnsupportedMediaType", "RateLimited",
-    "QuotaExceeded", "InternalError", "Unavailable",
+    # declaring
+    "hookimpl", "hookspec", "ApiHandler", "endpoint", "ws_event", "requires", "EventContext", "Reply",
+    "BaseModel", "JSONField", "database", "now", "new_id", "Rate", "json_dumps",
+    # what a plugin is handed
+    "App", "Actor", "Accounts", "Database", "Hooks", "Hub", "Limiter", "Mailer",
+    # errors
+    "ApiError", "ValidationFailed", "Unauthorized", "TokenExpired", "Forbidden", "NotFound",
+    "Conflict", "PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "QuotaExceeded",
+    "InternalError", "Unavailable",
 ]

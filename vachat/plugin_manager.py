@@ -6,6 +6,12 @@ instance) and always load first. Everything else loads sorted by name, so hooks 
 defined order; a plugin that fails to import or to declare itself is logged as
 ``"<name> | <error>"`` and skipped, unless ``strict`` makes that fatal.
 
+Loading runs in phases, so that the order plugins happen to load in never matters: import
+every selected plugin, add the hook specs each declares (``vachat_addhooks``), register their
+implementations, then check what only the whole set can tell: hooks nobody declares (typos)
+and requirements (``REQUIRES = ("chat",)``) that are absent. A plugin failing a phase is
+disabled with the reason, and so is every plugin requiring it.
+
 This module never imports a plugin's code at import time, and never lets one plugin's
 exception escape into another plugin's hook call.
 """
@@ -23,8 +29,9 @@ from typing import Any, Iterable
 import pluggy
 
 from . import __version__, hookspecs
+from .errors import ApiError
 
-__all__ = ["PluginManager", "LoadedPlugin", "PluginLoadError", "ENTRY_POINT_GROUP", "CORE_PLUGINS"]
+__all__ = ["PluginManager", "LoadedPlugin", "PluginLoadError", "HookCaller", "ENTRY_POINT_GROUP", "CORE_PLUGINS"]
 
 log = logging.getLogger("vachat.plugins")
 
@@ -46,6 +53,10 @@ class LoadedPlugin:
     enabled: bool = True
     error: str | None = None
     order: int = 0
+    #: Plugins this one needs (its module's ``REQUIRES``); checked once every plugin loaded.
+    requires: tuple[str, ...] = ()
+    #: Hook names this plugin declares for others (``vachat_addhooks``).
+    declared_hooks: tuple[str, ...] = ()
 
     @property
     def directory(self) -> Path | None:
@@ -55,6 +66,10 @@ class LoadedPlugin:
     def _subdirectory(self, name: str) -> Path | None:
         explicit = getattr(self.module, f"{name.upper()}_DIR", None)
         if explicit:
+            if not Path(explicit).is_dir():
+                raise PluginLoadError(
+                    f"its {name.upper()}_DIR {explicit} is not a folder (was the package installed "
+                    f"without its {name}? list them as package data)")
             return Path(explicit)
         directory = self.directory
         candidate = directory / name if directory else None
@@ -72,7 +87,8 @@ class LoadedPlugin:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "source": self.source,
-                "enabled": self.enabled, "error": self.error}
+                "enabled": self.enabled, "error": self.error, "requires": list(self.requires),
+                "hooks": list(self.declared_hooks)}
 
 
 @dataclass
@@ -107,24 +123,33 @@ class PluginManager:
         self.pm = pluggy.PluginManager("vachat")
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, LoadedPlugin] = {}
+        #: hook name → the plugin that declared it ("core" for ``vachat_*``).
+        self.hook_owners: dict[str, str] = {
+            name: "core" for name in dir(hookspecs) if name.startswith("vachat_")}
 
     # -- loading ---------------------------------------------------------------
 
-    def load(self, extra: Iterable[tuple[str, Any]] = ()) -> None:
+    def load(self, extra: Iterable[tuple[str, Any]] = (), *, only: Iterable[str] | None = None) -> None:
         """Load the core plugins, every enabled entry point, then ``extra`` ``(name, module)`` pairs.
 
         ``extra`` is how tests hand in plugins that are not installed; they obey the same
-        enable/disable list and ordering.
+        enable/disable list and ordering. ``only`` (tests) restricts the installed plugins to
+        the names given and what they require; ``extra`` always loads.
         """
         for name, module_path in CORE_PLUGINS:
-            self._register(LoadedPlugin(name, __version__, "core"), module_path)
-        candidates: list[tuple[LoadedPlugin, Any]] = []
+            self._import(LoadedPlugin(name, __version__, "core"), module_path)
+        installed: dict[str, tuple[LoadedPlugin, Any]] = {}
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             distribution = entry_point.dist.name if entry_point.dist else "unknown"
             version = entry_point.dist.version if entry_point.dist else "0"
-            candidates.append((LoadedPlugin(entry_point.name, version, distribution), entry_point))
-        for name, module in extra:
-            candidates.append((LoadedPlugin(name, str(getattr(module, "__version__", "0")), "test"), module))
+            installed.setdefault(entry_point.name, (LoadedPlugin(entry_point.name, version, distribution), entry_point))
+        extras = [(LoadedPlugin(name, str(getattr(module, "__version__", "0")), "test"), module)
+                  for name, module in extra]
+        if only is None:
+            candidates = [*installed.values(), *extras]
+        else:
+            wanted = set(only)
+            candidates = [installed[name] for name in sorted(wanted) if name in installed] + extras
         for plugin, target in sorted(candidates, key=lambda pair: pair[0].name):
             if plugin.name in self.plugins:
                 self._fail(plugin, f"another plugin is already named {plugin.name!r}")
@@ -134,9 +159,15 @@ class PluginManager:
                 self.plugins[plugin.name] = plugin
                 log.info("%s | disabled by VACHAT_PLUGINS", plugin.name)
                 continue
-            self._register(plugin, target)
+            self._import(plugin, target)
+        if only is not None:
+            self._import_requirements(installed)
+        self._add_declared_hooks()
+        self._register_all()
+        self._check_hooks()
+        self._check_requirements()
 
-    def _register(self, plugin: LoadedPlugin, target: Any) -> None:
+    def _import(self, plugin: LoadedPlugin, target: Any) -> None:
         plugin.order = len(self.plugins)
         self.plugins[plugin.name] = plugin
         try:
@@ -148,13 +179,74 @@ class PluginManager:
                 module = target
             plugin.module = module
             plugin.version = str(getattr(module, "__version__", plugin.version))
-            unknown = _unknown_hooks(module)
+            plugin.requires = tuple(getattr(module, "REQUIRES", ()))
+            _ = plugin.migrations_dir, plugin.schemas_dir  # a declared folder that is missing fails here
+        except Exception as error:  # an import error, a missing folder, …
+            self._fail(plugin, f"failed to load: {error}" if isinstance(error, PluginLoadError)
+                       else f"failed to load: {error!r}")
+
+    def _import_requirements(self, installed: dict[str, tuple[LoadedPlugin, Any]]) -> None:
+        """With ``only``: bring in what the chosen plugins require, transitively."""
+        pending = True
+        while pending:
+            pending = False
+            for plugin in list(self.enabled):
+                for name in plugin.requires:
+                    if name not in self.plugins and name in installed and self.selection.enables(name):
+                        self._import(*installed[name])
+                        pending = True
+
+    def _add_declared_hooks(self) -> None:
+        for plugin in self.enabled:
+            declare = getattr(plugin.module, "vachat_addhooks", None)
+            if declare is None or plugin.source == "core":
+                continue
+            registrar = _HookRegistrar(self, plugin)
+            try:
+                declare(pluginmanager=registrar)
+            except Exception as error:
+                self._fail(plugin, f"vachat_addhooks failed: {error}")
+            plugin.declared_hooks = tuple(registrar.added)
+
+    def _register_all(self) -> None:
+        for plugin in self.enabled:
+            try:
+                self.pm.register(plugin.module, name=plugin.name)
+            except Exception as error:  # a hook signature pluggy rejects, …
+                self._fail(plugin, f"failed to load: {error}")
+
+    def _check_hooks(self) -> None:
+        """A hook name nobody declares is a typo, unless marked optional for an absent owner."""
+        for plugin in self.enabled:
+            unknown = []
+            for name, options in _hook_implementations(plugin.module):
+                if name in self.hook_owners:
+                    continue
+                owner = next((p for p in self.plugins if name.startswith(f"{p}_")), None)
+                if options.get("optionalhook") and not (owner and self.is_enabled(owner)):
+                    continue
+                unknown.append(name)
             if unknown:
-                raise ValueError(f"implements hooks that do not exist: {', '.join(unknown)} "
-                                 "(see vachat.hookspecs for the hook names)")
-            self.pm.register(module, name=plugin.name)
-        except Exception as error:  # an import error, a hook signature pluggy rejects, …
-            self._fail(plugin, f"failed to load: {error!r}")
+                self._fail(plugin, f"implements hooks that no plugin declares: {', '.join(unknown)} "
+                                   "(a typo? the core's are in vachat.hookspecs; mark an implementation of "
+                                   "another plugin's hook @hookimpl(optionalhook=True) if it may be absent)")
+
+    def _check_requirements(self) -> None:
+        changed = True
+        while changed:
+            changed = False
+            for plugin in self.enabled:
+                missing = [name for name in plugin.requires if not self.is_enabled(name)]
+                if missing:
+                    self._fail(plugin, "requires " + ", ".join(
+                        f"plugin {name!r}, which {self._absence(name)}" for name in missing))
+                    changed = True
+
+    def _absence(self, name: str) -> str:
+        plugin = self.plugins.get(name)
+        if plugin is None:
+            return "is not installed"
+        return f"failed to load ({plugin.error})" if plugin.error else "is disabled (VACHAT_PLUGINS)"
 
     def _fail(self, plugin: LoadedPlugin, message: str) -> None:
         if self.strict:
@@ -167,8 +259,10 @@ class PluginManager:
             self.pm.unregister(plugin.module)
 
     def disable(self, name: str, reason: str) -> None:
-        """Take a plugin out after it failed a declaration hook (fatal when strict)."""
+        """Take a plugin out after it failed a declaration hook (fatal when strict); plugins
+        that require it go too."""
         self._fail(self.plugins[name], reason)
+        self._check_requirements()
 
     @property
     def enabled(self) -> list[LoadedPlugin]:
@@ -180,14 +274,25 @@ class PluginManager:
 
     # -- calling ---------------------------------------------------------------
 
+    def _caller(self, hook_name: str) -> Any:
+        if hook_name not in self.hook_owners:
+            raise LookupError(f"no plugin declares a hook named {hook_name!r}")
+        return getattr(self.pm.hook, hook_name, None)
+
     def _implementations(self, hook_name: str) -> list[tuple[LoadedPlugin, Any]]:
-        hook = getattr(self.pm.hook, hook_name)
+        hook = self._caller(hook_name)
+        if hook is None:
+            return []
         found = []
         for impl in hook.get_hookimpls():
             plugin = self.plugins.get(impl.plugin_name)
             if plugin is not None and plugin.enabled:
                 found.append((plugin, impl))
         return sorted(found, key=lambda pair: pair[0].order)
+
+    def is_firstresult(self, hook_name: str) -> bool:
+        hook = self._caller(hook_name)
+        return bool(hook is not None and hook.spec is not None and hook.spec.opts.get("firstresult"))
 
     def _invoke(self, impl: Any, kwargs: dict[str, Any]) -> Any:
         return impl.function(*(kwargs[name] for name in impl.argnames))
@@ -196,6 +301,8 @@ class PluginManager:
         """Call a declaration hook; a plugin whose implementation raises is disabled."""
         results = []
         for plugin, impl in self._implementations(hook_name):
+            if not plugin.enabled:  # disabled by an earlier answer in this same call
+                continue
             try:
                 result = self._invoke(impl, kwargs)
             except Exception as error:
@@ -216,6 +323,292 @@ class PluginManager:
             except Exception:
                 log.exception("%s | %s failed", plugin.name, hook_name)
 
+    async def call(self, hook_name: str, **kwargs: Any) -> Any:
+        """Ask every plugin in order. ``ApiError``s reach the caller (a refusal); other
+        exceptions are logged and that plugin skipped, except in ``firstresult`` hooks, whose
+        answer is the first non-``None`` one and whose errors are the answer too (a 401)."""
+        first_only = self.is_firstresult(hook_name)
+        answers = []
+        for plugin, impl in self._implementations(hook_name):
+            try:
+                result = self._invoke(impl, kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+            except ApiError:
+                raise
+            except Exception:
+                if first_only:
+                    raise
+                log.exception("%s | %s failed", plugin.name, hook_name)
+                continue
+            if result is not None:
+                if first_only:
+                    return result
+                answers.append(result)
+        return None if first_only else answers
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "source": self.source,
+                "enabled": self.enabled, "error": self.error, "requires": list(self.requires),
+                "hooks": list(self.declared_hooks)}
+
+
+@dataclass
+class Selection:
+    """``VACHAT_PLUGINS``: plain or ``+name`` entries form an allow-list, ``-name`` disables."""
+
+    allowed: set[str] = field(default_factory=set)
+    denied: set[str] = field(default_factory=set)
+
+    @classmethod
+    def parse(cls, entries: Iterable[str]) -> "Selection":
+        selection = cls()
+        for entry in entries:
+            if entry.startswith("-"):
+                selection.denied.add(entry[1:])
+            elif entry not in ("*", "+*"):
+                selection.allowed.add(entry.lstrip("+"))
+        return selection
+
+    def enables(self, name: str) -> bool:
+        if name in self.denied:
+            return False
+        return not self.allowed or name in self.allowed
+
+
+class PluginManager:
+    """The plugins of one application and the ordered, failure-isolated way to call them."""
+
+    def __init__(self, *, enabled: Iterable[str] = (), strict: bool = False) -> None:
+        self.selection = Selection.parse(enabled)
+        self.strict = strict
+        self.pm = pluggy.PluginManager("vachat")
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: dict[str, LoadedPlugin] = {}
+        #: hook name → the plugin that declared it ("core" for ``vachat_*``).
+        self.hook_owners: dict[str, str] = {
+            name: "core" for name in dir(hookspecs) if name.startswith("vachat_")}
+
+    # -- loading ---------------------------------------------------------------
+
+    def load(self, extra: Iterable[tuple[str, Any]] = (), *, only: Iterable[str] | None = None) -> None:
+        """Load the core plugins, every enabled entry point, then ``extra`` ``(name, module)`` pairs.
+
+        ``extra`` is how tests hand in plugins that are not installed; they obey the same
+        enable/disable list and ordering. ``only`` (tests) restricts the installed plugins to
+        the names given and what they require; ``extra`` always loads.
+        """
+        for name, module_path in CORE_PLUGINS:
+            self._import(LoadedPlugin(name, __version__, "core"), module_path)
+        installed: dict[str, tuple[LoadedPlugin, Any]] = {}
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            distribution = entry_point.dist.name if entry_point.dist else "unknown"
+            version = entry_point.dist.version if entry_point.dist else "0"
+            installed.setdefault(entry_point.name, (LoadedPlugin(entry_point.name, version, distribution), entry_point))
+        extras = [(LoadedPlugin(name, str(getattr(module, "__version__", "0")), "test"), module)
+                  for name, module in extra]
+        if only is None:
+            candidates = [*installed.values(), *extras]
+        else:
+            wanted = set(only)
+            candidates = [installed[name] for name in sorted(wanted) if name in installed] + extras
+        for plugin, target in sorted(candidates, key=lambda pair: pair[0].name):
+            if plugin.name in self.plugins:
+                self._fail(plugin, f"another plugin is already named {plugin.name!r}")
+                continue
+            if not self.selection.enables(plugin.name):
+                plugin.enabled = False
+                self.plugins[plugin.name] = plugin
+                log.info("%s | disabled by VACHAT_PLUGINS", plugin.name)
+                continue
+            self._import(plugin, target)
+        if only is not None:
+            self._import_requirements(installed)
+        self._add_declared_hooks()
+        self._register_all()
+        self._check_hooks()
+        self._check_requirements()
+
+    def _import(self, plugin: LoadedPlugin, target: Any) -> None:
+        plugin.order = len(self.plugins)
+        self.plugins[plugin.name] = plugin
+        try:
+            if isinstance(target, str):
+                module = importlib.import_module(target)
+            elif isinstance(target, importlib.metadata.EntryPoint):
+                module = target.load()
+            else:
+                module = target
+            plugin.module = module
+            plugin.version = str(getattr(module, "__version__", plugin.version))
+            plugin.requires = tuple(getattr(module, "REQUIRES", ()))
+            _ = plugin.migrations_dir, plugin.schemas_dir  # a declared folder that is missing fails here
+        except Exception as error:  # an import error, a missing folder, …
+            self._fail(plugin, f"failed to load: {error}" if isinstance(error, PluginLoadError)
+                       else f"failed to load: {error!r}")
+
+    def _import_requirements(self, installed: dict[str, tuple[LoadedPlugin, Any]]) -> None:
+        """With ``only``: bring in what the chosen plugins require, transitively."""
+        pending = True
+        while pending:
+            pending = False
+            for plugin in list(self.enabled):
+                for name in plugin.requires:
+                    if name not in self.plugins and name in installed and self.selection.enables(name):
+                        self._import(*installed[name])
+                        pending = True
+
+    def _add_declared_hooks(self) -> None:
+        for plugin in self.enabled:
+            declare = getattr(plugin.module, "vachat_addhooks", None)
+            if declare is None or plugin.source == "core":
+                continue
+            registrar = _HookRegistrar(self, plugin)
+            try:
+                declare(pluginmanager=registrar)
+            except Exception as error:
+                self._fail(plugin, f"vachat_addhooks failed: {error}")
+            plugin.declared_hooks = tuple(registrar.added)
+
+    def _register_all(self) -> None:
+        for plugin in self.enabled:
+            try:
+                self.pm.register(plugin.module, name=plugin.name)
+            except Exception as error:  # a hook signature pluggy rejects, …
+                self._fail(plugin, f"failed to load: {error}")
+
+    def _check_hooks(self) -> None:
+        """A hook name nobody declares is a typo, unless marked optional for an absent owner."""
+        for plugin in self.enabled:
+            unknown = []
+            for name, options in _hook_implementations(plugin.module):
+                if name in self.hook_owners:
+                    continue
+                owner = next((p for p in self.plugins if name.startswith(f"{p}_")), None)
+                if options.get("optionalhook") and not (owner and self.is_enabled(owner)):
+                    continue
+                unknown.append(name)
+            if unknown:
+                self._fail(plugin, f"implements hooks that no plugin declares: {', '.join(unknown)} "
+                                   "(a typo? the core's are in vachat.hookspecs; mark an implementation of "
+                                   "another plugin's hook @hookimpl(optionalhook=True) if it may be absent)")
+
+    def _check_requirements(self) -> None:
+        changed = True
+        while changed:
+            changed = False
+            for plugin in self.enabled:
+                missing = [name for name in plugin.requires if not self.is_enabled(name)]
+                if missing:
+                    self._fail(plugin, "requires " + ", ".join(
+                        f"plugin {name!r}, which {self._absence(name)}" for name in missing))
+                    changed = True
+
+    def _absence(self, name: str) -> str:
+        plugin = self.plugins.get(name)
+        if plugin is None:
+            return "is not installed"
+        return f"failed to load ({plugin.error})" if plugin.error else "is disabled (VACHAT_PLUGINS)"
+
+    def _fail(self, plugin: LoadedPlugin, message: str) -> None:
+        if self.strict:
+            raise PluginLoadError(f"{plugin.name} | {message}")
+        log.error("%s | %s (skipped; set VACHAT_PLUGINS_STRICT=1 to make this fatal)", plugin.name, message)
+        plugin.enabled = False
+        plugin.error = message
+        self.plugins.setdefault(plugin.name, plugin)
+        if plugin.module is not None and self.pm.is_registered(plugin.module):
+            self.pm.unregister(plugin.module)
+
+    def disable(self, name: str, reason: str) -> None:
+        """Take a plugin out after it failed a declaration hook (fatal when strict); plugins
+        that require it go too."""
+        self._fail(self.plugins[name], reason)
+        self._check_requirements()
+
+    @property
+    def enabled(self) -> list[LoadedPlugin]:
+        return sorted((p for p in self.plugins.values() if p.enabled), key=lambda p: p.order)
+
+    def is_enabled(self, name: str) -> bool:
+        plugin = self.plugins.get(name)
+        return bool(plugin and plugin.enabled)
+
+    # -- calling ---------------------------------------------------------------
+
+    def _caller(self, hook_name: str) -> Any:
+        if hook_name not in self.hook_owners:
+            raise LookupError(f"no plugin declares a hook named {hook_name!r}")
+        return getattr(self.pm.hook, hook_name, None)
+
+    def _implementations(self, hook_name: str) -> list[tuple[LoadedPlugin, Any]]:
+        hook = self._caller(hook_name)
+        if hook is None:
+            return []
+        found = []
+        for impl in hook.get_hookimpls():
+            plugin = self.plugins.get(impl.plugin_name)
+            if plugin is not None and plugin.enabled:
+                found.append((plugin, impl))
+        return sorted(found, key=lambda pair: pair[0].order)
+
+    def is_firstresult(self, hook_name: str) -> bool:
+        hook = self._caller(hook_name)
+        return bool(hook is not None and hook.spec is not None and hook.spec.opts.get("firstresult"))
+
+    def _invoke(self, impl: Any, kwargs: dict[str, Any]) -> Any:
+        return impl.function(*(kwargs[name] for name in impl.argnames))
+
+    def collect(self, hook_name: str, **kwargs: Any) -> list[tuple[LoadedPlugin, Any]]:
+        """Call a declaration hook; a plugin whose implementation raises is disabled."""
+        results = []
+        for plugin, impl in self._implementations(hook_name):
+            if not plugin.enabled:  # disabled by an earlier answer in this same call
+                continue
+            try:
+                result = self._invoke(impl, kwargs)
+            except Exception as error:
+                log.exception("%s | %s failed", plugin.name, hook_name)
+                self.disable(plugin.name, f"{hook_name} failed: {error!r}")
+                continue
+            if result is not None:
+                results.append((plugin, result))
+        return results
+
+    async def notify(self, hook_name: str, **kwargs: Any) -> None:
+        """Call a notification hook on every plugin; failures are logged, never raised."""
+        for plugin, impl in self._implementations(hook_name):
+            try:
+                result = self._invoke(impl, kwargs)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("%s | %s failed", plugin.name, hook_name)
+
+    async def call(self, hook_name: str, **kwargs: Any) -> Any:
+        """Ask every plugin in order. ``ApiError``s reach the caller (a refusal); other
+        exceptions are logged and that plugin skipped, except in ``firstresult`` hooks, whose
+        answer is the first non-``None`` one and whose errors are the answer too (a 401)."""
+        first_only = self.is_firstresult(hook_name)
+        answers = []
+        for plugin, impl in self._implementations(hook_name):
+            try:
+                result = self._invoke(impl, kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+            except ApiError:
+                raise
+            except Exception:
+                if first_only:
+                    raise
+                log.exception("%s | %s failed", plugin.name, hook_name)
+                continue
+            if result is not None:
+                if first_only:
+                    return result
+                answers.append(result)
+        return None if first_only else answers
+
     async def first(self, hook_name: str, **kwargs: Any) -> Any:
         """The first non-``None`` answer in plugin order; exceptions propagate (e.g. 401s)."""
         for _plugin, impl in self._implementations(hook_name):
@@ -230,10 +623,54 @@ class PluginManager:
         return [plugin.describe() for plugin in sorted(self.plugins.values(), key=lambda p: (p.source != "core", p.name))]
 
 
-def _unknown_hooks(module: Any) -> list[str]:
-    """Names marked ``@hookimpl`` that no hookspec declares: a typo would otherwise be ignored."""
-    return sorted(
-        name for name in dir(module)
-        if getattr(getattr(module, name, None), "vachat_impl", None) is not None
-        and not hasattr(hookspecs, name)
-    )
+class HookCaller:
+    """``app.hooks``: the plugin API's way to call hooks, with ``app`` filled in."""
+
+    def __init__(self, manager: PluginManager, app: Any) -> None:
+        self._manager = manager
+        self._app = app
+
+    async def notify(self, hook_name: str, **kwargs: Any) -> None:
+        await self._manager.notify(hook_name, app=self._app, **kwargs)
+
+    async def call(self, hook_name: str, **kwargs: Any) -> Any:
+        return await self._manager.call(hook_name, app=self._app, **kwargs)
+
+    def implemented(self, hook_name: str) -> bool:
+        return bool(self._manager._implementations(hook_name))
+
+
+class _HookRegistrar:
+    """What ``vachat_addhooks`` receives: adds one plugin's hook specs, checking their names."""
+
+    def __init__(self, manager: PluginManager, plugin: LoadedPlugin) -> None:
+        self._manager = manager
+        self._plugin = plugin
+        self.added: list[str] = []
+
+    def add_hookspecs(self, module_or_class: Any) -> None:
+        names = [name for name in dir(module_or_class)
+                 if getattr(getattr(module_or_class, name, None), "vachat_spec", None) is not None]
+        if not names:
+            raise ValueError(f"{module_or_class!r} has no function marked @hookspec")
+        prefix = f"{self._plugin.name}_"
+        for name in names:
+            if not name.startswith(prefix):
+                raise ValueError(f"hook {name!r} must be named {prefix}<event>")
+            owner = self._manager.hook_owners.get(name)
+            if owner is not None:
+                raise ValueError(f"hook {name!r} is already declared by {owner}")
+        self._manager.pm.add_hookspecs(module_or_class)
+        for name in names:
+            self._manager.hook_owners[name] = self._plugin.name
+        self.added.extend(names)
+
+
+def _hook_implementations(module: Any) -> list[tuple[str, dict[str, Any]]]:
+    """``(hook name, options)`` of every function in ``module`` marked ``@hookimpl``."""
+    found = []
+    for name in dir(module):
+        options = getattr(getattr(module, name, None), "vachat_impl", None)
+        if options is not None:
+            found.append((options.get("specname") or name, options))
+    return sorted(found)

@@ -14,9 +14,10 @@ IOLoop thread only.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 import redis.asyncio
 import redis.exceptions
@@ -31,6 +32,8 @@ log = logging.getLogger("vachat.redis")
 # RedisError covers connection loss, timeouts, pool exhaustion and server-side refusals such as
 # READONLY after a fail-over or OOM; OSError covers socket failures that escape redis-py
 # (on 3.11 it also covers asyncio.TimeoutError, which is the builtin TimeoutError).
+T = TypeVar("T")
+
 REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
 
 # Loopback or same-datacentre Redis answers in well under a millisecond; a connect that takes
@@ -90,17 +93,9 @@ def make_redis(url: str, *, client_name: str = REDIS_CLIENT_NAME) -> redis.async
 class RedisGuard:
     """A circuit breaker shared by everything that talks to one Redis.
 
-    Usage, around every Redis call::
+    Around every Redis call, ``attempt`` does the whole dance::
 
-        if guard.should_try():
-            try:
-                result = await client.something()
-            except REDIS_ERRORS as error:
-                guard.record_failure(error, "rate limiter")
-            else:
-                guard.record_success()
-                return result
-        return fallback()
+        return await guard.attempt("rate limiter", lambda: client.something(), fallback)
 
     While Redis is up every call goes through. After a failure the guard is down: calls are
     skipped for ``backoff`` seconds, then one caller is let through as a probe (the others keep
@@ -163,6 +158,22 @@ class RedisGuard:
         self._last_error = None
         self._down_since = None
         log.info("Redis reachable again%s after %.1f s", f" ({source})" if source else "", down_for)
+
+    async def attempt(self, source: str, operation: Callable[[], Awaitable[T]],
+                      fallback: Callable[[], Any]) -> T:
+        """``await operation()`` while Redis is usable, else (or when it fails) ``fallback()``
+        (awaited when it returns an awaitable). Failures and recoveries are recorded for
+        ``/health`` and logged once per transition, naming ``source``."""
+        if self.should_try():
+            try:
+                result = await operation()
+            except REDIS_ERRORS as error:
+                self.record_failure(error, source)
+            else:
+                self.record_success(source)
+                return result
+        answer = fallback()
+        return await answer if inspect.isawaitable(answer) else answer
 
     def status(self) -> dict[str, Any]:
         """The ``redis`` check of ``/health``."""

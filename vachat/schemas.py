@@ -122,9 +122,20 @@ class SchemaRegistry:
 
     def compile_all(self) -> None:
         """Compile every validator now, so a broken ``$ref`` fails at start-up, not mid-request."""
+        for namespace in sorted({schema_id.partition("/")[0] for schema_id in self._schemas}):
+            self.compile_namespace(namespace)
+
+    def compile_namespace(self, namespace: str) -> None:
+        """Compile the validators of one owner's schemas and resolve their ``$ref``s now; raises
+        ``SchemaError`` naming the first that fails."""
         registry = self._resources()
         for schema_id, schema in self._schemas.items():
-            self.validator(schema_id)
+            if not schema_id.startswith(f"{namespace}/"):
+                continue
+            try:
+                self.validator(schema_id)
+            except Exception as error:  # a schema referencing.Registry cannot take
+                raise SchemaError(f"schema {schema_id!r} does not compile: {error}") from None
             resolver = registry.resolver(base_uri=schema["$id"])
             for ref in _walk_refs(schema):
                 try:
@@ -133,6 +144,13 @@ class SchemaRegistry:
                     raise SchemaError(f"schema {schema_id!r}: $ref {ref!r} does not resolve") from None
 
     # -- use -------------------------------------------------------------------
+
+    def remove_namespace(self, namespace: str) -> None:
+        """Forget one owner's schemas (a plugin that failed to load)."""
+        for schema_id in [schema_id for schema_id in self._schemas if schema_id.startswith(f"{namespace}/")]:
+            del self._schemas[schema_id]
+        self._registry = None
+        self._validators.clear()
 
     def __contains__(self, schema_id: str) -> bool:
         return schema_id in self._schemas

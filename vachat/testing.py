@@ -3,10 +3,13 @@
 Installing vachat gives every test suite, the core's and a plugin author's, the same tools:
 
 ``app``
-    A started ``VachatApplication`` on a migrated, emptied database. Configure it per module
-    or per test by overriding ``vachat_config`` (settings overrides, by attribute name) and
-    ``vachat_plugins`` (extra ``(name, module)`` plugins), or with the marker
-    ``@pytest.mark.vachat(config={...}, plugins=[...])``.
+    A started ``VachatApplication`` on a migrated, emptied database, with the core and the
+    plugins the test names: ``@pytest.mark.vachat(plugins=["chat", ("mine", module)])`` (installed
+    plugins by name, uninstalled ones as ``(name, module)``; what they ``REQUIRE`` comes along).
+    Without a name it loads the plugin under test: the installed plugin whose package (or
+    project folder) holds the test file; other installed plugins stay out. Settings overrides
+    come from ``config={...}`` (by attribute name; ``plugin_sections={"name": {...}}`` sets
+    ``[plugins.<name>]``) or by overriding the ``vachat_config`` / ``vachat_plugins`` fixtures.
 ``fetch``
     ``await fetch(path, method="GET", json=None, headers=None, user=None)`` → ``Response``
     with ``.code``, ``.headers``, ``.body`` and ``.json``. Never raises on 4xx/5xx.
@@ -21,8 +24,10 @@ Installing vachat gives every test suite, the core's and a plugin author's, the 
 ``admin_user``
     An ``AccountUser`` with the ``admin`` role (``*``).
 
-``user=`` is a user id string (authenticated by the test auth plugin as ``Bearer test:<id>``) or any
-object with an ``auth_headers`` mapping (real credentials, e.g. from the accounts fixtures).
+``user=`` is a user id string (authenticated by the test auth plugin as ``Bearer test:<id>``;
+grant permissions with ``headers={"X-Test-Permissions": "files.access_all"}``) or any object with
+an ``auth_headers`` mapping: an ``AccountUser``, or the ``Response`` of ``login(fetch, e, p)``.
+For a real account with a permission, ``make_user(role="auditor", permissions=["audit.read"])``.
 
 Databases: SQLite in a temporary directory by default; when ``VACHAT_TEST_DATABASE_URL`` is
 set (``postgresql://…``) a fresh database is created on that server for the session and
@@ -66,9 +71,19 @@ TEST_SECRET = "test-secret-" + "x" * 40
 TEST_REFRESH_SECRET = "test-refresh-secret-" + "y" * 40
 
 
+# pytest-tornado (the ``gen_test`` marker and ``io_loop``) predates Tornado 6.x's asyncio
+# integration; these warnings come from it, not from the code under test.
+WARNING_FILTERS = (
+    "ignore::DeprecationWarning:pytest_tornado.*",
+    "ignore:There is no current event loop:DeprecationWarning",
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "vachat(config=None, plugins=None): settings overrides and extra plugins for the app fixture")
+        "markers", "vachat(config=None, plugins=None): settings overrides and the plugins for the app fixture")
+    for line in WARNING_FILTERS:
+        config.addinivalue_line("filterwarnings", line)
 
 
 # ---------------------------------------------------------------------------
@@ -142,8 +157,11 @@ def make_test_settings(database_url: str, redis_url: str = "", tmp_path: Path | 
     }
     if tmp_path is not None:
         base["upload_path"] = str(tmp_path / "uploads")
+    plugin_sections = overrides.pop("plugin_sections", None)
+    environ = overrides.pop("environ", {})
     base.update(overrides)
-    return load_settings(environ={}, overrides=base)
+    settings = load_settings(environ=environ, overrides=base)
+    return settings.replace(plugin_sections=plugin_sections) if plugin_sections is not None else settings
 
 
 def reset_database(app: VachatApplication) -> None:
@@ -156,12 +174,56 @@ def reset_database(app: VachatApplication) -> None:
     if app.db.is_postgres:
         engine.execute_sql("TRUNCATE {} RESTART IDENTITY CASCADE".format(", ".join(f'"{t}"' for t in tables)))
     else:
+        # A virtual table (FTS5) is emptied through itself; its shadow tables must not be touched.
+        virtual = [row[0] for row in engine.execute_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%'")]
         engine.execute_sql("PRAGMA foreign_keys = OFF")
         for table in tables:
-            if not table.startswith("sqlite_") and "_fts" not in table:
+            shadow = any(table.startswith(f"{name}_") for name in virtual)
+            if not table.startswith("sqlite_") and not shadow:
                 engine.execute_sql(f'DELETE FROM "{table}"')
         engine.execute_sql("PRAGMA foreign_keys = ON")
     engine.close()
+
+
+def requested_plugins(request: pytest.FixtureRequest, extra: Iterable[Any]) -> tuple[list[str], list[tuple[str, Any]]]:
+    """The installed plugins (by name) and uninstalled ``(name, module)`` ones a test asks for."""
+    names: list[str] = []
+    modules: list[tuple[str, Any]] = []
+    named = False
+    for marker in reversed(list(request.node.iter_markers("vachat"))):
+        if "plugins" in marker.kwargs:
+            named = True
+        for entry in marker.kwargs.get("plugins") or []:
+            (names.append(entry) if isinstance(entry, str) else modules.append(tuple(entry)))
+    modules.extend(extra)
+    if not named:
+        under_test = plugin_under_test(Path(str(request.node.fspath)))
+        names.extend([under_test] if under_test else [])
+    return names, modules
+
+
+def plugin_under_test(test_file: Path) -> str | None:
+    """The installed plugin whose package folder holds ``test_file``, else the one whose
+    project folder (the package's parent) alone holds it."""
+    import importlib.metadata
+    import importlib.util
+
+    test_file = test_file.resolve()
+    parents: list[tuple[str, Path]] = []
+    for entry_point in importlib.metadata.entry_points(group="vachat.plugins"):
+        try:
+            spec = importlib.util.find_spec(entry_point.value.partition(":")[0])
+        except (ImportError, ValueError):
+            continue
+        if spec is None or not spec.origin:
+            continue
+        package = Path(spec.origin).resolve().parent
+        if package in test_file.parents:
+            return entry_point.name
+        parents.append((entry_point.name, package.parent))
+    holders = [name for name, folder in parents if folder in test_file.parents]
+    return holders[0] if len(holders) == 1 else None
 
 
 @pytest.fixture
@@ -169,13 +231,13 @@ def app(request: pytest.FixtureRequest, io_loop: Any, vachat_database_url: str, 
         vachat_config: dict[str, Any], vachat_plugins: list[tuple[str, Any]], tmp_path: Path) -> Iterable[VachatApplication]:
     """A started application (the name pytest-tornado's ``http_server`` expects)."""
     config = dict(vachat_config)
-    plugins = list(vachat_plugins)
     for marker in reversed(list(request.node.iter_markers("vachat"))):
         config.update(marker.kwargs.get("config") or {})
-        plugins.extend(marker.kwargs.get("plugins") or [])
+    names, modules = requested_plugins(request, vachat_plugins)
     settings = make_test_settings(config.pop("database_url", vachat_database_url),
                                   config.pop("redis_url", vachat_redis_url), tmp_path, **config)
-    application = VachatApplication(settings, extra_plugins=[("testauth", testing_auth), *plugins])
+    application = VachatApplication(settings, extra_plugins=[("testauth", testing_auth), *modules],
+                                    only_plugins=names)
     application.db.bind()
     reset_database(application)
     if settings.redis_url == vachat_redis_url and vachat_redis_url:
@@ -207,6 +269,12 @@ class Response:
     @property
     def data(self) -> Any:
         return self.json["data"]
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """For the answer of a sign-in (``login``, register): its access token, so the response
+        itself can be passed as ``user=``."""
+        return {"Authorization": f"Bearer {self.data['tokens']['accessToken']}"}
 
 
 def assert_error(response: Response, status: int, code: str) -> dict[str, Any]:
@@ -528,9 +596,10 @@ def make_user(app: VachatApplication) -> Callable[..., Any]:
     ``User`` columns (``is_active=False``, ``tier="pro"``, ``first_name=…``). A ``role`` that
     does not exist is created with ``permissions`` (default none).
     """
-    from .accounts.models import Role, User, UserPreferences, UserStatistics
+    from .accounts.models import Role
     from .accounts.passwords import hash_password
     from .accounts.sessions import create_session
+    from .accounts.users import create_account
 
     async def make_user(email: str | None = None, password: str | None = None, role: str = "user",
                         permissions: list[str] | None = None, **fields: Any) -> AccountUser:
@@ -540,16 +609,12 @@ def make_user(app: VachatApplication) -> Callable[..., Any]:
         hashed = await hash_password(app, password)
 
         def create() -> str:
-            with User._meta.database.atomic():
-                found = Role.get_or_none(Role.name == role)
-                if found is None:
+            with Role._meta.database.atomic():
+                if not Role.select().where(Role.name == role).exists():
                     Role.create(name=role, permissions=list(permissions or []))
                 elif permissions is not None:
                     Role.update(permissions=list(permissions)).where(Role.name == role).execute()
-                user = User.create(email=email, password_hash=hashed, role=role, **fields)
-                UserPreferences.create(user=user.id)
-                UserStatistics.create(user=user.id)
-                return user.id
+                return create_account(email, hashed, role=role, **fields).id
 
         user_id = await app.db.run(create)
         session_id, tokens = await create_session(app, user_id, ip="127.0.0.1", user_agent="vachat-tests")

@@ -185,6 +185,11 @@ class ApiHandler(tornado.web.RequestHandler):
     body: Any = None
     query: dict[str, Any]
 
+    @property
+    def app(self) -> Any:
+        """The application as the plugin API describes it (``vachat.interfaces.App``)."""
+        return self.application
+
     # -- Tornado template methods ---------------------------------------------
 
     def set_default_headers(self) -> None:

@@ -1,7 +1,9 @@
-"""Accounts: who a caller is and what they may do (SPEC §4 Auth, Users, Roles; §8).
+"""Accounts: who a caller is (users, sessions, API keys, the audit log).
 
 The core's own plugin (registered first in ``CORE_PLUGINS``) implementing authentication for
-REST and WebSocket, with these modules:
+REST and WebSocket. Users and authentication are the core's, not a plugin's, because every
+request and socket depends on them: a server without them could not tell who may do what.
+Role checks (``requires``) live in ``vachat.rbac``. Modules:
 
 - ``models``       users, roles, sessions, one-time tokens, API keys, audit log, preferences
 - ``passwords``    policy, common-password list, bcrypt off the IOLoop, the >72-byte rule
@@ -10,10 +12,11 @@ REST and WebSocket, with these modules:
 - ``apikeys``      API key creation, hashing and lookup
 - ``audit``        audit-log rows
 - ``limits``       RATE_LIMIT_AUTH per IP and per account
-- ``rbac``         ``requires("perm")`` for REST methods and WebSocket events
+- ``users``        ``create_account``, shared by register, ``create-admin`` and the fixtures
+- ``service``      ``app.accounts``: what plugins may do with users and sessions
 - ``auth_handlers`` the ``/api/auth`` routes
 - ``recovery``, ``profile``, ``mail`` (password reset, e-mail verification, ``/api/users``)
 - ``plugin``       the hook implementations; ``commands`` the ``seed``/``create-admin`` CLI
 
-Importing this package imports nothing else, so the CLI can probe for it cheaply.
+Importing this package imports nothing else.
 """

@@ -28,11 +28,12 @@ from . import apikeys, audit, sessions
 from .commands import EMAIL_PATTERN, ensure_default_roles
 from .limits import check_auth_limits
 from .models import (
-    DEFAULT_ROLE, EMAIL_MAX_LENGTH, ApiKey, Role, Session, User, UserPreferences, UserStatistics, normalize_email,
+    DEFAULT_ROLE, EMAIL_MAX_LENGTH, ApiKey, Role, Session, User, normalize_email,
 )
 from .passwords import check_policy, hash_password, verify_password
 from .profile import is_timezone
 from .tokens import token_pair
+from .users import create_account
 
 __all__ = ["ROUTES", "RegisterHandler", "LoginHandler", "LogoutHandler", "RefreshHandler", "MeHandler",
            "SessionsHandler", "SessionHandler", "ApiKeysHandler", "ApiKeyHandler"]
@@ -109,15 +110,13 @@ class RegisterHandler(ApiHandler):
                 role = Role.get_or_none(Role.name == DEFAULT_ROLE)
                 if role is None:  # deleted since start-up: put the default back rather than fail
                     ensure_default_roles()
-                user = User.create(
-                    email=email, password_hash=hashed, role=DEFAULT_ROLE,
+                user = create_account(
+                    email, hashed, role=DEFAULT_ROLE,
                     first_name=body.get("firstName", "").strip(), last_name=body.get("lastName", "").strip(),
                     display_name=(body.get("displayName") or "").strip() or None, username=body.get("username"),
                     timezone=body.get("timezone") or "UTC", language=body.get("language") or "en",
                     last_login_at=now(),
                 )
-                UserPreferences.create(user=user.id)
-                UserStatistics.create(user=user.id)
                 session_id, jti = sessions.open_session(user.id, ip, agent)
                 audit.record(audit.AUTH_REGISTER, user_id=user.id, actor_id=user.id, ip=ip, user_agent=agent)
                 return user, session_id, jti
@@ -131,7 +130,7 @@ class RegisterHandler(ApiHandler):
             raise Conflict("This username is taken", details=[{"field": "username", "message": "is taken"}]) from None
         tokens = token_pair(self.application.config, user.id, session_id, jti)
         await _send_verification(self.application, user)
-        await self.application.plugins.notify("vachat_user_registered", app=self.application, user=user)
+        await self.application.hooks.notify("vachat_user_registered", user=user.to_wire())
         self.respond({"user": user.to_wire(), "tokens": tokens, "sessionId": session_id}, status=201)
 
 

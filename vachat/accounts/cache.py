@@ -36,7 +36,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from ..redis_client import REDIS_ERRORS
+from ..redis_client import REDIS_ERRORS, RedisGuard
 
 __all__ = ["AuthCache", "auth_cache", "CACHE_TTL_SECONDS", "REDIS_PREFIX", "TOMBSTONE"]
 
@@ -60,27 +60,17 @@ TOMBSTONE: dict[str, Any] = {"revoked": True}
 class AuthCache:
     """``get``/``set``/``delete`` of JSON-able dicts, in Redis when configured, else memory."""
 
-    def __init__(self, redis: Any = None, guard: Any = None, ttl: float = CACHE_TTL_SECONDS) -> None:
+    def __init__(self, redis: Any = None, guard: RedisGuard | None = None, ttl: float = CACHE_TTL_SECONDS) -> None:
         self.redis = redis
-        self.guard = guard
+        self.guard = guard or RedisGuard()
         self.ttl = ttl
         self._memory: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._pending_deletes: OrderedDict[str, None] = OrderedDict()
 
     # -- Redis plumbing ----------------------------------------------------------------
 
-    def _redis_usable(self) -> bool:
-        return self.redis is not None and (self.guard is None or self.guard.should_try())
-
     def _failed(self, error: BaseException) -> None:
-        if self.guard is not None:
-            self.guard.record_failure(error, "auth cache")
-        else:
-            log.warning("auth cache: Redis call failed: %s", error)
-
-    def _succeeded(self) -> None:
-        if self.guard is not None:
-            self.guard.record_success("auth cache")
+        self.guard.record_failure(error, "auth cache")
 
     async def _flush_pending(self) -> None:
         if self._pending_deletes:
@@ -94,15 +84,12 @@ class AuthCache:
     async def get(self, key: str) -> dict[str, Any] | None:
         if self.redis is None:
             return self._memory_get(key)
-        if not self._redis_usable():
-            return None
-        try:
+
+        async def read() -> bytes | None:
             await self._flush_pending()
-            raw = await self.redis.get(REDIS_PREFIX + key)
-        except REDIS_ERRORS as error:
-            self._failed(error)
-            return None
-        self._succeeded()
+            return await self.redis.get(REDIS_PREFIX + key)
+
+        raw = await self.guard.attempt("auth cache", read, lambda: None)
         if raw is None:
             return None
         try:
@@ -119,16 +106,13 @@ class AuthCache:
             if self._memory_get(key) is None:
                 self._memory_put(key, value)
             return
-        if not self._redis_usable():
-            return
-        try:
+
+        async def write() -> None:
             await self._flush_pending()
             await self.redis.set(REDIS_PREFIX + key, json.dumps(value, separators=(",", ":")),
                                  ex=max(1, int(self.ttl)), nx=True)
-        except REDIS_ERRORS as error:
-            self._failed(error)
-        else:
-            self._succeeded()
+
+        await self.guard.attempt("auth cache", write, lambda: None)
 
     async def delete(self, *keys: str) -> None:
         """Forget ``keys`` everywhere, now (for changes a later lookup should see)."""
@@ -167,7 +151,7 @@ class AuthCache:
             while len(self._pending_deletes) > MAX_PENDING_DELETES:
                 self._pending_deletes.popitem(last=False)
         else:
-            self._succeeded()
+            self.guard.record_success("auth cache")
 
     def _memory_get(self, key: str) -> dict[str, Any] | None:
         entry = self._memory.get(key)
@@ -193,9 +177,9 @@ class AuthCache:
 
 
 def auth_cache(app: Any) -> AuthCache:
-    """The application's cache, made on first use."""
-    cache = getattr(app, "_accounts_auth_cache", None)
+    """The application's cache, made on first use and kept in the accounts' plugin state."""
+    state = app.plugin_state("accounts")
+    cache = getattr(state, "auth_cache", None)
     if cache is None:
-        cache = AuthCache(getattr(app, "redis", None), getattr(app, "redis_guard", None))
-        app._accounts_auth_cache = cache
+        cache = state.auth_cache = AuthCache(app.redis, app.redis_guard)
     return cache

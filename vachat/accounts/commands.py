@@ -1,4 +1,4 @@
-"""``python run.py seed`` and ``python run.py create-admin`` (called by ``vachat.cli``).
+"""``python run.py seed`` and ``python run.py create-admin`` (added through ``vachat_commands``).
 
 Both run outside the IOLoop, with the database bound by the CLI, so they call Peewee
 directly. Both apply pending migrations first (a fresh install needs no separate
@@ -15,18 +15,19 @@ These commands must never print a password or a hash.
 
 from __future__ import annotations
 
+import argparse
+import getpass
 import re
 import sys
 from typing import Any
 
 from ..db import now
 from . import audit
-from .models import (
-    ADMIN_ROLE, DEFAULT_ROLE, Role, Session, User, UserPreferences, UserStatistics, normalize_email,
-)
+from .models import ADMIN_ROLE, DEFAULT_ROLE, Role, Session, User, normalize_email
 from .passwords import _hash, policy_problems
+from .users import create_account
 
-__all__ = ["seed", "create_admin", "ensure_default_roles", "DEFAULT_ROLES", "EMAIL_PATTERN"]
+__all__ = ["seed", "create_admin", "add_commands", "ensure_default_roles", "DEFAULT_ROLES", "EMAIL_PATTERN"]
 
 #: name → (description, permissions). ``*`` grants every permission, present and future.
 DEFAULT_ROLES: dict[str, tuple[str, list[str]]] = {
@@ -67,7 +68,12 @@ def seed(app: Any, args: Any) -> int:
 
 
 def create_admin(app: Any, args: Any) -> int:
-    """Create (or promote) an administrator from ``args.email``, ``args.password``, ``args.name``."""
+    """Create (or promote) an administrator from ``args.email``, ``args.password``, ``args.name``;
+    prompts for what the command line left out."""
+    if not args.email:
+        args.email = input("E-mail: ").strip()
+    if not args.password:
+        args.password = getpass.getpass("Password: ")
     email = normalize_email(getattr(args, "email", "") or "")
     password = getattr(args, "password", "") or ""
     name = (getattr(args, "name", "") or "").strip() or "Administrator"
@@ -85,10 +91,8 @@ def create_admin(app: Any, args: Any) -> int:
         ensure_default_roles()
         user = User.by_email(email)
         if user is None:
-            user = User.create(email=email, password_hash=hashed, first_name=first[:100], last_name=last[:100],
-                               role=ADMIN_ROLE, is_email_verified=True)
-            UserPreferences.create(user=user.id)
-            UserStatistics.create(user=user.id)
+            user = create_account(email, hashed, role=ADMIN_ROLE, first_name=first[:100], last_name=last[:100],
+                                  is_email_verified=True)
             audit.record(audit.USER_CREATED, user_id=user.id, details={"source": "cli", "role": ADMIN_ROLE})
             outcome = "created"
         else:
@@ -106,3 +110,15 @@ def create_admin(app: Any, args: Any) -> int:
             outcome = f"updated (now an active admin, password replaced, {ended} session(s) ended)"
     print(f"admin {email}: {outcome} (id {user.id})")
     return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """The ``vachat_commands`` hook of the accounts plugin."""
+    seed_parser = commands.add_parser("seed", help="create the default roles (admin, user)")
+    seed_parser.set_defaults(handler=seed)
+
+    admin = commands.add_parser("create-admin", help="create an administrator (prompts for missing values)")
+    admin.add_argument("--email")
+    admin.add_argument("--password")
+    admin.add_argument("--name", default="Administrator")
+    admin.set_defaults(handler=create_admin)

@@ -11,9 +11,10 @@ Registered first in ``vachat.plugin_manager.CORE_PLUGINS``. It answers
 
 with the permissions of the user's role and the user's tier. Any other Bearer token is not
 ours (``None``: another plugin may know it). Our credentials that fail raise ``TokenExpired``
-or ``Unauthorized``. It also contributes the ``/api/auth`` and ``/api/users`` routes and, at
-start-up, creates the default roles when they are missing, so a fresh server works without
-``seed``.
+or ``Unauthorized``. It also contributes the ``/api/auth`` and ``/api/users`` routes, the
+core's permissions (``users.*``, ``roles.manage``, ``audit.read``), the ``accounts`` service
+(``app.accounts``), the ``seed`` and ``create-admin`` commands and, at start-up, creates the
+default roles when they are missing, so a fresh server works without ``seed``.
 
 This module must never accept a token without checking its session (revocation must bite
 on the very next request), and never log credentials.
@@ -21,15 +22,26 @@ on the very next request), and never log credentials.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
 from typing import Any
 
 from ..plugin_api import Actor, hookimpl
 from . import apikeys, sessions, tokens
+from .service import AccountsService
 
 
 log = logging.getLogger("vachat.accounts")
+
+# Users and RBAC are the core's: these are its permissions. Plugins declare their own.
+CORE_PERMISSIONS = (
+    ("users.read", "Read any user's account"),
+    ("users.update", "Change any user's account"),
+    ("users.delete", "Delete user accounts"),
+    ("roles.manage", "Create and change roles"),
+    ("audit.read", "Read the audit log"),
+)
 
 # Modules contributing routes (each exposes ``ROUTES``); optional ones may be absent.
 ROUTE_MODULES = ("vachat.accounts.auth_handlers", "vachat.accounts.recovery", "vachat.accounts.profile")
@@ -91,6 +103,23 @@ def vachat_routes(app: Any) -> list[tuple]:
             continue
         routes.extend(getattr(module, "ROUTES", []))
     return routes
+
+
+@hookimpl
+def vachat_permissions() -> list[tuple[str, str]]:
+    return list(CORE_PERMISSIONS)
+
+
+@hookimpl
+def vachat_services(app: Any) -> dict[str, Any]:
+    return {"accounts": AccountsService(app)}
+
+
+@hookimpl
+def vachat_commands(commands: argparse._SubParsersAction) -> None:
+    from .commands import add_commands
+
+    add_commands(commands)
 
 
 @hookimpl

@@ -27,7 +27,7 @@ import dataclasses
 import functools
 from typing import Any, Awaitable, Callable
 
-from ..errors import Forbidden, Unauthorized
+from .errors import Forbidden, Unauthorized
 
 __all__ = ["requires", "check_permissions", "has_permission"]
 
@@ -48,7 +48,7 @@ def check_permissions(actor: Any, permissions: tuple[str, ...]) -> None:
 
 
 def _is_rest_handler(candidate: Any) -> bool:
-    from ..web import ApiHandler
+    from .web import ApiHandler
 
     return isinstance(candidate, ApiHandler)
 

@@ -1,0 +1,192 @@
+"""The typed interface a plugin is handed: what it may call on the application, and nothing else.
+
+Every hook receives ``app: App`` and every handler reaches the same object as
+``self.app``. These ``Protocol`` classes are the promise the core keeps to plugin authors
+(``VachatApplication`` implements them); anything on the application that is not named here
+is private and may change without notice.
+
+This module holds types only: it must never import the rest of vachat at run time, so that
+``hookspecs`` and ``plugin_api`` can both import it.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Protocol, TypeVar
+
+if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
+    from .config import Rate, Settings
+
+__all__ = [
+    "App", "Database", "Hub", "Limiter", "RateDecisionLike", "Mailer", "Hooks", "Accounts",
+]
+
+T = TypeVar("T")
+
+
+class Database(Protocol):
+    """The database, reached only from worker threads."""
+
+    #: True on PostgreSQL, False on SQLite (for the rare query that must differ).
+    is_postgres: bool
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` (Peewee queries) on a database thread and await it.
+
+        A connection loss becomes a 503 ``UNAVAILABLE``; wrap several writes that must land
+        together in ``with database.atomic():`` inside ``fn``.
+        """
+
+
+class Hub(Protocol):
+    """WebSocket rooms on this node, with delivery to every node through the broker."""
+
+    async def publish(self, room: str, event_type: str, data: Any, *, exclude: Any = None) -> int:
+        """Send ``{"type": event_type, "data": data}`` to every socket in ``room`` on every
+        node; encoded and framed once. Returns how many local sockets it was handed to."""
+
+    def publish_local(self, room: str, event_type: str, data: Any, *, exclude: Any = None) -> int:
+        """Like ``publish`` but for this node's sockets only (replays, per-node state)."""
+
+    def send(self, conn: Any, event_type: str, data: Any = None, id: Any = None) -> bool:
+        """Send one event to one socket."""
+
+    def join(self, conn: Any, room: str) -> Awaitable[None]:
+        """Add a socket to a room; await it to be sure other nodes' events reach it."""
+
+    def leave(self, conn: Any, room: str) -> None:
+        """Take a socket out of a room."""
+
+    def rooms_of(self, conn: Any) -> set[str]:
+        """The rooms a socket is in."""
+
+    def room_size(self, room: str) -> int:
+        """How many sockets of this node are in ``room``."""
+
+    def connection_count(self) -> int:
+        """Authenticated sockets open on this node."""
+
+    async def disconnect(self, *, user_id: str | None = None, session_id: str | None = None,
+                         code: int = 4401, reason: str = "") -> None:
+        """Close every socket of a user or a session, on every node."""
+
+
+class RateDecisionLike(Protocol):
+    allowed: bool
+    limit: int
+    remaining: int
+    retry_after: float
+
+
+class Limiter(Protocol):
+    """Rate limits shared by every node (Redis) or kept in memory (embedded)."""
+
+    async def hit(self, key: str, rate: "Rate") -> RateDecisionLike:
+        """Count one event against ``key``; the decision says whether it is allowed."""
+
+    async def reset(self, key: str) -> None:
+        """Forget ``key``'s count."""
+
+
+class Mailer(Protocol):
+    """E-mail: the console in development, SMTP when configured. Sends off the IOLoop."""
+
+    async def send(self, to: str, subject: str, text: str, html: str | None = None) -> bool:
+        """Send now; returns whether it was handed over."""
+
+    def send_soon(self, to: str, subject: str, text: str, html: str | None = None) -> Any:
+        """Send in the background (the answer need not wait); drained at shutdown."""
+
+
+class Hooks(Protocol):
+    """Calling hooks, the core's and the ones plugins declare. ``app`` is passed for you."""
+
+    async def notify(self, hook_name: str, **kwargs: Any) -> None:
+        """A notification (after the fact): every implementation runs in plugin order; one
+        that raises is logged and the others still run. Return values are ignored."""
+
+    async def call(self, hook_name: str, **kwargs: Any) -> Any:
+        """A question or a filter: implementations run in plugin order and may refuse with
+        an ``ApiError``, which reaches the caller. Any other exception is logged and that
+        implementation skipped. Returns the list of non-``None`` answers, or for a hook whose
+        spec says ``firstresult=True`` the first one (``None`` when nobody answered)."""
+
+    def implemented(self, hook_name: str) -> bool:
+        """Whether any enabled plugin implements ``hook_name`` (a declared hook)."""
+
+
+class Accounts(Protocol):
+    """The core's users, sessions and audit log, as plugins may use them."""
+
+    async def get_user(self, user_id: str) -> dict[str, Any] | None:
+        """The user as the API shows it (``id``, ``email``, ``firstName``, ``role``, …) or None."""
+
+    async def get_users(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Several users at once, by id (ids that do not exist are left out)."""
+
+    async def set_user_active(self, user_id: str, active: bool, *, actor_id: str | None = None,
+                              request: Any = None) -> bool:
+        """Enable or disable an account; disabling ends its sessions, keys and sockets on every
+        node at once. Audited. Returns whether it changed."""
+
+    async def end_sessions(self, user_id: str, *, reason: str = "ended") -> int:
+        """End every session of a user and close their sockets (4401). Returns how many."""
+
+    async def invalidate_user(self, user_id: str) -> None:
+        """After changing a user's role, tier or name: the next request reads the new state."""
+
+    async def invalidate_role(self, role_name: str) -> None:
+        """After changing a role's permissions: the next request and open sockets see them."""
+
+    async def audit(self, action: str, *, user_id: str | None = None, actor_id: str | None = None,
+                    request: Any = None, details: dict[str, Any] | None = None) -> None:
+        """Record an audit entry (``<plugin>.<what>``); ``request`` (a handler or event context)
+        fills in the caller's address and user agent. Never fails the caller."""
+
+
+class App(Protocol):
+    """The application as a plugin sees it."""
+
+    #: The validated settings (``config.env``, ``config.public_url`` …); read-only.
+    config: "Settings"
+    version: str
+    #: Permission name → description, the core's and every plugin's.
+    permissions: Mapping[str, str]
+    db: Database
+    hub: Hub
+    limiter: Limiter
+    mailer: Mailer
+    hooks: Hooks
+
+    @property
+    def accounts(self) -> Accounts:
+        """Users, sessions and the audit log (the core's accounts)."""
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run CPU- or disk-bound work (hashing, files, SMTP) on a worker thread."""
+
+    async def publish(self, room: str, event_type: str, data: Any) -> int:
+        """``hub.publish`` without the keyword arguments: one event to a room, every node."""
+
+    def plugin_config(self, name: str) -> Mapping[str, Any]:
+        """The ``[plugins.<name>]`` section, with its schema's defaults and environment
+        variables applied, validated at start-up."""
+
+    def plugin_state(self, name: str) -> SimpleNamespace:
+        """The per-application state of plugin ``name``: one namespace per application (tests
+        run several), created empty on first use. Keep caches, tasks and backends here."""
+
+    def service(self, name: str) -> Any:
+        """The service object a plugin published under ``name`` (the ``vachat_services`` hook);
+        raises ``LookupError`` naming the plugin that would provide it when it is absent."""
+
+    def has_service(self, name: str) -> bool:
+        """Whether a service is published (an optional collaboration)."""
+
+    def plugin_enabled(self, name: str) -> bool:
+        """Whether plugin ``name`` is loaded and enabled."""
+
+    async def with_redis(self, source: str, operation: Callable[[Any], Awaitable[T]],
+                         fallback: Callable[[], T | Awaitable[T]]) -> T:
+        """Run ``operation(redis_client)`` when Redis is configured and reachable, else (or when
+        it fails) ``fallback()``; failures are recorded once for ``/health`` and the logs."""
