@@ -34,8 +34,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _configure_logging(settings: Settings, quiet: bool = False) -> None:
     from .logs import configure_logging
 
+    # Commands other than serve print their results on stdout: their log goes to stderr.
     configure_logging("WARNING" if quiet else settings.log_level, settings.resolve_path(settings.log_dir)
-                      if settings.log_dir else None, settings.log_retention_days)
+                      if settings.log_dir else None, settings.log_retention_days,
+                      stream=sys.stderr if quiet else sys.stdout)
 
 
 def _application(settings: Settings):

@@ -94,15 +94,19 @@ def _formatter() -> JsonFormatter:
     )
 
 
-def configure_logging(level: str = "INFO", log_dir: str | Path | None = None, retention_days: int = 14) -> None:
-    """Install the JSON handlers on the root logger (replacing those installed before)."""
+def configure_logging(level: str = "INFO", log_dir: str | Path | None = None, retention_days: int = 14,
+                      stream: Any = None) -> None:
+    """Install the JSON handlers on the root logger (replacing those installed before).
+
+    ``stream`` defaults to stdout (the server's log); commands whose stdout is their output
+    (``plugins --json``) log to stderr instead."""
     root = logging.getLogger()
     for handler in _installed:
         root.removeHandler(handler)
         handler.close()
     _installed.clear()
 
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stdout)]
     if log_dir:
         directory = Path(log_dir)
         directory.mkdir(parents=True, exist_ok=True)

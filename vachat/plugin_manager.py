@@ -164,8 +164,8 @@ class PluginManager:
             self._import_requirements(installed)
         self._add_declared_hooks()
         self._register_all()
-        self._check_hooks()
         self._check_requirements()
+        self._check_hooks()
 
     def _import(self, plugin: LoadedPlugin, target: Any) -> None:
         plugin.order = len(self.plugins)
@@ -426,8 +426,8 @@ class PluginManager:
             self._import_requirements(installed)
         self._add_declared_hooks()
         self._register_all()
-        self._check_hooks()
         self._check_requirements()
+        self._check_hooks()
 
     def _import(self, plugin: LoadedPlugin, target: Any) -> None:
         plugin.order = len(self.plugins)
