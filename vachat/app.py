@@ -21,7 +21,7 @@ import tornado.web
 
 from . import __version__
 from .broker import make_broker
-from .config import PROJECT_ROOT, Settings
+from .config import Settings
 from .db import Database
 from .events import EventRegistry
 from .hub import Hub
@@ -32,6 +32,7 @@ from .migrate import CORE_MIGRATIONS, MigrationSource, Migrations
 from .plugin_manager import PluginLoadError, PluginManager
 from .ratelimit import make_rate_limiter
 from .redis_client import RedisGuard, make_redis
+from .resources import core_resource
 from .schemas import SchemaError, SchemaRegistry
 from .web import Actor, NotFoundHandler
 
@@ -40,7 +41,7 @@ __all__ = ["VachatApplication", "make_app", "CORE_SCHEMAS"]
 log = logging.getLogger("vachat.app")
 T = TypeVar("T")
 
-CORE_SCHEMAS = PROJECT_ROOT / "schemas"
+CORE_SCHEMAS = core_resource("schemas")
 CORE_PERMISSIONS = (
     ("admin.dashboard", "View the admin dashboard"),
     ("users.read", "Read any user's account"),
