@@ -4,7 +4,12 @@ Precedence, lowest first: ``conf/default.toml``, the file named by ``VACHAT_CONF
 environment variables. Every value is converted and validated once, at start-up; a bad value
 stops the process with a message that names the setting and the source it came from.
 
-This module must never import the rest of vachat: everything else imports it.
+Runtime state (the SQLite file, uploads, logs, generated secrets) lives under the data directory,
+``VACHAT_DATA_DIR``, by default ``./var``; relative paths are taken from the working directory,
+never from where vachat is installed.
+
+This module must never import the rest of vachat (but the leaf ``resources``): everything else
+imports it.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-__all__ = ["ConfigError", "Rate", "Settings", "load_settings", "PROJECT_ROOT"]
+from .resources import core_resource
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG_FILE = PROJECT_ROOT / "conf" / "default.toml"
+__all__ = ["ConfigError", "Rate", "Settings", "load_settings"]
+
+DEFAULT_CONFIG_FILE = core_resource("conf/default.toml")
 
 ENVIRONMENTS = ("development", "production", "test")
 # Shorter secrets are refused in production: HS256 wants at least as many bytes as its output.
@@ -119,6 +125,14 @@ def parse_port(value: Any) -> int:
     return port
 
 
+def parse_directory(value: Any) -> Path:
+    """A directory, made absolute against the working directory at start-up."""
+    text = str(value).strip()
+    if not text:
+        raise ValueError("must name a directory, got an empty value")
+    return Path(text).absolute()
+
+
 def parse_env(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in ENVIRONMENTS:
@@ -187,6 +201,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("shutdown_grace", "server", "shutdown_grace", "SHUTDOWN_GRACE", parse_positive_float),
     Option("executor_threads", "server", "executor_threads", "EXECUTOR_THREADS", parse_positive_int),
     Option("auto_migrate", "server", "auto_migrate", "AUTO_MIGRATE", parse_bool),
+    Option("data_dir", "server", "data_dir", "VACHAT_DATA_DIR", parse_directory),
     Option("database_url", "database", "url", "DATABASE_URL", parse_database_url, secret=True),
     Option("database_pool_size", "database", "pool_size", "DATABASE_POOL_SIZE", parse_positive_int),
     Option("redis_url", "redis", "url", "REDIS_URL", parse_redis_url, secret=True),
@@ -220,6 +235,13 @@ OPTIONS: tuple[Option, ...] = (
 )
 OPTIONS_BY_ATTR = {option.attr: option for option in OPTIONS}
 
+# Settings whose default is a place in the data directory, so that moving it moves them all.
+DATA_DIR_DEFAULTS: dict[str, Callable[[Path], str]] = {
+    "database_url": lambda data_dir: f"sqlite:///{data_dir / 'vachat.db'}",
+    "upload_path": lambda data_dir: str(data_dir / "uploads"),
+    "log_dir": lambda data_dir: str(data_dir / "log"),
+}
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -233,6 +255,8 @@ class Settings:
     shutdown_grace: float = 30.0
     executor_threads: int = 8
     auto_migrate: bool | None = None
+    # Runtime state; DATABASE_URL, UPLOAD_PATH and LOG_DIR default to places inside it.
+    data_dir: Path = Path("var")
     database_url: str = "sqlite:///var/vachat.db"
     database_pool_size: int = 8
     redis_url: str = ""
@@ -283,15 +307,9 @@ class Settings:
         """The ``[plugins.<name>]`` table (empty when absent)."""
         return self.plugin_sections.get(name, {})
 
-    def resolve_path(self, path: str) -> Path:
-        """A configured path, relative ones taken from the project root."""
-        candidate = Path(path)
-        return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
-
-    @property
-    def data_dir(self) -> Path:
-        """Where embedded state (generated secrets, SQLite files) lives by default."""
-        return PROJECT_ROOT / "var"
+    def resolve_path(self, path: str | Path) -> Path:
+        """A configured path, relative ones taken from the working directory."""
+        return Path(path).absolute()
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -303,7 +321,7 @@ class Settings:
             value = getattr(self, option.attr)
             if option.secret and value:
                 value = redact_url(value) if "://" in str(value) else "***"
-            summary[option.attr] = str(value) if isinstance(value, Rate) else value
+            summary[option.attr] = str(value) if isinstance(value, (Rate, Path)) else value
         return summary
 
 
@@ -363,6 +381,10 @@ def load_settings(
                 f"invalid {option.env} ({option.section}.{option.key}) from {source}: {error}"
             ) from None
 
+    data_dir = values.setdefault("data_dir", parse_directory(Settings.data_dir))
+    for attr, default_inside in DATA_DIR_DEFAULTS.items():
+        values.setdefault(attr, default_inside(data_dir))
+
     plugin_sections = {
         name: dict(section)
         for name, section in raw.get("plugins", {}).items()
@@ -391,7 +413,7 @@ def _with_secrets(settings: Settings) -> Settings:
         return settings
     if settings.jwt_secret and settings.jwt_refresh_secret:
         return settings
-    remembered = _remembered_secrets(settings.data_dir / "secrets.json")
+    remembered = _remembered_secrets(settings.resolve_path(settings.data_dir) / "secrets.json")
     return settings.replace(
         jwt_secret=settings.jwt_secret or remembered["jwt_secret"],
         jwt_refresh_secret=settings.jwt_refresh_secret or remembered["jwt_refresh_secret"],
@@ -416,5 +438,5 @@ def _remembered_secrets(path: Path) -> dict[str, str]:
         with os.fdopen(descriptor, "w") as handle:
             json.dump(generated, handle)
     except OSError:
-        pass  # a read-only checkout still serves; tokens just do not survive a restart
+        pass  # a read-only data directory still serves; tokens just do not survive a restart
     return generated
