@@ -93,6 +93,31 @@ def test_public_summary_masks_secrets():
     assert summary["jwt_secret"] == "***"
 
 
+@pytest.mark.parametrize("toml, named, hint", [
+    ("[server]\nprot = 4000\n", "server.prot", "did you mean server.port?"),
+    ("[sever]\nport = 4000\n", "[sever]", "did you mean server?"),
+    ("[database]\nurl = 'sqlite:///x.db'\npool = 3\n", "database.pool", "did you mean database.pool_size?"),
+    ("[plugins]\nenable = ['example']\n", "plugins.enable", "did you mean plugins.enabled?"),
+    ("server = 4000\n", "server", "must be a [server] table"),
+])
+def test_unknown_key_in_a_config_file_stops_start_up_naming_it(tmp_path, toml, named, hint):
+    override = tmp_path / "site.toml"
+    override.write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"VACHAT_CONFIG": str(override)})
+    message = str(caught.value)
+    assert named in message and hint in message and str(override) in message
+
+
+def test_plugin_sections_are_left_to_their_plugins(tmp_path):
+    override = tmp_path / "site.toml"
+    override.write_text('[plugins]\nstrict = true\n[plugins.example]\nanything = 1\n[plugins.other.nested]\nx = 2\n')
+    settings = load_settings(environ={"VACHAT_CONFIG": str(override)})
+    assert settings.plugins_strict
+    assert settings.plugin_config("example") == {"anything": 1}
+    assert settings.plugin_config("other") == {"nested": {"x": 2}}
+
+
 def test_runtime_state_defaults_to_var_in_the_working_directory(tmp_path):
     settings = load_settings(environ={})
     assert settings.data_dir == tmp_path / "var"

@@ -1,8 +1,8 @@
 """Configuration: defaults, an override file, environment variables, all typed and checked.
 
 Precedence, lowest first: ``conf/default.toml``, the file named by ``VACHAT_CONFIG``, then
-environment variables. Every value is converted and validated once, at start-up; a bad value
-stops the process with a message that names the setting and the source it came from.
+environment variables. Every value is converted and validated once, at start-up; a bad value or
+an unknown key in a file stops the process with a message that names it and where it came from.
 
 Runtime state (the SQLite file, uploads, logs, generated secrets) lives under the data directory,
 ``VACHAT_DATA_DIR``, by default ``./var``; relative paths are taken from the working directory,
@@ -15,6 +15,7 @@ imports it.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import json
 import os
@@ -23,7 +24,7 @@ import secrets
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .resources import core_resource
 
@@ -335,6 +336,33 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"configuration file {path} is not valid TOML: {error}") from None
 
 
+def _check_known_keys(document: Mapping[str, Any], path: Path | str) -> None:
+    """Refuse a section or key that no setting reads: a misspelt one would otherwise be ignored
+    without a word, and the server would run on the default it was meant to change.
+
+    ``[plugins.<name>]`` tables are left to their plugins, which check their own sections.
+    """
+    known: dict[str, set[str]] = {}
+    for option in OPTIONS:
+        known.setdefault(option.section, set()).add(option.key)
+    for section, table in document.items():
+        if section not in known:
+            raise ConfigError(f"unknown section [{section}] in {path}{_did_you_mean(section, known)}")
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{section} in {path} must be a [{section}] table, got {table!r}")
+        for key, value in table.items():
+            if section == "plugins" and key not in known[section] and isinstance(value, Mapping):
+                continue
+            if key not in known[section]:
+                raise ConfigError(f"unknown key {section}.{key} in {path}"
+                                  f"{_did_you_mean(key, known[section], prefix=section + '.')}")
+
+
+def _did_you_mean(name: str, candidates: Iterable[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, sorted(candidates), n=1)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
@@ -355,10 +383,12 @@ def load_settings(
     """
     environ = os.environ if environ is None else environ
     raw = _read_toml(DEFAULT_CONFIG_FILE)
+    _check_known_keys(raw, DEFAULT_CONFIG_FILE)
     sources = {option.attr: str(DEFAULT_CONFIG_FILE) for option in OPTIONS}
     extra_file = environ.get("VACHAT_CONFIG")
     if extra_file:
         extra = _read_toml(Path(extra_file))
+        _check_known_keys(extra, extra_file)
         raw = _merge(raw, extra)
         for option in OPTIONS:
             if option.key in extra.get(option.section, {}):
