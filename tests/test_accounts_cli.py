@@ -1,4 +1,4 @@
-"""``run.py seed`` and ``run.py create-admin`` in a real subprocess against a temporary SQLite
+"""``python -m vachat seed`` and ``… create-admin`` in a real subprocess against a temporary SQLite
 database: migrations applied on the way, idempotent, clear output, meaningful exit codes."""
 
 import os
@@ -10,7 +10,6 @@ from contextlib import closing
 import bcrypt
 import pytest
 
-from vachat.config import PROJECT_ROOT
 from vachat.testing import TEST_REFRESH_SECRET, TEST_SECRET
 
 ADMIN_PASSWORD = "Admin-Strong-Pass-42!"
@@ -24,7 +23,7 @@ def cli(tmp_path):
            "LOG_DIR": ""}
 
     def run(*args):
-        result = subprocess.run([sys.executable, str(PROJECT_ROOT / "run.py"), *args], env=env, cwd=str(tmp_path),
+        result = subprocess.run([sys.executable, "-m", "vachat", *args], env=env, cwd=str(tmp_path),
                                 capture_output=True, text=True, timeout=120)
         return result
 

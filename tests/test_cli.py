@@ -3,16 +3,17 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
-from vachat.config import PROJECT_ROOT
+RUN_PY = Path(__file__).resolve().parents[1] / "run.py"
 
 
 def run(*args, env=None, tmp_path=None):
     environment = {"PATH": "/usr/bin:/bin", "LOG_DIR": "", "VACHAT_ENV": "test",
                    "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
     environment.update(env or {})
-    return subprocess.run([sys.executable, str(PROJECT_ROOT / "run.py"), *args], env=environment,
-                          capture_output=True, text=True, timeout=60, cwd=str(PROJECT_ROOT))
+    return subprocess.run([sys.executable, str(RUN_PY), *args], env=environment,
+                          capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
 
 
 def test_help_lists_the_commands(tmp_path):

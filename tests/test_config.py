@@ -1,10 +1,19 @@
 """Configuration: defaults, override file, environment, validation, production secrets."""
 
+import json
+
 import pytest
 
 from vachat.config import ConfigError, Rate, load_settings
+from vachat.db import connect_url
 
 STRONG = "s" * 20 + "0123456789abcdefghijkl"
+
+
+@pytest.fixture(autouse=True)
+def in_a_temporary_directory(tmp_path, monkeypatch):
+    """Loading settings outside production writes ./var/secrets.json: keep it out of the checkout."""
+    monkeypatch.chdir(tmp_path)
 
 
 def test_defaults_serve_out_of_the_box(tmp_path):
@@ -68,11 +77,13 @@ def test_production_refuses_default_or_short_secrets():
     assert settings.is_production and not settings.should_auto_migrate
 
 
-def test_development_generates_and_remembers_secrets():
-    first = load_settings(environ={})
-    second = load_settings(environ={})
+def test_development_generates_and_remembers_secrets(tmp_path):
+    environ = {"VACHAT_DATA_DIR": str(tmp_path)}
+    first = load_settings(environ=environ)
+    second = load_settings(environ=environ)
     assert len(first.jwt_secret) >= 32 and first.jwt_secret != first.jwt_refresh_secret
     assert (first.jwt_secret, first.jwt_refresh_secret) == (second.jwt_secret, second.jwt_refresh_secret)
+    assert json.loads((tmp_path / "secrets.json").read_text())["jwt_secret"] == first.jwt_secret
 
 
 def test_public_summary_masks_secrets():
@@ -80,3 +91,58 @@ def test_public_summary_masks_secrets():
     summary = settings.public_summary()
     assert "hunter2" not in str(summary) and "sk-123" not in str(summary)
     assert summary["jwt_secret"] == "***"
+
+
+@pytest.mark.parametrize("toml, named, hint", [
+    ("[server]\nprot = 4000\n", "server.prot", "did you mean server.port?"),
+    ("[sever]\nport = 4000\n", "[sever]", "did you mean server?"),
+    ("[database]\nurl = 'sqlite:///x.db'\npool = 3\n", "database.pool", "did you mean database.pool_size?"),
+    ("[plugins]\nenable = ['example']\n", "plugins.enable", "did you mean plugins.enabled?"),
+    ("server = 4000\n", "server", "must be a [server] table"),
+])
+def test_unknown_key_in_a_config_file_stops_start_up_naming_it(tmp_path, toml, named, hint):
+    override = tmp_path / "site.toml"
+    override.write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"VACHAT_CONFIG": str(override)})
+    message = str(caught.value)
+    assert named in message and hint in message and str(override) in message
+
+
+def test_plugin_sections_are_left_to_their_plugins(tmp_path):
+    override = tmp_path / "site.toml"
+    override.write_text('[plugins]\nstrict = true\n[plugins.example]\nanything = 1\n[plugins.other.nested]\nx = 2\n')
+    settings = load_settings(environ={"VACHAT_CONFIG": str(override)})
+    assert settings.plugins_strict
+    assert settings.plugin_config("example") == {"anything": 1}
+    assert settings.plugin_config("other") == {"nested": {"x": 2}}
+
+
+def test_runtime_state_defaults_to_var_in_the_working_directory(tmp_path):
+    settings = load_settings(environ={})
+    assert settings.data_dir == tmp_path / "var"
+    assert settings.database_url == f"sqlite:///{tmp_path}/var/vachat.db"
+    assert settings.upload_path == str(tmp_path / "var" / "uploads")
+    assert settings.log_dir == str(tmp_path / "var" / "log")
+    assert (tmp_path / "var" / "secrets.json").is_file()
+
+
+def test_data_dir_moves_every_default_but_not_explicit_paths(tmp_path):
+    state = tmp_path / "state"
+    moved = load_settings(environ={"VACHAT_DATA_DIR": str(state)})
+    assert moved.database_url == f"sqlite:///{state}/vachat.db"
+    assert (moved.upload_path, moved.log_dir) == (str(state / "uploads"), str(state / "log"))
+    relative = load_settings(environ={"VACHAT_DATA_DIR": "srv/data"})
+    assert relative.data_dir == tmp_path / "srv" / "data"
+    explicit = load_settings(environ={"VACHAT_DATA_DIR": str(state), "DATABASE_URL": "sqlite:///own.db",
+                                      "UPLOAD_PATH": "files", "LOG_DIR": ""})
+    assert (explicit.database_url, explicit.upload_path, explicit.log_dir) == ("sqlite:///own.db", "files", "")
+    assert explicit.resolve_path(explicit.upload_path) == tmp_path / "files"
+    with pytest.raises(ConfigError, match="VACHAT_DATA_DIR"):
+        load_settings(environ={"VACHAT_DATA_DIR": " "})
+
+
+def test_relative_sqlite_paths_are_taken_from_the_working_directory(tmp_path):
+    engine = connect_url("sqlite:///nested/own.db")
+    assert engine.database == str(tmp_path / "nested" / "own.db")
+    assert (tmp_path / "nested").is_dir()

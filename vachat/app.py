@@ -29,7 +29,7 @@ import tornado.web
 
 from . import __version__
 from .broker import make_broker
-from .config import PROJECT_ROOT, Settings
+from .config import Settings
 from .db import Database
 from .events import EventRegistry
 from .hub import Hub
@@ -41,6 +41,7 @@ from .plugin_config import PluginConfigError, resolve_plugin_config
 from .plugin_manager import HookCaller, LoadedPlugin, PluginLoadError, PluginManager
 from .ratelimit import make_rate_limiter
 from .redis_client import RedisGuard, make_redis
+from .resources import core_resource
 from .schemas import SchemaError, SchemaRegistry
 from .web import Actor, NotFoundHandler
 
@@ -49,7 +50,9 @@ __all__ = ["VachatApplication", "make_app", "CORE_SCHEMAS"]
 log = logging.getLogger("vachat.app")
 T = TypeVar("T")
 
-CORE_SCHEMAS = PROJECT_ROOT / "schemas"
+CORE_SCHEMAS = core_resource("schemas")
+
+
 class VachatApplication(tornado.web.Application):
     """A Tornado application plus the services every handler and plugin shares."""
 

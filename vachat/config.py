@@ -1,15 +1,21 @@
 """Configuration: defaults, an override file, environment variables, all typed and checked.
 
 Precedence, lowest first: ``conf/default.toml``, the file named by ``VACHAT_CONFIG``, then
-environment variables. Every value is converted and validated once, at start-up; a bad value
-stops the process with a message that names the setting and the source it came from.
+environment variables. Every value is converted and validated once, at start-up; a bad value or
+an unknown key in a file stops the process with a message that names it and where it came from.
 
-This module must never import the rest of vachat: everything else imports it.
+Runtime state (the SQLite file, uploads, logs, generated secrets) lives under the data directory,
+``VACHAT_DATA_DIR``, by default ``./var``; relative paths are taken from the working directory,
+never from where vachat is installed.
+
+This module must never import the rest of vachat (but the leaf ``resources``): everything else
+imports it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import json
 import os
@@ -18,12 +24,13 @@ import secrets
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["ConfigError", "Rate", "Settings", "load_settings", "PROJECT_ROOT"]
+from .resources import core_resource
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG_FILE = PROJECT_ROOT / "conf" / "default.toml"
+__all__ = ["ConfigError", "Rate", "Settings", "load_settings"]
+
+DEFAULT_CONFIG_FILE = core_resource("conf/default.toml")
 
 ENVIRONMENTS = ("development", "production", "test")
 # Shorter secrets are refused in production: HS256 wants at least as many bytes as its output.
@@ -119,6 +126,14 @@ def parse_port(value: Any) -> int:
     return port
 
 
+def parse_directory(value: Any) -> Path:
+    """A directory, made absolute against the working directory at start-up."""
+    text = str(value).strip()
+    if not text:
+        raise ValueError("must name a directory, got an empty value")
+    return Path(text).absolute()
+
+
 def parse_env(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in ENVIRONMENTS:
@@ -187,6 +202,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("shutdown_grace", "server", "shutdown_grace", "SHUTDOWN_GRACE", parse_positive_float),
     Option("executor_threads", "server", "executor_threads", "EXECUTOR_THREADS", parse_positive_int),
     Option("auto_migrate", "server", "auto_migrate", "AUTO_MIGRATE", parse_bool),
+    Option("data_dir", "server", "data_dir", "VACHAT_DATA_DIR", parse_directory),
     Option("database_url", "database", "url", "DATABASE_URL", parse_database_url, secret=True),
     Option("database_pool_size", "database", "pool_size", "DATABASE_POOL_SIZE", parse_positive_int),
     Option("redis_url", "redis", "url", "REDIS_URL", parse_redis_url, secret=True),
@@ -220,6 +236,13 @@ OPTIONS: tuple[Option, ...] = (
 )
 OPTIONS_BY_ATTR = {option.attr: option for option in OPTIONS}
 
+# Settings whose default is a place in the data directory, so that moving it moves them all.
+DATA_DIR_DEFAULTS: dict[str, Callable[[Path], str]] = {
+    "database_url": lambda data_dir: f"sqlite:///{data_dir / 'vachat.db'}",
+    "upload_path": lambda data_dir: str(data_dir / "uploads"),
+    "log_dir": lambda data_dir: str(data_dir / "log"),
+}
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -233,6 +256,8 @@ class Settings:
     shutdown_grace: float = 30.0
     executor_threads: int = 8
     auto_migrate: bool | None = None
+    # Runtime state; DATABASE_URL, UPLOAD_PATH and LOG_DIR default to places inside it.
+    data_dir: Path = Path("var")
     database_url: str = "sqlite:///var/vachat.db"
     database_pool_size: int = 8
     redis_url: str = ""
@@ -286,15 +311,9 @@ class Settings:
         """The ``[plugins.<name>]`` table (empty when absent)."""
         return self.plugin_sections.get(name, {})
 
-    def resolve_path(self, path: str) -> Path:
-        """A configured path, relative ones taken from the project root."""
-        candidate = Path(path)
-        return candidate if candidate.is_absolute() else PROJECT_ROOT / candidate
-
-    @property
-    def data_dir(self) -> Path:
-        """Where embedded state (generated secrets, SQLite files) lives by default."""
-        return PROJECT_ROOT / "var"
+    def resolve_path(self, path: str | Path) -> Path:
+        """A configured path, relative ones taken from the working directory."""
+        return Path(path).absolute()
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -306,7 +325,7 @@ class Settings:
             value = getattr(self, option.attr)
             if option.secret and value:
                 value = redact_url(value) if "://" in str(value) else "***"
-            summary[option.attr] = str(value) if isinstance(value, Rate) else value
+            summary[option.attr] = str(value) if isinstance(value, (Rate, Path)) else value
         return summary
 
 
@@ -318,6 +337,33 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"configuration file {path} does not exist") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"configuration file {path} is not valid TOML: {error}") from None
+
+
+def _check_known_keys(document: Mapping[str, Any], path: Path | str) -> None:
+    """Refuse a section or key that no setting reads: a misspelt one would otherwise be ignored
+    without a word, and the server would run on the default it was meant to change.
+
+    ``[plugins.<name>]`` tables are left to their plugins, which check their own sections.
+    """
+    known: dict[str, set[str]] = {}
+    for option in OPTIONS:
+        known.setdefault(option.section, set()).add(option.key)
+    for section, table in document.items():
+        if section not in known:
+            raise ConfigError(f"unknown section [{section}] in {path}{_did_you_mean(section, known)}")
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{section} in {path} must be a [{section}] table, got {table!r}")
+        for key, value in table.items():
+            if section == "plugins" and key not in known[section] and isinstance(value, Mapping):
+                continue
+            if key not in known[section]:
+                raise ConfigError(f"unknown key {section}.{key} in {path}"
+                                  f"{_did_you_mean(key, known[section], prefix=section + '.')}")
+
+
+def _did_you_mean(name: str, candidates: Iterable[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, sorted(candidates), n=1)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -340,10 +386,12 @@ def load_settings(
     """
     environ = os.environ if environ is None else environ
     raw = _read_toml(DEFAULT_CONFIG_FILE)
+    _check_known_keys(raw, DEFAULT_CONFIG_FILE)
     sources = {option.attr: str(DEFAULT_CONFIG_FILE) for option in OPTIONS}
     extra_file = environ.get("VACHAT_CONFIG")
     if extra_file:
         extra = _read_toml(Path(extra_file))
+        _check_known_keys(extra, extra_file)
         raw = _merge(raw, extra)
         for option in OPTIONS:
             if option.key in extra.get(option.section, {}):
@@ -365,6 +413,10 @@ def load_settings(
             raise ConfigError(
                 f"invalid {option.env} ({option.section}.{option.key}) from {source}: {error}"
             ) from None
+
+    data_dir = values.setdefault("data_dir", parse_directory(Settings.data_dir))
+    for attr, default_inside in DATA_DIR_DEFAULTS.items():
+        values.setdefault(attr, default_inside(data_dir))
 
     plugin_sections = {
         name: dict(section)
@@ -394,7 +446,7 @@ def _with_secrets(settings: Settings) -> Settings:
         return settings
     if settings.jwt_secret and settings.jwt_refresh_secret:
         return settings
-    remembered = _remembered_secrets(settings.data_dir / "secrets.json")
+    remembered = _remembered_secrets(settings.resolve_path(settings.data_dir) / "secrets.json")
     return settings.replace(
         jwt_secret=settings.jwt_secret or remembered["jwt_secret"],
         jwt_refresh_secret=settings.jwt_refresh_secret or remembered["jwt_refresh_secret"],
@@ -419,5 +471,5 @@ def _remembered_secrets(path: Path) -> dict[str, str]:
         with os.fdopen(descriptor, "w") as handle:
             json.dump(generated, handle)
     except OSError:
-        pass  # a read-only checkout still serves; tokens just do not survive a restart
+        pass  # a read-only data directory still serves; tokens just do not survive a restart
     return generated

@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlparse
 import peewee
 from playhouse.pool import PooledPostgresqlDatabase
 
-from .config import PROJECT_ROOT, redact_url
+from .config import redact_url
 from .errors import Unavailable
 from .ids import new_id
 
@@ -85,10 +85,9 @@ def connect_url(url: str, pool_size: int = 8) -> peewee.Database:
         raw_path = unquote(url[len("sqlite://"):])
         if raw_path in ("/:memory:", ":memory:", ""):
             return peewee.SqliteDatabase(":memory:", pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE")
-        # sqlite:///var/x.db is relative to the project; sqlite:////abs/x.db is absolute.
+        # sqlite:///var/x.db is relative to the working directory; sqlite:////abs/x.db is absolute.
         path = Path(raw_path[1:]) if raw_path.startswith("/") else Path(raw_path)
-        if not path.is_absolute():
-            path = PROJECT_ROOT / path
+        path = path.absolute()
         path.parent.mkdir(parents=True, exist_ok=True)
         # BEGIN IMMEDIATE: a transaction that reads and then writes would otherwise fail at once
         # with "database is locked" when another thread wrote in between (a deferred read lock

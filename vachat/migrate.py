@@ -2,7 +2,8 @@
 
 Each owner keeps its migration files in its own folder and its applied list in its own table
 (``migratehistory_<owner>``), so a plugin can be added, upgraded or rolled back without
-touching anyone else's history. The core's folder is the top-level ``migrations/``.
+touching anyone else's history. The core's folder is the top-level ``migrations/`` of a
+checkout, shipped inside the package by a wheel (see ``vachat.resources``).
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from typing import Iterator
 import peewee
 from peewee_migrate import Router
 
-from .config import PROJECT_ROOT
+from .resources import core_resource
 
 __all__ = ["MigrationSource", "Migrations", "CORE_MIGRATIONS"]
 
 log = logging.getLogger("vachat.migrate")
 
-CORE_MIGRATIONS = PROJECT_ROOT / "migrations"
+CORE_MIGRATIONS = core_resource("migrations")
 # Key of the PostgreSQL advisory lock held while migrating (any constant; "vachat" in ASCII).
 MIGRATION_LOCK_ID = 0x766163686174
 

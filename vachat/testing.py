@@ -58,7 +58,7 @@ import tornado.websocket
 
 from . import testing_auth
 from .app import VachatApplication
-from .config import PROJECT_ROOT, Settings, load_settings
+from .config import Settings, load_settings
 
 __all__ = ["Response", "WsClient", "ServerProcess", "assert_error", "error_fields", "login", "AccountUser", "make_test_settings", "reset_database"]
 
@@ -156,6 +156,7 @@ def make_test_settings(database_url: str, redis_url: str = "", tmp_path: Path | 
         "shutdown_grace": 5,
     }
     if tmp_path is not None:
+        base["data_dir"] = str(tmp_path / "var")
         base["upload_path"] = str(tmp_path / "uploads")
     plugin_sections = overrides.pop("plugin_sections", None)
     environ = overrides.pop("environ", {})
@@ -468,8 +469,10 @@ class ServerProcess:
     def start(self) -> "ServerProcess":
         env = {**os.environ, **self.env, "PORT": str(self.port), "HOST": "127.0.0.1"}
         self._log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "run.py"), "serve"], env=env,
-                                        stdout=self._log, stderr=subprocess.STDOUT, cwd=str(PROJECT_ROOT))
+        # `python -m vachat` runs whatever vachat this interpreter imports (checkout, editable or
+        # wheel), and in the test's own directory, so the default data directory is the test's too.
+        self.process = subprocess.Popen([sys.executable, "-m", "vachat", "serve"], env=env, stdout=self._log,
+                                        stderr=subprocess.STDOUT, cwd=str(self.log_path.parent))
         return self
 
     async def wait_ready(self, timeout: float = SERVER_START_TIMEOUT) -> None:
@@ -535,12 +538,16 @@ class ServerProcess:
 
 
 @pytest.fixture
-def server_process(tmp_path: Path, vachat_database_url: str, vachat_redis_url: str) -> Callable[..., Any]:
+def server_process(request: pytest.FixtureRequest, tmp_path: Path, vachat_database_url: str,
+                   vachat_redis_url: str) -> Callable[..., Any]:
     """``server_process(env={...})`` → a started ``ServerProcess`` (await ``wait_ready()``).
 
     The child runs in the test environment with the session's database and Redis, the test
-    auth plugin loaded, and migrations applied at start-up.
+    auth plugin loaded, and migrations applied at start-up. Its working directory is
+    ``tmp_path``; the project under test is on its import path, so ``VACHAT_PLUGIN_MODULES`` may
+    name test modules such as ``tests.plugins.x``.
     """
+    import_path = os.pathsep.join(filter(None, [str(request.config.rootpath), os.environ.get("PYTHONPATH")]))
     started: list[ServerProcess] = []
 
     def spawn(env: dict[str, str] | None = None) -> ServerProcess:
@@ -549,6 +556,7 @@ def server_process(tmp_path: Path, vachat_database_url: str, vachat_redis_url: s
             "JWT_SECRET": TEST_SECRET, "JWT_REFRESH_SECRET": TEST_REFRESH_SECRET, "BCRYPT_ROUNDS": "4",
             "LOG_DIR": "", "AUTO_MIGRATE": "1", "RATE_LIMIT_GLOBAL": "100000/60s", "RATE_LIMIT_AUTH": "100000/60s",
             "VACHAT_PLUGIN_MODULES": "testauth=vachat.testing_auth", "UPLOAD_PATH": str(tmp_path / "uploads"),
+            "PYTHONPATH": import_path,
         }
         base.update(env or {})
         server = ServerProcess(base, tmp_path / f"server-{len(started)}.log").start()
