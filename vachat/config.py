@@ -28,6 +28,12 @@ DEFAULT_CONFIG_FILE = PROJECT_ROOT / "conf" / "default.toml"
 ENVIRONMENTS = ("development", "production", "test")
 # Shorter secrets are refused in production: HS256 wants at least as many bytes as its output.
 MIN_SECRET_BYTES = 32
+# The cost factors bcrypt accepts at all (2^4 to 2^31 rounds): anything else makes every
+# hash and check raise, which would turn each sign-in into a 500.
+BCRYPT_MIN_ROUNDS, BCRYPT_MAX_ROUNDS = 4, 31
+# Below this cost a leaked hash falls to an offline guesser in hours (OWASP asks for 10 or
+# more); fine for tests, refused in production.
+BCRYPT_MIN_PRODUCTION_ROUNDS = 10
 
 
 class ConfigError(ValueError):
@@ -112,6 +118,13 @@ def parse_positive_float(value: Any) -> float:
     return number
 
 
+def parse_bcrypt_rounds(value: Any) -> int:
+    rounds = int(value)
+    if not BCRYPT_MIN_ROUNDS <= rounds <= BCRYPT_MAX_ROUNDS:
+        raise ValueError(f"must be a bcrypt cost from {BCRYPT_MIN_ROUNDS} to {BCRYPT_MAX_ROUNDS}, got {value!r}")
+    return rounds
+
+
 def parse_port(value: Any) -> int:
     port = int(value)
     if not 0 <= port <= 65535:
@@ -193,7 +206,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("jwt_secret", "security", "jwt_secret", "JWT_SECRET", str, secret=True),
     Option("jwt_refresh_secret", "security", "jwt_refresh_secret", "JWT_REFRESH_SECRET", str, secret=True),
     Option("cors_origins", "security", "cors_origin", "CORS_ORIGIN", parse_list),
-    Option("bcrypt_rounds", "security", "bcrypt_rounds", "BCRYPT_ROUNDS", int),
+    Option("bcrypt_rounds", "security", "bcrypt_rounds", "BCRYPT_ROUNDS", parse_bcrypt_rounds),
     Option("rate_limit_global", "security", "rate_limit_global", "RATE_LIMIT_GLOBAL", Rate.parse),
     Option("rate_limit_auth", "security", "rate_limit_auth", "RATE_LIMIT_AUTH", Rate.parse),
     Option("upload_path", "files", "upload_path", "UPLOAD_PATH", str),
@@ -373,6 +386,9 @@ def load_settings(
         # Tornado caps the timeout at the interval (with a warning on every start); say so once, here.
         raise ConfigError(f"WS_PING_TIMEOUT ({settings.ws_ping_timeout:g}s) must not exceed "
                           f"WS_PING_INTERVAL ({settings.ws_ping_interval:g}s)")
+    if settings.is_production and settings.bcrypt_rounds < BCRYPT_MIN_PRODUCTION_ROUNDS:
+        raise ConfigError(f"BCRYPT_ROUNDS ({settings.bcrypt_rounds}) must be at least "
+                          f"{BCRYPT_MIN_PRODUCTION_ROUNDS} in production")
     return _with_secrets(settings)
 
 
