@@ -5,12 +5,16 @@ only failures."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 import pytest
 
+from vachat.accounts.audit import AUTH_PASSWORD_RESET
+from vachat.accounts.models import ApiKey, AuditLog
 from vachat.config import PROJECT_ROOT, ConfigError, load_settings
+from vachat.testing import assert_error, error_fields
 
 
 def run_server(env: dict[str, str], tmp_path) -> subprocess.CompletedProcess:
@@ -48,3 +52,67 @@ def test_the_server_refuses_to_start_with_a_bad_bcrypt_cost(env, tmp_path):
     assert result.returncode == 2, result.stderr
     assert "BCRYPT_ROUNDS" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "start.db").exists()  # refused before touching anything
+
+
+# ---------------------------------------------------------------------------
+# 5. API keys do not survive the recovery of an account
+# ---------------------------------------------------------------------------
+
+
+async def create_key(fetch, user, name="intruder's key") -> str:
+    response = await fetch("/api/auth/api-keys", method="POST", json={"name": name}, user=user)
+    assert response.code == 201, response.body
+    return response.data["key"]
+
+
+async def mailed_token(app, email: str, kind: str) -> str:
+    await app.mailer.drain()
+    message = await app.mailer.outbox.receive(to=email)
+    match = re.search(rf"/{kind}/([A-Za-z0-9_-]+)", message.text)
+    assert match, message.text
+    return match.group(1)
+
+
+@pytest.mark.gen_test
+async def test_a_password_reset_revokes_every_api_key(app, fetch, make_user, ws_connect):
+    victim = await make_user()
+    key = await create_key(fetch, victim)  # minted by whoever held a session
+    assert (await fetch("/api/auth/me", headers={"X-API-Key": key})).code == 200  # and cached now
+    socket = await ws_connect(headers={"X-API-Key": key})
+    await socket.receive("ready")
+
+    await fetch("/api/auth/forgot-password", method="POST", json={"email": victim.email})
+    token = await mailed_token(app, victim.email, "reset-password")
+    response = await fetch("/api/auth/reset-password", method="POST",
+                           json={"token": token, "password": "Taken-Back-2024?"})
+    assert response.code == 200, response.body
+
+    body = assert_error(await fetch("/api/auth/me", headers={"X-API-Key": key}), 401, "UNAUTHORIZED")
+    assert body["error"] == "Invalid API key"
+    assert (await socket.closed())[0] == 4401
+    assert await app.db.run(lambda: ApiKey.select().where(ApiKey.revoked_at.is_null()).count()) == 0
+    [row] = await app.db.run(lambda: list(AuditLog.select().where(AuditLog.action == AUTH_PASSWORD_RESET)))
+    assert row.details == {"apiKeysRevoked": 1}
+
+
+@pytest.mark.gen_test
+async def test_a_password_change_revokes_api_keys_only_when_asked(app, fetch, make_user):
+    user = await make_user()
+    kept = await create_key(fetch, user, "ci bot")
+    response = await fetch("/api/users/change-password", method="POST", user=user,
+                           json={"currentPassword": user.password, "newPassword": "Second-Pass-81?"})
+    assert response.code == 200, response.body
+    assert response.data == {"sessionsEnded": 0, "apiKeysRevoked": 0}
+    assert (await fetch("/api/auth/me", headers={"X-API-Key": kept})).code == 200
+
+    response = await fetch("/api/users/change-password", method="POST", user=user,
+                           json={"currentPassword": "Second-Pass-81?", "newPassword": "Third-Pass-92?",
+                                 "revokeApiKeys": True})
+    assert response.code == 200, response.body
+    assert response.data == {"sessionsEnded": 0, "apiKeysRevoked": 1}
+    assert_error(await fetch("/api/auth/me", headers={"X-API-Key": kept}), 401, "UNAUTHORIZED")
+    assert (await fetch("/api/auth/me", user=user)).code == 200  # the caller's session stays
+    body = assert_error(await fetch("/api/users/change-password", method="POST", user=user,
+                                    json={"currentPassword": "Third-Pass-92?", "newPassword": "Fourth-Pass-03?",
+                                          "revokeApiKeys": "yes"}), 400, "VALIDATION_FAILED")
+    assert "revokeApiKeys" in error_fields(body)

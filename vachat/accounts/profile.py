@@ -11,8 +11,10 @@
   400 VALIDATION_FAILED on ``currentPassword``, not 401: a 401 tells clients their *session*
   is gone, and they would sign the user out for a typo. Attempts are limited per user at
   RATE_LIMIT_AUTH, so a stolen access token cannot be used to guess the password. Every other
-  session of the user ends (their sockets close); the caller's session stays. An API key
-  cannot change the password (403): it is a credential for scripts, not proof of the person.
+  session of the user ends (their sockets close); the caller's session stays. API keys keep
+  working (scripts and bots are not signed out by a routine change) unless the body says
+  ``"revokeApiKeys": true``; a password *reset* always revokes them. An API key cannot change
+  the password (403): it is a credential for scripts, not proof of the person.
 
 The avatar upload (``POST /api/users/avatar``) belongs to the files plugin.
 
@@ -32,6 +34,7 @@ import peewee
 from ..db import database, now
 from ..errors import Forbidden, RateLimited, Unauthorized, ValidationFailed
 from ..web import ApiHandler, endpoint
+from .apikeys import forget_revoked_api_keys, revoke_user_api_key_rows
 from .audit import AUTH_PASSWORD_CHANGED, record, request_origin
 from .models import User, UserPreferences
 from .passwords import check_policy, hash_password, verify_password
@@ -143,18 +146,25 @@ class ProfileHandler(ApiHandler):
         self.respond(profile, message="Profile updated")
 
 
-def _set_password(user_id: str, password_hash: str, ip: str | None, user_agent: str | None) -> None:
+def _set_password(user_id: str, password_hash: str, revoke_api_keys: bool, ip: str | None,
+                  user_agent: str | None) -> list[tuple[str, str]]:
+    """Set the password (and revoke the API keys when asked) in one transaction; returns the
+    keys revoked."""
     moment = now()
     with database.atomic():
         User.update(password_hash=password_hash, updated_at=moment).where(User.id == user_id).execute()
-        record(AUTH_PASSWORD_CHANGED, user_id=user_id, actor_id=user_id, ip=ip, user_agent=user_agent)
+        revoked = revoke_user_api_key_rows(user_id) if revoke_api_keys else []
+        record(AUTH_PASSWORD_CHANGED, user_id=user_id, actor_id=user_id, ip=ip, user_agent=user_agent,
+               details={"apiKeysRevoked": len(revoked)})
+    return revoked
 
 
 class ChangePasswordHandler(ApiHandler):
     @endpoint("Change my password", body="core/users/change-password",
               response="core/users/change-password-result", tags=("users",), errors=(400, 403, 429),
               description="Needs the current password (a wrong one is 400 on `currentPassword`). "
-                          "Every other session ends; this one stays signed in.")
+                          "Every other session ends; this one stays signed in. API keys keep working "
+                          "unless the body says `revokeApiKeys: true`.")
     async def post(self) -> None:
         app = self.application
         actor = self.actor
@@ -176,10 +186,13 @@ class ChangePasswordHandler(ApiHandler):
         check_policy(new, email=user.email, field="newPassword")
         password_hash = await hash_password(app, new)
         ip, user_agent = request_origin(self)
-        await app.db.run(_set_password, user.id, password_hash, ip, user_agent)
+        revoked = await app.db.run(_set_password, user.id, password_hash, self.body.get("revokeApiKeys", False),
+                                   ip, user_agent)
+        await forget_revoked_api_keys(app, revoked)
         ended = await revoke_user_sessions(app, user.id, except_session_id=actor.session_id,
                                            reason="password_changed")
-        self.respond({"sessionsEnded": ended}, message="Password changed; your other sessions were signed out.")
+        self.respond({"sessionsEnded": ended, "apiKeysRevoked": len(revoked)},
+                     message="Password changed; your other sessions were signed out.")
 
 
 ROUTES: list[tuple[str, type]] = [

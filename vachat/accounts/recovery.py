@@ -12,8 +12,9 @@ Routes (``ROUTES``, included by the accounts plugin):
 - ``POST /api/auth/reset-password`` ``{token, password}`` — rate limited like forgot-password;
   the token must be unused, unexpired and the newest one of its user (issuing a token marks the
   older ones used); the new password passes the policy before the token is spent; the token
-  is spent, the password set and the audit row written in one transaction; then every session
-  of the user ends (tokens refused, sockets closed). The reset does not sign anyone in.
+  is spent, the password set, every API key of the user revoked and the audit row written in
+  one transaction; then every session of the user ends (tokens refused, sockets closed). The
+  reset does not sign anyone in.
 - ``POST /api/auth/verify-email`` ``{token}`` — marks the address verified; single use.
 - ``POST /api/auth/resend-verification`` — for the signed-in caller only (no body): a signed-in
   user already knows their own address, so there is nothing to enumerate, and no form lets a
@@ -44,6 +45,7 @@ from ..web import ApiHandler, endpoint
 from .audit import (
     AUTH_EMAIL_VERIFIED, AUTH_PASSWORD_RESET, AUTH_PASSWORD_RESET_REQUESTED, record, request_origin,
 )
+from .apikeys import forget_revoked_api_keys, revoke_user_api_key_rows
 from .limits import account_key, check_auth_limits
 from .models import EmailVerification, PasswordReset, User, normalize_email
 from .passwords import check_policy, hash_password
@@ -156,9 +158,11 @@ def _find_reset(token_hash: str) -> tuple[str, str, str] | None:
     return (row["id"], row["uid"], row["address"]) if row else None
 
 
-def _apply_reset(reset_id: str, user_id: str, password_hash: str, ip: str | None, user_agent: str | None) -> bool:
-    """Spend the token and set the password in one transaction. False when the token was
-    spent (or expired) meanwhile: two concurrent resets with one token, only one wins."""
+def _apply_reset(reset_id: str, user_id: str, password_hash: str, ip: str | None,
+                 user_agent: str | None) -> list[tuple[str, str]] | None:
+    """Spend the token, set the password and revoke the user's API keys in one transaction.
+    Returns the keys revoked, or None when the token was spent (or expired) meanwhile: two
+    concurrent resets with one token, only one wins."""
     moment = now()
     with database.atomic():  # IMMEDIATE on SQLite (see vachat.db)
         spent = (PasswordReset.update(used_at=moment)
@@ -166,13 +170,17 @@ def _apply_reset(reset_id: str, user_id: str, password_hash: str, ip: str | None
                         PasswordReset.expires_at > moment)
                  .execute())
         if spent != 1:
-            return False
+            return None
         User.update(password_hash=password_hash, updated_at=moment).where(User.id == user_id).execute()
         # Any other link still open for this user dies with this reset.
         (PasswordReset.update(used_at=moment)
          .where(PasswordReset.user == user_id, PasswordReset.used_at.is_null()).execute())
-        record(AUTH_PASSWORD_RESET, user_id=user_id, actor_id=user_id, ip=ip, user_agent=user_agent)
-    return True
+        # A reset is how a victim takes an account back: a key the intruder minted while they
+        # held it must not outlive the recovery.
+        revoked = revoke_user_api_key_rows(user_id)
+        record(AUTH_PASSWORD_RESET, user_id=user_id, actor_id=user_id, ip=ip, user_agent=user_agent,
+               details={"apiKeysRevoked": len(revoked)})
+    return revoked
 
 
 class ForgotPasswordHandler(ApiHandler):
@@ -195,7 +203,8 @@ class ResetPasswordHandler(ApiHandler):
     @endpoint("Set a new password with a reset token", body="core/auth/reset-password", auth=False,
               tags=("auth",), errors=(400, 429),
               description="The token from the e-mail works once, within 1 hour, and only if no newer "
-                          "one was requested. Every session of the account ends; sign in again.")
+                          "one was requested. Every session of the account ends and every API key "
+                          "of the account is revoked; sign in again.")
     async def post(self) -> None:
         app = self.application
         await check_auth_limits(self, None)
@@ -212,10 +221,12 @@ class ResetPasswordHandler(ApiHandler):
         check_policy(password, email=address)  # before the token is spent: a retry can fix it
         password_hash = await hash_password(app, password)
         ip, user_agent = request_origin(self)
-        if not await app.db.run(_apply_reset, reset_id, user_id, password_hash, ip, user_agent):
+        revoked = await app.db.run(_apply_reset, reset_id, user_id, password_hash, ip, user_agent)
+        if revoked is None:
             raise _invalid_token()
+        await forget_revoked_api_keys(app, revoked)
         ended = await revoke_user_sessions(app, user_id, reason="password_reset")
-        log.info("password reset", extra={"userId": user_id, "sessionsEnded": ended})
+        log.info("password reset", extra={"userId": user_id, "sessionsEnded": ended, "apiKeysRevoked": len(revoked)})
         self.respond(None, message="Your password has been reset. Sign in with the new one.")
 
 
