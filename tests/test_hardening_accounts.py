@@ -5,13 +5,16 @@ only failures."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 
 import pytest
 
-from vachat.accounts.audit import AUTH_PASSWORD_RESET
+from vachat.accounts.audit import (
+    AUTH_EMAIL_VERIFICATION_FAILED, AUTH_PASSWORD_CHANGE_FAILED, AUTH_PASSWORD_RESET, AUTH_PASSWORD_RESET_FAILED,
+)
 from vachat.accounts.models import ApiKey, AuditLog
 from vachat.config import PROJECT_ROOT, ConfigError, load_settings
 from vachat.testing import assert_error, error_fields
@@ -116,3 +119,40 @@ async def test_a_password_change_revokes_api_keys_only_when_asked(app, fetch, ma
                                     json={"currentPassword": "Third-Pass-92?", "newPassword": "Fourth-Pass-03?",
                                           "revokeApiKeys": "yes"}), 400, "VALIDATION_FAILED")
     assert "revokeApiKeys" in error_fields(body)
+
+
+# ---------------------------------------------------------------------------
+# 8. the failures that wrote no audit row
+# ---------------------------------------------------------------------------
+
+
+async def audit_rows(app, action):
+    return await app.db.run(lambda: list(AuditLog.select().where(AuditLog.action == action)))
+
+
+@pytest.mark.gen_test
+async def test_a_wrong_current_password_is_audited(app, fetch, make_user):
+    user = await make_user()
+    response = await fetch("/api/users/change-password", method="POST", user=user,
+                           headers={"User-Agent": "guesser"},
+                           json={"currentPassword": "Not-The-One-1!", "newPassword": "Whatever-Pass-5?"})
+    assert error_fields(assert_error(response, 400, "VALIDATION_FAILED")) == {"currentPassword": "is incorrect"}
+    [row] = await audit_rows(app, AUTH_PASSWORD_CHANGE_FAILED)
+    assert (row.user_id, row.actor_id, row.ip, row.user_agent) == (user.id, user.id, "127.0.0.1", "guesser")
+    assert row.details == {"reason": "wrong_current_password"}
+    assert "Not-The-One" not in json.dumps(row.details)
+
+
+@pytest.mark.gen_test
+async def test_invalid_reset_and_verification_tokens_are_audited(app, fetch):
+    token = "T" * 43
+    response = await fetch("/api/auth/reset-password", method="POST", headers={"User-Agent": "prober"},
+                           json={"token": token, "password": "Whatever-Pass-5?"})
+    assert_error(response, 400, "VALIDATION_FAILED")
+    response = await fetch("/api/auth/verify-email", method="POST", headers={"User-Agent": "prober"},
+                           json={"token": token})
+    assert_error(response, 400, "VALIDATION_FAILED")
+    for action in (AUTH_PASSWORD_RESET_FAILED, AUTH_EMAIL_VERIFICATION_FAILED):
+        [row] = await audit_rows(app, action)
+        assert (row.user_id, row.ip, row.user_agent) == (None, "127.0.0.1", "prober")
+        assert row.details == {"reason": "invalid_token"}

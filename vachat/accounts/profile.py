@@ -35,7 +35,7 @@ from ..db import database, now
 from ..errors import Forbidden, RateLimited, Unauthorized, ValidationFailed
 from ..web import ApiHandler, endpoint
 from .apikeys import forget_revoked_api_keys, revoke_user_api_key_rows
-from .audit import AUTH_PASSWORD_CHANGED, record, request_origin
+from .audit import AUTH_PASSWORD_CHANGE_FAILED, AUTH_PASSWORD_CHANGED, audit, record, request_origin
 from .models import User, UserPreferences
 from .passwords import check_policy, hash_password, verify_password
 from .sessions import invalidate_user, revoke_user_sessions
@@ -178,6 +178,8 @@ class ChangePasswordHandler(ApiHandler):
             raise Unauthorized()
         current, new = self.body["currentPassword"], self.body["newPassword"]
         if not await verify_password(app, current, user.password_hash):
+            await audit(app, self, AUTH_PASSWORD_CHANGE_FAILED, user_id=user.id,
+                        details={"reason": "wrong_current_password"})
             raise ValidationFailed("The current password is incorrect", details=[
                 {"field": "currentPassword", "message": "is incorrect"}])
         if new == current:

@@ -43,7 +43,8 @@ from ..db import database, now
 from ..errors import RateLimited, Unauthorized, ValidationFailed
 from ..web import ApiHandler, endpoint
 from .audit import (
-    AUTH_EMAIL_VERIFIED, AUTH_PASSWORD_RESET, AUTH_PASSWORD_RESET_REQUESTED, record, request_origin,
+    AUTH_EMAIL_VERIFICATION_FAILED, AUTH_EMAIL_VERIFIED, AUTH_PASSWORD_RESET, AUTH_PASSWORD_RESET_FAILED,
+    AUTH_PASSWORD_RESET_REQUESTED, audit, record, request_origin,
 )
 from .apikeys import forget_revoked_api_keys, revoke_user_api_key_rows
 from .limits import account_key, check_auth_limits
@@ -210,6 +211,7 @@ class ResetPasswordHandler(ApiHandler):
         await check_auth_limits(self, None)
         found = await app.db.run(_find_reset, hash_token(self.body["token"]))
         if found is None:
+            await audit(app, self, AUTH_PASSWORD_RESET_FAILED, details={"reason": "invalid_token"})
             raise _invalid_token()
         reset_id, user_id, address = found
         decision = await app.limiter.hit(f"auth:reset-password:account:{account_key(address)}",
@@ -222,7 +224,8 @@ class ResetPasswordHandler(ApiHandler):
         password_hash = await hash_password(app, password)
         ip, user_agent = request_origin(self)
         revoked = await app.db.run(_apply_reset, reset_id, user_id, password_hash, ip, user_agent)
-        if revoked is None:
+        if revoked is None:  # spent by a concurrent reset with the same token
+            await audit(app, self, AUTH_PASSWORD_RESET_FAILED, user_id=user_id, details={"reason": "invalid_token"})
             raise _invalid_token()
         await forget_revoked_api_keys(app, revoked)
         ended = await revoke_user_sessions(app, user_id, reason="password_reset")
@@ -286,6 +289,8 @@ class VerifyEmailHandler(ApiHandler):
         ip, user_agent = request_origin(self)
         user_id = await self.application.db.run(_apply_verification, hash_token(self.body["token"]), ip, user_agent)
         if user_id is None:
+            await audit(self.application, self, AUTH_EMAIL_VERIFICATION_FAILED, ip=ip, user_agent=user_agent,
+                        details={"reason": "invalid_token"})
             raise _invalid_token()
         await invalidate_user(self.application, user_id)
         self.respond({"emailVerified": True, "sent": False}, message="Your e-mail address is verified.")
