@@ -156,3 +156,42 @@ async def test_invalid_reset_and_verification_tokens_are_audited(app, fetch):
         [row] = await audit_rows(app, action)
         assert (row.user_id, row.ip, row.user_agent) == (None, "127.0.0.1", "prober")
         assert row.details == {"reason": "invalid_token"}
+
+
+# ---------------------------------------------------------------------------
+# 15. a garbage token is called invalid, the same way on REST and WebSocket
+# ---------------------------------------------------------------------------
+
+GARBAGE = "garbage-token-nobody-issued"
+
+
+@pytest.mark.gen_test
+async def test_a_garbage_bearer_token_is_invalid_on_rest(fetch):
+    body = assert_error(await fetch("/api/auth/me", headers={"Authorization": f"Bearer {GARBAGE}"}),
+                        401, "UNAUTHORIZED")
+    assert body["error"] == "Invalid token"
+    body = assert_error(await fetch("/api/auth/me", headers={"Authorization": "Bearer eyJhbGciOi.bad.jwt"}),
+                        401, "UNAUTHORIZED")
+    assert body["error"] == "Invalid token"
+    body = assert_error(await fetch("/api/auth/me", headers={"X-API-Key": GARBAGE}), 401, "UNAUTHORIZED")
+    assert body["error"] == "Invalid API key"
+    body = assert_error(await fetch("/api/auth/me", headers={"Authorization": "Basic dXNlcjpwYXNz"}),
+                        401, "UNAUTHORIZED")
+    assert "Bearer" in body["error"]
+    # Sending nothing is still a different answer.
+    assert assert_error(await fetch("/api/auth/me"), 401, "UNAUTHORIZED")["error"] == "Authentication required"
+
+
+@pytest.mark.gen_test
+async def test_a_garbage_bearer_token_is_invalid_on_the_websocket(ws_connect):
+    by_header = await ws_connect(headers={"Authorization": f"Bearer {GARBAGE}"})
+    assert await by_header.closed() == (4401, "Invalid token")
+
+    by_frame = await ws_connect()
+    by_frame.send("auth", {"token": GARBAGE}, id="a1")
+    error = await by_frame.receive("error")
+    assert error["data"] == {"code": "UNAUTHORIZED", "message": "Invalid token"}
+    assert await by_frame.closed() == (4401, "Invalid token")
+
+    by_key = await ws_connect(headers={"X-API-Key": GARBAGE})
+    assert await by_key.closed() == (4401, "Invalid API key")
