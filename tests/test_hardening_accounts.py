@@ -5,6 +5,7 @@ only failures."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -17,7 +18,7 @@ from vachat.accounts.audit import (
 )
 from vachat.accounts.models import ApiKey, AuditLog
 from vachat.config import PROJECT_ROOT, ConfigError, load_settings
-from vachat.testing import assert_error, error_fields
+from vachat.testing import assert_error, error_fields, login
 
 
 def run_server(env: dict[str, str], tmp_path) -> subprocess.CompletedProcess:
@@ -195,3 +196,54 @@ async def test_a_garbage_bearer_token_is_invalid_on_the_websocket(ws_connect):
 
     by_key = await ws_connect(headers={"X-API-Key": GARBAGE})
     assert await by_key.closed() == (4401, "Invalid API key")
+
+
+# ---------------------------------------------------------------------------
+# 18. only failed sign-ins count against the login limits
+# ---------------------------------------------------------------------------
+
+LOGIN_LIMIT = pytest.mark.vachat(config={"rate_limit_auth": "5/900s"})
+
+
+@LOGIN_LIMIT
+@pytest.mark.gen_test
+async def test_successful_sign_ins_do_not_count(fetch, make_user):
+    user = await make_user()
+    for _ in range(10):
+        assert (await login(fetch, user.email, user.password)).code == 200
+
+
+@LOGIN_LIMIT
+@pytest.mark.gen_test
+async def test_five_failures_lock_the_account_and_successes_do_not_refill_it(fetch, make_user):
+    user = await make_user()
+    for _ in range(4):
+        assert_error(await login(fetch, user.email, "Wrong-Guess-77!"), 401, "UNAUTHORIZED")
+    assert (await login(fetch, user.email, user.password)).code == 200  # gives back only its own
+    assert_error(await login(fetch, user.email, "Wrong-Guess-77!"), 401, "UNAUTHORIZED")
+    locked = await login(fetch, user.email, user.password)
+    assert_error(locked, 429, "RATE_LIMITED")
+    assert int(locked.headers["Retry-After"]) >= 1
+
+
+@LOGIN_LIMIT
+@pytest.mark.gen_test
+async def test_concurrent_guesses_cannot_outrun_the_limit(fetch, make_user):
+    user = await make_user()
+    answers = await asyncio.gather(*(login(fetch, user.email, f"Wrong-Guess-{n}!") for n in range(12)))
+    assert sorted(answer.code for answer in answers) == [401] * 5 + [429] * 7
+
+
+@LOGIN_LIMIT
+@pytest.mark.gen_test
+async def test_register_forgot_and_reset_count_every_attempt(fetch, make_user):
+    user = await make_user()
+    for _ in range(5):
+        assert (await fetch("/api/auth/forgot-password", method="POST", json={"email": user.email})).code == 200
+    assert_error(await fetch("/api/auth/forgot-password", method="POST", json={"email": user.email}),
+                 429, "RATE_LIMITED")
+    for number in range(5):
+        assert (await fetch("/api/auth/register", method="POST",
+                            json={"email": f"new{number}@example.test", "password": "Brand-New-Pass-8?"})).code == 201
+    assert_error(await fetch("/api/auth/register", method="POST",
+                             json={"email": "new9@example.test", "password": "Brand-New-Pass-8?"}), 429, "RATE_LIMITED")

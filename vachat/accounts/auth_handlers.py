@@ -139,15 +139,18 @@ class LoginHandler(ApiHandler):
     @endpoint("Sign in with e-mail and password", body="core/auth/login", response="core/auth/auth-result",
               auth=False, tags=TAGS,
               description="Unknown e-mail and wrong password give the same 401. A disabled account gets 403 "
-                          "once its password is proven. Limited by RATE_LIMIT_AUTH per IP and per account.")
+                          "once its password is proven. Failed sign-ins are limited by RATE_LIMIT_AUTH "
+                          "per IP and per account; successful ones do not count.")
     async def post(self) -> None:
         app = self.application
         email = normalize_email(self.body["email"])
         password = self.body["password"]
-        await check_auth_limits(self, email)
+        attempt = await check_auth_limits(self, email)
         user = await app.db.run(User.by_email, email) if email else None
         matches = await verify_password(app, password, user.password_hash if user is not None else None)
-        if not matches:
+        if matches:
+            await attempt.succeeded()  # only failed sign-ins count against the login limits
+        else:
             await audit.audit(app, self, audit.AUTH_LOGIN_FAILED, user_id=user.id if user else None,
                               actor_id=None, details={"email": email[:254], "reason": "unknown_email" if user is None
                                                       else "bad_password"})
