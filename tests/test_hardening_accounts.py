@@ -247,3 +247,38 @@ async def test_register_forgot_and_reset_count_every_attempt(fetch, make_user):
                             json={"email": f"new{number}@example.test", "password": "Brand-New-Pass-8?"})).code == 201
     assert_error(await fetch("/api/auth/register", method="POST",
                              json={"email": "new9@example.test", "password": "Brand-New-Pass-8?"}), 429, "RATE_LIMITED")
+
+
+# ---------------------------------------------------------------------------
+# 13. no error echoes a password, token or key
+# ---------------------------------------------------------------------------
+
+LONG_SECRET = "Sup3r-Secret-" + "q" * 1100
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/api/auth/register", {"email": "long@example.test", "password": LONG_SECRET}, "password"),
+    ("/api/auth/login", {"email": "long@example.test", "password": LONG_SECRET}, "password"),
+    ("/api/auth/reset-password", {"token": "T" * 43, "password": LONG_SECRET}, "password"),
+    ("/api/auth/reset-password", {"token": "Sup3r-Secret token!", "password": "Fine-Pass-42?"}, "token"),
+    ("/api/auth/reset-password", {"token": LONG_SECRET, "password": "Fine-Pass-42?"}, "token"),
+    ("/api/auth/verify-email", {"token": LONG_SECRET}, "token"),
+    ("/api/auth/refresh", {"refreshToken": "Sup3r-Secret-" + "r" * 5000}, "refreshToken"),
+])
+@pytest.mark.gen_test
+async def test_validation_errors_never_echo_a_secret(fetch, path, body, field):
+    response = await fetch(path, method="POST", json=body)
+    error = assert_error(response, 400, "VALIDATION_FAILED")
+    assert field in error_fields(error)
+    assert b"Sup3r-Secret" not in response.body and b"qqqq" not in response.body
+
+
+@pytest.mark.gen_test
+async def test_a_change_password_error_never_echoes_either_password(fetch, make_user):
+    user = await make_user()
+    response = await fetch("/api/users/change-password", method="POST", user=user,
+                           json={"currentPassword": LONG_SECRET, "newPassword": LONG_SECRET + "x"})
+    fields = error_fields(assert_error(response, 400, "VALIDATION_FAILED"))
+    assert fields == {"currentPassword": "must be at most 1024 characters",
+                      "newPassword": "must be at most 1024 characters"}
+    assert b"Sup3r-Secret" not in response.body
