@@ -24,6 +24,7 @@ from . import audit
 from .models import (
     ADMIN_ROLE, DEFAULT_ROLE, Role, Session, User, UserPreferences, UserStatistics, normalize_email,
 )
+from .identity import clean_name, identifier_problem
 from .passwords import _hash, policy_problems
 
 __all__ = ["seed", "create_admin", "ensure_default_roles", "DEFAULT_ROLES", "EMAIL_PATTERN"]
@@ -68,10 +69,11 @@ def seed(app: Any, args: Any) -> int:
 
 def create_admin(app: Any, args: Any) -> int:
     """Create (or promote) an administrator from ``args.email``, ``args.password``, ``args.name``."""
-    email = normalize_email(getattr(args, "email", "") or "")
+    raw_email = getattr(args, "email", "") or ""
+    email = normalize_email(raw_email)
     password = getattr(args, "password", "") or ""
-    name = (getattr(args, "name", "") or "").strip() or "Administrator"
-    if not EMAIL_PATTERN.match(email) or len(email) > 254:
+    name = clean_name(getattr(args, "name", "") or "") or "Administrator"
+    if identifier_problem(raw_email) or not EMAIL_PATTERN.match(email) or len(email) > 254:
         print("create-admin: a valid --email is required", file=sys.stderr)
         return 1
     problems = policy_problems(password, email=email)
@@ -84,6 +86,9 @@ def create_admin(app: Any, args: Any) -> int:
     with app.db.engine.atomic():
         ensure_default_roles()
         user = User.by_email(email)
+        if user is None and User.email_taken(email):
+            print("create-admin: another account's address looks the same as this one", file=sys.stderr)
+            return 1
         if user is None:
             user = User.create(email=email, password_hash=hashed, first_name=first[:100], last_name=last[:100],
                                role=ADMIN_ROLE, is_email_verified=True)

@@ -36,6 +36,7 @@ from ..errors import Forbidden, RateLimited, Unauthorized, ValidationFailed
 from ..web import ApiHandler, endpoint
 from .apikeys import forget_revoked_api_keys, revoke_user_api_key_rows
 from .audit import AUTH_PASSWORD_CHANGE_FAILED, AUTH_PASSWORD_CHANGED, audit, record, request_origin
+from .identity import clean_name, normalize_password
 from .models import User, UserPreferences
 from .passwords import check_policy, hash_password, verify_password
 from .sessions import invalidate_user, revoke_user_sessions
@@ -133,11 +134,13 @@ class ProfileHandler(ApiHandler):
             raise ValidationFailed("Unknown time zone", details=[
                 {"field": "timezone", "message": "is not an IANA time zone name (such as Europe/Paris)"}])
         fields = {column: body[name] for name, column in PROFILE_FIELDS.items() if name in body}
-        for column in ("first_name", "last_name", "bio"):
+        for column in ("first_name", "last_name"):
             if column in fields:
-                fields[column] = fields[column].strip()
+                fields[column] = clean_name(fields[column])
+        if "bio" in fields:
+            fields["bio"] = fields["bio"].strip()
         if fields.get("display_name") is not None:
-            fields["display_name"] = fields["display_name"].strip() or None
+            fields["display_name"] = clean_name(fields["display_name"]) or None
         profile = await app.db.run(_update_profile, self.actor.id, fields, body.get("preferences"))
         if profile is None:
             raise Unauthorized()
@@ -182,7 +185,7 @@ class ChangePasswordHandler(ApiHandler):
                         details={"reason": "wrong_current_password"})
             raise ValidationFailed("The current password is incorrect", details=[
                 {"field": "currentPassword", "message": "is incorrect"}])
-        if new == current:
+        if normalize_password(new) == normalize_password(current):
             raise ValidationFailed("Choose a password different from the current one", details=[
                 {"field": "newPassword", "message": "must differ from the current password"}])
         check_policy(new, email=user.email, field="newPassword")

@@ -70,6 +70,9 @@ TOKEN_BYTES = 32
 FORGOT_PASSWORD_MESSAGE = ("If an account exists for that address, we have sent it a link to reset "
                            "the password. The link expires in 1 hour.")
 INVALID_TOKEN_MESSAGE = "This link is invalid or has expired; ask for a new one"
+# Neither message greets by name: whoever registers or asks for a reset chooses the address it
+# goes to, and the name on the account would be their text in someone else's inbox.
+GREETING = "Hello,"
 
 
 def new_token() -> tuple[str, str]:
@@ -108,9 +111,9 @@ def _mail_bodies(greeting: str, paragraphs: list[str], link: str, action: str) -
 # ---------------------------------------------------------------------------
 
 
-def _store_reset(email: str, token_hash: str, ip: str | None, user_agent: str | None) -> tuple[str, str] | None:
+def _store_reset(email: str, token_hash: str, ip: str | None, user_agent: str | None) -> str | None:
     """Synchronous (``app.db.run``): supersede the user's open reset tokens, store the new
-    one, write the audit row. Returns (address, name) for a known active account, else None
+    one, write the audit row. Returns the address of a known active account, else None
     after doing the same shape of work."""
     moment = now()
     with database.atomic():  # IMMEDIATE on SQLite (see vachat.db)
@@ -125,7 +128,7 @@ def _store_reset(email: str, token_hash: str, ip: str | None, user_agent: str | 
                                  created_at=moment, expires_at=moment + RESET_TOKEN_TTL)
         record(AUTH_PASSWORD_RESET_REQUESTED, user_id=user.id if known else None, ip=ip, user_agent=user_agent,
                details={"accountFound": known})
-    return (user.email, user.name) if known else None
+    return user.email if known else None
 
 
 async def issue_password_reset(app: Any, email: str, *, ip: str | None = None,
@@ -133,13 +136,12 @@ async def issue_password_reset(app: Any, email: str, *, ip: str | None = None,
     """Issue a reset token for ``email`` and mail the link, if it names an active account.
     Returns whether a message was handed to the mailer. Runs as a background mail job."""
     token, token_hash = new_token()
-    found = await app.db.run(_store_reset, normalize_email(email), token_hash, ip, user_agent)
-    if found is None:
+    address = await app.db.run(_store_reset, normalize_email(email), token_hash, ip, user_agent)
+    if address is None:
         return False
-    address, name = found
     link = _link(app, "reset-password", token)
     text, rich = _mail_bodies(
-        f"Hello {name},",
+        GREETING,
         ["Someone (hopefully you) asked to reset the password of your account. "
          "Open this link within 1 hour to choose a new one:",
          "If you did not ask for this, ignore this message: your password stays as it is. "
@@ -253,7 +255,7 @@ async def send_verification_email(app: Any, user: User) -> None:
     token, token_hash = new_token()
     await app.db.run(_store_verification, user.id, user.email, token_hash)
     text, rich = _mail_bodies(
-        f"Hello {user.name},",
+        GREETING,
         ["Please confirm that this is your e-mail address by opening this link (valid for 48 hours):",
          "If you did not create an account, ignore this message."],
         _link(app, "verify-email", token), "Confirm my address")
