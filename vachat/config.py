@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-__all__ = ["ConfigError", "Rate", "Settings", "load_settings", "PROJECT_ROOT"]
+__all__ = ["ConfigError", "Rate", "Settings", "load_settings", "PROJECT_ROOT", "make_private_dir",
+           "PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_FILE = PROJECT_ROOT / "conf" / "default.toml"
@@ -34,6 +35,27 @@ BCRYPT_MIN_ROUNDS, BCRYPT_MAX_ROUNDS = 4, 31
 # Below this cost a leaked hash falls to an offline guesser in hours (OWASP asks for 10 or
 # more); fine for tests, refused in production.
 BCRYPT_MIN_PRODUCTION_ROUNDS = 10
+
+
+# What holds secrets or password hashes (generated secrets, the SQLite database, logs) is
+# readable by the server's own user only.
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def make_private_dir(path: Path, *, tighten: bool = False) -> None:
+    """Create ``path`` and any missing parent as ``PRIVATE_DIR_MODE``. An existing directory
+    keeps its mode (it may be an operator's) unless ``tighten``: vachat's own data directory."""
+    missing = []
+    candidate = path
+    while not candidate.exists():
+        missing.append(candidate)
+        candidate = candidate.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+        os.chmod(directory, PRIVATE_DIR_MODE)  # mkdir's mode passes through the umask
+    if tighten and not missing:
+        os.chmod(path, PRIVATE_DIR_MODE)
 
 
 class ConfigError(ValueError):
@@ -200,6 +222,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("shutdown_grace", "server", "shutdown_grace", "SHUTDOWN_GRACE", parse_positive_float),
     Option("executor_threads", "server", "executor_threads", "EXECUTOR_THREADS", parse_positive_int),
     Option("auto_migrate", "server", "auto_migrate", "AUTO_MIGRATE", parse_bool),
+    Option("data_path", "server", "data_dir", "DATA_DIR", str),
     Option("database_url", "database", "url", "DATABASE_URL", parse_database_url, secret=True),
     Option("database_pool_size", "database", "pool_size", "DATABASE_POOL_SIZE", parse_positive_int),
     Option("redis_url", "redis", "url", "REDIS_URL", parse_redis_url, secret=True),
@@ -246,6 +269,7 @@ class Settings:
     shutdown_grace: float = 30.0
     executor_threads: int = 8
     auto_migrate: bool | None = None
+    data_path: str = "var"
     database_url: str = "sqlite:///var/vachat.db"
     database_pool_size: int = 8
     redis_url: str = ""
@@ -304,7 +328,7 @@ class Settings:
     @property
     def data_dir(self) -> Path:
         """Where embedded state (generated secrets, SQLite files) lives by default."""
-        return PROJECT_ROOT / "var"
+        return self.resolve_path(self.data_path)
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -415,20 +439,25 @@ def _with_secrets(settings: Settings) -> Settings:
 
 
 def _remembered_secrets(path: Path) -> dict[str, str]:
-    """Development secrets, generated once and kept so restarts do not sign everyone out."""
+    """Development secrets, generated once and kept so restarts do not sign everyone out.
+    The file is ``PRIVATE_FILE_MODE`` in a ``PRIVATE_DIR_MODE`` data directory, whatever
+    modes an older version (or a copy) left them with."""
     try:
+        make_private_dir(path.parent, tighten=True)
         stored = json.loads(path.read_text())
         if isinstance(stored, dict) and all(
             isinstance(stored.get(key), str) and len(stored[key]) >= MIN_SECRET_BYTES
             for key in ("jwt_secret", "jwt_refresh_secret")
         ):
+            os.chmod(path, PRIVATE_FILE_MODE)
             return stored
     except (OSError, ValueError):
         pass
     generated = {key: secrets.token_urlsafe(48) for key in ("jwt_secret", "jwt_refresh_secret")}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+        # O_CREAT's mode only applies to a new file: an existing 0644 one must be tightened.
+        os.fchmod(descriptor, PRIVATE_FILE_MODE)
         with os.fdopen(descriptor, "w") as handle:
             json.dump(generated, handle)
     except OSError:

@@ -13,6 +13,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +23,7 @@ from urllib.parse import unquote, urlparse
 import peewee
 from playhouse.pool import PooledPostgresqlDatabase
 
-from .config import PROJECT_ROOT, redact_url
+from .config import PRIVATE_FILE_MODE, PROJECT_ROOT, make_private_dir, redact_url
 from .errors import Unavailable
 from .ids import new_id
 
@@ -89,7 +90,7 @@ def connect_url(url: str, pool_size: int = 8) -> peewee.Database:
         path = Path(raw_path[1:]) if raw_path.startswith("/") else Path(raw_path)
         if not path.is_absolute():
             path = PROJECT_ROOT / path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
         # BEGIN IMMEDIATE: a transaction that reads and then writes would otherwise fail at once
         # with "database is locked" when another thread wrote in between (a deferred read lock
         # cannot be upgraded); taking the write lock up front makes it wait (busy_timeout).
@@ -107,6 +108,20 @@ def connect_url(url: str, pool_size: int = 8) -> peewee.Database:
             connect_timeout=POSTGRES_CONNECT_TIMEOUT,
         )
     raise ValueError(f"unsupported database URL {redact_url(url)!r}")
+
+
+def _create_private(path: Path) -> None:
+    """Make the SQLite file ``PRIVATE_FILE_MODE`` (it holds password hashes) before SQLite
+    opens it: SQLite creates its -wal and -shm files with the database file's mode."""
+    make_private_dir(path.parent)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    try:
+        os.fchmod(descriptor, PRIVATE_FILE_MODE)  # an existing file keeps its mode otherwise
+    finally:
+        os.close(descriptor)
+    for companion in (Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        if companion.exists():
+            os.chmod(companion, PRIVATE_FILE_MODE)
 
 
 class Database:

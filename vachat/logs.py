@@ -17,6 +17,8 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from .config import make_private_dir
+
 __all__ = ["configure_logging", "log_request", "redact", "RedactingFilter"]
 
 access_log = logging.getLogger("vachat.access")
@@ -105,7 +107,7 @@ def configure_logging(level: str = "INFO", log_dir: str | Path | None = None, re
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
     if log_dir:
         directory = Path(log_dir)
-        directory.mkdir(parents=True, exist_ok=True)
+        make_private_dir(directory)
         handlers.append(logging.handlers.TimedRotatingFileHandler(
             directory / "vachat.log", when="midnight", backupCount=retention_days, encoding="utf-8", utc=True))
         errors = logging.handlers.TimedRotatingFileHandler(
