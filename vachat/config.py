@@ -196,6 +196,20 @@ def parse_networks(value: Any) -> list[str]:
     return networks
 
 
+def parse_public_url(value: Any) -> str:
+    text = str(value).strip()
+    if text and not re.match(r"^https?://[^/\s]+", text):
+        raise ValueError(f"must be an http:// or https:// URL, got {text!r}")
+    return text.rstrip("/")
+
+
+def parse_link_template(value: Any) -> str:
+    text = str(value).strip()
+    if text and (not re.match(r"^https?://[^/\s]+", text) or "{token}" not in text):
+        raise ValueError(f"must be an http(s):// URL containing {{token}}, got {text!r}")
+    return text
+
+
 def redact_url(url: str) -> str:
     """The URL with any password replaced, safe for logs and error messages."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
@@ -239,7 +253,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_retention_days", "logging", "retention_days", "LOG_RETENTION_DAYS", parse_positive_int),
     Option("smtp_url", "email", "smtp_url", "SMTP_URL", parse_smtp_url, secret=True),
     Option("email_from", "email", "from", "EMAIL_FROM", str),
-    Option("public_url", "email", "public_url", "PUBLIC_URL", str),
+    Option("public_url", "email", "public_url", "PUBLIC_URL", parse_public_url),
+    Option("email_verify_url", "email", "verify_url", "EMAIL_VERIFY_URL", parse_link_template),
+    Option("email_reset_url", "email", "reset_url", "EMAIL_RESET_URL", parse_link_template),
     Option("ai_provider", "ai", "provider", "AI_PROVIDER", str),
     Option("ai_base_url", "ai", "base_url", "AI_BASE_URL", str),
     Option("ai_api_key", "ai", "api_key", "AI_API_KEY", str, secret=True),
@@ -286,7 +302,10 @@ class Settings:
     log_retention_days: int = 14
     smtp_url: str = ""
     email_from: str = "vachat <no-reply@localhost>"
-    public_url: str = "http://localhost:3000"
+    # Empty: the server's own address (see _with_public_url).
+    public_url: str = ""
+    email_verify_url: str = ""
+    email_reset_url: str = ""
     ai_provider: str = "echo"
     ai_base_url: str = ""
     ai_api_key: str = ""
@@ -413,7 +432,18 @@ def load_settings(
     if settings.is_production and settings.bcrypt_rounds < BCRYPT_MIN_PRODUCTION_ROUNDS:
         raise ConfigError(f"BCRYPT_ROUNDS ({settings.bcrypt_rounds}) must be at least "
                           f"{BCRYPT_MIN_PRODUCTION_ROUNDS} in production")
-    return _with_secrets(settings)
+    return _with_secrets(_with_public_url(settings))
+
+
+def _with_public_url(settings: Settings) -> Settings:
+    """``PUBLIC_URL`` left empty means this server itself, so mailed links work out of the box:
+    ``http://<host>:<port>``, with ``localhost`` for a wildcard host."""
+    if settings.public_url:
+        return settings
+    host = settings.host if settings.host not in ("", "0.0.0.0", "::", "[::]") else "localhost"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal
+    return settings.replace(public_url=f"http://{host}:{settings.port}")
 
 
 def _with_secrets(settings: Settings) -> Settings:

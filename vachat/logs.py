@@ -41,6 +41,8 @@ _PATTERNS = [
     (re.compile(r"(://[^:/@\s]*:)[^@\s]+@"), r"\1" + REDACTED + "@"),
     # vachat API keys
     (re.compile(r"\bvak_[A-Za-z0-9_-]{8,}"), REDACTED),
+    # one-time tokens in the address of the pages mailed links open (accounts.pages)
+    (re.compile(r"(/(?:verify-email|reset-password)/)[A-Za-z0-9_-]{8,}"), r"\1" + REDACTED),
 ]
 # Log files rotate at midnight; errors are kept this many times longer than the rest, since
 # they are what someone comes looking for after the fact.

@@ -32,7 +32,8 @@ from . import apikeys, sessions, tokens
 log = logging.getLogger("vachat.accounts")
 
 # Modules contributing routes (each exposes ``ROUTES``); optional ones may be absent.
-ROUTE_MODULES = ("vachat.accounts.auth_handlers", "vachat.accounts.recovery", "vachat.accounts.profile")
+ROUTE_MODULES = ("vachat.accounts.auth_handlers", "vachat.accounts.recovery", "vachat.accounts.profile",
+                 "vachat.accounts.pages")
 
 
 def actor_from_principal(principal: dict[str, Any], *, session_id: str | None,

@@ -22,7 +22,9 @@ Routes (``ROUTES``, included by the accounts plugin):
 
 Tokens are 256 random bits (``secrets.token_urlsafe``); only their SHA-256 is stored, so a
 database leak yields no usable link. Links are ``{PUBLIC_URL}/reset-password/<token>`` and
-``{PUBLIC_URL}/verify-email/<token>``; the front end posts the token back here.
+``{PUBLIC_URL}/verify-email/<token>``, vachat's own minimal pages (``pages``), unless
+``EMAIL_RESET_URL`` / ``EMAIL_VERIFY_URL`` point them at a front end, which posts the token
+back here.
 
 ``send_verification_email(app, user)`` is what registration calls.
 
@@ -54,6 +56,7 @@ from .sessions import invalidate_user, revoke_user_sessions
 
 __all__ = [
     "ROUTES", "send_verification_email", "issue_password_reset", "new_token", "hash_token",
+    "reset_password", "verify_email", "PASSWORD_RESET_MESSAGE", "EMAIL_VERIFIED_MESSAGE",
     "RESET_TOKEN_TTL", "VERIFICATION_TOKEN_TTL", "FORGOT_PASSWORD_MESSAGE",
 ]
 
@@ -70,6 +73,8 @@ TOKEN_BYTES = 32
 FORGOT_PASSWORD_MESSAGE = ("If an account exists for that address, we have sent it a link to reset "
                            "the password. The link expires in 1 hour.")
 INVALID_TOKEN_MESSAGE = "This link is invalid or has expired; ask for a new one"
+PASSWORD_RESET_MESSAGE = "Your password has been reset. Sign in with the new one."
+EMAIL_VERIFIED_MESSAGE = "Your e-mail address is verified."
 # Neither message greets by name: whoever registers or asks for a reset chooses the address it
 # goes to, and the name on the account would be their text in someone else's inbox.
 GREETING = "Hello,"
@@ -90,6 +95,11 @@ def _invalid_token() -> ValidationFailed:
 
 
 def _link(app: Any, path: str, token: str) -> str:
+    """The mailed link: the configured front-end template (``EMAIL_VERIFY_URL`` /
+    ``EMAIL_RESET_URL``, ``{token}`` replaced), else vachat's own page under ``PUBLIC_URL``."""
+    template = {"verify-email": app.config.email_verify_url, "reset-password": app.config.email_reset_url}[path]
+    if template:
+        return template.replace("{token}", token)
     return f"{app.config.public_url.rstrip('/')}/{path}/{token}"
 
 
@@ -209,30 +219,37 @@ class ResetPasswordHandler(ApiHandler):
                           "one was requested. Every session of the account ends and every API key "
                           "of the account is revoked; sign in again.")
     async def post(self) -> None:
-        app = self.application
-        await check_auth_limits(self, None)
-        found = await app.db.run(_find_reset, hash_token(self.body["token"]))
-        if found is None:
-            await audit(app, self, AUTH_PASSWORD_RESET_FAILED, details={"reason": "invalid_token"})
-            raise _invalid_token()
-        reset_id, user_id, address = found
-        decision = await app.limiter.hit(f"auth:reset-password:account:{account_key(address)}",
-                                         app.config.rate_limit_auth)
-        if not decision.allowed:
-            raise RateLimited("Too many attempts for this account; try again later",
-                              retry_after=decision.retry_after)
-        password = self.body["password"]
-        check_policy(password, email=address)  # before the token is spent: a retry can fix it
-        password_hash = await hash_password(app, password)
-        ip, user_agent = request_origin(self)
-        revoked = await app.db.run(_apply_reset, reset_id, user_id, password_hash, ip, user_agent)
-        if revoked is None:  # spent by a concurrent reset with the same token
-            await audit(app, self, AUTH_PASSWORD_RESET_FAILED, user_id=user_id, details={"reason": "invalid_token"})
-            raise _invalid_token()
-        await forget_revoked_api_keys(app, revoked)
-        ended = await revoke_user_sessions(app, user_id, reason="password_reset")
-        log.info("password reset", extra={"userId": user_id, "sessionsEnded": ended, "apiKeysRevoked": len(revoked)})
-        self.respond(None, message="Your password has been reset. Sign in with the new one.")
+        await reset_password(self, self.body["token"], self.body["password"])
+        self.respond(None, message=PASSWORD_RESET_MESSAGE)
+
+
+async def reset_password(handler: Any, token: str, password: str) -> None:
+    """Set ``password`` with a reset ``token`` on behalf of ``handler``'s caller (the REST
+    endpoint and the reset page alike): rate limited, policy checked before the token is
+    spent, then every session ended and every API key revoked. Raises ``ValidationFailed``
+    (bad token or password) or ``RateLimited``."""
+    app = handler.application
+    await check_auth_limits(handler, None, action="reset-password")
+    found = await app.db.run(_find_reset, hash_token(token))
+    if found is None:
+        await audit(app, handler, AUTH_PASSWORD_RESET_FAILED, details={"reason": "invalid_token"})
+        raise _invalid_token()
+    reset_id, user_id, address = found
+    decision = await app.limiter.hit(f"auth:reset-password:account:{account_key(address)}",
+                                     app.config.rate_limit_auth)
+    if not decision.allowed:
+        raise RateLimited("Too many attempts for this account; try again later",
+                          retry_after=decision.retry_after)
+    check_policy(password, email=address)  # before the token is spent: a retry can fix it
+    password_hash = await hash_password(app, password)
+    ip, user_agent = request_origin(handler)
+    revoked = await app.db.run(_apply_reset, reset_id, user_id, password_hash, ip, user_agent)
+    if revoked is None:  # spent by a concurrent reset with the same token
+        await audit(app, handler, AUTH_PASSWORD_RESET_FAILED, user_id=user_id, details={"reason": "invalid_token"})
+        raise _invalid_token()
+    await forget_revoked_api_keys(app, revoked)
+    ended = await revoke_user_sessions(app, user_id, reason="password_reset")
+    log.info("password reset", extra={"userId": user_id, "sessionsEnded": ended, "apiKeysRevoked": len(revoked)})
 
 
 # ---------------------------------------------------------------------------
@@ -288,14 +305,22 @@ class VerifyEmailHandler(ApiHandler):
     @endpoint("Confirm an e-mail address with the token sent to it", body="core/auth/verify-email",
               response="core/auth/email-verification-status", auth=False, tags=("auth",), errors=(400,))
     async def post(self) -> None:
-        ip, user_agent = request_origin(self)
-        user_id = await self.application.db.run(_apply_verification, hash_token(self.body["token"]), ip, user_agent)
-        if user_id is None:
-            await audit(self.application, self, AUTH_EMAIL_VERIFICATION_FAILED, ip=ip, user_agent=user_agent,
-                        details={"reason": "invalid_token"})
-            raise _invalid_token()
-        await invalidate_user(self.application, user_id)
-        self.respond({"emailVerified": True, "sent": False}, message="Your e-mail address is verified.")
+        await verify_email(self, self.body["token"])
+        self.respond({"emailVerified": True, "sent": False}, message=EMAIL_VERIFIED_MESSAGE)
+
+
+async def verify_email(handler: Any, token: str) -> str:
+    """Spend a verification ``token`` on behalf of ``handler``'s caller (the REST endpoint and
+    the verification page alike). Returns the user id; ``ValidationFailed`` for a bad token."""
+    app = handler.application
+    ip, user_agent = request_origin(handler)
+    user_id = await app.db.run(_apply_verification, hash_token(token), ip, user_agent)
+    if user_id is None:
+        await audit(app, handler, AUTH_EMAIL_VERIFICATION_FAILED, ip=ip, user_agent=user_agent,
+                    details={"reason": "invalid_token"})
+        raise _invalid_token()
+    await invalidate_user(app, user_id)
+    return user_id
 
 
 class ResendVerificationHandler(ApiHandler):
