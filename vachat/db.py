@@ -114,14 +114,15 @@ def _create_private(path: Path) -> None:
     """Make the SQLite file ``PRIVATE_FILE_MODE`` (it holds password hashes) before SQLite
     opens it: SQLite creates its -wal and -shm files with the database file's mode."""
     make_private_dir(path.parent)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
     try:
-        os.fchmod(descriptor, PRIVATE_FILE_MODE)  # an existing file keeps its mode otherwise
-    finally:
-        os.close(descriptor)
-    for companion in (Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
-        if companion.exists():
-            os.chmod(companion, PRIVATE_FILE_MODE)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+    except FileExistsError:
+        pass
+    # By name, never by opening it: closing any descriptor of a SQLite file drops every POSIX
+    # lock this process holds on it, under connections that may already be open.
+    for existing in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        if existing.exists():
+            os.chmod(existing, PRIVATE_FILE_MODE)  # one left 0644 by an older version
 
 
 class Database:
