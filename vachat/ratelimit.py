@@ -78,6 +78,24 @@ redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_ta
 return {1, math.floor((period - (new_tat - now)) / interval), 0}
 """
 
+# KEYS[1] = bucket key; ARGV[1] = emission interval (µs). Gives back one hit (see refund()).
+# Must stay the same arithmetic as MemoryRateLimiter.refund_now().
+_REFUND_LUA = """
+if redis.replicate_commands then redis.replicate_commands() end
+local interval = tonumber(ARGV[1])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat then return 0 end
+local new_tat = tat - interval
+if new_tat <= now then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+end
+return 1
+"""
+
 
 @dataclass(frozen=True)
 class RateDecision:
@@ -99,6 +117,14 @@ class RateLimiter(abc.ABC):
     @abc.abstractmethod
     async def reset(self, key: str) -> None:
         """Forget ``key``'s history, e.g. after a successful sign-in."""
+
+    @abc.abstractmethod
+    async def refund(self, key: str, rate: Rate) -> None:
+        """Give back one hit counted under ``key`` with ``rate`` (a no-op for an empty bucket).
+
+        For limits that count only failures: hit before the attempt (so concurrent attempts
+        cannot all slip through) and refund the ones that turn out to succeed.
+        """
 
     async def close(self) -> None:
         """Release what the limiter holds. It does not close a shared Redis client."""
@@ -164,6 +190,20 @@ class MemoryRateLimiter(RateLimiter):
     async def reset(self, key: str) -> None:
         self._tats.pop(key, None)
 
+    async def refund(self, key: str, rate: Rate) -> None:
+        self.refund_now(key, rate)
+
+    def refund_now(self, key: str, rate: Rate) -> None:
+        """``refund`` without the coroutine."""
+        tat = self._tats.get(key)
+        if tat is None:
+            return
+        interval, _ = _units(rate)
+        if tat - interval <= self._now():
+            del self._tats[key]  # back to a full bucket: the same as no key
+        else:
+            self._tats[key] = tat - interval
+
     async def close(self) -> None:
         self._tats.clear()
 
@@ -205,6 +245,7 @@ class RedisRateLimiter(RateLimiter):
         self._fallback = fallback or MemoryRateLimiter()
         # EVALSHA with a transparent SCRIPT LOAD on NOSCRIPT (e.g. after a Redis restart).
         self._script = client.register_script(_GCRA_LUA)
+        self._refund_script = client.register_script(_REFUND_LUA)
 
     async def hit(self, key: str, rate: Rate) -> RateDecision:
         if self._guard.should_try():
@@ -231,6 +272,18 @@ class RedisRateLimiter(RateLimiter):
             self._guard.record_failure(error, "rate limiter")
         else:
             self._guard.record_success("rate limiter")
+
+    async def refund(self, key: str, rate: Rate) -> None:
+        if self._guard.should_try():
+            interval, _ = _units(rate)
+            try:
+                await self._refund_script(keys=[self._prefix + key], args=[interval])
+            except REDIS_ERRORS as error:
+                self._guard.record_failure(error, "rate limiter")
+            else:
+                self._guard.record_success("rate limiter")
+                return
+        self._fallback.refund_now(key, rate)
 
     async def close(self) -> None:
         await self._fallback.close()

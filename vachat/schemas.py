@@ -23,6 +23,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from .errors import ValidationFailed
+from .logs import SENSITIVE_KEYS
 
 __all__ = ["SchemaRegistry", "SchemaError", "SCHEMA_BASE_URI", "schema_uri"]
 
@@ -233,6 +234,8 @@ def describe_errors(errors: list[jsonschema.ValidationError]) -> list[dict[str, 
             continue
         elif error.validator == "type":
             message = f"must be of type {error.validator_value}"
+        elif _is_secret(error, path):
+            message = _secret_message(error)
         else:
             message = error.message
             if len(message) > 200:
@@ -244,6 +247,27 @@ def describe_errors(errors: list[jsonschema.ValidationError]) -> list[dict[str, 
         if len(details) >= MAX_ERROR_DETAILS:
             break
     return details
+
+
+def _is_secret(error: jsonschema.ValidationError, path: list[str]) -> bool:
+    """Whether the failing value is a password, token or key: declared ``writeOnly`` (as
+    OpenAPI marks what a client sends but never reads back), or named like one, for schemas
+    that forgot to say so."""
+    declared = isinstance(error.schema, dict) and error.schema.get("writeOnly") is True
+    return declared or bool(path and SENSITIVE_KEYS.search(path[-1]))
+
+
+def _secret_message(error: jsonschema.ValidationError) -> str:
+    """A message for a secret field that describes the rule broken, never the value:
+    jsonschema's own messages quote the instance."""
+    rule = error.validator_value
+    if error.validator == "maxLength":
+        return f"must be at most {rule} characters"
+    if error.validator == "minLength":
+        return f"must be at least {rule} characters"
+    if error.validator == "pattern":
+        return "contains characters that are not allowed"
+    return "is not valid"
 
 
 def _leaf_errors(errors: list[jsonschema.ValidationError]) -> Iterator[jsonschema.ValidationError]:
