@@ -29,7 +29,10 @@ from .errors import (
     UnsupportedMediaType, ValidationFailed, error_for_status,
 )
 
-__all__ = ["ApiHandler", "endpoint", "Endpoint", "NotFoundHandler", "json_dumps", "parse_json", "client_ip", "Actor"]
+__all__ = [
+    "ApiHandler", "endpoint", "Endpoint", "NotFoundHandler", "json_dumps", "parse_json",
+    "client_ip", "limit_subject", "normalize_ip", "forwarded_hop_address", "Actor",
+]
 
 log = logging.getLogger("vachat.web")
 
@@ -90,22 +93,64 @@ def json_dumps(value: Any) -> str:
 
 def client_ip(remote_ip: str, headers: HTTPHeaders, trusted: list[Any]) -> str:
     """The client's address: the peer, or the last untrusted hop of ``X-Forwarded-For`` when
-    the peer is a trusted proxy. A client cannot spoof its way past rate limits otherwise."""
-    if not trusted or not _in_networks(remote_ip, trusted):
-        return remote_ip
-    hops = [hop.strip() for hop in headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
+    the peer is a trusted proxy. A client cannot spoof its way past rate limits otherwise.
+
+    Hops may be written ``ip``, ``ip:port``, ``[v6]`` or ``[v6]:port``; IPv4-mapped IPv6
+    addresses (``::ffff:192.0.2.1``) come back as IPv4. A hop that is no address at all makes
+    the proxy itself the client: the chain cannot be believed past it."""
+    peer = normalize_ip(remote_ip) or remote_ip
+    if not trusted or not _in_networks(peer, trusted):
+        return peer
+    hops = [hop for hop in headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
     for hop in reversed(hops):
-        if not _in_networks(hop, trusted):
-            return hop if _is_ip(hop) else remote_ip
-    return hops[0] if hops and _is_ip(hops[0]) else remote_ip
+        address = forwarded_hop_address(hop)
+        if address is None:
+            return peer
+        if not _in_networks(address, trusted):
+            return address
+    first = forwarded_hop_address(hops[0]) if hops else None
+    return first or peer
 
 
-def _is_ip(text: str) -> bool:
+# ``[v6]``, ``[v6]:port`` and ``v4:port``; a bare address (v4 or v6) needs no pattern.
+_BRACKETED_HOP = re.compile(r"^\[(?P<address>[^\]]+)\](?::[0-9]{1,5})?$")
+_V4_PORT_HOP = re.compile(r"^(?P<address>[0-9.]+):[0-9]{1,5}$")
+
+
+def forwarded_hop_address(hop: str) -> str | None:
+    """The address of one ``X-Forwarded-For`` hop in any of the forms proxies write, or None."""
+    text = hop.strip().strip('"')
+    match = _BRACKETED_HOP.match(text) or _V4_PORT_HOP.match(text)
+    return normalize_ip(match.group("address") if match else text)
+
+
+def normalize_ip(text: str) -> str | None:
+    """``text`` as a canonical address string (IPv4-mapped IPv6 as IPv4), or None."""
     try:
-        ipaddress.ip_address(text)
-        return True
+        ip = ipaddress.ip_address(text)
     except ValueError:
-        return False
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+# One IPv6 /64 is what an ISP hands a single customer (RFC 6177); counting its addresses apart
+# would give one client 2^64 buckets.
+IPV6_LIMIT_PREFIX = 64
+
+
+def limit_subject(address: str) -> str:
+    """What per-IP limits count ``address`` under: IPv4 by address, IPv6 by its /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # no address (a Unix socket): one bucket, as before
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_LIMIT_PREFIX), strict=False))
+    return str(ip)
 
 
 def _in_networks(address: str, networks: list[Any]) -> bool:
@@ -262,6 +307,11 @@ class ApiHandler(tornado.web.RequestHandler):
         return cached
 
     @property
+    def client_limit_subject(self) -> str:
+        """The client as per-IP rate limits count it (IPv6 by /64): see ``limit_subject``."""
+        return limit_subject(self.client_ip)
+
+    @property
     def is_https(self) -> bool:
         if self.request.protocol == "https":
             return True
@@ -284,7 +334,7 @@ class ApiHandler(tornado.web.RequestHandler):
 
     async def _check_global_rate_limit(self) -> None:
         rate = self.application.config.rate_limit_global
-        decision = await self.application.limiter.hit(f"global:{self.client_ip}", rate)
+        decision = await self.application.limiter.hit(f"global:{self.client_limit_subject}", rate)
         self.set_header("X-RateLimit-Limit", str(decision.limit))
         self.set_header("X-RateLimit-Remaining", str(max(0, decision.remaining)))
         if not decision.allowed:
