@@ -31,7 +31,7 @@ from .errors import (
 
 __all__ = [
     "ApiHandler", "endpoint", "Endpoint", "NotFoundHandler", "json_dumps", "parse_json",
-    "client_ip", "limit_subject", "normalize_ip", "forwarded_hop_address", "Actor",
+    "client_ip", "limit_subject", "normalize_ip", "forwarded_hop_address", "Actor", "MAX_JSON_DEPTH",
 ]
 
 log = logging.getLogger("vachat.web")
@@ -53,6 +53,11 @@ _MAYBE_UNSTORABLE_TEXT = re.compile("\\\\u(?:0000|[dD][89a-fA-F])|[\x00\ud800-\u
 # Bodies larger than this (bytes) are parsed and validated on a worker thread: checking a
 # 1 MiB array item by item costs the IOLoop about two seconds, a small form well under 1 ms.
 VALIDATE_ON_LOOP_BYTES = 64 * 1024
+# Deepest JSON nesting accepted, in a body or a frame. Real payloads (forms, preferences, chat
+# frames) nest a handful of levels; deep ones only spend stack in every recursive consumer
+# (json.dumps, jsonschema, database drivers): 974 levels of profile preferences parsed fine and
+# then failed as a RecursionError on the way out.
+MAX_JSON_DEPTH = 32
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 HSTS = "max-age=31536000; includeSubDomains"
 
@@ -151,6 +156,13 @@ def limit_subject(address: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, IPV6_LIMIT_PREFIX), strict=False))
     return str(ip)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(normalize_ip(address) or address).is_loopback
+    except ValueError:
+        return False
 
 
 def _in_networks(address: str, networks: list[Any]) -> bool:
@@ -407,9 +419,18 @@ class ApiHandler(tornado.web.RequestHandler):
         for name, value in error.headers.items():
             self.set_header(name, value)
         envelope = error.envelope()
-        if isinstance(error, InternalError) and self.application.config.is_development and kwargs.get("exc_info"):
-            envelope["details"] = {"traceback": traceback.format_exception(*kwargs["exc_info"])}
+        if isinstance(error, InternalError) and kwargs.get("exc_info") and self._may_see_tracebacks():
+            # Beside ``details``, which is always the list of failing fields (SPEC §3).
+            envelope["traceback"] = traceback.format_exception(*kwargs["exc_info"])
         self.write_json(envelope)
+
+    def _may_see_tracebacks(self) -> bool:
+        """Only a developer on this machine: development mode, a loopback peer, and no proxy
+        in between (a proxy on loopback forwards strangers, trusted or not)."""
+        request = self.request
+        if not self.application.config.is_development or not _is_loopback(request.remote_ip or ""):
+            return False
+        return not any(name in request.headers for name in ("X-Forwarded-For", "X-Real-IP", "Forwarded"))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         # Client errors are expected outcomes, told by the access log; only real faults get
@@ -444,20 +465,51 @@ def _implements(handler_class: type, method: str) -> bool:
 
 def parse_json(raw: bytes | str, *, where: str = "(body)") -> Any:
     """Parse a request body or a WebSocket frame, refusing with ``ValidationFailed`` what JSON
-    or our databases cannot hold: malformed or too deeply nested text, NaN and Infinity, NUL
-    characters and lone surrogates. The one parser for client JSON."""
+    or our databases cannot hold: malformed text, nesting deeper than ``MAX_JSON_DEPTH``, NaN
+    and Infinity, NUL characters and lone surrogates. The one parser for client JSON."""
+    too_deep = ValidationFailed("JSON nested too deeply", details=[
+        {"field": where, "message": f"must not nest objects and arrays more than {MAX_JSON_DEPTH} levels deep"}])
     try:
         data = json.loads(raw, parse_constant=_refuse_constant)
     except RecursionError:
-        raise ValidationFailed("Malformed JSON", details=[{"field": where, "message": "is nested too deeply"}]) from None
+        raise too_deep from None
     except (ValueError, UnicodeDecodeError) as error:
         raise ValidationFailed("Malformed JSON", details=[{"field": where, "message": str(error)[:200]}]) from None
+    if _may_nest_deeper(raw) and _nesting_exceeds(data, MAX_JSON_DEPTH):
+        raise too_deep
     suspicious = (_MAYBE_UNSTORABLE if isinstance(raw, bytes) else _MAYBE_UNSTORABLE_TEXT).search(raw)
     bad = _unstorable_text_at(data) if suspicious else None
     if bad is not None:
         raise ValidationFailed("Invalid characters", details=[
             {"field": bad or where, "message": "must not contain NUL characters or unpaired surrogates"}])
     return data
+
+
+def _may_nest_deeper(raw: bytes | str) -> bool:
+    """Whether ``raw`` holds enough opening brackets to nest past ``MAX_JSON_DEPTH`` (counted
+    in C, so ordinary bodies skip the walk)."""
+    if isinstance(raw, bytes):
+        return raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
+    return raw.count("[") + raw.count("{") > MAX_JSON_DEPTH
+
+
+def _nesting_exceeds(data: Any, limit: int) -> bool:
+    """Whether objects and arrays in ``data`` nest more than ``limit`` deep (the outermost is
+    level 1). Iterative: depth costs no stack."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        kind = type(value)
+        if kind is dict:
+            children: Any = value.values()
+        elif kind is list:
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if type(child) in (dict, list))
+    return False
 
 
 def _unstorable_text_at(data: Any) -> str | None:
