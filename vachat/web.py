@@ -30,7 +30,7 @@ from .errors import (
 )
 
 __all__ = [
-    "ApiHandler", "endpoint", "Endpoint", "NotFoundHandler", "json_dumps", "parse_json",
+    "ApiHandler", "StreamingBodyHandler", "endpoint", "Endpoint", "NotFoundHandler", "json_dumps", "parse_json",
     "client_ip", "limit_subject", "normalize_ip", "forwarded_hop_address", "Actor", "MAX_JSON_DEPTH",
 ]
 
@@ -216,7 +216,8 @@ def endpoint(
         async def wrapper(self: "ApiHandler", *args: Any, **kwargs: Any) -> Any:
             if self._finished:  # answered while the body streamed in (413): nothing left to do
                 return None
-            await self._authorize(spec)
+            if not self._authorized:
+                await self._authorize(spec)
             if spec.query:
                 self.query = self._parse_query(spec.query)
             if spec.body:
@@ -229,11 +230,30 @@ def endpoint(
     return decorate
 
 
+# Methods whose requests have no business carrying a body (RFC 9110 gives it no meaning): one
+# is refused before a byte of it is read.
+BODILESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def declares_body(request: Any) -> bool:
+    """Whether a request says a body follows (a non-zero Content-Length, or any transfer coding)."""
+    headers = request.headers
+    length = headers.get("Content-Length")
+    return "Transfer-Encoding" in headers or (length is not None and length.strip() not in ("", "0"))
+
+
+def _endpoint_of(handler: tornado.web.RequestHandler) -> Endpoint | None:
+    method = getattr(type(handler), handler.request.method.lower(), None)
+    return getattr(method, "endpoint", None)
+
+
 @tornado.web.stream_request_body
 class ApiHandler(tornado.web.RequestHandler):
-    """Base of every REST handler. Subclasses set ``max_body_size`` to raise the body cap."""
+    """Base of every REST handler. The body is buffered for ``@endpoint(body=…)`` and capped at
+    ``MAX_JSON_BODY`` (the connection's own cap); ``max_body_size`` may lower that. A handler
+    that takes larger bodies streams them: see ``StreamingBodyHandler``."""
 
-    #: Bytes of body accepted; ``None`` means the server's ``MAX_JSON_BODY``.
+    #: Bytes of body accepted, at most ``MAX_JSON_BODY``; ``None`` means ``MAX_JSON_BODY``.
     max_body_size: int | None = None
     #: Count requests against the per-IP global limit.
     rate_limited: bool = True
@@ -241,6 +261,7 @@ class ApiHandler(tornado.web.RequestHandler):
     actor: Actor | None = None
     body: Any = None
     query: dict[str, Any]
+    _authorized = False
 
     # -- Tornado template methods ---------------------------------------------
 
@@ -265,13 +286,19 @@ class ApiHandler(tornado.web.RequestHandler):
         self._body_chunks: list[bytes] = []
         self._body_size = 0
         self.application.request_started(self)
-        limit = self.max_body_size or self.application.config.max_json_body
-        self._body_limit = limit
+        limit = self._body_limit = self.body_limit()
+        if self.request.method in BODILESS_METHODS and declares_body(self.request):
+            raise PayloadTooLarge(f"A {self.request.method} request takes no body")
         declared = self.request.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
         if self.rate_limited and self.request.method != "OPTIONS":
             await self._check_global_rate_limit()
+
+    def body_limit(self) -> int:
+        """Bytes of body this request may carry."""
+        json_limit = self.application.config.max_json_body
+        return min(self.max_body_size or json_limit, json_limit)
 
     def data_received(self, chunk: bytes) -> None:
         if self._finished:
@@ -561,6 +588,60 @@ def _convert_scalar(kind: Any, text: str) -> Any:
             return False
         raise ValueError(text)
     return text
+
+
+@tornado.web.stream_request_body
+class StreamingBodyHandler(ApiHandler):
+    """Base of a REST handler whose body is an upload, streamed chunk by chunk to
+    ``receive_chunk`` (to disk, a hash, a parser) and never held in memory.
+
+    The server caps every body at ``MAX_JSON_BODY`` before any handler sees it. This handler
+    raises the cap to its own ``max_body_size``, for its own request only, and only after the
+    caller passed its ``@endpoint``'s authentication and permission check (done here, before
+    the body, rather than after it as for JSON handlers): a stranger never gets more than the
+    JSON limit read. A body over the cap is a 413, up front when its Content-Length says so,
+    else the moment the count passes it. Its ``@endpoint``s declare no ``body=`` schema (there
+    is no buffered body to validate); the method runs once the whole body has arrived.
+
+    Set the cap as a class attribute, or per route: ``(r"/api/files", Upload, {"max_body_size": n})``.
+    ``HTTP_BODY_TIMEOUT`` still bounds how long the whole body may take.
+    """
+
+    #: Bytes of body accepted (required): may exceed ``MAX_JSON_BODY``.
+    max_body_size: int | None = None
+
+    def initialize(self, max_body_size: int | None = None) -> None:
+        if max_body_size is not None:
+            self.max_body_size = max_body_size
+
+    def body_limit(self) -> int:
+        if self.max_body_size is None:
+            raise TypeError(f"{type(self).__name__} must set max_body_size")
+        return self.max_body_size
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if self._finished:
+            return
+        spec = _endpoint_of(self)
+        if spec is not None:
+            await self._authorize(spec)
+            self._authorized = True
+        self.request.connection.set_max_body_size(self._body_limit)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self._finished:
+            return None
+        self._body_size += len(chunk)
+        if self._body_size > self._body_limit:
+            self.send_error(413, exc_info=(PayloadTooLarge, PayloadTooLarge(f"Request body exceeds {self._body_limit} bytes"), None))
+            return None
+        return self.receive_chunk(chunk)
+
+    def receive_chunk(self, chunk: bytes) -> Awaitable[None] | None:
+        """Consume the next piece of the body. Return an awaitable to pause reading until it
+        is done (flow control: a slow disk then slows the sender instead of filling memory)."""
+        raise NotImplementedError
 
 
 class NotFoundHandler(ApiHandler):

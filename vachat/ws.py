@@ -43,17 +43,18 @@ import logging
 import time
 from typing import Any, Awaitable
 
+import tornado.web
 import tornado.websocket
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
 
 from .config import Rate
 from .errors import (
-    ApiError, Forbidden, InternalError, RateLimited, TokenExpired, Unauthorized, UnknownEvent,
-    ValidationFailed,
+    ApiError, Forbidden, InternalError, PayloadTooLarge, RateLimited, TokenExpired, Unauthorized,
+    UnknownEvent, ValidationFailed,
 )
 from .events import EventSpec, ws_event
-from .web import Actor, client_ip, parse_json
+from .web import Actor, as_api_error, client_ip, declares_body, json_dumps, parse_json
 
 __all__ = [
     "SocketHandler", "EventContext", "Reply", "CORE_EVENTS", "TokenBucket",
@@ -158,9 +159,16 @@ class EventContext:
                                           exclude=self.socket if exclude_self else None)
 
 
+@tornado.web.stream_request_body
 class SocketHandler(tornado.websocket.WebSocketHandler):
-    """``/ws``: one instance per socket. See the module docstring for the protocol."""
+    """``/ws``: one instance per socket. See the module docstring for the protocol.
 
+    The upgrade is a GET without a body. Streaming mode lets that be enforced before any body
+    is read: another method is a 405 and a declared body a 413, both answered at once (and the
+    connection then closed unread), so a stranger cannot make the server buffer anything.
+    """
+
+    SUPPORTED_METHODS = ("GET",)  # type: ignore[assignment]
     actor: Actor | None = None
     _refusal: tuple[int, str] | None = None
     _peer: Any = None
@@ -182,6 +190,8 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         app = self.application
         self.client_ip = client_ip(self.request.remote_ip or "", self.request.headers,
                                    app.trusted_networks)
+        if declares_body(self.request):
+            raise PayloadTooLarge("A WebSocket upgrade takes no body")
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
             return  # WebSocketHandler.get() answers 400
         origin = self.request.headers.get("Origin")
@@ -201,6 +211,23 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
             headers = self.request.headers
             if self.actor is None and (headers.get("Authorization") or headers.get("X-API-Key")):
                 self._refusal = (CLOSE_UNAUTHORIZED, "Invalid credentials")
+
+    def data_received(self, chunk: bytes) -> None:
+        pass  # never called: prepare() refuses any request that declares a body
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """A refused upgrade answers with the REST error envelope."""
+        error = as_api_error(kwargs.get("exc_info"), status_code)
+        self.set_status(error.status)
+        for name, value in error.headers.items():
+            self.set_header(name, value)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json_dumps(error.envelope()))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, (ApiError, tornado.web.HTTPError)):
+            return  # a refusal, told by the access log
+        super().log_exception(typ, value, tb)
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         app = self.application
