@@ -28,6 +28,7 @@ from .errors import (
     ApiError, Conflict, Forbidden, InternalError, PayloadTooLarge, RateLimited, Unauthorized,
     UnsupportedMediaType, ValidationFailed, error_for_status,
 )
+from .schemas import keyword_message
 
 __all__ = [
     "ApiHandler", "StreamingBodyHandler", "endpoint", "Endpoint", "NotFoundHandler", "json_dumps", "parse_json",
@@ -415,7 +416,7 @@ class ApiHandler(tornado.web.RequestHandler):
             try:
                 values[name] = _convert_query_value(prop, texts)
             except ValueError:
-                details.append({"field": name, "message": f"must be of type {prop.get('type')}"})
+                details.append({"field": name, "message": keyword_message("type", prop.get("type"))})
         if details:
             raise ValidationFailed("Invalid query parameters", details=details)
         for name, prop in properties.items():
