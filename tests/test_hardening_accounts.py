@@ -282,6 +282,6 @@ async def test_a_change_password_error_never_echoes_either_password(fetch, make_
     response = await fetch("/api/users/change-password", method="POST", user=user,
                            json={"currentPassword": LONG_SECRET, "newPassword": LONG_SECRET + "x"})
     fields = error_fields(assert_error(response, 400, "VALIDATION_FAILED"))
-    assert fields == {"currentPassword": "must be at most 1024 characters",
-                      "newPassword": "must be at most 1024 characters"}
+    assert fields == {"currentPassword": "must be at most 1024 characters long",
+                      "newPassword": "must be at most 1024 characters long"}
     assert b"Sup3r-Secret" not in response.body

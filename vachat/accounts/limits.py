@@ -2,7 +2,8 @@
 
 Each action has its own buckets, one per client address and one per account (the normalised
 e-mail, hashed so the limiter's store never holds addresses), both at ``RATE_LIMIT_AUTH``.
-The address is ``handler.client_ip``, which honours ``X-Forwarded-For`` only from
+The address is ``handler.client_limit_subject`` (IPv6 counted by /64), from ``client_ip``,
+which honours ``X-Forwarded-For`` only from
 ``TRUSTED_PROXIES``: a spoofed header changes nothing. A refused attempt is not counted, so
 a client that waits ``Retry-After`` gets in again.
 
@@ -62,7 +63,7 @@ async def check_auth_limits(handler: Any, email: str | None, *, action: str | No
     rate = app.config.rate_limit_auth
     action = action or _action_of(handler)
     attempt = AuthAttempt(app.limiter, rate)
-    key = f"auth:{action}:ip:{handler.client_ip}"
+    key = f"auth:{action}:ip:{handler.client_limit_subject}"
     decision = await app.limiter.hit(key, rate)
     if not decision.allowed:
         raise RateLimited("Too many attempts; try again later", retry_after=decision.retry_after)

@@ -26,7 +26,7 @@ from typing import Any
 import tornado.web
 
 from ..errors import ApiError, RateLimited, ValidationFailed
-from ..web import as_api_error, client_ip
+from ..web import as_api_error, client_ip, limit_subject
 from .recovery import EMAIL_VERIFIED_MESSAGE, PASSWORD_RESET_MESSAGE, reset_password, verify_email
 
 __all__ = ["ROUTES", "VerifyEmailPage", "ResetPasswordPage", "PAGE_CSP"]
@@ -65,9 +65,14 @@ class AccountPage(tornado.web.RequestHandler):
     def client_ip(self) -> str:
         return client_ip(self.request.remote_ip or "", self.request.headers, self.application.trusted_networks)
 
+    @property
+    def client_limit_subject(self) -> str:
+        """The client as per-IP limits count it (IPv6 by /64), as for the API's handlers."""
+        return limit_subject(self.client_ip)
+
     async def prepare(self) -> None:
         self.application.request_started(self)
-        decision = await self.application.limiter.hit(f"global:{self.client_ip}",
+        decision = await self.application.limiter.hit(f"global:{self.client_limit_subject}",
                                                       self.application.config.rate_limit_global)
         if not decision.allowed:
             raise RateLimited(retry_after=decision.retry_after)
