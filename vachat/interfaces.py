@@ -63,8 +63,9 @@ class Hub(Protocol):
     def room_size(self, room: str) -> int:
         """How many sockets of this node are in ``room``."""
 
+    @property
     def connection_count(self) -> int:
-        """Authenticated sockets open on this node."""
+        """Sockets open on this node, authenticated or not (a property)."""
 
     async def disconnect(self, *, user_id: str | None = None, session_id: str | None = None,
                          code: int = 4401, reason: str = "") -> None:
