@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from vachat.testing import TEST_REFRESH_SECRET, TEST_SECRET, assert_error, open_websocket
-from vachat.config import PROJECT_ROOT
+
+# plugins/admin/tests/<this file> → the repository, where run.py is.
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 needs_shared_services = pytest.mark.skipif(
     not (os.environ.get("VACHAT_TEST_REDIS_URL") and os.environ.get("VACHAT_TEST_DATABASE_URL")),
