@@ -141,12 +141,19 @@ class EventContext:
         """The rooms this socket is in (on this node)."""
         return self.app.hub.rooms_of(self.socket)
 
-    def join(self, room: str) -> Awaitable[None]:
-        """Join ``room`` now; await to be sure other nodes' events reach this socket too."""
-        return self.app.hub.join(self.socket, room)
+    def join(self, room: str, *, hold: bool = False) -> Awaitable[None]:
+        """Join ``room`` now; await to be sure other nodes' events reach this socket too.
+        ``hold``: keep the room's frames aside until ``hub.release(ctx.socket, room)``."""
+        return self.app.hub.join(self.socket, room, hold=hold)
 
     def leave(self, room: str) -> None:
         self.app.hub.leave(self.socket, room)
+
+    def after_reply(self, callback: Any) -> None:
+        """Run ``callback()`` right after the reply to the frame being handled went out (its
+        ``ack`` or ``error``; at once for a frame without an id, after the handler). For work
+        that must follow the answer on the wire, such as ``hub.release`` of a held room."""
+        self.socket._after_reply.append(callback)
 
     def send(self, event_type: str, data: Any = None) -> bool:
         """Send an event to this socket only."""
@@ -162,6 +169,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
     """``/ws``: one instance per socket. See the module docstring for the protocol."""
 
     actor: Actor | None = None
+    _after_reply: list[Any]
     _refusal: tuple[int, str] | None = None
     _peer: Any = None
     _auth_timer: object | None = None
@@ -213,6 +221,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         self._bucket = TokenBucket(config.ws_rate_limit)
         self._flood = TokenBucket(config.ws_rate_limit, FLOOD_CLOSE_FACTOR)
         self._event_buckets: dict[str, TokenBucket] = {}
+        self._after_reply = []
         self._peer = self.hub.attach(self)
         if getattr(app, "shutting_down", False):
             self._refusal = (CLOSE_GOING_AWAY, "Server shutting down")
@@ -315,6 +324,17 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         return self._run(spec, data, frame_id)
 
     async def _run(self, spec: EventSpec, data: Any, frame_id: Any) -> None:
+        try:
+            await self._dispatch(spec, data, frame_id)
+        finally:
+            callbacks, self._after_reply = self._after_reply, []
+            for callback in callbacks:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("an after-reply callback of WebSocket event %s failed", spec.type)
+
+    async def _dispatch(self, spec: EventSpec, data: Any, frame_id: Any) -> None:
         try:
             result = spec.handler(self.ctx, data)
             if inspect.isawaitable(result):
