@@ -454,3 +454,19 @@ async def test_held_frames_past_the_outbound_limit_close_4408() -> None:
     for n in range(5):
         await hub.publish("room", "blob", {"pad": "p" * 300})
     assert held.closed_with == (4408, "too slow")
+
+
+@pytest.mark.gen_test
+async def test_release_with_linger_keeps_filtering_then_stops(monkeypatch) -> None:
+    hub = make_hub()
+    conn, _stream, client = await attached(hub)
+    await hub.join(conn, "room", hold=True)
+    clock = [100.0]
+    monkeypatch.setattr(hub_module.time, "monotonic", lambda: clock[0])
+    hub.release(conn, "room", drop=lambda payload: json.loads(payload)["data"]["n"] == 1, linger=5)
+    await hub.publish("room", "tick", {"n": 1})  # dropped: still lingering
+    await hub.publish("room", "tick", {"n": 2})
+    clock[0] += 6
+    await hub.publish("room", "tick", {"n": 1})  # the filter has expired
+    assert [json.loads(p)["data"]["n"] for _, p in await read_frames(client, 2)] == [2, 1]
+    assert hub._holds == {}

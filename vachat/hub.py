@@ -43,6 +43,7 @@ import json
 import logging
 import socket
 import struct
+import time
 from typing import Any, Awaitable, Callable, Generator, Iterable
 
 import tornado
@@ -126,6 +127,15 @@ def fast_path_available(stream: Any) -> bool:
     return _fast_path
 
 
+def _dropped(drop: Callable[[bytes], bool], payload: bytes) -> bool:
+    """``drop(payload)``; a filter that fails keeps the frame (a duplicate beats a gap)."""
+    try:
+        return bool(drop(payload))
+    except Exception:
+        log.exception("a hub release filter failed")
+        return False
+
+
 def _direct_socket(stream: Any) -> socket.socket | None:
     """The socket the fast path may ``send`` to: plain TCP only. TLS streams (``SSLIOStream``)
     keep their own write state, so their frames always go through ``IOStream.write``."""
@@ -174,13 +184,16 @@ class Peer:
 
 
 class _Held:
-    """The frames of one room kept aside for one socket until ``Hub.release``."""
+    """The frames of one room kept aside for one socket until ``Hub.release``; after it, for
+    ``linger`` seconds, the ``drop`` filter still applied to that room's frames."""
 
-    __slots__ = ("payloads", "size")
+    __slots__ = ("payloads", "size", "drop", "until")
 
     def __init__(self) -> None:
         self.payloads: list[bytes] = []
         self.size = 0
+        self.drop: Callable[[bytes], bool] | None = None
+        self.until = 0.0
 
 
 class _NullMetric:
@@ -344,19 +357,26 @@ class Hub:
             return _READY
         return asyncio.shield(self._schedule_sync(room))
 
-    def release(self, conn: Any, room: str, drop: Callable[[bytes], bool] | None = None) -> int:
+    def release(self, conn: Any, room: str, drop: Callable[[bytes], bool] | None = None, *,
+                linger: float = 0.0) -> int:
         """Deliver the frames held for ``conn`` in ``room`` (``join(..., hold=True)``), in order,
-        skipping those whose JSON payload ``drop`` says to; later frames flow as usual.
-        Returns how many were delivered."""
-        held = self._unhold(room, self._peers.get(conn))
-        if held is None:
+        skipping those whose JSON payload ``drop`` says to; later frames flow as usual, except
+        that for ``linger`` seconds ``drop`` still filters them (a write committed before the
+        snapshot was read may be published just after the release). Returns how many held
+        frames were delivered."""
+        peer = self._peers.get(conn)
+        held = self._unhold(room, peer)
+        if held is None or peer is None:
             return 0
-        peer = self._peers[conn]
         delivered = 0
         for payload in held.payloads:
-            if drop is not None and drop(payload):
+            if drop is not None and _dropped(drop, payload):
                 continue
             delivered += self._write(peer, build_frame(payload))
+        if drop is not None and linger > 0 and room in peer.rooms:
+            filtering = _Held()
+            filtering.drop, filtering.until = drop, time.monotonic() + linger
+            self._holds.setdefault(room, {})[peer] = filtering
         return delivered
 
     def _unhold(self, room: str, peer: Peer | None) -> _Held | None:
@@ -368,18 +388,33 @@ class Hub:
             del self._holds[room]
         return held
 
-    def _hold(self, holds: dict[Peer, _Held], members: set[Peer], payload: bytes, exclude: Any) -> set[Peer]:
-        """Keep ``payload`` for the held members; return the members to deliver to now."""
+    def _hold(self, room: str, holds: dict[Peer, _Held], members: set[Peer], payload: bytes, exclude: Any) -> set[Peer]:
+        """Keep ``payload`` for the held members and filter it for the released ones that still
+        filter; return the members to deliver to now."""
         if exclude is not None and not isinstance(exclude, Peer):
             exclude = self._peers.get(exclude)
+        skipped: list[Peer] = []
+        moment = 0.0
         for peer, held in list(holds.items()):
-            if peer is exclude or peer not in members:
+            if peer not in members:
+                continue
+            if held.drop is not None:  # released, still filtering
+                moment = moment or time.monotonic()
+                if moment > held.until:
+                    del holds[peer]
+                elif _dropped(held.drop, payload):
+                    skipped.append(peer)
+                continue
+            if peer is exclude:
                 continue
             held.payloads.append(payload)
             held.size += len(payload)
+            skipped.append(peer)
             if held.size > self.outbound_limit:
                 self.close(peer.conn, CLOSE_TOO_SLOW, "too slow")
-        return members.difference(holds)
+        if not holds:
+            del self._holds[room]
+        return members.difference(skipped) if skipped else members
 
     def leave(self, conn: Any, room: str) -> None:
         """Remove ``conn`` from ``room`` (the broker unsubscribes when it was the last)."""
@@ -463,7 +498,7 @@ class Hub:
         if members and self._holds:
             holds = self._holds.get(room)
             if holds:
-                members = self._hold(holds, members, payload, exclude)
+                members = self._hold(room, holds, members, payload, exclude)
         delivered = self._fan_out(members, build_frame(payload), exclude) if members else 0
         if self.broker is not None:
             await self.broker.publish(room, payload)
@@ -479,7 +514,7 @@ class Hub:
         if self._holds:
             holds = self._holds.get(room)
             if holds:
-                members = self._hold(holds, members, payload, exclude)
+                members = self._hold(room, holds, members, payload, exclude)
         return self._fan_out(members, build_frame(payload), exclude)
 
     def on_remote_message(self, room: str, payload: bytes) -> None:
@@ -494,7 +529,7 @@ class Hub:
             if self._holds:
                 holds = self._holds.get(room)
                 if holds:
-                    members = self._hold(holds, members, payload, None)
+                    members = self._hold(room, holds, members, payload, None)
             self._fan_out(members, build_frame(payload), None)
 
     def send(self, conn: Any, event_type: str, data: Any = None, id: Any = None) -> bool:

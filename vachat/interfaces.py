@@ -56,9 +56,11 @@ class Hub(Protocol):
         ``hold``, the room's frames for this socket wait until ``release`` (answer a join with
         a snapshot first, then go live without a gap)."""
 
-    def release(self, conn: Any, room: str, drop: Callable[[bytes], bool] | None = None) -> int:
+    def release(self, conn: Any, room: str, drop: Callable[[bytes], bool] | None = None, *,
+                linger: float = 0.0) -> int:
         """Deliver, in order, the frames held for a socket joined with ``hold=True``, skipping
-        those whose JSON payload ``drop(payload)`` refuses (already in the snapshot)."""
+        those whose JSON payload ``drop(payload)`` refuses (already in the snapshot); for
+        ``linger`` seconds more, ``drop`` still filters the room's frames to that socket."""
 
     def leave(self, conn: Any, room: str) -> None:
         """Take a socket out of a room."""

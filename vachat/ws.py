@@ -149,6 +149,12 @@ class EventContext:
     def leave(self, room: str) -> None:
         self.app.hub.leave(self.socket, room)
 
+    @property
+    def frame_id(self) -> Any:
+        """The ``id`` of the frame being handled (None when it had none: no ``ack`` will be
+        sent; a handler that must answer anyway returns a ``Reply`` event)."""
+        return self.socket._frame_id
+
     def after_reply(self, callback: Any) -> None:
         """Run ``callback()`` right after the reply to the frame being handled went out (its
         ``ack`` or ``error``; at once for a frame without an id, after the handler). For work
@@ -170,6 +176,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
 
     actor: Actor | None = None
     _after_reply: list[Any]
+    _frame_id: Any = None
     _refusal: tuple[int, str] | None = None
     _peer: Any = None
     _auth_timer: object | None = None
@@ -324,9 +331,11 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         return self._run(spec, data, frame_id)
 
     async def _run(self, spec: EventSpec, data: Any, frame_id: Any) -> None:
+        self._frame_id = frame_id
         try:
             await self._dispatch(spec, data, frame_id)
         finally:
+            self._frame_id = None
             callbacks, self._after_reply = self._after_reply, []
             for callback in callbacks:
                 try:
