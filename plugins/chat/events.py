@@ -9,10 +9,13 @@ gap and no repeat. The order of operations is what guarantees it:
 3. read the missed messages (committed before this read) and the generation in progress;
 4. answer, and right after the answer release the held frames, dropping those the answer
    already carries (a ``new-message`` in ``missed``, an older ``message-updated``, a
-   ``message-deleted`` in ``deleted``, the ``ai-delta`` frames up to ``generation.index``).
+   ``message-deleted`` in ``deleted``, the ``ai-delta`` frames up to ``generation.index``),
+   and keep dropping those for ``REPLAY_FILTER_SECONDS`` more.
 
-A message committed before step 3 is in ``missed`` (and dropped if also held); one committed
-after it is published after it, so it is held and delivered after the answer.
+A message committed after step 3 is published after it, so it is held (or arrives after the
+answer). One committed before step 3 is in ``missed``; its publication may come before the
+join (never seen live), while held (dropped at the release) or just after the answer
+(dropped by the lingering filter).
 
 ``send-message`` is ``POST /api/chat/message`` over the socket (same schema, same service):
 the ack comes after the commit and carries the stored message. Typing indicators expire:
@@ -27,11 +30,17 @@ import json
 import weakref
 from typing import Any
 
-from vachat.plugin_api import App, EventContext, Forbidden, ValidationFailed, json_dumps, ws_event
+from vachat.plugin_api import App, EventContext, Forbidden, Reply, ValidationFailed, json_dumps, ws_event
 
 from .service import ChatService, conversation_room
 
-__all__ = ["EVENTS", "Typing", "socket_conversations"]
+__all__ = ["EVENTS", "Typing", "socket_conversations", "REPLAY_FILTER_SECONDS"]
+
+# After a join's answer, live frames of messages it already carried are still dropped for
+# this long: a message committed before the replay was read may be published (by this or
+# another node, through Redis) only after the answer went out. Commit-to-publish takes
+# milliseconds; seconds leave room for a loaded node.
+REPLAY_FILTER_SECONDS = 10.0
 
 
 def _chat(ctx: EventContext) -> ChatService:
@@ -92,8 +101,9 @@ async def join_conversation(ctx: EventContext, data: dict[str, Any]) -> Any:
     if since is None:
         answer.pop("deleted", None)
     drop = _drop_replayed(answer)
-    ctx.after_reply(lambda: ctx.hub.release(ctx.socket, room, drop))
-    return answer
+    ctx.after_reply(lambda: ctx.hub.release(ctx.socket, room, drop, linger=REPLAY_FILTER_SECONDS))
+    # SPEC §5.1: a join sent without an id is answered by an event carrying the same data.
+    return answer if ctx.frame_id is not None else Reply("joined-conversation", answer)
 
 
 @ws_event("leave-conversation", schema="chat/conversation-ref", summary="Leave a conversation's room")
