@@ -1,7 +1,8 @@
 """Create the chat plugin's tables and its full-text index (plugins.chat.models, plugins.chat.search).
 
 A snapshot of the models as they were when this was written (later model changes need their
-own migration). Portable column types; the full-text index is the one dialect-specific part:
+own migration). The classes are named ``Chat…`` because Peewee names indexes after the class
+(``chatmessage_conversation_id_id``): index names share one namespace per database. Portable column types; the full-text index is the one dialect-specific part:
 
 - SQLite: an FTS5 table ``chat_message_fts`` (unicode61, remove_diacritics 2) holding each
   live message's normalised words, with the message, conversation and owner ids as indexed
@@ -26,7 +27,7 @@ class _Json(pw.TextField):
 
 def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
     @migrator.create_model
-    class Conversation(pw.Model):
+    class ChatConversation(pw.Model):
         id = pw.CharField(primary_key=True, max_length=26)
         owner_id = pw.CharField(max_length=64)
         title = pw.CharField(max_length=200)
@@ -49,9 +50,9 @@ def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
             )
 
     @migrator.create_model
-    class ConversationTag(pw.Model):
+    class ChatConversationTag(pw.Model):
         id = pw.CharField(primary_key=True, max_length=26)
-        conversation = pw.ForeignKeyField(Conversation, on_delete="CASCADE", index=False)
+        conversation = pw.ForeignKeyField(ChatConversation, on_delete="CASCADE", index=False)
         owner_id = pw.CharField(max_length=64)
         tag = pw.CharField(max_length=50)
 
@@ -60,9 +61,9 @@ def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
             indexes = ((("conversation", "tag"), True), (("owner_id", "tag", "conversation"), False))
 
     @migrator.create_model
-    class Message(pw.Model):
+    class ChatMessage(pw.Model):
         id = pw.CharField(primary_key=True, max_length=26)
-        conversation = pw.ForeignKeyField(Conversation, on_delete="CASCADE", index=False)
+        conversation = pw.ForeignKeyField(ChatConversation, on_delete="CASCADE", index=False)
         user_id = pw.CharField(max_length=64, null=True)
         role = pw.CharField(max_length=16, default="user")
         type = pw.CharField(max_length=16, default="text")
@@ -86,9 +87,9 @@ def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
             )
 
     @migrator.create_model
-    class MessageFile(pw.Model):
+    class ChatMessageFile(pw.Model):
         id = pw.CharField(primary_key=True, max_length=26)
-        message = pw.ForeignKeyField(Message, on_delete="CASCADE", index=False)
+        message = pw.ForeignKeyField(ChatMessage, on_delete="CASCADE", index=False)
         file_id = pw.CharField(max_length=64)
         position = pw.SmallIntegerField(default=0)
 
