@@ -259,3 +259,12 @@ async def test_public_is_readable_not_writable_and_read_all_reads_any(fetch):
     assert_error(await fetch(f"/api/chat/conversations/{private['id']}", method="PUT", json={"title": "x"},
                              user=BOB, headers=READ_ALL), 403, "FORBIDDEN")
     assert_error(await fetch(f"/api/chat/conversations/{private['id']}", user=BOB), 404, "NOT_FOUND")
+
+
+@pytest.mark.gen_test
+async def test_openapi_documents_the_chat_routes(fetch):
+    document = (await fetch("/api/openapi.json")).json
+    paths = document["paths"]
+    for path in ("/api/chat/conversations", "/api/chat/message", "/api/chat/search"):
+        assert path in paths, sorted(paths)
+    assert any("/api/chat/conversations/" in path and path.endswith("/messages") for path in paths)
