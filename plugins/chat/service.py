@@ -185,16 +185,16 @@ def _set_tags(conversation: Conversation, tags: list[str]) -> None:
 
 def _insert_message(conversation_id: str, *, user_id: str | None, role: str, draft: Draft | None = None,
                     content: str = "", type: str = "text", parent_id: str | None = None,
-                    metadata: dict[str, Any] | None = None, message_id: str | None = None) -> tuple[Message, bool]:
-    """Store a message and move the conversation's leaf to it, in one transaction. Returns
-    ``(message, True)``, or ``(the stored one, False)`` when the clientMessageId is taken."""
+                    metadata: dict[str, Any] | None = None, message_id: str | None = None,
+                    actor: Actor | None = None) -> tuple[Message, bool, dict[str, Any]]:
+    """Store a message and move the conversation's leaf to it, in one transaction, once
+    ``actor`` (None: the system) may write there. Returns ``(message, True, conversation)``,
+    or ``(the stored one, False, conversation)`` when the clientMessageId is taken."""
     if draft is not None:
         content, type, parent_id, metadata = draft.content, draft.type, draft.parent_id, draft.metadata
     client_message_id = draft.client_message_id if draft is not None else None
     with database.atomic():
-        conversation = Conversation.get_or_none(Conversation.id == conversation_id)
-        if conversation is None:
-            raise NotFound("Conversation not found")
+        conversation = _load_conversation(conversation_id, actor, write=True)
         if parent_id is None:
             parent_id = conversation.current_message_id
         elif not Message.select().where(Message.id == parent_id, Message.conversation == conversation_id,
@@ -215,7 +215,7 @@ def _insert_message(conversation_id: str, *, user_id: str | None, role: str, dra
                                          Message.client_message_id == client_message_id)
             if stored is None:
                 raise
-            return stored, False
+            return stored, False, conversation_wire(conversation, [])
         if draft is not None and draft.files:
             MessageFile.insert_many([{"id": new_id(), "message": message.id, "file_id": file_id, "position": index}
                                      for index, file_id in enumerate(draft.files)]).execute()
@@ -223,7 +223,7 @@ def _insert_message(conversation_id: str, *, user_id: str | None, role: str, dra
                              message_count=Conversation.message_count + 1, updated_at=stamp)
          .where(Conversation.id == conversation_id).execute())
         search.index_message(message.id, conversation_id, conversation.owner_id, content)
-    return message, True
+    return message, True, conversation_wire(conversation, [])
 
 
 def _conversation_of(message: Message) -> Conversation:
@@ -507,26 +507,19 @@ class ChatService:
         second AI reply), or ``Conflict`` when its content differs."""
         draft = Draft.from_body(body)
         hooks = self.app.hooks
-
-        def prepare() -> tuple[dict[str, Any], dict[str, Any] | None]:
-            conversation = _load_conversation(draft.conversation_id, actor, write=True)
-            stored = None
-            if draft.client_message_id is not None:
-                found = Message.get_or_none(Message.conversation == conversation.id,
-                                            Message.client_message_id == draft.client_message_id)
-                stored = _messages_wire([found])[0] if found else None
-            return conversation_wire(conversation, []), stored
-
-        conversation, stored = await self.app.db.run(prepare)
-        if stored is not None:
-            return await self._retried(draft, stored), False
-        if draft.requires_ai and not hooks.implemented("chat_ai_reply_requested"):
-            raise Conflict("An AI reply was requested but no AI plugin is enabled")
-        if hooks.implemented("chat_message_before_store"):
+        ai_missing = draft.requires_ai and not hooks.implemented("chat_ai_reply_requested")
+        if ai_missing or hooks.implemented("chat_message_before_store"):
+            # A look first: hooks see only messages the caller may store, and never a retry.
+            conversation, stored = await self.app.db.run(self._prepare_send, actor, draft)
+            if stored is not None:
+                return await self._retried(draft, stored), False
+            if ai_missing:
+                raise Conflict("An AI reply was requested but no AI plugin is enabled")
             await hooks.call("chat_message_before_store", conversation=conversation, message=draft.wire(), actor=actor)
-        row, created = await self.app.db.run(_insert_message, draft.conversation_id, user_id=actor.id,
-                                             role="user", draft=draft)
-        if not created:  # a retry that raced the first request past ``prepare``
+        # The common path: access check, retry check and insert in one transaction, one hop.
+        row, created, conversation = await self.app.db.run(
+            _insert_message, draft.conversation_id, user_id=actor.id, role="user", draft=draft, actor=actor)
+        if not created:  # a retry (the unique index caught it, also when two raced)
             stored = (await self.app.db.run(_messages_wire, [row]))[0]
             return await self._retried(draft, stored), False
         message = message_wire(row, draft.files)
@@ -536,6 +529,16 @@ class ChatService:
         if draft.requires_ai:
             await hooks.notify("chat_ai_reply_requested", conversation=conversation, message=message, actor=actor)
         return message, True
+
+    @staticmethod
+    def _prepare_send(actor: Actor, draft: Draft) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        conversation = _load_conversation(draft.conversation_id, actor, write=True)
+        stored = None
+        if draft.client_message_id is not None:
+            found = Message.get_or_none(Message.conversation == conversation.id,
+                                        Message.client_message_id == draft.client_message_id)
+            stored = _messages_wire([found])[0] if found else None
+        return conversation_wire(conversation, []), stored
 
     async def _retried(self, draft: Draft, stored: dict[str, Any]) -> dict[str, Any]:
         if not draft.same_as(stored):
@@ -551,7 +554,7 @@ class ChatService:
         regenerated reply passes the parent of the reply it replaces (a sibling branch).
         ``message_id`` lets a streaming reply announce its id before it is stored. The
         conversation's ``currentMessageId`` moves to it."""
-        row, _ = await self.app.db.run(_insert_message, conversation_id, user_id=None, role="assistant",
+        row, _, _ = await self.app.db.run(_insert_message, conversation_id, user_id=None, role="assistant",
                                        content=content, type=type, parent_id=parent_id, metadata=metadata,
                                        message_id=message_id)
         message = message_wire(row, [])
