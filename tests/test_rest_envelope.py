@@ -68,7 +68,7 @@ async def test_unknown_missing_and_mistyped_fields_are_named(fetch):
     fields = {detail["field"]: detail["message"] for detail in body["details"]}
     assert fields["colour"] == "is not an allowed field"
     assert fields["name"] == "is required"
-    assert "integer" in fields["size"]
+    assert fields["size"] == "must be a whole number"
 
 
 @pytest.mark.gen_test
@@ -130,7 +130,7 @@ async def test_unexpected_error_is_a_500_without_traceback(fetch, caplog):
 @pytest.mark.vachat(config={"env": "development"})
 async def test_development_shows_the_traceback(fetch):
     body = assert_error(await fetch("/api/sample/faults/crash"), 500, "INTERNAL")
-    assert "RuntimeError" in "".join(body["details"]["traceback"])
+    assert "RuntimeError" in "".join(body["traceback"]) and "details" not in body
 
 
 @pytest.mark.gen_test

@@ -199,6 +199,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("env", "server", "env", "VACHAT_ENV", parse_env),
     Option("trusted_proxies", "server", "trusted_proxies", "TRUSTED_PROXIES", parse_networks),
     Option("max_json_body", "server", "max_json_body", "MAX_JSON_BODY", parse_size),
+    Option("http_idle_timeout", "server", "idle_timeout", "HTTP_IDLE_TIMEOUT", parse_positive_float),
+    Option("http_body_timeout", "server", "body_timeout", "HTTP_BODY_TIMEOUT", parse_positive_float),
     Option("shutdown_grace", "server", "shutdown_grace", "SHUTDOWN_GRACE", parse_positive_float),
     Option("executor_threads", "server", "executor_threads", "EXECUTOR_THREADS", parse_positive_int),
     Option("auto_migrate", "server", "auto_migrate", "AUTO_MIGRATE", parse_bool),
@@ -230,6 +232,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("ws_auth_timeout", "websocket", "auth_timeout", "WS_AUTH_TIMEOUT", parse_positive_float),
     Option("ws_outbound_limit", "websocket", "outbound_limit", "WS_OUTBOUND_LIMIT", parse_size),
     Option("ws_rate_limit", "websocket", "rate_limit", "WS_RATE_LIMIT", Rate.parse),
+    Option("ws_max_per_ip", "websocket", "max_per_ip", "WS_MAX_PER_IP", parse_positive_int),
+    Option("ws_max_per_user", "websocket", "max_per_user", "WS_MAX_PER_USER", parse_positive_int),
     Option("plugins_enabled", "plugins", "enabled", "VACHAT_PLUGINS", parse_list),
     Option("plugins_strict", "plugins", "strict", "VACHAT_PLUGINS_STRICT", parse_bool),
     Option("plugin_modules", "plugins", "modules", "VACHAT_PLUGIN_MODULES", parse_list),
@@ -253,6 +257,9 @@ class Settings:
     env: str = "development"
     trusted_proxies: list[str] = field(default_factory=list)
     max_json_body: int = 1024 * 1024
+    # Seconds a connection may sit idle (or take to send its headers), and to send a body.
+    http_idle_timeout: float = 60.0
+    http_body_timeout: float = 60.0
     shutdown_grace: float = 30.0
     executor_threads: int = 8
     auto_migrate: bool | None = None
@@ -285,6 +292,9 @@ class Settings:
     ws_auth_timeout: float = 10.0
     ws_outbound_limit: int = 1024 * 1024
     ws_rate_limit: Rate = Rate(60, 10)
+    # Open sockets per client address (IPv6 per /64) and per user, on one node; see conf/default.toml.
+    ws_max_per_ip: int = 100
+    ws_max_per_user: int = 20
     plugins_enabled: list[str] = field(default_factory=list)
     plugins_strict: bool = False
     # Importable modules loaded as plugins without being installed (development, benchmarks).

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import re
 import secrets
 import time
 from typing import Any
 
 from ..db import now
 from ..errors import Unauthorized
-from .cache import auth_cache
+from .cache import auth_cache, unknown_api_keys
 from .models import ApiKey, Role, User
 from .sessions import CLOSE_SESSION_ENDED, api_key_cache_key, principal_of
 
@@ -42,7 +43,8 @@ MAX_KEYS_PER_USER = 50
 # A key's lastUsedAt is written at most this often (s), so a busy bot does not cost a write
 # per request.
 LAST_USED_RESOLUTION_SECONDS = 60
-_KEY_MAX_LENGTH = 128
+# The exact shape generate_key() makes: anything else is refused without a lookup.
+_KEY_SHAPE = re.compile(r"^vak_[A-Za-z0-9_-]{43}$")
 
 
 def generate_key() -> str:
@@ -116,9 +118,12 @@ def _load(key_hash: str) -> dict[str, Any] | None:
 async def api_key_principal(app: Any, key: str) -> dict[str, Any]:
     """Who ``key`` authenticates (cached like sessions); ``Unauthorized`` when it is unknown,
     revoked, expired, or its user is disabled."""
-    if not looks_like_api_key(key) or len(key) > _KEY_MAX_LENGTH:
+    if not _KEY_SHAPE.match(key):
         raise Unauthorized("Invalid API key")
     key_hash = hash_key(key)
+    unknown = unknown_api_keys(app)
+    if key_hash in unknown:  # a dead key retried: no query until the entry expires
+        raise Unauthorized("Invalid API key")
     cache = auth_cache(app)
     principal = await cache.get(api_key_cache_key(key_hash))
     if principal is not None and principal.get("revoked"):
@@ -126,6 +131,7 @@ async def api_key_principal(app: Any, key: str) -> dict[str, Any]:
     if principal is None or principal.get("kexp", float("inf")) <= time.time():
         principal = await app.db.run(_load, key_hash)
         if principal is None:
+            unknown.add(key_hash)
             raise Unauthorized("Invalid API key")
         await cache.set(api_key_cache_key(key_hash), principal)
     return principal

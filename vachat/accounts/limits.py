@@ -2,8 +2,8 @@
 
 Each action has its own buckets, one per client address and one per account (the lowercased
 e-mail, hashed so the limiter's store never holds addresses), both at ``RATE_LIMIT_AUTH``.
-The address is ``handler.client_ip``, which honours ``X-Forwarded-For`` only from
-``TRUSTED_PROXIES``: a spoofed header changes nothing. Every attempt counts, successful or
+The address is ``handler.client_limit_subject`` (IPv6 counted by /64), from ``client_ip``,
+which honours ``X-Forwarded-For`` only from ``TRUSTED_PROXIES``: a spoofed header changes nothing. Every attempt counts, successful or
 not; a refused one is not counted, so a client that waits ``Retry-After`` gets in again.
 
 The limiter is ``app.limiter`` (Redis-backed when Redis is configured, in-process otherwise).
@@ -38,7 +38,7 @@ async def check_auth_limits(handler: Any, email: str | None, *, action: str | No
     app = handler.application
     rate = app.config.rate_limit_auth
     action = action or _action_of(handler)
-    decision = await app.limiter.hit(f"auth:{action}:ip:{handler.client_ip}", rate)
+    decision = await app.limiter.hit(f"auth:{action}:ip:{handler.client_limit_subject}", rate)
     if not decision.allowed:
         raise RateLimited("Too many attempts; try again later", retry_after=decision.retry_after)
     if email:
