@@ -11,7 +11,8 @@ What a plugin is handed:
   ``plugin_config(name)``, ``plugin_state(name)``, ``hooks.notify/call``, ``service(name)``,
   ``accounts`` (users, sessions, audit), ``with_redis``.
 - Declarations: ``hookimpl`` / ``hookspec``, ``ApiHandler`` + ``endpoint``,
-  ``StreamingBodyHandler`` for uploads, ``ws_event`` with ``EventContext`` and ``Reply``,
+  ``StreamingBodyHandler`` for uploads (the body streamed to ``receive_chunk`` under its own
+  ``max_body_size``, raised above ``MAX_JSON_BODY`` only once the caller is authorised), ``ws_event`` with ``EventContext`` and ``Reply``,
   ``requires`` for permissions, ``BaseModel`` for models.
 - The typed errors (``NotFound``, ``Conflict`` …), each rendered as the error envelope.
 
@@ -33,7 +34,7 @@ from .events import ws_event
 from .ids import new_id
 from .interfaces import Accounts, App, Database, Hooks, Hub, Limiter, Mailer
 from .rbac import requires
-from .web import Actor, ApiHandler, endpoint, json_dumps
+from .web import Actor, ApiHandler, StreamingBodyHandler, endpoint, json_dumps
 from .ws import EventContext, Reply
 
 #: Marks a function in a plugin module as the implementation of the hook of the same name
@@ -48,7 +49,7 @@ hookspec = pluggy.HookspecMarker("vachat")
 
 __all__ = [
     # declaring
-    "hookimpl", "hookspec", "ApiHandler", "endpoint", "ws_event", "requires", "EventContext", "Reply",
+    "hookimpl", "hookspec", "ApiHandler", "StreamingBodyHandler", "endpoint", "ws_event", "requires", "EventContext", "Reply",
     "BaseModel", "JSONField", "database", "now", "new_id", "Rate", "json_dumps",
     # what a plugin is handed
     "App", "Actor", "Accounts", "Database", "Hooks", "Hub", "Limiter", "Mailer",
