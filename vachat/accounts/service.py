@@ -12,6 +12,7 @@ from typing import Any
 
 from . import audit as audit_log
 from . import sessions
+from ..db import now
 from .models import User
 
 __all__ = ["AccountsService"]
@@ -35,6 +36,15 @@ class AccountsService:
     async def set_user_active(self, user_id: str, active: bool, *, actor_id: str | None = None,
                               request: Any = None) -> bool:
         return await sessions.set_user_active(self._app, user_id, active, actor_id=actor_id, handler=request)
+
+    async def set_avatar_url(self, user_id: str, url: str | None) -> bool:
+        def write() -> int:
+            return User.update(avatar_url=url, updated_at=now()).where(User.id == user_id).execute()
+
+        changed = bool(await self._app.db.run(write))
+        if changed:
+            await sessions.invalidate_user(self._app, user_id)
+        return changed
 
     async def end_sessions(self, user_id: str, *, reason: str = "ended") -> int:
         ended = await sessions.revoke_user_sessions(self._app, user_id, reason=reason)
