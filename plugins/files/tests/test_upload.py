@@ -172,7 +172,7 @@ async def test_not_multipart_is_415_and_strangers_are_401(app, fetch):
 
 
 @pytest.mark.gen_test
-@pytest.mark.vachat(plugin_sections={"files": {"max_file_size": "64KiB", "user_quota": "80KiB"}})
+@pytest.mark.vachat(config={"plugin_sections": {"files": {"max_file_size": "64KiB", "user_quota": "80KiB"}}})
 async def test_the_quota_refuses_an_upload_that_would_pass_it(app, fetch):
     first = await upload(fetch, "alice", "one.jpg", jpeg_bytes((220, 220), noise=True), declared="image/jpeg")
     assert first.code == 201, first.body
