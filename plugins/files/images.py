@@ -37,7 +37,7 @@ class NotAnImage(ValueError):
 def _open(path: Path) -> Image.Image:
     try:
         image = Image.open(path)
-    except (UnidentifiedImageError, OSError) as error:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
         raise NotAnImage(str(error)) from None
     width, height = image.size
     if width * height > MAX_PIXELS:
