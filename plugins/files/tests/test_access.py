@@ -93,3 +93,12 @@ async def test_my_list_is_paginated_sorted_and_searchable(app, fetch):
     assert [f["originalName"] for f in found.data] == ["delta-report.txt"]
     assert_error(await fetch("/api/files?sortBy=ownerId", user="alice"), 400, "VALIDATION_FAILED")
     assert_error(await fetch("/api/files?limit=1000", user="alice"), 400, "VALIDATION_FAILED")
+
+
+@pytest.mark.gen_test
+async def test_the_routes_are_in_the_openapi_document(app, fetch):
+    document = (await fetch("/api/openapi.json")).json
+    paths = document["paths"]
+    for path in ("/api/files/upload", "/api/files", "/api/users/avatar"):
+        assert path in paths, sorted(paths)
+    assert any(path.startswith("/api/files/") and path.endswith("/download") for path in paths)
