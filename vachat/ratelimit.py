@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from .config import Rate
-from .redis_client import REDIS_ERRORS, RedisGuard
+from .redis_client import RedisGuard
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -92,6 +92,24 @@ redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_ta
 return {1, math.floor((period - (new_tat - now)) / interval), 0}
 """
 
+# KEYS[1] = bucket key; ARGV[1] = emission interval (µs). Gives back one hit (see refund()).
+# Must stay the same arithmetic as MemoryRateLimiter.refund_now().
+_REFUND_LUA = """
+if redis.replicate_commands then redis.replicate_commands() end
+local interval = tonumber(ARGV[1])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat then return 0 end
+local new_tat = tat - interval
+if new_tat <= now then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+end
+return 1
+"""
+
 
 @dataclass(frozen=True)
 class RateDecision:
@@ -113,6 +131,14 @@ class RateLimiter(abc.ABC):
     @abc.abstractmethod
     async def reset(self, key: str) -> None:
         """Forget ``key``'s history, e.g. after a successful sign-in."""
+
+    @abc.abstractmethod
+    async def refund(self, key: str, rate: Rate) -> None:
+        """Give back one hit counted under ``key`` with ``rate`` (a no-op for an empty bucket).
+
+        For limits that count only failures: hit before the attempt (so concurrent attempts
+        cannot all slip through) and refund the ones that turn out to succeed.
+        """
 
     async def close(self) -> None:
         """Release what the limiter holds. It does not close a shared Redis client."""
@@ -173,7 +199,7 @@ class MemoryRateLimiter(RateLimiter):
         """``hit`` without the coroutine, for callers outside async code."""
         now = self._now()
         self._sweep(now)
-        table = self._protected if key.startswith(self.protected_prefixes) else self._tats
+        table = self._table_of(key)
         tat = table.get(key)
         if tat is None and len(self) >= self.max_keys and not self._make_room(now):
             return self._refuse_new_key(now, rate)
@@ -186,6 +212,24 @@ class MemoryRateLimiter(RateLimiter):
     async def reset(self, key: str) -> None:
         self._tats.pop(key, None)
         self._protected.pop(key, None)
+
+    async def refund(self, key: str, rate: Rate) -> None:
+        self.refund_now(key, rate)
+
+    def refund_now(self, key: str, rate: Rate) -> None:
+        """``refund`` without the coroutine."""
+        table = self._table_of(key)
+        tat = table.get(key)
+        if tat is None:
+            return
+        interval, _ = _units(rate)
+        if tat - interval <= self._now():
+            del table[key]  # back to a full bucket: the same as no key
+        else:
+            table[key] = tat - interval
+
+    def _table_of(self, key: str) -> "OrderedDict[str, int]":
+        return self._protected if key.startswith(self.protected_prefixes) else self._tats
 
     async def close(self) -> None:
         self._tats.clear()
@@ -257,32 +301,25 @@ class RedisRateLimiter(RateLimiter):
         self._fallback = fallback or MemoryRateLimiter()
         # EVALSHA with a transparent SCRIPT LOAD on NOSCRIPT (e.g. after a Redis restart).
         self._script = client.register_script(_GCRA_LUA)
+        self._refund_script = client.register_script(_REFUND_LUA)
 
     async def hit(self, key: str, rate: Rate) -> RateDecision:
-        if self._guard.should_try():
-            interval, period = _units(rate)
-            try:
-                allowed, remaining, retry_us = await self._script(
-                    keys=[self._prefix + key], args=[interval, period]
-                )
-            except REDIS_ERRORS as error:
-                self._guard.record_failure(error, "rate limiter")
-            else:
-                self._guard.record_success("rate limiter")
-                return RateDecision(bool(allowed), rate.count, int(remaining),
-                                    int(retry_us) / _MICROS)
-        return self._fallback.hit_now(key, rate)
+        interval, period = _units(rate)
+
+        async def in_redis() -> RateDecision:
+            allowed, remaining, retry_us = await self._script(keys=[self._prefix + key], args=[interval, period])
+            return RateDecision(bool(allowed), rate.count, int(remaining), int(retry_us) / _MICROS)
+
+        return await self._guard.attempt("rate limiter", in_redis, lambda: self._fallback.hit_now(key, rate))
 
     async def reset(self, key: str) -> None:
         await self._fallback.reset(key)
-        if not self._guard.should_try():
-            return
-        try:
-            await self._redis.delete(self._prefix + key)
-        except REDIS_ERRORS as error:
-            self._guard.record_failure(error, "rate limiter")
-        else:
-            self._guard.record_success("rate limiter")
+        await self._guard.attempt("rate limiter", lambda: self._redis.delete(self._prefix + key), lambda: None)
+
+    async def refund(self, key: str, rate: Rate) -> None:
+        interval, _ = _units(rate)
+        await self._guard.attempt("rate limiter", lambda: self._refund_script(keys=[self._prefix + key], args=[interval]),
+                                  lambda: self._fallback.refund_now(key, rate))
 
     async def close(self) -> None:
         await self._fallback.close()

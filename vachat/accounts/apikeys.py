@@ -29,6 +29,7 @@ from .sessions import CLOSE_SESSION_ENDED, api_key_cache_key, principal_of
 __all__ = [
     "KEY_PREFIX", "generate_key", "hash_key", "create_api_key", "revoke_api_key",
     "api_key_principal", "api_key_session_id", "looks_like_api_key", "MAX_KEYS_PER_USER",
+    "revoke_user_api_key_rows", "forget_revoked_api_keys",
 ]
 
 KEY_PREFIX = "vak_"
@@ -98,6 +99,27 @@ async def revoke_api_key(app: Any, user_id: str, key_id: str) -> ApiKey | None:
         await app.hub.disconnect(session_id=api_key_session_id(row.id), code=CLOSE_SESSION_ENDED,
                                  reason="API key revoked")
     return row
+
+
+def revoke_user_api_key_rows(user_id: str) -> list[tuple[str, str]]:
+    """Revoke every active key of ``user_id`` (synchronous: run inside ``app.db.run``, in the
+    transaction that changes the password). Returns ``(id, key hash)`` of each key revoked,
+    for ``forget_revoked_api_keys``."""
+    keys = [(row.id, row.key_hash) for row in
+            ApiKey.select(ApiKey.id, ApiKey.key_hash).where(ApiKey.user == user_id, ApiKey.revoked_at.is_null())]
+    if keys:
+        (ApiKey.update(revoked_at=now())
+         .where(ApiKey.id.in_([key_id for key_id, _ in keys]), ApiKey.revoked_at.is_null()).execute())
+    return keys
+
+
+async def forget_revoked_api_keys(app: Any, keys: list[tuple[str, str]]) -> None:
+    """After ``revoke_user_api_key_rows``: refuse the keys from the next request on, on every
+    node (cache tombstones), and close the sockets they opened."""
+    await auth_cache(app).tombstone(*(api_key_cache_key(key_hash) for _, key_hash in keys))
+    for key_id, _ in keys:
+        await app.hub.disconnect(session_id=api_key_session_id(key_id), code=CLOSE_SESSION_ENDED,
+                                 reason="API key revoked")
 
 
 def _load(key_hash: str) -> dict[str, Any] | None:

@@ -44,7 +44,8 @@ CORE_PERMISSIONS = (
 )
 
 # Modules contributing routes (each exposes ``ROUTES``); optional ones may be absent.
-ROUTE_MODULES = ("vachat.accounts.auth_handlers", "vachat.accounts.recovery", "vachat.accounts.profile")
+ROUTE_MODULES = ("vachat.accounts.auth_handlers", "vachat.accounts.recovery", "vachat.accounts.profile",
+                 "vachat.accounts.pages")
 
 
 def actor_from_principal(principal: dict[str, Any], *, session_id: str | None,
@@ -124,6 +125,9 @@ def vachat_commands(commands: argparse._SubParsersAction) -> None:
 
 @hookimpl
 async def vachat_startup(app: Any) -> None:
+    from .live import install
+
+    install(app)
     from .commands import ensure_default_roles
 
     created = await app.db.run(ensure_default_roles)
