@@ -61,3 +61,9 @@ async def vachat_user_deleting(app: App, user_id: str) -> None:
     await app.service("files").delete_all_of(user_id)
 
 
+@hookimpl(optionalhook=True)
+async def admin_dashboard_figures(app: App) -> dict[str, Any]:
+    """The admin dashboard's files part: how many files, how many bytes."""
+    return {"files": await app.service("files").totals()}
+
+

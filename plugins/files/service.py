@@ -139,6 +139,14 @@ class FilesService:
         rows = await self._app.db.run(lambda: list(File.select().where(File.id.in_(wanted))))
         return {row.id: row.to_wire() for row in rows}
 
+    async def totals(self) -> dict[str, int]:
+        """Every stored file: ``{"count", "bytes"}`` (one aggregate query)."""
+        def read() -> dict[str, int]:
+            count, size = File.select(peewee.fn.COUNT(File.id), peewee.fn.COALESCE(peewee.fn.SUM(File.size), 0)).scalar(as_tuple=True)
+            return {"count": int(count or 0), "bytes": int(size or 0)}
+
+        return await self._app.db.run(read)
+
     async def count_download(self, file_id: str) -> None:
         await self._app.db.run(lambda: File.update(download_count=File.download_count + 1)
                                .where(File.id == file_id).execute())

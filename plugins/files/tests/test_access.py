@@ -62,16 +62,24 @@ async def test_deleting_removes_the_row_and_the_bytes(app, fetch):
 
 
 @pytest.mark.gen_test
-async def test_deleting_a_user_removes_their_rows_and_bytes_only(app, fetch):
+@pytest.mark.vachat(plugins=["files", "admin"])
+async def test_deleting_a_user_removes_their_rows_and_bytes_only(app, fetch, make_user, admin_user):
     root = app.plugin_state("files").settings.upload_path
+    alice, bob = await make_user(), await make_user()
     for name in ("a.txt", "b.txt"):
-        await upload(fetch, "alice", name, b"alice's " + name.encode())
-    await upload(fetch, "bob", "c.txt", b"bob's")
-    await app.hooks.call("vachat_user_deleting", user_id="alice")
+        await upload(fetch, alice, name, b"alice's " + name.encode())
+    await upload(fetch, alice, "me.png", png_bytes(), path="/api/users/avatar")
+    await upload(fetch, bob, "c.txt", b"bob's")
+    dashboard = await fetch("/api/admin/dashboard", user=admin_user)
+    assert dashboard.data["files"]["count"] == 4 and "files" not in dashboard.data.get("missing", [])
+
+    deleted = await fetch(f"/api/admin/users/{alice.id}", method="DELETE", user=admin_user)
+    assert deleted.code == 200, deleted.body
     assert [p.read_bytes() for p in stored_objects(root)] == [b"bob's"]
-    assert (await fetch("/api/files", user="alice")).data == []
-    await app.hooks.call("vachat_user_deleting", user_id="alice")  # idempotent
-    assert len((await fetch("/api/files", user="bob")).data) == 1
+    await app.hooks.call("vachat_user_deleting", user_id=alice.id)  # idempotent: a retried deletion
+    assert len((await fetch("/api/files", user=bob)).data) == 1
+    totals = (await fetch("/api/admin/dashboard", user=admin_user)).data["files"]
+    assert totals == {"count": 1, "bytes": len(b"bob's")}
 
 
 @pytest.mark.gen_test
