@@ -22,7 +22,7 @@ from typing import Any
 
 from vachat.plugin_api import App, hookimpl
 
-from . import avatars, handlers
+from . import attachments, avatars, handlers
 from .commands import add_commands
 from .service import ACCESS_ALL, FilesService
 from .storage import storage_of
@@ -67,3 +67,31 @@ async def admin_dashboard_figures(app: App) -> dict[str, Any]:
     return {"files": await app.service("files").totals()}
 
 
+
+
+# -- the chat plugin's hooks (optional: files works without chat) -------------------------
+
+
+@hookimpl(optionalhook=True)
+async def chat_message_before_store(app: App, message: dict[str, Any], actor: Any) -> None:
+    await attachments.check_message_files(app, message, actor)
+
+
+@hookimpl(optionalhook=True)
+async def chat_messages_decorate(app: App, messages: list[dict[str, Any]]) -> None:
+    await attachments.decorate_messages(app, messages)
+
+
+@hookimpl(optionalhook=True)
+async def chat_message_created(app: App, message: dict[str, Any]) -> None:
+    await attachments.remember_attachments(app, message)
+
+
+@hookimpl(optionalhook=True)
+async def chat_message_deleted(app: App, message: dict[str, Any]) -> None:
+    await attachments.release_message(app, message["id"])
+
+
+@hookimpl(optionalhook=True)
+async def chat_conversation_deleted(app: App, conversation: dict[str, Any]) -> None:
+    await attachments.release_conversation(app, conversation["id"])

@@ -23,8 +23,9 @@ import peewee
 
 from vachat.plugin_api import Actor, App, Forbidden, NotFound, PayloadTooLarge, UnsupportedMediaType, database
 
+from .attachments import readable_through_chat
 from .images import NotAnImage, strip_metadata
-from .models import PURPOSE_AVATAR, File
+from .models import PURPOSE_AVATAR, Attachment, File
 from .settings import settings_of
 from .sniffing import IMAGE_TYPES, confirm_structure
 from .storage import PendingObject, storage_of
@@ -119,8 +120,6 @@ class FilesService:
 
     async def _readable_through_chat(self, actor: Actor, file_id: str) -> bool:
         """Whether ``file_id`` is attached to a message in a conversation ``actor`` may read."""
-        from .attachments import readable_through_chat  # the chat collaboration is optional
-
         return await readable_through_chat(self._app, actor, file_id)
 
     async def owned(self, actor: Actor, file_id: str) -> File:
@@ -156,7 +155,12 @@ class FilesService:
     async def delete(self, file: File) -> None:
         """Remove a file: its row, then its object (a failure there leaves an orphan object
         for ``files reconcile``, never a row without a file)."""
-        deleted = await self._app.db.run(lambda: File.delete().where(File.id == file.id).execute())
+        def remove_row() -> int:
+            with database.atomic():
+                Attachment.delete().where(Attachment.file_id == file.id).execute()
+                return File.delete().where(File.id == file.id).execute()
+
+        deleted = await self._app.db.run(remove_row)
         if deleted:
             await self._remove_objects([file.stored_name])
             if file.purpose == PURPOSE_AVATAR:
@@ -166,8 +170,10 @@ class FilesService:
         """Remove every file of ``owner_id`` (account deletion). Idempotent."""
         def take() -> list[str]:
             with database.atomic():
-                keys = [row.stored_name for row in File.select(File.stored_name).where(File.owner_id == owner_id)]
+                rows = list(File.select(File.id, File.stored_name).where(File.owner_id == owner_id))
+                Attachment.delete().where(Attachment.file_id.in_([row.id for row in rows])).execute()
                 File.delete().where(File.owner_id == owner_id).execute()
+                keys = [row.stored_name for row in rows]
             return keys
 
         keys = await self._app.db.run(take)
