@@ -21,7 +21,7 @@ from vachat.plugin_api import ApiHandler, NotFound, UnsupportedMediaType, endpoi
 
 from .handlers import UploadingHandler, deliver, files_service
 from .images import NotAnImage, make_avatar
-from .models import PURPOSE_AVATAR, File, avatar_url
+from .models import PURPOSE_AVATAR, File
 from .names import content_disposition
 from .service import new_public_token
 from .settings import settings_of

@@ -45,13 +45,16 @@ _UPLOAD_PURPOSES = ("general", "attachment", "document", "media")
 # Pending discards: kept referenced until done (a task nobody holds may be collected).
 _cleanups: set[asyncio.Task] = set()
 
+
 def files_service(app: Any) -> FilesService:
     return app.service("files")
+
 
 def _check_id(file_id: str) -> str:
     if len(file_id) > _MAX_ID_CHARS:
         raise NotFound("File not found")
     return file_id
+
 
 class UploadingHandler(StreamingBodyHandler):
     """Base of the upload routes: the multipart body streams into an ``UploadReceiver``."""
@@ -116,6 +119,7 @@ class UploadingHandler(StreamingBodyHandler):
         self._discard()  # a no-op once the file was kept
         super().on_finish()
 
+
 class UploadHandler(UploadingHandler):
     form_fields = frozenset({"purpose", "isPublic", "description", "keepExif"})
 
@@ -154,6 +158,7 @@ _SORT_COLUMNS = {
     "downloadCount": File.download_count,
 }
 
+
 class FileListHandler(ApiHandler):
     @endpoint("List my files", query="files/list-query", response="files/file-list", tags=("files",))
     async def get(self) -> None:
@@ -176,6 +181,7 @@ class FileListHandler(ApiHandler):
         self.respond(files, pagination={"page": page, "limit": limit, "total": total,
                                         "totalPages": math.ceil(total / limit)})
 
+
 class FileHandler(ApiHandler):
     @endpoint("A file's metadata", response="files/file", tags=("files",), errors=(404,))
     async def get(self, file_id: str) -> None:
@@ -192,6 +198,7 @@ class FileHandler(ApiHandler):
                                       request=self, details={"fileId": file.id})
         self.respond({"id": file.id}, message="File deleted")
 
+
 class DownloadHandler(ApiHandler):
     @endpoint("Download a file", tags=("files",), errors=(304, 404, 416),
               description="Streams the bytes as an attachment with the content's type. Supports one "
@@ -201,6 +208,7 @@ class DownloadHandler(ApiHandler):
         file = await files_service(self.app).readable(self.actor, _check_id(file_id))
         await deliver(self, file, disposition=content_disposition(file.original_name),
                       cache_control=DOWNLOAD_CACHE_CONTROL, count=True)
+
 
 async def deliver(handler: ApiHandler, file: File, *, disposition: str, cache_control: str, count: bool) -> None:
     """Answer with ``file``'s bytes: 304, 416, 206 or 200, headers included."""
@@ -233,6 +241,7 @@ async def deliver(handler: ApiHandler, file: File, *, disposition: str, cache_co
         raise NotFound("The file's contents are missing") from None
     if sent:
         handler.finish()
+
 
 def routes(app: Any) -> list[tuple]:
     upload_cap = settings_of(app).max_file_size + MULTIPART_OVERHEAD
