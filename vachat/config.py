@@ -264,8 +264,6 @@ OPTIONS: tuple[Option, ...] = (
     Option("bcrypt_rounds", "security", "bcrypt_rounds", "BCRYPT_ROUNDS", parse_bcrypt_rounds),
     Option("rate_limit_global", "security", "rate_limit_global", "RATE_LIMIT_GLOBAL", Rate.parse),
     Option("rate_limit_auth", "security", "rate_limit_auth", "RATE_LIMIT_AUTH", Rate.parse),
-    Option("upload_path", "files", "upload_path", "UPLOAD_PATH", str),
-    Option("max_file_size", "files", "max_file_size", "MAX_FILE_SIZE", parse_size),
     Option("log_level", "logging", "level", "LOG_LEVEL", parse_log_level),
     Option("log_dir", "logging", "dir", "LOG_DIR", str),
     Option("log_retention_days", "logging", "retention_days", "LOG_RETENTION_DAYS", parse_positive_int),
@@ -274,10 +272,6 @@ OPTIONS: tuple[Option, ...] = (
     Option("public_url", "email", "public_url", "PUBLIC_URL", parse_public_url),
     Option("email_verify_url", "email", "verify_url", "EMAIL_VERIFY_URL", parse_link_template),
     Option("email_reset_url", "email", "reset_url", "EMAIL_RESET_URL", parse_link_template),
-    Option("ai_provider", "ai", "provider", "AI_PROVIDER", str),
-    Option("ai_base_url", "ai", "base_url", "AI_BASE_URL", str),
-    Option("ai_api_key", "ai", "api_key", "AI_API_KEY", str, secret=True),
-    Option("ai_model", "ai", "model", "AI_MODEL", str),
     Option("ws_max_message_size", "websocket", "max_message_size", "WS_MAX_MESSAGE_SIZE", parse_size),
     Option("ws_ping_interval", "websocket", "ping_interval", "WS_PING_INTERVAL", parse_positive_float),
     Option("ws_ping_timeout", "websocket", "ping_timeout", "WS_PING_TIMEOUT", parse_positive_float),
@@ -295,7 +289,6 @@ OPTIONS_BY_ATTR = {option.attr: option for option in OPTIONS}
 # Settings whose default is a place in the data directory, so that moving it moves them all.
 DATA_DIR_DEFAULTS: dict[str, Callable[[Path], str]] = {
     "database_url": lambda data_dir: f"sqlite:///{data_dir / 'vachat.db'}",
-    "upload_path": lambda data_dir: str(data_dir / "uploads"),
     "log_dir": lambda data_dir: str(data_dir / "log"),
 }
 
@@ -315,7 +308,8 @@ class Settings:
     shutdown_grace: float = 30.0
     executor_threads: int = 8
     auto_migrate: bool | None = None
-    # Runtime state; DATABASE_URL, UPLOAD_PATH and LOG_DIR default to places inside it.
+    # Runtime state; DATABASE_URL and LOG_DIR (and plugins' files, such as uploads) default to
+    # places inside it.
     data_dir: Path = Path("var")
     database_url: str = "sqlite:///var/vachat.db"
     database_pool_size: int = 8
@@ -326,8 +320,6 @@ class Settings:
     bcrypt_rounds: int = 12
     rate_limit_global: Rate = Rate(100, 60)
     rate_limit_auth: Rate = Rate(5, 900)
-    upload_path: str = "var/uploads"
-    max_file_size: int = 10 * 1024 * 1024
     log_level: str = "INFO"
     log_dir: str = "var/log"
     log_retention_days: int = 14
@@ -337,10 +329,6 @@ class Settings:
     public_url: str = ""
     email_verify_url: str = ""
     email_reset_url: str = ""
-    ai_provider: str = "echo"
-    ai_base_url: str = ""
-    ai_api_key: str = ""
-    ai_model: str = ""
     ws_max_message_size: int = 64 * 1024
     ws_ping_interval: float = 25.0
     ws_ping_timeout: float = 20.0

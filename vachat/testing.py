@@ -150,6 +150,8 @@ def make_test_settings(database_url: str, redis_url: str = "", tmp_path: Path | 
         "rate_limit_global": "100000/60s",
         "rate_limit_auth": "100000/60s",
         "ws_rate_limit": "100000/10s",
+        "ws_max_per_ip": 10000,
+        "ws_max_per_user": 1000,
         "log_dir": "",
         "database_pool_size": 4,
         "executor_threads": 4,
@@ -565,7 +567,7 @@ def server_process(request: pytest.FixtureRequest, tmp_path: Path, vachat_databa
             "VACHAT_ENV": "test", "DATABASE_URL": vachat_database_url, "REDIS_URL": vachat_redis_url,
             "JWT_SECRET": TEST_SECRET, "JWT_REFRESH_SECRET": TEST_REFRESH_SECRET, "BCRYPT_ROUNDS": "4",
             "LOG_DIR": "", "AUTO_MIGRATE": "1", "RATE_LIMIT_GLOBAL": "100000/60s", "RATE_LIMIT_AUTH": "100000/60s",
-            "VACHAT_PLUGIN_MODULES": "testauth=vachat.testing_auth", "UPLOAD_PATH": str(tmp_path / "uploads"),
+            "VACHAT_PLUGIN_MODULES": "testauth=vachat.testing_auth",
             "PYTHONPATH": import_path,
         }
         base.update(env or {})
