@@ -47,9 +47,9 @@ def head(port_path: str, content_type: str, extra: str) -> str:
 @pytest.mark.gen_test(timeout=180)
 async def test_twice_the_limit_is_413_while_streaming_with_memory_flat_and_no_file_left(server_process, tmp_path):
     limit = 16 * MiB
-    server = server_process({"MAX_FILE_SIZE": str(limit)})
-    await server.wait_ready()
     uploads = tmp_path / "uploads"
+    server = server_process({"MAX_FILE_SIZE": str(limit), "UPLOAD_PATH": str(uploads)})
+    await server.wait_ready()
     # Warm up: one small upload brings every import and pool into memory.
     body, content_type = multipart(("warm.txt", b"warm up\n", "text/plain"))
     status, _ = await raw_request(server.port, head("/api/files/upload", content_type,
