@@ -161,7 +161,6 @@ def make_test_settings(database_url: str, redis_url: str = "", tmp_path: Path | 
     }
     if tmp_path is not None:
         base["data_dir"] = str(tmp_path / "var")
-        base["upload_path"] = str(tmp_path / "uploads")
     plugin_sections = overrides.pop("plugin_sections", None)
     environ = overrides.pop("environ", {})
     base.update(overrides)
