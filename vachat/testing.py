@@ -190,12 +190,19 @@ def reset_database(app: VachatApplication) -> None:
     engine.close()
 
 
+MARKER_ARGUMENTS = {"config", "plugins"}
+
+
 def requested_plugins(request: pytest.FixtureRequest, extra: Iterable[Any]) -> tuple[list[str], list[tuple[str, Any]]]:
     """The installed plugins (by name) and uninstalled ``(name, module)`` ones a test asks for."""
     names: list[str] = []
     modules: list[tuple[str, Any]] = []
     named = False
     for marker in reversed(list(request.node.iter_markers("vachat"))):
+        unknown = set(marker.kwargs) - MARKER_ARGUMENTS or marker.args
+        if unknown:
+            raise pytest.UsageError(f"@pytest.mark.vachat takes only config= and plugins=, not {sorted(map(str, unknown))}"
+                                    " (settings, plugin_sections and environ go inside config=)")
         if "plugins" in marker.kwargs:
             named = True
         for entry in marker.kwargs.get("plugins") or []:
