@@ -1,4 +1,4 @@
-"""Access and refresh JWTs (SPEC §4, §8).
+"""Access and refresh JWTs.
 
 Both are HS256 — the algorithm is pinned on decode, so ``alg: none`` or an RS/HS confusion is
 refused — signed with separate secrets (``JWT_SECRET`` for access, ``JWT_REFRESH_SECRET`` for
@@ -32,7 +32,7 @@ __all__ = [
 ALGORITHM = "HS256"
 ACCESS = "access"
 REFRESH = "refresh"
-# SPEC §4: short-lived access tokens bound the damage of a leaked one even without the
+# Short-lived access tokens bound the damage of a leaked one even without the
 # session check; refresh tokens are rotated on every use.
 ACCESS_TTL_SECONDS = 15 * 60
 REFRESH_TTL_SECONDS = 7 * 24 * 3600
