@@ -25,7 +25,6 @@ def test_defaults_serve_out_of_the_box(tmp_path):
     assert settings.bcrypt_rounds == 12
     assert settings.rate_limit_global == Rate(100, 60)
     assert settings.rate_limit_auth == Rate(5, 900)
-    assert settings.ai_provider == "echo"
 
 
 def test_environment_overrides_file_overrides_defaults(tmp_path):

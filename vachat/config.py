@@ -220,10 +220,6 @@ OPTIONS: tuple[Option, ...] = (
     Option("smtp_url", "email", "smtp_url", "SMTP_URL", parse_smtp_url, secret=True),
     Option("email_from", "email", "from", "EMAIL_FROM", str),
     Option("public_url", "email", "public_url", "PUBLIC_URL", str),
-    Option("ai_provider", "ai", "provider", "AI_PROVIDER", str),
-    Option("ai_base_url", "ai", "base_url", "AI_BASE_URL", str),
-    Option("ai_api_key", "ai", "api_key", "AI_API_KEY", str, secret=True),
-    Option("ai_model", "ai", "model", "AI_MODEL", str),
     Option("ws_max_message_size", "websocket", "max_message_size", "WS_MAX_MESSAGE_SIZE", parse_size),
     Option("ws_ping_interval", "websocket", "ping_interval", "WS_PING_INTERVAL", parse_positive_float),
     Option("ws_ping_timeout", "websocket", "ping_timeout", "WS_PING_TIMEOUT", parse_positive_float),
@@ -275,10 +271,6 @@ class Settings:
     smtp_url: str = ""
     email_from: str = "vachat <no-reply@localhost>"
     public_url: str = "http://localhost:3000"
-    ai_provider: str = "echo"
-    ai_base_url: str = ""
-    ai_api_key: str = ""
-    ai_model: str = ""
     ws_max_message_size: int = 64 * 1024
     ws_ping_interval: float = 25.0
     ws_ping_timeout: float = 20.0
