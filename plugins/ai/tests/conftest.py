@@ -15,3 +15,7 @@ def fake_openai(io_loop: Any) -> Iterable[FakeOpenAI]:
     server = FakeOpenAI().start()
     yield server
     io_loop.run_sync(server.stop)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "ai(**settings): [plugins.ai] settings added for the openai flow tests")
