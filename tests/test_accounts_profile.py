@@ -142,7 +142,7 @@ async def test_change_password_ends_other_sessions_and_keeps_this_one(app, fetch
 
     response = await change_password(fetch, user, user.password, NEW_PASSWORD, headers={"User-Agent": "pw-test"})
     assert response.code == 200, response.body
-    assert response.json["data"] == {"sessionsEnded": 1}
+    assert response.json["data"] == {"sessionsEnded": 1, "apiKeysRevoked": 0}
 
     assert (await other_socket.closed())[0] == 4401
     assert_error(await fetch("/api/users/profile", headers=other_headers), 401, "UNAUTHORIZED")

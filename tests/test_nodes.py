@@ -49,14 +49,15 @@ async def test_a_fresh_server_serves_health(server_process):
 async def test_production_refuses_pending_migrations(server_process, tmp_path):
     server = server_process({
         "VACHAT_ENV": "production", "AUTO_MIGRATE": "0", "DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.db'}",
-        "JWT_SECRET": "a" * 48, "JWT_REFRESH_SECRET": "b" * 48, "REDIS_URL": ""})
+        "JWT_SECRET": "a" * 48, "JWT_REFRESH_SECRET": "b" * 48, "REDIS_URL": "", "BCRYPT_ROUNDS": "10"})
     assert await server.wait_exit(timeout=30) == 1
     assert "pending migrations" in server.output()
 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_production_refuses_weak_secrets(server_process):
-    server = server_process({"VACHAT_ENV": "production", "JWT_SECRET": "short", "JWT_REFRESH_SECRET": "short"})
+    server = server_process({"VACHAT_ENV": "production", "JWT_SECRET": "short", "JWT_REFRESH_SECRET": "short",
+                             "BCRYPT_ROUNDS": "10"})
     assert await server.wait_exit(timeout=30) == 2
     assert "JWT_SECRET must be set to a random value of at least 32 bytes" in server.output()
 

@@ -43,6 +43,7 @@ from .ratelimit import make_rate_limiter
 from .redis_client import RedisGuard, make_redis
 from .resources import core_resource
 from .schemas import SchemaError, SchemaRegistry
+from .errors import Unauthorized
 from .web import Actor, NotFoundHandler
 
 __all__ = ["VachatApplication", "make_app", "CORE_SCHEMAS"]
@@ -51,6 +52,16 @@ log = logging.getLogger("vachat.app")
 T = TypeVar("T")
 
 CORE_SCHEMAS = core_resource("schemas")
+
+
+def unrecognised_credentials(headers: Any) -> str:
+    """What is wrong with credentials no authentication plugin accepted."""
+    if (headers.get("X-API-Key") or "").strip():
+        return "Invalid API key"
+    scheme = (headers.get("Authorization") or "").strip().partition(" ")[0]
+    if scheme.lower() != "bearer":
+        return "Unsupported authorization scheme; send Authorization: Bearer <token>"
+    return "Invalid token"
 
 
 class VachatApplication(tornado.web.Application):
@@ -208,7 +219,12 @@ class VachatApplication(tornado.web.Application):
         """Who presents these credentials, via the ``vachat_actor_from_request`` hook."""
         if not (headers.get("Authorization") or headers.get("X-API-Key")):
             return None
-        return await self.hooks.call("vachat_actor_from_request", headers=headers, remote_ip=remote_ip)
+        actor = await self.hooks.call("vachat_actor_from_request", headers=headers, remote_ip=remote_ip)
+        if actor is None:
+            # Credentials were sent but no plugin knows them: say so, the same way on REST and
+            # WebSocket, rather than "Authentication required" as if none had been sent.
+            raise Unauthorized(unrecognised_credentials(headers))
+        return actor
 
     def origin_allowed(self, origin: str, request: Any) -> bool:
         allowed = self.config.cors_origins

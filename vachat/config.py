@@ -28,13 +28,42 @@ from typing import Any, Callable, Iterable, Mapping
 
 from .resources import core_resource
 
-__all__ = ["ConfigError", "Rate", "Settings", "load_settings"]
+__all__ = ["ConfigError", "Rate", "Settings", "load_settings", "make_private_dir",
+           "PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE"]
+
 
 DEFAULT_CONFIG_FILE = core_resource("conf/default.toml")
 
 ENVIRONMENTS = ("development", "production", "test")
 # Shorter secrets are refused in production: HS256 wants at least as many bytes as its output.
 MIN_SECRET_BYTES = 32
+# The cost factors bcrypt accepts at all (2^4 to 2^31 rounds): anything else makes every
+# hash and check raise, which would turn each sign-in into a 500.
+BCRYPT_MIN_ROUNDS, BCRYPT_MAX_ROUNDS = 4, 31
+# Below this cost a leaked hash falls to an offline guesser in hours (OWASP asks for 10 or
+# more); fine for tests, refused in production.
+BCRYPT_MIN_PRODUCTION_ROUNDS = 10
+
+
+# What holds secrets or password hashes (generated secrets, the SQLite database, logs) is
+# readable by the server's own user only.
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def make_private_dir(path: Path, *, tighten: bool = False) -> None:
+    """Create ``path`` and any missing parent as ``PRIVATE_DIR_MODE``. An existing directory
+    keeps its mode (it may be an operator's) unless ``tighten``: vachat's own data directory."""
+    missing = []
+    candidate = path
+    while not candidate.exists():
+        missing.append(candidate)
+        candidate = candidate.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+        os.chmod(directory, PRIVATE_DIR_MODE)  # mkdir's mode passes through the umask
+    if tighten and not missing:
+        os.chmod(path, PRIVATE_DIR_MODE)
 
 
 class ConfigError(ValueError):
@@ -119,6 +148,13 @@ def parse_positive_float(value: Any) -> float:
     return number
 
 
+def parse_bcrypt_rounds(value: Any) -> int:
+    rounds = int(value)
+    if not BCRYPT_MIN_ROUNDS <= rounds <= BCRYPT_MAX_ROUNDS:
+        raise ValueError(f"must be a bcrypt cost from {BCRYPT_MIN_ROUNDS} to {BCRYPT_MAX_ROUNDS}, got {value!r}")
+    return rounds
+
+
 def parse_port(value: Any) -> int:
     port = int(value)
     if not 0 <= port <= 65535:
@@ -176,6 +212,20 @@ def parse_networks(value: Any) -> list[str]:
     return networks
 
 
+def parse_public_url(value: Any) -> str:
+    text = str(value).strip()
+    if text and not re.match(r"^https?://[^/\s]+", text):
+        raise ValueError(f"must be an http:// or https:// URL, got {text!r}")
+    return text.rstrip("/")
+
+
+def parse_link_template(value: Any) -> str:
+    text = str(value).strip()
+    if text and (not re.match(r"^https?://[^/\s]+", text) or "{token}" not in text):
+        raise ValueError(f"must be an http(s):// URL containing {{token}}, got {text!r}")
+    return text
+
+
 def redact_url(url: str) -> str:
     """The URL with any password replaced, safe for logs and error messages."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
@@ -199,6 +249,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("env", "server", "env", "VACHAT_ENV", parse_env),
     Option("trusted_proxies", "server", "trusted_proxies", "TRUSTED_PROXIES", parse_networks),
     Option("max_json_body", "server", "max_json_body", "MAX_JSON_BODY", parse_size),
+    Option("http_idle_timeout", "server", "idle_timeout", "HTTP_IDLE_TIMEOUT", parse_positive_float),
+    Option("http_body_timeout", "server", "body_timeout", "HTTP_BODY_TIMEOUT", parse_positive_float),
     Option("shutdown_grace", "server", "shutdown_grace", "SHUTDOWN_GRACE", parse_positive_float),
     Option("executor_threads", "server", "executor_threads", "EXECUTOR_THREADS", parse_positive_int),
     Option("auto_migrate", "server", "auto_migrate", "AUTO_MIGRATE", parse_bool),
@@ -209,7 +261,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("jwt_secret", "security", "jwt_secret", "JWT_SECRET", str, secret=True),
     Option("jwt_refresh_secret", "security", "jwt_refresh_secret", "JWT_REFRESH_SECRET", str, secret=True),
     Option("cors_origins", "security", "cors_origin", "CORS_ORIGIN", parse_list),
-    Option("bcrypt_rounds", "security", "bcrypt_rounds", "BCRYPT_ROUNDS", int),
+    Option("bcrypt_rounds", "security", "bcrypt_rounds", "BCRYPT_ROUNDS", parse_bcrypt_rounds),
     Option("rate_limit_global", "security", "rate_limit_global", "RATE_LIMIT_GLOBAL", Rate.parse),
     Option("rate_limit_auth", "security", "rate_limit_auth", "RATE_LIMIT_AUTH", Rate.parse),
     Option("upload_path", "files", "upload_path", "UPLOAD_PATH", str),
@@ -219,13 +271,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_retention_days", "logging", "retention_days", "LOG_RETENTION_DAYS", parse_positive_int),
     Option("smtp_url", "email", "smtp_url", "SMTP_URL", parse_smtp_url, secret=True),
     Option("email_from", "email", "from", "EMAIL_FROM", str),
-    Option("public_url", "email", "public_url", "PUBLIC_URL", str),
+    Option("public_url", "email", "public_url", "PUBLIC_URL", parse_public_url),
+    Option("email_verify_url", "email", "verify_url", "EMAIL_VERIFY_URL", parse_link_template),
+    Option("email_reset_url", "email", "reset_url", "EMAIL_RESET_URL", parse_link_template),
     Option("ws_max_message_size", "websocket", "max_message_size", "WS_MAX_MESSAGE_SIZE", parse_size),
     Option("ws_ping_interval", "websocket", "ping_interval", "WS_PING_INTERVAL", parse_positive_float),
     Option("ws_ping_timeout", "websocket", "ping_timeout", "WS_PING_TIMEOUT", parse_positive_float),
     Option("ws_auth_timeout", "websocket", "auth_timeout", "WS_AUTH_TIMEOUT", parse_positive_float),
     Option("ws_outbound_limit", "websocket", "outbound_limit", "WS_OUTBOUND_LIMIT", parse_size),
     Option("ws_rate_limit", "websocket", "rate_limit", "WS_RATE_LIMIT", Rate.parse),
+    Option("ws_max_per_ip", "websocket", "max_per_ip", "WS_MAX_PER_IP", parse_positive_int),
+    Option("ws_max_per_user", "websocket", "max_per_user", "WS_MAX_PER_USER", parse_positive_int),
     Option("plugins_enabled", "plugins", "enabled", "VACHAT_PLUGINS", parse_list),
     Option("plugins_strict", "plugins", "strict", "VACHAT_PLUGINS_STRICT", parse_bool),
     Option("plugin_modules", "plugins", "modules", "VACHAT_PLUGIN_MODULES", parse_list),
@@ -249,6 +305,9 @@ class Settings:
     env: str = "development"
     trusted_proxies: list[str] = field(default_factory=list)
     max_json_body: int = 1024 * 1024
+    # Seconds a connection may sit idle (or take to send its headers), and to send a body.
+    http_idle_timeout: float = 60.0
+    http_body_timeout: float = 60.0
     shutdown_grace: float = 30.0
     executor_threads: int = 8
     auto_migrate: bool | None = None
@@ -270,13 +329,19 @@ class Settings:
     log_retention_days: int = 14
     smtp_url: str = ""
     email_from: str = "vachat <no-reply@localhost>"
-    public_url: str = "http://localhost:3000"
+    # Empty: the server's own address (see _with_public_url).
+    public_url: str = ""
+    email_verify_url: str = ""
+    email_reset_url: str = ""
     ws_max_message_size: int = 64 * 1024
     ws_ping_interval: float = 25.0
     ws_ping_timeout: float = 20.0
     ws_auth_timeout: float = 10.0
     ws_outbound_limit: int = 1024 * 1024
     ws_rate_limit: Rate = Rate(60, 10)
+    # Open sockets per client address (IPv6 per /64) and per user, on one node; see conf/default.toml.
+    ws_max_per_ip: int = 100
+    ws_max_per_user: int = 20
     plugins_enabled: list[str] = field(default_factory=list)
     plugins_strict: bool = False
     # Importable modules loaded as plugins without being installed (development, benchmarks).
@@ -420,7 +485,21 @@ def load_settings(
         # Tornado caps the timeout at the interval (with a warning on every start); say so once, here.
         raise ConfigError(f"WS_PING_TIMEOUT ({settings.ws_ping_timeout:g}s) must not exceed "
                           f"WS_PING_INTERVAL ({settings.ws_ping_interval:g}s)")
-    return _with_secrets(settings)
+    if settings.is_production and settings.bcrypt_rounds < BCRYPT_MIN_PRODUCTION_ROUNDS:
+        raise ConfigError(f"BCRYPT_ROUNDS ({settings.bcrypt_rounds}) must be at least "
+                          f"{BCRYPT_MIN_PRODUCTION_ROUNDS} in production")
+    return _with_secrets(_with_public_url(settings))
+
+
+def _with_public_url(settings: Settings) -> Settings:
+    """``PUBLIC_URL`` left empty means this server itself, so mailed links work out of the box:
+    ``http://<host>:<port>``, with ``localhost`` for a wildcard host."""
+    if settings.public_url:
+        return settings
+    host = settings.host if settings.host not in ("", "0.0.0.0", "::", "[::]") else "localhost"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal
+    return settings.replace(public_url=f"http://{host}:{settings.port}")
 
 
 def _with_secrets(settings: Settings) -> Settings:
@@ -446,20 +525,25 @@ def _with_secrets(settings: Settings) -> Settings:
 
 
 def _remembered_secrets(path: Path) -> dict[str, str]:
-    """Development secrets, generated once and kept so restarts do not sign everyone out."""
+    """Development secrets, generated once and kept so restarts do not sign everyone out.
+    The file is ``PRIVATE_FILE_MODE`` in a ``PRIVATE_DIR_MODE`` data directory, whatever
+    modes an older version (or a copy) left them with."""
     try:
+        make_private_dir(path.parent, tighten=True)
         stored = json.loads(path.read_text())
         if isinstance(stored, dict) and all(
             isinstance(stored.get(key), str) and len(stored[key]) >= MIN_SECRET_BYTES
             for key in ("jwt_secret", "jwt_refresh_secret")
         ):
+            os.chmod(path, PRIVATE_FILE_MODE)
             return stored
     except (OSError, ValueError):
         pass
     generated = {key: secrets.token_urlsafe(48) for key in ("jwt_secret", "jwt_refresh_secret")}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+        # O_CREAT's mode only applies to a new file: an existing 0644 one must be tightened.
+        os.fchmod(descriptor, PRIVATE_FILE_MODE)
         with os.fdopen(descriptor, "w") as handle:
             json.dump(generated, handle)
     except OSError:

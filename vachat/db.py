@@ -13,6 +13,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +23,7 @@ from urllib.parse import unquote, urlparse
 import peewee
 from playhouse.pool import PooledPostgresqlDatabase
 
-from .config import redact_url
+from .config import PRIVATE_FILE_MODE, make_private_dir, redact_url
 from .errors import Unavailable
 from .ids import new_id
 
@@ -88,7 +89,7 @@ def connect_url(url: str, pool_size: int = 8) -> peewee.Database:
         # sqlite:///var/x.db is relative to the working directory; sqlite:////abs/x.db is absolute.
         path = Path(raw_path[1:]) if raw_path.startswith("/") else Path(raw_path)
         path = path.absolute()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
         # BEGIN IMMEDIATE: a transaction that reads and then writes would otherwise fail at once
         # with "database is locked" when another thread wrote in between (a deferred read lock
         # cannot be upgraded); taking the write lock up front makes it wait (busy_timeout).
@@ -106,6 +107,21 @@ def connect_url(url: str, pool_size: int = 8) -> peewee.Database:
             connect_timeout=POSTGRES_CONNECT_TIMEOUT,
         )
     raise ValueError(f"unsupported database URL {redact_url(url)!r}")
+
+
+def _create_private(path: Path) -> None:
+    """Make the SQLite file ``PRIVATE_FILE_MODE`` (it holds password hashes) before SQLite
+    opens it: SQLite creates its -wal and -shm files with the database file's mode."""
+    make_private_dir(path.parent)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+    except FileExistsError:
+        pass
+    # By name, never by opening it: closing any descriptor of a SQLite file drops every POSIX
+    # lock this process holds on it, under connections that may already be open.
+    for existing in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        if existing.exists():
+            os.chmod(existing, PRIVATE_FILE_MODE)  # one left 0644 by an older version
 
 
 class Database:

@@ -17,6 +17,8 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from .config import make_private_dir
+
 __all__ = ["configure_logging", "log_request", "redact", "RedactingFilter"]
 
 access_log = logging.getLogger("vachat.access")
@@ -39,6 +41,8 @@ _PATTERNS = [
     (re.compile(r"(://[^:/@\s]*:)[^@\s]+@"), r"\1" + REDACTED + "@"),
     # vachat API keys
     (re.compile(r"\bvak_[A-Za-z0-9_-]{8,}"), REDACTED),
+    # one-time tokens in the address of the pages mailed links open (accounts.pages)
+    (re.compile(r"(/(?:verify-email|reset-password)/)[A-Za-z0-9_-]{8,}"), r"\1" + REDACTED),
 ]
 # Log files rotate at midnight; errors are kept this many times longer than the rest, since
 # they are what someone comes looking for after the fact.
@@ -109,7 +113,7 @@ def configure_logging(level: str = "INFO", log_dir: str | Path | None = None, re
     handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stdout)]
     if log_dir:
         directory = Path(log_dir)
-        directory.mkdir(parents=True, exist_ok=True)
+        make_private_dir(directory)
         handlers.append(logging.handlers.TimedRotatingFileHandler(
             directory / "vachat.log", when="midnight", backupCount=retention_days, encoding="utf-8", utc=True))
         errors = logging.handlers.TimedRotatingFileHandler(

@@ -1,8 +1,8 @@
 """Outgoing e-mail: one ``Mailer`` interface, a console backend and an SMTP backend.
 
 ``make_mailer`` picks the backend from the settings: ``SMTP_URL`` unset means ``ConsoleMailer``
-(the message is written to the log; under ``VACHAT_ENV=test`` it is also kept in
-``mailer.outbox`` so tests can read the links), set means ``SmtpMailer``:
+(the message is printed on standard output, never into the log files; under ``VACHAT_ENV=test``
+it is also kept in ``mailer.outbox`` so tests can read the links), set means ``SmtpMailer``:
 
 - ``smtp://user:pass@host:port`` connects in plain text and upgrades with STARTTLS whenever the
   server offers it (port 587 when omitted);
@@ -30,9 +30,10 @@ import ipaddress
 import logging
 import smtplib
 import ssl
+import sys
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Any, Awaitable, Callable, Coroutine, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, TextIO, TypeVar
 from urllib.parse import unquote, urlparse
 
 __all__ = [
@@ -55,6 +56,8 @@ OUTBOX_SIZE = 100
 MAIL_DRAIN_TIMEOUT = 20.0
 # Default wait for a message to arrive in the test outbox (s).
 OUTBOX_WAIT = 5.0
+# Frames a printed message, so it stands out among the JSON log lines on the same terminal.
+CONSOLE_RULE = "-" * 72
 
 
 @dataclass(frozen=True)
@@ -176,17 +179,20 @@ class Outbox:
 
 
 class ConsoleMailer(Mailer):
-    """Writes messages to the log instead of sending them (the embedded default).
+    """Prints messages on standard output instead of sending them (the embedded default).
 
-    Outside production the whole message is logged, so a developer can follow the link. In
-    production only the recipient and subject are: a body holds one-time links, and log files
-    are read by more people than the mailbox owner.
+    Outside production the whole message is printed, so a developer can follow the link, but
+    never logged: a body holds live one-time links (password reset!), and log files are kept
+    for days and read by more people than the mailbox owner. The log gets one line naming the
+    recipient and subject. In production nothing of the body is printed either.
     """
 
-    def __init__(self, sender: str, *, log_bodies: bool = True, keep_outbox: bool = False) -> None:
+    def __init__(self, sender: str, *, print_bodies: bool = True, keep_outbox: bool = False,
+                 stream: TextIO | None = None) -> None:
         super().__init__(sender)
-        self.log_bodies = log_bodies
+        self.print_bodies = print_bodies
         self.outbox: Outbox | None = Outbox() if keep_outbox else None
+        self._stream = stream  # None: sys.stdout as it is when a message is printed
 
     async def send(self, to: str, subject: str, text: str, html: str | None = None) -> bool:
         try:
@@ -194,8 +200,12 @@ class ConsoleMailer(Mailer):
         except (ValueError, TypeError) as error:
             log.error("e-mail not sent: invalid message: %s", error, extra={"mailTo": to})
             return False
-        if self.log_bodies:
-            log.info("e-mail (console, not sent)\nTo: %s\nSubject: %s\n\n%s", to, subject, text,
+        if self.print_bodies:
+            stream = self._stream or sys.stdout
+            stream.write(f"{CONSOLE_RULE}\ne-mail (console, not sent)\nTo: {to}\nSubject: {subject}\n\n"
+                         f"{text}\n{CONSOLE_RULE}\n")
+            stream.flush()
+            log.info("e-mail printed on standard output (console mailer, not sent)",
                      extra={"mailTo": to, "mailSubject": subject})
         else:
             log.info("e-mail (console, not sent; body withheld in production): set SMTP_URL to deliver",
@@ -294,5 +304,5 @@ def make_mailer(settings: Any, run_blocking: RunBlocking) -> Mailer:
         return SmtpMailer(settings.smtp_url, settings.email_from, run_blocking)
     if settings.is_production:
         log.warning("SMTP_URL is not set: e-mail (verification, password reset) is logged, not delivered")
-    return ConsoleMailer(settings.email_from, log_bodies=not settings.is_production,
+    return ConsoleMailer(settings.email_from, print_bodies=not settings.is_production,
                          keep_outbox=settings.env == "test")

@@ -34,7 +34,7 @@ from .events import ws_event
 from .ids import new_id
 from .interfaces import Accounts, App, Database, Hooks, Hub, Limiter, Mailer
 from .rbac import requires
-from .web import Actor, ApiHandler, endpoint, json_dumps
+from .web import Actor, ApiHandler, StreamingBodyHandler, endpoint, json_dumps
 from .ws import EventContext, Reply
 
 #: Marks a function in a plugin module as the implementation of the hook of the same name
@@ -49,7 +49,7 @@ hookspec = pluggy.HookspecMarker("vachat")
 
 __all__ = [
     # declaring
-    "hookimpl", "hookspec", "ApiHandler", "endpoint", "ws_event", "requires", "EventContext", "Reply",
+    "hookimpl", "hookspec", "ApiHandler", "StreamingBodyHandler", "endpoint", "ws_event", "requires", "EventContext", "Reply",
     "BaseModel", "JSONField", "database", "now", "new_id", "Rate", "json_dumps",
     # what a plugin is handed
     "App", "Actor", "Accounts", "Database", "Hooks", "Hub", "Limiter", "Mailer",

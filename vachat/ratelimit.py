@@ -17,9 +17,17 @@ client can never get ``2 * count`` through in an instant. One key is one bucket:
 every node shares one bucket per key. When Redis fails it degrades to an in-process limiter
 (each node then enforces the limit on its own) and goes back to Redis once it answers (SPEC §9).
 
+The in-process table is bounded (``MEMORY_MAX_KEYS``). Keys under ``PROTECTED_KEY_PREFIXES``
+(the ``auth:`` buckets of sign-in, registration and password recovery) are never forgotten while
+live: forgetting one would hand an attacker a fresh set of password guesses. When the table is
+full, the least recently hit unprotected key (a per-IP ``global:`` bucket, whose loss gives back
+at most one burst of the global rate) makes room; when only live protected keys remain, a new
+key is refused (``allowed=False``, so the caller answers 429) until one of them expires.
+
 This module must never raise a Redis error to its caller, never let a request wait on a dead
-Redis for more than the client's short timeouts, never grow its memory without bound, and never
-block the IOLoop: the in-process work per hit is O(1) amortised.
+Redis for more than the client's short timeouts, never grow its memory without bound, never
+forget a live protected key, and never block the IOLoop: the in-process work per hit is O(1)
+amortised.
 """
 
 from __future__ import annotations
@@ -32,14 +40,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from .config import Rate
-from .redis_client import REDIS_ERRORS, RedisGuard
+from .redis_client import RedisGuard
 
 if TYPE_CHECKING:
     import redis.asyncio
 
 __all__ = [
     "RateDecision", "RateLimiter", "MemoryRateLimiter", "RedisRateLimiter", "make_rate_limiter",
-    "REDIS_KEY_PREFIX",
+    "REDIS_KEY_PREFIX", "PROTECTED_KEY_PREFIXES",
 ]
 
 log = logging.getLogger("vachat.ratelimit")
@@ -47,13 +55,19 @@ log = logging.getLogger("vachat.ratelimit")
 # Every rate-limit key in Redis starts with this, so they are easy to find, and to flush
 # without touching the broker's channels or any cache.
 REDIS_KEY_PREFIX = "vachat:rl:"
-# The in-process backend forgets the least recently hit key beyond this many. It is the memory
-# bound against a flood of distinct keys (spoofed IPs, random account names): ~100 bytes per
-# key, so about 10 MB at the cap, far more keys than one node sees in a rate-limit period.
+# The in-process backend holds at most this many keys. It is the memory bound against a flood
+# of distinct keys (spoofed IPs, random account names): ~100 bytes per key, so about 10 MB at
+# the cap, far more keys than one node sees in a rate-limit period.
 MEMORY_MAX_KEYS = 100_000
-# Expired keys examined per hit. Each hit adds at most one key, so removing up to this many
+# Keys examined per hit for expiry. Each hit adds at most one key, so removing up to this many
 # keeps the table from growing with dead keys while bounding the work any single hit does.
 MEMORY_SWEEP_BATCH = 32
+# Protected keys examined before a new key is refused on a full table: expired ones may hide
+# behind live ones, and a refusal should not be for want of looking. Bounded, so a flood of new
+# keys against a table full of live ones costs each refusal a few hundred microseconds at most.
+MEMORY_FULL_SWEEP_BATCH = 1024
+# Buckets that protect authentication: never forgotten while live (see the module docstring).
+PROTECTED_KEY_PREFIXES = ("auth:",)
 
 _MICROS = 1_000_000
 
@@ -78,6 +92,24 @@ redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_ta
 return {1, math.floor((period - (new_tat - now)) / interval), 0}
 """
 
+# KEYS[1] = bucket key; ARGV[1] = emission interval (µs). Gives back one hit (see refund()).
+# Must stay the same arithmetic as MemoryRateLimiter.refund_now().
+_REFUND_LUA = """
+if redis.replicate_commands then redis.replicate_commands() end
+local interval = tonumber(ARGV[1])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat then return 0 end
+local new_tat = tat - interval
+if new_tat <= now then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+end
+return 1
+"""
+
 
 @dataclass(frozen=True)
 class RateDecision:
@@ -99,6 +131,14 @@ class RateLimiter(abc.ABC):
     @abc.abstractmethod
     async def reset(self, key: str) -> None:
         """Forget ``key``'s history, e.g. after a successful sign-in."""
+
+    @abc.abstractmethod
+    async def refund(self, key: str, rate: Rate) -> None:
+        """Give back one hit counted under ``key`` with ``rate`` (a no-op for an empty bucket).
+
+        For limits that count only failures: hit before the attempt (so concurrent attempts
+        cannot all slip through) and refund the ones that turn out to succeed.
+        """
 
     async def close(self) -> None:
         """Release what the limiter holds. It does not close a shared Redis client."""
@@ -127,21 +167,27 @@ def _gcra(tat: int | None, now: int, rate: Rate) -> tuple[RateDecision, int | No
 class MemoryRateLimiter(RateLimiter):
     """GCRA in this process: the embedded default, and the fallback while Redis is down.
 
-    Keys live in an OrderedDict kept in order of last update. Each hit drops up to
-    ``MEMORY_SWEEP_BATCH`` expired keys from the old end, so a key is gone at most one (longest)
-    period after its last hit; beyond ``max_keys`` the least recently hit key is forgotten.
+    Unprotected keys live in an OrderedDict kept in order of last update: each hit drops up to
+    ``MEMORY_SWEEP_BATCH`` expired keys from its old end, so such a key is gone at most one
+    (longest) period after its last hit, and on a full table the least recently hit one makes
+    room. Protected keys (``protected_prefixes``) live in a second table that is never evicted
+    from; it is swept round-robin (a live key examined is moved to the back), because a locked
+    account's bucket stays live far longer than the keys updated after it.
     """
 
     def __init__(self, max_keys: int = MEMORY_MAX_KEYS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 protected_prefixes: tuple[str, ...] = PROTECTED_KEY_PREFIXES) -> None:
         self.max_keys = max_keys
+        self.protected_prefixes = protected_prefixes
         self._clock = clock  # injectable so tests move time instead of sleeping
         self._tats: OrderedDict[str, int] = OrderedDict()
+        self._protected: OrderedDict[str, int] = OrderedDict()
         self._warned_full = False
 
     def __len__(self) -> int:
         """Keys currently tracked (expired ones may linger until swept)."""
-        return len(self._tats)
+        return len(self._tats) + len(self._protected)
 
     def _now(self) -> int:
         return int(self._clock() * _MICROS)
@@ -153,38 +199,88 @@ class MemoryRateLimiter(RateLimiter):
         """``hit`` without the coroutine, for callers outside async code."""
         now = self._now()
         self._sweep(now)
-        decision, new_tat = _gcra(self._tats.get(key), now, rate)
+        table = self._table_of(key)
+        tat = table.get(key)
+        if tat is None and len(self) >= self.max_keys and not self._make_room(now):
+            return self._refuse_new_key(now, rate)
+        decision, new_tat = _gcra(tat, now, rate)
         if new_tat is not None:
-            self._tats[key] = new_tat
-            self._tats.move_to_end(key)
-            if len(self._tats) > self.max_keys:
-                self._evict()
+            table[key] = new_tat
+            table.move_to_end(key)
         return decision
 
     async def reset(self, key: str) -> None:
         self._tats.pop(key, None)
+        self._protected.pop(key, None)
+
+    async def refund(self, key: str, rate: Rate) -> None:
+        self.refund_now(key, rate)
+
+    def refund_now(self, key: str, rate: Rate) -> None:
+        """``refund`` without the coroutine."""
+        table = self._table_of(key)
+        tat = table.get(key)
+        if tat is None:
+            return
+        interval, _ = _units(rate)
+        if tat - interval <= self._now():
+            del table[key]  # back to a full bucket: the same as no key
+        else:
+            table[key] = tat - interval
+
+    def _table_of(self, key: str) -> "OrderedDict[str, int]":
+        return self._protected if key.startswith(self.protected_prefixes) else self._tats
 
     async def close(self) -> None:
         self._tats.clear()
+        self._protected.clear()
 
     def _sweep(self, now: int) -> None:
-        # A key whose arrival time has passed is indistinguishable from an absent one. Stop at
-        # the first live key: behind it lie only keys updated later, most of them live too.
+        # A key whose arrival time has passed is indistinguishable from an absent one. In the
+        # LRU table, stop at the first live key: behind it lie only keys updated later, most of
+        # them live too.
+        tats = self._tats
         for _ in range(MEMORY_SWEEP_BATCH):
-            if not self._tats:
-                return
-            key, tat = next(iter(self._tats.items()))
+            if not tats:
+                break
+            key, tat = next(iter(tats.items()))
             if tat > now:
-                return
-            del self._tats[key]
+                break
+            del tats[key]
+        self._sweep_protected(now, MEMORY_SWEEP_BATCH)
 
-    def _evict(self) -> None:
-        while len(self._tats) > self.max_keys:
+    def _sweep_protected(self, now: int, batch: int) -> None:
+        protected = self._protected
+        for _ in range(min(batch, len(protected))):
+            key, tat = next(iter(protected.items()))
+            if tat > now:
+                protected.move_to_end(key)
+            else:
+                del protected[key]
+
+    def _make_room(self, now: int) -> bool:
+        """Free one slot for a new key: the least recently hit unprotected key goes, else an
+        expired protected one. False when every key left is a live protected one."""
+        self._warn_full()
+        if self._tats:
             self._tats.popitem(last=False)
+            return True
+        self._sweep_protected(now, MEMORY_FULL_SWEEP_BATCH)
+        return len(self) < self.max_keys
+
+    def _refuse_new_key(self, now: int, rate: Rate) -> RateDecision:
+        # The soonest a slot can free up: when the oldest-updated protected key expires (an
+        # estimate; the sweep finds whichever expires first).
+        oldest = next(iter(self._protected.values()), now)
+        retry_after = max(oldest - now, _units(rate)[0]) / _MICROS
+        return RateDecision(False, rate.count, 0, retry_after)
+
+    def _warn_full(self) -> None:
         if not self._warned_full:
             self._warned_full = True
             log.warning(
                 "in-memory rate limiter reached %d keys; forgetting the least recently used "
+                "unprotected keys and refusing new ones when only live sign-in buckets remain "
                 "(a flood of distinct keys?)", self.max_keys,
             )
 
@@ -205,32 +301,25 @@ class RedisRateLimiter(RateLimiter):
         self._fallback = fallback or MemoryRateLimiter()
         # EVALSHA with a transparent SCRIPT LOAD on NOSCRIPT (e.g. after a Redis restart).
         self._script = client.register_script(_GCRA_LUA)
+        self._refund_script = client.register_script(_REFUND_LUA)
 
     async def hit(self, key: str, rate: Rate) -> RateDecision:
-        if self._guard.should_try():
-            interval, period = _units(rate)
-            try:
-                allowed, remaining, retry_us = await self._script(
-                    keys=[self._prefix + key], args=[interval, period]
-                )
-            except REDIS_ERRORS as error:
-                self._guard.record_failure(error, "rate limiter")
-            else:
-                self._guard.record_success("rate limiter")
-                return RateDecision(bool(allowed), rate.count, int(remaining),
-                                    int(retry_us) / _MICROS)
-        return self._fallback.hit_now(key, rate)
+        interval, period = _units(rate)
+
+        async def in_redis() -> RateDecision:
+            allowed, remaining, retry_us = await self._script(keys=[self._prefix + key], args=[interval, period])
+            return RateDecision(bool(allowed), rate.count, int(remaining), int(retry_us) / _MICROS)
+
+        return await self._guard.attempt("rate limiter", in_redis, lambda: self._fallback.hit_now(key, rate))
 
     async def reset(self, key: str) -> None:
         await self._fallback.reset(key)
-        if not self._guard.should_try():
-            return
-        try:
-            await self._redis.delete(self._prefix + key)
-        except REDIS_ERRORS as error:
-            self._guard.record_failure(error, "rate limiter")
-        else:
-            self._guard.record_success("rate limiter")
+        await self._guard.attempt("rate limiter", lambda: self._redis.delete(self._prefix + key), lambda: None)
+
+    async def refund(self, key: str, rate: Rate) -> None:
+        interval, _ = _units(rate)
+        await self._guard.attempt("rate limiter", lambda: self._refund_script(keys=[self._prefix + key], args=[interval]),
+                                  lambda: self._fallback.refund_now(key, rate))
 
     async def close(self) -> None:
         await self._fallback.close()

@@ -24,7 +24,7 @@ from referencing.jsonschema import DRAFT202012
 
 from .errors import ValidationFailed
 
-__all__ = ["SchemaRegistry", "SchemaError", "SCHEMA_BASE_URI", "schema_uri"]
+__all__ = ["SchemaRegistry", "SchemaError", "SCHEMA_BASE_URI", "schema_uri", "describe_errors", "human_message", "keyword_message"]
 
 SCHEMA_BASE_URI = "https://vachat.dev/schemas/"
 # Most details a validation error lists: enough to fix a form, too few to amplify a bad request.
@@ -212,7 +212,9 @@ class SchemaRegistry:
 
 
 def describe_errors(errors: list[jsonschema.ValidationError]) -> list[dict[str, str]]:
-    """``[{"field": "profile.email", "message": "…"}]``, one entry per failing field."""
+    """``[{"field": "profile.email", "message": "must be a valid e-mail address"}]``, one entry
+    per failing field. Messages are what a person would write after the field's name (see
+    ``human_message``), never jsonschema's wording, and never repeat the value sent."""
     details: list[dict[str, str]] = []
     seen: set[tuple[str, str]] = set()
     for error in _leaf_errors(errors):
@@ -221,8 +223,13 @@ def describe_errors(errors: list[jsonschema.ValidationError]) -> list[dict[str, 
             missing = error.message.split("'")[1] if "'" in error.message else ""
             path.append(missing)
             message = "is required"
-        elif error.validator == "additionalProperties":
-            extras = [name for name in (error.instance or {}) if name not in error.schema.get("properties", {})]
+        elif error.validator == "dependentRequired":
+            missing = error.message.split("'")[1] if "'" in error.message else ""
+            path.append(missing)
+            message = "is required here"
+        elif error.validator in ("additionalProperties", "unevaluatedProperties"):
+            known = error.schema.get("properties", {})
+            extras = [name for name in (error.instance or {}) if name not in known]
             for extra in extras or [""]:
                 key = (".".join(path + [extra]), "is not an allowed field")
                 if key not in seen and len(details) < MAX_ERROR_DETAILS:
@@ -231,12 +238,8 @@ def describe_errors(errors: list[jsonschema.ValidationError]) -> list[dict[str, 
             if len(details) >= MAX_ERROR_DETAILS:
                 break
             continue
-        elif error.validator == "type":
-            message = f"must be of type {error.validator_value}"
         else:
-            message = error.message
-            if len(message) > 200:
-                message = message[:197] + "..."
+            message = human_message(error)
         key = (".".join(path) or "(body)", message)
         if key not in seen:
             seen.add(key)
@@ -244,6 +247,99 @@ def describe_errors(errors: list[jsonschema.ValidationError]) -> list[dict[str, 
         if len(details) >= MAX_ERROR_DETAILS:
             break
     return details
+
+
+# How each JSON type is named in a message.
+_TYPE_NAMES = {
+    "string": "text", "integer": "a whole number", "number": "a number", "boolean": "true or false",
+    "object": "an object", "array": "a list", "null": "null",
+}
+# What a value of each format looks like, for "must be …".
+_FORMAT_NAMES = {
+    "email": "a valid e-mail address",
+    "idn-email": "a valid e-mail address",
+    "date-time": "a date and time such as 2024-05-01T12:00:00Z",
+    "date": "a date such as 2024-05-01",
+    "time": "a time such as 12:00:00Z",
+    "uri": "a full URL such as https://example.com/",
+    "uuid": "a UUID",
+    "ipv4": "an IPv4 address",
+    "ipv6": "an IPv6 address",
+    "hostname": "a host name",
+}
+# Most enum values listed in a message; longer lists are summarised.
+MAX_ENUM_VALUES_SHOWN = 10
+
+
+def human_message(error: jsonschema.ValidationError) -> str:
+    """The message for one failing keyword, read after the field name ("email must be a valid
+    e-mail address"). A schema may word its own with ``"x-message"`` (useful for ``pattern``,
+    which people cannot read)."""
+    own = error.schema.get("x-message") if isinstance(error.schema, dict) else None
+    if isinstance(own, str) and own:
+        return own
+    message = keyword_message(str(error.validator), error.validator_value)
+    if "propertyNames" in error.relative_schema_path:  # about the object's keys, not a value
+        return f"keys {message}"
+    return message
+
+
+def keyword_message(keyword: str, value: Any) -> str:
+    if keyword == "type":
+        kinds = value if isinstance(value, list) else [value]
+        return "must be " + _either([_TYPE_NAMES.get(kind, str(kind)) for kind in kinds])
+    if keyword == "format":
+        return "must be " + _FORMAT_NAMES.get(value, f"a valid {value}")
+    if keyword == "minLength":
+        return "must not be empty" if value == 1 else f"must be at least {value} characters long"
+    if keyword == "maxLength":
+        return f"must be at most {value} characters long"
+    if keyword == "pattern":
+        return "is not in the expected format"
+    if keyword == "enum":
+        shown = [_literal(item) for item in value[:MAX_ENUM_VALUES_SHOWN]]
+        if len(value) > MAX_ENUM_VALUES_SHOWN:
+            return f"must be one of the allowed values ({', '.join(shown)}, …)"
+        return "must be " + _either(shown) if len(shown) <= 2 else "must be one of " + _either(shown)
+    if keyword == "const":
+        return f"must be {_literal(value)}"
+    if keyword == "minimum":
+        return f"must be at least {_number(value)}"
+    if keyword == "maximum":
+        return f"must be at most {_number(value)}"
+    if keyword == "exclusiveMinimum":
+        return f"must be greater than {_number(value)}"
+    if keyword == "exclusiveMaximum":
+        return f"must be less than {_number(value)}"
+    if keyword == "multipleOf":
+        return f"must be a multiple of {_number(value)}"
+    if keyword == "minItems":
+        return "must not be empty" if value == 1 else f"must have at least {value} items"
+    if keyword == "maxItems":
+        return f"must have at most {value} item{'' if value == 1 else 's'}"
+    if keyword == "uniqueItems":
+        return "must not contain the same item twice"
+    if keyword == "minProperties":
+        return "must not be empty" if value == 1 else f"must have at least {value} entries"
+    if keyword == "maxProperties":
+        return f"must have at most {value} entr{'y' if value == 1 else 'ies'}"
+    if keyword in ("contains", "minContains"):
+        return "must contain an allowed item"
+    if keyword == "maxContains":
+        return "contains too many such items"
+    return "is not valid"  # not, false schemas, and anything rarer
+
+
+def _either(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def _literal(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _number(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def _leaf_errors(errors: list[jsonschema.ValidationError]) -> Iterator[jsonschema.ValidationError]:

@@ -20,10 +20,6 @@ __all__ = ["serve", "prepare_database", "PendingMigrations"]
 
 log = logging.getLogger("vachat.server")
 
-# Multipart framing around an upload adds a little to MAX_FILE_SIZE; allow for it at the
-# connection level, while handlers enforce their exact limits with a clean 413.
-BODY_OVERHEAD = 1024 * 1024
-
 
 class PendingMigrations(RuntimeError):
     """Production refuses to serve a schema older than the code."""
@@ -47,8 +43,14 @@ def prepare_database(app: VachatApplication) -> None:
 
 
 def http_server(app: VachatApplication) -> HTTPServer:
+    """The listening server. Every body is capped at ``MAX_JSON_BODY`` by the connection itself
+    (a ``StreamingBodyHandler`` raises the cap for its own requests); a connection idle, or
+    slow to send its headers, past ``HTTP_IDLE_TIMEOUT`` is closed, and one whose body has not
+    arrived within ``HTTP_BODY_TIMEOUT`` is dropped."""
     config = app.config
-    return HTTPServer(app, max_body_size=max(config.max_file_size, config.max_json_body) + BODY_OVERHEAD)
+    return HTTPServer(app, max_body_size=config.max_json_body,
+                      idle_connection_timeout=config.http_idle_timeout,
+                      body_timeout=config.http_body_timeout)
 
 
 async def run_until_signalled(app: VachatApplication, ready: Any = None) -> None:

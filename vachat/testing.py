@@ -252,6 +252,16 @@ def app(request: pytest.FixtureRequest, io_loop: Any, vachat_database_url: str, 
     io_loop.run_sync(application.shutdown)
 
 
+@pytest.fixture
+def production_http_server(http_server: Any, app: VachatApplication) -> Any:
+    """pytest-tornado's ``http_server`` with the connection settings of ``vachat serve`` (body
+    cap, idle and body timeouts), so in-process tests see what production clients see."""
+    from .server import http_server as make_production_server
+
+    http_server.conn_params = make_production_server(app).conn_params
+    return http_server
+
+
 # ---------------------------------------------------------------------------
 # clients
 # ---------------------------------------------------------------------------
@@ -312,7 +322,7 @@ def auth_headers_for(user: Any) -> dict[str, str]:
 
 
 @pytest.fixture
-def fetch(http_server: Any, base_url: str) -> Callable[..., Any]:
+def fetch(production_http_server: Any, base_url: str) -> Callable[..., Any]:
     """``await fetch(path, method="GET", json=None, body=None, headers=None, user=None)``."""
     client = tornado.httpclient.AsyncHTTPClient(force_instance=True)
 
@@ -422,7 +432,7 @@ async def open_websocket(url: str, headers: dict[str, str] | None = None) -> WsC
 
 
 @pytest.fixture
-def ws_connect(http_server: Any, http_port: int) -> Callable[..., Any]:
+def ws_connect(production_http_server: Any, http_port: int) -> Callable[..., Any]:
     """``await ws_connect(user=None, headers=None, path="/ws")`` → a connected ``WsClient``."""
     clients: list[WsClient] = []
 

@@ -28,8 +28,12 @@ from .errors import (
     ApiError, Conflict, Forbidden, InternalError, PayloadTooLarge, RateLimited, Unauthorized,
     UnsupportedMediaType, ValidationFailed, error_for_status,
 )
+from .schemas import keyword_message
 
-__all__ = ["ApiHandler", "endpoint", "Endpoint", "NotFoundHandler", "json_dumps", "parse_json", "client_ip", "Actor"]
+__all__ = [
+    "ApiHandler", "StreamingBodyHandler", "endpoint", "Endpoint", "NotFoundHandler", "json_dumps", "parse_json",
+    "client_ip", "limit_subject", "normalize_ip", "forwarded_hop_address", "Actor", "MAX_JSON_DEPTH",
+]
 
 log = logging.getLogger("vachat.web")
 
@@ -50,6 +54,11 @@ _MAYBE_UNSTORABLE_TEXT = re.compile("\\\\u(?:0000|[dD][89a-fA-F])|[\x00\ud800-\u
 # Bodies larger than this (bytes) are parsed and validated on a worker thread: checking a
 # 1 MiB array item by item costs the IOLoop about two seconds, a small form well under 1 ms.
 VALIDATE_ON_LOOP_BYTES = 64 * 1024
+# Deepest JSON nesting accepted, in a body or a frame. Real payloads (forms, preferences, chat
+# frames) nest a handful of levels; deep ones only spend stack in every recursive consumer
+# (json.dumps, jsonschema, database drivers): 974 levels of profile preferences parsed fine and
+# then failed as a RecursionError on the way out.
+MAX_JSON_DEPTH = 32
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 HSTS = "max-age=31536000; includeSubDomains"
 
@@ -90,20 +99,69 @@ def json_dumps(value: Any) -> str:
 
 def client_ip(remote_ip: str, headers: HTTPHeaders, trusted: list[Any]) -> str:
     """The client's address: the peer, or the last untrusted hop of ``X-Forwarded-For`` when
-    the peer is a trusted proxy. A client cannot spoof its way past rate limits otherwise."""
-    if not trusted or not _in_networks(remote_ip, trusted):
-        return remote_ip
-    hops = [hop.strip() for hop in headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
+    the peer is a trusted proxy. A client cannot spoof its way past rate limits otherwise.
+
+    Hops may be written ``ip``, ``ip:port``, ``[v6]`` or ``[v6]:port``; IPv4-mapped IPv6
+    addresses (``::ffff:192.0.2.1``) come back as IPv4. A hop that is no address at all makes
+    the proxy itself the client: the chain cannot be believed past it."""
+    peer = normalize_ip(remote_ip) or remote_ip
+    if not trusted or not _in_networks(peer, trusted):
+        return peer
+    hops = [hop for hop in headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
     for hop in reversed(hops):
-        if not _in_networks(hop, trusted):
-            return hop if _is_ip(hop) else remote_ip
-    return hops[0] if hops and _is_ip(hops[0]) else remote_ip
+        address = forwarded_hop_address(hop)
+        if address is None:
+            return peer
+        if not _in_networks(address, trusted):
+            return address
+    first = forwarded_hop_address(hops[0]) if hops else None
+    return first or peer
 
 
-def _is_ip(text: str) -> bool:
+# ``[v6]``, ``[v6]:port`` and ``v4:port``; a bare address (v4 or v6) needs no pattern.
+_BRACKETED_HOP = re.compile(r"^\[(?P<address>[^\]]+)\](?::[0-9]{1,5})?$")
+_V4_PORT_HOP = re.compile(r"^(?P<address>[0-9.]+):[0-9]{1,5}$")
+
+
+def forwarded_hop_address(hop: str) -> str | None:
+    """The address of one ``X-Forwarded-For`` hop in any of the forms proxies write, or None."""
+    text = hop.strip().strip('"')
+    match = _BRACKETED_HOP.match(text) or _V4_PORT_HOP.match(text)
+    return normalize_ip(match.group("address") if match else text)
+
+
+def normalize_ip(text: str) -> str | None:
+    """``text`` as a canonical address string (IPv4-mapped IPv6 as IPv4), or None."""
     try:
-        ipaddress.ip_address(text)
-        return True
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+# One IPv6 /64 is what an ISP hands a single customer (RFC 6177); counting its addresses apart
+# would give one client 2^64 buckets.
+IPV6_LIMIT_PREFIX = 64
+
+
+def limit_subject(address: str) -> str:
+    """What per-IP limits count ``address`` under: IPv4 by address, IPv6 by its /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # no address (a Unix socket): one bucket, as before
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_LIMIT_PREFIX), strict=False))
+    return str(ip)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(normalize_ip(address) or address).is_loopback
     except ValueError:
         return False
 
@@ -159,7 +217,8 @@ def endpoint(
         async def wrapper(self: "ApiHandler", *args: Any, **kwargs: Any) -> Any:
             if self._finished:  # answered while the body streamed in (413): nothing left to do
                 return None
-            await self._authorize(spec)
+            if not self._authorized:
+                await self._authorize(spec)
             if spec.query:
                 self.query = self._parse_query(spec.query)
             if spec.body:
@@ -172,11 +231,30 @@ def endpoint(
     return decorate
 
 
+# Methods whose requests have no business carrying a body (RFC 9110 gives it no meaning): one
+# is refused before a byte of it is read.
+BODILESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def declares_body(request: Any) -> bool:
+    """Whether a request says a body follows (a non-zero Content-Length, or any transfer coding)."""
+    headers = request.headers
+    length = headers.get("Content-Length")
+    return "Transfer-Encoding" in headers or (length is not None and length.strip() not in ("", "0"))
+
+
+def _endpoint_of(handler: tornado.web.RequestHandler) -> Endpoint | None:
+    method = getattr(type(handler), handler.request.method.lower(), None)
+    return getattr(method, "endpoint", None)
+
+
 @tornado.web.stream_request_body
 class ApiHandler(tornado.web.RequestHandler):
-    """Base of every REST handler. Subclasses set ``max_body_size`` to raise the body cap."""
+    """Base of every REST handler. The body is buffered for ``@endpoint(body=…)`` and capped at
+    ``MAX_JSON_BODY`` (the connection's own cap); ``max_body_size`` may lower that. A handler
+    that takes larger bodies streams them: see ``StreamingBodyHandler``."""
 
-    #: Bytes of body accepted; ``None`` means the server's ``MAX_JSON_BODY``.
+    #: Bytes of body accepted, at most ``MAX_JSON_BODY``; ``None`` means ``MAX_JSON_BODY``.
     max_body_size: int | None = None
     #: Count requests against the per-IP global limit.
     rate_limited: bool = True
@@ -184,6 +262,7 @@ class ApiHandler(tornado.web.RequestHandler):
     actor: Actor | None = None
     body: Any = None
     query: dict[str, Any]
+    _authorized = False
 
     @property
     def app(self) -> Any:
@@ -213,13 +292,19 @@ class ApiHandler(tornado.web.RequestHandler):
         self._body_chunks: list[bytes] = []
         self._body_size = 0
         self.application.request_started(self)
-        limit = self.max_body_size or self.application.config.max_json_body
-        self._body_limit = limit
+        limit = self._body_limit = self.body_limit()
+        if self.request.method in BODILESS_METHODS and declares_body(self.request):
+            raise PayloadTooLarge(f"A {self.request.method} request takes no body")
         declared = self.request.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
         if self.rate_limited and self.request.method != "OPTIONS":
             await self._check_global_rate_limit()
+
+    def body_limit(self) -> int:
+        """Bytes of body this request may carry."""
+        json_limit = self.application.config.max_json_body
+        return min(self.max_body_size or json_limit, json_limit)
 
     def data_received(self, chunk: bytes) -> None:
         if self._finished:
@@ -267,6 +352,11 @@ class ApiHandler(tornado.web.RequestHandler):
         return cached
 
     @property
+    def client_limit_subject(self) -> str:
+        """The client as per-IP rate limits count it (IPv6 by /64): see ``limit_subject``."""
+        return limit_subject(self.client_ip)
+
+    @property
     def is_https(self) -> bool:
         if self.request.protocol == "https":
             return True
@@ -289,7 +379,7 @@ class ApiHandler(tornado.web.RequestHandler):
 
     async def _check_global_rate_limit(self) -> None:
         rate = self.application.config.rate_limit_global
-        decision = await self.application.limiter.hit(f"global:{self.client_ip}", rate)
+        decision = await self.application.limiter.hit(f"global:{self.client_limit_subject}", rate)
         self.set_header("X-RateLimit-Limit", str(decision.limit))
         self.set_header("X-RateLimit-Remaining", str(max(0, decision.remaining)))
         if not decision.allowed:
@@ -331,7 +421,7 @@ class ApiHandler(tornado.web.RequestHandler):
             try:
                 values[name] = _convert_query_value(prop, texts)
             except ValueError:
-                details.append({"field": name, "message": f"must be of type {prop.get('type')}"})
+                details.append({"field": name, "message": keyword_message("type", prop.get("type"))})
         if details:
             raise ValidationFailed("Invalid query parameters", details=details)
         for name, prop in properties.items():
@@ -362,9 +452,18 @@ class ApiHandler(tornado.web.RequestHandler):
         for name, value in error.headers.items():
             self.set_header(name, value)
         envelope = error.envelope()
-        if isinstance(error, InternalError) and self.application.config.is_development and kwargs.get("exc_info"):
-            envelope["details"] = {"traceback": traceback.format_exception(*kwargs["exc_info"])}
+        if isinstance(error, InternalError) and kwargs.get("exc_info") and self._may_see_tracebacks():
+            # Beside ``details``, which is always the list of failing fields (SPEC §3).
+            envelope["traceback"] = traceback.format_exception(*kwargs["exc_info"])
         self.write_json(envelope)
+
+    def _may_see_tracebacks(self) -> bool:
+        """Only a developer on this machine: development mode, a loopback peer, and no proxy
+        in between (a proxy on loopback forwards strangers, trusted or not)."""
+        request = self.request
+        if not self.application.config.is_development or not _is_loopback(request.remote_ip or ""):
+            return False
+        return not any(name in request.headers for name in ("X-Forwarded-For", "X-Real-IP", "Forwarded"))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         # Client errors are expected outcomes, told by the access log; only real faults get
@@ -399,20 +498,51 @@ def _implements(handler_class: type, method: str) -> bool:
 
 def parse_json(raw: bytes | str, *, where: str = "(body)") -> Any:
     """Parse a request body or a WebSocket frame, refusing with ``ValidationFailed`` what JSON
-    or our databases cannot hold: malformed or too deeply nested text, NaN and Infinity, NUL
-    characters and lone surrogates. The one parser for client JSON."""
+    or our databases cannot hold: malformed text, nesting deeper than ``MAX_JSON_DEPTH``, NaN
+    and Infinity, NUL characters and lone surrogates. The one parser for client JSON."""
+    too_deep = ValidationFailed("JSON nested too deeply", details=[
+        {"field": where, "message": f"must not nest objects and arrays more than {MAX_JSON_DEPTH} levels deep"}])
     try:
         data = json.loads(raw, parse_constant=_refuse_constant)
     except RecursionError:
-        raise ValidationFailed("Malformed JSON", details=[{"field": where, "message": "is nested too deeply"}]) from None
+        raise too_deep from None
     except (ValueError, UnicodeDecodeError) as error:
         raise ValidationFailed("Malformed JSON", details=[{"field": where, "message": str(error)[:200]}]) from None
+    if _may_nest_deeper(raw) and _nesting_exceeds(data, MAX_JSON_DEPTH):
+        raise too_deep
     suspicious = (_MAYBE_UNSTORABLE if isinstance(raw, bytes) else _MAYBE_UNSTORABLE_TEXT).search(raw)
     bad = _unstorable_text_at(data) if suspicious else None
     if bad is not None:
         raise ValidationFailed("Invalid characters", details=[
             {"field": bad or where, "message": "must not contain NUL characters or unpaired surrogates"}])
     return data
+
+
+def _may_nest_deeper(raw: bytes | str) -> bool:
+    """Whether ``raw`` holds enough opening brackets to nest past ``MAX_JSON_DEPTH`` (counted
+    in C, so ordinary bodies skip the walk)."""
+    if isinstance(raw, bytes):
+        return raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
+    return raw.count("[") + raw.count("{") > MAX_JSON_DEPTH
+
+
+def _nesting_exceeds(data: Any, limit: int) -> bool:
+    """Whether objects and arrays in ``data`` nest more than ``limit`` deep (the outermost is
+    level 1). Iterative: depth costs no stack."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        kind = type(value)
+        if kind is dict:
+            children: Any = value.values()
+        elif kind is list:
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if type(child) in (dict, list))
+    return False
 
 
 def _unstorable_text_at(data: Any) -> str | None:
@@ -464,6 +594,60 @@ def _convert_scalar(kind: Any, text: str) -> Any:
             return False
         raise ValueError(text)
     return text
+
+
+@tornado.web.stream_request_body
+class StreamingBodyHandler(ApiHandler):
+    """Base of a REST handler whose body is an upload, streamed chunk by chunk to
+    ``receive_chunk`` (to disk, a hash, a parser) and never held in memory.
+
+    The server caps every body at ``MAX_JSON_BODY`` before any handler sees it. This handler
+    raises the cap to its own ``max_body_size``, for its own request only, and only after the
+    caller passed its ``@endpoint``'s authentication and permission check (done here, before
+    the body, rather than after it as for JSON handlers): a stranger never gets more than the
+    JSON limit read. A body over the cap is a 413, up front when its Content-Length says so,
+    else the moment the count passes it. Its ``@endpoint``s declare no ``body=`` schema (there
+    is no buffered body to validate); the method runs once the whole body has arrived.
+
+    Set the cap as a class attribute, or per route: ``(r"/api/files", Upload, {"max_body_size": n})``.
+    ``HTTP_BODY_TIMEOUT`` still bounds how long the whole body may take.
+    """
+
+    #: Bytes of body accepted (required): may exceed ``MAX_JSON_BODY``.
+    max_body_size: int | None = None
+
+    def initialize(self, max_body_size: int | None = None) -> None:
+        if max_body_size is not None:
+            self.max_body_size = max_body_size
+
+    def body_limit(self) -> int:
+        if self.max_body_size is None:
+            raise TypeError(f"{type(self).__name__} must set max_body_size")
+        return self.max_body_size
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if self._finished:
+            return
+        spec = _endpoint_of(self)
+        if spec is not None:
+            await self._authorize(spec)
+            self._authorized = True
+        self.request.connection.set_max_body_size(self._body_limit)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self._finished:
+            return None
+        self._body_size += len(chunk)
+        if self._body_size > self._body_limit:
+            self.send_error(413, exc_info=(PayloadTooLarge, PayloadTooLarge(f"Request body exceeds {self._body_limit} bytes"), None))
+            return None
+        return self.receive_chunk(chunk)
+
+    def receive_chunk(self, chunk: bytes) -> Awaitable[None] | None:
+        """Consume the next piece of the body. Return an awaitable to pause reading until it
+        is done (flow control: a slow disk then slows the sender instead of filling memory)."""
+        raise NotImplementedError
 
 
 class NotFoundHandler(ApiHandler):

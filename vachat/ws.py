@@ -28,6 +28,11 @@ Limits, and who enforces them:
   (per socket and event type): a refused frame gets ``RATE_LIMITED``; a socket that keeps
   sending refused frames (``FLOOD_CLOSE_FACTOR`` times its limit) is closed with 4429.
 - ``ws_outbound_limit`` (the hub): a socket too slow to read what it is sent gets 4408.
+- Upgrades (here, before any credential is looked up): each counts against
+  ``rate_limit_global`` like a REST request; at most ``ws_max_per_ip`` sockets are open or
+  opening per client address (IPv6 per /64) and ``ws_max_per_user`` per user, on this node.
+  Past a limit the upgrade is answered HTTP 429 with ``Retry-After``; a socket that
+  authenticates by frame past its user's cap is closed with 4429.
 
 This module must never block the IOLoop, never run a handler for an unauthenticated socket
 (``auth`` excepted), never send a second reply for one id, never let a handler's failure
@@ -43,20 +48,21 @@ import logging
 import time
 from typing import Any, Awaitable
 
+import tornado.web
 import tornado.websocket
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
 
 from .config import Rate
 from .errors import (
-    ApiError, Forbidden, InternalError, RateLimited, TokenExpired, Unauthorized, UnknownEvent,
-    ValidationFailed,
+    ApiError, Forbidden, InternalError, PayloadTooLarge, RateLimited, TokenExpired, Unauthorized,
+    UnknownEvent, ValidationFailed,
 )
 from .events import EventSpec, ws_event
-from .web import Actor, client_ip, parse_json
+from .web import Actor, as_api_error, client_ip, declares_body, json_dumps, limit_subject, parse_json
 
 __all__ = [
-    "SocketHandler", "EventContext", "Reply", "CORE_EVENTS", "TokenBucket",
+    "SocketHandler", "EventContext", "Reply", "CORE_EVENTS", "TokenBucket", "SocketsPerAddress",
     "CLOSE_UNAUTHORIZED", "CLOSE_ORIGIN_REFUSED", "CLOSE_TOO_MANY", "CLOSE_GOING_AWAY",
 ]
 
@@ -79,6 +85,44 @@ FLOOD_CLOSE_FACTOR = 3
 MAX_ID_LENGTH = 128
 # RFC 6455 §5.5: a close frame's payload is at most 125 bytes, 2 of them the code.
 MAX_CLOSE_REASON_BYTES = 123
+# Retry-After (s) when an upgrade is refused for too many open sockets: no rate refills that
+# count, a socket closing does, and a reconnect loop should back off well past a heartbeat.
+SOCKET_CAP_RETRY_AFTER = 30
+TOO_MANY_FOR_USER = "Too many connections for this user"
+
+
+class SocketsPerAddress:
+    """Sockets open or opening per client address on this node. A slot is taken when the
+    upgrade request arrives, before its credentials are resolved, so concurrent upgrades from
+    one address cannot all slip under the cap while they wait on the database."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, int] = {}
+
+    def take(self, address: str, cap: int) -> bool:
+        count = self._open.get(address, 0)
+        if count >= cap:
+            return False
+        self._open[address] = count + 1
+        return True
+
+    def give_back(self, address: str) -> None:
+        count = self._open.get(address, 0) - 1
+        if count > 0:
+            self._open[address] = count
+        else:
+            self._open.pop(address, None)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+
+def sockets_per_address(app: Any) -> SocketsPerAddress:
+    """The application's count, made on first use."""
+    counter = getattr(app, "_ws_sockets_per_address", None)
+    if counter is None:
+        counter = app._ws_sockets_per_address = SocketsPerAddress()
+    return counter
 
 
 class Reply:
@@ -158,10 +202,18 @@ class EventContext:
                                           exclude=self.socket if exclude_self else None)
 
 
+@tornado.web.stream_request_body
 class SocketHandler(tornado.websocket.WebSocketHandler):
-    """``/ws``: one instance per socket. See the module docstring for the protocol."""
+    """``/ws``: one instance per socket. See the module docstring for the protocol.
 
+    The upgrade is a GET without a body. Streaming mode lets that be enforced before any body
+    is read: another method is a 405 and a declared body a 413, both answered at once (and the
+    connection then closed unread), so a stranger cannot make the server buffer anything.
+    """
+
+    SUPPORTED_METHODS = ("GET",)  # type: ignore[assignment]
     actor: Actor | None = None
+    _address_slot: str | None = None  # the address whose socket count this upgrade holds
     _refusal: tuple[int, str] | None = None
     _peer: Any = None
     _auth_timer: object | None = None
@@ -182,8 +234,11 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         app = self.application
         self.client_ip = client_ip(self.request.remote_ip or "", self.request.headers,
                                    app.trusted_networks)
+        if declares_body(self.request):
+            raise PayloadTooLarge("A WebSocket upgrade takes no body")
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
             return  # WebSocketHandler.get() answers 400
+        await self._admit(limit_subject(self.client_ip))
         origin = self.request.headers.get("Origin")
         if origin and not app.origin_allowed(origin, self.request):
             self._refusal = (CLOSE_ORIGIN_REFUSED, "Origin not allowed")
@@ -201,6 +256,52 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
             headers = self.request.headers
             if self.actor is None and (headers.get("Authorization") or headers.get("X-API-Key")):
                 self._refusal = (CLOSE_UNAUTHORIZED, "Invalid credentials")
+            elif self.actor is not None and self._user_at_cap(self.actor.id):
+                # Refused as HTTP while that is still possible; authenticated() checks again,
+                # exactly, once the socket is open.
+                raise RateLimited(TOO_MANY_FOR_USER, retry_after=SOCKET_CAP_RETRY_AFTER)
+
+    async def _admit(self, address: str) -> None:
+        """Count the upgrade against the per-IP request rate and take a socket slot for its
+        address, or refuse it (429) before anything costlier happens."""
+        app = self.application
+        decision = await app.limiter.hit(f"global:{address}", app.config.rate_limit_global)
+        if not decision.allowed:
+            raise RateLimited(retry_after=decision.retry_after)
+        if not sockets_per_address(app).take(address, app.config.ws_max_per_ip):
+            raise RateLimited("Too many connections from this address", retry_after=SOCKET_CAP_RETRY_AFTER)
+        self._address_slot = address
+
+    def _release_address_slot(self) -> None:
+        if self._address_slot is not None:
+            sockets_per_address(self.application).give_back(self._address_slot)
+            self._address_slot = None
+
+    def _user_at_cap(self, user_id: str) -> bool:
+        return len(self.application.hub.connections_of(user_id)) >= self.application.config.ws_max_per_user
+
+    def on_finish(self) -> None:
+        # Also called when the upgrade succeeds (101); the socket then keeps its slot until
+        # on_close. Any other answer (a refusal, a failed handshake) gives it back now.
+        if self.get_status() != 101:
+            self._release_address_slot()
+
+    def data_received(self, chunk: bytes) -> None:
+        pass  # never called: prepare() refuses any request that declares a body
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """A refused upgrade answers with the REST error envelope."""
+        error = as_api_error(kwargs.get("exc_info"), status_code)
+        self.set_status(error.status)
+        for name, value in error.headers.items():
+            self.set_header(name, value)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json_dumps(error.envelope()))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, (ApiError, tornado.web.HTTPError)):
+            return  # a refusal, told by the access log
+        super().log_exception(typ, value, tb)
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         app = self.application
@@ -224,13 +325,18 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         else:
             self._auth_timer = IOLoop.current().call_later(config.ws_auth_timeout, self._auth_timed_out)
 
-    async def authenticated(self, actor: Actor) -> None:
-        """Bind ``actor`` to this socket: index it, join ``user:<id>``, send ``ready``."""
+    async def authenticated(self, actor: Actor) -> bool:
+        """Bind ``actor`` to this socket: index it, join ``user:<id>``, send ``ready``. False
+        (and the socket closed with 4429) when the user already has ``ws_max_per_user``."""
         self._cancel_auth_timer()
+        if self._user_at_cap(actor.id):  # no await between this check and identify(): exact
+            self._close(CLOSE_TOO_MANY, TOO_MANY_FOR_USER)
+            return False
         self.actor = actor
         self.hub.identify(self, actor.id, actor.session_id)
         await self.hub.join(self, f"user:{actor.id}")
         self.hub.send(self, "ready", {"userId": actor.id, "sessionId": actor.session_id})
+        return True
 
     def _auth_timed_out(self) -> None:
         self._auth_timer = None
@@ -257,6 +363,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         self.hub.close(self, code, reason)
 
     def on_close(self) -> None:
+        self._release_address_slot()
         self._cancel_auth_timer()
         if self._peer is not None:
             self.hub.detach(self)  # leaves every room
@@ -406,7 +513,8 @@ async def auth_event(ctx: EventContext, data: Any) -> dict[str, Any]:
     if actor is None:
         raise Unauthorized("Invalid token")
     if not socket.is_closing:  # the auth timeout may have fired while we resolved
-        await socket.authenticated(actor)
+        if not await socket.authenticated(actor):
+            raise RateLimited(TOO_MANY_FOR_USER, retry_after=SOCKET_CAP_RETRY_AFTER)
     return {"userId": actor.id, "sessionId": actor.session_id}
 
 

@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import re
 import secrets
 import time
 from typing import Any
 
 from ..db import now
 from ..errors import Unauthorized
-from .cache import auth_cache
+from .cache import auth_cache, unknown_api_keys
 from .models import ApiKey, Role, User
 from .sessions import CLOSE_SESSION_ENDED, api_key_cache_key, principal_of
 
 __all__ = [
     "KEY_PREFIX", "generate_key", "hash_key", "create_api_key", "revoke_api_key",
     "api_key_principal", "api_key_session_id", "looks_like_api_key", "MAX_KEYS_PER_USER",
+    "revoke_user_api_key_rows", "forget_revoked_api_keys",
 ]
 
 KEY_PREFIX = "vak_"
@@ -42,7 +44,8 @@ MAX_KEYS_PER_USER = 50
 # A key's lastUsedAt is written at most this often (s), so a busy bot does not cost a write
 # per request.
 LAST_USED_RESOLUTION_SECONDS = 60
-_KEY_MAX_LENGTH = 128
+# The exact shape generate_key() makes: anything else is refused without a lookup.
+_KEY_SHAPE = re.compile(r"^vak_[A-Za-z0-9_-]{43}$")
 
 
 def generate_key() -> str:
@@ -98,6 +101,27 @@ async def revoke_api_key(app: Any, user_id: str, key_id: str) -> ApiKey | None:
     return row
 
 
+def revoke_user_api_key_rows(user_id: str) -> list[tuple[str, str]]:
+    """Revoke every active key of ``user_id`` (synchronous: run inside ``app.db.run``, in the
+    transaction that changes the password). Returns ``(id, key hash)`` of each key revoked,
+    for ``forget_revoked_api_keys``."""
+    keys = [(row.id, row.key_hash) for row in
+            ApiKey.select(ApiKey.id, ApiKey.key_hash).where(ApiKey.user == user_id, ApiKey.revoked_at.is_null())]
+    if keys:
+        (ApiKey.update(revoked_at=now())
+         .where(ApiKey.id.in_([key_id for key_id, _ in keys]), ApiKey.revoked_at.is_null()).execute())
+    return keys
+
+
+async def forget_revoked_api_keys(app: Any, keys: list[tuple[str, str]]) -> None:
+    """After ``revoke_user_api_key_rows``: refuse the keys from the next request on, on every
+    node (cache tombstones), and close the sockets they opened."""
+    await auth_cache(app).tombstone(*(api_key_cache_key(key_hash) for _, key_hash in keys))
+    for key_id, _ in keys:
+        await app.hub.disconnect(session_id=api_key_session_id(key_id), code=CLOSE_SESSION_ENDED,
+                                 reason="API key revoked")
+
+
 def _load(key_hash: str) -> dict[str, Any] | None:
     row = (ApiKey.select(ApiKey, User, Role).join(User).join(Role)
            .where(ApiKey.key_hash == key_hash).first())
@@ -116,9 +140,12 @@ def _load(key_hash: str) -> dict[str, Any] | None:
 async def api_key_principal(app: Any, key: str) -> dict[str, Any]:
     """Who ``key`` authenticates (cached like sessions); ``Unauthorized`` when it is unknown,
     revoked, expired, or its user is disabled."""
-    if not looks_like_api_key(key) or len(key) > _KEY_MAX_LENGTH:
+    if not _KEY_SHAPE.match(key):
         raise Unauthorized("Invalid API key")
     key_hash = hash_key(key)
+    unknown = unknown_api_keys(app)
+    if key_hash in unknown:  # a dead key retried: no query until the entry expires
+        raise Unauthorized("Invalid API key")
     cache = auth_cache(app)
     principal = await cache.get(api_key_cache_key(key_hash))
     if principal is not None and principal.get("revoked"):
@@ -126,6 +153,7 @@ async def api_key_principal(app: Any, key: str) -> dict[str, Any]:
     if principal is None or principal.get("kexp", float("inf")) <= time.time():
         principal = await app.db.run(_load, key_hash)
         if principal is None:
+            unknown.add(key_hash)
             raise Unauthorized("Invalid API key")
         await cache.set(api_key_cache_key(key_hash), principal)
     return principal

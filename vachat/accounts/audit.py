@@ -22,7 +22,8 @@ __all__ = [
     "record", "audit", "request_origin",
     "AUTH_REGISTER", "AUTH_LOGIN", "AUTH_LOGIN_FAILED", "AUTH_LOGOUT", "AUTH_REFRESH_REUSE",
     "AUTH_SESSION_REVOKED", "AUTH_PASSWORD_CHANGED", "AUTH_PASSWORD_RESET",
-    "AUTH_PASSWORD_RESET_REQUESTED", "AUTH_EMAIL_VERIFIED", "AUTH_API_KEY_CREATED",
+    "AUTH_PASSWORD_RESET_REQUESTED", "AUTH_EMAIL_VERIFIED", "AUTH_PASSWORD_CHANGE_FAILED",
+    "AUTH_PASSWORD_RESET_FAILED", "AUTH_EMAIL_VERIFICATION_FAILED", "AUTH_API_KEY_CREATED",
     "AUTH_API_KEY_DELETED", "USER_ROLE_CHANGED", "USER_DISABLED", "USER_ENABLED", "USER_DELETED",
     "USER_UPDATED", "USER_CREATED",
 ]
@@ -39,6 +40,11 @@ AUTH_PASSWORD_CHANGED = "auth.password_changed"
 AUTH_PASSWORD_RESET = "auth.password_reset"
 AUTH_PASSWORD_RESET_REQUESTED = "auth.password_reset_requested"
 AUTH_EMAIL_VERIFIED = "auth.email_verified"
+# Failures worth a trail: someone guessing the current password with a stolen session, or
+# trying reset and verification tokens (the row never holds the token).
+AUTH_PASSWORD_CHANGE_FAILED = "auth.password_change_failed"
+AUTH_PASSWORD_RESET_FAILED = "auth.password_reset_failed"
+AUTH_EMAIL_VERIFICATION_FAILED = "auth.email_verification_failed"
 AUTH_API_KEY_CREATED = "auth.api_key_created"
 AUTH_API_KEY_DELETED = "auth.api_key_deleted"
 USER_CREATED = "user.created"

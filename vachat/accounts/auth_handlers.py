@@ -26,6 +26,7 @@ from ..errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFail
 from ..web import ApiHandler, endpoint
 from . import apikeys, audit, sessions
 from .commands import EMAIL_PATTERN, ensure_default_roles
+from .identity import clean_name, identifier_problem, normalize_username
 from .limits import check_auth_limits
 from .models import (
     DEFAULT_ROLE, EMAIL_MAX_LENGTH, ApiKey, Role, Session, User, normalize_email,
@@ -56,11 +57,23 @@ def _require_session(handler: ApiHandler) -> str:
 
 
 def _valid_email(email: str) -> str:
+    problem = identifier_problem(email)
+    if problem:
+        raise ValidationFailed("Invalid e-mail address", details=[{"field": "email", "message": problem}])
     normalized = normalize_email(email)
-    # Lowercasing may lengthen it ("İ" becomes two code points): check the stored form.
+    # NFKC and lowercasing may lengthen it ("İ" becomes two code points): check the stored form.
     if len(normalized) > EMAIL_MAX_LENGTH or not EMAIL_PATTERN.match(normalized):
         raise ValidationFailed("Invalid e-mail address", details=[{"field": "email", "message": "is not a valid e-mail address"}])
     return normalized
+
+
+def _valid_username(username: str | None) -> str | None:
+    if username is None:
+        return None
+    problem = identifier_problem(username)
+    if problem:
+        raise ValidationFailed("Invalid username", details=[{"field": "username", "message": problem}])
+    return normalize_username(username)
 
 
 async def _send_verification(app: Any, user: User) -> None:
@@ -89,10 +102,13 @@ class _UsernameTaken(Exception):
 class RegisterHandler(ApiHandler):
     @endpoint("Create an account", body="core/auth/register", response="core/auth/auth-result",
               auth=False, status=201, tags=TAGS, errors=(409,),
-              description="Creates the account with the `user` role, signs it in and sends a verification e-mail.")
+              description="Creates the account with the `user` role, signs it in and sends a verification e-mail. "
+                          "An e-mail address or username that looks the same as an existing account's "
+                          "(case, fullwidth or other-script look-alikes) is a 409.")
     async def post(self) -> None:
         body = self.body
         email = _valid_email(body["email"])
+        username = _valid_username(body.get("username"))
         await check_auth_limits(self, email)
         check_policy(body["password"], email=email)
         if body.get("timezone") is not None and not await self.application.run_blocking(is_timezone, body["timezone"]):
@@ -103,17 +119,17 @@ class RegisterHandler(ApiHandler):
 
         def create() -> tuple[User, str, str]:
             with User._meta.database.atomic():
-                if User.select().where(User.email == email).exists():
+                if User.email_taken(email):
                     raise _EmailTaken()
-                if body.get("username") and User.select().where(User.username == body["username"]).exists():
+                if username and User.username_taken(username):
                     raise _UsernameTaken()
                 role = Role.get_or_none(Role.name == DEFAULT_ROLE)
                 if role is None:  # deleted since start-up: put the default back rather than fail
                     ensure_default_roles()
                 user = create_account(
                     email, hashed, role=DEFAULT_ROLE,
-                    first_name=body.get("firstName", "").strip(), last_name=body.get("lastName", "").strip(),
-                    display_name=(body.get("displayName") or "").strip() or None, username=body.get("username"),
+                    first_name=clean_name(body.get("firstName", "")), last_name=clean_name(body.get("lastName", "")),
+                    display_name=clean_name(body.get("displayName") or "") or None, username=username,
                     timezone=body.get("timezone") or "UTC", language=body.get("language") or "en",
                     last_login_at=now(),
                 )
@@ -124,10 +140,11 @@ class RegisterHandler(ApiHandler):
         try:
             user, session_id, jti = await self.application.db.run(create)
         except _EmailTaken:
-            raise Conflict("An account with this e-mail address already exists",
+            raise Conflict("An account with this e-mail address, or one that looks the same, already exists",
                            details=[{"field": "email", "message": "is already registered"}]) from None
         except _UsernameTaken:
-            raise Conflict("This username is taken", details=[{"field": "username", "message": "is taken"}]) from None
+            raise Conflict("This username, or one that looks the same, is taken",
+                           details=[{"field": "username", "message": "is taken"}]) from None
         tokens = token_pair(self.application.config, user.id, session_id, jti)
         await _send_verification(self.application, user)
         await self.application.hooks.notify("vachat_user_registered", user=user.to_wire())
@@ -138,15 +155,18 @@ class LoginHandler(ApiHandler):
     @endpoint("Sign in with e-mail and password", body="core/auth/login", response="core/auth/auth-result",
               auth=False, tags=TAGS,
               description="Unknown e-mail and wrong password give the same 401. A disabled account gets 403 "
-                          "once its password is proven. Limited by RATE_LIMIT_AUTH per IP and per account.")
+                          "once its password is proven. Failed sign-ins are limited by RATE_LIMIT_AUTH "
+                          "per IP and per account; successful ones do not count.")
     async def post(self) -> None:
         app = self.application
         email = normalize_email(self.body["email"])
         password = self.body["password"]
-        await check_auth_limits(self, email)
+        attempt = await check_auth_limits(self, email)
         user = await app.db.run(User.by_email, email) if email else None
         matches = await verify_password(app, password, user.password_hash if user is not None else None)
-        if not matches:
+        if matches:
+            await attempt.succeeded()  # only failed sign-ins count against the login limits
+        else:
             await audit.audit(app, self, audit.AUTH_LOGIN_FAILED, user_id=user.id if user else None,
                               actor_id=None, details={"email": email[:254], "reason": "unknown_email" if user is None
                                                       else "bad_password"})

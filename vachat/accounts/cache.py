@@ -23,9 +23,16 @@ are retried, before anything else, the next time this node reaches Redis; while 
 down every lookup goes to the database (the guard skips Redis), so nothing stale is read
 on this node meanwhile.
 
+Unknown API keys are the one negative answer kept, and only briefly: ``UnknownKeys`` remembers
+the hashes the database did not know (or knew as revoked, expired or of a disabled user) for
+``UNKNOWN_KEY_TTL_SECONDS``, in this process's memory, bounded, so a client retrying a dead key
+in a loop costs one query per TTL rather than one per attempt. Keys are random, so a hash never
+seen before cannot belong to a key created since; the only answer the TTL can delay is a
+disabled user's key working again after re-enabling.
+
 This module must never raise a Redis error into a request, never cache a negative answer
-other than a revocation's tombstone (an unknown credential always goes to the database),
-and never hold a password, token or key: keys are session ids and SHA-256 hashes of API keys.
+other than a revocation's tombstone and a dead API key's hash (``UnknownKeys``), and never hold
+a password, token or key: keys are session ids and SHA-256 hashes of API keys.
 """
 
 from __future__ import annotations
@@ -38,7 +45,9 @@ from typing import Any
 
 from ..redis_client import REDIS_ERRORS, RedisGuard
 
-__all__ = ["AuthCache", "auth_cache", "CACHE_TTL_SECONDS", "REDIS_PREFIX", "TOMBSTONE"]
+__all__ = [
+    "AuthCache", "auth_cache", "CACHE_TTL_SECONDS", "REDIS_PREFIX", "TOMBSTONE", "UnknownKeys", "unknown_api_keys",
+]
 
 log = logging.getLogger("vachat.accounts.cache")
 
@@ -55,6 +64,10 @@ REDIS_PREFIX = "vachat:auth:"
 MAX_PENDING_DELETES = 10_000
 #: What a revoked credential's entry holds (see ``tombstone``).
 TOMBSTONE: dict[str, Any] = {"revoked": True}
+# How long an unknown API key's hash is answered "unknown" without the database (s), and how
+# many are remembered (~100 bytes each, so ~1 MB at most; the oldest go first).
+UNKNOWN_KEY_TTL_SECONDS = 30
+UNKNOWN_KEY_MAX_ENTRIES = 10_000
 
 
 class AuthCache:
@@ -183,3 +196,42 @@ def auth_cache(app: Any) -> AuthCache:
     if cache is None:
         cache = state.auth_cache = AuthCache(app.redis, app.redis_guard)
     return cache
+
+
+class UnknownKeys:
+    """Hashes of API keys the database did not accept, remembered for a short while (see the
+    module docstring). A bounded LRU with a TTL, in this process's memory."""
+
+    def __init__(self, ttl: float = UNKNOWN_KEY_TTL_SECONDS, max_entries: int = UNKNOWN_KEY_MAX_ENTRIES) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._until: OrderedDict[str, float] = OrderedDict()
+
+    def __contains__(self, key_hash: str) -> bool:
+        until = self._until.get(key_hash)
+        if until is None:
+            return False
+        if until <= time.monotonic():
+            del self._until[key_hash]
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def add(self, key_hash: str) -> None:
+        self._until[key_hash] = time.monotonic() + self.ttl
+        self._until.move_to_end(key_hash)
+        while len(self._until) > self.max_entries:
+            self._until.popitem(last=False)
+
+    def discard(self, key_hash: str) -> None:
+        self._until.pop(key_hash, None)
+
+
+def unknown_api_keys(app: Any) -> UnknownKeys:
+    """The application's memory of unknown API keys, made on first use."""
+    unknown = getattr(app, "_accounts_unknown_api_keys", None)
+    if unknown is None:
+        unknown = app._accounts_unknown_api_keys = UnknownKeys()
+    return unknown

@@ -24,6 +24,7 @@ from typing import Any
 from ..db import now
 from . import audit
 from .models import ADMIN_ROLE, DEFAULT_ROLE, Role, Session, User, normalize_email
+from .identity import clean_name, identifier_problem
 from .passwords import _hash, policy_problems
 from .users import create_account
 
@@ -74,10 +75,11 @@ def create_admin(app: Any, args: Any) -> int:
         args.email = input("E-mail: ").strip()
     if not args.password:
         args.password = getpass.getpass("Password: ")
-    email = normalize_email(getattr(args, "email", "") or "")
+    raw_email = getattr(args, "email", "") or ""
+    email = normalize_email(raw_email)
     password = getattr(args, "password", "") or ""
-    name = (getattr(args, "name", "") or "").strip() or "Administrator"
-    if not EMAIL_PATTERN.match(email) or len(email) > 254:
+    name = clean_name(getattr(args, "name", "") or "") or "Administrator"
+    if identifier_problem(raw_email) or not EMAIL_PATTERN.match(email) or len(email) > 254:
         print("create-admin: a valid --email is required", file=sys.stderr)
         return 1
     problems = policy_problems(password, email=email)
@@ -90,6 +92,9 @@ def create_admin(app: Any, args: Any) -> int:
     with app.db.engine.atomic():
         ensure_default_roles()
         user = User.by_email(email)
+        if user is None and User.email_taken(email):
+            print("create-admin: another account's address looks the same as this one", file=sys.stderr)
+            return 1
         if user is None:
             user = create_account(email, hashed, role=ADMIN_ROLE, first_name=first[:100], last_name=last[:100],
                                   is_email_verified=True)

@@ -2,12 +2,13 @@
 and the per-user preferences and statistics rows.
 
 Every model extends the core ``BaseModel`` (26-character time-ordered ids). E-mail addresses
-are stored lowercased and unique (``normalize_email`` is the one place that decides what
-"the same address" means). ``to_wire()`` gives the camelCase dict a client may see; secrets
+are stored normalised and unique, and so are the confusable skeletons of addresses and
+usernames (``identity`` is the one place that decides what "the same identity" means). ``to_wire()`` gives the camelCase dict a client may see; secrets
 (password hashes, token and key hashes) are never part of it.
 
-The schema itself is created by the hand-written migration ``migrations/001_accounts.py``,
-never by ``create_tables()``: a change here needs a new migration file next to it.
+The schema itself is created by the hand-written migrations ``migrations/001_accounts.py`` and
+``002_identity_skeletons.py``, never by ``create_tables()``: a change here needs a new
+migration file next to them.
 
 This module must never hold credentials in clear text: passwords are bcrypt hashes, reset and
 verification tokens and API keys are SHA-256 hashes of high-entropy random strings.
@@ -20,11 +21,12 @@ from typing import Any
 import peewee
 
 from ..db import BaseModel, JSONField, now
+from .identity import email_skeleton, normalize_email, username_skeleton
 
 __all__ = [
     "Role", "User", "Session", "PasswordReset", "EmailVerification", "ApiKey", "AuditLog",
     "UserPreferences", "UserStatistics", "ACCOUNT_MODELS", "normalize_email",
-    "DEFAULT_ROLE", "ADMIN_ROLE", "DEFAULT_TIER",
+    "DEFAULT_ROLE", "ADMIN_ROLE", "DEFAULT_TIER", "SKELETON_MAX_LENGTH",
 ]
 
 ADMIN_ROLE = "admin"
@@ -34,13 +36,9 @@ DEFAULT_TIER = "free"
 EMAIL_MAX_LENGTH = 254
 
 
-def normalize_email(email: str) -> str:
-    """The stored form of an address: trimmed and lowercased, so lookups are case-insensitive.
-
-    (Strictly, the local part may be case-sensitive; no real mail system treats it so, and
-    two accounts differing only in case would be a phishing gift.)
-    """
-    return email.strip().lower()
+# Longest skeleton kept: one character's prototype can be several (``m`` is ``rn``), so a
+# skeleton may be longer than its identifier; this is room for four times the longest address.
+SKELETON_MAX_LENGTH = 1024
 
 
 class Role(BaseModel):
@@ -79,6 +77,11 @@ class User(BaseModel):
     last_name = peewee.CharField(max_length=100, default="")
     display_name = peewee.CharField(max_length=100, null=True)
     username = peewee.CharField(max_length=50, null=True, unique=True)
+    # Look-alike keys (identity.email_skeleton / username_skeleton), unique: ``аlice`` with a
+    # Cyrillic а cannot register beside ``alice``. Kept up to date by ``save()``. Null only
+    # for a legacy account that already shared its skeleton when migration 002 ran.
+    email_skeleton = peewee.CharField(max_length=SKELETON_MAX_LENGTH, null=True, unique=True)
+    username_skeleton = peewee.CharField(max_length=SKELETON_MAX_LENGTH, null=True, unique=True)
     avatar_url = peewee.CharField(max_length=1024, null=True)
     bio = peewee.TextField(default="")
     timezone = peewee.CharField(max_length=64, default="UTC")
@@ -113,6 +116,8 @@ class User(BaseModel):
 
     def save(self, *args: Any, **kwargs: Any) -> Any:
         self.email = normalize_email(self.email)
+        self.email_skeleton = email_skeleton(self.email)
+        self.username_skeleton = username_skeleton(self.username) if self.username else None
         if self._pk is not None and not kwargs.get("force_insert"):
             self.updated_at = now()
         return super().save(*args, **kwargs)
@@ -120,6 +125,17 @@ class User(BaseModel):
     @classmethod
     def by_email(cls, email: str) -> "User | None":
         return cls.get_or_none(cls.email == normalize_email(email))
+
+    @classmethod
+    def email_taken(cls, email: str) -> bool:
+        """Whether an account has this address, or one that looks the same."""
+        return cls.select().where((cls.email == normalize_email(email)) |
+                                  (cls.email_skeleton == email_skeleton(email))).exists()
+
+    @classmethod
+    def username_taken(cls, username: str) -> bool:
+        """Whether an account has this username, or one that looks the same in any case."""
+        return cls.select().where(cls.username_skeleton == username_skeleton(username)).exists()
 
     def to_wire(self) -> dict[str, Any]:
         return {

@@ -13,6 +13,10 @@ generator's output). Since no stored password can be longer, ``verify_password``
 False for such input — after the same bcrypt work as any other attempt, so its timing tells
 nothing — and never raises.
 
+Unicode: every function here takes the password's NFC form (``identity.normalize_password``)
+before measuring, checking or hashing it, so the same characters typed composed (é) or
+decomposed (e + ◌́), as some keyboards and operating systems send them, are the same password.
+
 This module must never log or return a password, never run bcrypt on the IOLoop thread,
 and never let bcrypt's exceptions reach a request (a 500).
 """
@@ -27,6 +31,7 @@ from typing import Any
 import bcrypt
 
 from ..errors import ValidationFailed
+from .identity import normalize_password
 
 __all__ = [
     "check_policy", "policy_problems", "is_common", "hash_password", "verify_password",
@@ -71,6 +76,7 @@ def is_common(password: str) -> bool:
 
 def policy_problems(password: str, *, email: str | None = None) -> list[str]:
     """Every rule ``password`` breaks, as messages for the ``password`` field (empty: fine)."""
+    password = normalize_password(password)
     problems = []
     if len(password.encode("utf-8")) > MAX_BYTES:
         problems.append(f"must be at most {MAX_BYTES} bytes (UTF-8)")
@@ -106,7 +112,7 @@ def check_policy(password: str, *, email: str | None = None, field: str = "passw
 
 
 def _hash(password: str, rounds: int) -> str:
-    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds)).decode("ascii")
+    return bcrypt.hashpw(normalize_password(password).encode("utf-8"), bcrypt.gensalt(rounds)).decode("ascii")
 
 
 def _check(password: bytes, hashed: bytes) -> bool:
@@ -128,7 +134,7 @@ async def hash_password(app: Any, password: str) -> str:
 
     Call ``check_policy`` first; a password over 72 bytes is refused here too.
     """
-    if len(password.encode("utf-8")) > MAX_BYTES:
+    if len(normalize_password(password).encode("utf-8")) > MAX_BYTES:
         raise ValidationFailed("The password is too long",
                                details=[{"field": "password", "message": f"must be at most {MAX_BYTES} bytes (UTF-8)"}])
     return await app.run_blocking(_hash, password, app.config.bcrypt_rounds)
@@ -140,7 +146,7 @@ async def verify_password(app: Any, password: str, hashed: str | None) -> bool:
     With no hash (unknown account) or a password over 72 bytes (never stored), a dummy hash
     is checked instead and the answer is False: the same work, the same time.
     """
-    encoded = password.encode("utf-8")
+    encoded = normalize_password(password).encode("utf-8")
     if hashed is None or len(encoded) > MAX_BYTES:
         await dummy_verify(app)
         return False

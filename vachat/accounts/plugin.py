@@ -44,7 +44,8 @@ CORE_PERMISSIONS = (
 )
 
 # Modules contributing routes (each exposes ``ROUTES``); optional ones may be absent.
-ROUTE_MODULES = ("vachat.accounts.auth_handlers", "vachat.accounts.recovery", "vachat.accounts.profile")
+ROUTE_MODULES = ("vachat.accounts.auth_handlers", "vachat.accounts.recovery", "vachat.accounts.profile",
+                 "vachat.accounts.pages")
 
 
 def actor_from_principal(principal: dict[str, Any], *, session_id: str | None,

@@ -11,8 +11,10 @@
   400 VALIDATION_FAILED on ``currentPassword``, not 401: a 401 tells clients their *session*
   is gone, and they would sign the user out for a typo. Attempts are limited per user at
   RATE_LIMIT_AUTH, so a stolen access token cannot be used to guess the password. Every other
-  session of the user ends (their sockets close); the caller's session stays. An API key
-  cannot change the password (403): it is a credential for scripts, not proof of the person.
+  session of the user ends (their sockets close); the caller's session stays. API keys keep
+  working (scripts and bots are not signed out by a routine change) unless the body says
+  ``"revokeApiKeys": true``; a password *reset* always revokes them. An API key cannot change
+  the password (403): it is a credential for scripts, not proof of the person.
 
 The avatar upload (``POST /api/users/avatar``) belongs to the files plugin.
 
@@ -32,7 +34,9 @@ import peewee
 from ..db import database, now
 from ..errors import Forbidden, RateLimited, Unauthorized, ValidationFailed
 from ..web import ApiHandler, endpoint
-from .audit import AUTH_PASSWORD_CHANGED, record, request_origin
+from .apikeys import forget_revoked_api_keys, revoke_user_api_key_rows
+from .audit import AUTH_PASSWORD_CHANGE_FAILED, AUTH_PASSWORD_CHANGED, audit, record, request_origin
+from .identity import clean_name, normalize_password
 from .models import User, UserPreferences
 from .passwords import check_policy, hash_password, verify_password
 from .sessions import invalidate_user, revoke_user_sessions
@@ -130,11 +134,13 @@ class ProfileHandler(ApiHandler):
             raise ValidationFailed("Unknown time zone", details=[
                 {"field": "timezone", "message": "is not an IANA time zone name (such as Europe/Paris)"}])
         fields = {column: body[name] for name, column in PROFILE_FIELDS.items() if name in body}
-        for column in ("first_name", "last_name", "bio"):
+        for column in ("first_name", "last_name"):
             if column in fields:
-                fields[column] = fields[column].strip()
+                fields[column] = clean_name(fields[column])
+        if "bio" in fields:
+            fields["bio"] = fields["bio"].strip()
         if fields.get("display_name") is not None:
-            fields["display_name"] = fields["display_name"].strip() or None
+            fields["display_name"] = clean_name(fields["display_name"]) or None
         profile = await app.db.run(_update_profile, self.actor.id, fields, body.get("preferences"))
         if profile is None:
             raise Unauthorized()
@@ -143,18 +149,25 @@ class ProfileHandler(ApiHandler):
         self.respond(profile, message="Profile updated")
 
 
-def _set_password(user_id: str, password_hash: str, ip: str | None, user_agent: str | None) -> None:
+def _set_password(user_id: str, password_hash: str, revoke_api_keys: bool, ip: str | None,
+                  user_agent: str | None) -> list[tuple[str, str]]:
+    """Set the password (and revoke the API keys when asked) in one transaction; returns the
+    keys revoked."""
     moment = now()
     with database.atomic():
         User.update(password_hash=password_hash, updated_at=moment).where(User.id == user_id).execute()
-        record(AUTH_PASSWORD_CHANGED, user_id=user_id, actor_id=user_id, ip=ip, user_agent=user_agent)
+        revoked = revoke_user_api_key_rows(user_id) if revoke_api_keys else []
+        record(AUTH_PASSWORD_CHANGED, user_id=user_id, actor_id=user_id, ip=ip, user_agent=user_agent,
+               details={"apiKeysRevoked": len(revoked)})
+    return revoked
 
 
 class ChangePasswordHandler(ApiHandler):
     @endpoint("Change my password", body="core/users/change-password",
               response="core/users/change-password-result", tags=("users",), errors=(400, 403, 429),
               description="Needs the current password (a wrong one is 400 on `currentPassword`). "
-                          "Every other session ends; this one stays signed in.")
+                          "Every other session ends; this one stays signed in. API keys keep working "
+                          "unless the body says `revokeApiKeys: true`.")
     async def post(self) -> None:
         app = self.application
         actor = self.actor
@@ -168,18 +181,23 @@ class ChangePasswordHandler(ApiHandler):
             raise Unauthorized()
         current, new = self.body["currentPassword"], self.body["newPassword"]
         if not await verify_password(app, current, user.password_hash):
+            await audit(app, self, AUTH_PASSWORD_CHANGE_FAILED, user_id=user.id,
+                        details={"reason": "wrong_current_password"})
             raise ValidationFailed("The current password is incorrect", details=[
                 {"field": "currentPassword", "message": "is incorrect"}])
-        if new == current:
+        if normalize_password(new) == normalize_password(current):
             raise ValidationFailed("Choose a password different from the current one", details=[
                 {"field": "newPassword", "message": "must differ from the current password"}])
         check_policy(new, email=user.email, field="newPassword")
         password_hash = await hash_password(app, new)
         ip, user_agent = request_origin(self)
-        await app.db.run(_set_password, user.id, password_hash, ip, user_agent)
+        revoked = await app.db.run(_set_password, user.id, password_hash, self.body.get("revokeApiKeys", False),
+                                   ip, user_agent)
+        await forget_revoked_api_keys(app, revoked)
         ended = await revoke_user_sessions(app, user.id, except_session_id=actor.session_id,
                                            reason="password_changed")
-        self.respond({"sessionsEnded": ended}, message="Password changed; your other sessions were signed out.")
+        self.respond({"sessionsEnded": ended, "apiKeysRevoked": len(revoked)},
+                     message="Password changed; your other sessions were signed out.")
 
 
 ROUTES: list[tuple[str, type]] = [

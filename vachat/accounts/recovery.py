@@ -12,8 +12,9 @@ Routes (``ROUTES``, included by the accounts plugin):
 - ``POST /api/auth/reset-password`` ``{token, password}`` — rate limited like forgot-password;
   the token must be unused, unexpired and the newest one of its user (issuing a token marks the
   older ones used); the new password passes the policy before the token is spent; the token
-  is spent, the password set and the audit row written in one transaction; then every session
-  of the user ends (tokens refused, sockets closed). The reset does not sign anyone in.
+  is spent, the password set, every API key of the user revoked and the audit row written in
+  one transaction; then every session of the user ends (tokens refused, sockets closed). The
+  reset does not sign anyone in.
 - ``POST /api/auth/verify-email`` ``{token}`` — marks the address verified; single use.
 - ``POST /api/auth/resend-verification`` — for the signed-in caller only (no body): a signed-in
   user already knows their own address, so there is nothing to enumerate, and no form lets a
@@ -21,7 +22,9 @@ Routes (``ROUTES``, included by the accounts plugin):
 
 Tokens are 256 random bits (``secrets.token_urlsafe``); only their SHA-256 is stored, so a
 database leak yields no usable link. Links are ``{PUBLIC_URL}/reset-password/<token>`` and
-``{PUBLIC_URL}/verify-email/<token>``; the front end posts the token back here.
+``{PUBLIC_URL}/verify-email/<token>``, vachat's own minimal pages (``pages``), unless
+``EMAIL_RESET_URL`` / ``EMAIL_VERIFY_URL`` point them at a front end, which posts the token
+back here.
 
 ``send_verification_email(app, user)`` is what registration calls.
 
@@ -42,8 +45,10 @@ from ..db import database, now
 from ..errors import RateLimited, Unauthorized, ValidationFailed
 from ..web import ApiHandler, endpoint
 from .audit import (
-    AUTH_EMAIL_VERIFIED, AUTH_PASSWORD_RESET, AUTH_PASSWORD_RESET_REQUESTED, record, request_origin,
+    AUTH_EMAIL_VERIFICATION_FAILED, AUTH_EMAIL_VERIFIED, AUTH_PASSWORD_RESET, AUTH_PASSWORD_RESET_FAILED,
+    AUTH_PASSWORD_RESET_REQUESTED, audit, record, request_origin,
 )
+from .apikeys import forget_revoked_api_keys, revoke_user_api_key_rows
 from .limits import account_key, check_auth_limits
 from .models import EmailVerification, PasswordReset, User, normalize_email
 from .passwords import check_policy, hash_password
@@ -51,6 +56,7 @@ from .sessions import invalidate_user, revoke_user_sessions
 
 __all__ = [
     "ROUTES", "send_verification_email", "issue_password_reset", "new_token", "hash_token",
+    "reset_password", "verify_email", "PASSWORD_RESET_MESSAGE", "EMAIL_VERIFIED_MESSAGE",
     "RESET_TOKEN_TTL", "VERIFICATION_TOKEN_TTL", "FORGOT_PASSWORD_MESSAGE",
 ]
 
@@ -67,6 +73,11 @@ TOKEN_BYTES = 32
 FORGOT_PASSWORD_MESSAGE = ("If an account exists for that address, we have sent it a link to reset "
                            "the password. The link expires in 1 hour.")
 INVALID_TOKEN_MESSAGE = "This link is invalid or has expired; ask for a new one"
+PASSWORD_RESET_MESSAGE = "Your password has been reset. Sign in with the new one."
+EMAIL_VERIFIED_MESSAGE = "Your e-mail address is verified."
+# Neither message greets by name: whoever registers or asks for a reset chooses the address it
+# goes to, and the name on the account would be their text in someone else's inbox.
+GREETING = "Hello,"
 
 
 def new_token() -> tuple[str, str]:
@@ -84,6 +95,11 @@ def _invalid_token() -> ValidationFailed:
 
 
 def _link(app: Any, path: str, token: str) -> str:
+    """The mailed link: the configured front-end template (``EMAIL_VERIFY_URL`` /
+    ``EMAIL_RESET_URL``, ``{token}`` replaced), else vachat's own page under ``PUBLIC_URL``."""
+    template = {"verify-email": app.config.email_verify_url, "reset-password": app.config.email_reset_url}[path]
+    if template:
+        return template.replace("{token}", token)
     return f"{app.config.public_url.rstrip('/')}/{path}/{token}"
 
 
@@ -105,9 +121,9 @@ def _mail_bodies(greeting: str, paragraphs: list[str], link: str, action: str) -
 # ---------------------------------------------------------------------------
 
 
-def _store_reset(email: str, token_hash: str, ip: str | None, user_agent: str | None) -> tuple[str, str] | None:
+def _store_reset(email: str, token_hash: str, ip: str | None, user_agent: str | None) -> str | None:
     """Synchronous (``app.db.run``): supersede the user's open reset tokens, store the new
-    one, write the audit row. Returns (address, name) for a known active account, else None
+    one, write the audit row. Returns the address of a known active account, else None
     after doing the same shape of work."""
     moment = now()
     with database.atomic():  # IMMEDIATE on SQLite (see vachat.db)
@@ -122,7 +138,7 @@ def _store_reset(email: str, token_hash: str, ip: str | None, user_agent: str | 
                                  created_at=moment, expires_at=moment + RESET_TOKEN_TTL)
         record(AUTH_PASSWORD_RESET_REQUESTED, user_id=user.id if known else None, ip=ip, user_agent=user_agent,
                details={"accountFound": known})
-    return (user.email, user.name) if known else None
+    return user.email if known else None
 
 
 async def issue_password_reset(app: Any, email: str, *, ip: str | None = None,
@@ -130,13 +146,12 @@ async def issue_password_reset(app: Any, email: str, *, ip: str | None = None,
     """Issue a reset token for ``email`` and mail the link, if it names an active account.
     Returns whether a message was handed to the mailer. Runs as a background mail job."""
     token, token_hash = new_token()
-    found = await app.db.run(_store_reset, normalize_email(email), token_hash, ip, user_agent)
-    if found is None:
+    address = await app.db.run(_store_reset, normalize_email(email), token_hash, ip, user_agent)
+    if address is None:
         return False
-    address, name = found
     link = _link(app, "reset-password", token)
     text, rich = _mail_bodies(
-        f"Hello {name},",
+        GREETING,
         ["Someone (hopefully you) asked to reset the password of your account. "
          "Open this link within 1 hour to choose a new one:",
          "If you did not ask for this, ignore this message: your password stays as it is. "
@@ -156,9 +171,11 @@ def _find_reset(token_hash: str) -> tuple[str, str, str] | None:
     return (row["id"], row["uid"], row["address"]) if row else None
 
 
-def _apply_reset(reset_id: str, user_id: str, password_hash: str, ip: str | None, user_agent: str | None) -> bool:
-    """Spend the token and set the password in one transaction. False when the token was
-    spent (or expired) meanwhile: two concurrent resets with one token, only one wins."""
+def _apply_reset(reset_id: str, user_id: str, password_hash: str, ip: str | None,
+                 user_agent: str | None) -> list[tuple[str, str]] | None:
+    """Spend the token, set the password and revoke the user's API keys in one transaction.
+    Returns the keys revoked, or None when the token was spent (or expired) meanwhile: two
+    concurrent resets with one token, only one wins."""
     moment = now()
     with database.atomic():  # IMMEDIATE on SQLite (see vachat.db)
         spent = (PasswordReset.update(used_at=moment)
@@ -166,13 +183,17 @@ def _apply_reset(reset_id: str, user_id: str, password_hash: str, ip: str | None
                         PasswordReset.expires_at > moment)
                  .execute())
         if spent != 1:
-            return False
+            return None
         User.update(password_hash=password_hash, updated_at=moment).where(User.id == user_id).execute()
         # Any other link still open for this user dies with this reset.
         (PasswordReset.update(used_at=moment)
          .where(PasswordReset.user == user_id, PasswordReset.used_at.is_null()).execute())
-        record(AUTH_PASSWORD_RESET, user_id=user_id, actor_id=user_id, ip=ip, user_agent=user_agent)
-    return True
+        # A reset is how a victim takes an account back: a key the intruder minted while they
+        # held it must not outlive the recovery.
+        revoked = revoke_user_api_key_rows(user_id)
+        record(AUTH_PASSWORD_RESET, user_id=user_id, actor_id=user_id, ip=ip, user_agent=user_agent,
+               details={"apiKeysRevoked": len(revoked)})
+    return revoked
 
 
 class ForgotPasswordHandler(ApiHandler):
@@ -195,28 +216,40 @@ class ResetPasswordHandler(ApiHandler):
     @endpoint("Set a new password with a reset token", body="core/auth/reset-password", auth=False,
               tags=("auth",), errors=(400, 429),
               description="The token from the e-mail works once, within 1 hour, and only if no newer "
-                          "one was requested. Every session of the account ends; sign in again.")
+                          "one was requested. Every session of the account ends and every API key "
+                          "of the account is revoked; sign in again.")
     async def post(self) -> None:
-        app = self.application
-        await check_auth_limits(self, None)
-        found = await app.db.run(_find_reset, hash_token(self.body["token"]))
-        if found is None:
-            raise _invalid_token()
-        reset_id, user_id, address = found
-        decision = await app.limiter.hit(f"auth:reset-password:account:{account_key(address)}",
-                                         app.config.rate_limit_auth)
-        if not decision.allowed:
-            raise RateLimited("Too many attempts for this account; try again later",
-                              retry_after=decision.retry_after)
-        password = self.body["password"]
-        check_policy(password, email=address)  # before the token is spent: a retry can fix it
-        password_hash = await hash_password(app, password)
-        ip, user_agent = request_origin(self)
-        if not await app.db.run(_apply_reset, reset_id, user_id, password_hash, ip, user_agent):
-            raise _invalid_token()
-        ended = await revoke_user_sessions(app, user_id, reason="password_reset")
-        log.info("password reset", extra={"userId": user_id, "sessionsEnded": ended})
-        self.respond(None, message="Your password has been reset. Sign in with the new one.")
+        await reset_password(self, self.body["token"], self.body["password"])
+        self.respond(None, message=PASSWORD_RESET_MESSAGE)
+
+
+async def reset_password(handler: Any, token: str, password: str) -> None:
+    """Set ``password`` with a reset ``token`` on behalf of ``handler``'s caller (the REST
+    endpoint and the reset page alike): rate limited, policy checked before the token is
+    spent, then every session ended and every API key revoked. Raises ``ValidationFailed``
+    (bad token or password) or ``RateLimited``."""
+    app = handler.application
+    await check_auth_limits(handler, None, action="reset-password")
+    found = await app.db.run(_find_reset, hash_token(token))
+    if found is None:
+        await audit(app, handler, AUTH_PASSWORD_RESET_FAILED, details={"reason": "invalid_token"})
+        raise _invalid_token()
+    reset_id, user_id, address = found
+    decision = await app.limiter.hit(f"auth:reset-password:account:{account_key(address)}",
+                                     app.config.rate_limit_auth)
+    if not decision.allowed:
+        raise RateLimited("Too many attempts for this account; try again later",
+                          retry_after=decision.retry_after)
+    check_policy(password, email=address)  # before the token is spent: a retry can fix it
+    password_hash = await hash_password(app, password)
+    ip, user_agent = request_origin(handler)
+    revoked = await app.db.run(_apply_reset, reset_id, user_id, password_hash, ip, user_agent)
+    if revoked is None:  # spent by a concurrent reset with the same token
+        await audit(app, handler, AUTH_PASSWORD_RESET_FAILED, user_id=user_id, details={"reason": "invalid_token"})
+        raise _invalid_token()
+    await forget_revoked_api_keys(app, revoked)
+    ended = await revoke_user_sessions(app, user_id, reason="password_reset")
+    log.info("password reset", extra={"userId": user_id, "sessionsEnded": ended, "apiKeysRevoked": len(revoked)})
 
 
 # ---------------------------------------------------------------------------
@@ -239,7 +272,7 @@ async def send_verification_email(app: Any, user: User) -> None:
     token, token_hash = new_token()
     await app.db.run(_store_verification, user.id, user.email, token_hash)
     text, rich = _mail_bodies(
-        f"Hello {user.name},",
+        GREETING,
         ["Please confirm that this is your e-mail address by opening this link (valid for 48 hours):",
          "If you did not create an account, ignore this message."],
         _link(app, "verify-email", token), "Confirm my address")
@@ -272,12 +305,22 @@ class VerifyEmailHandler(ApiHandler):
     @endpoint("Confirm an e-mail address with the token sent to it", body="core/auth/verify-email",
               response="core/auth/email-verification-status", auth=False, tags=("auth",), errors=(400,))
     async def post(self) -> None:
-        ip, user_agent = request_origin(self)
-        user_id = await self.application.db.run(_apply_verification, hash_token(self.body["token"]), ip, user_agent)
-        if user_id is None:
-            raise _invalid_token()
-        await invalidate_user(self.application, user_id)
-        self.respond({"emailVerified": True, "sent": False}, message="Your e-mail address is verified.")
+        await verify_email(self, self.body["token"])
+        self.respond({"emailVerified": True, "sent": False}, message=EMAIL_VERIFIED_MESSAGE)
+
+
+async def verify_email(handler: Any, token: str) -> str:
+    """Spend a verification ``token`` on behalf of ``handler``'s caller (the REST endpoint and
+    the verification page alike). Returns the user id; ``ValidationFailed`` for a bad token."""
+    app = handler.application
+    ip, user_agent = request_origin(handler)
+    user_id = await app.db.run(_apply_verification, hash_token(token), ip, user_agent)
+    if user_id is None:
+        await audit(app, handler, AUTH_EMAIL_VERIFICATION_FAILED, ip=ip, user_agent=user_agent,
+                    details={"reason": "invalid_token"})
+        raise _invalid_token()
+    await invalidate_user(app, user_id)
+    return user_id
 
 
 class ResendVerificationHandler(ApiHandler):
