@@ -172,7 +172,9 @@ class Assistant:
         running = list(self.running.values())
         for generation in running:
             await generation.stop("shutdown")
-        tasks = [g.task for g in running if g.task is not None]
+        # Every task of ours, also replies already stored but still announcing their end:
+        # Redis and the database close after this returns.
+        tasks = list(self._tasks)
         if tasks:
             done, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_SECS)
             for task in pending:
