@@ -24,7 +24,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from vachat.plugin_api import ApiError
+from vachat.plugin_api import ApiError, NotFound, ValidationFailed
 
 from .providers import ChatMessage, ProviderError, ProviderTimeout, StreamCancelled, Usage, estimate_tokens
 
@@ -153,11 +153,9 @@ class Generation:
                 content, kind_of_message = f"The assistant could not answer: {failure}.", "error"
             else:
                 content, kind_of_message = self.text, "text"
-            await self.assistant.chat.store_assistant_message(
-                self.conversation_id, content, type=kind_of_message, parent_id=self.parent_id,
-                metadata=metadata, message_id=self.message_id)
             if usage is not None and usage.total_tokens:
                 await self.assistant.usage.record(self.user_id, usage)
+            await self._store(content, kind_of_message, metadata)
             self.assistant.count_reply(finish_reason, usage, first_token_at - started if first_token_at else None,
                                        loop.time() - started)
         finally:
@@ -172,6 +170,19 @@ class Generation:
             self.assistant.forget(self)
             await self.app.publish(room(self.conversation_id), "ai-typing",
                                    {"conversationId": self.conversation_id, "typing": False})
+
+    async def _store(self, content: str, kind: str, metadata: dict[str, Any]) -> None:
+        chat = self.assistant.chat
+        try:
+            await chat.store_assistant_message(self.conversation_id, content, type=kind, parent_id=self.parent_id,
+                                               metadata=metadata, message_id=self.message_id)
+        except ValidationFailed:
+            # The message it answers was deleted meanwhile: the reply goes on the current branch.
+            await chat.store_assistant_message(self.conversation_id, content, type=kind, metadata=metadata,
+                                               message_id=self.message_id)
+        except NotFound:
+            log.info("the conversation was deleted during the reply; nothing stored",
+                     extra={"conversationId": self.conversation_id})
 
     async def _flush_frames(self) -> None:
         """Publish what the provider gave, at most once per FRAME_INTERVAL_SECS."""

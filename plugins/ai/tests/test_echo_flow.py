@@ -272,3 +272,34 @@ async def test_replies_running_at_shutdown_are_stored(app, fetch, ws_connect):
     reply = page.data["items"][0]
     assert reply["role"] == "assistant" and reply["metadata"]["finishReason"] == "shutdown"
     assert reply["content"].startswith("Echo: ") and len(reply["content"]) < len("Echo: " + LONG_TEXT)
+
+
+@pytest.mark.gen_test
+@pytest.mark.vachat(config=SLOW)
+async def test_a_reply_outlives_its_deleted_question_or_conversation(app, fetch, ws_connect, caplog):
+    cid = (await create_conversation(fetch))["id"]
+    alice = await connect(ws_connect)
+    await join(alice, cid)
+    question = (await ask(fetch, cid, LONG_TEXT)).data
+    await alice.receive("ai-delta")
+    assert (await fetch(f"/api/chat/messages/{question['id']}", method="DELETE", user=ALICE)).code == 200
+    assert (await alice.request("stop-generation", {"conversationId": cid}))["data"]["stopped"] is True
+    stored = (await alice.receive("new-message"))["data"]
+    assert stored["id"] == question["id"]  # the question's own broadcast
+    stored = (await alice.receive("new-message"))["data"]
+    # Its question is gone: the reply is kept on the current branch rather than lost.
+    assert stored["role"] == "assistant" and stored["parentId"] is None and stored["content"].startswith("Echo: ")
+
+    gone = (await create_conversation(fetch))["id"]
+    await join(alice, gone)
+    await ask(fetch, gone, LONG_TEXT)
+    await alice.receive("ai-delta")
+    generation = app.service("ai").running[gone]
+    assert (await fetch(f"/api/chat/conversations/{gone}", method="DELETE", user=ALICE)).code == 200
+    await generation.stop()
+    await generation.task
+    assert gone not in app.service("ai").running
+    assert not [r for r in caplog.records if r.levelname == "ERROR" and "AI" in r.getMessage()]
+    # The conversation's slot is free again (here: a new conversation is unaffected, and the
+    # deleted one no longer exists to ask in).
+    assert (await alice.request("stop-generation", {"conversationId": cid}))["data"]["stopped"] is False
