@@ -140,3 +140,29 @@ async def test_role_edits_take_effect_on_the_next_request(app, fetch, make_user)
 def test_requires_needs_a_permission():
     with pytest.raises(ValueError):
         requires()
+
+
+@pytest.mark.gen_test
+async def test_a_role_change_reaches_open_sockets(app, make_user, ws_connect):
+    from vachat.accounts.models import Role, User
+
+    user = await make_user(role="reporter", permissions=[])
+    socket = await ws_connect(user=user)
+    await socket.receive("ready")
+    refused = await socket.request("rbacdemo-inner", {})
+    assert refused["type"] == "error" and refused["data"]["code"] == "FORBIDDEN"
+
+    await app.db.run(lambda: Role.update(permissions=["rbacdemo.write"]).where(Role.name == "reporter").execute())
+    await app.accounts.invalidate_role("reporter")
+    assert (await socket.request("rbacdemo-inner", {}))["type"] == "ack"
+
+    await make_user(role="viewer", permissions=[])
+    await app.db.run(lambda: User.update(role="viewer").where(User.id == user.id).execute())
+    await app.accounts.invalidate_user(user.id)
+    again = await socket.request("rbacdemo-inner", {})
+    assert again["type"] == "error" and again["data"]["code"] == "FORBIDDEN"
+
+    await app.db.run(lambda: User.update(is_active=False).where(User.id == user.id).execute())
+    await app.accounts.invalidate_user(user.id)
+    code, _ = await socket.closed()
+    assert code == 4401

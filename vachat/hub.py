@@ -302,6 +302,10 @@ class Hub:
     def connections_of(self, user_id: str) -> list[Any]:
         return [peer.conn for peer in self._by_user.get(user_id, ())]
 
+    def connections(self) -> list[Any]:
+        """Every authenticated socket on this node."""
+        return [peer.conn for peers in self._by_user.values() for peer in peers]
+
     # -- rooms -------------------------------------------------------------------------
 
     def join(self, conn: Any, room: str) -> Awaitable[None]:

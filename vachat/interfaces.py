@@ -63,8 +63,9 @@ class Hub(Protocol):
     def room_size(self, room: str) -> int:
         """How many sockets of this node are in ``room``."""
 
+    @property
     def connection_count(self) -> int:
-        """Authenticated sockets open on this node."""
+        """Sockets open on this node, authenticated or not (a property)."""
 
     async def disconnect(self, *, user_id: str | None = None, session_id: str | None = None,
                          code: int = 4401, reason: str = "") -> None:
@@ -137,7 +138,8 @@ class Accounts(Protocol):
     async def set_user_active(self, user_id: str, active: bool, *, actor_id: str | None = None,
                               request: Any = None) -> bool:
         """Enable or disable an account; disabling ends its sessions, keys and sockets on every
-        node at once. Audited. Returns whether it changed."""
+        node at once. Audited. Returns whether it changed. Disabling the last active holder of
+        ``*`` raises ``Conflict``."""
 
     async def end_sessions(self, user_id: str, *, reason: str = "ended") -> int:
         """End every session of a user and close their sockets (4401). Returns how many."""
@@ -152,6 +154,64 @@ class Accounts(Protocol):
                     request: Any = None, details: dict[str, Any] | None = None) -> None:
         """Record an audit entry (``<plugin>.<what>``); ``request`` (a handler or event context)
         fills in the caller's address and user agent. Never fails the caller."""
+
+    # -- management: what an administration plugin needs ------------------------------
+    # Changes below are audited with ``actor_id`` (default: ``request``'s caller) and
+    # ``request``'s address and user agent. The last-administrator rule: no change may leave
+    # no active user holding ``*`` (``Conflict``, 409).
+
+    async def get_user_by_email(self, email: str) -> dict[str, Any] | None:
+        """The user with this address (any case), or None."""
+
+    async def list_users(self, *, page: int = 1, limit: int = 20, search: str | None = None,
+                         role: str | None = None, active: bool | None = None, tier: str | None = None,
+                         sort_by: str = "createdAt", sort_order: str = "desc") -> tuple[list[dict[str, Any]], int]:
+        """One page of users and the number matching: ``search`` is a case-insensitive
+        substring of the e-mail, first, last, display or user name; ``sort_by`` is one of
+        ``createdAt``, ``email``, ``lastLoginAt``, ``role``; ``sort_order`` ``asc``/``desc``."""
+
+    async def update_user(self, user_id: str, *, role: str | None = None, tier: str | None = None,
+                          is_active: bool | None = None, is_email_verified: bool | None = None,
+                          actor_id: str | None = None, request: Any = None) -> dict[str, Any] | None:
+        """Change the fields given (None: unchanged) in one transaction; the user after, or None
+        when there is no such user. A new role takes effect on the next request; disabling ends
+        sessions, keys and sockets on every node at once. ``ValidationFailed`` for an unknown
+        role. Audited as ``user.role_changed``, ``user.disabled``/``user.enabled``,
+        ``user.updated`` (tier, verified)."""
+
+    async def delete_user(self, user_id: str, *, actor_id: str | None = None, request: Any = None) -> bool:
+        """Delete an account and everything of it: disables it (sessions, keys and sockets end
+        on every node), calls ``vachat_user_deleting`` so every plugin removes its data (an
+        ``ApiError`` there stops the deletion and restores the active flag), then deletes the
+        account's rows. Audit rows stay (they name the user id as plain text) and a
+        ``user.deleted`` row is added. Returns False when there is no such user."""
+
+    async def user_figures(self) -> dict[str, int]:
+        """``{total, active24h, new7d}``: accounts; users with a session used (sign-in or token
+        refresh) in the last 24 hours; accounts created in the last 7 days."""
+
+    async def list_roles(self) -> list[dict[str, Any]]:
+        """Every role (``id``, ``name``, ``description``, ``permissions``, ``isSystem``,
+        ``userCount`` …), by name."""
+
+    async def create_role(self, name: str, *, description: str = "", permissions: list[str] = (),
+                          actor_id: str | None = None, request: Any = None) -> dict[str, Any]:
+        """Create a role. ``permissions`` must be declared ones (``App.permissions``) or ``*``
+        (``ValidationFailed`` naming the others); a taken name is ``Conflict``. Audited
+        (``role.created``)."""
+
+    async def update_role(self, role_id: str, *, description: str | None = None,
+                          permissions: list[str] | None = None, actor_id: str | None = None,
+                          request: Any = None) -> dict[str, Any] | None:
+        """Change a role's description and/or permissions (checked as in ``create_role``); the
+        role after, or None when there is no such role. Holders see the change on their next
+        request and on open sockets. Audited (``role.updated``)."""
+
+    async def query_audit(self, *, page: int = 1, limit: int = 20, user_id: str | None = None,
+                          action: str | None = None, since: Any = None,
+                          until: Any = None) -> tuple[list[dict[str, Any]], int]:
+        """One page of audit entries, newest first, and the number matching; ``since``
+        (inclusive) and ``until`` (exclusive) are datetimes (naive means UTC)."""
 
 
 class App(Protocol):

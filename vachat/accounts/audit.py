@@ -25,7 +25,7 @@ __all__ = [
     "AUTH_PASSWORD_RESET_REQUESTED", "AUTH_EMAIL_VERIFIED", "AUTH_PASSWORD_CHANGE_FAILED",
     "AUTH_PASSWORD_RESET_FAILED", "AUTH_EMAIL_VERIFICATION_FAILED", "AUTH_API_KEY_CREATED",
     "AUTH_API_KEY_DELETED", "USER_ROLE_CHANGED", "USER_DISABLED", "USER_ENABLED", "USER_DELETED",
-    "USER_UPDATED", "USER_CREATED",
+    "USER_UPDATED", "USER_CREATED", "ROLE_CREATED", "ROLE_UPDATED",
 ]
 
 log = logging.getLogger("vachat.accounts.audit")
@@ -53,6 +53,8 @@ USER_ROLE_CHANGED = "user.role_changed"
 USER_DISABLED = "user.disabled"
 USER_ENABLED = "user.enabled"
 USER_DELETED = "user.deleted"
+ROLE_CREATED = "role.created"
+ROLE_UPDATED = "role.updated"
 
 # Column widths of AuditLog; longer values are cut rather than failing the insert.
 _IP_MAX = 64

@@ -125,6 +125,9 @@ def vachat_commands(commands: argparse._SubParsersAction) -> None:
 
 @hookimpl
 async def vachat_startup(app: Any) -> None:
+    from .live import install
+
+    install(app)
     from .commands import ensure_default_roles
 
     created = await app.db.run(ensure_default_roles)

@@ -200,6 +200,9 @@ async def invalidate_user(app: Any, user_id: str) -> None:
     tier, name, e-mail or active flag), so the next request reads the new state."""
     keys = await app.db.run(_credential_keys_of_users, User.id == user_id)
     await auth_cache(app).delete(*keys)
+    from .live import refresh_users
+
+    await refresh_users(app, [user_id])
 
 
 async def invalidate_role(app: Any, role_name: str) -> None:
@@ -209,6 +212,9 @@ async def invalidate_role(app: Any, role_name: str) -> None:
     cache = auth_cache(app)
     await cache.delete(*keys)
     cache.forget_matching(lambda value: value.get("role") == role_name)
+    from .live import refresh_role
+
+    await refresh_role(app, role_name)
 
 
 async def set_user_active(app: Any, user_id: str, active: bool, *, reason: str = "disabled",

@@ -1,0 +1,33 @@
+"""``GET /api/admin/audit-logs``: the core's audit log, filtered and page-paginated, newest first."""
+
+from __future__ import annotations
+
+import datetime
+
+from vachat.plugin_api import ApiHandler, ValidationFailed, endpoint
+
+from .paging import page_info
+
+__all__ = ["AuditLogsHandler"]
+
+
+def _moment(text: str | None) -> datetime.datetime | None:
+    # The schema has checked the RFC 3339 form; Python reads it (with "Z" since 3.11), in
+    # upper case only (RFC 3339 also allows "t" and "z").
+    return datetime.datetime.fromisoformat(text.upper()) if text else None
+
+
+class AuditLogsHandler(ApiHandler):
+    @endpoint("Audit log entries: filter by userId, action, from (inclusive), to (exclusive)",
+              query="admin/audit-query", response="admin/audit-log-list", permission="audit.read",
+              tags=("admin",))
+    async def get(self) -> None:
+        query = self.query
+        since, until = _moment(query.get("from")), _moment(query.get("to"))
+        if since is not None and until is not None and since > until:
+            raise ValidationFailed("Invalid query parameters", details=[
+                {"field": "from", "message": "must not be after 'to'"}])
+        entries, total = await self.app.accounts.query_audit(
+            page=query["page"], limit=query["limit"], user_id=query.get("userId"), action=query.get("action"),
+            since=since, until=until)
+        self.respond(entries, pagination=page_info(query["page"], query["limit"], total))

@@ -1,0 +1,125 @@
+"""``vachat users …``: account administration for operators without the API.
+
+    vachat users list [--search TEXT] [--role ROLE] [--inactive] [--page N] [--limit N]
+    vachat users disable EMAIL
+    vachat users enable EMAIL
+    vachat users grant-role EMAIL ROLE
+
+Added through ``vachat_commands``. A command runs outside any server, with the database bound
+and no IOLoop: each one runs the same async accounts service the API uses under
+``asyncio.run``, so the rules (last administrator, known roles) and the effects are the same.
+With Redis configured, a disabled account's tokens are refused and its sockets closed at once
+on every running node (the auth cache and the broker are shared); without Redis a running
+server may honour its cached sessions for up to the auth-cache TTL (30 s).
+
+Exit status: 0 done, 1 refused or not found (a line on stderr says why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any, Awaitable, Callable
+
+from vachat.plugin_api import ApiError, App
+
+__all__ = ["add_commands"]
+
+# Rows `users list` prints unless told otherwise: a screenful.
+DEFAULT_LIST_LIMIT = 50
+
+
+def _run(work: Callable[[], Awaitable[int]]) -> int:
+    try:
+        return asyncio.run(work())
+    except ApiError as error:
+        detail = "; ".join(f"{d.get('field')}: {d.get('message')}" for d in (error.details or [])
+                           if isinstance(d, dict))
+        print(f"users: {error.message}" + (f" ({detail})" if detail else ""), file=sys.stderr)
+        return 1
+
+
+async def _user_id(app: App, email: str) -> str | None:
+    user = await app.accounts.get_user_by_email(email)
+    if user is None:
+        print(f"users: no account with the address {email}", file=sys.stderr)
+        return None
+    return user["id"]
+
+
+def list_users(app: App, args: argparse.Namespace) -> int:
+    async def work() -> int:
+        users, total = await app.accounts.list_users(
+            page=args.page, limit=args.limit, search=args.search, role=args.role,
+            active=False if args.inactive else None)
+        print(f"{'id':<26}  {'email':<40} {'role':<12} {'tier':<8} active")
+        for user in users:
+            print(f"{user['id']:<26}  {user['email']:<40} {user['role']:<12} {user['tier']:<8} "
+                  f"{'yes' if user['isActive'] else 'no'}")
+        print(f"{len(users)} of {total} shown (page {args.page})")
+        return 0
+
+    return _run(work)
+
+
+def _set_active(active: bool) -> Callable[[App, argparse.Namespace], int]:
+    def command(app: App, args: argparse.Namespace) -> int:
+        async def work() -> int:
+            user_id = await _user_id(app, args.email)
+            if user_id is None:
+                return 1
+            changed = await app.accounts.set_user_active(user_id, active)
+            state = "enabled" if active else "disabled (sessions ended, sockets closed)"
+            print(f"{args.email}: {state}" if changed else f"{args.email}: already {'enabled' if active else 'disabled'}")
+            return 0
+
+        return _run(work)
+
+    return command
+
+
+def grant_role(app: App, args: argparse.Namespace) -> int:
+    async def work() -> int:
+        user_id = await _user_id(app, args.email)
+        if user_id is None:
+            return 1
+        user = await app.accounts.update_user(user_id, role=args.role)
+        print(f"{args.email}: role {user['role']}")
+        return 0
+
+    return _run(work)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def add_commands(commands: Any) -> None:
+    """The admin plugin's ``vachat_commands``."""
+    users = commands.add_parser("users", help="list accounts, disable or enable them, grant roles")
+    actions = users.add_subparsers(dest="users_action", metavar="action", required=True)
+
+    listing = actions.add_parser("list", help="list accounts, newest first")
+    listing.add_argument("--search", help="part of an e-mail address or name")
+    listing.add_argument("--role", help="only holders of this role")
+    listing.add_argument("--inactive", action="store_true", help="only disabled accounts")
+    listing.add_argument("--page", type=_positive, default=1)
+    listing.add_argument("--limit", type=_positive, default=DEFAULT_LIST_LIMIT)
+    listing.set_defaults(handler=list_users)
+
+    disable = actions.add_parser("disable", help="disable an account: its sessions and sockets end")
+    disable.add_argument("email")
+    disable.set_defaults(handler=_set_active(False))
+
+    enable = actions.add_parser("enable", help="enable a disabled account")
+    enable.add_argument("email")
+    enable.set_defaults(handler=_set_active(True))
+
+    grant = actions.add_parser("grant-role", help="give an account a role (it must exist)")
+    grant.add_argument("email")
+    grant.add_argument("role")
+    grant.set_defaults(handler=grant_role)
