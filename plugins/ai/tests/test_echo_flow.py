@@ -303,3 +303,18 @@ async def test_a_reply_outlives_its_deleted_question_or_conversation(app, fetch,
     # The conversation's slot is free again (here: a new conversation is unaffected, and the
     # deleted one no longer exists to ask in).
     assert (await alice.request("stop-generation", {"conversationId": cid}))["data"]["stopped"] is False
+
+
+@pytest.mark.gen_test
+@pytest.mark.vachat(plugins=["ai", "admin"], config=FAST)
+async def test_the_admin_dashboard_shows_todays_tokens(fetch, ws_connect):
+    admin = {"Authorization": "Bearer test:root", "X-Test-Permissions": "admin.dashboard"}
+    before = (await fetch("/api/admin/dashboard", headers=admin)).data
+    assert before["ai"] == {"tokensToday": 0} and "ai" not in before["missing"]
+    cid = (await create_conversation(fetch))["id"]
+    alice = await connect(ws_connect)
+    await join(alice, cid)
+    await ask(fetch, cid, "dashboard")
+    metadata = check_reply(await reply_frames(alice), cid)["metadata"]
+    after = (await fetch("/api/admin/dashboard", headers=admin)).data
+    assert after["ai"] == {"tokensToday": metadata["promptTokens"] + metadata["completionTokens"]}
