@@ -21,7 +21,6 @@ def test_defaults_serve_out_of_the_box(tmp_path):
     assert settings.port == 3000
     assert settings.database_url.startswith("sqlite:///")
     assert settings.redis_url == ""
-    assert settings.max_file_size == 10 * 1024 * 1024
     assert settings.bcrypt_rounds == 12
     assert settings.rate_limit_global == Rate(100, 60)
     assert settings.rate_limit_auth == Rate(5, 900)
@@ -32,11 +31,11 @@ def test_environment_overrides_file_overrides_defaults(tmp_path):
     override.write_text('[server]\nport = 4000\nhost = "127.0.0.1"\n[plugins.example]\ngreeting = "Hi"\n')
     settings = load_settings(environ={"VACHAT_CONFIG": str(override), "PORT": "5000",
                                       "CORS_ORIGIN": "https://a.example, https://b.example",
-                                      "MAX_FILE_SIZE": "2MiB", "RATE_LIMIT_AUTH": "10/5m"})
+                                      "WS_MAX_MESSAGE_SIZE": "2MiB", "RATE_LIMIT_AUTH": "10/5m"})
     assert settings.port == 5000  # environment wins over the file
     assert settings.host == "127.0.0.1"  # the file wins over the defaults
     assert settings.cors_origins == ["https://a.example", "https://b.example"]
-    assert settings.max_file_size == 2 * 1024 * 1024
+    assert settings.ws_max_message_size == 2 * 1024 * 1024
     assert settings.rate_limit_auth == Rate(10, 300)
     assert settings.plugin_config("example") == {"greeting": "Hi"}
 
@@ -46,7 +45,7 @@ def test_environment_overrides_file_overrides_defaults(tmp_path):
     ("PORT", "70000", "port number"),
     ("VACHAT_ENV", "staging", "development, production, test"),
     ("RATE_LIMIT_GLOBAL", "lots", "COUNT/PERIOD"),
-    ("MAX_FILE_SIZE", "-5", "size"),
+    ("MAX_JSON_BODY", "-5", "size"),
     ("DATABASE_URL", "mysql://x", "sqlite:///"),
     ("REDIS_URL", "http://x", "redis://"),
     ("LOG_LEVEL", "LOUD", "DEBUG"),
@@ -86,7 +85,7 @@ def test_development_generates_and_remembers_secrets(tmp_path):
 
 
 def test_public_summary_masks_secrets():
-    settings = load_settings(environ={"DATABASE_URL": "postgresql://u:hunter2@db/x", "AI_API_KEY": "sk-123"})
+    settings = load_settings(environ={"DATABASE_URL": "postgresql://u:hunter2@db/x", "SMTP_URL": "smtp://u:sk-123@mail"})
     summary = settings.public_summary()
     assert "hunter2" not in str(summary) and "sk-123" not in str(summary)
     assert summary["jwt_secret"] == "***"
@@ -121,7 +120,6 @@ def test_runtime_state_defaults_to_var_in_the_working_directory(tmp_path):
     settings = load_settings(environ={})
     assert settings.data_dir == tmp_path / "var"
     assert settings.database_url == f"sqlite:///{tmp_path}/var/vachat.db"
-    assert settings.upload_path == str(tmp_path / "var" / "uploads")
     assert settings.log_dir == str(tmp_path / "var" / "log")
     assert (tmp_path / "var" / "secrets.json").is_file()
 
@@ -130,13 +128,13 @@ def test_data_dir_moves_every_default_but_not_explicit_paths(tmp_path):
     state = tmp_path / "state"
     moved = load_settings(environ={"VACHAT_DATA_DIR": str(state)})
     assert moved.database_url == f"sqlite:///{state}/vachat.db"
-    assert (moved.upload_path, moved.log_dir) == (str(state / "uploads"), str(state / "log"))
+    assert moved.log_dir == str(state / "log")
     relative = load_settings(environ={"VACHAT_DATA_DIR": "srv/data"})
     assert relative.data_dir == tmp_path / "srv" / "data"
     explicit = load_settings(environ={"VACHAT_DATA_DIR": str(state), "DATABASE_URL": "sqlite:///own.db",
-                                      "UPLOAD_PATH": "files", "LOG_DIR": ""})
-    assert (explicit.database_url, explicit.upload_path, explicit.log_dir) == ("sqlite:///own.db", "files", "")
-    assert explicit.resolve_path(explicit.upload_path) == tmp_path / "files"
+                                      "LOG_DIR": "logs"})
+    assert (explicit.database_url, explicit.log_dir) == ("sqlite:///own.db", "logs")
+    assert explicit.resolve_path(explicit.log_dir) == tmp_path / "logs"
     with pytest.raises(ConfigError, match="VACHAT_DATA_DIR"):
         load_settings(environ={"VACHAT_DATA_DIR": " "})
 

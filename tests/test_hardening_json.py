@@ -15,7 +15,7 @@ from tornado.httpserver import HTTPServer
 
 from tests.plugins import sample
 from vachat.testing import assert_error
-from vachat.web import MAX_JSON_DEPTH
+from vachat.wire import MAX_JSON_DEPTH
 
 
 def nested(levels: int, leaf: object = 1) -> object:

@@ -38,13 +38,14 @@ from .mail import make_mailer
 from .metrics import Metrics
 from .migrate import CORE_MIGRATIONS, MigrationSource, Migrations
 from .plugin_config import PluginConfigError, resolve_plugin_config
-from .plugin_manager import HookCaller, LoadedPlugin, PluginLoadError, PluginManager
+from .plugin_manager import HookCaller, LoadedPlugin, PluginManager
 from .ratelimit import make_rate_limiter
 from .redis_client import RedisGuard, make_redis
 from .resources import core_resource
 from .schemas import SchemaError, SchemaRegistry
 from .errors import Unauthorized
-from .web import Actor, NotFoundHandler
+from .actor import Actor
+from .web import NotFoundHandler
 
 __all__ = ["VachatApplication", "make_app", "CORE_SCHEMAS"]
 

@@ -264,8 +264,6 @@ OPTIONS: tuple[Option, ...] = (
     Option("bcrypt_rounds", "security", "bcrypt_rounds", "BCRYPT_ROUNDS", parse_bcrypt_rounds),
     Option("rate_limit_global", "security", "rate_limit_global", "RATE_LIMIT_GLOBAL", Rate.parse),
     Option("rate_limit_auth", "security", "rate_limit_auth", "RATE_LIMIT_AUTH", Rate.parse),
-    Option("upload_path", "files", "upload_path", "UPLOAD_PATH", str),
-    Option("max_file_size", "files", "max_file_size", "MAX_FILE_SIZE", parse_size),
     Option("log_level", "logging", "level", "LOG_LEVEL", parse_log_level),
     Option("log_dir", "logging", "dir", "LOG_DIR", str),
     Option("log_retention_days", "logging", "retention_days", "LOG_RETENTION_DAYS", parse_positive_int),
@@ -291,7 +289,6 @@ OPTIONS_BY_ATTR = {option.attr: option for option in OPTIONS}
 # Settings whose default is a place in the data directory, so that moving it moves them all.
 DATA_DIR_DEFAULTS: dict[str, Callable[[Path], str]] = {
     "database_url": lambda data_dir: f"sqlite:///{data_dir / 'vachat.db'}",
-    "upload_path": lambda data_dir: str(data_dir / "uploads"),
     "log_dir": lambda data_dir: str(data_dir / "log"),
 }
 
@@ -311,7 +308,8 @@ class Settings:
     shutdown_grace: float = 30.0
     executor_threads: int = 8
     auto_migrate: bool | None = None
-    # Runtime state; DATABASE_URL, UPLOAD_PATH and LOG_DIR default to places inside it.
+    # Runtime state; DATABASE_URL and LOG_DIR (and plugins' files, such as uploads) default to
+    # places inside it.
     data_dir: Path = Path("var")
     database_url: str = "sqlite:///var/vachat.db"
     database_pool_size: int = 8
@@ -322,8 +320,6 @@ class Settings:
     bcrypt_rounds: int = 12
     rate_limit_global: Rate = Rate(100, 60)
     rate_limit_auth: Rate = Rate(5, 900)
-    upload_path: str = "var/uploads"
-    max_file_size: int = 10 * 1024 * 1024
     log_level: str = "INFO"
     log_dir: str = "var/log"
     log_retention_days: int = 14

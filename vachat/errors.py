@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import peewee
+import tornado.web
+
 __all__ = [
     "ApiError", "ValidationFailed", "Unauthorized", "TokenExpired", "Forbidden", "NotFound",
     "MethodNotAllowed", "UnknownEvent", "Conflict", "PayloadTooLarge", "UnsupportedMediaType", "RateLimited",
-    "QuotaExceeded", "InternalError", "Unavailable", "error_for_status",
+    "QuotaExceeded", "InternalError", "Unavailable", "error_for_status", "as_api_error",
 ]
 
 
@@ -119,3 +122,15 @@ def error_for_status(status: int, message: str | None = None) -> ApiError:
     error = cls(message)
     error.status = status
     return error
+
+
+def as_api_error(exc_info: Any, status_code: int) -> ApiError:
+    """The ``ApiError`` a failure is shown to the client as."""
+    error = exc_info[1] if exc_info else None
+    if isinstance(error, ApiError):
+        return error
+    if isinstance(error, peewee.IntegrityError):
+        return Conflict("This conflicts with an existing record")
+    if isinstance(error, tornado.web.HTTPError):
+        return error_for_status(error.status_code, error.reason if error.status_code < 500 else None)
+    return error_for_status(status_code)

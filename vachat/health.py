@@ -45,7 +45,7 @@ async def _check_memory(app: Any) -> dict[str, Any]:
 
 
 async def _check_disk(app: Any) -> dict[str, Any]:
-    path = app.config.resolve_path(app.config.upload_path)
+    path = app.config.data_dir  # where the database, uploads and logs go by default
     while not path.exists() and path != path.parent:
         path = path.parent
     usage = shutil.disk_usage(path)

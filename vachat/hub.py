@@ -42,7 +42,7 @@ import tornado
 import tornado.iostream
 
 from .broker import CONTROL_ROOM
-from .web import json_dumps
+from .wire import json_dumps
 
 __all__ = [
     "Hub", "Peer", "build_frame", "encode_event", "CONTROL_ROOM", "CLOSE_TOO_SLOW",

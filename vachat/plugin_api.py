@@ -34,7 +34,9 @@ from .events import ws_event
 from .ids import new_id
 from .interfaces import Accounts, App, Database, Hooks, Hub, Limiter, Mailer
 from .rbac import requires
-from .web import Actor, ApiHandler, StreamingBodyHandler, endpoint, json_dumps
+from .actor import Actor
+from .web import ApiHandler, StreamingBodyHandler, endpoint
+from .wire import json_dumps
 from .ws import EventContext, Reply
 
 #: Marks a function in a plugin module as the implementation of the hook of the same name

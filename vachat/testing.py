@@ -565,7 +565,7 @@ def server_process(request: pytest.FixtureRequest, tmp_path: Path, vachat_databa
             "VACHAT_ENV": "test", "DATABASE_URL": vachat_database_url, "REDIS_URL": vachat_redis_url,
             "JWT_SECRET": TEST_SECRET, "JWT_REFRESH_SECRET": TEST_REFRESH_SECRET, "BCRYPT_ROUNDS": "4",
             "LOG_DIR": "", "AUTO_MIGRATE": "1", "RATE_LIMIT_GLOBAL": "100000/60s", "RATE_LIMIT_AUTH": "100000/60s",
-            "VACHAT_PLUGIN_MODULES": "testauth=vachat.testing_auth", "UPLOAD_PATH": str(tmp_path / "uploads"),
+            "VACHAT_PLUGIN_MODULES": "testauth=vachat.testing_auth",
             "PYTHONPATH": import_path,
         }
         base.update(env or {})

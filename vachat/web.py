@@ -8,32 +8,27 @@ Errors are raised as ``ApiError``s and rendered in exactly one place, ``write_er
 
 from __future__ import annotations
 
-import datetime
 import functools
-import ipaddress
-import json
 import logging
 import math
 import re
 import traceback
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-import peewee
 import tornado.web
-from tornado.httputil import HTTPHeaders
 
+from .actor import Actor
 from .errors import (
     ApiError, Conflict, Forbidden, InternalError, PayloadTooLarge, RateLimited, Unauthorized,
-    UnsupportedMediaType, ValidationFailed, error_for_status,
+    UnsupportedMediaType, ValidationFailed, as_api_error,
 )
+from .request_info import BODILESS_METHODS, client_ip, declares_body, in_networks, is_loopback, limit_subject
 from .schemas import keyword_message
+from .wire import json_dumps, parse_json
 
-__all__ = [
-    "ApiHandler", "StreamingBodyHandler", "endpoint", "Endpoint", "NotFoundHandler", "json_dumps", "parse_json",
-    "client_ip", "limit_subject", "normalize_ip", "forwarded_hop_address", "Actor", "MAX_JSON_DEPTH",
-]
+__all__ = ["ApiHandler", "StreamingBodyHandler", "endpoint", "Endpoint", "NotFoundHandler"]
 
 log = logging.getLogger("vachat.web")
 
@@ -44,134 +39,11 @@ CORS_ALLOWED_HEADERS = "Authorization, Content-Type, X-API-Key, X-Request-ID"
 CORS_EXPOSED_HEADERS = "X-Request-ID, Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining"
 # Browsers may reuse a preflight answer this long (s); short enough that config changes apply.
 CORS_MAX_AGE = 600
-# Text no database column can hold: NUL (PostgreSQL refuses it) and lone UTF-16 surrogates
-# (JSON's "\ud800" escapes; not encodable as UTF-8). Refused at the door, not as a 500 later.
-_UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
-# What such text looks like in a body (escaped, raw surrogate bytes, or a UTF-16/32 body): only
-# then is the parsed body searched for it, so ordinary bodies cost nothing.
-_MAYBE_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\x00|\xed[\xa0-\xbf]")
-_MAYBE_UNSTORABLE_TEXT = re.compile("\\\\u(?:0000|[dD][89a-fA-F])|[\x00\ud800-\udfff]")
 # Bodies larger than this (bytes) are parsed and validated on a worker thread: checking a
 # 1 MiB array item by item costs the IOLoop about two seconds, a small form well under 1 ms.
 VALIDATE_ON_LOOP_BYTES = 64 * 1024
-# Deepest JSON nesting accepted, in a body or a frame. Real payloads (forms, preferences, chat
-# frames) nest a handful of levels; deep ones only spend stack in every recursive consumer
-# (json.dumps, jsonschema, database drivers): 974 levels of profile preferences parsed fine and
-# then failed as a RecursionError on the way out.
-MAX_JSON_DEPTH = 32
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 HSTS = "max-age=31536000; includeSubDomains"
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who is calling: a user through a session or an API key. ``permissions`` may hold ``*``."""
-
-    id: str
-    name: str = ""
-    email: str = ""
-    permissions: frozenset[str] = frozenset()
-    roles: tuple[str, ...] = ()
-    session_id: str | None = None
-    api_key_id: str | None = None
-    tier: str = "free"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-
-    def has(self, permission: str) -> bool:
-        return "*" in self.permissions or permission in self.permissions
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-        return value.isoformat(timespec="milliseconds") + "Z"
-    if isinstance(value, (datetime.date, uuid.UUID)):
-        return str(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def json_dumps(value: Any) -> str:
-    return json.dumps(value, default=_json_default, separators=(",", ":"), ensure_ascii=False)
-
-
-def client_ip(remote_ip: str, headers: HTTPHeaders, trusted: list[Any]) -> str:
-    """The client's address: the peer, or the last untrusted hop of ``X-Forwarded-For`` when
-    the peer is a trusted proxy. A client cannot spoof its way past rate limits otherwise.
-
-    Hops may be written ``ip``, ``ip:port``, ``[v6]`` or ``[v6]:port``; IPv4-mapped IPv6
-    addresses (``::ffff:192.0.2.1``) come back as IPv4. A hop that is no address at all makes
-    the proxy itself the client: the chain cannot be believed past it."""
-    peer = normalize_ip(remote_ip) or remote_ip
-    if not trusted or not _in_networks(peer, trusted):
-        return peer
-    hops = [hop for hop in headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
-    for hop in reversed(hops):
-        address = forwarded_hop_address(hop)
-        if address is None:
-            return peer
-        if not _in_networks(address, trusted):
-            return address
-    first = forwarded_hop_address(hops[0]) if hops else None
-    return first or peer
-
-
-# ``[v6]``, ``[v6]:port`` and ``v4:port``; a bare address (v4 or v6) needs no pattern.
-_BRACKETED_HOP = re.compile(r"^\[(?P<address>[^\]]+)\](?::[0-9]{1,5})?$")
-_V4_PORT_HOP = re.compile(r"^(?P<address>[0-9.]+):[0-9]{1,5}$")
-
-
-def forwarded_hop_address(hop: str) -> str | None:
-    """The address of one ``X-Forwarded-For`` hop in any of the forms proxies write, or None."""
-    text = hop.strip().strip('"')
-    match = _BRACKETED_HOP.match(text) or _V4_PORT_HOP.match(text)
-    return normalize_ip(match.group("address") if match else text)
-
-
-def normalize_ip(text: str) -> str | None:
-    """``text`` as a canonical address string (IPv4-mapped IPv6 as IPv4), or None."""
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
-
-
-# One IPv6 /64 is what an ISP hands a single customer (RFC 6177); counting its addresses apart
-# would give one client 2^64 buckets.
-IPV6_LIMIT_PREFIX = 64
-
-
-def limit_subject(address: str) -> str:
-    """What per-IP limits count ``address`` under: IPv4 by address, IPv6 by its /64."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address  # no address (a Unix socket): one bucket, as before
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, IPV6_LIMIT_PREFIX), strict=False))
-    return str(ip)
-
-
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(normalize_ip(address) or address).is_loopback
-    except ValueError:
-        return False
-
-
-def _in_networks(address: str, networks: list[Any]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
 
 
 @dataclass(frozen=True)
@@ -229,18 +101,6 @@ def endpoint(
         return wrapper
 
     return decorate
-
-
-# Methods whose requests have no business carrying a body (RFC 9110 gives it no meaning): one
-# is refused before a byte of it is read.
-BODILESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def declares_body(request: Any) -> bool:
-    """Whether a request says a body follows (a non-zero Content-Length, or any transfer coding)."""
-    headers = request.headers
-    length = headers.get("Content-Length")
-    return "Transfer-Encoding" in headers or (length is not None and length.strip() not in ("", "0"))
 
 
 def _endpoint_of(handler: tornado.web.RequestHandler) -> Endpoint | None:
@@ -361,7 +221,7 @@ class ApiHandler(tornado.web.RequestHandler):
         if self.request.protocol == "https":
             return True
         trusted = self.application.trusted_networks
-        return bool(trusted) and _in_networks(self.request.remote_ip or "", trusted) and \
+        return bool(trusted) and in_networks(self.request.remote_ip or "", trusted) and \
             self.request.headers.get("X-Forwarded-Proto", "").lower() == "https"
 
     async def _authorize(self, spec: Endpoint) -> None:
@@ -461,7 +321,7 @@ class ApiHandler(tornado.web.RequestHandler):
         """Only a developer on this machine: development mode, a loopback peer, and no proxy
         in between (a proxy on loopback forwards strangers, trusted or not)."""
         request = self.request
-        if not self.application.config.is_development or not _is_loopback(request.remote_ip or ""):
+        if not self.application.config.is_development or not is_loopback(request.remote_ip or ""):
             return False
         return not any(name in request.headers for name in ("X-Forwarded-For", "X-Real-IP", "Forwarded"))
 
@@ -480,88 +340,8 @@ class ApiHandler(tornado.web.RequestHandler):
         return None
 
 
-def as_api_error(exc_info: Any, status_code: int) -> ApiError:
-    """The ``ApiError`` a failure is shown to the client as."""
-    error = exc_info[1] if exc_info else None
-    if isinstance(error, ApiError):
-        return error
-    if isinstance(error, peewee.IntegrityError):
-        return Conflict("This conflicts with an existing record")
-    if isinstance(error, tornado.web.HTTPError):
-        return error_for_status(error.status_code, error.reason if error.status_code < 500 else None)
-    return error_for_status(status_code)
-
-
 def _implements(handler_class: type, method: str) -> bool:
     return getattr(handler_class, method.lower()) is not getattr(tornado.web.RequestHandler, method.lower())
-
-
-def parse_json(raw: bytes | str, *, where: str = "(body)") -> Any:
-    """Parse a request body or a WebSocket frame, refusing with ``ValidationFailed`` what JSON
-    or our databases cannot hold: malformed text, nesting deeper than ``MAX_JSON_DEPTH``, NaN
-    and Infinity, NUL characters and lone surrogates. The one parser for client JSON."""
-    too_deep = ValidationFailed("JSON nested too deeply", details=[
-        {"field": where, "message": f"must not nest objects and arrays more than {MAX_JSON_DEPTH} levels deep"}])
-    try:
-        data = json.loads(raw, parse_constant=_refuse_constant)
-    except RecursionError:
-        raise too_deep from None
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValidationFailed("Malformed JSON", details=[{"field": where, "message": str(error)[:200]}]) from None
-    if _may_nest_deeper(raw) and _nesting_exceeds(data, MAX_JSON_DEPTH):
-        raise too_deep
-    suspicious = (_MAYBE_UNSTORABLE if isinstance(raw, bytes) else _MAYBE_UNSTORABLE_TEXT).search(raw)
-    bad = _unstorable_text_at(data) if suspicious else None
-    if bad is not None:
-        raise ValidationFailed("Invalid characters", details=[
-            {"field": bad or where, "message": "must not contain NUL characters or unpaired surrogates"}])
-    return data
-
-
-def _may_nest_deeper(raw: bytes | str) -> bool:
-    """Whether ``raw`` holds enough opening brackets to nest past ``MAX_JSON_DEPTH`` (counted
-    in C, so ordinary bodies skip the walk)."""
-    if isinstance(raw, bytes):
-        return raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
-    return raw.count("[") + raw.count("{") > MAX_JSON_DEPTH
-
-
-def _nesting_exceeds(data: Any, limit: int) -> bool:
-    """Whether objects and arrays in ``data`` nest more than ``limit`` deep (the outermost is
-    level 1). Iterative: depth costs no stack."""
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        kind = type(value)
-        if kind is dict:
-            children: Any = value.values()
-        elif kind is list:
-            children = value
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if type(child) in (dict, list))
-    return False
-
-
-def _unstorable_text_at(data: Any) -> str | None:
-    """The dotted path of the first key or string in ``data`` holding NUL or a lone surrogate
-    (``""`` for the top level), else None. Iterative: nesting depth costs no stack."""
-    stack: list[tuple[str, Any]] = [("", data)]
-    while stack:
-        path, value = stack.pop()
-        if isinstance(value, str):
-            if _UNSTORABLE_TEXT.search(value):
-                return path
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                if _UNSTORABLE_TEXT.search(key):
-                    return path
-                stack.append((f"{path}.{key}" if path else key, item))
-        elif isinstance(value, list):
-            stack.extend((f"{path}.{index}" if path else str(index), item) for index, item in enumerate(value))
-    return None
 
 
 def _convert_query_value(prop: dict[str, Any], texts: list[str]) -> Any:
@@ -570,12 +350,6 @@ def _convert_query_value(prop: dict[str, Any], texts: list[str]) -> Any:
         items = [part for text in texts for part in text.split(",") if part != ""]
         return [_convert_scalar(prop.get("items", {}).get("type"), item) for item in items]
     return _convert_scalar(kind, texts[-1])
-
-
-def _refuse_constant(name: str) -> Any:
-    # Python's json accepts NaN and Infinity; JSON does not, and NaN slips past every
-    # minimum/maximum and then makes our own answers invalid JSON.
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _convert_scalar(kind: Any, text: str) -> Any:

@@ -56,10 +56,12 @@ from tornado.ioloop import IOLoop
 from .config import Rate
 from .errors import (
     ApiError, Forbidden, InternalError, PayloadTooLarge, RateLimited, TokenExpired, Unauthorized,
-    UnknownEvent, ValidationFailed,
+    UnknownEvent, ValidationFailed, as_api_error,
 )
 from .events import EventSpec, ws_event
-from .web import Actor, as_api_error, client_ip, declares_body, json_dumps, limit_subject, parse_json
+from .actor import Actor
+from .request_info import client_ip, declares_body, limit_subject
+from .wire import json_dumps, parse_json
 
 __all__ = [
     "SocketHandler", "EventContext", "Reply", "CORE_EVENTS", "TokenBucket", "SocketsPerAddress",

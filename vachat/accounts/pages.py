@@ -26,7 +26,8 @@ from typing import Any
 import tornado.web
 
 from ..errors import ApiError, RateLimited, ValidationFailed
-from ..web import as_api_error, client_ip, limit_subject
+from ..errors import as_api_error
+from ..request_info import client_ip, limit_subject
 from .recovery import EMAIL_VERIFIED_MESSAGE, PASSWORD_RESET_MESSAGE, reset_password, verify_email
 
 __all__ = ["ROUTES", "VerifyEmailPage", "ResetPasswordPage", "PAGE_CSP"]

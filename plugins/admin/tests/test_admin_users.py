@@ -46,7 +46,7 @@ class KeepsakePlugin:
 
     @staticmethod
     def folder(app: Any) -> Path:
-        return Path(app.config.upload_path) / "keepsakes"
+        return Path(app.config.data_dir) / "keepsakes"
 
     @staticmethod
     @hookimpl
