@@ -422,3 +422,51 @@ async def test_two_nodes_through_redis() -> None:
             await hub.broker.close()
         for connection in connections:
             await connection.aclose()
+
+
+@pytest.mark.gen_test
+async def test_held_member_gets_frames_only_on_release_in_order_with_drops() -> None:
+    hub = make_hub()
+    held, held_stream, held_client = await attached(hub)
+    other, _other_stream, other_client = await attached(hub)
+    await hub.join(other, "room")
+    await hub.join(held, "room", hold=True)
+    for n in range(3):
+        await hub.publish("room", "tick", {"n": n})
+    hub.publish_local("room", "tick", {"n": 3})
+    hub.on_remote_message("room", encode_event("tick", {"n": 4}))
+    assert [json.loads(p)["data"]["n"] for _, p in await read_frames(other_client, 5)] == [0, 1, 2, 3, 4]
+    assert drain(held_client) == b""  # nothing yet
+    hub.send(held, "ack", {"first": True}, id="j1")
+    assert hub.release(held, "room", drop=lambda payload: json.loads(payload)["data"]["n"] == 1) == 4
+    await hub.publish("room", "tick", {"n": 5})
+    frames = [json.loads(p) for _, p in await read_frames(held_client, 6)]
+    assert frames[0] == {"type": "ack", "data": {"first": True}, "id": "j1"}
+    assert [f["data"]["n"] for f in frames[1:]] == [0, 2, 3, 4, 5]
+    assert hub.release(held, "room") == 0  # nothing held any more
+
+
+@pytest.mark.gen_test
+async def test_held_frames_past_the_outbound_limit_close_4408() -> None:
+    hub = make_hub(outbound_limit=1000)
+    held, _stream, _client = await attached(hub)
+    await hub.join(held, "room", hold=True)
+    for n in range(5):
+        await hub.publish("room", "blob", {"pad": "p" * 300})
+    assert held.closed_with == (4408, "too slow")
+
+
+@pytest.mark.gen_test
+async def test_release_with_linger_keeps_filtering_then_stops(monkeypatch) -> None:
+    hub = make_hub()
+    conn, _stream, client = await attached(hub)
+    await hub.join(conn, "room", hold=True)
+    clock = [100.0]
+    monkeypatch.setattr(hub_module.time, "monotonic", lambda: clock[0])
+    hub.release(conn, "room", drop=lambda payload: json.loads(payload)["data"]["n"] == 1, linger=5)
+    await hub.publish("room", "tick", {"n": 1})  # dropped: still lingering
+    await hub.publish("room", "tick", {"n": 2})
+    clock[0] += 6
+    await hub.publish("room", "tick", {"n": 1})  # the filter has expired
+    assert [json.loads(p)["data"]["n"] for _, p in await read_frames(client, 2)] == [2, 1]
+    assert hub._holds == {}

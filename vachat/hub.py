@@ -27,6 +27,13 @@ This module must never:
   (4408), it reconnects and catches up with ``since``;
 - subscribe or unsubscribe the broker's control room, or let a broker failure reach a caller;
 - be called from any thread but the IOLoop's (nothing here is locked).
+
+Holding: ``join(conn, room, hold=True)`` makes the socket a member at once but keeps the
+room's frames for it aside, in order, until ``release(conn, room, drop=…)``. A plugin that
+answers a join with a snapshot (chat's replay of missed messages) reads the snapshot after
+joining and releases after its answer went out, so live frames never precede the answer and
+nothing published in between is lost; ``drop`` discards the frames the snapshot already
+carries. Held frames count against ``ws_outbound_limit`` like queued ones (4408 past it).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import json
 import logging
 import socket
 import struct
+import time
 from typing import Any, Awaitable, Callable, Generator, Iterable
 
 import tornado
@@ -119,6 +127,15 @@ def fast_path_available(stream: Any) -> bool:
     return _fast_path
 
 
+def _dropped(drop: Callable[[bytes], bool], payload: bytes) -> bool:
+    """``drop(payload)``; a filter that fails keeps the frame (a duplicate beats a gap)."""
+    try:
+        return bool(drop(payload))
+    except Exception:
+        log.exception("a hub release filter failed")
+        return False
+
+
 def _direct_socket(stream: Any) -> socket.socket | None:
     """The socket the fast path may ``send`` to: plain TCP only. TLS streams (``SSLIOStream``)
     keep their own write state, so their frames always go through ``IOStream.write``."""
@@ -166,6 +183,19 @@ class Peer:
         return self.proto.server_terminated or self.stream.closed()
 
 
+class _Held:
+    """The frames of one room kept aside for one socket until ``Hub.release``; after it, for
+    ``linger`` seconds, the ``drop`` filter still applied to that room's frames."""
+
+    __slots__ = ("payloads", "size", "drop", "until")
+
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+        self.size = 0
+        self.drop: Callable[[bytes], bool] | None = None
+        self.until = 0.0
+
+
 class _NullMetric:
     def labels(self, *args: Any) -> "_NullMetric":
         return self
@@ -187,6 +217,7 @@ class Hub:
         self._by_session: dict[str, set[Peer]] = {}
         self._subscribed: set[str] = set()  # rooms the broker was asked to subscribe
         self._syncing: dict[str, asyncio.Task[None]] = {}
+        self._holds: dict[str, dict[Peer, _Held]] = {}  # room → sockets whose frames are held
         self._control: dict[str, Callable[[dict[str, Any]], Any]] = {
             CONTROL_DISCONNECT: self._on_disconnect_control,
         }
@@ -308,14 +339,19 @@ class Hub:
 
     # -- rooms -------------------------------------------------------------------------
 
-    def join(self, conn: Any, room: str) -> Awaitable[None]:
+    def join(self, conn: Any, room: str, *, hold: bool = False) -> Awaitable[None]:
         """Add ``conn`` to ``room`` now. Await the result to be sure other nodes' publications
-        reach it too (the broker subscription, made when the room's first local member joins)."""
+        reach it too (the broker subscription, made when the room's first local member joins).
+
+        With ``hold``, the room's frames for ``conn`` are kept aside until ``release``.
+        """
         if room == CONTROL_ROOM:
             raise ValueError(f"{CONTROL_ROOM!r} is reserved for node-wide control messages")
         peer = self._peers.get(conn)
         if peer is None or peer.closing:
             return _READY
+        if hold:
+            self._holds.setdefault(room, {})[peer] = _Held()
         members = self._rooms.get(room)
         if members is None:
             members = self._rooms[room] = set()
@@ -324,6 +360,65 @@ class Hub:
         if self.broker is None or (room in self._subscribed and room not in self._syncing):
             return _READY
         return asyncio.shield(self._schedule_sync(room))
+
+    def release(self, conn: Any, room: str, drop: Callable[[bytes], bool] | None = None, *,
+                linger: float = 0.0) -> int:
+        """Deliver the frames held for ``conn`` in ``room`` (``join(..., hold=True)``), in order,
+        skipping those whose JSON payload ``drop`` says to; later frames flow as usual, except
+        that for ``linger`` seconds ``drop`` still filters them (a write committed before the
+        snapshot was read may be published just after the release). Returns how many held
+        frames were delivered."""
+        peer = self._peers.get(conn)
+        held = self._unhold(room, peer)
+        if held is None or peer is None:
+            return 0
+        delivered = 0
+        for payload in held.payloads:
+            if drop is not None and _dropped(drop, payload):
+                continue
+            delivered += self._write(peer, build_frame(payload))
+        if drop is not None and linger > 0 and room in peer.rooms:
+            filtering = _Held()
+            filtering.drop, filtering.until = drop, time.monotonic() + linger
+            self._holds.setdefault(room, {})[peer] = filtering
+        return delivered
+
+    def _unhold(self, room: str, peer: Peer | None) -> _Held | None:
+        holds = self._holds.get(room)
+        if holds is None or peer is None:
+            return None
+        held = holds.pop(peer, None)
+        if not holds:
+            del self._holds[room]
+        return held
+
+    def _hold(self, room: str, holds: dict[Peer, _Held], members: set[Peer], payload: bytes, exclude: Any) -> set[Peer]:
+        """Keep ``payload`` for the held members and filter it for the released ones that still
+        filter; return the members to deliver to now."""
+        if exclude is not None and not isinstance(exclude, Peer):
+            exclude = self._peers.get(exclude)
+        skipped: list[Peer] = []
+        moment = 0.0
+        for peer, held in list(holds.items()):
+            if peer not in members:
+                continue
+            if held.drop is not None:  # released, still filtering
+                moment = moment or time.monotonic()
+                if moment > held.until:
+                    del holds[peer]
+                elif _dropped(held.drop, payload):
+                    skipped.append(peer)
+                continue
+            if peer is exclude:
+                continue
+            held.payloads.append(payload)
+            held.size += len(payload)
+            skipped.append(peer)
+            if held.size > self.outbound_limit:
+                self.close(peer.conn, CLOSE_TOO_SLOW, "too slow")
+        if not holds:
+            del self._holds[room]
+        return members.difference(skipped) if skipped else members
 
     def leave(self, conn: Any, room: str) -> None:
         """Remove ``conn`` from ``room`` (the broker unsubscribes when it was the last)."""
@@ -351,6 +446,8 @@ class Hub:
             return
         members.discard(peer)
         peer.rooms.discard(room)
+        if self._holds:
+            self._unhold(room, peer)
         if not members:
             del self._rooms[room]
             if self.broker is not None:
@@ -402,6 +499,10 @@ class Hub:
             raise ValueError(f"{CONTROL_ROOM!r} carries control messages, not events")
         payload = encode_event(event_type, data)
         members = self._rooms.get(room)
+        if members and self._holds:
+            holds = self._holds.get(room)
+            if holds:
+                members = self._hold(room, holds, members, payload, exclude)
         delivered = self._fan_out(members, build_frame(payload), exclude) if members else 0
         if self.broker is not None:
             await self.broker.publish(room, payload)
@@ -413,7 +514,12 @@ class Hub:
         members = self._rooms.get(room)
         if not members:
             return 0
-        return self._fan_out(members, build_frame(encode_event(event_type, data)), exclude)
+        payload = encode_event(event_type, data)
+        if self._holds:
+            holds = self._holds.get(room)
+            if holds:
+                members = self._hold(room, holds, members, payload, exclude)
+        return self._fan_out(members, build_frame(payload), exclude)
 
     def on_remote_message(self, room: str, payload: bytes) -> None:
         """The broker's callback: another node's publication to ``room``."""
@@ -424,6 +530,10 @@ class Hub:
         if members:
             if not isinstance(payload, bytes):
                 payload = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+            if self._holds:
+                holds = self._holds.get(room)
+                if holds:
+                    members = self._hold(room, holds, members, payload, None)
             self._fan_out(members, build_frame(payload), None)
 
     def send(self, conn: Any, event_type: str, data: Any = None, id: Any = None) -> bool:

@@ -51,8 +51,16 @@ class Hub(Protocol):
     def send(self, conn: Any, event_type: str, data: Any = None, id: Any = None) -> bool:
         """Send one event to one socket."""
 
-    def join(self, conn: Any, room: str) -> Awaitable[None]:
-        """Add a socket to a room; await it to be sure other nodes' events reach it."""
+    def join(self, conn: Any, room: str, *, hold: bool = False) -> Awaitable[None]:
+        """Add a socket to a room; await it to be sure other nodes' events reach it. With
+        ``hold``, the room's frames for this socket wait until ``release`` (answer a join with
+        a snapshot first, then go live without a gap)."""
+
+    def release(self, conn: Any, room: str, drop: Callable[[bytes], bool] | None = None, *,
+                linger: float = 0.0) -> int:
+        """Deliver, in order, the frames held for a socket joined with ``hold=True``, skipping
+        those whose JSON payload ``drop(payload)`` refuses (already in the snapshot); for
+        ``linger`` seconds more, ``drop`` still filters the room's frames to that socket."""
 
     def leave(self, conn: Any, room: str) -> None:
         """Take a socket out of a room."""

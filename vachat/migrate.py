@@ -55,12 +55,17 @@ class Migrations:
                       logger=logging.getLogger(f"vachat.migrate.{owner}"))
 
     def pending(self) -> dict[str, list[str]]:
-        """Owner → names not applied yet (owners with nothing pending are left out)."""
+        """Owner → names not applied yet (owners with nothing pending are left out).
+
+        Under the migration lock too: reading a history creates its table when missing, and
+        two nodes starting together on a fresh PostgreSQL database would race to create it.
+        """
         result = {}
-        for owner in self.sources:
-            diff = self._router(owner).diff
-            if diff:
-                result[owner] = list(diff)
+        with self._exclusive():
+            for owner in self.sources:
+                diff = self._router(owner).diff
+                if diff:
+                    result[owner] = list(diff)
         return result
 
     def status(self) -> dict[str, dict[str, list[str]]]:

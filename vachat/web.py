@@ -275,7 +275,7 @@ class ApiHandler(tornado.web.RequestHandler):
                 continue
             prop = properties.get(name)
             if prop is None:
-                if schema.get("additionalProperties") is False:
+                if schema.get("additionalProperties") is False or schema.get("unevaluatedProperties") is False:
                     details.append({"field": name, "message": "is not an allowed query parameter"})
                 continue
             try:

@@ -187,12 +187,25 @@ class EventContext:
         """The rooms this socket is in (on this node)."""
         return self.app.hub.rooms_of(self.socket)
 
-    def join(self, room: str) -> Awaitable[None]:
-        """Join ``room`` now; await to be sure other nodes' events reach this socket too."""
-        return self.app.hub.join(self.socket, room)
+    def join(self, room: str, *, hold: bool = False) -> Awaitable[None]:
+        """Join ``room`` now; await to be sure other nodes' events reach this socket too.
+        ``hold``: keep the room's frames aside until ``hub.release(ctx.socket, room)``."""
+        return self.app.hub.join(self.socket, room, hold=hold)
 
     def leave(self, room: str) -> None:
         self.app.hub.leave(self.socket, room)
+
+    @property
+    def frame_id(self) -> Any:
+        """The ``id`` of the frame being handled (None when it had none: no ``ack`` will be
+        sent; a handler that must answer anyway returns a ``Reply`` event)."""
+        return self.socket._frame_id
+
+    def after_reply(self, callback: Any) -> None:
+        """Run ``callback()`` right after the reply to the frame being handled went out (its
+        ``ack`` or ``error``; at once for a frame without an id, after the handler). For work
+        that must follow the answer on the wire, such as ``hub.release`` of a held room."""
+        self.socket._after_reply.append(callback)
 
     def send(self, event_type: str, data: Any = None) -> bool:
         """Send an event to this socket only."""
@@ -216,6 +229,8 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
     SUPPORTED_METHODS = ("GET",)  # type: ignore[assignment]
     actor: Actor | None = None
     _address_slot: str | None = None  # the address whose socket count this upgrade holds
+    _after_reply: list[Any]
+    _frame_id: Any = None
     _refusal: tuple[int, str] | None = None
     _peer: Any = None
     _auth_timer: object | None = None
@@ -316,6 +331,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         self._bucket = TokenBucket(config.ws_rate_limit)
         self._flood = TokenBucket(config.ws_rate_limit, FLOOD_CLOSE_FACTOR)
         self._event_buckets: dict[str, TokenBucket] = {}
+        self._after_reply = []
         self._peer = self.hub.attach(self)
         if getattr(app, "shutting_down", False):
             self._refusal = (CLOSE_GOING_AWAY, "Server shutting down")
@@ -424,6 +440,19 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         return self._run(spec, data, frame_id)
 
     async def _run(self, spec: EventSpec, data: Any, frame_id: Any) -> None:
+        self._frame_id = frame_id
+        try:
+            await self._dispatch(spec, data, frame_id)
+        finally:
+            self._frame_id = None
+            callbacks, self._after_reply = self._after_reply, []
+            for callback in callbacks:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("an after-reply callback of WebSocket event %s failed", spec.type)
+
+    async def _dispatch(self, spec: EventSpec, data: Any, frame_id: Any) -> None:
         try:
             result = spec.handler(self.ctx, data)
             if inspect.isawaitable(result):

@@ -1,0 +1,60 @@
+"""vachat's built-in chat plugin: conversations and messages over REST, live over WebSocket.
+
+Loaded through the ``vachat.plugins`` entry point like any third-party plugin, and built on
+``vachat.plugin_api`` only. One concern per module:
+
+- ``models``: the tables (and why each index exists); ``migrations/``: their history;
+- ``service``: every read and write, used by REST, WebSocket and other plugins alike
+  (published as ``app.service("chat")``);
+- ``search``: the full-text index (SQLite FTS5 / PostgreSQL tsvector) and its queries;
+- ``handlers``: the REST routes; ``events``: the WebSocket events and typing indicators;
+- ``hookspecs``: the hooks chat offers to other plugins (``chat_*``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from vachat.plugin_api import App, hookimpl
+
+from . import hookspecs
+from .events import EVENTS, Typing
+from .handlers import ROUTES
+from .service import READ_ALL, ChatService
+
+__version__ = "1.0.0"
+
+
+@hookimpl
+def vachat_addhooks(pluginmanager: Any) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def vachat_services(app: App) -> Mapping[str, Any]:
+    return {"chat": ChatService(app)}
+
+
+@hookimpl
+def vachat_routes(app: App) -> list[tuple]:
+    return list(ROUTES)
+
+
+@hookimpl
+def vachat_ws_events(app: App) -> list[Any]:
+    return list(EVENTS)
+
+
+@hookimpl
+def vachat_permissions() -> list[tuple[str, str]]:
+    return [(READ_ALL, "Read any conversation and its messages (not change them)")]
+
+
+@hookimpl
+async def vachat_user_deleting(app: App, user_id: str) -> None:
+    await app.service("chat").delete_user_data(user_id)
+
+
+@hookimpl
+def vachat_shutdown(app: App) -> None:
+    Typing.of(app).close()

@@ -1,0 +1,99 @@
+"""The hooks the chat plugin offers to other plugins (declared through ``vachat_addhooks``).
+
+Implement one with ``@hookimpl`` (``@hookimpl(optionalhook=True)`` when your plugin works
+without chat) in your plugin module, taking only the arguments you need. ``conversation`` and
+``message`` are the wire shapes of the API (camelCase dicts, SPEC §4); in hooks about a
+message, ``conversation.tags`` and ``conversation.lastMessage`` are not filled in.
+``actor`` is the caller (``vachat.plugin_api.Actor``), or None when another plugin acts for
+the system (the AI storing its reply).
+
+Order and failures follow the core's rules (``vachat.hookspecs``): plugin load order; the
+``before`` filter may refuse with an ``ApiError`` that reaches the client; in the
+notifications a failure is logged and the other plugins still run. Hooks may be coroutines.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vachat.plugin_api import hookspec
+
+# ---------------------------------------------------------------------------
+# Messages
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def chat_message_before_store(app: Any, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> Any:
+    """A user's message is about to be stored: refuse it by raising an ``ApiError``.
+
+    Runs after the access check and the ``clientMessageId`` retry check (a retry of a stored
+    message never gets here), before anything is written. ``message`` is the draft:
+    ``{conversationId, content, type, files (ids), parentId, metadata, clientMessageId,
+    requiresAIResponse}``; the return value is ignored. How the files plugin checks that the
+    caller owns the attached files (``NotFound``), and the AI plugin its quota
+    (``QuotaExceeded``) and one generation at a time (``Conflict``).
+    """
+
+
+@hookspec
+def chat_messages_decorate(app: Any, messages: list[dict[str, Any]]) -> Any:
+    """Add to messages on their way to a client, in place, a batch at a time.
+
+    Called with every page, replay, search result and broadcast message before it leaves
+    (not with tombstones). Do one query for the whole batch, never one per message: how the
+    files plugin replaces each ``files`` entry ``{"id"}`` with the file's metadata.
+    """
+
+
+@hookspec
+def chat_message_created(app: Any, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> Any:
+    """A message was stored and broadcast (``new-message``): a user's, or the assistant's
+    (``actor`` None). Not called for a ``clientMessageId`` retry."""
+
+
+@hookspec
+def chat_message_updated(app: Any, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> Any:
+    """A message was edited by its author or updated by the system (``message-updated``
+    was broadcast); ``message`` is the new version."""
+
+
+@hookspec
+def chat_message_deleted(app: Any, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> Any:
+    """A message was deleted (``message-deleted`` was broadcast); ``message`` is the version
+    before the deletion, with its ``files``, so attachments can be released."""
+
+
+@hookspec
+def chat_conversation_deleted(app: Any, conversation: dict[str, Any], actor: Any) -> Any:
+    """A conversation and all its messages were deleted (``conversation-deleted`` was sent
+    to the owner's devices). Not called when a whole account is deleted: use the core's
+    ``vachat_user_deleting`` for that."""
+
+
+# ---------------------------------------------------------------------------
+# The assistant (implemented by the AI plugin)
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def chat_ai_reply_requested(app: Any, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> Any:
+    """A user's message asked for an AI reply (``requiresAIResponse``) and was stored and
+    broadcast: start generating (in a task; do not hold the caller).
+
+    Produce the reply through the ``chat`` service: ``history`` for the context and
+    ``store_assistant_message`` for the result (``type: "error"`` for a failure). When no
+    enabled plugin implements this hook, such a message is refused with 409 ``CONFLICT``
+    before anything is stored. Refusals (quota, a generation already running) belong in
+    ``chat_message_before_store``: by now the message is stored.
+    """
+
+
+@hookspec(firstresult=True)
+def chat_generation_status(app: Any, conversation_id: str) -> Any:
+    """The reply being generated in ``conversation_id`` right now, for a join's answer:
+    ``{"messageId", "text" (so far), "index" (of the last ai-delta in it)}``, or None.
+
+    The first answer wins. The join drops held ``ai-delta`` frames of that message up to
+    ``index``, so the client gets the text so far, then the deltas after it: no gap, no repeat.
+    """

@@ -1,0 +1,676 @@
+"""The chat service: every read and write of conversations and messages, in one place.
+
+REST handlers, WebSocket events and other plugins (through ``app.service("chat")``) all go
+through ``ChatService``, so a REST write and a socket write store the same rows, run the same
+hooks and broadcast the same events. Each public method is a coroutine for the IOLoop; the
+queries run on database threads (``app.db.run``), one transaction per write, and the events
+go out after the commit (``app.hub.publish`` encodes and frames each once).
+
+Access (SPEC §4): the owner has full access; a public conversation is readable by any
+signed-in user; a holder of ``conversations.read_all`` reads any. A conversation the caller
+may not read is "not found" (404): its existence is not leaked. Writing to one the caller may
+read but does not own is 403. ``actor=None`` means a trusted caller (another plugin acting for
+the system, e.g. the AI storing its reply): no access check.
+
+This module must never run a query on the IOLoop, broadcast before the commit, or hand a
+caller a message of a conversation it may not read.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import peewee
+
+from vachat.plugin_api import (
+    Actor, App, Conflict, Forbidden, NotFound, ValidationFailed, database, new_id, now,
+)
+
+from . import search
+from .models import Conversation, ConversationTag, Message, MessageFile
+
+__all__ = ["ChatService", "READ_ALL", "conversation_room", "user_room", "MAX_REPLAY"]
+
+log = logging.getLogger("vachat.plugins.chat")
+
+READ_ALL = "conversations.read_all"
+# SPEC §5.1: a join replays at most this many missed messages; the rest are paged over REST.
+MAX_REPLAY = 200
+# Deleted ids a join reports at most; past it ``hasMore`` tells the client to reload.
+MAX_REPLAY_DELETED = 1000
+# Messages read per step while walking a branch back from its leaf for ``history``.
+HISTORY_STEP = 200
+# The order sortBy names: whitelisted, each backed by an index (see models).
+SORT_COLUMNS = {"updatedAt": Conversation.updated_at, "createdAt": Conversation.created_at,
+                "title": Conversation.title}
+DEFAULT_TITLE = "New conversation"
+
+
+def conversation_room(conversation_id: str) -> str:
+    return f"conversation:{conversation_id}"
+
+
+def user_room(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+# ---------------------------------------------------------------------------
+# wire shapes (camelCase, SPEC §4)
+# ---------------------------------------------------------------------------
+
+
+def message_wire(message: Message, files: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "id": message.id, "conversationId": message.conversation_id, "userId": message.user_id,
+        "role": message.role, "type": message.type, "content": message.content,
+        "parentId": message.parent_id, "metadata": message.metadata or {},
+        "clientMessageId": message.client_message_id, "isEdited": message.is_edited,
+        "editedAt": message.edited_at, "files": [{"id": file_id} for file_id in files or []],
+        "createdAt": message.created_at, "updatedAt": message.updated_at,
+    }
+
+
+def conversation_wire(conversation: Conversation, tags: list[str],
+                      last_message: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "id": conversation.id, "ownerId": conversation.owner_id, "title": conversation.title,
+        "description": conversation.description, "isPublic": conversation.is_public,
+        "isArchived": conversation.is_archived, "tags": tags, "metadata": conversation.metadata or {},
+        "currentMessageId": conversation.current_message_id, "messageCount": conversation.message_count,
+        "lastMessage": last_message, "createdAt": conversation.created_at, "updatedAt": conversation.updated_at,
+    }
+
+
+@dataclass
+class Draft:
+    """A message about to be stored, as a client sent it (validated by the schema)."""
+
+    conversation_id: str
+    content: str
+    type: str
+    files: list[str]
+    parent_id: str | None
+    metadata: dict[str, Any]
+    client_message_id: str | None
+    requires_ai: bool
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> "Draft":
+        files = list(dict.fromkeys(body.get("files") or []))
+        content = body.get("content", "")
+        if not content.strip() and not files:
+            raise ValidationFailed("A message needs content or files", details=[
+                {"field": "content", "message": "must not be blank when no files are attached"}])
+        return cls(body["conversationId"], content, body.get("type", "text"), files, body.get("parentId"),
+                   body.get("metadata") or {}, body.get("clientMessageId"), bool(body.get("requiresAIResponse")))
+
+    def wire(self) -> dict[str, Any]:
+        """What ``chat_message_before_store`` sees."""
+        return {"conversationId": self.conversation_id, "content": self.content, "type": self.type,
+                "files": list(self.files), "parentId": self.parent_id, "metadata": self.metadata,
+                "clientMessageId": self.client_message_id, "requiresAIResponse": self.requires_ai}
+
+    def same_as(self, stored: dict[str, Any]) -> bool:
+        """Whether a retry carries the message already stored under its clientMessageId."""
+        return (stored["content"] == self.content and stored["type"] == self.type
+                and [f["id"] for f in stored["files"]] == self.files)
+
+
+# ---------------------------------------------------------------------------
+# queries (run on database threads)
+# ---------------------------------------------------------------------------
+
+
+def _readable(conversation: Conversation | None, actor: Actor | None, write: bool) -> Conversation:
+    if conversation is None:
+        raise NotFound("Conversation not found")
+    if actor is None or conversation.owner_id == actor.id:
+        return conversation
+    if not (conversation.is_public or actor.has(READ_ALL)):
+        raise NotFound("Conversation not found")
+    if write:
+        raise Forbidden("Only the owner can change this conversation")
+    return conversation
+
+
+def _load_conversation(conversation_id: str, actor: Actor | None, write: bool = False) -> Conversation:
+    return _readable(Conversation.get_or_none(Conversation.id == conversation_id), actor, write)
+
+
+def _tags_of(conversation_ids: list[str]) -> dict[str, list[str]]:
+    tags: dict[str, list[str]] = {cid: [] for cid in conversation_ids}
+    if conversation_ids:
+        rows = (ConversationTag.select(ConversationTag.conversation, ConversationTag.tag)
+                .where(ConversationTag.conversation.in_(conversation_ids))
+                .order_by(ConversationTag.conversation, ConversationTag.tag).tuples())
+        for conversation_id, tag in rows:
+            tags[conversation_id].append(tag)
+    return tags
+
+
+def _files_of(message_ids: list[str]) -> dict[str, list[str]]:
+    files: dict[str, list[str]] = {mid: [] for mid in message_ids}
+    if message_ids:
+        rows = (MessageFile.select(MessageFile.message, MessageFile.file_id)
+                .where(MessageFile.message.in_(message_ids))
+                .order_by(MessageFile.message, MessageFile.position).tuples())
+        for message_id, file_id in rows:
+            files[message_id].append(file_id)
+    return files
+
+
+def _messages_wire(messages: list[Message]) -> list[dict[str, Any]]:
+    files = _files_of([m.id for m in messages])
+    return [message_wire(m, files[m.id]) for m in messages]
+
+
+def _conversations_wire(conversations: list[Conversation]) -> list[dict[str, Any]]:
+    """Conversations with tags and last message: three queries, whatever their number."""
+    tags = _tags_of([c.id for c in conversations])
+    last_ids = [c.last_message_id for c in conversations if c.last_message_id]
+    last = {m["id"]: m for m in _messages_wire(list(Message.select().where(Message.id.in_(last_ids))))} \
+        if last_ids else {}
+    return [conversation_wire(c, tags[c.id], last.get(c.last_message_id)) for c in conversations]
+
+
+def _set_tags(conversation: Conversation, tags: list[str]) -> None:
+    ConversationTag.delete().where(ConversationTag.conversation == conversation.id).execute()
+    if tags:
+        ConversationTag.insert_many([
+            {"id": new_id(), "conversation": conversation.id, "owner_id": conversation.owner_id, "tag": tag}
+            for tag in dict.fromkeys(tags)]).execute()
+
+
+def _insert_message(conversation_id: str, *, user_id: str | None, role: str, draft: Draft | None = None,
+                    content: str = "", type: str = "text", parent_id: str | None = None,
+                    metadata: dict[str, Any] | None = None, message_id: str | None = None,
+                    actor: Actor | None = None) -> tuple[Message, bool, dict[str, Any]]:
+    """Store a message and move the conversation's leaf to it, in one transaction, once
+    ``actor`` (None: the system) may write there. Returns ``(message, True, conversation)``,
+    or ``(the stored one, False, conversation)`` when the clientMessageId is taken."""
+    if draft is not None:
+        content, type, parent_id, metadata = draft.content, draft.type, draft.parent_id, draft.metadata
+    client_message_id = draft.client_message_id if draft is not None else None
+    with database.atomic():
+        conversation = _load_conversation(conversation_id, actor, write=True)
+        if parent_id is None:
+            parent_id = conversation.current_message_id
+        elif not Message.select().where(Message.id == parent_id, Message.conversation == conversation_id,
+                                        Message.deleted_at.is_null()).exists():
+            raise ValidationFailed("parentId names no message of this conversation",
+                                   details=[{"field": "parentId", "message": "is not a message of this conversation"}])
+        stamp = now()
+        try:
+            with database.atomic():  # a savepoint: a taken clientMessageId must not abort the rest
+                message = Message.create(
+                    id=message_id or new_id(), conversation=conversation_id, user_id=user_id, role=role,
+                    type=type, content=content, parent_id=parent_id, metadata=metadata or {},
+                    client_message_id=client_message_id, created_at=stamp, updated_at=stamp)
+        except peewee.IntegrityError:
+            if client_message_id is None:
+                raise
+            stored = Message.get_or_none(Message.conversation == conversation_id,
+                                         Message.client_message_id == client_message_id)
+            if stored is None:
+                raise
+            return stored, False, conversation_wire(conversation, [])
+        if draft is not None and draft.files:
+            MessageFile.insert_many([{"id": new_id(), "message": message.id, "file_id": file_id, "position": index}
+                                     for index, file_id in enumerate(draft.files)]).execute()
+        (Conversation.update(current_message_id=message.id, last_message_id=message.id,
+                             message_count=Conversation.message_count + 1, updated_at=stamp)
+         .where(Conversation.id == conversation_id).execute())
+        search.index_message(message.id, conversation_id, conversation.owner_id, content)
+    return message, True, conversation_wire(conversation, [])
+
+
+def _conversation_of(message: Message) -> Conversation:
+    return Conversation.get_by_id(message.conversation_id)
+
+
+# ---------------------------------------------------------------------------
+# the service
+# ---------------------------------------------------------------------------
+
+
+class ChatService:
+    """Published as ``app.service("chat")``; see the module docstring."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    # -- conversations ------------------------------------------------------------------
+
+    async def get_conversation(self, conversation_id: str) -> dict[str, Any] | None:
+        """A conversation as the API shows it, or None (no access check)."""
+
+        def read() -> dict[str, Any] | None:
+            conversation = Conversation.get_or_none(Conversation.id == conversation_id)
+            return _conversations_wire([conversation])[0] if conversation else None
+
+        found = await self.app.db.run(read)
+        if found and found["lastMessage"]:
+            await self._decorate([found["lastMessage"]])
+        return found
+
+    async def read_conversation(self, actor: Actor, conversation_id: str) -> dict[str, Any]:
+        """A conversation ``actor`` may read, with its tags and last message; else ``NotFound``."""
+
+        def read() -> dict[str, Any]:
+            return _conversations_wire([_load_conversation(conversation_id, actor)])[0]
+
+        found = await self.app.db.run(read)
+        await self._decorate_last([found])
+        return found
+
+    async def check_access(self, actor: Actor | None, conversation_id: str, write: bool = False) -> dict[str, Any]:
+        """The conversation if ``actor`` may read it (``write``: change it); else ``NotFound``
+        (it may not read it) or ``Forbidden`` (it may read but not change it)."""
+
+        def read() -> dict[str, Any]:
+            conversation = _load_conversation(conversation_id, actor, write)
+            return conversation_wire(conversation, _tags_of([conversation.id])[conversation.id])
+
+        return await self.app.db.run(read)
+
+    async def create_conversation(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
+        def create() -> dict[str, Any]:
+            with database.atomic():
+                conversation = Conversation.create(
+                    owner_id=actor.id, title=body.get("title") or DEFAULT_TITLE,
+                    description=body.get("description", ""), is_public=body.get("isPublic", False),
+                    is_archived=body.get("isArchived", False), metadata=body.get("metadata") or {})
+                _set_tags(conversation, body.get("tags") or [])
+            return _conversations_wire([conversation])[0]
+
+        created = await self.app.db.run(create)
+        await self.app.publish(user_room(actor.id), "conversation-created", created)
+        return created
+
+    async def update_conversation(self, actor: Actor, conversation_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        fields = {"title": Conversation.title, "description": Conversation.description,
+                  "isPublic": Conversation.is_public, "isArchived": Conversation.is_archived,
+                  "metadata": Conversation.metadata}
+
+        def update() -> dict[str, Any]:
+            with database.atomic():
+                conversation = _load_conversation(conversation_id, actor, write=True)
+                changes: dict[Any, Any] = {column: body[name] for name, column in fields.items() if name in body}
+                current = body.get("currentMessageId")
+                if current is not None:
+                    if not Message.select().where(Message.id == current, Message.conversation == conversation.id,
+                                                  Message.deleted_at.is_null()).exists():
+                        raise ValidationFailed("currentMessageId names no message of this conversation", details=[
+                            {"field": "currentMessageId", "message": "is not a message of this conversation"}])
+                    changes[Conversation.current_message_id] = current
+                changes[Conversation.updated_at] = now()
+                Conversation.update(changes).where(Conversation.id == conversation.id).execute()
+                if "tags" in body:
+                    _set_tags(conversation, body["tags"])
+            return _conversations_wire([Conversation.get_by_id(conversation_id)])[0]
+
+        updated = await self.app.db.run(update)
+        await self._decorate_last([updated])
+        await self.app.publish(user_room(updated["ownerId"]), "conversation-updated", updated)
+        return updated
+
+    async def delete_conversation(self, actor: Actor, conversation_id: str) -> None:
+        def delete() -> dict[str, Any]:
+            with database.atomic():
+                conversation = _load_conversation(conversation_id, actor, write=True)
+                wire = conversation_wire(conversation, _tags_of([conversation.id])[conversation.id])
+                search.unindex_conversation(conversation.id)
+                conversation.delete_instance()  # tags, messages and their file links cascade
+            return wire
+
+        deleted = await self.app.db.run(delete)
+        await self.app.publish(user_room(deleted["ownerId"]), "conversation-deleted", {"conversationId": conversation_id})
+        await self.app.hooks.notify("chat_conversation_deleted", conversation=deleted, actor=actor)
+
+    async def list_conversations(self, actor: Actor, query: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """The caller's conversations, a page at a time (page, limit, sortBy, sortOrder,
+        search in titles, archived, tag): a constant number of queries whatever the page size."""
+        page, limit = query["page"], query["limit"]
+        column = SORT_COLUMNS[query.get("sortBy") or "updatedAt"]
+        descending = query.get("sortOrder", "desc") == "desc"
+
+        def read() -> tuple[list[dict[str, Any]], int]:
+            where = [Conversation.owner_id == actor.id, Conversation.is_archived == bool(query.get("archived", False))]
+            if query.get("tag"):
+                where.append(Conversation.id.in_(
+                    ConversationTag.select(ConversationTag.conversation)
+                    .where(ConversationTag.owner_id == actor.id, ConversationTag.tag == query["tag"])))
+            if query.get("search"):
+                where.append(Conversation.title.contains(query["search"]))
+            selection = Conversation.select().where(*where)
+            total = selection.count()
+            order = (column.desc(), Conversation.id.desc()) if descending else (column.asc(), Conversation.id.asc())
+            rows = list(selection.order_by(*order).paginate(page, limit))
+            return _conversations_wire(rows), total
+
+        items, total = await self.app.db.run(read)
+        await self._decorate_last(items)
+        return items, {"page": page, "limit": limit, "total": total, "totalPages": -(-total // limit)}
+
+    # -- messages: reading --------------------------------------------------------------
+
+    async def get_message(self, message_id: str) -> dict[str, Any] | None:
+        """A live message as the API shows it, or None (no access check)."""
+
+        def read() -> dict[str, Any] | None:
+            message = Message.get_or_none(Message.id == message_id, Message.deleted_at.is_null())
+            return _messages_wire([message])[0] if message else None
+
+        found = await self.app.db.run(read)
+        if found:
+            await self._decorate([found])
+        return found
+
+    async def list_messages(self, actor: Actor, conversation_id: str, *, before: str | None = None,
+                            after: str | None = None, limit: int = 50) -> dict[str, Any]:
+        """A page of a conversation's messages, newest first (SPEC §5.1): ``before`` gives
+        the ``limit`` older than it, ``after`` the ``limit`` immediately newer. ``nextCursor``
+        continues in the same direction (pass it as ``after`` when paging with ``after``)."""
+
+        def read() -> dict[str, Any]:
+            _load_conversation(conversation_id, actor)
+            selection = Message.select().where(Message.conversation == conversation_id, Message.deleted_at.is_null())
+            if after is not None:
+                rows = list(selection.where(Message.id > after).order_by(Message.id.asc()).limit(limit + 1))
+                more = len(rows) > limit
+                rows = rows[:limit][::-1]
+                cursor = rows[0].id if more else None
+            else:
+                if before is not None:
+                    selection = selection.where(Message.id < before)
+                rows = list(selection.order_by(Message.id.desc()).limit(limit + 1))
+                more = len(rows) > limit
+                rows = rows[:limit]
+                cursor = rows[-1].id if more else None
+            return {"items": _messages_wire(rows), "nextCursor": cursor}
+
+        page = await self.app.db.run(read)
+        await self._decorate(page["items"])
+        return page
+
+    async def replay(self, actor: Actor, conversation_id: str, since: str | None) -> dict[str, Any]:
+        """What a join answers (SPEC §5.1), but ``generation``: the messages after ``since``
+        oldest first, edited ones again (changed after ``since`` was written), the ids deleted
+        since, and whether more were missed than one answer carries."""
+
+        def read() -> dict[str, Any]:
+            _load_conversation(conversation_id, actor)
+            if since is None:
+                return {"conversationId": conversation_id, "missed": [], "hasMore": False}
+            mark = Message.get_or_none(Message.id == since, Message.conversation == conversation_id)
+            if mark is None:
+                raise NotFound("since names no message of this conversation")
+            newer = list(Message.select().where(Message.conversation == conversation_id, Message.id > since,
+                                                Message.deleted_at.is_null())
+                         .order_by(Message.id.asc()).limit(MAX_REPLAY + 1))
+            # Edited or deleted after ``since`` was written (new messages are in ``newer``).
+            changed = list(Message.select().where(Message.conversation == conversation_id,
+                                                  Message.updated_at > mark.created_at,
+                                                  (Message.id <= since) | Message.deleted_at.is_null(False))
+                           .order_by(Message.updated_at.asc()).limit(MAX_REPLAY_DELETED + 1))
+            deleted = [m.id for m in changed if m.deleted_at is not None]
+            edited = [m for m in changed if m.deleted_at is None and m.id <= since]
+            missed = sorted(edited + newer, key=lambda m: m.id)
+            more = len(missed) > MAX_REPLAY or len(changed) > MAX_REPLAY_DELETED
+            return {"conversationId": conversation_id, "missed": _messages_wire(missed[:MAX_REPLAY]),
+                    "hasMore": more, "deleted": deleted}
+
+        answer = await self.app.db.run(read)
+        await self._decorate(answer["missed"])
+        return answer
+
+    async def history(self, conversation_id: str, budget: int, *, leaf_id: str | None = None,
+                      cost: Callable[[dict[str, Any]], int] | None = None) -> list[dict[str, Any]]:
+        """The current branch's most recent messages that fit ``budget``, oldest first.
+
+        The branch runs from ``leaf_id`` (default: the conversation's ``currentMessageId``)
+        back through ``parentId``; each message costs ``cost(message)`` (default: the length
+        of its content in characters). The newest message is included even when it alone is
+        over the budget. No access check: for plugins acting for the system (the AI)."""
+        measure = cost or (lambda message: len(message["content"]))
+
+        def read() -> list[dict[str, Any]]:
+            conversation = Conversation.get_or_none(Conversation.id == conversation_id)
+            if conversation is None:
+                raise NotFound("Conversation not found")
+            wanted = leaf_id or conversation.current_message_id
+            loaded: dict[str, Message] = {}
+            chain: list[Message] = []
+            spent = 0
+            while wanted is not None:
+                if wanted not in loaded:
+                    # The branch's messages are older than the leaf: read a step of them at once.
+                    step = (Message.select().where(Message.conversation == conversation_id, Message.id <= wanted)
+                            .order_by(Message.id.desc()).limit(HISTORY_STEP))
+                    loaded.update((m.id, m) for m in step)
+                    if wanted not in loaded:
+                        break
+                message = loaded[wanted]
+                if message.deleted_at is None:
+                    price = measure(message_wire(message))
+                    if chain and spent + price > budget:
+                        break
+                    spent += price
+                    chain.append(message)
+                wanted = message.parent_id
+            return _messages_wire(chain[::-1])
+
+        return await self.app.db.run(read)
+
+    async def search(self, actor: Actor, text: str, *, offset: int = 0, limit: int = 20) -> dict[str, Any]:
+        """The caller's conversations' messages matching every word of ``text``, best first."""
+
+        def read() -> dict[str, Any]:
+            ids = search.search_message_ids(actor.id, text, offset, limit + 1)
+            more = len(ids) > limit
+            ids = ids[:limit]
+            found = {m.id: m for m in Message.select().where(Message.id.in_(ids))} if ids else {}
+            items = _messages_wire([found[i] for i in ids if i in found])
+            return {"items": items, "nextCursor": str(offset + limit) if more else None}
+
+        result = await self.app.db.run(read)
+        await self._decorate(result["items"])
+        return result
+
+    async def can_read_file(self, actor: Actor, file_id: str) -> bool:
+        """Whether ``file_id`` is attached to a live message of a conversation ``actor`` may
+        read (the files plugin lets such readers download it)."""
+
+        def read() -> bool:
+            rows = (Conversation.select(Conversation.id, Conversation.owner_id, Conversation.is_public)
+                    .join(Message, on=(Message.conversation == Conversation.id))
+                    .join(MessageFile, on=(MessageFile.message == Message.id))
+                    .where(MessageFile.file_id == file_id, Message.deleted_at.is_null()).distinct())
+            for conversation in rows:
+                try:
+                    _readable(conversation, actor, write=False)
+                    return True
+                except NotFound:
+                    continue
+            return False
+
+        return await self.app.db.run(read)
+
+    # -- messages: writing --------------------------------------------------------------
+
+    async def send_message(self, actor: Actor, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Store a user's message (``POST /api/chat/message`` and ``send-message``) and tell
+        the room. Returns ``(message, created)``: a retry with a clientMessageId already
+        stored answers the stored message with ``created`` False (no second broadcast, no
+        second AI reply), or ``Conflict`` when its content differs."""
+        draft = Draft.from_body(body)
+        hooks = self.app.hooks
+        ai_missing = draft.requires_ai and not hooks.implemented("chat_ai_reply_requested")
+        if ai_missing or hooks.implemented("chat_message_before_store"):
+            # A look first: hooks see only messages the caller may store, and never a retry.
+            conversation, stored = await self.app.db.run(self._prepare_send, actor, draft)
+            if stored is not None:
+                return await self._retried(draft, stored), False
+            if ai_missing:
+                raise Conflict("An AI reply was requested but no AI plugin is enabled")
+            await hooks.call("chat_message_before_store", conversation=conversation, message=draft.wire(), actor=actor)
+        # The common path: access check, retry check and insert in one transaction, one hop.
+        row, created, conversation = await self.app.db.run(
+            _insert_message, draft.conversation_id, user_id=actor.id, role="user", draft=draft, actor=actor)
+        if not created:  # a retry (the unique index caught it, also when two raced)
+            stored = (await self.app.db.run(_messages_wire, [row]))[0]
+            return await self._retried(draft, stored), False
+        message = message_wire(row, draft.files)
+        await self._decorate([message])
+        await self.app.publish(conversation_room(draft.conversation_id), "new-message", message)
+        await hooks.notify("chat_message_created", conversation=conversation, message=message, actor=actor)
+        if draft.requires_ai:
+            await hooks.notify("chat_ai_reply_requested", conversation=conversation, message=message, actor=actor)
+        return message, True
+
+    @staticmethod
+    def _prepare_send(actor: Actor, draft: Draft) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        conversation = _load_conversation(draft.conversation_id, actor, write=True)
+        stored = None
+        if draft.client_message_id is not None:
+            found = Message.get_or_none(Message.conversation == conversation.id,
+                                        Message.client_message_id == draft.client_message_id)
+            stored = _messages_wire([found])[0] if found else None
+        return conversation_wire(conversation, []), stored
+
+    async def _retried(self, draft: Draft, stored: dict[str, Any]) -> dict[str, Any]:
+        if not draft.same_as(stored):
+            raise Conflict("This clientMessageId was already used for a different message")
+        await self._decorate([stored])
+        return stored
+
+    async def store_assistant_message(self, conversation_id: str, content: str, *, type: str = "text",
+                                      parent_id: str | None = None, metadata: dict[str, Any] | None = None,
+                                      message_id: str | None = None) -> dict[str, Any]:
+        """Store an assistant message (``role: assistant``, ``userId: null``) and broadcast
+        ``new-message``. ``parent_id`` defaults to the conversation's current leaf; a
+        regenerated reply passes the parent of the reply it replaces (a sibling branch).
+        ``message_id`` lets a streaming reply announce its id before it is stored. The
+        conversation's ``currentMessageId`` moves to it."""
+        row, _, _ = await self.app.db.run(_insert_message, conversation_id, user_id=None, role="assistant",
+                                       content=content, type=type, parent_id=parent_id, metadata=metadata,
+                                       message_id=message_id)
+        message = message_wire(row, [])
+        await self._decorate([message])
+        await self.app.publish(conversation_room(conversation_id), "new-message", message)
+        if self.app.hooks.implemented("chat_message_created"):
+            conversation = await self.get_conversation(conversation_id)
+            await self.app.hooks.notify("chat_message_created", conversation=conversation, message=message, actor=None)
+        return message
+
+    async def update_message(self, message_id: str, *, content: str | None = None, type: str | None = None,
+                             metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Change a message for the system (a streamed reply's final text, an error): no
+        access check, not marked edited. Broadcasts ``message-updated``."""
+        changes: dict[str, Any] = {}
+        if content is not None:
+            changes["content"] = content
+        if type is not None:
+            changes["type"] = type
+        if metadata is not None:
+            changes["metadata"] = metadata
+        return await self._change(None, message_id, changes, edited=False)
+
+    async def edit_message(self, actor: Actor, message_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The author edits their message (``PUT /api/chat/messages/:id``): sets isEdited/editedAt."""
+        changes = {key: body[key] for key in ("content", "metadata") if key in body}
+        return await self._change(actor, message_id, changes, edited=True)
+
+    async def _change(self, actor: Actor | None, message_id: str, changes: dict[str, Any], *, edited: bool) -> dict[str, Any]:
+        def update() -> tuple[dict[str, Any], dict[str, Any]]:
+            with database.atomic():
+                message = Message.get_or_none(Message.id == message_id, Message.deleted_at.is_null())
+                if message is None:
+                    raise NotFound("Message not found")
+                conversation = _readable(_conversation_of(message), actor, write=False)
+                if actor is not None and message.user_id != actor.id:
+                    raise Forbidden("Only the author can edit a message")
+                if actor is not None:
+                    _readable(conversation, actor, write=True)
+                stamp = now()
+                for key, value in changes.items():
+                    setattr(message, key, value)
+                message.updated_at = stamp
+                if edited:
+                    message.is_edited, message.edited_at = True, stamp
+                message.save()
+                if "content" in changes:
+                    search.index_message(message.id, conversation.id, conversation.owner_id, message.content, replace=True)
+                return _messages_wire([message])[0], conversation_wire(conversation, [])
+
+        message, conversation = await self.app.db.run(update)
+        await self._decorate([message])
+        await self.app.publish(conversation_room(message["conversationId"]), "message-updated", message)
+        await self.app.hooks.notify("chat_message_updated", conversation=conversation, message=message, actor=actor)
+        return message
+
+    async def delete_message(self, actor: Actor | None, message_id: str) -> None:
+        """The conversation's owner deletes any message in it (SPEC §5.1). Soft: the row stays
+        as a tombstone (see models); the conversation's count, last message and current leaf
+        move off it. Broadcasts ``message-deleted``."""
+
+        def delete() -> tuple[dict[str, Any], dict[str, Any]]:
+            with database.atomic():
+                message = Message.get_or_none(Message.id == message_id, Message.deleted_at.is_null())
+                if message is None:
+                    raise NotFound("Message not found")
+                conversation = _readable(_conversation_of(message), actor, write=True)
+                before = _messages_wire([message])[0]
+                stamp = now()
+                Message.update(deleted_at=stamp, updated_at=stamp, content="", metadata={}).where(
+                    Message.id == message.id).execute()
+                MessageFile.delete().where(MessageFile.message == message.id).execute()
+                search.unindex_messages([message.id])
+                changes: dict[Any, Any] = {Conversation.message_count: Conversation.message_count - 1}
+                if conversation.last_message_id == message.id or conversation.current_message_id == message.id:
+                    latest = (Message.select(Message.id).where(Message.conversation == conversation.id,
+                                                               Message.deleted_at.is_null())
+                              .order_by(Message.id.desc()).first())
+                    latest_id = latest.id if latest else None
+                    if conversation.last_message_id == message.id:
+                        changes[Conversation.last_message_id] = latest_id
+                    if conversation.current_message_id == message.id:
+                        parent = message.parent_id and Message.get_or_none(
+                            Message.id == message.parent_id, Message.deleted_at.is_null())
+                        changes[Conversation.current_message_id] = parent.id if parent else latest_id
+                Conversation.update(changes).where(Conversation.id == conversation.id).execute()
+                return before, conversation_wire(conversation, [])
+
+        message, conversation = await self.app.db.run(delete)
+        await self.app.publish(conversation_room(conversation["id"]), "message-deleted",
+                               {"conversationId": conversation["id"], "messageId": message_id})
+        await self.app.hooks.notify("chat_message_deleted", conversation=conversation, message=message, actor=actor)
+
+    async def delete_user_data(self, user_id: str) -> None:
+        """Remove a user's conversations (with all their messages) and any message they wrote
+        elsewhere. Idempotent."""
+
+        def delete() -> None:
+            with database.atomic():
+                owned = [c.id for c in Conversation.select(Conversation.id).where(Conversation.owner_id == user_id)]
+                for conversation_id in owned:
+                    search.unindex_conversation(conversation_id)
+                if owned:
+                    Conversation.delete().where(Conversation.id.in_(owned)).execute()
+                written = [m.id for m in Message.select(Message.id).where(Message.user_id == user_id)]
+                search.unindex_messages(written)
+                if written:
+                    Message.delete().where(Message.id.in_(written)).execute()
+
+        await self.app.db.run(delete)
+
+    # -- hooks --------------------------------------------------------------------------
+
+    async def _decorate(self, messages: list[dict[str, Any]]) -> None:
+        if messages and self.app.hooks.implemented("chat_messages_decorate"):
+            await self.app.hooks.notify("chat_messages_decorate", messages=messages)
+
+    async def _decorate_last(self, conversations: list[dict[str, Any]]) -> None:
+        await self._decorate([c["lastMessage"] for c in conversations if c["lastMessage"]])

@@ -1,0 +1,86 @@
+"""Two real server processes sharing PostgreSQL and Redis behave as one chat server: a
+message sent on one node reaches sockets joined on the other, typing (and its expiry) too,
+and a join with ``since`` replays the same on either node, also while messages arrive."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from vachat.testing import open_websocket
+
+needs_shared_services = pytest.mark.skipif(
+    not (os.environ.get("VACHAT_TEST_DATABASE_URL") and os.environ.get("VACHAT_TEST_REDIS_URL")),
+    reason="two nodes need VACHAT_TEST_DATABASE_URL and VACHAT_TEST_REDIS_URL (the CI's second pass sets them)")
+
+ALICE = {"Authorization": "Bearer test:alice"}
+
+
+async def socket_on(server):
+    socket = await open_websocket(server.ws_url, ALICE)
+    await socket.receive("ready")
+    return socket
+
+
+async def joined(socket, conversation_id, since=None):
+    data = {"conversationId": conversation_id, **({"since": since} if since else {})}
+    reply = await socket.request("join-conversation", data, timeout=10)
+    assert reply["type"] == "ack", reply
+    return reply["data"]
+
+
+@needs_shared_services
+@pytest.mark.gen_test(timeout=120)
+async def test_two_nodes_share_messages_typing_and_replay(server_process):
+    env = {"VACHAT_PLUGIN_MODULES": "testauth=vachat.testing_auth", "VACHAT_PLUGINS": "chat,testauth",
+           "CHAT_TYPING_TIMEOUT": "0.3"}
+    first, second = server_process(env), server_process(env)
+    await asyncio.gather(first.wait_ready(), second.wait_ready())
+    created = await first.fetch("/api/chat/conversations", method="POST", json={"title": "both"}, headers=ALICE)
+    assert created.code == 201
+    cid = created.data["id"]
+    on_first, on_second = await socket_on(first), await socket_on(second)
+    await joined(on_first, cid)
+    await joined(on_second, cid)
+
+    sent = await on_first.request("send-message", {"conversationId": cid, "content": "from node 1"})
+    assert sent["type"] == "ack"
+    assert (await on_second.receive("new-message", timeout=10))["data"] == sent["data"]
+    assert (await on_first.receive("new-message", timeout=10))["data"] == sent["data"]  # the sender's own room
+    posted = await second.fetch("/api/chat/message", method="POST", json={"conversationId": cid, "content": "from node 2"},
+                                headers=ALICE)
+    assert posted.code == 201
+    assert (await on_first.receive("new-message", timeout=10))["data"]["id"] == posted.data["id"]
+
+    assert (await on_first.request("typing-start", {"conversationId": cid}))["type"] == "ack"
+    assert (await on_second.receive("user-typing", timeout=10))["data"]["userId"] == "alice"
+    # No typing-stop: the first node's timer ends it, and the second node hears that too.
+    assert (await on_second.receive("user-stopped-typing", timeout=10))["data"] == {"conversationId": cid, "userId": "alice"}
+
+    # Replay with since on either node, while the first node keeps receiving messages.
+    mark = sent["data"]["id"]
+
+    async def keep_sending():
+        for n in range(20):
+            reply = await on_first.request("send-message", {"conversationId": cid, "content": f"burst {n}"})
+            assert reply["type"] == "ack"
+
+    burst = asyncio.ensure_future(keep_sending())
+    late_second, late_first = await socket_on(second), await socket_on(first)
+    answers = [(late_second, await joined(late_second, cid, since=mark)),
+               (late_first, await joined(late_first, cid, since=mark))]
+    await burst
+    page = await second.fetch(f"/api/chat/conversations/{cid}/messages?limit=200", headers=ALICE)
+    every = [m["id"] for m in page.data["items"]][::-1]
+    after_mark = every[every.index(mark) + 1:]
+    for socket, answer in answers:
+        replayed = [m["id"] for m in answer["missed"]]
+        live = []
+        while len(replayed) + len(live) < len(after_mark):
+            live.append((await socket.receive("new-message", timeout=10))["data"]["id"])
+        assert replayed + live == after_mark
+    for server in (first, second):
+        server.terminate()
+    assert [await first.wait_exit(), await second.wait_exit()] == [0, 0]
