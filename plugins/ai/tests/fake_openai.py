@@ -5,7 +5,8 @@ answers ``text/event-stream`` with ``data: {chunk}`` events (a first chunk with 
 per token with ``choices[0].delta.content``, one with ``finish_reason``, then, when the request
 asked for ``stream_options.include_usage``, a chunk with empty ``choices`` and ``usage``) and
 ``data: [DONE]``. A test scripts what the next requests get (``Script``): an error status,
-a stall before the first token or after some tokens, slow tokens, no usage. The server records
+a stall before the first token or after some tokens, a connection dropped mid-answer,
+slow tokens, no usage. The server records
 every request and every client that went away before the end of its answer.
 
 It runs on the test's IOLoop, so it serves both the in-process app and spawned server processes.
@@ -41,6 +42,8 @@ class Script:
     stall_before_first: bool = False
     #: Stall after this many tokens.
     stall_after: int | None = None
+    #: Drop the connection (no end of stream) after this many tokens.
+    drop_after: int | None = None
     #: Send a usage chunk when asked (stream_options.include_usage).
     usage: bool = True
     finish_reason: str = "stop"
@@ -159,6 +162,9 @@ class CompletionsHandler(tornado.web.RequestHandler):
         for position, token in enumerate(script.tokens):
             if script.stall_after is not None and position == script.stall_after:
                 await self._stall()
+                return
+            if script.drop_after is not None and position == script.drop_after:
+                self.request.connection.stream.close()
                 return
             if position and script.delay:
                 await self._pause(script.delay)

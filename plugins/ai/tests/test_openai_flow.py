@@ -106,6 +106,17 @@ async def test_a_timeout_after_the_first_token_keeps_the_partial_text(fetch, ws_
 
 
 @pytest.mark.gen_test
+@pytest.mark.ai(max_retries=2)
+async def test_a_connection_dropped_after_the_first_token_is_an_error_not_retried(fetch, ws_connect, fake_openai):
+    fake_openai.script(Script(tokens=["cut", " short", " here"], drop_after=2))
+    cid, alice = await joined_conversation(fetch, ws_connect)
+    await ask(fetch, cid)
+    stored = check_reply(await reply_frames(alice), cid)
+    assert stored["type"] == "error" and "connection to the AI provider failed" in stored["content"]
+    assert stored["metadata"]["partialContent"] == "cut short" and len(fake_openai.requests) == 1
+
+
+@pytest.mark.gen_test
 async def test_stop_closes_the_upstream_connection_and_stores_the_partial_reply(fetch, ws_connect, fake_openai):
     fake_openai.script(Script(tokens=["partial", " reply", " never", " ends"], stall_after=2))
     cid, alice = await joined_conversation(fetch, ws_connect)

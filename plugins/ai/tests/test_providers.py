@@ -174,3 +174,20 @@ async def test_openai_connection_refused_is_a_provider_error():
                                                         max_retries=1))
     with pytest.raises(ProviderError, match="could not reach"):
         await collect(provider.stream(MESSAGES))
+
+
+@pytest.mark.gen_test
+async def test_openai_retries_a_connection_dropped_before_the_first_token(fake_openai):
+    fake_openai.script(Script(drop_after=0), Script(tokens=["second", " try"]))
+    stream = openai(fake_openai, max_retries=1).stream(MESSAGES)
+    assert await collect(stream) == ["second", " try"] and len(fake_openai.requests) == 2
+
+
+@pytest.mark.gen_test
+async def test_openai_a_connection_dropped_after_the_first_token_fails(fake_openai):
+    fake_openai.script(Script(tokens=["a", "b", "c"], drop_after=1))
+    received = []
+    with pytest.raises(ProviderError, match="connection to the AI provider failed") as failure:
+        async for delta in openai(fake_openai, max_retries=3).stream(MESSAGES):
+            received.append(delta)
+    assert received == ["a"] and failure.value.started and len(fake_openai.requests) == 1
