@@ -73,7 +73,7 @@ async def vachat_shutdown(app: App) -> None:
 
 @hookimpl
 async def vachat_user_deleting(app: App, user_id: str) -> None:
-    await Assistant.of(app).usage.forget_user(user_id)
+    await Assistant.of(app).forget_user(user_id)
 
 
 # ---------------------------------------------------------------------------

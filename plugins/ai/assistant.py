@@ -182,6 +182,17 @@ class Assistant:
                 task.cancel()
         await self.provider.aclose()
 
+    async def forget_user(self, user_id: str) -> None:
+        """A user is being deleted: stop their replies on this node (so none records usage
+        afterwards), then delete their usage rows."""
+        theirs = [g for g in self.running.values() if g.user_id == user_id]
+        for generation in theirs:
+            await generation.stop("cancelled")
+        tasks = [g.task for g in theirs if g.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_SECS)
+        await self.usage.forget_user(user_id)
+
     # -- figures --------------------------------------------------------------------------
 
     def count_reply(self, finish_reason: str, usage: Usage | None, first_token: float | None, latency: float) -> None:

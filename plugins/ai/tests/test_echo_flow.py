@@ -318,3 +318,17 @@ async def test_the_admin_dashboard_shows_todays_tokens(fetch, ws_connect):
     metadata = check_reply(await reply_frames(alice), cid)["metadata"]
     after = (await fetch("/api/admin/dashboard", headers=admin)).data
     assert after["ai"] == {"tokensToday": metadata["promptTokens"] + metadata["completionTokens"]}
+
+
+@pytest.mark.gen_test
+@pytest.mark.vachat(config=SLOW)
+async def test_deleting_a_user_stops_their_reply_and_leaves_no_usage(app, fetch, ws_connect, make_user):
+    alice = await make_user()
+    cid = (await create_conversation(fetch, user=alice))["id"]
+    socket = await connect(ws_connect, alice)
+    await join(socket, cid)
+    await ask(fetch, cid, LONG_TEXT, user=alice)
+    await socket.receive("ai-delta")
+    await app.hooks.call("vachat_user_deleting", user_id=alice.id)
+    assert cid not in app.service("ai").running
+    assert await app.service("ai").usage.used_today(alice.id) == 0
