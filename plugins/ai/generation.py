@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from vachat.plugin_api import ApiError, NotFound, ValidationFailed
 
-from .providers import ChatMessage, ProviderError, ProviderTimeout, StreamCancelled, Usage, estimate_tokens
+from .providers import ProviderError, ProviderTimeout, StreamCancelled, Usage
 
 if TYPE_CHECKING:  # pragma: no cover
     from .assistant import Assistant
@@ -69,6 +69,7 @@ class Generation:
         self._finished = asyncio.Event()
         self._stream: Any = None
         self.stop_reason: str | None = None
+        self.first_token_at: float | None = None
         self.task: asyncio.Task[None] | None = None
 
     # -- what a join sees ------------------------------------------------------------------
@@ -92,72 +93,40 @@ class Generation:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        first_token_at: float | None = None
-        provider = self.assistant.provider
-        finish_reason = "stop"
-        failure: str | None = None
-        usage: Usage | None = None
-        messages: list[ChatMessage] = []
         keepalive = asyncio.ensure_future(self._keep_claim())
         flusher = asyncio.ensure_future(self._flush_frames())
         try:
             await self.app.publish(room(self.conversation_id), "ai-typing",
                                    {"conversationId": self.conversation_id, "typing": True})
             await self.assistant.slots.advance(self.conversation_id, self.message_id, "", -1, CLAIM_TTL_SECS)
-            try:
-                messages = await self.assistant.context(self.conversation, self.parent_id)
-                if self.stop_reason is None:
-                    self._stream = provider.stream(messages)
-                    async for delta in self._stream:
-                        if first_token_at is None:
-                            first_token_at = loop.time()
-                        self._pending.append(delta)
-                        self._wake.set()
-                    finish_reason = self._stream.finish_reason or "stop"
-            except StreamCancelled:
-                pass
-            except ProviderTimeout as error:
-                failure, kind = str(error), "timeout"
-            except ProviderError as error:
-                failure, kind = str(error), "error"
-            except ApiError as error:  # a plugin's ai_before_request refused
-                failure, kind = error.message, "refused"
-            if self.stop_reason is not None:
-                finish_reason = self.stop_reason
-            if failure is not None:
-                finish_reason = "error"
-                self.assistant.count_error(kind)
-                log.warning("AI reply failed", extra={"conversationId": self.conversation_id, "error": failure})
+            finish_reason, failure = await self._generate()
             self._finished.set()
             self._wake.set()
-            await flusher
-            if self._stream is not None:
-                usage = self._stream.usage or self._stream.estimated_usage()
-            elif messages:
-                usage = Usage(sum(estimate_tokens(m["content"]) for m in messages), 0, estimated=True)
+            await flusher  # the last coalesced delta goes out before ai-done
             await self.app.publish(room(self.conversation_id), "ai-done", {
                 "conversationId": self.conversation_id, "messageId": self.message_id, "finishReason": finish_reason})
-            latency_ms = int((loop.time() - started) * 1000)
+            usage = self._usage(failure)
+            latency = loop.time() - started
+            first_token = self.first_token_at - started if self.first_token_at is not None else None
             metadata: dict[str, Any] = {
-                "provider": provider.name, "model": provider.model, "finishReason": finish_reason,
-                "promptTokens": usage.prompt_tokens if usage else 0,
+                "provider": self.assistant.provider.name, "model": self.assistant.provider.model,
+                "finishReason": finish_reason, "promptTokens": usage.prompt_tokens if usage else 0,
                 "completionTokens": usage.completion_tokens if usage else 0,
-                "usageEstimated": usage.estimated if usage else True, "latency": latency_ms,
+                "usageEstimated": usage.estimated if usage else False, "latency": int(latency * 1000),
             }
-            if first_token_at is not None:
-                metadata["timeToFirstToken"] = int((first_token_at - started) * 1000)
-            if failure is not None:
+            if first_token is not None:
+                metadata["timeToFirstToken"] = int(first_token * 1000)
+            if failure is None:
+                content, kind = self.text, "text"
+            else:
                 metadata["error"] = failure
                 if self.text:
                     metadata["partialContent"] = self.text
-                content, kind_of_message = f"The assistant could not answer: {failure}.", "error"
-            else:
-                content, kind_of_message = self.text, "text"
+                content, kind = f"The assistant could not answer: {failure}.", "error"
             if usage is not None and usage.total_tokens:
                 await self.assistant.usage.record(self.user_id, usage)
-            await self._store(content, kind_of_message, metadata)
-            self.assistant.count_reply(finish_reason, usage, first_token_at - started if first_token_at else None,
-                                       loop.time() - started)
+            await self._store(content, kind, metadata)
+            self.assistant.count_reply(finish_reason, usage, first_token, latency)
         finally:
             self._finished.set()
             self._wake.set()
@@ -170,6 +139,38 @@ class Generation:
             self.assistant.forget(self)
             await self.app.publish(room(self.conversation_id), "ai-typing",
                                    {"conversationId": self.conversation_id, "typing": False})
+
+    async def _generate(self) -> tuple[str, str | None]:
+        """Stream the provider's reply into the frames: ``(finishReason, failure or None)``."""
+        loop = asyncio.get_running_loop()
+        try:
+            messages = await self.assistant.context(self.conversation, self.parent_id)
+            if self.stop_reason is None:
+                self._stream = self.assistant.provider.stream(messages)
+                async for delta in self._stream:
+                    if self.first_token_at is None:
+                        self.first_token_at = loop.time()
+                    self._pending.append(delta)
+                    self._wake.set()
+        except StreamCancelled:
+            pass
+        except (ProviderError, ApiError) as error:  # ApiError: a plugin's ai_before_request refused
+            kind = "timeout" if isinstance(error, ProviderTimeout) else "error" if isinstance(error, ProviderError) \
+                else "refused"
+            failure = error.message if isinstance(error, ApiError) else str(error)
+            self.assistant.count_error(kind)
+            log.warning("AI reply failed", extra={"conversationId": self.conversation_id, "error": failure})
+            return "error", failure
+        if self.stop_reason is not None:
+            return self.stop_reason, None
+        return (self._stream.finish_reason if self._stream is not None else None) or "stop", None
+
+    def _usage(self, failure: str | None) -> Usage | None:
+        """What the reply cost: the provider's count, else an estimate; nothing when nothing
+        was produced because it failed or was stopped before it was asked."""
+        if self._stream is None or (failure is not None and not self.text):
+            return None
+        return self._stream.usage or self._stream.estimated_usage()
 
     async def _store(self, content: str, kind: str, metadata: dict[str, Any]) -> None:
         chat = self.assistant.chat

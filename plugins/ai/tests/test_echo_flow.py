@@ -4,7 +4,6 @@ metrics and the user-deletion hook."""
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 
