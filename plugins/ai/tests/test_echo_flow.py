@@ -4,7 +4,6 @@ metrics and the user-deletion hook."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from vachat.testing import assert_error
