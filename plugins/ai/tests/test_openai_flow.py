@@ -67,6 +67,11 @@ async def test_an_upstream_500_stores_an_error_reply_and_tells_the_room(fetch, w
     stored = check_reply(await reply_frames(alice), cid)
     assert stored["type"] == "error" and "HTTP 500" in stored["content"]
     assert stored["metadata"]["finishReason"] == "error"
+    # Nothing came back: nothing is charged.
+    assert stored["metadata"]["promptTokens"] == 0
+    assert (await fetch("/api/ai/usage", user=ALICE)).data["used"] == 0
+    assert 'vachat_ai_errors_total{kind="error",model="fake-model",provider="openai"} 1.0' in \
+        (await fetch("/metrics")).body.decode()
 
 
 @pytest.mark.gen_test
