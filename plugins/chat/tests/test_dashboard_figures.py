@@ -151,3 +151,29 @@ async def test_the_figures_never_read_the_message_table(app, fetch):
         logger.setLevel(level)
     assert figures["messages"]["total"] == 1
     assert seen and all("chat_daily_count" in sql and "chat_message" not in sql for sql in seen), seen
+
+
+@WITH_ADMIN
+@pytest.mark.gen_test
+async def test_the_migration_counts_the_messages_already_there(app, fetch, monkeypatch):
+    """An instance upgrading with messages stored: 002_daily_counts counts them once, by the
+    same rule (tombstones left out), so the figures are right from the first view."""
+    clock = Clock(monkeypatch)
+    conversation = await create_conversation(fetch)
+    clock.days_ago(2)
+    gone = (await send(fetch, conversation["id"], "deleted before the upgrade"))["data"]
+    await send(fetch, conversation["id"], "two days old")
+    clock.reset()
+    await send(fetch, conversation["id"], "today")
+    await fetch(f"/api/chat/messages/{gone['id']}", method="DELETE", user=ALICE)
+    before = await assert_matches_recount(app, fetch)
+
+    migrations = app.migrations()
+    assert await app.db.run(migrations.rollback, "chat", 1) == ["002_daily_counts"]
+    try:
+        assert "chat_daily_count" not in await app.db.run(app.db.engine.get_tables)
+    finally:
+        await app.db.run(migrations.apply, "chat")
+    after = await assert_matches_recount(app, fetch)
+    assert after["messages"] == before["messages"] and after["conversations"] == {"total": 1}
+    assert after["messages"]["total"] == 2
