@@ -28,7 +28,7 @@ from vachat.plugin_api import (
     Actor, App, Conflict, Forbidden, NotFound, ValidationFailed, database, new_id, now,
 )
 
-from . import search
+from . import counters, search
 from .models import Conversation, ConversationTag, Message, MessageFile
 
 __all__ = ["ChatService", "READ_ALL", "conversation_room", "user_room", "MAX_REPLAY"]
@@ -139,6 +139,13 @@ def _load_conversation(conversation_id: str, actor: Actor | None, write: bool = 
     return _readable(Conversation.get_or_none(Conversation.id == conversation_id), actor, write)
 
 
+def _locked(query: peewee.Select) -> peewee.Select:
+    """``query`` holding its rows until the transaction ends, on PostgreSQL: a delete that
+    counts a conversation's messages must not miss one stored (or deleted) meanwhile. SQLite
+    needs nothing: its write transactions already run one at a time (BEGIN IMMEDIATE)."""
+    return query.for_update() if isinstance(database.obj, peewee.PostgresqlDatabase) else query
+
+
 def _tags_of(conversation_ids: list[str]) -> dict[str, list[str]]:
     tags: dict[str, list[str]] = {cid: [] for cid in conversation_ids}
     if conversation_ids:
@@ -216,6 +223,7 @@ def _insert_message(conversation_id: str, *, user_id: str | None, role: str, dra
             if stored is None:
                 raise
             return stored, False, conversation_wire(conversation, [])
+        counters.count_message(conversation_id, stamp)
         if draft is not None and draft.files:
             MessageFile.insert_many([{"id": new_id(), "message": message.id, "file_id": file_id, "position": index}
                                      for index, file_id in enumerate(draft.files)]).execute()
@@ -283,6 +291,7 @@ class ChatService:
                     description=body.get("description", ""), is_public=body.get("isPublic", False),
                     is_archived=body.get("isArchived", False), metadata=body.get("metadata") or {})
                 _set_tags(conversation, body.get("tags") or [])
+                counters.count_conversation(conversation.id, conversation.created_at)
             return _conversations_wire([conversation])[0]
 
         created = await self.app.db.run(create)
@@ -319,8 +328,10 @@ class ChatService:
     async def delete_conversation(self, actor: Actor, conversation_id: str) -> None:
         def delete() -> dict[str, Any]:
             with database.atomic():
-                conversation = _load_conversation(conversation_id, actor, write=True)
+                conversation = _readable(
+                    _locked(Conversation.select().where(Conversation.id == conversation_id)).first(), actor, write=True)
                 wire = conversation_wire(conversation, _tags_of([conversation.id])[conversation.id])
+                counters.uncount_conversations(Conversation.id == conversation.id)
                 search.unindex_conversation(conversation.id)
                 conversation.delete_instance()  # tags, messages and their file links cascade
             return wire
@@ -624,8 +635,11 @@ class ChatService:
                 conversation = _readable(_conversation_of(message), actor, write=True)
                 before = _messages_wire([message])[0]
                 stamp = now()
-                Message.update(deleted_at=stamp, updated_at=stamp, content="", metadata={}).where(
-                    Message.id == message.id).execute()
+                tombstoned = Message.update(deleted_at=stamp, updated_at=stamp, content="", metadata={}).where(
+                    Message.id == message.id, Message.deleted_at.is_null()).execute()
+                if not tombstoned:  # deleted by a concurrent request since it was read (PostgreSQL)
+                    raise NotFound("Message not found")
+                counters.uncount_message(conversation.id, message.created_at)
                 MessageFile.delete().where(MessageFile.message == message.id).execute()
                 search.unindex_messages([message.id])
                 changes: dict[Any, Any] = {Conversation.message_count: Conversation.message_count - 1}
@@ -654,17 +668,24 @@ class ChatService:
 
         def delete() -> None:
             with database.atomic():
-                owned = [c.id for c in Conversation.select(Conversation.id).where(Conversation.owner_id == user_id)]
+                owned = [c.id for c in _locked(Conversation.select(Conversation.id)
+                                               .where(Conversation.owner_id == user_id))]
+                counters.uncount_conversations(Conversation.owner_id == user_id)
                 for conversation_id in owned:
                     search.unindex_conversation(conversation_id)
                 if owned:
                     Conversation.delete().where(Conversation.id.in_(owned)).execute()
-                written = [m.id for m in Message.select(Message.id).where(Message.user_id == user_id)]
+                written = [m.id for m in _locked(Message.select(Message.id).where(Message.user_id == user_id))]
                 search.unindex_messages(written)
                 if written:
+                    counters.uncount_messages(Message.user_id == user_id)  # those left: elsewhere
                     Message.delete().where(Message.id.in_(written)).execute()
 
         await self.app.db.run(delete)
+
+    async def dashboard_figures(self) -> dict[str, Any]:
+        """The admin dashboard's ``conversations`` and ``messages`` parts (see ``counters``)."""
+        return await self.app.db.run(counters.figures)
 
     # -- hooks --------------------------------------------------------------------------
 
