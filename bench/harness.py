@@ -137,7 +137,23 @@ def start_server(cmd: list[str], env: dict[str, str], port: int, *, cwd: str | P
     except BaseException:
         stop(server)
         raise
+    profile_dir = os.environ.get("BENCH_PROFILE_DIR")
+    if profile_dir:
+        _profile(server, Path(profile_dir))
     return server
+
+
+def _profile(server: subprocess.Popen, where: Path) -> None:
+    """BENCH_PROFILE_DIR=dir: sample the server with py-spy (collapsed stacks, one line per
+    stack with its count) into dir/<server pid>.txt until it stops. py-spy runs on the
+    generator's core, so profiled figures are lower; profile to see where time goes, never
+    to report a figure."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    where.mkdir(parents=True, exist_ok=True)
+    out = where / f"{server.pid}.txt"
+    log(f"profiling the server with py-spy into {out}")
+    spawn([py_spy, "record", "--pid", str(server.pid), "--rate", "250", "--nonblocking", "--gil", "--format", "raw",
+           "--output", str(out)], LOADGEN_CPU, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def start_bare_server() -> tuple[subprocess.Popen, int]:
