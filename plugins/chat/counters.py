@@ -28,7 +28,7 @@ from vachat.plugin_api import now
 
 from .models import Conversation, DailyCount, Message
 
-__all__ = ["COUNTER_SLOTS", "DASHBOARD_DAYS", "slot_of", "count_message", "count_conversation",
+__all__ = ["COUNTER_SLOTS", "DASHBOARD_DAYS", "slot_of", "count_message", "count_messages", "count_conversation",
            "uncount_message", "uncount_messages", "uncount_conversations", "figures"]
 
 # Rows each day's counters are spread over. Message writes on PostgreSQL hold their counter row
@@ -54,6 +54,16 @@ def _add(day: datetime.date, slot: int, *, messages: int = 0, conversations: int
 
 def count_message(conversation_id: str, created_at: datetime.datetime) -> None:
     _add(created_at.date(), slot_of(conversation_id), messages=1)
+
+
+def count_messages(added: dict[str, int], created_at: datetime.datetime) -> None:
+    """``count_message`` for a batch stored at ``created_at``: ``{conversation id: messages}``,
+    one upsert per counter slot touched."""
+    per_slot: collections.Counter[int] = collections.Counter()
+    for conversation_id, count in added.items():
+        per_slot[slot_of(conversation_id)] += count
+    for slot, count in sorted(per_slot.items()):  # a fixed order: concurrent batches never deadlock
+        _add(created_at.date(), slot, messages=count)
 
 
 def uncount_message(conversation_id: str, created_at: datetime.datetime) -> None:

@@ -315,6 +315,7 @@ def _insert_plain(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
     if rows:
         _insert_rows(rows)
         _advance_conversations([(conversations[cid], added) for cid, added in touched.items()], stamp)
+        counters.count_messages(touched, stamp)
         search.index_messages([(m.id, m.conversation_id, conversations[m.conversation_id].owner_id, m.content)
                                for m in rows])
     return outcomes
