@@ -246,6 +246,22 @@ class Client:
             raise ConnectionFailed(f"{self.base_url} answered something that is not the vachat API")
         return parsed if envelope else parsed.get("data")
 
+    async def health(self) -> dict[str, Any]:
+        """``GET /health``: the server's report (``status``, ``version``, ``environment`` …),
+        whether it is healthy (200) or degraded (503)."""
+        try:
+            response = await self._http.fetch(f"{self.base_url}/health", raise_error=False,
+                                              request_timeout=self.request_timeout)
+        except OSError as error:
+            raise ConnectionFailed(f"Cannot reach {self.base_url}: {error}") from error
+        try:
+            report = _json_loads(response.body) if response.body else None
+        except ValueError:
+            report = None
+        if response.code not in (200, 503) or not isinstance(report, dict):
+            raise ConnectionFailed(f"{self.base_url} has no vachat health report (HTTP {response.code})")
+        return report
+
     # -- conversations ------------------------------------------------------------------------
 
     async def list_conversations(self, *, page: int = 1, limit: int = 20, sort_by: str | None = None,
