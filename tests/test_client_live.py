@@ -203,3 +203,34 @@ async def test_refused_credentials_and_an_unreachable_server_raise_at_connect(pr
         with pytest.raises(ConnectionFailed):
             await LiveConnection(nowhere).connect()
         await nowhere.close()
+
+
+@pytest.mark.gen_test(timeout=120)
+@pytest.mark.vachat(plugins=["chat"])
+async def test_more_missed_than_a_join_answer_carries_is_paged_in(http_port, fetch, make_user):
+    user = await make_user()
+    many = 205  # the join's answer carries at most 200
+    async with TcpProxy(http_port) as proxy:
+        client = await signed_in(proxy.url, user)
+        empty = (await client.create_conversation("empty when joined")).id
+        busy = (await client.create_conversation("busy")).id
+        live = client.live(backoff=QUICK)
+        await live.connect()
+        await live.join(empty)
+        await live.join(busy)
+        record = Recorder(live)
+        seen = await live.send(busy, "seen before the cut")
+        await record.wait_for(lambda events: seen.id in record.message_ids())
+        proxy.cut()
+        await record.wait_for(lambda events: any(isinstance(e, Disconnected) for e in events))
+        posted = {empty: [], busy: []}
+        for n in range(many):
+            for cid in (empty, busy):
+                posted[cid].append((await post(fetch, user, cid, f"{cid[-4:]} {n}"))["id"])
+        proxy.restore()
+        await record.wait_for(lambda events: len(record.message_ids()) == 1 + 2 * many)
+        await live.close()
+        await client.close()
+    delivered = [e.message for e in record.of(NewMessage)]
+    assert [m.id for m in delivered if m.conversation_id == empty] == posted[empty]
+    assert [m.id for m in delivered if m.conversation_id == busy] == [seen.id, *posted[busy]]

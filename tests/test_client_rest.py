@@ -167,3 +167,31 @@ async def test_a_session_that_ended_stops_the_live_connection_with_unauthorized(
         with pytest.raises(Unauthorized):
             await live.send("anything", "hello")
         await live.close()
+
+
+def test_the_client_imports_nothing_of_the_server():
+    """vachat.client speaks the public protocol only: the standard library, Tornado's clients,
+    prompt_toolkit for the terminal, and its own modules."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    import vachat.client
+
+    allowed_third_party = ("tornado.httpclient", "tornado.websocket", "prompt_toolkit")
+    package = Path(vachat.client.__file__).parent
+    refused = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                if node.level > 1:
+                    refused.append(f"{path.name}: from {'.' * node.level}{node.module or ''}")
+                continue
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or name.startswith(allowed_third_party):
+                    continue
+                refused.append(f"{path.name}: {name}")
+    assert refused == []

@@ -454,6 +454,7 @@ class LiveConnection:
         for pending in self._outbox.values():
             pending.in_flight = False
         if was_connected:
+            log.info("connection to %s lost (%s); reconnecting", self.client.ws_url, reason)
             self._down = True
             self._deliver(Disconnected(reason))
 
