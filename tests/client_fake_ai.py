@@ -6,7 +6,9 @@ main: it answers through chat's hooks and service with exactly the frames of SPE
 
 The reply is ``Echo: `` and the question, a word per delta, ``FAKE_AI_DELAY`` seconds apart
 (0.02 by default; a question containing ``[slow]`` waits 0.4 s per word, long enough for a
-person or a test to stop it). One reply at a time per conversation (409 otherwise).
+person or a test to stop it). One reply at a time per conversation (409 otherwise). A test in
+the same process may set ``pace`` to a queue: each delta then waits for an item from it, so the
+test decides exactly how far a reply has gone.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ __version__ = "1.0"
 REQUIRES = ("chat",)
 
 SLOW_DELAY = 0.4
+
+pace: "asyncio.Queue[None] | None" = None
 
 _running: dict[str, dict[str, Any]] = {}  # conversation id → {messageId, text, index, stop, task}
 
@@ -40,7 +44,10 @@ async def _reply(app: Any, conversation_id: str, question: dict[str, Any]) -> No
     try:
         await app.publish(room, "ai-typing", {"conversationId": conversation_id, "typing": True})
         for index, word in enumerate(_words(question["content"])):
-            await asyncio.sleep(delay)
+            if pace is not None:
+                await pace.get()
+            else:
+                await asyncio.sleep(delay)
             if state["stop"]:
                 finish = "cancelled"
                 break

@@ -47,11 +47,23 @@ async def signed_in(url, user):
     return client
 
 
+@pytest.fixture
+def paced_assistant():
+    """The stand-in assistant generates one delta per ``release()``."""
+    client_fake_ai.pace = asyncio.Queue()
+
+    def release(count=1):
+        for _ in range(count):
+            client_fake_ai.pace.put_nowait(None)
+
+    yield release
+    client_fake_ai.pace = None
+
+
 @pytest.mark.gen_test(timeout=90)
 @WITH_ASSISTANT
 async def test_a_cut_loses_nothing_repeats_nothing_and_a_send_during_it_is_stored_once(
-        http_port, fetch, ws_connect, make_user, monkeypatch):
-    monkeypatch.setenv("FAKE_AI_DELAY", "0.05")
+        http_port, fetch, ws_connect, make_user, paced_assistant):
     user = await make_user()
     async with TcpProxy(http_port) as proxy:
         client = await signed_in(proxy.url, user)
@@ -65,7 +77,7 @@ async def test_a_cut_loses_nothing_repeats_nothing_and_a_send_during_it_is_store
 
         mine = [await live.send(cid, "mine 0")]
         theirs = [await post(fetch, user, cid, "theirs 0")]
-        words = " ".join(f"w{n}" for n in range(30))
+        words = " ".join(f"w{n}" for n in range(12))
         stream = await live.ask(cid, words)
         deltas: list[str] = []
         two_deltas = asyncio.Event()
@@ -78,6 +90,7 @@ async def test_a_cut_loses_nothing_repeats_nothing_and_a_send_during_it_is_store
             return stream.message
 
         reply_task = asyncio.ensure_future(read_reply())
+        paced_assistant(2)
         await asyncio.wait_for(two_deltas.wait(), WAIT)
 
         proxy.cut()
@@ -87,10 +100,13 @@ async def test_a_cut_loses_nothing_repeats_nothing_and_a_send_during_it_is_store
         doomed = await post(fetch, user, cid, "theirs, deleted during the cut")
         assert (await fetch(f"/api/chat/messages/{doomed['id']}", method="DELETE", user=user)).code == 200
         # The reply goes on generating while the client is away.
-        for _ in range(3):
+        paced_assistant(3)
+        for _ in range(5):  # "Echo: " and "w0 " before the cut, three more during it
             await watcher.receive("ai-delta", timeout=WAIT)
         assert not sending.done() and live.unacknowledged[0]["content"] == "mine, typed during the cut"
         proxy.restore()
+        await record.wait_for(lambda events: any(isinstance(e, Reconnected) for e in events))
+        paced_assistant(100)  # the rest of the reply
 
         mine.append(await asyncio.wait_for(sending, WAIT))
         reply = await asyncio.wait_for(reply_task, WAIT)
@@ -126,8 +142,8 @@ async def test_a_cut_loses_nothing_repeats_nothing_and_a_send_during_it_is_store
 
 @pytest.mark.gen_test(timeout=60)
 @WITH_ASSISTANT
-async def test_a_reply_finished_during_the_cut_arrives_whole(http_port, fetch, ws_connect, make_user, monkeypatch):
-    monkeypatch.setenv("FAKE_AI_DELAY", "0.02")
+async def test_a_reply_finished_during_the_cut_arrives_whole(http_port, fetch, ws_connect, make_user,
+                                                             paced_assistant):
     user = await make_user()
     async with TcpProxy(http_port) as proxy:
         client = await signed_in(proxy.url, user)
@@ -138,8 +154,10 @@ async def test_a_reply_finished_during_the_cut_arrives_whole(http_port, fetch, w
         await live.join(cid)
         stream = await live.ask(cid, "one two three four five six")
         pieces = stream.__aiter__()
+        paced_assistant(1)
         first = await asyncio.wait_for(pieces.__anext__(), WAIT)
         proxy.cut()
+        paced_assistant(100)
         stored_reply = (await watcher.receive("new-message", timeout=WAIT))["data"]
         while stored_reply["role"] != "assistant":
             stored_reply = (await watcher.receive("new-message", timeout=WAIT))["data"]

@@ -253,6 +253,8 @@ class LiveConnection:
         """Send ``content`` asking for the assistant's reply; returns a ``ReplyStream``:
         ``async for delta in stream`` gives the reply's text as it is generated, then
         ``stream.message`` (or ``await stream.final()``) is the stored reply."""
+        if conversation_id not in self._rooms:
+            await self.join(conversation_id)  # the reply's frames go to the conversation's room
         stream = ReplyStream(self, conversation_id)  # listening before the send: no delta is missed
         try:
             stream.question = await self.send(conversation_id, content, requires_ai_response=True, **fields)
@@ -271,7 +273,7 @@ class LiveConnection:
         if self.connected:
             try:
                 await self.request("typing-start" if typing else "typing-stop", {"conversationId": conversation_id})
-            except (_Dropped, ApiError):
+            except ClientError:
                 pass
 
     async def request(self, event_type: str, data: Any = None, *, retry: bool = False,
@@ -314,12 +316,15 @@ class LiveConnection:
                     return
                 try:
                     await self.client.refresh()
-                except BaseException as error:
-                    self._give_up(error if isinstance(error, ClientError) else ConnectionFailed(str(error)))
+                except ApiError as error:  # the session ended: signing in again is the caller's call
+                    self._give_up(error)
                     return
-                refreshed = True
-                attempt = -1
-                reason = "credentials refreshed"
+                except ConnectionFailed as error:
+                    reason = str(error)  # the server went away meanwhile: try again later
+                else:
+                    refreshed = True
+                    attempt = -1
+                    reason = "credentials refreshed"
             except (ProtocolMismatch, Unauthorized) as error:
                 self._give_up(error)
                 return
@@ -413,6 +418,18 @@ class LiveConnection:
         return socket.close_code, socket.close_reason or "connection lost"
 
     async def _read(self, socket: tornado.websocket.WebSocketClientConnection) -> None:
+        try:
+            await self._read_frames(socket)
+        finally:
+            # Requests awaiting an answer on this socket will not get one: fail them now (the
+            # re-joins of a reconnect are among them) rather than after their timeout.
+            for future in self._replies.values():
+                if not future.done():
+                    future.set_exception(_Dropped())
+                    future.exception()
+            self._replies.clear()
+
+    async def _read_frames(self, socket: tornado.websocket.WebSocketClientConnection) -> None:
         while True:
             message = await socket.read_message()
             if message is None:
