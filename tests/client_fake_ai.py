@@ -18,7 +18,7 @@ import os
 import re
 from typing import Any
 
-from vachat.plugin_api import Conflict, hookimpl, new_id, ws_event
+from vachat.plugin_api import ApiHandler, Conflict, endpoint, hookimpl, new_id, ws_event
 
 __version__ = "1.0"
 REQUIRES = ("chat",)
@@ -97,6 +97,19 @@ async def stop_generation(ctx, data):
     if state is not None:
         state["stop"] = True
     return {"conversationId": conversation_id, "stopped": state is not None}
+
+
+class UsageHandler(ApiHandler):
+    """``GET /api/ai/usage`` as the AI plugin answers it (how clients learn there is one)."""
+
+    @endpoint("The fake assistant's usage report")
+    async def get(self):
+        self.respond({"date": "1970-01-01", "tier": "free", "used": 0, "limit": None})
+
+
+@hookimpl
+def vachat_routes(app):
+    return [(r"/api/ai/usage", UsageHandler)]
 
 
 @hookimpl

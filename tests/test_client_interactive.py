@@ -160,3 +160,43 @@ async def test_a_server_restart_loses_nothing_typed_or_sent(server_process, tmp_
         terminal.close()
         if second is not None:
             second.kill()
+
+
+@pytest.mark.gen_test(timeout=120)
+@pytest.mark.vachat(plugins=["chat"])
+async def test_without_an_assistant_messages_are_stored_without_replies(production_http_server, http_port, fetch,
+                                                                          make_user):
+    user = await make_user()
+    terminal = Terminal("--url", f"http://127.0.0.1:{http_port}", "--conversation", "new",
+                        env={"VACHAT_EMAIL": user.email, "VACHAT_PASSWORD": user.password})
+    try:
+        await step(terminal.expect, "this server has no assistant")
+        await step(terminal.expect, "Type a message")
+        terminal.line("a note to self")
+        terminal.line("/list")
+        await step(terminal.expect, r"1\. Terminal chat  \(1 messages\)")
+        terminal.line("/quit")
+        assert await step(terminal.exit_status) == 0
+    finally:
+        terminal.close()
+    conversation = (await fetch("/api/chat/conversations", user=user)).data[0]
+    assert [m["content"] for m in await messages_of(fetch, user, conversation["id"])] == ["a note to self"]
+
+
+@pytest.mark.gen_test(timeout=120)
+@pytest.mark.vachat(plugins=["chat", ("fakeai", client_fake_ai)])
+async def test_without_a_terminal_lines_are_read_and_replies_printed(production_http_server, http_port, make_user):
+    user = await make_user()
+    env = {**os.environ, "VACHAT_EMAIL": user.email, "VACHAT_PASSWORD": user.password}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vachat", "chat", "--url", f"http://127.0.0.1:{http_port}", "--conversation", "new",
+        env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    process.stdin.write(b"hello from a pipe\n")
+    replied = b""
+    while b"assistant: Echo: hello from a pipe\n" not in replied:
+        chunk = await asyncio.wait_for(process.stdout.read(4096), SCREEN_WAIT)
+        assert chunk, f"output ended early: {replied!r}"
+        replied += chunk
+    process.stdin.write(b"/quit\n")
+    out, err = await asyncio.wait_for(process.communicate(), SCREEN_WAIT)
+    assert process.returncode == 0, err

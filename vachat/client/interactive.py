@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from .command import EXIT_FAILED, EXIT_OK, Prompter, UsageError, choose_conversation, sign_in
-from .errors import ClientError
+from .errors import ClientError, NotFound
 from .events import (
     AiDelta, AiDone, AiTyping, Disconnected, Event, MessageDeleted, MessageUpdated, NewMessage, Reconnected,
     UserStoppedTyping, UserTyping, event_conversation,
@@ -181,8 +181,19 @@ class ChatSession:
         self._typing: dict[str, str] = {}
         self._sends: set[asyncio.Task[None]] = set()
         self._pending = 0  # sends not acknowledged yet
+        self.assistant = True  # whether messages ask the assistant (False on a server without one)
 
     # -- conversations -------------------------------------------------------------------------
+
+    async def find_assistant(self) -> None:
+        """Whether this server has an assistant to ask (its AI plugin's usage route)."""
+        try:
+            await self.client.ai_usage()
+        except NotFound:
+            self.assistant = False
+            self.screen.show("(this server has no assistant: your messages are stored without replies)")
+        except ClientError:
+            pass  # something else is wrong; asking will say what
 
     async def switch(self, conversation: Conversation) -> None:
         if self.conversation is not None and self.conversation.id != conversation.id:
@@ -285,7 +296,8 @@ class ChatSession:
         self._mine.add(cmid)
         self._update_pending(+1)
         try:
-            await self.live.send(self.conversation.id, text, requires_ai_response=True, client_message_id=cmid)
+            await self.live.send(self.conversation.id, text, requires_ai_response=self.assistant,
+                                 client_message_id=cmid)
         except ClientError as error:
             self.screen.show(f"! not sent ({text[:40]}): {error}")
         finally:
@@ -373,6 +385,7 @@ async def run_interactive(args: argparse.Namespace) -> int:
         await screen.start()
         try:
             await session.switch(conversation)
+            await session.find_assistant()
             screen.show("Type a message, or /help.")
             follower = asyncio.ensure_future(session.follow())
             reader = asyncio.ensure_future(session.read_input())

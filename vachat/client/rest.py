@@ -326,6 +326,13 @@ class Client:
         data = await self.request("GET", "/api/chat/search", params={"q": query, "cursor": cursor, "limit": limit})
         return MessagePage([Message.from_wire(item) for item in data["items"]], data.get("nextCursor"))
 
+    # -- the assistant (the AI plugin) ----------------------------------------------------------
+
+    async def ai_usage(self) -> dict[str, Any]:
+        """``GET /api/ai/usage``: ``{date, tier, used, limit}`` for today (UTC). ``NotFound``
+        when the server has no assistant."""
+        return await self.request("GET", "/api/ai/usage")
+
     # -- files (the files plugin) ------------------------------------------------------------------
 
     async def list_files(self, *, page: int = 1, limit: int = 20) -> Page[FileInfo]:
