@@ -55,3 +55,13 @@ def test_config_prints_masked_settings(tmp_path):
     result = run("config", env={"REDIS_URL": "redis://:pw123@localhost:6379/0"}, tmp_path=tmp_path)
     settings = json.loads(result.stdout)
     assert settings["port"] == 3000 and "pw123" not in result.stdout
+
+
+def test_openapi_prints_the_rest_api_of_the_enabled_plugins(tmp_path):
+    result = run("openapi", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["openapi"].startswith("3.1")
+    assert "/api/auth/login" in document["paths"] and "/api/chat/conversations" in document["paths"]
+    without_chat = json.loads(run("openapi", env={"VACHAT_PLUGINS": "-chat"}, tmp_path=tmp_path).stdout)
+    assert "/api/chat/conversations" not in without_chat["paths"]

@@ -212,3 +212,14 @@ async def test_plugins_reach_accounts_through_the_api(app, make_user, ws_connect
     assert await app.accounts.end_sessions(user.id) == 1
     code, _ = await socket.closed()
     assert code == 4401
+
+
+def test_the_vachat_marker_refuses_arguments_it_does_not_take():
+    from types import SimpleNamespace
+
+    from vachat.testing import requested_plugins
+
+    marker = pytest.mark.vachat(plugin_sections={"notes": {}}).mark
+    request = SimpleNamespace(node=SimpleNamespace(iter_markers=lambda name: [marker]))
+    with pytest.raises(pytest.UsageError, match="go inside config="):
+        requested_plugins(request, [])

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import socket
-import struct
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,37 +18,12 @@ from tornado.iostream import IOStream
 from tests.test_broker_ratelimit import REDIS_URL, needs_redis
 from vachat import hub as hub_module
 from vachat.hub import CONTROL_ROOM, Hub, build_frame, encode_event
+from vachat.testing import parse_frames
 
 
 # ---------------------------------------------------------------------------
 # helpers, shared with test_ws_protocol
 # ---------------------------------------------------------------------------
-
-
-def parse_frames(buffer: bytes | bytearray) -> tuple[list[tuple[int, bytes]], bytes]:
-    """Complete frames in ``buffer`` as ``(opcode, payload)``, and the unparsed rest."""
-    frames, position = [], 0
-    while len(buffer) - position >= 2:
-        first, second = buffer[position], buffer[position + 1]
-        assert first & 0x80, "fragmented frame"
-        assert not first & 0x70, "RSV bits set: compressed or unknown extension"
-        size, start = second & 0x7F, position + 2
-        if size == 126:
-            if len(buffer) < start + 2:
-                break
-            (size,) = struct.unpack("!H", buffer[start:start + 2])
-            start += 2
-        elif size == 127:
-            if len(buffer) < start + 8:
-                break
-            (size,) = struct.unpack("!Q", buffer[start:start + 8])
-            start += 8
-        assert not second & 0x80, "server frames must not be masked"
-        if len(buffer) < start + size:
-            break
-        frames.append((first & 0x0F, bytes(buffer[start:start + size])))
-        position = start + size
-    return frames, bytes(buffer[position:])
 
 
 class FakeBroker:

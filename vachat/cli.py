@@ -127,6 +127,17 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_openapi(args: argparse.Namespace) -> int:
+    """Print the OpenAPI 3.1 document of every route of the enabled plugins (what
+    ``/api/openapi.json`` serves), so the REST API can be read or fed to tools offline."""
+    from .openapi import build_openapi
+
+    settings = _settings(args)
+    _configure_logging(settings, quiet=True)
+    print(json.dumps(build_openapi(_application(settings)), indent=2, default=str))
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     print(json.dumps(_settings(args).public_summary(), indent=2, default=str))
     return 0
@@ -177,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list discovered plugins and whether they are enabled")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.set_defaults(handler=cmd_plugins)
+
+    openapi = commands.add_parser("openapi", help="print the OpenAPI document of the REST API")
+    openapi.set_defaults(handler=cmd_openapi)
 
     config = commands.add_parser("config", help="print the effective configuration (secrets masked)")
     config.set_defaults(handler=cmd_config)

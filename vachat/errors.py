@@ -1,7 +1,7 @@
 """The typed errors of the API and the one place they become the error envelope.
 
 Every failure a client can see is an ``ApiError`` subclass carrying its HTTP status and
-machine code (SPEC §3). REST handlers and WebSocket events raise them; ``ApiHandler.write_error``
+machine code. REST handlers and WebSocket events raise them; ``ApiHandler.write_error``
 and the socket dispatcher turn them into JSON. Nothing else decides a status code.
 """
 

@@ -59,11 +59,11 @@ __all__ = [
 
 log = logging.getLogger("vachat.hub")
 
-# Close code for a consumer that cannot keep up (SPEC §5); it should reconnect with ``since``.
+# Close code for a consumer that cannot keep up; it should reconnect with ``since``.
 CLOSE_TOO_SLOW = 4408
 # At shutdown, sockets get this long (s) to answer our close frame before they are dropped:
 # a healthy client answers in milliseconds even on a loaded node, and it must stay well inside
-# the 30 s drain budget of SPEC §9.
+# the 30 s drain budget of SIGTERM.
 CLOSE_ALL_GRACE_SECONDS = 2.0
 # The one control operation the core defines; plugins may add theirs with ``on_control``.
 CONTROL_DISCONNECT = "disconnect"

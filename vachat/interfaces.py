@@ -139,6 +139,10 @@ class Accounts(Protocol):
         node at once. Audited. Returns whether it changed. Disabling the last active holder of
         ``*`` raises ``Conflict``."""
 
+    async def set_avatar_url(self, user_id: str, url: str | None) -> bool:
+        """Set (or clear, with ``None``) the user's ``avatarUrl``, as the plugin that stores
+        avatars serves them. Returns whether the user exists."""
+
     async def end_sessions(self, user_id: str, *, reason: str = "ended") -> int:
         """End every session of a user and close their sockets (4401). Returns how many."""
 

@@ -142,7 +142,7 @@ def build_openapi(app: Any) -> dict[str, Any]:
         "openapi": "3.1.0",
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "info": {"title": "vachat API", "version": app.version,
-                 "description": "REST API of vachat. Every response uses the envelope of SPEC §3; "
+                 "description": "REST API of vachat. Every response uses the success or error envelope; "
                                 "the WebSocket protocol at /ws is listed under x-websocket-events."},
         "paths": dict(sorted(paths.items())),
         "components": {

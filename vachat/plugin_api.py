@@ -11,8 +11,10 @@ What a plugin is handed:
   ``plugin_config(name)``, ``plugin_state(name)``, ``hooks.notify/call``, ``service(name)``,
   ``accounts`` (users, sessions, audit), ``with_redis``.
 - Declarations: ``hookimpl`` / ``hookspec``, ``ApiHandler`` + ``endpoint``,
-  ``StreamingBodyHandler`` for uploads, ``ws_event`` with ``EventContext`` and ``Reply``,
-  ``requires`` for permissions, ``BaseModel`` for models.
+  ``StreamingBodyHandler`` for uploads (the body streamed to ``receive_chunk`` under its own
+  ``max_body_size``, raised above ``MAX_JSON_BODY`` only once the caller is authorised), ``ws_event`` with ``EventContext`` and ``Reply``,
+  ``requires`` for permissions, ``BaseModel`` for models, ``parse_size`` for a size setting
+  written as the core's are (``10MiB`` or a number of bytes).
 - The typed errors (``NotFound``, ``Conflict`` …), each rendered as the error envelope.
 
 A module may also set ``REQUIRES = ("chat",)`` (plugins it cannot work without),
@@ -23,7 +25,7 @@ A module may also set ``REQUIRES = ("chat",)`` (plugins it cannot work without),
 
 import pluggy
 
-from .config import Rate
+from .config import Rate, parse_size
 from .db import BaseModel, JSONField, database, now
 from .errors import (
     ApiError, Conflict, Forbidden, InternalError, NotFound, PayloadTooLarge, QuotaExceeded,
@@ -51,7 +53,7 @@ hookspec = pluggy.HookspecMarker("vachat")
 __all__ = [
     # declaring
     "hookimpl", "hookspec", "ApiHandler", "StreamingBodyHandler", "endpoint", "ws_event", "requires", "EventContext", "Reply",
-    "BaseModel", "JSONField", "database", "now", "new_id", "Rate", "json_dumps",
+    "BaseModel", "JSONField", "database", "now", "new_id", "Rate", "parse_size", "json_dumps",
     # what a plugin is handed
     "App", "Actor", "Accounts", "Database", "Hooks", "Hub", "Limiter", "Mailer",
     # errors

@@ -15,7 +15,7 @@ client can never get ``2 * count`` through in an instant. One key is one bucket:
 
 ``RedisRateLimiter`` runs the same arithmetic atomically in a Lua script using Redis's clock, so
 every node shares one bucket per key. When Redis fails it degrades to an in-process limiter
-(each node then enforces the limit on its own) and goes back to Redis once it answers (SPEC §9).
+(each node then enforces the limit on its own) and goes back to Redis once it answers.
 
 The in-process table is bounded (``MEMORY_MAX_KEYS``). Keys under ``PROTECTED_KEY_PREFIXES``
 (the ``auth:`` buckets of sign-in, registration and password recovery) are never forgotten while

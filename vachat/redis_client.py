@@ -4,7 +4,7 @@
 broker, caches). Its timeouts are short on purpose: Redis is an accelerator here, never a
 dependency a request may wait on for long. ``RedisGuard`` remembers whether Redis answered
 lately; callers ask it before each attempt and tell it how the attempt went, so a dead Redis
-costs one quick failure per back-off window instead of a timeout on every request (SPEC §9).
+costs one quick failure per back-off window instead of a timeout on every request.
 
 This module must never raise a Redis error into a request path of its own accord, never log
 once per failed call (one warning going down, one info coming back), and never hold the IOLoop:

@@ -1,6 +1,6 @@
 """Running one node: open the port, serve until SIGTERM/SIGINT, then drain and exit 0.
 
-Shutdown order (SPEC §9): stop accepting connections, close sockets with 1001, let in-flight
+Shutdown order: stop accepting connections, close sockets with 1001, let in-flight
 requests finish (capped by SHUTDOWN_GRACE), close plugins, broker, Redis and the database.
 """
 

@@ -38,12 +38,14 @@ an unreachable service then fails the run, it never skips.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import os
 import secrets
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -60,7 +62,7 @@ from . import testing_auth
 from .app import VachatApplication
 from .config import Settings, load_settings
 
-__all__ = ["Response", "WsClient", "ServerProcess", "assert_error", "error_fields", "login", "AccountUser", "make_test_settings", "reset_database"]
+__all__ = ["raw_upgrade", "client_frame", "parse_frames", "Response", "WsClient", "ServerProcess", "assert_error", "error_fields", "login", "AccountUser", "make_test_settings", "reset_database"]
 
 # Every wait in a test is bounded; a frame that has not come in this long (s) is not coming.
 DEFAULT_WAIT = 5.0
@@ -159,7 +161,6 @@ def make_test_settings(database_url: str, redis_url: str = "", tmp_path: Path | 
     }
     if tmp_path is not None:
         base["data_dir"] = str(tmp_path / "var")
-        base["upload_path"] = str(tmp_path / "uploads")
     plugin_sections = overrides.pop("plugin_sections", None)
     environ = overrides.pop("environ", {})
     base.update(overrides)
@@ -189,12 +190,19 @@ def reset_database(app: VachatApplication) -> None:
     engine.close()
 
 
+MARKER_ARGUMENTS = {"config", "plugins"}
+
+
 def requested_plugins(request: pytest.FixtureRequest, extra: Iterable[Any]) -> tuple[list[str], list[tuple[str, Any]]]:
     """The installed plugins (by name) and uninstalled ``(name, module)`` ones a test asks for."""
     names: list[str] = []
     modules: list[tuple[str, Any]] = []
     named = False
     for marker in reversed(list(request.node.iter_markers("vachat"))):
+        unknown = set(marker.kwargs) - MARKER_ARGUMENTS or marker.args
+        if unknown:
+            raise pytest.UsageError(f"@pytest.mark.vachat takes only config= and plugins=, not {sorted(map(str, unknown))}"
+                                    " (settings, plugin_sections and environ go inside config=)")
         if "plugins" in marker.kwargs:
             named = True
         for entry in marker.kwargs.get("plugins") or []:
@@ -262,6 +270,75 @@ def production_http_server(http_server: Any, app: VachatApplication) -> Any:
 
     http_server.conn_params = make_production_server(app).conn_params
     return http_server
+
+
+# ---------------------------------------------------------------------------
+# raw WebSocket: a client that reads only when told, which is how a stalled consumer looks
+# ---------------------------------------------------------------------------
+
+
+async def raw_upgrade(port: int, headers: dict[str, str], rcvbuf: int | None = None) -> tuple[socket.socket, bytes]:
+    """A hand-made WebSocket client: returns the socket and the bytes after the 101 response.
+    It reads only when the test says so, which is how a stalled consumer looks to the server."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    lines = [
+        "GET /ws HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket", "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}", "Sec-WebSocket-Version: 13",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    await loop.sock_sendall(sock, ("\r\n".join(lines) + "\r\n\r\n").encode())
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+        assert chunk, "connection closed during the handshake"
+        response += chunk
+    head, _, rest = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock, rest
+
+
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    """A masked client frame (RFC 6455 §5.3)."""
+    mask = os.urandom(4)
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
+    elif size < 65536:
+        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, size)
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def parse_frames(buffer: bytes | bytearray) -> tuple[list[tuple[int, bytes]], bytes]:
+    """Complete frames in ``buffer`` as ``(opcode, payload)``, and the unparsed rest."""
+    frames, position = [], 0
+    while len(buffer) - position >= 2:
+        first, second = buffer[position], buffer[position + 1]
+        assert first & 0x80, "fragmented frame"
+        assert not first & 0x70, "RSV bits set: compressed or unknown extension"
+        size, start = second & 0x7F, position + 2
+        if size == 126:
+            if len(buffer) < start + 2:
+                break
+            (size,) = struct.unpack("!H", buffer[start:start + 2])
+            start += 2
+        elif size == 127:
+            if len(buffer) < start + 8:
+                break
+            (size,) = struct.unpack("!Q", buffer[start:start + 8])
+            start += 8
+        assert not second & 0x80, "server frames must not be masked"
+        if len(buffer) < start + size:
+            break
+        frames.append((first & 0x0F, bytes(buffer[start:start + size])))
+        position = start + size
+    return frames, bytes(buffer[position:])
 
 
 # ---------------------------------------------------------------------------

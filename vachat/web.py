@@ -313,7 +313,7 @@ class ApiHandler(tornado.web.RequestHandler):
             self.set_header(name, value)
         envelope = error.envelope()
         if isinstance(error, InternalError) and kwargs.get("exc_info") and self._may_see_tracebacks():
-            # Beside ``details``, which is always the list of failing fields (SPEC §3).
+            # Beside ``details``, which is always the list of failing fields.
             envelope["traceback"] = traceback.format_exception(*kwargs["exc_info"])
         self.write_json(envelope)
 

@@ -1,4 +1,4 @@
-"""The WebSocket endpoint ``/ws`` (SPEC §5): authentication, frame dispatch, replies, limits.
+"""The WebSocket endpoint ``/ws``: authentication, frame dispatch, replies, limits.
 
 A socket authenticates on the upgrade (``Authorization: Bearer`` / ``X-API-Key``) or with a
 first frame ``{"type": "auth", "data": {"token": …}}`` within ``ws_auth_timeout`` seconds;
@@ -245,7 +245,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
 
     def check_origin(self, origin: str) -> bool:
         # Tornado would answer a refused origin with HTTP 403, which a browser's WebSocket API
-        # cannot show; SPEC §5 wants close code 4403, so the check happens in prepare()/open().
+        # cannot show; a refused origin gets close code 4403, so the check happens in prepare()/open().
         return True
 
     def get_compression_options(self) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""The audit log: one row per security-relevant event (SPEC §8).
+"""The audit log: one row per security-relevant event.
 
 ``record(...)`` is a plain synchronous function: call it inside ``app.db.run`` (alone, or
 within the same transaction as the change it describes). ``audit(app, handler, ...)`` is the

@@ -1,4 +1,4 @@
-"""The ``/api/auth`` routes of SPEC §4: register, login, logout, refresh, me, sessions, API keys.
+"""The ``/api/auth`` routes: register, login, logout, refresh, me, sessions, API keys.
 
 (forgot-password, reset-password, verify-email and resend-verification live in ``recovery``.)
 

@@ -1,4 +1,4 @@
-"""RATE_LIMIT_AUTH: the limit on login, register, forgot- and reset-password (SPEC §8).
+"""RATE_LIMIT_AUTH: the limit on login, register, forgot- and reset-password.
 
 Each action has its own buckets, one per client address and one per account (the normalised
 e-mail, hashed so the limiter's store never holds addresses), both at ``RATE_LIMIT_AUTH``.

@@ -1,6 +1,6 @@
 """Passwords: the policy, the common-password check, and bcrypt off the IOLoop.
 
-Policy (SPEC §8): at least 8 characters with an upper-case letter, a lower-case letter, a
+Policy: at least 8 characters with an upper-case letter, a lower-case letter, a
 digit and a special character; not a common password (the bundled list, also after undoing
 the usual disguises: case, leetspeak and digits or symbols stuck on either end, so
 ``P@ssw0rd2024!`` counts as ``password``); not built from the account's e-mail address.

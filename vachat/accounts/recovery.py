@@ -1,4 +1,4 @@
-"""Password reset and e-mail verification: one-time tokens sent by e-mail (SPEC §4, §8).
+"""Password reset and e-mail verification: one-time tokens sent by e-mail.
 
 Routes (``ROUTES``, included by the accounts plugin):
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from ..db import now
 from ..errors import ApiError
 from . import audit as audit_log
 from . import management, sessions
@@ -44,6 +45,15 @@ class AccountsService:
                               request: Any = None) -> bool:
         changed = await self._change_user(user_id, {"is_active": active}, actor_id=actor_id, request=request)
         return changed is not None and changed[0]["isActive"] != changed[1]["isActive"]
+
+    async def set_avatar_url(self, user_id: str, url: str | None) -> bool:
+        def write() -> int:
+            return User.update(avatar_url=url, updated_at=now()).where(User.id == user_id).execute()
+
+        changed = bool(await self._app.db.run(write))
+        if changed:
+            await sessions.invalidate_user(self._app, user_id)
+        return changed
 
     async def end_sessions(self, user_id: str, *, reason: str = "ended") -> int:
         ended = await sessions.revoke_user_sessions(self._app, user_id, reason=reason)

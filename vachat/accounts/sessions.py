@@ -38,7 +38,7 @@ __all__ = [
 
 log = logging.getLogger("vachat.accounts.sessions")
 
-# WebSocket close code for a socket whose session or credentials ended (SPEC §5: 4401).
+# WebSocket close code for a socket whose session or credentials ended (4401).
 CLOSE_SESSION_ENDED = 4401
 # Longest user agent kept on a session (the column's width).
 USER_AGENT_MAX = 512

@@ -1,4 +1,4 @@
-"""Access and refresh JWTs (SPEC §4, §8).
+"""Access and refresh JWTs.
 
 Both are HS256 — the algorithm is pinned on decode, so ``alg: none`` or an RS/HS confusion is
 refused — signed with separate secrets (``JWT_SECRET`` for access, ``JWT_REFRESH_SECRET`` for

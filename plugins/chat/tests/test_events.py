@@ -9,10 +9,9 @@ import struct
 
 import pytest
 
-from .helpers import (
-    ALICE, BOB, MISSING_ID, READ_ALL, client_frame, connect, create_conversation, join, parse_frames, raw_upgrade,
-    send,
-)
+from vachat.testing import client_frame, parse_frames, raw_upgrade
+
+from .helpers import ALICE, BOB, MISSING_ID, READ_ALL, connect, create_conversation, join, send
 
 SHORT_TYPING = {"plugin_sections": {"chat": {"typing_timeout": 0.2, "max_joined_conversations": 3}}}
 

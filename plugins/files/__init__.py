@@ -1,0 +1,97 @@
+"""files: uploads, downloads, avatars and message attachments (the built-in ``files`` plugin).
+
+- ``POST /api/files/upload`` streams a multipart body to storage through a worker thread,
+  refusing as the bytes arrive: over ``MAX_FILE_SIZE`` or the user's quota (413), a type the
+  content does not show to be on the allow-list (415).
+- ``GET /api/files`` (mine, paginated), ``GET|DELETE /api/files/:id``,
+  ``GET /api/files/:id/download`` (ranges, ETags, a safe ``Content-Disposition``).
+- ``POST /api/users/avatar`` and the public ``GET /api/files/avatars/<token>.png``.
+- With the chat plugin: the ``files`` of a message are checked and described, and readers of
+  a conversation may download its attachments.
+- ``python run.py files reconcile [--dry-run]``.
+
+Modules: ``settings`` (the ``[plugins.files]`` section), ``models``, ``storage`` (the backend
+interface and the local disk), ``sniffing``, ``names``, ``upload`` (the streaming receiver),
+``images``, ``service`` (published as ``"files"``), ``delivery``, ``handlers``, ``avatars``,
+``attachments``, ``commands``. Imports nothing from vachat but ``vachat.plugin_api``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vachat.plugin_api import App, hookimpl
+
+from . import attachments, avatars, handlers
+from .commands import add_commands
+from .service import ACCESS_ALL, FilesService
+from .storage import storage_of
+
+__version__ = "1.0.0"
+
+
+@hookimpl
+def vachat_services(app: App) -> dict[str, Any]:
+    return {"files": FilesService(app)}
+
+
+@hookimpl
+def vachat_routes(app: App) -> list[tuple]:
+    # The public avatar route first: it is more specific than /api/files/:id.
+    return avatars.routes(app) + handlers.routes(app)
+
+
+@hookimpl
+def vachat_permissions() -> list[tuple[str, str]]:
+    return [(ACCESS_ALL, "Read, download and delete any user's files")]
+
+
+@hookimpl
+def vachat_commands(commands: Any) -> None:
+    add_commands(commands)
+
+
+@hookimpl
+async def vachat_startup(app: App) -> None:
+    await app.run_blocking(storage_of, app)  # creates the upload folders, off the IOLoop
+
+
+@hookimpl
+async def vachat_user_deleting(app: App, user_id: str) -> None:
+    await app.service("files").delete_all_of(user_id)
+
+
+@hookimpl(optionalhook=True)
+async def admin_dashboard_figures(app: App) -> dict[str, Any]:
+    """The admin dashboard's files part: how many files, how many bytes."""
+    return {"files": await app.service("files").totals()}
+
+
+
+
+# -- the chat plugin's hooks (optional: files works without chat) -------------------------
+
+
+@hookimpl(optionalhook=True)
+async def chat_message_before_store(app: App, message: dict[str, Any], actor: Any) -> None:
+    await attachments.check_message_files(app, message, actor)
+
+
+@hookimpl(optionalhook=True)
+async def chat_messages_decorate(app: App, messages: list[dict[str, Any]]) -> None:
+    await attachments.decorate_messages(app, messages)
+
+
+@hookimpl(optionalhook=True)
+async def chat_message_created(app: App, message: dict[str, Any]) -> None:
+    await attachments.remember_attachments(app, message)
+
+
+@hookimpl(optionalhook=True)
+async def chat_message_deleted(app: App, message: dict[str, Any]) -> None:
+    await attachments.release_message(app, message["id"])
+
+
+@hookimpl(optionalhook=True)
+async def chat_conversation_deleted(app: App, conversation: dict[str, Any]) -> None:
+    await attachments.release_conversation(app, conversation["id"])
