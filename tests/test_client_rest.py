@@ -10,7 +10,8 @@ import time
 import pytest
 
 from vachat.client import (
-    Backoff, Client, Conflict, ConnectionFailed, NewMessage, NotFound, Tokens, Unauthorized, ValidationFailed,
+    Backoff, Client, Conflict, ConnectionFailed, NewMessage, NotFound, Tokens, Unauthorized, UnsupportedMediaType,
+    ValidationFailed,
     token_expiry,
 )
 
@@ -195,3 +196,32 @@ def test_the_client_imports_nothing_of_the_server():
                     continue
                 refused.append(f"{path.name}: {name}")
     assert refused == []
+
+
+@pytest.mark.gen_test
+@pytest.mark.vachat(plugins=["chat", "files"])
+async def test_files_upload_list_download_and_attach(production_http_server, http_port, make_user, tmp_path):
+    user = await make_user()
+    source = tmp_path / "notes.txt"
+    source.write_text("plain words, ünïcode too\n" * 100, encoding="utf-8")
+    async with Client(server(http_port)) as client:
+        await client.sign_in(user.email, user.password)
+        uploaded = await client.upload_file(source, description="my notes")
+        assert (uploaded.original_name, uploaded.mime_type, uploaded.size) == ("notes.txt", "text/plain",
+                                                                               source.stat().st_size)
+        from_bytes = await client.upload_file(content=b"second file\n", filename='odd "name".txt')
+        assert from_bytes.original_name == 'odd _name_.txt'  # quoted in the part's header, made safe by the server
+        listed = await client.list_files()
+        assert {f.id for f in listed.items} == {uploaded.id, from_bytes.id} and listed.total == 2
+        assert (await client.get_file(uploaded.id)).raw["description"] == "my notes"
+        copy = await client.download_file(uploaded.id, tmp_path / "copy.txt")
+        assert copy.read_bytes() == source.read_bytes()
+        conversation = await client.create_conversation("with a file")
+        message = await client.send_message(conversation.id, "see attached", files=[uploaded.id])
+        assert [f["id"] for f in message.files] == [uploaded.id]
+        await client.delete_file(from_bytes.id)
+        with pytest.raises(NotFound):
+            await client.download_file(from_bytes.id, tmp_path / "gone.txt")
+        assert not (tmp_path / "gone.txt").exists()
+        with pytest.raises(UnsupportedMediaType):
+            await client.upload_file(content=b"MZ\x90\x00" + bytes(200), filename="tool.exe")

@@ -194,7 +194,9 @@ class Client:
                       body: bytes | None = None, headers: dict[str, str] | None = None, auth: bool = True,
                       envelope: bool = False, streaming_callback: Callable[[bytes], None] | None = None) -> Any:
         """One API call; returns the envelope's ``data`` (the whole envelope with ``envelope``).
-        Raises the typed ``ApiError`` of a failure, ``ConnectionFailed`` when unreachable."""
+        Raises the typed ``ApiError`` of a failure, ``ConnectionFailed`` when unreachable.
+        With ``streaming_callback`` a successful body goes to it as it arrives (None is
+        returned); an error's body is still read as the error."""
         for attempt in range(2):
             all_headers = {"User-Agent": self.user_agent, "Accept": "application/json", **(headers or {})}
             sent_token = None
@@ -223,18 +225,29 @@ class Client:
             headers.setdefault("Content-Type", "application/json")
         if body is None and method in ("POST", "PUT", "PATCH"):
             body = b""
+        status = [0]
+        error_body = bytearray()
+        sink = None
+        if streaming_callback is not None:
+            def on_header(line: str) -> None:
+                if line.startswith("HTTP/"):  # the status line: decides where the body goes
+                    status[0] = int(line.split(" ", 2)[1])
+
+            def sink(chunk: bytes) -> None:
+                (streaming_callback if status[0] < 400 else error_body.extend)(chunk)
         try:
             response = await self._http.fetch(url, method=method, headers=headers, body=body, raise_error=False,
-                                              request_timeout=self.request_timeout,
-                                              streaming_callback=streaming_callback)
+                                              request_timeout=self.request_timeout, streaming_callback=sink,
+                                              header_callback=on_header if sink is not None else None)
         except (OSError, tornado.httpclient.HTTPClientError) as error:
             raise ConnectionFailed(f"Cannot reach {self.base_url}: {error}") from error
         if response.code == 599:
             raise ConnectionFailed(f"Cannot reach {self.base_url}: {response.error}")
         if streaming_callback is not None and response.code < 400:
             return None
+        raw = bytes(error_body) if streaming_callback is not None else response.body
         try:
-            parsed = _json_loads(response.body) if response.body else None
+            parsed = _json_loads(raw) if raw else None
         except ValueError:
             parsed = None
         if response.code >= 400:
@@ -361,12 +374,23 @@ class Client:
         return FileInfo.from_wire(data)
 
     async def download_file(self, file_id: str, destination: str | os.PathLike[str]) -> Path:
-        """``GET /api/files/:id/download`` into ``destination`` (written as it arrives)."""
+        """``GET /api/files/:id/download`` into ``destination`` (written as it arrives; removed
+        again when the download fails)."""
         target = Path(destination)
-        with open(target, "wb") as sink:
-            await self.request("GET", f"/api/files/{file_id}/download", streaming_callback=sink.write,
-                               headers={"Accept": "*/*"})
+        try:
+            with open(target, "wb") as sink:
+                await self.request("GET", f"/api/files/{file_id}/download", streaming_callback=sink.write,
+                                   headers={"Accept": "*/*"})
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
         return target
+
+    async def get_file(self, file_id: str) -> FileInfo:
+        return FileInfo.from_wire(await self.request("GET", f"/api/files/{file_id}"))
+
+    async def delete_file(self, file_id: str) -> None:
+        await self.request("DELETE", f"/api/files/{file_id}")
 
     # -- live ----------------------------------------------------------------------------------------
 
