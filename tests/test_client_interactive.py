@@ -64,6 +64,18 @@ async def step(function, *args):
     return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
 
+async def stored_somewhere(fetch, user, content, timeout=SCREEN_WAIT):
+    """Wait until one of the user's conversations holds a message ``content`` (sends run in
+    the background of the terminal, so the prompt comes back before the server has it)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = (await fetch(f"/api/chat/search?q={content.split()[-1]}", user=user)).data["items"]
+        if any(message["content"] == content for message in found):
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"{content!r} was never stored"
+        await asyncio.sleep(0.05)
+
+
 async def messages_of(fetch, user, conversation_id):
     page = (await fetch(f"/api/chat/conversations/{conversation_id}/messages?limit=200", user=user)).data
     return list(reversed(page["items"]))
@@ -173,6 +185,7 @@ async def test_without_an_assistant_messages_are_stored_without_replies(producti
         await step(terminal.expect, "this server has no assistant")
         await step(terminal.expect, "Type a message")
         terminal.line("a note to self")
+        await stored_somewhere(fetch, user, "a note to self")
         terminal.line("/list")
         await step(terminal.expect, r"1\. Terminal chat  \(1 messages\)")
         terminal.line("/quit")

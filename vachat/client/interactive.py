@@ -62,6 +62,9 @@ class Screen:
         """The streamed reply is complete: ``line`` is it as it was stored."""
         raise NotImplementedError
 
+    def drop_stream(self) -> None:
+        """Forget a reply being streamed (the conversation changed)."""
+
     def set_status(self, key: str, text: str | None) -> None:
         pass
 
@@ -113,6 +116,10 @@ class TerminalScreen(Screen):
         self.show(line)
         self._redraw()
 
+    def drop_stream(self) -> None:
+        self._partial = None
+        self._redraw()
+
     def set_status(self, key: str, text: str | None) -> None:
         if text:
             self._status[key] = text
@@ -158,6 +165,11 @@ class PlainScreen(Screen):
         else:
             self.show(line)
 
+    def drop_stream(self) -> None:
+        if self._streaming:
+            sys.stdout.write("\n")
+            self._streaming = False
+
     def set_status(self, key: str, text: str | None) -> None:
         if text and key == "connection":
             self.show(f"({text})")
@@ -200,8 +212,10 @@ class ChatSession:
             await self.live.leave(self.conversation.id)
         self.conversation = conversation
         self._streaming = None
+        self.screen.drop_stream()
         self._typing.clear()
         self.screen.set_status("typing", None)
+        self.screen.set_status("ai", None)
         self.screen.show(f"— {conversation.title} ({conversation.id}) —")
         history = await self.client.messages(conversation.id, limit=HISTORY_SHOWN)
         for message in reversed(history.items):
@@ -353,8 +367,8 @@ class ChatSession:
 
 
 async def pick_conversation(client: Client, wanted: str | None, prompter: Prompter) -> Conversation:
-    if wanted:
-        return await choose_conversation(client, wanted)
+    if wanted or not prompter.interactive:
+        return await choose_conversation(client, wanted)  # without a terminal: the most recent
     recent = (await client.list_conversations(limit=10)).items
     if not recent:
         return await client.create_conversation("Terminal chat")
