@@ -22,6 +22,7 @@ class TcpProxy:
         self.accepted = 0
         self._server: asyncio.base_events.Server | None = None
         self._transports: set[asyncio.Transport] = set()
+        self._handlers: set[asyncio.Task] = set()
 
     @property
     def url(self) -> str:
@@ -35,6 +36,7 @@ class TcpProxy:
     async def __aexit__(self, *exc: Any) -> None:
         self.cut()
         self._server.close()
+        await asyncio.gather(*self._handlers, return_exceptions=True)  # each ends once cut
         await self._server.wait_closed()
 
     def cut(self) -> None:
@@ -47,6 +49,9 @@ class TcpProxy:
         self.refusing = False
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
         if self.refusing:
             writer.transport.abort()
             return

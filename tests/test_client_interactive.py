@@ -43,6 +43,16 @@ class Terminal:
         while self.child.expect([CURSOR_QUERY, pattern]) == 0:
             self.child.send(CURSOR_ANSWER)
 
+    def expect_all(self, *patterns: str) -> None:
+        """Each of ``patterns`` appears, in any order (one screen update may draw several)."""
+        waiting = list(patterns)
+        while waiting:
+            index = self.child.expect([CURSOR_QUERY, *waiting])
+            if index == 0:
+                self.child.send(CURSOR_ANSWER)
+            else:
+                waiting.pop(index - 1)
+
     def type(self, text: str) -> None:
         self.child.send(text)
 
@@ -102,8 +112,7 @@ async def test_chat_in_a_terminal(production_http_server, http_port, fetch):
 
         # A slow reply: its first words are on the screen while the rest is being generated.
         terminal.line("[slow] tell me a long story about the sea")
-        await step(terminal.expect, "assistant is typing")
-        await step(terminal.expect, "assistant: Echo:")
+        await step(terminal.expect_all, "assistant is typing", "assistant: Echo:")
         stored = await messages_of(fetch, signed_in, conversation["id"])
         assert [m["content"] for m in stored][-1] == "[slow] tell me a long story about the sea"  # not done yet
         terminal.line("/stop")
