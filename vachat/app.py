@@ -105,7 +105,7 @@ class VachatApplication(tornado.web.Application):
         self._route_names = {}
         for pattern, handler, *_ in routes:
             self._route_names.setdefault(handler, pattern)
-        self.plugins.collect("vachat_metrics", registry=self.metrics.registry)
+        self.plugins.collect("vachat_metrics", registry=self.metrics.registry, app=self)
         # Collected once, like every declaration: /health must not run (and on a failure
         # disable, or in strict mode fail on) plugin declaration code per request.
         self.health_checks = self.plugins.collect("vachat_health_checks", app=self)

@@ -94,10 +94,12 @@ def vachat_services(app: "App") -> Mapping[str, Any]:
 
 
 @hookspec
-def vachat_metrics(registry: "CollectorRegistry") -> None:
+def vachat_metrics(registry: "CollectorRegistry", app: "App") -> None:
     """Register the plugin's Prometheus collectors on ``registry`` (a ``CollectorRegistry``).
 
-    Name metrics ``vachat_<plugin>_…``. Called once per application.
+    Name metrics ``vachat_<plugin>_…``. Called once per application; keep the collectors in
+    ``app.plugin_state(name)`` to update them later (several applications may share a process,
+    each with its own registry).
     """
 
 

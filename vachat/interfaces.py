@@ -79,6 +79,16 @@ class Hub(Protocol):
                          code: int = 4401, reason: str = "") -> None:
         """Close every socket of a user or a session, on every node."""
 
+    def on_control(self, op: str, handler: Callable[[dict[str, Any]], Any]) -> None:
+        """Run ``handler(message)`` on this node when another node sends control message ``op``
+        (every node hears control messages, whatever rooms it has). Register once, at start-up
+        (``vachat_startup``); name ops after your plugin (``ai-stop``). The handler runs on the
+        IOLoop and must not block: start a task for async work."""
+
+    async def send_control(self, op: str, message: dict[str, Any]) -> None:
+        """Send ``message`` to every *other* node's ``on_control`` handler for ``op`` (nothing
+        without Redis: there are no other nodes). Act on this node yourself."""
+
 
 class RateDecisionLike(Protocol):
     allowed: bool

@@ -9,7 +9,8 @@ What a plugin is handed:
 - ``App`` (``vachat.interfaces``): in every hook as ``app`` and in handlers as ``self.app``:
   ``config``, ``db.run``, ``run_blocking``, ``hub``/``publish``, ``limiter``, ``mailer``,
   ``plugin_config(name)``, ``plugin_state(name)``, ``hooks.notify/call``, ``service(name)``,
-  ``accounts`` (users, sessions, audit), ``with_redis``.
+  ``accounts`` (users, sessions, audit), ``with_redis``; ``hub.on_control`` / ``hub.send_control``
+  for node-to-node messages that are not about a room.
 - Declarations: ``hookimpl`` / ``hookspec``, ``ApiHandler`` + ``endpoint``,
   ``StreamingBodyHandler`` for uploads (the body streamed to ``receive_chunk`` under its own
   ``max_body_size``, raised above ``MAX_JSON_BODY`` only once the caller is authorised), ``ws_event`` with ``EventContext`` and ``Reply``,

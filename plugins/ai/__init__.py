@@ -1,0 +1,107 @@
+"""vachat's built-in AI plugin: the assistant's replies, streamed live, stoppable and resumable
+on any node (SPEC §5, §6).
+
+Loaded through the ``vachat.plugins`` entry point like any third-party plugin, built on
+``vachat.plugin_api`` only, and meeting the chat plugin through its hooks and its ``chat``
+service (``REQUIRES``). One concern per module:
+
+- ``providers``: the provider interface and the ``vachat.ai_providers`` entry-point group;
+  ``providers.echo`` and ``providers.openai``, the shipped ones;
+- ``assistant``: the assistant of one application (quota and one-reply checks, context,
+  stopping, shutdown); ``generation``: one reply, from the context to the stored message;
+- ``progress``: who generates where, and the reply's progress for joins on any node;
+- ``usage`` and ``models``: tokens per user and day, quotas; ``metrics``: Prometheus;
+- ``handlers``: ``GET /api/ai/usage``, ``POST /api/chat/messages/:id/regenerate``;
+  ``events``: ``stop-generation``; ``hookspecs``: ``ai_before_request``, offered to others.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from vachat.plugin_api import App, hookimpl
+
+from . import hookspecs
+from .assistant import STOP_CONTROL, Assistant
+from .events import EVENTS
+from .handlers import ROUTES
+from .metrics import AiMetrics
+
+__version__ = "1.0.0"
+
+REQUIRES = ("chat",)
+
+
+@hookimpl
+def vachat_addhooks(pluginmanager: Any) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def vachat_services(app: App) -> Mapping[str, Any]:
+    # Built here, with the declarations: a provider that cannot be loaded (an unknown
+    # AI_PROVIDER, openai without AI_BASE_URL) stops the plugin loading, with the reason.
+    assistant = Assistant(app, app.plugin_config("ai"))
+    app.plugin_state("ai").assistant = assistant
+    return {"ai": assistant}
+
+
+@hookimpl
+def vachat_routes(app: App) -> list[tuple]:
+    return list(ROUTES)
+
+
+@hookimpl
+def vachat_ws_events(app: App) -> list[Any]:
+    return list(EVENTS)
+
+
+@hookimpl
+def vachat_metrics(registry: Any, app: App) -> None:
+    Assistant.of(app).metrics = AiMetrics(registry)
+
+
+@hookimpl
+def vachat_startup(app: App) -> None:
+    app.hub.on_control(STOP_CONTROL, Assistant.of(app).on_stop_control)
+
+
+@hookimpl
+async def vachat_shutdown(app: App) -> None:
+    await Assistant.of(app).shutdown()
+
+
+@hookimpl
+async def vachat_user_deleting(app: App, user_id: str) -> None:
+    await Assistant.of(app).forget_user(user_id)
+
+
+# ---------------------------------------------------------------------------
+# chat's hooks
+# ---------------------------------------------------------------------------
+
+
+@hookimpl
+async def chat_message_before_store(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> None:
+    if message.get("requiresAIResponse"):
+        await Assistant.of(app).refuse_or_reserve(conversation["id"], actor)
+
+
+@hookimpl
+async def chat_ai_reply_requested(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> None:
+    await Assistant.of(app).start(conversation, parent_id=message["id"], user_id=actor.id)
+
+
+@hookimpl
+async def chat_generation_status(app: App, conversation_id: str) -> dict[str, Any] | None:
+    return await Assistant.of(app).status(conversation_id)
+
+
+# ---------------------------------------------------------------------------
+# the admin plugin's dashboard, when it is there
+# ---------------------------------------------------------------------------
+
+
+@hookimpl(optionalhook=True)
+async def admin_dashboard_figures(app: App) -> dict[str, Any]:
+    return {"ai": {"tokensToday": await Assistant.of(app).usage.tokens_today()}}

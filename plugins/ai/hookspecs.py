@@ -1,0 +1,25 @@
+"""The hooks the AI plugin offers to other plugins (declared through ``vachat_addhooks``).
+
+Implement one with ``@hookimpl`` (``@hookimpl(optionalhook=True)`` when your plugin works
+without the AI plugin), taking only the arguments you need. Order and failures follow the
+core's rules (``vachat.hookspecs``); hooks may be coroutines.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vachat.plugin_api import hookspec
+
+
+@hookspec
+def ai_before_request(app: Any, conversation: dict[str, Any], messages: list[dict[str, str]]) -> Any:
+    """A reply is about to be requested from the provider: edit ``messages`` in place.
+
+    ``messages`` is the context in the chat-completions shape, ``[{"role", "content"}]``:
+    the system prompt first, then the most recent messages of the conversation's current
+    branch that fit ``AI_CONTEXT_TOKENS``, oldest first, ending with the message being
+    answered. Add, remove or rewrite entries (redact, add retrieved documents …); the return
+    value is ignored. ``conversation`` is the chat API's wire shape. Raising an ``ApiError``
+    stops this reply, stored as an ``error`` message that names the reason.
+    """

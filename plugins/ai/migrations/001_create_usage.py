@@ -1,0 +1,22 @@
+"""Create the AI plugin's usage table: tokens per user and UTC day."""
+
+import peewee as pw
+
+
+def migrate(migrator, database, fake=False, **kwargs):
+    @migrator.create_model
+    class AiUsage(pw.Model):
+        id = pw.CharField(primary_key=True, max_length=26)
+        user_id = pw.CharField(max_length=64)
+        day = pw.DateField()
+        prompt_tokens = pw.BigIntegerField(default=0)
+        completion_tokens = pw.BigIntegerField(default=0)
+        generations = pw.IntegerField(default=0)
+
+        class Meta:
+            table_name = "ai_usage"
+            indexes = ((("user_id", "day"), True), (("day",), False))
+
+
+def rollback(migrator, database, fake=False, **kwargs):
+    migrator.remove_model("ai_usage")
