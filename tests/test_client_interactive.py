@@ -139,8 +139,7 @@ async def test_chat_in_a_terminal(production_http_server, http_port, fetch):
 
 @pytest.mark.gen_test(timeout=240)
 async def test_a_server_restart_loses_nothing_typed_or_sent(server_process, tmp_path):
-    env = {"VACHAT_PLUGINS": "-ai", "FAKE_AI_DELAY": "0.02",
-           "VACHAT_PLUGIN_MODULES": "testauth=vachat.testing_auth,fakeai=tests.client_fake_ai"}
+    env = {"AI_ECHO_DELAY": "0.02"}  # the real assistant, its echo provider
     first = server_process(env)
     await first.wait_ready()
     email = f"restart-{os.getpid()}@example.test"

@@ -81,10 +81,14 @@ class UnsupportedMediaType(ApiError):
 
 
 class RateLimited(ApiError):
+    """Too many requests: ``retry_after`` seconds until one is accepted again."""
+
     code = "RATE_LIMITED"
 
 
-class QuotaExceeded(RateLimited):
+class QuotaExceeded(ApiError):
+    """The day's AI tokens are used up (429 too, but retrying soon cannot help)."""
+
     code = "QUOTA_EXCEEDED"
 
 
