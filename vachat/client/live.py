@@ -204,8 +204,9 @@ class LiveConnection:
 
     async def join(self, conversation_id: str, since: str | None = None) -> list[Message]:
         """Join a conversation's room and stay joined across reconnects. Returns the
-        messages after ``since`` (oldest first; ``[]`` without it), which are also delivered
-        as ``NewMessage`` events. From here on nothing of the conversation is missed."""
+        messages after ``since`` (oldest first), which are also delivered as ``NewMessage``
+        events; without ``since`` it starts from the conversation's newest message, so this is
+        ``[]`` unless one arrived meanwhile. From here on nothing of the conversation is missed."""
         room = self._rooms.get(conversation_id)
         if room is None:
             if since is None:
@@ -225,8 +226,8 @@ class LiveConnection:
         if room is not None and self.connected:
             try:
                 await self.request("leave-conversation", {"conversationId": conversation_id})
-            except (_Dropped, ConnectionFailed):
-                pass  # the server forgot the room with the socket
+            except ClientError:
+                pass  # dropped (the server forgot the room with the socket) or already gone
 
     async def send(self, conversation_id: str, content: str, *, requires_ai_response: bool = False,
                    client_message_id: str | None = None, **fields: Any) -> Message:
