@@ -1,4 +1,4 @@
-"""Bare Tornado fan-out reference server (what a Tornado user writes by hand).
+"""Bare Tornado reference server (what a Tornado user writes by hand).
 
 One WebSocket endpoint, one room, no auth, no validation, no persistence:
 
@@ -6,15 +6,22 @@ One WebSocket endpoint, one room, no auth, no validation, no persistence:
   client -> server  {"type":"bench-broadcast","data":{…}}  broadcast {"type":"bench-message","data":{…}}
                                                            to every socket in the room: json.dumps once,
                                                            then write_message per socket
+  client -> server  {"type":"bench-echo","id":…,"data":{…}}  reply {"type":"ack","id":…,"data":{…}}
+                                                           (the round-trip reference)
+
+and one JSON GET, ``/api/bench/items`` (the authenticated-list reference): the success envelope
+around 20 conversation-like items built at start-up, ``json.dumps`` per request.
 
 Usage (normally started by bench/fanout.py, which also pins it to CPU 0):
 
   .venv/bin/python bench/bare_server.py --port 8765 [--cpu 0]
 """
 import argparse
+import datetime
 import json
 import os
 import sys
+import uuid
 
 import tornado.ioloop
 import tornado.web
@@ -41,12 +48,39 @@ class BenchSocket(tornado.websocket.WebSocketHandler):
                     ws.write_message(payload)
                 except tornado.websocket.WebSocketClosedError:
                     ROOM.discard(ws)
+        elif kind == "bench-echo":
+            self.write_message(json.dumps({"type": "ack", "id": msg.get("id"), "data": msg.get("data")}))
         elif kind == "bench-join":
             ROOM.add(self)
             self.write_message(JOINED)
 
     def on_close(self):
         ROOM.discard(self)
+
+
+def _item(n: int) -> dict:
+    """One conversation as a list shows it, with its last message: the shape (and about the
+    length) of an item of vachat's GET /api/chat/conversations."""
+    ident = lambda: uuid.uuid4().hex[:26]
+    stamp = (datetime.datetime(2026, 11, 1) + datetime.timedelta(minutes=n)).isoformat() + "Z"
+    cid, owner, mid = ident(), ident(), ident()
+    return {"id": cid, "ownerId": owner, "title": f"Conversation {n}", "description": "", "isPublic": False,
+            "isArchived": False, "tags": [], "metadata": {}, "currentMessageId": mid, "messageCount": 1,
+            "lastMessage": {"id": mid, "conversationId": cid, "userId": owner, "role": "user", "type": "text",
+                            "content": f"Hello number {n}", "parentId": None, "metadata": {},
+                            "clientMessageId": None, "isEdited": False, "editedAt": None, "files": [],
+                            "createdAt": stamp, "updatedAt": stamp},
+            "createdAt": stamp, "updatedAt": stamp}
+
+
+ITEMS = [_item(n) for n in range(20)]
+
+
+class ItemsHandler(tornado.web.RequestHandler):
+    def get(self):
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.write(json.dumps({"success": True, "data": ITEMS,
+                               "pagination": {"page": 1, "limit": 20, "total": 20, "totalPages": 1}}))
 
 
 def main():
@@ -61,7 +95,8 @@ def main():
         import tornado.speedups  # noqa: F401  (C masking helper)
     except ImportError:
         print("bare_server: WARNING tornado.speedups missing (slow masking)", file=sys.stderr)
-    app = tornado.web.Application([(r"/ws", BenchSocket)], websocket_compression_options=None)
+    app = tornado.web.Application([(r"/ws", BenchSocket), (r"/api/bench/items", ItemsHandler)],
+                                  websocket_compression_options=None)
     app.listen(args.port, address=args.host)
     print(f"bare_server: listening on ws://{args.host}:{args.port}/ws pid={os.getpid()} "
           f"cpus={sorted(os.sched_getaffinity(0))} tornado={tornado.version}", file=sys.stderr, flush=True)

@@ -13,25 +13,24 @@ A target is a `Target(...)` in `targets` below; see bench/README.md for the cont
 """
 from __future__ import annotations
 
-import argparse
-import ctypes
+import functools
 import json
 import os
-import resource
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-LOADGEN = BENCH / "loadgen"
-SERVER_CPU, LOADGEN_CPU = 0, 1
+if __package__ in (None, ""):  # run as a script: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import chat_stack
+from bench.harness import (
+    BENCH, LOADGEN, LOADGEN_CPU, REPO, SERVER_CPU, add_run_args, best_of, check_alive, ensure_loadgen, fmt_num,
+    free_port, generator_result, log, machine_line, median, new_parser, print_table, raise_nofile, run_generator,
+    run_targets, save_json, start_server, stop,
+)
 
 
 @dataclass
@@ -52,11 +51,15 @@ class Target:
     headers: dict[str, str] = field(default_factory=dict)
     join_frames: list[str] = field(default_factory=list)  # each room socket, after connecting
     join_replies: int = 1                 # frames (any type) each room socket gets before measuring
+    trigger_headers: Optional[dict[str, str]] = None  # upgrade headers of the trigger sockets (default: headers)
     trigger_join_frames: list[str] = field(default_factory=list)  # each trigger socket, after connecting
     trigger_join_replies: int = 0         # frames each trigger socket gets before measuring
     trigger_frame: str = ""               # one broadcast; its `"seq":${seq}` must reach every socket
     vars: dict[str, str] = field(default_factory=dict)
-    setup: Optional[Callable[[int], dict]] = None  # called once the port accepts; returns more vars
+    setup: Optional[Callable[..., dict]] = None  # setup(port, db) once the port accepts; returns more vars
+    teardown: Optional[Callable[..., dict]] = None  # teardown(port, db) after the generator; adds to the result
+    database: Optional[str] = None        # "sqlite" / "postgresql": a fresh database per run, {database_url}
+    pad: Optional[int] = None             # filler bytes for this target (default: --pad)
     ready_timeout_s: float = 30.0
 
 
@@ -102,205 +105,124 @@ targets["vachat"] = Target(
     trigger_join_replies=1,  # ready
     trigger_frame='{"type":"bench-broadcast","id":"b${seq}","data":' + TRIGGER_DATA + '}',
 )
+
 # ---------------------------------------------------------------------------------------------
+# The full chat path (issue #8): 1,000 sockets of users reading one public conversation
+# (CHAT_READERS accounts, a few tabs each) joined with `join-conversation`; the owner's two
+# trigger sockets send `send-message` (stored, acked, then `new-message` to the room). The
+# sequence number travels in the message's metadata, so the frame carries `"seq":N`.
+CHAT_READERS = 200
+FANOUT_TARGET_RATIO = 2.5
+# Filler for the bare reference of vachat-chat, so that its frames are as long as a
+# `new-message` frame with 48 bytes of content (its ids, timestamps and fields): ~445 bytes.
+CHAT_FRAME_PAD = 387
+
+targets["bare-chat"] = Target(
+    name="bare-chat", cmd=targets["bare"].cmd, join_frames=targets["bare"].join_frames,
+    trigger_frame=targets["bare"].trigger_frame, pad=CHAT_FRAME_PAD)
+REFERENCE_ONLY = {"bare", "bare-chat"}
 
 
-def log(msg: str) -> None:
-    print(f"fanout: {msg}", file=sys.stderr, flush=True)
+def _chat_fanout_setup(port: int, db) -> dict:
+    api = chat_stack.Api(port)
+    owner = api.sign_up(1, f"owner{port}-")[0]
+    readers = api.sign_up(CHAT_READERS, f"reader{port}-")
+    conversation_id = api.create_conversation(owner["token"], "Town hall", public=True)
+    return {"owner": owner["token"], "reader": [r["token"] for r in readers], "cid": conversation_id}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _chat_fanout_teardown(port: int, db) -> dict:
+    return {"messages_stored": db.count_messages()}
 
 
-def raise_nofile(want: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < want:
-        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-        log(f"RLIMIT_NOFILE {soft} -> {new}")
-    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < want:
-        log(f"WARNING: open-file limit {resource.getrlimit(resource.RLIMIT_NOFILE)[0]} < {want}")
+def chat_fanout_target(database: str) -> Target:
+    return Target(
+        name="vachat-chat",
+        cmd=chat_stack.server_cmd(),
+        env=chat_stack.server_env("{port}", "{database_url}"),
+        database=database,
+        setup=_chat_fanout_setup,
+        teardown=_chat_fanout_teardown,
+        ready_timeout_s=60.0,
+        headers={"Authorization": "Bearer ${reader}"},  # reader tokens in turn: socket i uses reader i % 200
+        join_frames=['{"type":"join-conversation","id":"j${i}","data":{"conversationId":"${cid}"}}'],
+        join_replies=2,  # ready + the join's ack
+        trigger_headers={"Authorization": "Bearer ${owner}"},
+        trigger_join_replies=1,  # ready
+        trigger_frame='{"type":"send-message","id":"b${seq}","data":{"conversationId":"${cid}",'
+                      '"content":"${pad}","metadata":{"seq":${seq}}}}',
+    )
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_children: list[subprocess.Popen] = []
-
-
-def spawn(cmd, cpu, **kw) -> subprocess.Popen:
-    """Start a child in its own process group, pinned to `cpu`, killed if we die."""
-    pin = {cpu} if cpu in os.sched_getaffinity(0) else None
-
-    def pre():
-        _libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: die with the benchmark
-        if pin:
-            os.sched_setaffinity(0, pin)
-
-    if pin is None:
-        log(f"WARNING: CPU {cpu} not available; {cmd[0]} not pinned")
-    p = subprocess.Popen(cmd, preexec_fn=pre, start_new_session=True, **kw)
-    _children.append(p)
-    return p
-
-
-def stop(p: subprocess.Popen, timeout: float = 5.0) -> None:
-    if p.poll() is None:
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(p.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                p.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-    if p in _children:
-        _children.remove(p)
-
-
-def stop_all() -> None:
-    for p in list(_children):
-        stop(p)
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {proc.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"server did not listen on port {port} within {timeout}s")
-
-
-def ensure_loadgen() -> str:
-    node = shutil.which("node")
-    npm = shutil.which("npm")
-    if not node or not npm:
-        raise SystemExit("fanout: node and npm are required (Node >= 18)")
-    if not (LOADGEN / "node_modules" / "ws" / "package.json").exists():
-        how = "ci" if (LOADGEN / "package-lock.json").exists() else "install"
-        log(f"installing the load generator's dependencies: npm {how}")
-        subprocess.run([npm, how, "--no-audit", "--no-fund", "--loglevel=error"],
-                       cwd=LOADGEN, check=True, timeout=300)
-    return node
+targets["vachat-chat"] = chat_fanout_target("sqlite")
+# ---------------------------------------------------------------------------------------------
 
 
 def run_target(t: Target, node: str, args) -> dict:
     port = free_port()
-    fmt = dict(python=sys.executable, node=node, port=port, repo=str(REPO), bench=str(BENCH))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.update({k: v.format(**fmt) for k, v in t.env.items()})
-    cmd = [c.format(**fmt) for c in t.cmd]
-    log(f"[{t.name}] starting server on CPU {SERVER_CPU}: {' '.join(cmd)}")
-    server = spawn(cmd, SERVER_CPU, cwd=t.cwd.format(**fmt), env=env, stdin=subprocess.DEVNULL)
+    db = chat_stack.BenchDatabase(t.database, f"fanout-{port}") if t.database else None
     try:
-        wait_port(port, server, t.ready_timeout_s)
+        return _run_target(t, node, args, port, db)
+    finally:
+        if db:
+            db.drop()
+
+
+def _run_target(t: Target, node: str, args, port: int, db: Optional[chat_stack.BenchDatabase]) -> dict:
+    fmt = dict(python=sys.executable, node=node, port=port, repo=str(REPO), bench=str(BENCH),
+               database_url=db.url if db else "")
+    env = {k: v.format(**fmt) for k, v in t.env.items()}
+    server = start_server([c.format(**fmt) for c in t.cmd], env, port, cwd=t.cwd.format(**fmt),
+                          ready_timeout=t.ready_timeout_s)
+    try:
         extra_vars = dict(t.vars)
         if t.setup:
-            extra_vars.update(t.setup(port) or {})
+            extra_vars.update(t.setup(port, db) or {})
         cfg = dict(
             url=t.url.format(**fmt), clients=args.clients, headers=t.headers,
-            joinFrames=t.join_frames, joinReplies=t.join_replies,
+            joinFrames=t.join_frames, joinReplies=t.join_replies, triggerHeaders=t.trigger_headers,
             triggerJoinFrames=t.trigger_join_frames, triggerJoinReplies=t.trigger_join_replies,
-            triggerFrame=t.trigger_frame, vars=extra_vars, padBytes=args.pad,
+            triggerFrame=t.trigger_frame, vars=extra_vars, padBytes=t.pad if t.pad is not None else args.pad,
             broadcasts=args.broadcasts, warmup=args.warmup, durationS=args.duration,
             window=args.window, serverPid=server.pid, clkTck=os.sysconf("SC_CLK_TCK"),
             serverCpu=SERVER_CPU, generatorCpu=LOADGEN_CPU, client=args.client,
         )
         log(f"[{t.name}] load generator on CPU {LOADGEN_CPU}: {args.clients} sockets, "
             f"{args.broadcasts} broadcasts or {args.duration}s")
-        gen = spawn([node, str(LOADGEN / "fanout.js"), json.dumps(cfg)], LOADGEN_CPU,
-                    cwd=LOADGEN, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-        try:
-            out, _ = gen.communicate(timeout=args.duration + 180)
-        finally:
-            stop(gen)
-        if server.poll() is not None:
-            raise RuntimeError(f"server died during the run (code {server.returncode})")
-        lines = [ln for ln in (out or "").splitlines() if ln.startswith("{")]
-        if not lines:
-            raise RuntimeError(f"load generator printed no result (exit {gen.returncode})")
-        res = json.loads(lines[-1])
-        if "error" in res:
-            raise RuntimeError(f"load generator: {res['error']}")
+        res = generator_result(run_generator([node, str(LOADGEN / "fanout.js"), json.dumps(cfg)], args.duration + 180))
+        check_alive(server)
         if not res.get("broadcasts_measured"):
             raise RuntimeError(f"no measured broadcast completed ({res.get('reason')})")
+        if t.teardown:
+            res.update(t.teardown(port, db) or {})
         return res
     finally:
         stop(server)
 
 
-def cpu_busy() -> dict[int, int]:
-    """Busy ticks per CPU (user nice system irq softirq steal) from /proc/stat."""
-    out = {}
-    with open("/proc/stat") as f:
-        for ln in f:
-            if ln.startswith("cpu") and ln[3].isdigit():
-                name, *v = ln.split()
-                v = list(map(int, v))
-                out[int(name[3:])] = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
-    return out
-
-
-def wait_idle(max_wait: float, threshold: float = 15.0) -> None:
-    """On a shared machine, wait (at most max_wait s) until both benchmark cores are nearly idle;
-    warn if they never are."""
-    tck = os.sysconf("SC_CLK_TCK")
-    end = time.monotonic() + max_wait
-    while True:
-        try:
-            a = cpu_busy()
-            time.sleep(1.0)
-            b = cpu_busy()
-        except OSError:
-            return
-        busy = {c: 100 * (b[c] - a[c]) / tck for c in (SERVER_CPU, LOADGEN_CPU) if c in a}
-        if all(v < threshold for v in busy.values()):
-            return
-        if time.monotonic() >= end:
-            log("WARNING: benchmark cores busy before the run (" +
-                ", ".join(f"CPU {c} {v:.0f}%" for c, v in busy.items()) +
-                "): figures will be low; see `ps -eo pid,psr,pcpu,args --sort=-pcpu`")
-            return
-
-
-def median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
-
-
-def fmt_num(x, spec):
-    return "-" if x is None else format(x, spec)
-
-
 def summarize(runs: dict[str, list[dict]]) -> dict[str, dict]:
-    """Per target: its best run (highest frames/s: other load on a shared machine only ever
-    lowers the figure), the spread over rounds, and best ÷ bare's best."""
+    """Per target: its best run, the spread over rounds, and best ÷ bare's best."""
     out = {}
     for name, rs in runs.items():
-        ok = [r for r in rs if "error" not in r and r.get("frames_per_s")]
-        if not ok:
-            out[name] = {"error": rs[-1].get("error", "no result")}
-            continue
-        best = max(ok, key=lambda r: r["frames_per_s"])
-        out[name] = dict(best, rounds=len(ok), frames_per_s_min=min(r["frames_per_s"] for r in ok),
-                         frames_per_s_median=median([r["frames_per_s"] for r in ok]))
-    bare = out.get("bare", {}).get("frames_per_s")
-    for r in out.values():
+        out[name] = best_of(rs, "frames_per_s")
+        if "error" not in out[name]:
+            out[name]["frames_per_s_median"] = median([r["frames_per_s"] for r in rs if r.get("frames_per_s")])
+    for name, r in out.items():
+        bare = out.get(reference_of(name), {}).get("frames_per_s")
         if "error" not in r:
             r["ratio_vs_bare"] = r["frames_per_s"] / bare if bare else None
     return out
 
 
-def print_table(summary: dict[str, dict]) -> None:
-    hdr = ["target", "frames/s", "p50 ms", "p99 ms", "server CPU %", "generator CPU %",
+def reference_of(name: str) -> str:
+    """The bare run a target is compared with: the one sending frames of its size."""
+    if name in REFERENCE_ONLY:
+        return name
+    return "bare-chat" if name == "vachat-chat" else "bare"
+
+
+def print_summary(summary: dict[str, dict]) -> None:
+    hdr = ["target", "frames/s", "frame bytes", "p50 ms", "p99 ms", "server CPU %", "generator CPU %",
            "other load % (srv/gen core)", "ratio vs bare"]
     rows = []
     for name, r in summary.items():
@@ -313,23 +235,19 @@ def print_table(summary: dict[str, dict]) -> None:
         gen = fmt_num(r["generator_cpu_pct"], ".0f") + (" (saturated)" if r["generator_saturated"] else "")
         other = (fmt_num(r.get("other_cpu_pct_server_core"), ".0f") + " / "
                  + fmt_num(r.get("other_cpu_pct_generator_core"), ".0f"))
-        rows.append([name, fps, fmt_num(r["latency_ms"]["p50"], ".1f"), fmt_num(r["latency_ms"]["p99"], ".1f"),
-                     fmt_num(r["server_cpu_pct"], ".0f"), gen, other, fmt_num(r["ratio_vs_bare"], ".2f")])
-    widths = [max(len(str(x)) for x in col) for col in zip(hdr, *rows)]
-    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
-    print(line(hdr))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print(line(row))
+        ratio = fmt_num(r["ratio_vs_bare"], ".2f")
+        if name != reference_of(name):
+            ratio += f" (vs {reference_of(name)})"
+        rows.append([name, fps, fmt_num(r.get("frame_bytes"), "d"), fmt_num(r["latency_ms"]["p50"], ".1f"),
+                     fmt_num(r["latency_ms"]["p99"], ".1f"), fmt_num(r["server_cpu_pct"], ".0f"), gen, other, ratio])
+    print_table(hdr, rows)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = new_parser("fanout", __doc__)
     available = [n for n, t in targets.items() if t is not None]
-    ap.add_argument("--targets", default=",".join(available),
-                    help=f"comma list (default: {','.join(available)}); bare always runs, first, for the ratio")
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="run every target this many times, alternating; report each one's best run (use 3 on a shared box)")
+    ap.add_argument("--targets", default=",".join(n for n in available if n not in REFERENCE_ONLY),
+                    help=f"comma list of {','.join(available)}; each one's bare reference always runs, first, for the ratio")
     ap.add_argument("--clients", type=int, default=1000)
     ap.add_argument("--broadcasts", type=int, default=200, help="measured broadcasts (after warm-up)")
     ap.add_argument("--duration", type=float, default=20.0, help="max measured seconds")
@@ -339,9 +257,8 @@ def main() -> int:
     ap.add_argument("--client", choices=("raw", "ws"), default="raw",
                     help="generator's WebSocket client: lean hand-rolled frame counter, or the ws library")
     ap.add_argument("--pad", type=int, default=48, help="filler bytes in each message (~100-byte frame)")
-    ap.add_argument("--wait-idle", type=float, default=20.0, metavar="S",
-                    help="before each run, wait up to S seconds for CPUs 0 and 1 to be idle (shared machines)")
-    ap.add_argument("--json", metavar="FILE", help="write every run's raw result and the summary here")
+    chat_stack.add_database_arg(ap)
+    add_run_args(ap)
     args = ap.parse_args()
 
     names = [n.strip() for n in args.targets.split(",") if n.strip()]
@@ -350,58 +267,44 @@ def main() -> int:
             ap.error(f"unknown target {n!r}; known: {', '.join(targets)}")
         if targets[n] is None:
             ap.error(f"target {n!r} is not wired yet (TODO slot in bench/fanout.py)")
-    if "bare" not in names:
-        names.insert(0, "bare")
-    names.sort(key=lambda n: n != "bare")
-    for n in [n for n, t in targets.items() if t is None]:
-        log(f"target {n!r} skipped: not wired yet (TODO slot in bench/fanout.py)")
+    wanted_references = {reference_of(n) for n in names} | {"bare"}
+    for reference in sorted(wanted_references, reverse=True):
+        if reference in names:
+            names.remove(reference)
+        names.insert(0, reference)
+    if "vachat-chat" in names:
+        targets["vachat-chat"] = chat_fanout_target(args.database)
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored
     raise_nofile(args.clients * 2 + 1024)
     node = ensure_loadgen()
-    runs: dict[str, list[dict]] = {n: [] for n in names}
-    try:
-        for rnd in range(args.rounds):
-            for n in names:
-                if args.rounds > 1:
-                    log(f"round {rnd + 1}/{args.rounds}")
-                wait_idle(args.wait_idle)
-                try:
-                    r = run_target(targets[n], node, args)
-                except RuntimeError as e:
-                    log(f"[{n}] FAILED: {e}")
-                    r = {"error": str(e)}
-                runs[n].append(r)
-                if "error" in r:
-                    continue
-                log(f"[{n}] {json.dumps(r)}")
-                if r["seq_errors_socket0"] or r["extra_frames"] or r["broadcasts_incomplete"]:
-                    log(f"[{n}] WARNING: seq_errors={r['seq_errors_socket0']} extra_frames={r['extra_frames']} "
-                        f"incomplete={r['broadcasts_incomplete']} (frames missing {r['frames_missing']})")
-                for core in ("server", "generator"):
-                    o = r.get(f"other_cpu_pct_{core}_core")
-                    if o is not None and o > 10:
-                        log(f"[{n}] WARNING: {o:.0f}% of the {core}'s core went to other processes during the run")
-    except KeyboardInterrupt:
-        log("interrupted")
+
+    def run_one(name: str) -> dict:
+        r = run_target(targets[name], node, args)
+        if r["seq_errors_socket0"] or r["extra_frames"] or r["broadcasts_incomplete"]:
+            log(f"[{name}] WARNING: seq_errors={r['seq_errors_socket0']} extra_frames={r['extra_frames']} "
+                f"incomplete={r['broadcasts_incomplete']} (frames missing {r['frames_missing']})")
+        return r
+
+    outcome = run_targets({name: functools.partial(run_one, name) for name in names}, args, "frames_per_s")
+    if outcome is None:
         return 130
-    finally:
-        stop_all()
+    runs = outcome[1]
     summary = summarize(runs)
-    frame = next((r["frame_bytes"] for r in summary.values() if r.get("frame_bytes")), "?")
     nodev = subprocess.run([node, "-v"], capture_output=True, text=True).stdout.strip()
-    print(f"\nfan-out: {args.clients} sockets, ~{frame}-byte frames, window {args.window}, {args.client} client, "
-          f"{args.rounds} round(s); {os.cpu_count()} CPUs (server CPU {SERVER_CPU}, generator CPU {LOADGEN_CPU}); "
-          f"python {sys.version.split()[0]}, node {nodev}")
-    print_table(summary)
+    print(f"\nfan-out: {args.clients} sockets, window {args.window}, {args.client} client, "
+          f"{args.rounds} round(s); {machine_line()}, node {nodev}")
+    print_summary(summary)
     if args.rounds > 1:
         print("(each target's best of its rounds; p50/p99/CPU columns are from that run)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(dict(args=vars(args), summary=summary, runs=runs), indent=2) + "\n")
+    chat = summary.get("vachat-chat")
+    if chat and "error" not in chat and chat.get("ratio_vs_bare") is not None:
+        small = summary.get("bare", {}).get("frames_per_s")
+        print(f"target (issue #8): fan-out through the chat path >= {FANOUT_TARGET_RATIO}x the bare broadcast: "
+              f"{chat['ratio_vs_bare']:.2f}x the bare broadcast of frames as long "
+              f"({'met' if chat['ratio_vs_bare'] >= FANOUT_TARGET_RATIO else 'NOT met'})"
+              + (f", {chat['frames_per_s'] / small:.2f}x the ~106-byte one" if small else "")
+              + f"; {chat.get('messages_stored', '?')} messages stored for {chat.get('broadcasts_sent', '?')} sent")
+    save_json(args.json, args, summary, runs)
     return 0 if all("error" not in r for r in summary.values()) else 1
 
 

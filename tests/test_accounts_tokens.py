@@ -179,3 +179,39 @@ def test_a_refresh_token_must_outlive_the_access_token():
 
     with pytest.raises(ConfigError, match="REFRESH_TOKEN_TTL"):
         load_settings(environ={"ACCESS_TOKEN_TTL": "600", "REFRESH_TOKEN_TTL": "600"})
+
+
+# -- verified access tokens are remembered (the signature is checked once), never the session --
+
+
+@pytest.mark.gen_test
+async def test_a_remembered_token_of_a_revoked_session_is_refused_at_once(app, fetch, make_user):
+    user = await make_user()
+    assert (await me(fetch, user.access_token)).code == 200
+    assert user.access_token in tokens.verified_access_tokens(app)  # the next request skips the decode
+    assert (await fetch("/api/auth/logout", method="POST", headers=user.auth_headers)).code == 200
+    assert_error(await me(fetch, user.access_token), 401, "UNAUTHORIZED")
+
+
+@pytest.mark.gen_test
+async def test_remembered_tokens_end_at_their_exp_and_are_bounded(app, make_user, monkeypatch):
+    user = await make_user()
+    decoded = []
+    real_decode = tokens.decode_token
+    monkeypatch.setattr(tokens, "decode_token", lambda *args: decoded.append(args[1]) or real_decode(*args))
+    verified = tokens.VerifiedAccessTokens(max_entries=2)
+    soon = time.time() - tokens.ACCESS_TTL_SECONDS + 30  # issued so that it expires in 30 s
+    short = tokens.issue_access_token(app.config, user.id, user.session_id, now=soon)
+    exp = jwt.decode(short, options={"verify_signature": False})["exp"]
+    assert verified.claims(app.config, short, now=exp - 10)["sub"] == user.id
+    assert verified.claims(app.config, short, now=exp - 1)["sub"] == user.id
+    assert decoded == [short]  # verified once
+    verified.claims(app.config, short, now=exp)  # at exp: decoded again, and no longer kept
+    assert decoded == [short, short] and short not in verified
+    others = [tokens.issue_access_token(app.config, user.id, user.session_id) for _ in range(3)]
+    for token in others:
+        verified.claims(app.config, token)
+    assert len(verified) == 2 and others[0] not in verified
+    with pytest.raises(Exception) as refused:
+        verified.claims(app.config, others[1] + "x")
+    assert refused.value.status == 401 and others[1] + "x" not in verified

@@ -6,6 +6,8 @@ Loaded through the ``vachat.plugins`` entry point like any third-party plugin, a
 - ``models``: the tables (and why each index exists); ``migrations/``: their history;
 - ``service``: every read and write, used by REST, WebSocket and other plugins alike
   (published as ``app.service("chat")``);
+- ``counters``: live messages and conversations per day, kept as they change (the admin
+  dashboard's figures);
 - ``search``: the full-text index (SQLite FTS5 / PostgreSQL tsvector) and its queries;
 - ``handlers``: the REST routes; ``events``: the WebSocket events and typing indicators;
 - ``hookspecs``: the hooks chat offers to other plugins (``chat_*``).
@@ -53,6 +55,13 @@ def vachat_permissions() -> list[tuple[str, str]]:
 @hookimpl
 async def vachat_user_deleting(app: App, user_id: str) -> None:
     await app.service("chat").delete_user_data(user_id)
+
+
+@hookimpl(optionalhook=True)
+async def admin_dashboard_figures(app: App) -> dict[str, Any]:
+    """The admin dashboard's ``conversations`` and ``messages`` parts (optional: chat works
+    without the admin plugin, and then this is never called)."""
+    return await app.service("chat").dashboard_figures()
 
 
 @hookimpl

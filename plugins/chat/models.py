@@ -16,6 +16,8 @@ are never listed, searched or counted. Deleting a conversation removes everythin
 
 ``message_count`` and ``last_message_id`` are kept on the conversation, in the transaction
 that stores or deletes a message, so a page of conversations needs no per-row aggregate.
+Likewise ``chat_daily_count`` holds how many live messages and conversations were created on
+each UTC day (see ``counters``), so the admin dashboard never counts messages.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import peewee
 
 from vachat.plugin_api import BaseModel, JSONField, now
 
-__all__ = ["Conversation", "ConversationTag", "Message", "MessageFile", "ROLES", "MESSAGE_TYPES"]
+__all__ = ["Conversation", "ConversationTag", "Message", "MessageFile", "DailyCount", "ROLES", "MESSAGE_TYPES"]
 
 ROLES = ("user", "assistant", "system")
 MESSAGE_TYPES = ("text", "file", "image", "audio", "error")
@@ -102,4 +104,26 @@ class MessageFile(BaseModel):
         indexes = (
             (("message", "file_id"), True),
             (("file_id",), False),
+        )
+
+
+class DailyCount(BaseModel):
+    """Live messages and conversations created on ``day`` (UTC), in one of a few slots.
+
+    A day's figure is the sum of its slots. Writers add to the slot of their conversation
+    (``counters.slot_of``), so concurrent writes to different conversations rarely wait on the
+    same row; writes to one conversation already wait on its row (``message_count``).
+    """
+
+    day = peewee.DateField()
+    slot = peewee.SmallIntegerField()
+    messages = peewee.BigIntegerField(default=0)
+    conversations = peewee.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "chat_daily_count"
+        indexes = (
+            # One row per day and slot, added to in place (an upsert's conflict target); the
+            # dashboard's last-seven-days range reads it too.
+            (("day", "slot"), True),
         )

@@ -81,16 +81,23 @@ def index_message(message_id: str, conversation_id: str, owner_id: str, content:
     """Write (or with ``replace`` rewrite) a message's entry. Inside the caller's transaction."""
     if replace:
         unindex_messages([message_id])
-    tokens = words(content)
-    if not tokens:
-        return
+    index_messages([(message_id, conversation_id, owner_id, content)])
+
+
+def index_messages(entries: list[tuple[str, str, str, str]]) -> None:
+    """``index_message`` for several new messages: ``(message id, conversation id, owner id,
+    content)`` each, in one executemany. Inside the caller's transaction."""
     db = database.obj
     if isinstance(db, peewee.PostgresqlDatabase):
-        db.execute_sql("INSERT INTO chat_message_search (message_id, owner_id, document) VALUES (%s, %s, %s::tsvector)",
-                       (message_id, owner_id, _tsvector(tokens)))
+        rows = [(message_id, owner_id, _tsvector(tokens)) for message_id, _, owner_id, content in entries
+                if (tokens := words(content))]
+        sql = "INSERT INTO chat_message_search (message_id, owner_id, document) VALUES (%s, %s, %s::tsvector)"
     else:
-        db.execute_sql("INSERT INTO chat_message_fts (body, message_id, conversation_id, owner_id) "
-                       "VALUES (?, ?, ?, ?)", (" ".join(tokens), message_id, conversation_id, owner_id))
+        rows = [(" ".join(tokens), message_id, conversation_id, owner_id)
+                for message_id, conversation_id, owner_id, content in entries if (tokens := words(content))]
+        sql = "INSERT INTO chat_message_fts (body, message_id, conversation_id, owner_id) VALUES (?, ?, ?, ?)"
+    if rows:
+        db.cursor().executemany(sql, rows)
 
 
 def unindex_messages(message_ids: list[str]) -> None:

@@ -18,6 +18,7 @@ caller a message of a conversation it may not read.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -25,10 +26,10 @@ from typing import Any, Callable
 import peewee
 
 from vachat.plugin_api import (
-    Actor, App, Conflict, Forbidden, NotFound, ValidationFailed, database, new_id, now,
+    Actor, ApiError, App, Conflict, Forbidden, NotFound, ValidationFailed, database, new_id, now,
 )
 
-from . import search
+from . import counters, search
 from .models import Conversation, ConversationTag, Message, MessageFile
 
 __all__ = ["ChatService", "READ_ALL", "conversation_room", "user_room", "MAX_REPLAY"]
@@ -46,6 +47,10 @@ HISTORY_STEP = 200
 SORT_COLUMNS = {"updatedAt": Conversation.updated_at, "createdAt": Conversation.created_at,
                 "title": Conversation.title}
 DEFAULT_TITLE = "New conversation"
+# Most user messages stored in one transaction by the send batcher (see ``SendBatcher``): big
+# enough to absorb a burst of concurrent senders, small enough that a batch holds the write
+# lock for milliseconds, not seconds.
+MAX_SEND_BATCH = 128
 
 
 def conversation_room(conversation_id: str) -> str:
@@ -139,6 +144,13 @@ def _load_conversation(conversation_id: str, actor: Actor | None, write: bool = 
     return _readable(Conversation.get_or_none(Conversation.id == conversation_id), actor, write)
 
 
+def _locked(query: peewee.Select) -> peewee.Select:
+    """``query`` holding its rows until the transaction ends, on PostgreSQL: a delete that
+    counts a conversation's messages must not miss one stored (or deleted) meanwhile. SQLite
+    needs nothing: its write transactions already run one at a time (BEGIN IMMEDIATE)."""
+    return query.for_update() if isinstance(database.obj, peewee.PostgresqlDatabase) else query
+
+
 def _tags_of(conversation_ids: list[str]) -> dict[str, list[str]]:
     tags: dict[str, list[str]] = {cid: [] for cid in conversation_ids}
     if conversation_ids:
@@ -216,6 +228,7 @@ def _insert_message(conversation_id: str, *, user_id: str | None, role: str, dra
             if stored is None:
                 raise
             return stored, False, conversation_wire(conversation, [])
+        counters.count_message(conversation_id, stamp)
         if draft is not None and draft.files:
             MessageFile.insert_many([{"id": new_id(), "message": message.id, "file_id": file_id, "position": index}
                                      for index, file_id in enumerate(draft.files)]).execute()
@@ -224,6 +237,147 @@ def _insert_message(conversation_id: str, *, user_id: str | None, role: str, dra
          .where(Conversation.id == conversation_id).execute())
         search.index_message(message.id, conversation_id, conversation.owner_id, content)
     return message, True, conversation_wire(conversation, [])
+
+
+def _insert_user_messages(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
+    """Store several users' messages in one transaction (see ``SendBatcher``): per send,
+    ``(True, (message, created, conversation))`` as ``_insert_message`` answers, or
+    ``(False, the exception that refused it)``. Nothing is reported before the commit, and a
+    failed commit fails them all.
+
+    Plain messages (no parentId, no files) go in bulk (``_insert_plain``): a constant number of
+    statements for the whole batch. The others, and all of them if the bulk insert meets a
+    clientMessageId stored meanwhile (by another node), go one by one, each in a savepoint so
+    that one refused leaves the rest alone."""
+    outcomes: list[tuple[bool, Any] | None] = [None] * len(sends)
+    with database.atomic():
+        plain = [index for index, (draft, _) in enumerate(sends) if draft.parent_id is None and not draft.files]
+        if plain:
+            try:
+                with database.atomic():
+                    done = _insert_plain([sends[index] for index in plain])
+            except peewee.IntegrityError:
+                log.info("a clientMessageId of a batch was stored meanwhile: storing its messages one by one")
+            else:
+                for index, outcome in zip(plain, done):
+                    outcomes[index] = outcome
+        for index, (draft, actor) in enumerate(sends):
+            if outcomes[index] is not None:
+                continue
+            try:
+                with database.atomic():
+                    outcomes[index] = (True, _insert_message(draft.conversation_id, user_id=actor.id, role="user",
+                                                             draft=draft, actor=actor))
+            except Exception as error:  # told to that send's caller alone
+                outcomes[index] = (False, error)
+    return outcomes  # type: ignore[return-value]
+
+
+def _insert_plain(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
+    """``_insert_user_messages`` for messages without parentId or files, inside its
+    transaction: read the conversations and the clientMessageIds already taken in two queries,
+    decide each send in Python, then one INSERT of every message, one UPDATE statement per
+    conversation (executemany) and the search entries."""
+    conversation_ids = {draft.conversation_id for draft, _ in sends}
+    conversations = {c.id: c for c in Conversation.select().where(Conversation.id.in_(conversation_ids))}
+    taken: dict[tuple[str, str], Message] = {}
+    client_ids = {draft.client_message_id for draft, _ in sends if draft.client_message_id is not None}
+    if client_ids:
+        for stored in Message.select().where(Message.conversation.in_(conversation_ids),
+                                             Message.client_message_id.in_(client_ids)):
+            taken[(stored.conversation_id, stored.client_message_id)] = stored
+    stamp = now()
+    outcomes: list[tuple[bool, Any]] = []
+    rows: list[Message] = []
+    touched: dict[str, int] = {}  # conversation id -> messages added
+    for draft, actor in sends:
+        try:
+            conversation = _readable(conversations.get(draft.conversation_id), actor, write=True)
+        except ApiError as error:
+            outcomes.append((False, error))
+            continue
+        before = conversation_wire(conversation, [])  # as _insert_message tells it: read before the insert
+        key = (conversation.id, draft.client_message_id or "")
+        if draft.client_message_id is not None and key in taken:
+            outcomes.append((True, (taken[key], False, before)))
+            continue
+        message = Message(id=new_id(), conversation=conversation.id, user_id=actor.id, role="user", type=draft.type,
+                          content=draft.content, parent_id=conversation.current_message_id,
+                          metadata=draft.metadata or {}, client_message_id=draft.client_message_id,
+                          created_at=stamp, updated_at=stamp)
+        # The next message of this conversation in the batch answers this one.
+        conversation.current_message_id = message.id
+        touched[conversation.id] = touched.get(conversation.id, 0) + 1
+        if draft.client_message_id is not None:
+            taken[key] = message
+        rows.append(message)
+        outcomes.append((True, (message, True, before)))
+    if rows:
+        _insert_rows(rows)
+        _advance_conversations([(conversations[cid], added) for cid, added in touched.items()], stamp)
+        counters.count_messages(touched, stamp)
+        search.index_messages([(m.id, m.conversation_id, conversations[m.conversation_id].owner_id, m.content)
+                               for m in rows])
+    return outcomes
+
+
+def _insert_rows(messages: list[Message]) -> None:
+    """INSERT new message rows with one statement executed for each (executemany): building
+    a multi-row INSERT through the query builder cost more than the database's own work."""
+    db = database.obj
+    fields = Message._meta.sorted_fields
+    sql = (f"INSERT INTO {Message._meta.table_name} ({', '.join(f.column_name for f in fields)}) "
+           f"VALUES ({', '.join([db.param] * len(fields))})")
+    db.cursor().executemany(sql, [tuple(f.db_value(m.__data__.get(f.name)) for f in fields) for m in messages])
+
+
+def _advance_conversations(changes: list[tuple[Conversation, int]], stamp: Any) -> None:
+    """Move each conversation's leaf and last message to its newest message, and count the
+    messages added: one statement, executed for every conversation."""
+    db = database.obj
+    mark = db.param
+    sql = (f"UPDATE {Conversation._meta.table_name} SET current_message_id = {mark}, last_message_id = {mark}, "
+           f"message_count = message_count + {mark}, updated_at = {mark} WHERE id = {mark}")
+    when = Conversation.updated_at.db_value(stamp)
+    params = [(c.current_message_id, c.current_message_id, added, when, c.id) for c, added in changes]
+    db.cursor().executemany(sql, params)
+
+
+class SendBatcher:
+    """Group commit for user messages: concurrent sends share one transaction and one commit.
+
+    Each send waits for the commit of the batch that carries it ("acked means stored"). One
+    batch is in flight at a time; the sends that arrive meanwhile form the next one. Sending
+    one by one, every send paid a database-thread hop, a transaction and a commit of its own,
+    and on SQLite the database threads queued on the one write lock (its busy handler sleeps
+    between tries, so the wait far exceeded the work)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._pending: list[tuple[tuple[Draft, Actor], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def insert(self, draft: "Draft", actor: Actor) -> tuple[Message, bool, dict[str, Any]]:
+        """``_insert_message`` for a user's draft, committed with the sends around it."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append(((draft, actor), future))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_SEND_BATCH], self._pending[MAX_SEND_BATCH:]
+                try:
+                    outcomes = await self.app.db.run(_insert_user_messages, [send for send, _ in batch])
+                except Exception as error:  # the transaction failed: no send of it is stored
+                    outcomes = [(False, error)] * len(batch)
+                for (_, future), (ok, value) in zip(batch, outcomes):
+                    if not future.done():  # done: its caller went away (the message is stored all the same)
+                        future.set_result(value) if ok else future.set_exception(value)
+        finally:
+            self._flusher = None
 
 
 def _conversation_of(message: Message) -> Conversation:
@@ -240,6 +394,7 @@ class ChatService:
 
     def __init__(self, app: App) -> None:
         self.app = app
+        self.sends = SendBatcher(app)
 
     # -- conversations ------------------------------------------------------------------
 
@@ -283,6 +438,7 @@ class ChatService:
                     description=body.get("description", ""), is_public=body.get("isPublic", False),
                     is_archived=body.get("isArchived", False), metadata=body.get("metadata") or {})
                 _set_tags(conversation, body.get("tags") or [])
+                counters.count_conversation(conversation.id, conversation.created_at)
             return _conversations_wire([conversation])[0]
 
         created = await self.app.db.run(create)
@@ -319,8 +475,10 @@ class ChatService:
     async def delete_conversation(self, actor: Actor, conversation_id: str) -> None:
         def delete() -> dict[str, Any]:
             with database.atomic():
-                conversation = _load_conversation(conversation_id, actor, write=True)
+                conversation = _readable(
+                    _locked(Conversation.select().where(Conversation.id == conversation_id)).first(), actor, write=True)
                 wire = conversation_wire(conversation, _tags_of([conversation.id])[conversation.id])
+                counters.uncount_conversations(Conversation.id == conversation.id)
                 search.unindex_conversation(conversation.id)
                 conversation.delete_instance()  # tags, messages and their file links cascade
             return wire
@@ -345,10 +503,15 @@ class ChatService:
             if query.get("search"):
                 where.append(Conversation.title.contains(query["search"]))
             selection = Conversation.select().where(*where)
-            total = selection.count()
             order = (column.desc(), Conversation.id.desc()) if descending else (column.asc(), Conversation.id.asc())
-            rows = list(selection.order_by(*order).paginate(page, limit))
-            return _conversations_wire(rows), total
+            # One row more than the page: when it is not there, this page is the last one and
+            # the total follows from it, without a COUNT (most lists fit on their first page).
+            rows = list(selection.order_by(*order).offset((page - 1) * limit).limit(limit + 1))
+            if len(rows) <= limit and (rows or page == 1):
+                total = (page - 1) * limit + len(rows)
+            else:
+                total = selection.count()
+            return _conversations_wire(rows[:limit]), total
 
         items, total = await self.app.db.run(read)
         await self._decorate_last(items)
@@ -516,9 +679,8 @@ class ChatService:
             if ai_missing:
                 raise Conflict("An AI reply was requested but no AI plugin is enabled")
             await hooks.call("chat_message_before_store", conversation=conversation, message=draft.wire(), actor=actor)
-        # The common path: access check, retry check and insert in one transaction, one hop.
-        row, created, conversation = await self.app.db.run(
-            _insert_message, draft.conversation_id, user_id=actor.id, role="user", draft=draft, actor=actor)
+        # The common path: access check, retry check and insert in one savepoint of a batch.
+        row, created, conversation = await self.sends.insert(draft, actor)
         if not created:  # a retry (the unique index caught it, also when two raced)
             stored = (await self.app.db.run(_messages_wire, [row]))[0]
             return await self._retried(draft, stored), False
@@ -624,8 +786,11 @@ class ChatService:
                 conversation = _readable(_conversation_of(message), actor, write=True)
                 before = _messages_wire([message])[0]
                 stamp = now()
-                Message.update(deleted_at=stamp, updated_at=stamp, content="", metadata={}).where(
-                    Message.id == message.id).execute()
+                tombstoned = Message.update(deleted_at=stamp, updated_at=stamp, content="", metadata={}).where(
+                    Message.id == message.id, Message.deleted_at.is_null()).execute()
+                if not tombstoned:  # deleted by a concurrent request since it was read (PostgreSQL)
+                    raise NotFound("Message not found")
+                counters.uncount_message(conversation.id, message.created_at)
                 MessageFile.delete().where(MessageFile.message == message.id).execute()
                 search.unindex_messages([message.id])
                 changes: dict[Any, Any] = {Conversation.message_count: Conversation.message_count - 1}
@@ -654,17 +819,24 @@ class ChatService:
 
         def delete() -> None:
             with database.atomic():
-                owned = [c.id for c in Conversation.select(Conversation.id).where(Conversation.owner_id == user_id)]
+                owned = [c.id for c in _locked(Conversation.select(Conversation.id)
+                                               .where(Conversation.owner_id == user_id))]
+                counters.uncount_conversations(Conversation.owner_id == user_id)
                 for conversation_id in owned:
                     search.unindex_conversation(conversation_id)
                 if owned:
                     Conversation.delete().where(Conversation.id.in_(owned)).execute()
-                written = [m.id for m in Message.select(Message.id).where(Message.user_id == user_id)]
+                written = [m.id for m in _locked(Message.select(Message.id).where(Message.user_id == user_id))]
                 search.unindex_messages(written)
                 if written:
+                    counters.uncount_messages(Message.user_id == user_id)  # those left: elsewhere
                     Message.delete().where(Message.id.in_(written)).execute()
 
         await self.app.db.run(delete)
+
+    async def dashboard_figures(self) -> dict[str, Any]:
+        """The admin dashboard's ``conversations`` and ``messages`` parts (see ``counters``)."""
+        return await self.app.db.run(counters.figures)
 
     # -- hooks --------------------------------------------------------------------------
 

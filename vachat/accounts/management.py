@@ -177,8 +177,9 @@ def delete_account_rows(user_id: str) -> bool:
 
 def user_figures() -> dict[str, int]:
     """``{total, active24h, new7d}``: all accounts, distinct users with a session used (signed
-    in or refreshed; clients refresh every 15 minutes) in the last 24 hours, accounts created
-    in the last 7 days (the ``created_at`` index)."""
+    in or refreshed; clients refresh every 15 minutes) in the last 24 hours (a range of the
+    covering ``sessions (last_used_at, user_id)`` index, migration 003), accounts created in
+    the last 7 days (the ``created_at`` index)."""
     moment = now()
     total = User.select().count()
     new = User.select().where(User.created_at >= moment - NEW_WINDOW).count()

@@ -7,7 +7,7 @@ usernames (``identity`` is the one place that decides what "the same identity" m
 (password hashes, token and key hashes) are never part of it.
 
 The schema itself is created by the hand-written migrations ``migrations/001_accounts.py`` and
-``002_identity_skeletons.py``, never by ``create_tables()``: a change here needs a new
+``002_identity_skeletons.py`` and ``003_sessions_last_used_index.py``, never by ``create_tables()``: a change here needs a new
 migration file next to them.
 
 This module must never hold credentials in clear text: passwords are bcrypt hashes, reset and
@@ -178,7 +178,9 @@ class Session(BaseModel):
 
     class Meta:
         table_name = "sessions"
-        indexes = ((("user", "revoked_at"), False),)
+        # (last_used_at, user): the dashboard's "active in 24 hours", a covering range
+        # (migrations/003_sessions_last_used_index.py).
+        indexes = ((("user", "revoked_at"), False), (("last_used_at", "user"), False))
 
     @property
     def is_active(self) -> bool:

@@ -69,7 +69,7 @@ async def _actor_for_api_key(app: Any, key: str) -> Actor:
 
 
 async def _actor_for_access_token(app: Any, token: str) -> Actor:
-    claims = tokens.decode_token(app.config, token, tokens.ACCESS)
+    claims = tokens.verified_access_tokens(app).claims(app.config, token)
     principal = await sessions.session_principal(app, claims["sid"], claims["sub"])
     return actor_from_principal(principal, session_id=claims["sid"])
 

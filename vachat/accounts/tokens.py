@@ -9,6 +9,11 @@ were equal), ``sid`` (the server-side session it belongs to) and a unique ``jti`
 A valid signature is not enough: callers also check the session (``sessions``), which is
 how a revoked session's tokens are refused at once.
 
+``VerifiedAccessTokens`` remembers the claims of access tokens already verified, briefly and
+never past their ``exp``, so a client making many requests with one token pays the signature
+check once rather than on every request (it was the largest single cost of an authenticated
+read). It skips only the decode: the session is still checked on every request.
+
 This module must never log a token, and never let a PyJWT exception escape: an expired
 token becomes ``TokenExpired`` (401 TOKEN_EXPIRED), anything else ``Unauthorized``.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import OrderedDict
 from typing import Any
 
 import jwt
@@ -26,7 +32,7 @@ from ..errors import TokenExpired, Unauthorized
 __all__ = [
     "ALGORITHM", "ACCESS_TTL_SECONDS", "REFRESH_TTL_SECONDS", "ACCESS", "REFRESH",
     "issue_access_token", "issue_refresh_token", "decode_token", "new_jti", "token_pair",
-    "looks_like_jwt", "access_ttl", "refresh_ttl",
+    "looks_like_jwt", "access_ttl", "refresh_ttl", "VerifiedAccessTokens", "verified_access_tokens",
 ]
 
 ALGORITHM = "HS256"
@@ -41,6 +47,11 @@ REFRESH_TTL_SECONDS = 7 * 24 * 3600
 LEEWAY_SECONDS = 5
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "typ", "sid", "jti"]
 ISSUER = "vachat"
+# Verified access tokens remembered, at most (~1 KB each with the token as key: ~10 MB), and
+# for how long each at most (s) -- also never past its exp. Bounded so a flood of distinct
+# valid tokens cannot grow memory; short so the map holds only tokens in active use.
+VERIFIED_TOKENS_MAX = 10_000
+VERIFIED_TOKEN_TTL_SECONDS = 60
 
 
 def new_jti() -> str:
@@ -111,3 +122,47 @@ def decode_token(config: Any, token: str, kind: str) -> dict[str, Any]:
         if not isinstance(claims.get(claim), str) or not claims[claim]:
             raise Unauthorized("Invalid token")
     return claims
+
+
+class VerifiedAccessTokens:
+    """Claims of access tokens that passed ``decode_token``, keyed by the token itself, each
+    kept until the earlier of its ``exp`` and ``ttl`` seconds after it was verified; a bounded
+    LRU. Only valid tokens get in: a refused one is decoded (and refused) every time."""
+
+    def __init__(self, max_entries: int = VERIFIED_TOKENS_MAX, ttl: float = VERIFIED_TOKEN_TTL_SECONDS) -> None:
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self._claims: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._claims)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self._claims
+
+    def claims(self, config: Any, token: str, *, now: float | None = None) -> dict[str, Any]:
+        """``decode_token(config, token, ACCESS)``, from memory when this token was verified
+        recently and has not expired."""
+        moment = time.time() if now is None else now
+        entry = self._claims.get(token)
+        if entry is not None:
+            if entry[0] > moment:
+                self._claims.move_to_end(token)
+                return entry[1]
+            del self._claims[token]
+        claims = decode_token(config, token, ACCESS)
+        until = min(float(claims["exp"]), moment + self.ttl)
+        if until > moment:  # within the leeway past exp: valid, but not remembered
+            self._claims[token] = (until, claims)
+            while len(self._claims) > self.max_entries:
+                self._claims.popitem(last=False)
+        return claims
+
+
+def verified_access_tokens(app: Any) -> VerifiedAccessTokens:
+    """The application's memory of verified access tokens, made on first use."""
+    state = app.plugin_state("accounts")
+    verified = getattr(state, "verified_access_tokens", None)
+    if verified is None:
+        verified = state.verified_access_tokens = VerifiedAccessTokens()
+    return verified

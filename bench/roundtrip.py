@@ -1,0 +1,130 @@
+"""The `send-message` round trip under load (SPEC §10, issue #8), beside a bare Tornado echo.
+
+    .venv/bin/python bench/roundtrip.py                        # bare echo, then vachat on SQLite
+    .venv/bin/python bench/roundtrip.py --database postgresql  # vachat on a fresh PostgreSQL database
+    .venv/bin/python bench/roundtrip.py --rounds 3             # alternate, keep each one's best run
+
+64 clients, each signed in as its own account, joined to its own conversation; each sends a
+message and sends the next when the previous one's ack arrives (the ack comes once the row is
+committed; the message's `new-message` broadcast reaches the sender too). After a warm-up,
+`--duration` seconds are measured: latency p50/p99 and persisted messages/s (acks/s). Then the
+clients stop, every ack still due is awaited, and the rows in the messages table are counted:
+they must equal the acks received. The bare reference answers `bench-echo` with an `ack` at
+once (bench/bare_server.py). Server on CPU 0, the Node generator (loadgen/roundtrip.js) on CPU 1.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+if __package__ in (None, ""):  # run as a script: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import chat_stack
+from bench.harness import (
+    LOADGEN, LOADGEN_CPU, SERVER_CPU, add_run_args, check_alive, ensure_loadgen, fmt_num,
+    generator_result, machine_line, new_parser, print_table, raise_nofile, run_generator, run_targets, save_json,
+    start_bare_server, stop, target_verdict,
+)
+
+# Issue #8's targets, against the bare echo measured in the same run.
+P50_MAX_RATIO, P99_MAX_RATIO = 3.0, 5.0
+SQLITE_MIN_MESSAGES_PER_S = 2000
+
+
+def generator_config(args, port: int, server_pid: int) -> dict:
+    return dict(url=f"ws://127.0.0.1:{port}/ws", clients=args.clients, padBytes=args.pad, warmupS=args.warmup,
+                durationS=args.duration, serverPid=server_pid, clkTck=os.sysconf("SC_CLK_TCK"),
+                serverCpu=SERVER_CPU, generatorCpu=LOADGEN_CPU)
+
+
+def drive(node: str, cfg: dict, args) -> dict:
+    return generator_result(run_generator([node, str(LOADGEN / "roundtrip.js"), json.dumps(cfg)],
+                                          args.duration + args.warmup + 180))
+
+
+def run_bare(node: str, args) -> dict:
+    server, port = start_bare_server()
+    try:
+        return drive(node, generator_config(args, port, server.pid), args)
+    finally:
+        stop(server)
+
+
+def run_vachat(node: str, args) -> dict:
+    with chat_stack.running_vachat(args.database, "roundtrip") as (server, api, db):
+        users = api.sign_up(args.clients, f"rt{api.port}-")
+        conversations = [api.create_conversation(u["token"], f"Room {n}") for n, u in enumerate(users)]
+        cfg = generator_config(args, api.port, server.pid)
+        cfg.update(
+            headers={"Authorization": "Bearer ${token}"},  # client i is account i
+            joinFrames=['{"type":"join-conversation","id":"j${i}","data":{"conversationId":"${cid}"}}'],
+            joinReplies=2,  # ready + the join's ack
+            frame='{"type":"send-message","id":"${id}","data":{"conversationId":"${cid}","content":"${pad}"}}',
+            vars={"token": [u["token"] for u in users], "cid": conversations},
+        )
+        result = drive(node, cfg, args)
+        check_alive(server)
+        result["rows_stored"] = db.count_messages()
+        result["database"] = args.database
+        return result
+
+
+def main() -> int:
+    ap = new_parser("roundtrip", __doc__)
+    chat_stack.add_database_arg(ap)
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--duration", type=float, default=10.0, help="measured seconds")
+    ap.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
+    ap.add_argument("--pad", type=int, default=48, help="bytes of message content")
+    add_run_args(ap)
+    args = ap.parse_args()
+
+    raise_nofile(args.clients * 4 + 1024)
+    node = ensure_loadgen()
+    outcome = run_targets({"bare": lambda: run_bare(node, args), "vachat": lambda: run_vachat(node, args)}, args, "acks_per_s")
+    if outcome is None:
+        return 130
+    summary, runs = outcome
+    bare, chat = summary["bare"], summary["vachat"]
+    label = {"bare": "bare Tornado echo", "vachat": f"vachat send-message ({args.database})"}
+    ratio = lambda r, q: (r["latency_ms"][q] / bare["latency_ms"][q]
+                          if "error" not in r and "error" not in bare and bare["latency_ms"][q] else None)
+    rows = []
+    for name, r in summary.items():
+        if "error" in r:
+            rows.append([label[name], "error: " + r["error"][:80]] + [""] * 8)
+            continue
+        rows.append([label[name], fmt_num(r["acks_per_s"], ",d"), fmt_num(r["latency_ms"]["p50"], ".2f"),
+                     fmt_num(r["latency_ms"]["p99"], ".2f"), fmt_num(ratio(r, "p50"), ".2f"),
+                     fmt_num(ratio(r, "p99"), ".2f"), fmt_num(r["server_cpu_pct"], ".0f"),
+                     fmt_num(r["generator_cpu_pct"], ".0f"),
+                     fmt_num(r.get("other_cpu_pct_server_core"), ".0f") + " / "
+                     + fmt_num(r.get("other_cpu_pct_generator_core"), ".0f"),
+                     f"{r.get('rows_stored', '-')} / {r['acks_total']}"])
+    print(f"\nsend-message round trip: {args.clients} clients, {args.duration:g}s measured after {args.warmup:g}s, "
+          f"{args.rounds} round(s); {machine_line()}")
+    print_table(["target", "msgs/s (acks)", "p50 ms", "p99 ms", "p50 ratio", "p99 ratio", "server CPU %",
+                 "generator CPU %", "other load % (srv/gen core)", "rows stored / acks"], rows)
+    if "error" not in chat and "error" not in bare:
+        stored_ok = chat["rows_stored"] == chat["acks_total"]
+        print(f"rows in the messages table: {chat['rows_stored']}, acks received: {chat['acks_total']} "
+              f"({'equal' if stored_ok else 'DIFFERENT'}); error replies: {chat['errors']}, "
+              f"replies missing: {chat['replies_missing']}")
+        p50, p99 = ratio(chat, "p50"), ratio(chat, "p99")
+        print(f"target p50 <= {P50_MAX_RATIO:g}x bare: {p50:.2f}x, {target_verdict(p50 <= P50_MAX_RATIO)}; "
+              f"p99 <= {P99_MAX_RATIO:g}x bare: {p99:.2f}x, {target_verdict(p99 <= P99_MAX_RATIO)}")
+        persisted: Optional[bool] = (chat["acks_per_s"] >= SQLITE_MIN_MESSAGES_PER_S) if args.database == "sqlite" else None
+        print(f"persisted messages/s: {chat['acks_per_s']:,}"
+              + (f" (target >= {SQLITE_MIN_MESSAGES_PER_S:,} on SQLite: {target_verdict(persisted)})"
+                 if persisted is not None else " (PostgreSQL: reported, no target)"))
+    save_json(args.json, args, summary, runs)
+    ok = all("error" not in r for r in summary.values()) and chat.get("rows_stored") == chat.get("acks_total")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

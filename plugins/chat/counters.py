@@ -1,0 +1,119 @@
+"""The admin dashboard's chat figures, kept as counters instead of counted on each view.
+
+``chat_daily_count`` (``models.DailyCount``) holds, per UTC day of creation, how many live
+messages and conversations there are. Every write that adds or removes them changes the
+counters in its own transaction (``service`` calls ``count_*`` / ``uncount_*``), so the
+figures are exact after every commit, and the dashboard reads a handful of counter rows
+whatever the number of messages: the total sums at most ``COUNTER_SLOTS`` rows per day the
+instance has existed, the last seven days are a range of the ``(day, slot)`` index.
+
+What counts: a message from its creation until it is deleted. A deleted message (a tombstone,
+see ``models``) does not count, on its day of creation, just as it leaves the conversation's
+``messageCount``; so "messages on day D" is the messages created on D that still exist, and
+deleting an old message lowers that old day's figure.
+
+Every function here runs inside the caller's transaction on a database thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import zlib
+from typing import Any
+
+from peewee import EXCLUDED, fn
+
+from vachat.plugin_api import now
+
+from .models import Conversation, DailyCount, Message
+
+__all__ = ["COUNTER_SLOTS", "DASHBOARD_DAYS", "slot_of", "count_message", "count_messages", "count_conversation",
+           "uncount_message", "uncount_messages", "uncount_conversations", "figures"]
+
+# Rows each day's counters are spread over. Message writes on PostgreSQL hold their counter row
+# until commit; spread over 8 rows, writers to different conversations rarely queue behind one
+# another (the database pool holds 8 connections by default).
+COUNTER_SLOTS = 8
+# The dashboard's per-day series: today and the six days before it (UTC).
+DASHBOARD_DAYS = 7
+
+
+def slot_of(conversation_id: str) -> int:
+    """The counter slot of a conversation: stable across processes (unlike ``hash``)."""
+    return zlib.crc32(conversation_id.encode()) % COUNTER_SLOTS
+
+
+def _add(day: datetime.date, slot: int, *, messages: int = 0, conversations: int = 0) -> None:
+    (DailyCount.insert(day=day, slot=slot, messages=messages, conversations=conversations)
+     .on_conflict(conflict_target=[DailyCount.day, DailyCount.slot],
+                  update={DailyCount.messages: DailyCount.messages + EXCLUDED.messages,
+                          DailyCount.conversations: DailyCount.conversations + EXCLUDED.conversations})
+     .execute())
+
+
+def count_message(conversation_id: str, created_at: datetime.datetime) -> None:
+    _add(created_at.date(), slot_of(conversation_id), messages=1)
+
+
+def count_messages(added: dict[str, int], created_at: datetime.datetime) -> None:
+    """``count_message`` for a batch stored at ``created_at``: ``{conversation id: messages}``,
+    one upsert per counter slot touched."""
+    per_slot: collections.Counter[int] = collections.Counter()
+    for conversation_id, count in added.items():
+        per_slot[slot_of(conversation_id)] += count
+    for slot, count in sorted(per_slot.items()):  # a fixed order: concurrent batches never deadlock
+        _add(created_at.date(), slot, messages=count)
+
+
+def uncount_message(conversation_id: str, created_at: datetime.datetime) -> None:
+    _add(created_at.date(), slot_of(conversation_id), messages=-1)
+
+
+def count_conversation(conversation_id: str, created_at: datetime.datetime) -> None:
+    _add(created_at.date(), slot_of(conversation_id), conversations=1)
+
+
+def _as_date(value: Any) -> datetime.date:
+    # SQLite's date() gives 'YYYY-MM-DD' text, PostgreSQL's a date.
+    return value if isinstance(value, datetime.date) else datetime.date.fromisoformat(str(value)[:10])
+
+
+def uncount_messages(condition: Any) -> None:
+    """Take the live messages matching ``condition`` off their days' counts, before they are
+    deleted for good (one grouped query, whatever their number)."""
+    day = fn.DATE(Message.created_at)
+    rows = (Message.select(Message.conversation, day, fn.COUNT(Message.id))
+            .where(condition, Message.deleted_at.is_null())
+            .group_by(Message.conversation, day).tuples())
+    removed: collections.Counter[tuple[datetime.date, int]] = collections.Counter()
+    for conversation_id, created, count in rows:
+        removed[(_as_date(created), slot_of(conversation_id))] += count
+    for (created, slot), count in removed.items():
+        _add(created, slot, messages=-count)
+
+
+def uncount_conversations(condition: Any) -> None:
+    """Take the conversations matching ``condition``, and every live message in them, off the
+    counts, before they are deleted. The caller holds their rows (``FOR UPDATE`` on
+    PostgreSQL) so no message arrives or goes uncounted in between."""
+    uncount_messages(Message.conversation.in_(Conversation.select(Conversation.id).where(condition)))
+    for conversation_id, created_at in (Conversation.select(Conversation.id, Conversation.created_at)
+                                        .where(condition).tuples()):
+        _add(created_at.date(), slot_of(conversation_id), conversations=-1)
+
+
+def figures() -> dict[str, Any]:
+    """The dashboard's ``conversations`` and ``messages`` parts, from the counters alone."""
+    today = now().date()
+    days = [today - datetime.timedelta(days=back) for back in range(DASHBOARD_DAYS - 1, -1, -1)]
+    messages, conversations = (DailyCount.select(fn.COALESCE(fn.SUM(DailyCount.messages), 0),
+                                                 fn.COALESCE(fn.SUM(DailyCount.conversations), 0))
+                               .tuples().get())
+    recent = dict(DailyCount.select(DailyCount.day, fn.SUM(DailyCount.messages))
+                  .where(DailyCount.day >= days[0], DailyCount.day <= today)
+                  .group_by(DailyCount.day).tuples())
+    per_day = {_as_date(day): int(count) for day, count in recent.items()}
+    return {"conversations": {"total": int(conversations)},
+            "messages": {"total": int(messages),
+                         "perDay": [{"date": day.isoformat(), "count": per_day.get(day, 0)} for day in days]}}

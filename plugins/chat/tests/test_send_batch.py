@@ -1,0 +1,125 @@
+"""Group commit of sends through the real server: concurrent sends share one transaction, and
+each caller still gets exactly its own answer (stored, retried, or refused), after the commit."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from plugins.chat import service as chat_service
+from vachat.testing import assert_error
+
+from .helpers import ALICE, BOB, MISSING_ID, create_conversation, send
+
+# How long the test waits for the sends to queue behind the held batch (s); a bound, not a sleep.
+QUEUE_WAIT_S = 10
+
+
+@pytest.fixture
+def held_batches(app, monkeypatch):
+    """Hold the first batch on its database thread until `release()`; record every batch's size.
+    The sends made meanwhile queue up and form the next batch together."""
+    sizes: list[int] = []
+    gate = threading.Event()
+    real = chat_service._insert_user_messages
+
+    def held(sends):
+        sizes.append(len(sends))
+        if len(sizes) == 1:
+            gate.wait(QUEUE_WAIT_S)
+        return real(sends)
+
+    monkeypatch.setattr(chat_service, "_insert_user_messages", held)
+
+    async def queued(n: int) -> None:
+        batcher = app.service("chat").sends
+        for _ in range(QUEUE_WAIT_S * 100):
+            if len(batcher._pending) >= n:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"only {len(batcher._pending)} sends queued, expected {n}")
+
+    return sizes, gate.set, queued
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_concurrent_sends_share_a_batch_and_get_their_own_answers(app, fetch, held_batches):
+    sizes, release, queued = held_batches
+    mine = await create_conversation(fetch)
+    other = await create_conversation(fetch)
+    bobs_private = await create_conversation(fetch, user=BOB)
+    bobs_public = await create_conversation(fetch, user=BOB, isPublic=True)
+    first = asyncio.ensure_future(send(fetch, mine["id"], "first"))
+    while not sizes:  # the first send's batch is on its database thread, held
+        await asyncio.sleep(0.01)
+
+    def post(conversation_id: str, content: str, **fields):
+        return fetch("/api/chat/message", method="POST", user=ALICE,
+                     json={"conversationId": conversation_id, "content": content, **fields})
+
+    later = [
+        post(mine["id"], "second"),
+        post(mine["id"], "third", clientMessageId="c-3"),
+        post(mine["id"], "third", clientMessageId="c-3"),  # a retry in the same batch: stored once
+        post(other["id"], "elsewhere"),
+        post(bobs_private["id"], "not mine"),  # 404: not readable
+        post(bobs_public["id"], "not mine either"),  # 403: readable, not writable
+        post(MISSING_ID, "nowhere"),
+    ]
+    answers = asyncio.ensure_future(asyncio.gather(*later))
+    await queued(len(later))
+    release()
+    stored_first = (await first)["data"]
+    second, third, retry, elsewhere, private, public, missing = await answers
+
+    assert sizes == [1, len(later)]
+    # Requests race to the server: either of the two with clientMessageId c-3 may be stored.
+    assert (second.code, elsewhere.code) == (201, 201) and sorted([third.code, retry.code]) == [200, 201]
+    assert retry.data == third.data
+    assert_error(private, 404, "NOT_FOUND")
+    assert_error(public, 403, "FORBIDDEN")
+    assert_error(missing, 404, "NOT_FOUND")
+    # In one conversation, the batch's messages chain in the order they arrived, after the first.
+    items = (await fetch(f"/api/chat/conversations/{mine['id']}/messages", user=ALICE)).data["items"]
+    assert sorted(m["content"] for m in items) == ["first", "second", "third"] and items[-1]["id"] == stored_first["id"]
+    assert [m["parentId"] for m in items[:-1]] == [m["id"] for m in items[1:]]
+    read = (await fetch(f"/api/chat/conversations/{mine['id']}", user=ALICE)).data
+    assert read["messageCount"] == 3 and read["currentMessageId"] == items[0]["id"]
+    assert read["lastMessage"]["id"] == items[0]["id"]
+    assert (await fetch(f"/api/chat/conversations/{other['id']}", user=ALICE)).data["messageCount"] == 1
+    for conversation in (bobs_private, bobs_public):
+        assert (await fetch(f"/api/chat/conversations/{conversation['id']}", user=BOB)).data["messageCount"] == 0
+    found = (await fetch("/api/chat/search?q=elsewhere", user=ALICE)).data["items"]
+    assert [m["id"] for m in found] == [elsewhere.data["id"]]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_send_refused_in_the_database_leaves_the_rest_of_its_batch_stored(app, fetch, held_batches):
+    sizes, release, queued = held_batches
+    conversation = await create_conversation(fetch)
+    root = asyncio.ensure_future(send(fetch, conversation["id"], "root"))
+    while not sizes:
+        await asyncio.sleep(0.01)
+
+    def post(content: str, **fields):
+        return fetch("/api/chat/message", method="POST", user=ALICE,
+                     json={"conversationId": conversation["id"], "content": content, **fields})
+
+    later = [post("a"), post("orphan", parentId=MISSING_ID), post("b")]
+    answers = asyncio.ensure_future(asyncio.gather(*later))
+    await queued(len(later))
+    release()
+    root = (await root)["data"]
+    a, orphan, b = await answers
+    assert sizes == [1, 3]
+    assert_error(orphan, 400, "VALIDATION_FAILED")
+    assert (a.code, b.code) == (201, 201)
+    older, newer = sorted([a.data, b.data], key=lambda m: m["id"])
+    assert older["parentId"] == root["id"] and newer["parentId"] == older["id"]
+    # A parentId goes one by one, in the same transaction as the others.
+    branch = await send(fetch, conversation["id"], "branch", parentId=root["id"])
+    assert branch["data"]["parentId"] == root["id"]
+    read = (await fetch(f"/api/chat/conversations/{conversation['id']}", user=ALICE)).data
+    assert read["messageCount"] == 4 and read["currentMessageId"] == branch["data"]["id"]
