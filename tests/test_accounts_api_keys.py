@@ -54,7 +54,7 @@ async def test_key_on_the_websocket(make_user, fetch, ws_connect):
     created = await create_key(fetch, user)
     socket = await ws_connect(headers={"X-API-Key": created["key"]})
     ready = await socket.receive("ready")
-    assert ready["data"] == {"userId": user.id, "sessionId": f"apikey:{created['id']}"}
+    assert ready["data"] == {"userId": user.id, "sessionId": f"apikey:{created['id']}", "protocol": 1}
     late = await ws_connect()
     reply = await late.request("auth", {"token": created["key"]})
     assert reply["type"] == "ack" and reply["data"]["userId"] == user.id

@@ -177,7 +177,7 @@ async def test_logout_ends_the_session_and_closes_its_socket(app, fetch, make_us
     other_device = await login(fetch, user.email, user.password)
     socket = await ws_connect(user=user)
     ready = await socket.receive("ready")
-    assert ready["data"] == {"userId": user.id, "sessionId": user.session_id}
+    assert ready["data"] == {"userId": user.id, "sessionId": user.session_id, "protocol": 1}
     other_socket = await ws_connect(headers=bearer(other_device.data["tokens"]["accessToken"]))
     await other_socket.receive("ready")
 

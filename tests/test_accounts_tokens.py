@@ -6,6 +6,7 @@ a refresh token is never an access token, and a valid signature still needs a li
 """
 
 import base64
+import datetime
 import json
 import time
 
@@ -153,6 +154,31 @@ def test_issued_tokens_carry_the_claims(app):
     refresh = tokens.issue_refresh_token(app.config, "U1", "S1", "J1")
     refresh_claims = jwt.decode(refresh, TEST_REFRESH_SECRET, algorithms=["HS256"], issuer="vachat")
     assert refresh_claims["typ"] == "refresh" and refresh_claims["exp"] - refresh_claims["iat"] == 7 * 24 * 3600
+
+
+@pytest.mark.gen_test
+@pytest.mark.vachat(config={"access_token_ttl": 120, "refresh_token_ttl": 3600})
+async def test_token_lifetimes_come_from_the_settings(fetch, make_user):
+    user = await make_user()
+    signed_in = await fetch("/api/auth/login", method="POST", json={"email": user.email, "password": user.password})
+    pair = signed_in.data["tokens"]
+    assert pair["expiresIn"] == 120 and pair["refreshExpiresIn"] == 3600
+    access = jwt.decode(pair["accessToken"], TEST_SECRET, algorithms=["HS256"], issuer="vachat")
+    refresh = jwt.decode(pair["refreshToken"], TEST_REFRESH_SECRET, algorithms=["HS256"], issuer="vachat")
+    assert access["exp"] - access["iat"] == 120 and refresh["exp"] - refresh["iat"] == 3600
+    sessions = (await fetch("/api/auth/sessions", user=signed_in)).data
+    mine = next(s for s in sessions if s["id"] == signed_in.data["sessionId"])
+    expires = datetime.datetime.fromisoformat(mine["expiresAt"].replace("Z", "+00:00")).timestamp()
+    assert abs(expires - (time.time() + 3600)) < 60  # the session lives as long as its refresh token
+    rotated = (await fetch("/api/auth/refresh", method="POST", json={"refreshToken": pair["refreshToken"]})).data
+    assert rotated["tokens"]["expiresIn"] == 120
+
+
+def test_a_refresh_token_must_outlive_the_access_token():
+    from vachat.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="REFRESH_TOKEN_TTL"):
+        load_settings(environ={"ACCESS_TOKEN_TTL": "600", "REFRESH_TOKEN_TTL": "600"})
 
 
 # -- verified access tokens are remembered (the signature is checked once), never the session --

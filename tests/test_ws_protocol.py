@@ -122,7 +122,7 @@ async def assert_open(client) -> None:
 async def test_auth_by_header_gets_ready_and_joins_user_room(app, ws_connect):
     client = await ws_connect(headers=as_user("alice", session="s-1"))
     ready = await client.receive("ready")
-    assert ready == {"type": "ready", "data": {"userId": "alice", "sessionId": "s-1"}}
+    assert ready == {"type": "ready", "data": {"userId": "alice", "sessionId": "s-1", "protocol": 1}}
     assert app.hub.room_size("user:alice") == 1
     await assert_open(client)
     assert app.metrics.value("vachat_ws_connections") == 1
@@ -134,7 +134,7 @@ async def test_auth_by_first_frame(app, ws_connect):
     reply = await client.request("auth", {"token": "test:bob"})
     assert reply == {"type": "ack", "data": {"userId": "bob", "sessionId": "session-bob"}, "id": "r1"}
     ready = await client.receive("ready")  # sent before the ack; both arrived
-    assert ready["data"] == {"userId": "bob", "sessionId": "session-bob"}
+    assert ready["data"] == {"userId": "bob", "sessionId": "session-bob", "protocol": 1}
     assert app.hub.room_size("user:bob") == 1
     echoed = await client.request("echo", {"text": "hi"})
     assert echoed["data"] == {"text": "hi", "by": "bob"}

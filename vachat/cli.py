@@ -1,8 +1,9 @@
 """The command line: ``python run.py <command>`` or the installed ``vachat`` script.
 
 Commands: ``serve`` (the default), ``migrate`` (apply / rollback / create / status),
-``plugins``, ``config``, and every command a plugin adds through ``vachat_commands`` (the
-core's accounts add ``seed`` and ``create-admin``). Configuration comes from the same files and
+``plugins``, ``config``, ``chat`` (the terminal client in ``vachat.client.command``, a client of
+the public protocol that reads no server configuration), and every command a plugin adds
+through ``vachat_commands`` (the core's accounts add ``seed`` and ``create-admin``). Configuration comes from the same files and
 environment as the server's; a bad value exits with status 2 and a message naming it.
 
 This module never reaches into a plugin: plugins' commands arrive through the hook.
@@ -120,6 +121,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .client.command import run
+
+    return run(args)
+
+
 def cmd_openapi(args: argparse.Namespace) -> int:
     """Print the OpenAPI 3.1 document of every route of the enabled plugins (what
     ``/api/openapi.json`` serves), so the REST API can be read or fed to tools offline."""
@@ -187,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="print the effective configuration (secrets masked)")
     config.set_defaults(handler=cmd_config)
+
+    from .client.command import add_arguments as add_chat_arguments
+
+    chat = commands.add_parser("chat", help="a terminal client of a running server (interactive, or -m TEXT once)")
+    add_chat_arguments(chat)
+    chat.set_defaults(handler=cmd_chat)
     _add_plugin_commands(commands)
     return parser
 

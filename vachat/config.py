@@ -262,6 +262,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("jwt_refresh_secret", "security", "jwt_refresh_secret", "JWT_REFRESH_SECRET", str, secret=True),
     Option("cors_origins", "security", "cors_origin", "CORS_ORIGIN", parse_list),
     Option("bcrypt_rounds", "security", "bcrypt_rounds", "BCRYPT_ROUNDS", parse_bcrypt_rounds),
+    Option("access_token_ttl", "security", "access_token_ttl", "ACCESS_TOKEN_TTL", parse_positive_int),
+    Option("refresh_token_ttl", "security", "refresh_token_ttl", "REFRESH_TOKEN_TTL", parse_positive_int),
     Option("rate_limit_global", "security", "rate_limit_global", "RATE_LIMIT_GLOBAL", Rate.parse),
     Option("rate_limit_auth", "security", "rate_limit_auth", "RATE_LIMIT_AUTH", Rate.parse),
     Option("log_level", "logging", "level", "LOG_LEVEL", parse_log_level),
@@ -318,6 +320,9 @@ class Settings:
     jwt_refresh_secret: str = ""
     cors_origins: list[str] = field(default_factory=list)
     bcrypt_rounds: int = 12
+    # Seconds an access token (SPEC §4: 15 min) and a refresh token (7 days) are valid.
+    access_token_ttl: int = 15 * 60
+    refresh_token_ttl: int = 7 * 24 * 3600
     rate_limit_global: Rate = Rate(100, 60)
     rate_limit_auth: Rate = Rate(5, 900)
     log_level: str = "INFO"
@@ -481,6 +486,10 @@ def load_settings(
         # Tornado caps the timeout at the interval (with a warning on every start); say so once, here.
         raise ConfigError(f"WS_PING_TIMEOUT ({settings.ws_ping_timeout:g}s) must not exceed "
                           f"WS_PING_INTERVAL ({settings.ws_ping_interval:g}s)")
+    if settings.refresh_token_ttl <= settings.access_token_ttl:
+        # A refresh token that dies first could never renew the access token it came with.
+        raise ConfigError(f"REFRESH_TOKEN_TTL ({settings.refresh_token_ttl}s) must be longer than "
+                          f"ACCESS_TOKEN_TTL ({settings.access_token_ttl}s)")
     if settings.is_production and settings.bcrypt_rounds < BCRYPT_MIN_PRODUCTION_ROUNDS:
         raise ConfigError(f"BCRYPT_ROUNDS ({settings.bcrypt_rounds}) must be at least "
                           f"{BCRYPT_MIN_PRODUCTION_ROUNDS} in production")

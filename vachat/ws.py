@@ -3,7 +3,8 @@
 A socket authenticates on the upgrade (``Authorization: Bearer`` / ``X-API-Key``) or with a
 first frame ``{"type": "auth", "data": {"token": …}}`` within ``ws_auth_timeout`` seconds;
 anything else first, a bad token or the timeout closes it with 4401. A refused ``Origin``
-closes it with 4403. Once authenticated it joins ``user:<id>`` and gets ``ready``.
+closes it with 4403. Once authenticated it joins ``user:<id>`` and gets ``ready``
+``{userId, sessionId, protocol}`` (``PROTOCOL_VERSION``).
 
 Client frames are JSON text ``{"type", "id"?, "data"?}``; each is checked (JSON object, type,
 known event, permission, rates, schema) and handed to its ``@ws_event`` handler with an
@@ -65,10 +66,15 @@ from .wire import json_dumps, parse_json
 
 __all__ = [
     "SocketHandler", "EventContext", "Reply", "CORE_EVENTS", "TokenBucket", "SocketsPerAddress",
-    "CLOSE_UNAUTHORIZED", "CLOSE_ORIGIN_REFUSED", "CLOSE_TOO_MANY", "CLOSE_GOING_AWAY",
+    "CLOSE_UNAUTHORIZED", "CLOSE_ORIGIN_REFUSED", "CLOSE_TOO_MANY", "CLOSE_GOING_AWAY", "PROTOCOL_VERSION",
 ]
 
 log = logging.getLogger("vachat.ws")
+
+# The version of the /ws protocol this server speaks, sent in ``ready``. Raised only by a change
+# an existing client would misread (a frame's meaning, not an added field or event), so a client
+# can refuse, with a clear message, a server newer than it understands instead of misbehaving.
+PROTOCOL_VERSION = 1
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_INTERNAL = 1011
@@ -353,7 +359,8 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         self.actor = actor
         self.hub.identify(self, actor.id, actor.session_id)
         await self.hub.join(self, f"user:{actor.id}")
-        self.hub.send(self, "ready", {"userId": actor.id, "sessionId": actor.session_id})
+        self.hub.send(self, "ready", {"userId": actor.id, "sessionId": actor.session_id,
+                                      "protocol": PROTOCOL_VERSION})
         return True
 
     def _auth_timed_out(self) -> None:

@@ -33,7 +33,7 @@ from .models import (
 )
 from .passwords import check_policy, hash_password, verify_password
 from .profile import is_timezone
-from .tokens import token_pair
+from .tokens import refresh_ttl as session_ttl, token_pair
 from .users import create_account
 
 __all__ = ["ROUTES", "RegisterHandler", "LoginHandler", "LogoutHandler", "RefreshHandler", "MeHandler",
@@ -116,6 +116,7 @@ class RegisterHandler(ApiHandler):
                 {"field": "timezone", "message": "is not an IANA time zone name (such as Europe/Paris)"}])
         hashed = await hash_password(self.application, body["password"])
         ip, agent = self.client_ip, user_agent_of(self)
+        lifetime = session_ttl(self.application.config)
 
         def create() -> tuple[User, str, str]:
             with User._meta.database.atomic():
@@ -133,7 +134,7 @@ class RegisterHandler(ApiHandler):
                     timezone=body.get("timezone") or "UTC", language=body.get("language") or "en",
                     last_login_at=now(),
                 )
-                session_id, jti = sessions.open_session(user.id, ip, agent)
+                session_id, jti = sessions.open_session(user.id, ip, agent, lifetime)
                 audit.record(audit.AUTH_REGISTER, user_id=user.id, actor_id=user.id, ip=ip, user_agent=agent)
                 return user, session_id, jti
 
@@ -176,12 +177,13 @@ class LoginHandler(ApiHandler):
                               details={"email": email, "reason": "disabled"})
             raise Forbidden("This account is disabled")
         ip, agent = self.client_ip, user_agent_of(self)
+        lifetime = session_ttl(app.config)
 
         def sign_in() -> tuple[str, str, User]:
             with User._meta.database.atomic():
                 moment = now()
                 User.update(last_login_at=moment).where(User.id == user.id).execute()
-                session_id, jti = sessions.open_session(user.id, ip, agent)
+                session_id, jti = sessions.open_session(user.id, ip, agent, lifetime)
                 audit.record(audit.AUTH_LOGIN, user_id=user.id, actor_id=user.id, ip=ip, user_agent=agent,
                              details={"sessionId": session_id})
             user.last_login_at = moment

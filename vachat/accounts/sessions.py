@@ -28,7 +28,7 @@ from ..errors import Unauthorized
 from . import audit as audit_log
 from .cache import auth_cache
 from .models import ApiKey, Role, Session, User
-from .tokens import REFRESH, REFRESH_TTL_SECONDS, decode_token, new_jti, token_pair
+from .tokens import REFRESH, REFRESH_TTL_SECONDS, decode_token, new_jti, refresh_ttl, token_pair
 
 __all__ = [
     "open_session", "create_session", "rotate", "revoke_session", "revoke_user_sessions",
@@ -68,12 +68,14 @@ def _epoch(moment: datetime.datetime) -> float:
 # ---------------------------------------------------------------------------
 
 
-def open_session(user_id: str, ip: str | None, user_agent: str | None) -> tuple[str, str]:
-    """Insert a session row (synchronous: run inside ``app.db.run``). Returns (id, refresh jti)."""
+def open_session(user_id: str, ip: str | None, user_agent: str | None,
+                 ttl: int = REFRESH_TTL_SECONDS) -> tuple[str, str]:
+    """Insert a session row (synchronous: run inside ``app.db.run``) that lives ``ttl``
+    seconds (``refresh_ttl(app.config)``) unless refreshed. Returns (id, refresh jti)."""
     jti = new_jti()
     session = Session.create(
         user=user_id, refresh_jti=jti, ip=(ip or "")[:64], user_agent=(user_agent or "")[:USER_AGENT_MAX],
-        expires_at=now() + datetime.timedelta(seconds=REFRESH_TTL_SECONDS),
+        expires_at=now() + datetime.timedelta(seconds=ttl),
     )
     return session.id, jti
 
@@ -82,19 +84,19 @@ async def create_session(app: Any, user_id: str, *, ip: str | None = None,
                          user_agent: str | None = None) -> tuple[str, dict[str, Any]]:
     """Start a session for ``user_id``: returns ``(session id, tokens)`` where ``tokens`` is
     the wire object ``{accessToken, refreshToken, tokenType, expiresIn, refreshExpiresIn}``."""
-    session_id, jti = await app.db.run(open_session, user_id, ip, user_agent)
+    session_id, jti = await app.db.run(open_session, user_id, ip, user_agent, refresh_ttl(app.config))
     return session_id, token_pair(app.config, user_id, session_id, jti)
 
 
 def _rotate_row(session_id: str, user_id: str, old_jti: str, ip: str | None,
-                user_agent: str | None) -> tuple[str, str | None]:
+                user_agent: str | None, ttl: int = REFRESH_TTL_SECONDS) -> tuple[str, str | None]:
     """Swap the refresh jti if ``old_jti`` is current. Returns (outcome, new jti) where
     outcome is ``rotated``, ``reused``, ``ended`` or ``disabled``."""
     fresh = new_jti()
     moment = now()
     changes: dict[Any, Any] = {
         Session.refresh_jti: fresh, Session.last_used_at: moment,
-        Session.expires_at: moment + datetime.timedelta(seconds=REFRESH_TTL_SECONDS),
+        Session.expires_at: moment + datetime.timedelta(seconds=ttl),
     }
     if ip:
         changes[Session.ip] = ip[:64]
@@ -124,7 +126,8 @@ async def rotate(app: Any, refresh_token: str, *, ip: str | None = None, user_ag
     """
     claims = decode_token(app.config, refresh_token, REFRESH)
     user_id, session_id = claims["sub"], claims["sid"]
-    outcome, jti = await app.db.run(_rotate_row, session_id, user_id, claims["jti"], ip, user_agent)
+    outcome, jti = await app.db.run(_rotate_row, session_id, user_id, claims["jti"], ip, user_agent,
+                                     refresh_ttl(app.config))
     if outcome == "rotated":
         return user_id, session_id, token_pair(app.config, user_id, session_id, jti)
     if outcome == "reused":

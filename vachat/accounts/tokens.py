@@ -32,14 +32,15 @@ from ..errors import TokenExpired, Unauthorized
 __all__ = [
     "ALGORITHM", "ACCESS_TTL_SECONDS", "REFRESH_TTL_SECONDS", "ACCESS", "REFRESH",
     "issue_access_token", "issue_refresh_token", "decode_token", "new_jti", "token_pair",
-    "looks_like_jwt", "VerifiedAccessTokens", "verified_access_tokens",
+    "looks_like_jwt", "access_ttl", "refresh_ttl", "VerifiedAccessTokens", "verified_access_tokens",
 ]
 
 ALGORITHM = "HS256"
 ACCESS = "access"
 REFRESH = "refresh"
-# Short-lived access tokens bound the damage of a leaked one even without the
-# session check; refresh tokens are rotated on every use.
+# SPEC §4's lifetimes, the defaults of ACCESS_TOKEN_TTL and REFRESH_TOKEN_TTL (the settings
+# ``access_token_ttl`` / ``refresh_token_ttl`` decide): short-lived access tokens bound the
+# damage of a leaked one even without the session check; refresh tokens rotate on every use.
 ACCESS_TTL_SECONDS = 15 * 60
 REFRESH_TTL_SECONDS = 7 * 24 * 3600
 # Clock skew tolerated between nodes when checking exp/iat (s).
@@ -57,6 +58,16 @@ def new_jti() -> str:
     return secrets.token_urlsafe(16)
 
 
+def access_ttl(config: Any) -> int:
+    """Seconds an access token lives (``ACCESS_TOKEN_TTL``)."""
+    return getattr(config, "access_token_ttl", ACCESS_TTL_SECONDS)
+
+
+def refresh_ttl(config: Any) -> int:
+    """Seconds a refresh token, and the session it renews, lives (``REFRESH_TOKEN_TTL``)."""
+    return getattr(config, "refresh_token_ttl", REFRESH_TTL_SECONDS)
+
+
 def _secret(config: Any, kind: str) -> str:
     return config.jwt_secret if kind == ACCESS else config.jwt_refresh_secret
 
@@ -70,12 +81,12 @@ def _issue(config: Any, kind: str, user_id: str, session_id: str, jti: str, ttl:
 
 
 def issue_access_token(config: Any, user_id: str, session_id: str, *, now: float | None = None) -> str:
-    return _issue(config, ACCESS, user_id, session_id, new_jti(), ACCESS_TTL_SECONDS, now)
+    return _issue(config, ACCESS, user_id, session_id, new_jti(), access_ttl(config), now)
 
 
 def issue_refresh_token(config: Any, user_id: str, session_id: str, jti: str, *,
                         now: float | None = None) -> str:
-    return _issue(config, REFRESH, user_id, session_id, jti, REFRESH_TTL_SECONDS, now)
+    return _issue(config, REFRESH, user_id, session_id, jti, refresh_ttl(config), now)
 
 
 def token_pair(config: Any, user_id: str, session_id: str, refresh_jti: str) -> dict[str, Any]:
@@ -84,8 +95,8 @@ def token_pair(config: Any, user_id: str, session_id: str, refresh_jti: str) -> 
         "accessToken": issue_access_token(config, user_id, session_id),
         "refreshToken": issue_refresh_token(config, user_id, session_id, refresh_jti),
         "tokenType": "Bearer",
-        "expiresIn": ACCESS_TTL_SECONDS,
-        "refreshExpiresIn": REFRESH_TTL_SECONDS,
+        "expiresIn": access_ttl(config),
+        "refreshExpiresIn": refresh_ttl(config),
     }
 
 

@@ -1,0 +1,254 @@
+"""``vachat chat``: a terminal client of a running server, on ``vachat.client``.
+
+Two modes:
+
+- **one-shot** (``-m TEXT``): sends one message to a conversation (``--conversation ID``, or
+  ``new``; by default the most recent one, or a new one when there is none), prints the
+  assistant's reply as it streams and exits 0; on failure it prints the error's message on
+  standard error and exits 1 (2 for bad arguments or missing credentials). ``--json`` prints one
+  JSON object per line instead: ``conversation``, ``message``, ``delta``…, ``reply`` or ``error``.
+  ``--no-reply`` sends without asking the assistant.
+- **interactive** (the default, ``vachat.client.interactive``).
+
+Credentials: ``VACHAT_API_KEY``, else an e-mail (``--email`` or ``VACHAT_EMAIL``) and a password
+(``VACHAT_PASSWORD``, else asked for on the terminal). On a development server a sign-in that
+fails offers to create the account.
+
+Like the rest of ``vachat.client``, this imports nothing from the server's modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from .errors import ApiError, ClientError, Conflict, ConnectionFailed, Unauthorized
+from .models import Conversation, Message
+from .rest import DEFAULT_URL, Client
+
+__all__ = ["add_arguments", "run", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130
+# Seconds a one-shot exchange may take in all (sign-in, send, the whole reply) before it gives up.
+DEFAULT_TIMEOUT = 300.0
+
+
+class UsageError(Exception):
+    """Bad arguments or missing credentials: exit status 2."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=os.environ.get("VACHAT_URL", DEFAULT_URL),
+                        help=f"the server (VACHAT_URL; default {DEFAULT_URL})")
+    parser.add_argument("--email", default=os.environ.get("VACHAT_EMAIL"),
+                        help="sign in as (VACHAT_EMAIL); the password comes from VACHAT_PASSWORD or a prompt. "
+                             "VACHAT_API_KEY signs in with an API key instead")
+    parser.add_argument("--conversation", metavar="ID|new",
+                        help="the conversation to use, or 'new' (default: the most recent one)")
+    parser.add_argument("-m", "--message", metavar="TEXT", help="send TEXT, print the reply, exit (one-shot)")
+    parser.add_argument("--json", action="store_true", help="one-shot: one JSON event per line")
+    parser.add_argument("--no-reply", action="store_true", help="one-shot: send without asking the assistant")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help=f"one-shot: seconds to wait in all (default {DEFAULT_TIMEOUT:g})")
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``vachat chat`` command."""
+    if args.message is None and (args.json or args.no_reply):
+        print("vachat chat: --json and --no-reply go with -m TEXT", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.message is not None:
+            return asyncio.run(one_shot(args))
+        from .interactive import run_interactive
+
+        return asyncio.run(run_interactive(args))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+# -- signing in --------------------------------------------------------------------------------
+
+
+@dataclass
+class Prompter:
+    """Asks the person at the terminal, when there is one."""
+
+    interactive: bool
+    out: TextIO = sys.stderr
+
+    def ask(self, question: str) -> str:
+        if not self.interactive:
+            raise UsageError(f"{question.rstrip(': ')} is needed and there is no terminal to ask on")
+        self.out.write(question)
+        self.out.flush()
+        line = sys.stdin.readline()
+        if not line:
+            raise UsageError("no answer (end of input)")
+        return line.strip()
+
+    def secret(self, question: str) -> str:
+        if not self.interactive:
+            raise UsageError("a password is needed: set VACHAT_PASSWORD, or VACHAT_API_KEY, or run on a terminal")
+        return getpass.getpass(question)
+
+    def confirm(self, question: str) -> bool:
+        return self.interactive and self.ask(f"{question} [y/N] ").lower() in ("y", "yes")
+
+
+async def sign_in(client: Client, args: argparse.Namespace, prompter: Prompter) -> None:
+    """Sign ``client`` in from the environment, the arguments or the person at the terminal."""
+    api_key = os.environ.get("VACHAT_API_KEY")
+    if api_key:
+        client.api_key = api_key
+        await client.me()
+        return
+    email = args.email or prompter.ask("E-mail: ")
+    password = os.environ.get("VACHAT_PASSWORD") or prompter.secret("Password: ")
+    try:
+        await client.sign_in(email, password)
+        return
+    except Unauthorized:
+        if not prompter.interactive or not await _is_development(client):
+            raise
+    if not prompter.confirm(f"Signing in as {email} failed. Create this account on this development server?"):
+        raise Unauthorized("Invalid e-mail or password")
+    while True:
+        try:
+            await client.register(email, password)
+            prompter.out.write(f"Account {email} created.\n")
+            return
+        except Conflict:
+            raise Unauthorized(f"{email} already has an account, and that is not its password") from None
+        except ApiError as error:
+            if error.code != "VALIDATION_FAILED":
+                raise
+            prompter.out.write(f"{error}\n")
+            password = prompter.secret("Choose another password: ")
+
+
+async def _is_development(client: Client) -> bool:
+    """Whether the server says it runs in development (``/health``'s ``environment``)."""
+    try:
+        return (await client.health()).get("environment") == "development"
+    except ClientError:
+        return False
+
+
+async def choose_conversation(client: Client, wanted: str | None) -> Conversation:
+    """``wanted`` (an id), a new one for ``new``, else the most recent (a new one if none)."""
+    if wanted and wanted != "new":
+        return await client.get_conversation(wanted)
+    if wanted is None:
+        recent = await client.list_conversations(limit=1)
+        if recent.items:
+            return recent.items[0]
+    return await client.create_conversation("Terminal chat")
+
+
+# -- one-shot -------------------------------------------------------------------------------------
+
+
+async def one_shot(args: argparse.Namespace) -> int:
+    out = JsonOutput() if args.json else TextOutput()
+    client = Client(args.url, user_agent="vachat-chat")
+    try:
+        await asyncio.wait_for(_exchange(client, args, out), args.timeout)
+        return out.status
+    except UsageError as error:
+        out.error("USAGE", str(error))
+        return EXIT_USAGE
+    except asyncio.TimeoutError:
+        out.error("TIMEOUT", f"no complete reply within {args.timeout:g} s")
+        return EXIT_FAILED
+    except ApiError as error:
+        out.error(error.code, str(error))
+        return EXIT_FAILED
+    except ClientError as error:
+        out.error("CONNECTION_FAILED" if isinstance(error, ConnectionFailed) else "CLIENT_ERROR", str(error))
+        return EXIT_FAILED
+    finally:
+        await client.close()
+
+
+async def _exchange(client: Client, args: argparse.Namespace, out: "TextOutput") -> None:
+    await sign_in(client, args, Prompter(interactive=sys.stdin.isatty()))
+    conversation = await choose_conversation(client, args.conversation)
+    out.conversation(conversation)
+    if args.no_reply:
+        out.message(await client.send_message(conversation.id, args.message))
+        return
+    live = client.live(buffer_events=False)
+    await live.connect()
+    try:
+        await live.join(conversation.id)
+        stream = await live.ask(conversation.id, args.message)
+        out.message(stream.question)
+        async for delta in stream:
+            out.delta(stream.message_id, delta)
+        out.reply(stream.message)
+    finally:
+        await live.close()
+
+
+class TextOutput:
+    """The reply's text on standard output as it streams; errors on standard error."""
+
+    status = EXIT_OK
+
+    def conversation(self, conversation: Conversation) -> None:
+        pass
+
+    def message(self, message: Message | None) -> None:
+        pass
+
+    def delta(self, message_id: str | None, delta: str) -> None:
+        sys.stdout.write(delta)
+        sys.stdout.flush()
+
+    def reply(self, message: Message | None) -> None:
+        if message is not None and message.type == "error":
+            self.error("AI_ERROR", message.content)
+            return
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+
+    def error(self, code: str, text: str) -> None:
+        self.status = EXIT_FAILED
+        print(f"vachat chat: {text}", file=sys.stderr)
+
+
+class JsonOutput(TextOutput):
+    """One JSON object per line on standard output, ``{"event": …}``."""
+
+    @staticmethod
+    def _emit(event: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+    def conversation(self, conversation: Conversation) -> None:
+        self._emit({"event": "conversation", "conversation": conversation.raw})
+
+    def message(self, message: Message | None) -> None:
+        if message is not None:
+            self._emit({"event": "message", "message": message.raw})
+
+    def delta(self, message_id: str | None, delta: str) -> None:
+        self._emit({"event": "delta", "messageId": message_id, "delta": delta})
+
+    def reply(self, message: Message | None) -> None:
+        if message is not None:
+            self._emit({"event": "reply", "message": message.raw})
+            if message.type == "error":
+                self.status = EXIT_FAILED
+
+    def error(self, code: str, text: str) -> None:
+        super().error(code, text)
+        self._emit({"event": "error", "code": code, "message": text})
