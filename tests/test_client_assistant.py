@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from vachat.client import AiDelta, Backoff, Client, Disconnected, NewMessage, QuotaExceeded
+from vachat.client import AiDelta, Backoff, Client, Disconnected, QuotaExceeded
 
 from .client_helpers import WAIT, Recorder, TcpProxy
 from .test_client_interactive import Terminal, messages_of, step

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from vachat.client import (
-    Backoff, Client, Conflict, ConnectionFailed, NewMessage, NotFound, Tokens, Unauthorized, UnsupportedMediaType,
+    Backoff, Client, Conflict, ConnectionFailed, NotFound, Tokens, Unauthorized, UnsupportedMediaType,
     ValidationFailed,
     token_expiry,
 )

@@ -30,7 +30,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import tornado.httpclient
 
-from .errors import ApiError, ConnectionFailed, TokenExpired, Unauthorized, error_from_envelope
+from .errors import ConnectionFailed, TokenExpired, Unauthorized, error_from_envelope
 from .models import Conversation, FileInfo, Message, MessagePage, Page, User
 
 if TYPE_CHECKING:
@@ -227,14 +227,16 @@ class Client:
             body = b""
         status = [0]
         error_body = bytearray()
-        sink = None
+        sink: Callable[[bytes], None] | None = None
         if streaming_callback is not None:
             def on_header(line: str) -> None:
                 if line.startswith("HTTP/"):  # the status line: decides where the body goes
                     status[0] = int(line.split(" ", 2)[1])
 
-            def sink(chunk: bytes) -> None:
+            def stream(chunk: bytes) -> None:
                 (streaming_callback if status[0] < 400 else error_body.extend)(chunk)
+
+            sink = stream
         try:
             response = await self._http.fetch(url, method=method, headers=headers, body=body, raise_error=False,
                                               request_timeout=self.request_timeout, streaming_callback=sink,
