@@ -7,8 +7,9 @@ and, per row, whether the conversation has tags and whether that message carries
 tags and the file ids are read only when some row has them (one query each). A page is
 therefore 1 to 3 queries, plus a ``COUNT`` when it is not the last page, whatever its size.
 
-The wire shapes are exactly those of ``service.conversation_wire`` and ``message_wire``;
-the values are converted as the models' fields convert them (booleans, JSON, timestamps).
+The wire shapes are exactly those of ``service.conversation_wire`` and ``message_wire``,
+with the values as the models' fields give them (booleans, JSON), but timestamps: those are
+already the text the wire carries for them (``_wire_time``).
 Runs on a database thread, inside ``app.db.run``.
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import Any, Callable
+from typing import Any
 
 import peewee
 
@@ -28,6 +29,8 @@ __all__ = ["read_page"]
 
 # The whitelisted orders (``sortBy``), each served by an index (see models).
 SORT_COLUMNS = {"updatedAt": "updated_at", "createdAt": "created_at", "title": "title"}
+# ``str(datetime)`` with microseconds, as SQLite stores a timestamp column: 2026-01-02 03:04:05.678901
+SQLITE_TIME_LENGTH = 26
 # The LIKE escape character of the title search (``%`` and ``_`` typed by a user are literal).
 LIKE_ESCAPE = "\\"
 
@@ -41,37 +44,30 @@ def _column(model: type[peewee.Model], name: str) -> str:
     return model._meta.fields[name].column_name
 
 
-def _timestamp(value: Any) -> Any:
-    """``DateTimeField.python_value`` for the stored forms: SQLite keeps ``str(datetime)``
-    (naive UTC, see ``now``), which ``fromisoformat`` reads in C; PostgreSQL gives datetimes."""
+def _wire_time(value: Any) -> str | None:
+    """A stored timestamp as the wire writes it (``wire.json_dumps``: ISO 8601, milliseconds,
+    ``Z``), straight from the column. SQLite keeps ``str(datetime)`` of a naive UTC datetime
+    (see ``now``): ``YYYY-MM-DD HH:MM:SS[.ffffff]``, rewritten without parsing (encoding
+    datetimes through the encoder's fallback was the list's largest JSON cost); PostgreSQL
+    gives naive UTC datetimes."""
+    if value is None:
+        return None
     if isinstance(value, str):
-        try:
-            return datetime.datetime.fromisoformat(value)
-        except ValueError:
-            return Message.created_at.python_value(value)  # any other form the field accepts
-    return value
+        if len(value) == SQLITE_TIME_LENGTH:
+            return f"{value[:10]}T{value[11:23]}Z"
+        value = datetime.datetime.fromisoformat(value)  # no fraction stored (or another form)
+    if value.tzinfo is not None:
+        value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return value.isoformat(timespec="milliseconds") + "Z"
 
 
 def _json(value: Any) -> Any:
-    return None if value is None else json.loads(value)
+    """``JSONField.python_value``; most metadata is empty."""
+    if value is None:
+        return None
+    return {} if value == "{}" else json.loads(value)
 
 
-def _converter(field: peewee.Field) -> Callable[[Any], Any] | None:
-    if isinstance(field, peewee.DateTimeField):
-        return _timestamp
-    if isinstance(field, peewee.BooleanField):
-        return bool
-    if field.__class__.__name__ == "JSONField":
-        return _json
-    return None
-
-
-def _converters(model: type[peewee.Model], names: tuple[str, ...]) -> list[Callable[[Any], Any] | None]:
-    return [_converter(model._meta.fields[name]) for name in names]
-
-
-_CONVERSATION_CONVERT = _converters(Conversation, _CONVERSATION_FIELDS)
-_MESSAGE_CONVERT = _converters(Message, _MESSAGE_FIELDS)
 _SELECT = "SELECT {c}, EXISTS(SELECT 1 FROM {tags} t WHERE t.{tag_conversation} = c.id), {m}, " \
           "EXISTS(SELECT 1 FROM {files} f WHERE f.{file_message} = m.id) " \
           "FROM {conversations} c LEFT JOIN {messages} m ON m.id = c.{last}".format(
@@ -82,11 +78,6 @@ _SELECT = "SELECT {c}, EXISTS(SELECT 1 FROM {tags} t WHERE t.{tag_conversation} 
               conversations=Conversation._meta.table_name, messages=Message._meta.table_name,
               last=_column(Conversation, "last_message_id"))
 _CONVERSATION_WIDTH = len(_CONVERSATION_FIELDS)
-
-
-def _convert(values: tuple[Any, ...], converters: list[Callable[[Any], Any] | None]) -> list[Any]:
-    return [value if convert is None or value is None else convert(value)
-            for value, convert in zip(values, converters)]
 
 
 def _where(owner_id: str, query: dict[str, Any], mark: str) -> tuple[str, list[Any]]:
@@ -133,25 +124,23 @@ def read_page(owner_id: str, query: dict[str, Any], page: int, limit: int) -> tu
     tags = _tags_of(tagged) if tagged else {}
     files = _files_of(with_files) if with_files else {}
     items = []
-    for row in rows:
-        (cid, owner, title, description, is_public, is_archived, metadata, current_id, count, created, updated,
-         _last_id) = _convert(row[:split], _CONVERSATION_CONVERT)
+    for (cid, owner, title, description, is_public, is_archived, metadata, current_id, count, created, updated,
+         _last_id, _has_tags, mid, conversation_id, user_id, role, type_, content, parent_id, message_metadata,
+         client_id, is_edited, edited_at, message_created, message_updated, _has_files) in rows:
         last = None
-        if row[split + 1] is not None:
-            (mid, conversation_id, user_id, role, type_, content, parent_id, message_metadata, client_id,
-             is_edited, edited_at, message_created, message_updated) = _convert(row[split + 1:-1], _MESSAGE_CONVERT)
+        if mid is not None:
             last = {
                 "id": mid, "conversationId": conversation_id, "userId": user_id, "role": role, "type": type_,
-                "content": content, "parentId": parent_id, "metadata": message_metadata or {},
-                "clientMessageId": client_id, "isEdited": is_edited, "editedAt": edited_at,
+                "content": content, "parentId": parent_id, "metadata": _json(message_metadata) or {},
+                "clientMessageId": client_id, "isEdited": bool(is_edited), "editedAt": _wire_time(edited_at),
                 "files": [{"id": file_id} for file_id in files.get(mid, ())],
-                "createdAt": message_created, "updatedAt": message_updated,
+                "createdAt": _wire_time(message_created), "updatedAt": _wire_time(message_updated),
             }
         items.append({
-            "id": cid, "ownerId": owner, "title": title, "description": description, "isPublic": is_public,
-            "isArchived": is_archived, "tags": tags.get(cid, []), "metadata": metadata or {},
+            "id": cid, "ownerId": owner, "title": title, "description": description, "isPublic": bool(is_public),
+            "isArchived": bool(is_archived), "tags": tags.get(cid, []), "metadata": _json(metadata) or {},
             "currentMessageId": current_id, "messageCount": count, "lastMessage": last,
-            "createdAt": created, "updatedAt": updated,
+            "createdAt": _wire_time(created), "updatedAt": _wire_time(updated),
         })
     return items, total
 
