@@ -26,9 +26,10 @@ the node where ``typing-start`` arrived sends ``user-stopped-typing`` after
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 from vachat.plugin_api import App, EventContext, Forbidden, Reply, ValidationFailed, json_dumps, ws_event
 
@@ -55,16 +56,28 @@ def socket_conversations(app: App) -> "weakref.WeakKeyDictionary[Any, dict[str, 
     return state.joined
 
 
-def _drop_replayed(answer: dict[str, Any]) -> Any:
-    """The ``drop`` for ``hub.release``: held frames the join's answer already carries."""
+@functools.lru_cache(maxsize=16)
+def _frame_of(payload: bytes) -> tuple[Any, dict[str, Any]]:
+    """``(type, data)`` of a held or live frame's JSON. The hub hands the same ``bytes`` object
+    to the filter of every socket of the room, so a publication is parsed once, not once per
+    recipient (the bytes' hash is computed once and kept by the object). Read only."""
+    frame = json.loads(payload)
+    return frame.get("type"), frame.get("data") or {}
+
+
+def _drop_replayed(answer: dict[str, Any]) -> Callable[[bytes], bool] | None:
+    """The ``drop`` for ``hub.release``: held frames the join's answer already carries; None
+    when it carries nothing a frame could repeat (a join without ``since`` while no reply is
+    being generated), so the hub neither filters the held frames nor lingers."""
+    if not answer["missed"] and not answer.get("deleted") and not answer.get("generation"):
+        return None
     # updatedAt as the held frames carry it (the encoder the hub used)
     missed_stamps = {m["id"]: json.loads(json_dumps(m["updatedAt"])) for m in answer["missed"]}
     deleted = set(answer.get("deleted") or ())
     generation = answer.get("generation") or {}
 
     def drop(payload: bytes) -> bool:
-        frame = json.loads(payload)
-        kind, data = frame.get("type"), frame.get("data") or {}
+        kind, data = _frame_of(payload)
         if kind == "new-message":
             return data.get("id") in missed_stamps
         if kind == "message-updated":

@@ -29,7 +29,7 @@ from vachat.plugin_api import (
     Actor, ApiError, App, Conflict, Forbidden, NotFound, ValidationFailed, database, new_id, now,
 )
 
-from . import counters, search
+from . import counters, listing, search
 from .models import Conversation, ConversationTag, Message, MessageFile
 
 __all__ = ["ChatService", "READ_ALL", "conversation_room", "user_room", "MAX_REPLAY"]
@@ -43,9 +43,6 @@ MAX_REPLAY = 200
 MAX_REPLAY_DELETED = 1000
 # Messages read per step while walking a branch back from its leaf for ``history``.
 HISTORY_STEP = 200
-# The order sortBy names: whitelisted, each backed by an index (see models).
-SORT_COLUMNS = {"updatedAt": Conversation.updated_at, "createdAt": Conversation.created_at,
-                "title": Conversation.title}
 DEFAULT_TITLE = "New conversation"
 # Most user messages stored in one transaction by the send batcher (see ``SendBatcher``): big
 # enough to absorb a burst of concurrent senders, small enough that a batch holds the write
@@ -489,31 +486,10 @@ class ChatService:
 
     async def list_conversations(self, actor: Actor, query: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """The caller's conversations, a page at a time (page, limit, sortBy, sortOrder,
-        search in titles, archived, tag): a constant number of queries whatever the page size."""
+        search in titles, archived, tag): a constant number of queries whatever the page size
+        (see ``listing``)."""
         page, limit = query["page"], query["limit"]
-        column = SORT_COLUMNS[query.get("sortBy") or "updatedAt"]
-        descending = query.get("sortOrder", "desc") == "desc"
-
-        def read() -> tuple[list[dict[str, Any]], int]:
-            where = [Conversation.owner_id == actor.id, Conversation.is_archived == bool(query.get("archived", False))]
-            if query.get("tag"):
-                where.append(Conversation.id.in_(
-                    ConversationTag.select(ConversationTag.conversation)
-                    .where(ConversationTag.owner_id == actor.id, ConversationTag.tag == query["tag"])))
-            if query.get("search"):
-                where.append(Conversation.title.contains(query["search"]))
-            selection = Conversation.select().where(*where)
-            order = (column.desc(), Conversation.id.desc()) if descending else (column.asc(), Conversation.id.asc())
-            # One row more than the page: when it is not there, this page is the last one and
-            # the total follows from it, without a COUNT (most lists fit on their first page).
-            rows = list(selection.order_by(*order).offset((page - 1) * limit).limit(limit + 1))
-            if len(rows) <= limit and (rows or page == 1):
-                total = (page - 1) * limit + len(rows)
-            else:
-                total = selection.count()
-            return _conversations_wire(rows[:limit]), total
-
-        items, total = await self.app.db.run(read)
+        items, total = await self.app.db.run(listing.read_page, actor.id, query, page, limit)
         await self._decorate_last(items)
         return items, {"page": page, "limit": limit, "total": total, "totalPages": -(-total // limit)}
 

@@ -100,6 +100,36 @@ async def test_conversation_list_pages_sorts_and_filters(fetch):
 
 
 @pytest.mark.gen_test
+async def test_list_items_are_the_conversations_as_read_one_by_one(fetch):
+    bare = await create_conversation(fetch, title="no messages")
+    rich = await create_conversation(fetch, title="Rich", description="d", tags=["b", "a"], metadata={"k": [1]})
+    await send(fetch, rich["id"], "with files", files=["file-1", "file-2"], metadata={"m": True})
+    edited = (await send(fetch, rich["id"], "last"))["data"]
+    await fetch(f"/api/chat/messages/{edited['id']}", method="PUT", json={"content": "last!"}, user=ALICE)
+    plain = await create_conversation(fetch, title="plain")
+    await send(fetch, plain["id"], "hello")
+    listed = (await fetch("/api/chat/conversations?limit=100", user=ALICE)).data
+    assert [c["id"] for c in listed] == [plain["id"], rich["id"], bare["id"]]
+    for item in listed:
+        assert item == (await fetch(f"/api/chat/conversations/{item['id']}", user=ALICE)).data
+    assert listed[1]["lastMessage"]["isEdited"] is True and listed[1]["tags"] == ["a", "b"]
+
+
+@pytest.mark.gen_test
+async def test_list_search_takes_wildcards_literally(fetch):
+    for title in ("100% done", "100 done", "a_b", "axb", "Case Title"):
+        await create_conversation(fetch, title=title)
+
+    async def titles(text: str) -> list[str]:
+        return sorted(c["title"] for c in (await fetch(f"/api/chat/conversations?search={text}", user=ALICE)).data)
+
+    assert await titles("%25") == ["100% done"]
+    assert await titles("a_b") == ["a_b"]
+    assert await titles("case%20title") == ["Case Title"]
+    assert await titles("%5C") == []
+
+
+@pytest.mark.gen_test
 async def test_list_uses_a_constant_number_of_queries(app, fetch):
     for n in range(12):
         conversation = await create_conversation(fetch, title=f"c{n}", tags=["a", "b"])

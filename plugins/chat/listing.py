@@ -1,0 +1,167 @@
+"""The conversation list's read (``GET /api/chat/conversations``): SQL written once, rows as tuples.
+
+The list is the most frequent read of the app and its rows are wide, so it skips the ORM's
+per-query and per-row work (composing SQL, hydrating a model per row, converting through
+each field): one statement reads the page with each conversation's last message joined in
+and, per row, whether the conversation has tags and whether that message carries files; the
+tags and the file ids are read only when some row has them (one query each). A page is
+therefore 1 to 3 queries, plus a ``COUNT`` when it is not the last page, whatever its size.
+
+The wire shapes are exactly those of ``service.conversation_wire`` and ``message_wire``,
+with the values as the models' fields give them (booleans, JSON), but timestamps: those are
+already the text the wire carries for them (``_wire_time``).
+Runs on a database thread, inside ``app.db.run``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+import peewee
+
+from vachat.plugin_api import database
+
+from .models import Conversation, ConversationTag, Message, MessageFile
+
+__all__ = ["read_page"]
+
+# The whitelisted orders (``sortBy``), each served by an index (see models).
+SORT_COLUMNS = {"updatedAt": "updated_at", "createdAt": "created_at", "title": "title"}
+# ``str(datetime)`` with microseconds, as SQLite stores a timestamp column: 2026-01-02 03:04:05.678901
+SQLITE_TIME_LENGTH = 26
+# The LIKE escape character of the title search (``%`` and ``_`` typed by a user are literal).
+LIKE_ESCAPE = "\\"
+
+_CONVERSATION_FIELDS = ("id", "owner_id", "title", "description", "is_public", "is_archived", "metadata",
+                        "current_message_id", "message_count", "created_at", "updated_at", "last_message_id")
+_MESSAGE_FIELDS = ("id", "conversation", "user_id", "role", "type", "content", "parent_id", "metadata",
+                   "client_message_id", "is_edited", "edited_at", "created_at", "updated_at")
+
+
+def _column(model: type[peewee.Model], name: str) -> str:
+    return model._meta.fields[name].column_name
+
+
+def _wire_time(value: Any) -> str | None:
+    """A stored timestamp as the wire writes it (``wire.json_dumps``: ISO 8601, milliseconds,
+    ``Z``), straight from the column. SQLite keeps ``str(datetime)`` of a naive UTC datetime
+    (see ``now``): ``YYYY-MM-DD HH:MM:SS[.ffffff]``, rewritten without parsing (encoding
+    datetimes through the encoder's fallback was the list's largest JSON cost); PostgreSQL
+    gives naive UTC datetimes."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if len(value) == SQLITE_TIME_LENGTH:
+            return f"{value[:10]}T{value[11:23]}Z"
+        value = datetime.datetime.fromisoformat(value)  # no fraction stored (or another form)
+    if value.tzinfo is not None:
+        value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return value.isoformat(timespec="milliseconds") + "Z"
+
+
+def _json(value: Any) -> Any:
+    """``JSONField.python_value``; most metadata is empty."""
+    if value is None:
+        return None
+    return {} if value == "{}" else json.loads(value)
+
+
+_SELECT = "SELECT {c}, EXISTS(SELECT 1 FROM {tags} t WHERE t.{tag_conversation} = c.id), {m}, " \
+          "EXISTS(SELECT 1 FROM {files} f WHERE f.{file_message} = m.id) " \
+          "FROM {conversations} c LEFT JOIN {messages} m ON m.id = c.{last}".format(
+              c=", ".join(f"c.{_column(Conversation, n)}" for n in _CONVERSATION_FIELDS),
+              m=", ".join(f"m.{_column(Message, n)}" for n in _MESSAGE_FIELDS),
+              tags=ConversationTag._meta.table_name, tag_conversation=_column(ConversationTag, "conversation"),
+              files=MessageFile._meta.table_name, file_message=_column(MessageFile, "message"),
+              conversations=Conversation._meta.table_name, messages=Message._meta.table_name,
+              last=_column(Conversation, "last_message_id"))
+_CONVERSATION_WIDTH = len(_CONVERSATION_FIELDS)
+
+
+def _where(owner_id: str, query: dict[str, Any], mark: str) -> tuple[str, list[Any]]:
+    """The page's filters (owner, archived, tag, title search) as SQL and parameters."""
+    clauses = [f"c.owner_id = {mark}", f"c.is_archived = {mark}"]
+    params: list[Any] = [owner_id, bool(query.get("archived", False))]
+    if query.get("tag"):
+        clauses.append(f"c.id IN (SELECT t.{_column(ConversationTag, 'conversation')} FROM "
+                       f"{ConversationTag._meta.table_name} t WHERE t.owner_id = {mark} AND t.tag = {mark})")
+        params += [owner_id, query["tag"]]
+    if query.get("search"):
+        # Case-insensitive substring, as Peewee's ``contains``: ILIKE on PostgreSQL, LIKE
+        # (ASCII case-insensitive) on SQLite.
+        like = "ILIKE" if isinstance(database.obj, peewee.PostgresqlDatabase) else "LIKE"
+        clauses.append(f"c.title {like} {mark} ESCAPE '{LIKE_ESCAPE}'")
+        text = query["search"]
+        for special in (LIKE_ESCAPE, "%", "_"):
+            text = text.replace(special, LIKE_ESCAPE + special)
+        params.append(f"%{text}%")
+    return " AND ".join(clauses), params
+
+
+def read_page(owner_id: str, query: dict[str, Any], page: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """The conversations of ``owner_id`` on ``page`` (``limit`` a page) as the API shows them
+    (``lastMessage`` undecorated), and the total matching."""
+    db = database.obj
+    mark = db.param
+    where, params = _where(owner_id, query, mark)
+    column = SORT_COLUMNS[query.get("sortBy") or "updatedAt"]
+    direction = "DESC" if query.get("sortOrder", "desc") == "desc" else "ASC"
+    # One row more than the page: when it is not there, this page is the last one and the
+    # total follows from it, without a COUNT (most lists fit on their first page).
+    sql = f"{_SELECT} WHERE {where} ORDER BY c.{column} {direction}, c.id {direction} LIMIT {mark} OFFSET {mark}"
+    rows = db.execute_sql(sql, (*params, limit + 1, (page - 1) * limit)).fetchall()
+    if len(rows) <= limit and (rows or page == 1):
+        total = (page - 1) * limit + len(rows)
+    else:
+        total = db.execute_sql(f"SELECT COUNT(*) FROM {Conversation._meta.table_name} c WHERE {where}",
+                               params).fetchone()[0]
+    rows = rows[:limit]
+    split = _CONVERSATION_WIDTH
+    tagged = [row[0] for row in rows if row[split]]
+    with_files = [row[split + 1] for row in rows if row[split + 1] is not None and row[-1]]
+    tags = _tags_of(tagged) if tagged else {}
+    files = _files_of(with_files) if with_files else {}
+    items = []
+    for (cid, owner, title, description, is_public, is_archived, metadata, current_id, count, created, updated,
+         _last_id, _has_tags, mid, conversation_id, user_id, role, type_, content, parent_id, message_metadata,
+         client_id, is_edited, edited_at, message_created, message_updated, _has_files) in rows:
+        last = None
+        if mid is not None:
+            last = {
+                "id": mid, "conversationId": conversation_id, "userId": user_id, "role": role, "type": type_,
+                "content": content, "parentId": parent_id, "metadata": _json(message_metadata) or {},
+                "clientMessageId": client_id, "isEdited": bool(is_edited), "editedAt": _wire_time(edited_at),
+                "files": [{"id": file_id} for file_id in files.get(mid, ())],
+                "createdAt": _wire_time(message_created), "updatedAt": _wire_time(message_updated),
+            }
+        items.append({
+            "id": cid, "ownerId": owner, "title": title, "description": description, "isPublic": bool(is_public),
+            "isArchived": bool(is_archived), "tags": tags.get(cid, []), "metadata": _json(metadata) or {},
+            "currentMessageId": current_id, "messageCount": count, "lastMessage": last,
+            "createdAt": _wire_time(created), "updatedAt": _wire_time(updated),
+        })
+    return items, total
+
+
+def _tags_of(conversation_ids: list[str]) -> dict[str, list[str]]:
+    column = _column(ConversationTag, "conversation")
+    marks = ", ".join([database.obj.param] * len(conversation_ids))
+    tags: dict[str, list[str]] = {}
+    for conversation_id, tag in database.obj.execute_sql(
+            f"SELECT {column}, tag FROM {ConversationTag._meta.table_name} WHERE {column} IN ({marks}) "
+            f"ORDER BY {column}, tag", conversation_ids):
+        tags.setdefault(conversation_id, []).append(tag)
+    return tags
+
+
+def _files_of(message_ids: list[str]) -> dict[str, list[str]]:
+    column = _column(MessageFile, "message")
+    marks = ", ".join([database.obj.param] * len(message_ids))
+    files: dict[str, list[str]] = {}
+    for message_id, file_id in database.obj.execute_sql(
+            f"SELECT {column}, file_id FROM {MessageFile._meta.table_name} WHERE {column} IN ({marks}) "
+            f"ORDER BY {column}, position", message_ids):
+        files.setdefault(message_id, []).append(file_id)
+    return files
