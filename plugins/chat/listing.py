@@ -121,8 +121,8 @@ def read_page(owner_id: str, query: dict[str, Any], page: int, limit: int) -> tu
     split = _CONVERSATION_WIDTH
     tagged = [row[0] for row in rows if row[split]]
     with_files = [row[split + 1] for row in rows if row[split + 1] is not None and row[-1]]
-    tags = _tags_of(tagged) if tagged else {}
-    files = _files_of(with_files) if with_files else {}
+    tags = tags_of(tagged)
+    files = files_of(with_files)
     items = []
     for (cid, owner, title, description, is_public, is_archived, metadata, current_id, count, created, updated,
          _last_id, _has_tags, mid, conversation_id, user_id, role, type_, content, parent_id, message_metadata,
@@ -145,23 +145,26 @@ def read_page(owner_id: str, query: dict[str, Any], page: int, limit: int) -> tu
     return items, total
 
 
-def _tags_of(conversation_ids: list[str]) -> dict[str, list[str]]:
-    column = _column(ConversationTag, "conversation")
-    marks = ", ".join([database.obj.param] * len(conversation_ids))
-    tags: dict[str, list[str]] = {}
-    for conversation_id, tag in database.obj.execute_sql(
-            f"SELECT {column}, tag FROM {ConversationTag._meta.table_name} WHERE {column} IN ({marks}) "
-            f"ORDER BY {column}, tag", conversation_ids):
-        tags.setdefault(conversation_id, []).append(tag)
-    return tags
+def _grouped(model: type[peewee.Model], key: str, value: str, order: str, ids: list[str]) -> dict[str, list[str]]:
+    """``{id: [value, …]}`` for every id in ``ids`` (empty lists included), read in one
+    written-once statement ordered by ``order``."""
+    grouped: dict[str, list[str]] = {item: [] for item in ids}
+    if not grouped:
+        return grouped
+    column = _column(model, key)
+    marks = ", ".join([database.obj.param] * len(grouped))
+    for owner, item in database.obj.execute_sql(
+            f"SELECT {column}, {value} FROM {model._meta.table_name} WHERE {column} IN ({marks}) "
+            f"ORDER BY {column}, {order}", list(grouped)):
+        grouped[owner].append(item)
+    return grouped
 
 
-def _files_of(message_ids: list[str]) -> dict[str, list[str]]:
-    column = _column(MessageFile, "message")
-    marks = ", ".join([database.obj.param] * len(message_ids))
-    files: dict[str, list[str]] = {}
-    for message_id, file_id in database.obj.execute_sql(
-            f"SELECT {column}, file_id FROM {MessageFile._meta.table_name} WHERE {column} IN ({marks}) "
-            f"ORDER BY {column}, position", message_ids):
-        files.setdefault(message_id, []).append(file_id)
-    return files
+def tags_of(conversation_ids: list[str]) -> dict[str, list[str]]:
+    """Each conversation's tags, alphabetically."""
+    return _grouped(ConversationTag, "conversation", "tag", "tag", conversation_ids)
+
+
+def files_of(message_ids: list[str]) -> dict[str, list[str]]:
+    """Each message's file ids, in the order they were attached."""
+    return _grouped(MessageFile, "message", "file_id", "position", message_ids)

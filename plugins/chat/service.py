@@ -148,36 +148,14 @@ def _locked(query: peewee.Select) -> peewee.Select:
     return query.for_update() if isinstance(database.obj, peewee.PostgresqlDatabase) else query
 
 
-def _tags_of(conversation_ids: list[str]) -> dict[str, list[str]]:
-    tags: dict[str, list[str]] = {cid: [] for cid in conversation_ids}
-    if conversation_ids:
-        rows = (ConversationTag.select(ConversationTag.conversation, ConversationTag.tag)
-                .where(ConversationTag.conversation.in_(conversation_ids))
-                .order_by(ConversationTag.conversation, ConversationTag.tag).tuples())
-        for conversation_id, tag in rows:
-            tags[conversation_id].append(tag)
-    return tags
-
-
-def _files_of(message_ids: list[str]) -> dict[str, list[str]]:
-    files: dict[str, list[str]] = {mid: [] for mid in message_ids}
-    if message_ids:
-        rows = (MessageFile.select(MessageFile.message, MessageFile.file_id)
-                .where(MessageFile.message.in_(message_ids))
-                .order_by(MessageFile.message, MessageFile.position).tuples())
-        for message_id, file_id in rows:
-            files[message_id].append(file_id)
-    return files
-
-
 def _messages_wire(messages: list[Message]) -> list[dict[str, Any]]:
-    files = _files_of([m.id for m in messages])
+    files = listing.files_of([m.id for m in messages])
     return [message_wire(m, files[m.id]) for m in messages]
 
 
 def _conversations_wire(conversations: list[Conversation]) -> list[dict[str, Any]]:
     """Conversations with tags and last message: three queries, whatever their number."""
-    tags = _tags_of([c.id for c in conversations])
+    tags = listing.tags_of([c.id for c in conversations])
     last_ids = [c.last_message_id for c in conversations if c.last_message_id]
     last = {m["id"]: m for m in _messages_wire(list(Message.select().where(Message.id.in_(last_ids))))} \
         if last_ids else {}
@@ -423,7 +401,7 @@ class ChatService:
 
         def read() -> dict[str, Any]:
             conversation = _load_conversation(conversation_id, actor, write)
-            return conversation_wire(conversation, _tags_of([conversation.id])[conversation.id])
+            return conversation_wire(conversation, listing.tags_of([conversation.id])[conversation.id])
 
         return await self.app.db.run(read)
 
@@ -474,7 +452,7 @@ class ChatService:
             with database.atomic():
                 conversation = _readable(
                     _locked(Conversation.select().where(Conversation.id == conversation_id)).first(), actor, write=True)
-                wire = conversation_wire(conversation, _tags_of([conversation.id])[conversation.id])
+                wire = conversation_wire(conversation, listing.tags_of([conversation.id])[conversation.id])
                 counters.uncount_conversations(Conversation.id == conversation.id)
                 search.unindex_conversation(conversation.id)
                 conversation.delete_instance()  # tags, messages and their file links cascade
