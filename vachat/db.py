@@ -10,6 +10,7 @@ which runs it on a bounded thread pool where each thread holds its own connectio
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
 import json
 import logging
@@ -54,8 +55,6 @@ POSTGRES_CONNECT_TIMEOUT = 5
 
 def now():
     """The current UTC time as a naive datetime (how every timestamp column stores it)."""
-    import datetime
-
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 

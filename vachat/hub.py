@@ -50,7 +50,7 @@ import tornado
 import tornado.iostream
 
 from .broker import CONTROL_ROOM
-from .wire import json_dumps
+from .wire import json_dumpb
 
 __all__ = [
     "Hub", "Peer", "build_frame", "encode_event", "CONTROL_ROOM", "CLOSE_TOO_SLOW",
@@ -89,12 +89,7 @@ def encode_event(event_type: str, data: Any, id: Any = None) -> bytes:
     message: dict[str, Any] = {"type": event_type, "data": data}
     if id is not None:
         message["id"] = id
-    text = json_dumps(message)
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        # A lone surrogate (from a client's "\ud800") cannot be UTF-8; escape it as JSON does.
-        return json.dumps(json.loads(text), ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    return json_dumpb(message)
 
 
 # ---------------------------------------------------------------------------
@@ -629,7 +624,7 @@ class Hub:
         """Tell every *other* node (their ``on_control`` handler for ``op``); act locally
         yourself."""
         if self.broker is not None:
-            await self.broker.publish_control(json_dumps({**message, "op": op}).encode("utf-8"))
+            await self.broker.publish_control(json_dumpb({**message, "op": op}))
 
     def _on_control(self, payload: bytes) -> None:
         try:

@@ -8,6 +8,7 @@ Errors are raised as ``ApiError``s and rendered in exactly one place, ``write_er
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import math
@@ -26,7 +27,7 @@ from .errors import (
 )
 from .request_info import BODILESS_METHODS, client_ip, declares_body, in_networks, is_loopback, limit_subject
 from .schemas import keyword_message
-from .wire import json_dumps, parse_json
+from .wire import json_dumpb, parse_json
 
 __all__ = ["ApiHandler", "StreamingBodyHandler", "endpoint", "Endpoint", "NotFoundHandler"]
 
@@ -42,6 +43,9 @@ CORS_MAX_AGE = 600
 # Bodies larger than this (bytes) are parsed and validated on a worker thread: checking a
 # 1 MiB array item by item costs the IOLoop about two seconds, a small form well under 1 ms.
 VALIDATE_ON_LOOP_BYTES = 64 * 1024
+# Query strings remembered once parsed and validated (``QueryMemo``), and the longest remembered.
+QUERY_MEMO_SIZE = 1024
+QUERY_MEMO_MAX_LENGTH = 512
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 HSTS = "max-age=31536000; includeSubDomains"
 
@@ -101,6 +105,33 @@ def endpoint(
         return wrapper
 
     return decorate
+
+
+class QueryMemo:
+    """Query strings already parsed and validated, per query schema (least recently used out).
+
+    Clients ask the same few queries again and again (a list's first page), and checking one
+    through jsonschema cost a list request 7 % of its time. A query's parameters depend only
+    on its text and its schema, so they are computed once; each caller gets its own copy.
+    Refused queries are not remembered, nor long ones (they would crowd out the rest)."""
+
+    def __init__(self, size: int = QUERY_MEMO_SIZE) -> None:
+        self.size = size
+        self._entries: collections.OrderedDict[tuple[str, str], dict[str, Any]] = collections.OrderedDict()
+
+    def get(self, schema_id: str, query: str, parse: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        key = (schema_id, query)
+        values = self._entries.get(key)
+        if values is None:
+            values = parse()
+            if len(query) > QUERY_MEMO_MAX_LENGTH:
+                return values
+            self._entries[key] = values
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(key)
+        return {name: list(value) if isinstance(value, list) else value for name, value in values.items()}
 
 
 def _endpoint_of(handler: tornado.web.RequestHandler) -> Endpoint | None:
@@ -264,6 +295,10 @@ class ApiHandler(tornado.web.RequestHandler):
             lambda: self.application.schemas.validate(schema_id, parse_json(raw)))
 
     def _parse_query(self, schema_id: str) -> dict[str, Any]:
+        memo = self.application.settings.setdefault("vachat.query_memo", QueryMemo())
+        return memo.get(schema_id, self.request.query, functools.partial(self._parse_query_arguments, schema_id))
+
+    def _parse_query_arguments(self, schema_id: str) -> dict[str, Any]:
         schema = self.application.schemas.get(schema_id)
         properties = self.application.schemas.object_properties(schema_id)
         values: dict[str, Any] = {}
@@ -304,7 +339,7 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def write_json(self, value: Any) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json_dumps(value))
+        self.finish(json_dumpb(value))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = as_api_error(kwargs.get("exc_info"), status_code)

@@ -3,7 +3,8 @@
 Used by REST handlers and the WebSocket alike, so a body and a frame are held to the same
 rules: ``parse_json`` refuses, as ``ValidationFailed``, what JSON or our databases cannot hold
 (malformed text, nesting deeper than ``MAX_JSON_DEPTH``, NaN and Infinity, NUL, lone
-surrogates); ``json_dumps`` writes compact UTF-8 with datetimes as ISO 8601 UTC.
+surrogates); ``json_dumpb`` (bytes, through orjson) and ``json_dumps`` (text) write compact
+UTF-8 with datetimes as ISO 8601 UTC, milliseconds and ``Z``.
 
 This module must never import the web layer: the hub and the socket use it without it.
 """
@@ -16,9 +17,11 @@ import re
 import uuid
 from typing import Any
 
+import orjson
+
 from .errors import ValidationFailed
 
-__all__ = ["json_dumps", "parse_json", "MAX_JSON_DEPTH"]
+__all__ = ["json_dumpb", "json_dumps", "parse_json", "MAX_JSON_DEPTH"]
 
 
 # Text no database column can hold: NUL (PostgreSQL refuses it) and lone UTF-16 surrogates
@@ -53,8 +56,39 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+# Datetimes go through ``_json_default`` (orjson's own form keeps microseconds and no ``Z``).
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME
+
+
+def json_dumpb(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON: what every response body and frame is made of.
+
+    orjson encodes the app's answers several times faster than the standard library (a page
+    of conversations spent 15 % of its request in ``json.dumps``). What orjson refuses but the
+    standard library takes (integers past 64 bits, non-string keys, lone surrogates) goes
+    through the standard library, so the two never differ in what they accept; a value
+    neither can encode raises ``TypeError``. A lone surrogate (a client's ``"\\ud800"``)
+    cannot be UTF-8: such text is written with JSON's ``\\u`` escapes."""
+    try:
+        return orjson.dumps(value, default=_json_default, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        text = _stdlib_dumps(value)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _stdlib_dumps(value, ensure_ascii=True).encode("ascii")
+
+
 def json_dumps(value: Any) -> str:
-    return json.dumps(value, default=_json_default, separators=(",", ":"), ensure_ascii=False)
+    """``json_dumpb`` as text."""
+    try:
+        return orjson.dumps(value, default=_json_default, option=_ORJSON_OPTIONS).decode("utf-8")
+    except orjson.JSONEncodeError:
+        return _stdlib_dumps(value)
+
+
+def _stdlib_dumps(value: Any, ensure_ascii: bool = False) -> str:
+    return json.dumps(value, default=_json_default, separators=(",", ":"), ensure_ascii=ensure_ascii)
 
 
 def parse_json(raw: bytes | str, *, where: str = "(body)") -> Any:

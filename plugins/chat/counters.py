@@ -22,9 +22,9 @@ import datetime
 import zlib
 from typing import Any
 
-from peewee import EXCLUDED, fn
+from peewee import fn
 
-from vachat.plugin_api import now
+from vachat.plugin_api import database, new_id, now
 
 from .models import Conversation, DailyCount, Message
 
@@ -45,11 +45,20 @@ def slot_of(conversation_id: str) -> int:
 
 
 def _add(day: datetime.date, slot: int, *, messages: int = 0, conversations: int = 0) -> None:
-    (DailyCount.insert(day=day, slot=slot, messages=messages, conversations=conversations)
-     .on_conflict(conflict_target=[DailyCount.day, DailyCount.slot],
-                  update={DailyCount.messages: DailyCount.messages + EXCLUDED.messages,
-                          DailyCount.conversations: DailyCount.conversations + EXCLUDED.conversations})
-     .execute())
+    _add_all([(day, slot, messages, conversations)])
+
+
+def _add_all(changes: list[tuple[datetime.date, int, int, int]]) -> None:
+    """Add each ``(day, slot, messages, conversations)`` to its counter row, creating the row
+    the first time: one upsert statement, executed for every change (written once, not
+    composed per call: a batch of sends touches up to ``COUNTER_SLOTS`` rows)."""
+    db = database.obj
+    table, mark = DailyCount._meta.table_name, db.param
+    sql = (f"INSERT INTO {table} (id, day, slot, messages, conversations) VALUES ({mark}, {mark}, {mark}, {mark}, {mark}) "
+           f"ON CONFLICT (day, slot) DO UPDATE SET messages = {table}.messages + excluded.messages, "
+           f"conversations = {table}.conversations + excluded.conversations")
+    db.cursor().executemany(sql, [(new_id(), DailyCount.day.db_value(day), slot, messages, conversations)
+                                  for day, slot, messages, conversations in changes])
 
 
 def count_message(conversation_id: str, created_at: datetime.datetime) -> None:
@@ -58,12 +67,12 @@ def count_message(conversation_id: str, created_at: datetime.datetime) -> None:
 
 def count_messages(added: dict[str, int], created_at: datetime.datetime) -> None:
     """``count_message`` for a batch stored at ``created_at``: ``{conversation id: messages}``,
-    one upsert per counter slot touched."""
+    one change per counter slot touched."""
     per_slot: collections.Counter[int] = collections.Counter()
     for conversation_id, count in added.items():
         per_slot[slot_of(conversation_id)] += count
-    for slot, count in sorted(per_slot.items()):  # a fixed order: concurrent batches never deadlock
-        _add(created_at.date(), slot, messages=count)
+    # In a fixed order: concurrent batches never deadlock.
+    _add_all([(created_at.date(), slot, count, 0) for slot, count in sorted(per_slot.items())])
 
 
 def uncount_message(conversation_id: str, created_at: datetime.datetime) -> None:
@@ -89,8 +98,7 @@ def uncount_messages(condition: Any) -> None:
     removed: collections.Counter[tuple[datetime.date, int]] = collections.Counter()
     for conversation_id, created, count in rows:
         removed[(_as_date(created), slot_of(conversation_id))] += count
-    for (created, slot), count in removed.items():
-        _add(created, slot, messages=-count)
+    _add_all([(created, slot, -count, 0) for (created, slot), count in sorted(removed.items())])
 
 
 def uncount_conversations(condition: Any) -> None:

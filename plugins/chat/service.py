@@ -44,7 +44,7 @@ MAX_REPLAY_DELETED = 1000
 # Messages read per step while walking a branch back from its leaf for ``history``.
 HISTORY_STEP = 200
 DEFAULT_TITLE = "New conversation"
-# Most user messages stored in one transaction by the send batcher (see ``SendBatcher``): big
+# Most user messages stored in one transaction by the send batcher (see ``Batcher``): big
 # enough to absorb a burst of concurrent senders, small enough that a batch holds the write
 # lock for milliseconds, not seconds.
 MAX_SEND_BATCH = 128
@@ -215,7 +215,7 @@ def _insert_message(conversation_id: str, *, user_id: str | None, role: str, dra
 
 
 def _insert_user_messages(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
-    """Store several users' messages in one transaction (see ``SendBatcher``): per send,
+    """Store several users' messages in one transaction (see ``Batcher``): per send,
     ``(True, (message, created, conversation))`` as ``_insert_message`` answers, or
     ``(False, the exception that refused it)``. Nothing is reported before the commit, and a
     failed commit fails them all.
@@ -248,11 +248,9 @@ def _insert_user_messages(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool
     return outcomes  # type: ignore[return-value]
 
 
-def _insert_plain(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
-    """``_insert_user_messages`` for messages without parentId or files, inside its
-    transaction: read the conversations and the clientMessageIds already taken in two queries,
-    decide each send in Python, then one INSERT of every message, one UPDATE statement per
-    conversation (executemany) and the search entries."""
+def _read_for_sends(sends: list[tuple["Draft", Actor]]) -> tuple[dict[str, Conversation], dict[tuple[str, str], Message]]:
+    """The conversations ``sends`` go to, by id, and the messages already stored under their
+    clientMessageIds, by ``(conversation id, clientMessageId)``: two queries for any number."""
     conversation_ids = {draft.conversation_id for draft, _ in sends}
     conversations = {c.id: c for c in Conversation.select().where(Conversation.id.in_(conversation_ids))}
     taken: dict[tuple[str, str], Message] = {}
@@ -261,6 +259,33 @@ def _insert_plain(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
         for stored in Message.select().where(Message.conversation.in_(conversation_ids),
                                              Message.client_message_id.in_(client_ids)):
             taken[(stored.conversation_id, stored.client_message_id)] = stored
+    return conversations, taken
+
+
+def _look_before_store(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
+    """What ``chat_message_before_store`` needs to know of each send, for a batch of them: per
+    send ``(True, (conversation, the message stored under its clientMessageId or None))``, or
+    ``(False, the error)`` when the caller may not write there."""
+    conversations, taken = _read_for_sends(sends)
+    stored = {key: wire for key, wire in zip(taken, _messages_wire(list(taken.values())))}
+    outcomes: list[tuple[bool, Any]] = []
+    for draft, actor in sends:
+        try:
+            conversation = _readable(conversations.get(draft.conversation_id), actor, write=True)
+        except ApiError as error:
+            outcomes.append((False, error))
+            continue
+        key = (conversation.id, draft.client_message_id or "")
+        outcomes.append((True, (conversation_wire(conversation, []), stored.get(key))))
+    return outcomes
+
+
+def _insert_plain(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
+    """``_insert_user_messages`` for messages without parentId or files, inside its
+    transaction: read the conversations and the clientMessageIds already taken in two queries,
+    decide each send in Python, then one INSERT of every message, one UPDATE statement per
+    conversation (executemany) and the search entries."""
+    conversations, taken = _read_for_sends(sends)
     stamp = now()
     outcomes: list[tuple[bool, Any]] = []
     rows: list[Message] = []
@@ -318,24 +343,29 @@ def _advance_conversations(changes: list[tuple[Conversation, int]], stamp: Any) 
     db.cursor().executemany(sql, params)
 
 
-class SendBatcher:
-    """Group commit for user messages: concurrent sends share one transaction and one commit.
+class Batcher:
+    """Group work on the database: what callers submit while a batch is being handled forms
+    the next batch, handled by ``work`` in one database-thread call.
 
-    Each send waits for the commit of the batch that carries it ("acked means stored"). One
-    batch is in flight at a time; the sends that arrive meanwhile form the next one. Sending
-    one by one, every send paid a database-thread hop, a transaction and a commit of its own,
-    and on SQLite the database threads queued on the one write lock (its busy handler sleeps
-    between tries, so the wait far exceeded the work)."""
+    ``work(items)`` answers, for each item in order, ``(True, result)`` or ``(False, the
+    exception for that item's caller)``; if it raises, every item of the batch gets the error.
+    One batch is in flight at a time, at most ``MAX_SEND_BATCH`` items. Used for the group
+    commit of sends (``_insert_user_messages``: each send waits for the commit of the batch
+    that carries it, so "acked means stored") and for the look before the store filter
+    (``_look_before_store``). One by one, every send paid a database-thread hop and a
+    transaction of its own, and on SQLite the database threads queued on the one write lock
+    (its busy handler sleeps between tries, so the wait far exceeded the work)."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, work: Callable[[list[Any]], list[tuple[bool, Any]]]) -> None:
         self.app = app
-        self._pending: list[tuple[tuple[Draft, Actor], asyncio.Future[Any]]] = []
+        self.work = work
+        self._pending: list[tuple[Any, asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def insert(self, draft: "Draft", actor: Actor) -> tuple[Message, bool, dict[str, Any]]:
-        """``_insert_message`` for a user's draft, committed with the sends around it."""
+    async def submit(self, item: Any) -> Any:
+        """``item``'s result, once its batch has been handled."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append(((draft, actor), future))
+        self._pending.append((item, future))
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
         return await future
@@ -345,11 +375,11 @@ class SendBatcher:
             while self._pending:
                 batch, self._pending = self._pending[:MAX_SEND_BATCH], self._pending[MAX_SEND_BATCH:]
                 try:
-                    outcomes = await self.app.db.run(_insert_user_messages, [send for send, _ in batch])
-                except Exception as error:  # the transaction failed: no send of it is stored
+                    outcomes = await self.app.db.run(self.work, [item for item, _ in batch])
+                except Exception as error:  # the whole batch failed (a send's transaction: none stored)
                     outcomes = [(False, error)] * len(batch)
                 for (_, future), (ok, value) in zip(batch, outcomes):
-                    if not future.done():  # done: its caller went away (the message is stored all the same)
+                    if not future.done():  # done: its caller went away (a send is stored all the same)
                         future.set_result(value) if ok else future.set_exception(value)
         finally:
             self._flusher = None
@@ -369,7 +399,8 @@ class ChatService:
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self.sends = SendBatcher(app)
+        self.sends = Batcher(app, _insert_user_messages)
+        self.looks = Batcher(app, _look_before_store)
 
     # -- conversations ------------------------------------------------------------------
 
@@ -627,14 +658,14 @@ class ChatService:
         ai_missing = draft.requires_ai and not hooks.implemented("chat_ai_reply_requested")
         if ai_missing or hooks.implemented("chat_message_before_store"):
             # A look first: hooks see only messages the caller may store, and never a retry.
-            conversation, stored = await self.app.db.run(self._prepare_send, actor, draft)
+            conversation, stored = await self.looks.submit((draft, actor))
             if stored is not None:
                 return await self._retried(draft, stored), False
             if ai_missing:
                 raise Conflict("An AI reply was requested but no AI plugin is enabled")
             await hooks.call("chat_message_before_store", conversation=conversation, message=draft.wire(), actor=actor)
         # The common path: access check, retry check and insert in one savepoint of a batch.
-        row, created, conversation = await self.sends.insert(draft, actor)
+        row, created, conversation = await self.sends.submit((draft, actor))
         if not created:  # a retry (the unique index caught it, also when two raced)
             stored = (await self.app.db.run(_messages_wire, [row]))[0]
             return await self._retried(draft, stored), False
@@ -645,16 +676,6 @@ class ChatService:
         if draft.requires_ai:
             await hooks.notify("chat_ai_reply_requested", conversation=conversation, message=message, actor=actor)
         return message, True
-
-    @staticmethod
-    def _prepare_send(actor: Actor, draft: Draft) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        conversation = _load_conversation(draft.conversation_id, actor, write=True)
-        stored = None
-        if draft.client_message_id is not None:
-            found = Message.get_or_none(Message.conversation == conversation.id,
-                                        Message.client_message_id == draft.client_message_id)
-            stored = _messages_wire([found])[0] if found else None
-        return conversation_wire(conversation, []), stored
 
     async def _retried(self, draft: Draft, stored: dict[str, Any]) -> dict[str, Any]:
         if not draft.same_as(stored):

@@ -8,7 +8,6 @@ import threading
 
 import pytest
 
-from plugins.chat import service as chat_service
 from vachat.testing import assert_error
 
 from .helpers import ALICE, BOB, MISSING_ID, create_conversation, send
@@ -23,7 +22,8 @@ def held_batches(app, monkeypatch):
     The sends made meanwhile queue up and form the next batch together."""
     sizes: list[int] = []
     gate = threading.Event()
-    real = chat_service._insert_user_messages
+    batcher = app.service("chat").sends
+    real = batcher.work
 
     def held(sends):
         sizes.append(len(sends))
@@ -31,10 +31,9 @@ def held_batches(app, monkeypatch):
             gate.wait(QUEUE_WAIT_S)
         return real(sends)
 
-    monkeypatch.setattr(chat_service, "_insert_user_messages", held)
+    monkeypatch.setattr(batcher, "work", held)
 
     async def queued(n: int) -> None:
-        batcher = app.service("chat").sends
         for _ in range(QUEUE_WAIT_S * 100):
             if len(batcher._pending) >= n:
                 return
