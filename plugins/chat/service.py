@@ -216,7 +216,8 @@ def _insert_message(conversation_id: str, *, user_id: str | None, role: str, dra
 
 def _insert_user_messages(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
     """Store several users' messages in one transaction (see ``Batcher``): per send,
-    ``(True, (message, created, conversation))`` as ``_insert_message`` answers, or
+    ``(True, (message, created, conversation))`` (the wire shapes: the stored message, and
+    the conversation as read before the insert; ``created`` False for a retry), or
     ``(False, the exception that refused it)``. Nothing is reported before the commit, and a
     failed commit fails them all.
 
@@ -241,33 +242,32 @@ def _insert_user_messages(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool
                 continue
             try:
                 with database.atomic():
-                    outcomes[index] = (True, _insert_message(draft.conversation_id, user_id=actor.id, role="user",
-                                                             draft=draft, actor=actor))
+                    row, created, conversation = _insert_message(draft.conversation_id, user_id=actor.id, role="user",
+                                                                 draft=draft, actor=actor)
+                message = message_wire(row, draft.files) if created else _messages_wire([row])[0]
+                outcomes[index] = (True, (message, created, conversation))
             except Exception as error:  # told to that send's caller alone
                 outcomes[index] = (False, error)
     return outcomes  # type: ignore[return-value]
 
 
-def _read_for_sends(sends: list[tuple["Draft", Actor]]) -> tuple[dict[str, Conversation], dict[tuple[str, str], Message]]:
+def _read_for_sends(sends: list[tuple["Draft", Actor]]) -> tuple[dict[str, Conversation], dict[tuple[str, str], dict[str, Any]]]:
     """The conversations ``sends`` go to, by id, and the messages already stored under their
-    clientMessageIds, by ``(conversation id, clientMessageId)``: two queries for any number."""
+    clientMessageIds (wire shapes), by ``(conversation id, clientMessageId)``: two queries for
+    any number of sends (three when some are retries)."""
     conversation_ids = {draft.conversation_id for draft, _ in sends}
     conversations = {c.id: c for c in Conversation.select().where(Conversation.id.in_(conversation_ids))}
-    taken: dict[tuple[str, str], Message] = {}
     client_ids = {draft.client_message_id for draft, _ in sends if draft.client_message_id is not None}
-    if client_ids:
-        for stored in Message.select().where(Message.conversation.in_(conversation_ids),
-                                             Message.client_message_id.in_(client_ids)):
-            taken[(stored.conversation_id, stored.client_message_id)] = stored
-    return conversations, taken
+    stored = list(Message.select().where(Message.conversation.in_(conversation_ids),
+                                         Message.client_message_id.in_(client_ids))) if client_ids else []
+    return conversations, {(m["conversationId"], m["clientMessageId"]): m for m in _messages_wire(stored)}
 
 
 def _look_before_store(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
     """What ``chat_message_before_store`` needs to know of each send, for a batch of them: per
     send ``(True, (conversation, the message stored under its clientMessageId or None))``, or
     ``(False, the error)`` when the caller may not write there."""
-    conversations, taken = _read_for_sends(sends)
-    stored = {key: wire for key, wire in zip(taken, _messages_wire(list(taken.values())))}
+    conversations, stored = _read_for_sends(sends)
     outcomes: list[tuple[bool, Any]] = []
     for draft, actor in sends:
         try:
@@ -284,11 +284,12 @@ def _insert_plain(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
     """``_insert_user_messages`` for messages without parentId or files, inside its
     transaction: read the conversations and the clientMessageIds already taken in two queries,
     decide each send in Python, then one INSERT of every message, one UPDATE statement per
-    conversation (executemany) and the search entries."""
+    conversation (executemany) and the search entries. Messages are built as their wire
+    shapes, never as models (a model computes every field's default, ids and clocks included)."""
     conversations, taken = _read_for_sends(sends)
     stamp = now()
     outcomes: list[tuple[bool, Any]] = []
-    rows: list[Message] = []
+    added: list[dict[str, Any]] = []
     touched: dict[str, int] = {}  # conversation id -> messages added
     for draft, actor in sends:
         try:
@@ -299,36 +300,48 @@ def _insert_plain(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
         before = conversation_wire(conversation, [])  # as _insert_message tells it: read before the insert
         key = (conversation.id, draft.client_message_id or "")
         if draft.client_message_id is not None and key in taken:
-            outcomes.append((True, (taken[key], False, before)))
+            outcomes.append((True, (dict(taken[key]), False, before)))
             continue
-        message = Message(id=new_id(), conversation=conversation.id, user_id=actor.id, role="user", type=draft.type,
-                          content=draft.content, parent_id=conversation.current_message_id,
-                          metadata=draft.metadata or {}, client_message_id=draft.client_message_id,
-                          created_at=stamp, updated_at=stamp)
+        message = {
+            "id": new_id(), "conversationId": conversation.id, "userId": actor.id, "role": "user",
+            "type": draft.type, "content": draft.content, "parentId": conversation.current_message_id,
+            "metadata": draft.metadata or {}, "clientMessageId": draft.client_message_id, "isEdited": False,
+            "editedAt": None, "files": [], "createdAt": stamp, "updatedAt": stamp,
+        }
         # The next message of this conversation in the batch answers this one.
-        conversation.current_message_id = message.id
+        conversation.current_message_id = message["id"]
         touched[conversation.id] = touched.get(conversation.id, 0) + 1
         if draft.client_message_id is not None:
             taken[key] = message
-        rows.append(message)
+        added.append(message)
         outcomes.append((True, (message, True, before)))
-    if rows:
-        _insert_rows(rows)
-        _advance_conversations([(conversations[cid], added) for cid, added in touched.items()], stamp)
+    if added:
+        _insert_rows(added, stamp)
+        _advance_conversations([(conversations[cid], count) for cid, count in touched.items()], stamp)
         counters.count_messages(touched, stamp)
-        search.index_messages([(m.id, m.conversation_id, conversations[m.conversation_id].owner_id, m.content)
-                               for m in rows])
+        search.index_messages([(m["id"], m["conversationId"], conversations[m["conversationId"]].owner_id, m["content"])
+                               for m in added])
     return outcomes
 
 
-def _insert_rows(messages: list[Message]) -> None:
-    """INSERT new message rows with one statement executed for each (executemany): building
-    a multi-row INSERT through the query builder cost more than the database's own work."""
+# The columns a new user message fills, in the order ``_insert_rows`` gives them.
+_NEW_MESSAGE_FIELDS = ("id", "conversation", "user_id", "role", "type", "content", "parent_id", "metadata",
+                       "client_message_id", "is_edited", "created_at", "updated_at")
+
+
+def _insert_rows(messages: list[dict[str, Any]], stamp: Any) -> None:
+    """INSERT new user messages (wire shapes, created at ``stamp``) with one statement executed
+    for each (executemany): building a multi-row INSERT through the query builder cost more
+    than the database's own work."""
     db = database.obj
-    fields = Message._meta.sorted_fields
-    sql = (f"INSERT INTO {Message._meta.table_name} ({', '.join(f.column_name for f in fields)}) "
-           f"VALUES ({', '.join([db.param] * len(fields))})")
-    db.cursor().executemany(sql, [tuple(f.db_value(m.__data__.get(f.name)) for f in fields) for m in messages])
+    columns = ", ".join(Message._meta.fields[name].column_name for name in _NEW_MESSAGE_FIELDS)
+    sql = (f"INSERT INTO {Message._meta.table_name} ({columns}) "
+           f"VALUES ({', '.join([db.param] * len(_NEW_MESSAGE_FIELDS))})")
+    when = Message.created_at.db_value(stamp)
+    metadata = Message.metadata.db_value
+    db.cursor().executemany(sql, [
+        (m["id"], m["conversationId"], m["userId"], "user", m["type"], m["content"], m["parentId"],
+         metadata(m["metadata"]), m["clientMessageId"], False, when, when) for m in messages])
 
 
 def _advance_conversations(changes: list[tuple[Conversation, int]], stamp: Any) -> None:
@@ -665,11 +678,9 @@ class ChatService:
                 raise Conflict("An AI reply was requested but no AI plugin is enabled")
             await hooks.call("chat_message_before_store", conversation=conversation, message=draft.wire(), actor=actor)
         # The common path: access check, retry check and insert in one savepoint of a batch.
-        row, created, conversation = await self.sends.submit((draft, actor))
+        message, created, conversation = await self.sends.submit((draft, actor))
         if not created:  # a retry (the unique index caught it, also when two raced)
-            stored = (await self.app.db.run(_messages_wire, [row]))[0]
-            return await self._retried(draft, stored), False
-        message = message_wire(row, draft.files)
+            return await self._retried(draft, message), False
         await self._decorate([message])
         await self.app.publish(conversation_room(draft.conversation_id), "new-message", message)
         await hooks.notify("chat_message_created", conversation=conversation, message=message, actor=actor)
