@@ -15,12 +15,12 @@ plugins requiring it with it. The core's server modules name no domain plugin.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import ipaddress
 import logging
 import inspect
 import time
-from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
 from urllib.parse import urlparse
@@ -43,6 +43,7 @@ from .ratelimit import make_rate_limiter
 from .redis_client import RedisGuard, make_redis
 from .resources import core_resource
 from .schemas import SchemaError, SchemaRegistry
+from .threads import ThreadPool
 from .errors import Unauthorized
 from .actor import Actor
 from .web import NotFoundHandler
@@ -91,7 +92,7 @@ class VachatApplication(tornado.web.Application):
         self.db = Database(config.database_url, config.database_pool_size)
         # bcrypt, file I/O and SMTP run here, apart from the database threads, so slow hashing
         # never starves queries.
-        self.executor = ThreadPoolExecutor(config.executor_threads, thread_name_prefix="vachat-work")
+        self.work_threads = ThreadPool(config.executor_threads, "vachat-work")
         self.redis = make_redis(config.redis_url) if config.redis_url else None
         self.redis_guard = RedisGuard() if self.redis is not None else None
         self.limiter = make_rate_limiter(self.redis, self.redis_guard)
@@ -236,7 +237,7 @@ class VachatApplication(tornado.web.Application):
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run CPU- or disk-bound work (bcrypt, files, SMTP) off the IOLoop."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        return await self.work_threads.run(functools.partial(fn, *args))
 
     # -- the plugin API (vachat.interfaces.App) ----------------------------------
 
@@ -345,7 +346,7 @@ class VachatApplication(tornado.web.Application):
                 await step()
             except Exception:
                 log.exception("closing the %s failed", name)
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.work_threads.shutdown(wait=False)
 
 
 def _modules_named(entries: Iterable[str]) -> list[tuple[str, Any]]:

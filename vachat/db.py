@@ -1,5 +1,5 @@
-"""The database: one Peewee proxy bound at start-up, one ``BaseModel``, and the executor that
-keeps every query off the IOLoop.
+"""The database: one Peewee proxy bound at start-up, one ``BaseModel``, and the threads that
+keep every query off the IOLoop.
 
 Models everywhere (core and plugins) extend ``BaseModel``; the concrete database (SQLite by
 default, PostgreSQL through ``DATABASE_URL``) is chosen once by ``Database.open``. Handlers never
@@ -9,14 +9,12 @@ which runs it on a bounded thread pool where each thread holds its own connectio
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import functools
 import json
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 from urllib.parse import unquote, urlparse
@@ -27,6 +25,7 @@ from playhouse.pool import PooledPostgresqlDatabase
 from .config import PRIVATE_FILE_MODE, make_private_dir, redact_url
 from .errors import Unavailable
 from .ids import new_id
+from .threads import ThreadPool
 
 __all__ = ["database", "BaseModel", "JSONField", "Database", "connect_url", "now"]
 
@@ -133,8 +132,7 @@ class Database:
         self.is_postgres = isinstance(self.engine, peewee.PostgresqlDatabase)
         # One thread per pooled connection: a query never waits for a connection while
         # holding a thread, and SQLite gets a few readers beside its one writer.
-        self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="vachat-db")
-        self._thread_ids: set[int] = set()
+        self._threads = ThreadPool(pool_size, "vachat-db", on_exit=self._close_in_thread)
         # thread id → the driver connection its current call runs on, so close() can interrupt it
         self._running: dict[int, Any] = {}
         self.closed = False
@@ -152,12 +150,10 @@ class Database:
         """
         if self.closed:
             raise Unavailable("The database is shutting down")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(self._call, fn, args, kwargs))
+        return await self._threads.run(functools.partial(self._call, fn, args, kwargs))
 
     def _call(self, fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
         ident = threading.get_ident()
-        self._thread_ids.add(ident)
         try:
             if self.closed:  # queued before close(), started after it
                 raise Unavailable("The database is shutting down")
@@ -211,15 +207,8 @@ class Database:
                 raw.cancel() if self.is_postgres else raw.interrupt()
             except Exception:
                 log.debug("interrupting a running query failed", exc_info=True)
-        workers = max(1, len(self._thread_ids))
-        # Each worker closes its own thread-local connection.
-        futures = [self._executor.submit(self._close_in_thread) for _ in range(workers)]
-        for future in futures:
-            try:
-                future.result(timeout=5)
-            except Exception:
-                log.debug("closing a database connection failed", exc_info=True)
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        # Each thread closes its own thread-local connection as it stops (``on_exit``).
+        self._threads.shutdown(timeout=5)
         if isinstance(self.engine, PooledPostgresqlDatabase):
             self.engine.close_all()
 

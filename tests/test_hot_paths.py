@@ -1,0 +1,165 @@
+"""The pieces the hot paths are built from: the JSON encoder, the memo of parsed query strings
+and the thread pool behind ``app.db.run`` and ``app.run_blocking``. Each is faster than what
+it replaced; these tests hold it to the same behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import functools
+import json
+import threading
+
+import pytest
+
+from tests.plugins import sample
+from vachat.errors import ValidationFailed
+from vachat.threads import ThreadPool
+from vachat.web import QUERY_MEMO_MAX_LENGTH, QueryMemo
+from vachat.wire import json_dumpb, json_dumps
+
+
+# -- json_dumpb ------------------------------------------------------------------------
+
+
+def test_datetimes_are_utc_with_milliseconds_and_z():
+    naive = datetime.datetime(2026, 11, 29, 18, 0, 20, 123456)
+    aware = datetime.datetime(2026, 11, 29, 19, 0, 20, 123456, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
+    assert json_dumpb({"at": naive, "also": aware}) == b'{"at":"2026-11-29T18:00:20.123Z","also":"2026-11-29T18:00:20.123Z"}'
+
+
+@pytest.mark.parametrize("value", [
+    {"big": 2 ** 70},  # past 64 bits: orjson refuses, the standard library writes it
+    {1: "one", None: "none"},  # non-string keys, as the standard library writes them
+    {"deep": functools.reduce(lambda inner, _: [inner], range(300), 1)},  # deeper than orjson goes
+    {"set": {1}, "tuple": (1, 2), "text": "é ☃ 😀", "quote": '"</script>'},
+])
+def test_what_orjson_refuses_is_written_as_the_standard_library_writes_it(value):
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=list)
+    assert json_dumpb(value) == expected.encode("utf-8")
+    assert json_dumps(value) == expected
+
+
+def test_a_lone_surrogate_is_escaped_so_the_bytes_stay_utf8():
+    encoded = json_dumpb({"text": "a\ud800b"})
+    encoded.decode("utf-8")  # valid UTF-8
+    assert json.loads(encoded) == {"text": "a\ud800b"}
+
+
+def test_a_value_no_encoder_can_write_is_a_type_error():
+    with pytest.raises(TypeError):
+        json_dumpb({"what": object()})
+
+
+# -- QueryMemo -------------------------------------------------------------------------
+
+
+def test_the_memo_parses_a_query_once_and_hands_out_copies():
+    memo = QueryMemo()
+    parsed = []
+
+    def parse():
+        parsed.append(1)
+        return {"limit": 20, "tags": ["a"]}
+
+    first = memo.get("chat/list", "limit=20&tags=a", parse)
+    first["limit"] = 0
+    first["tags"].append("changed")
+    second = memo.get("chat/list", "limit=20&tags=a", parse)
+    assert second == {"limit": 20, "tags": ["a"]} and len(parsed) == 1
+    memo.get("other/schema", "limit=20&tags=a", parse)  # the schema is part of the key
+    assert len(parsed) == 2
+
+
+def test_refused_and_long_queries_are_not_remembered():
+    memo = QueryMemo()
+    calls = []
+
+    def refuse():
+        calls.append(1)
+        raise ValidationFailed("Invalid query parameters")
+
+    for _ in range(2):
+        with pytest.raises(ValidationFailed):
+            memo.get("s", "limit=x", refuse)
+    long_query = "q=" + "x" * QUERY_MEMO_MAX_LENGTH
+    for _ in range(2):
+        memo.get("s", long_query, lambda: calls.append(2) or {})
+    assert calls == [1, 1, 2, 2]
+
+
+def test_the_memo_forgets_the_least_recently_used_query_first():
+    memo = QueryMemo(size=2)
+    parsed = []
+
+    def parse_as(name):
+        return lambda: parsed.append(name) or {"name": name}
+
+    memo.get("s", "a", parse_as("a"))
+    memo.get("s", "b", parse_as("b"))
+    memo.get("s", "a", parse_as("a"))  # a is now the most recent
+    memo.get("s", "c", parse_as("c"))  # b goes
+    memo.get("s", "a", parse_as("a"))
+    memo.get("s", "b", parse_as("b"))
+    assert parsed == ["a", "b", "c", "b"]
+
+
+@pytest.mark.gen_test
+@pytest.mark.vachat(plugins=[("sample", sample)])
+async def test_a_remembered_query_answers_as_the_first_did_and_a_refused_one_stays_refused(fetch):
+    answers = [await fetch("/api/sample/widgets?page=2&tag=a,b") for _ in range(2)]
+    assert [a.code for a in answers] == [200, 200]
+    assert answers[0].json["data"]["query"] == answers[1].json["data"]["query"] == {
+        "page": 2, "limit": 20, "tag": ["a", "b"], "sortOrder": "desc"}
+    refused = [await fetch("/api/sample/widgets?page=abc") for _ in range(2)]
+    assert [r.code for r in refused] == [400, 400]
+
+
+# -- ThreadPool ------------------------------------------------------------------------
+
+
+@pytest.mark.gen_test
+async def test_calls_run_on_the_pool_threads_and_answer_results_and_errors():
+    pool = ThreadPool(2, "test-pool")
+    try:
+        names = await asyncio.gather(*(pool.run(lambda: threading.current_thread().name) for _ in range(10)))
+        assert set(names) <= {"test-pool-0", "test-pool-1"}
+        with pytest.raises(ZeroDivisionError):
+            await pool.run(lambda: 1 / 0)
+
+        def stop():
+            raise StopIteration
+
+        with pytest.raises(RuntimeError):  # a future cannot carry StopIteration
+            await pool.run(stop)
+    finally:
+        pool.shutdown()
+
+
+@pytest.mark.gen_test
+async def test_a_call_cancelled_before_it_starts_never_runs():
+    pool = ThreadPool(1, "test-pool")
+    gate = threading.Event()
+    ran = []
+    try:
+        blocker = asyncio.ensure_future(pool.run(gate.wait))
+        queued = asyncio.ensure_future(pool.run(lambda: ran.append("queued")))
+        await asyncio.sleep(0)  # both are on the queue
+        queued.cancel()
+        gate.set()
+        assert await blocker is True
+        assert await pool.run(lambda: "after") == "after"  # the queue moved past the cancelled call
+        assert ran == []
+    finally:
+        pool.shutdown()
+
+
+@pytest.mark.gen_test
+async def test_shutdown_runs_on_exit_on_every_thread_and_refuses_later_calls():
+    exited = []
+    pool = ThreadPool(3, "test-pool", on_exit=lambda: exited.append(threading.current_thread().name))
+    await pool.run(lambda: None)
+    pool.shutdown()
+    assert sorted(exited) == ["test-pool-0", "test-pool-1", "test-pool-2"]
+    with pytest.raises(RuntimeError):
+        await pool.run(lambda: None)

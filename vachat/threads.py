@@ -1,0 +1,125 @@
+"""Threads that run blocking calls for the IOLoop and answer its futures directly.
+
+``loop.run_in_executor`` with a ``ThreadPoolExecutor`` costs every call a
+``concurrent.futures.Future`` (with its ``Condition``), an asyncio future chained to it and
+the callbacks that copy one into the other. On the hot paths, where every request or send
+batch makes a database call, that bookkeeping cost about as much as the call's own Python
+work. ``ThreadPool`` keeps one queue and a fixed set of threads; a worker runs the call and
+sets the result on the caller's asyncio future through ``call_soon_threadsafe``.
+
+This module must never run a call on the IOLoop, nor lose one: a call is run exactly once
+unless its caller was cancelled before a thread took it, and its outcome (result or
+exception) reaches the caller, or is dropped only when the caller's loop is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from typing import Any, Callable, TypeVar
+
+__all__ = ["ThreadPool"]
+
+log = logging.getLogger("vachat.threads")
+
+T = TypeVar("T")
+
+# Sent once to each thread by ``shutdown``: the thread runs ``on_exit`` and ends.
+_STOP = object()
+
+
+class ThreadPool:
+    """``size`` threads named ``name-N``, started on the first call, taking calls in order.
+
+    ``on_exit`` runs on each thread as it stops (the database closes the connection each
+    thread holds)."""
+
+    def __init__(self, size: int, name: str, on_exit: Callable[[], None] | None = None) -> None:
+        if size < 1:
+            raise ValueError("a thread pool needs at least one thread")
+        self.size = size
+        self.name = name
+        self.on_exit = on_exit
+        self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._start_lock = threading.Lock()
+        self._stopped = False
+
+    async def run(self, call: Callable[[], T]) -> T:
+        """``call()`` on one of the threads; its result, or its exception raised here."""
+        if self._stopped:
+            raise RuntimeError(f"thread pool {self.name} is shut down")
+        if not self._threads:
+            self._start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._calls.put((call, loop, future))
+        return await future
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._threads or self._stopped:
+                return
+            threads = [threading.Thread(target=self._work, name=f"{self.name}-{n}", daemon=True)
+                       for n in range(self.size)]
+            for thread in threads:
+                thread.start()
+            self._threads = threads
+
+    def _work(self) -> None:
+        while True:
+            item = self._calls.get()
+            if item is _STOP:
+                break
+            call, loop, future = item
+            if future.cancelled():  # its caller went away before the call started
+                continue
+            try:
+                result = call()
+            except BaseException as error:  # handed to the caller, whatever it is
+                _answer(loop, future, _fail, error)
+            else:
+                _answer(loop, future, _succeed, result)
+        if self.on_exit is not None:
+            try:
+                self.on_exit()
+            except Exception:
+                log.debug("thread pool %s: on_exit failed", self.name, exc_info=True)
+
+    def shutdown(self, timeout: float = 5.0, wait: bool = True) -> None:
+        """Stop every thread once the calls queued before now have run; with ``wait``, wait up
+        to ``timeout`` seconds for each (a call still running past it keeps its thread, which
+        is a daemon: it does not hold the process). Calls made after this are refused."""
+        with self._start_lock:
+            self._stopped = True
+            threads = self._threads
+        for _ in threads:
+            self._calls.put(_STOP)
+        if not wait:
+            return
+        for thread in threads:
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("thread %s still busy %.0f s after shutdown", thread.name, timeout)
+
+
+def _answer(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any],
+            settle: Callable[[asyncio.Future[Any], Any], None], value: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(settle, future, value)
+    except RuntimeError:  # the loop is closed: nobody is waiting any more
+        log.debug("thread pool: a result arrived after its loop closed")
+
+
+def _succeed(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.cancelled():
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.cancelled():
+        if isinstance(error, StopIteration):  # a future cannot carry it (it would end the awaiting coroutine)
+            error = RuntimeError(f"a thread pool call raised StopIteration: {error!r}")
+        future.set_exception(error)
