@@ -1,1 +1,1 @@
-"""Benchmarks (SPEC §10). Run from the repository root; see bench/README.md."""
+"""Benchmarks. Run from the repository root; see bench/README.md."""

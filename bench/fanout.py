@@ -1,4 +1,4 @@
-"""WebSocket fan-out benchmark: one message to 1,000 sockets in a room (SPEC §10).
+"""WebSocket fan-out benchmark: one message to 1,000 sockets in a room.
 
     .venv/bin/python bench/fanout.py                   # every available target, bare first
     .venv/bin/python bench/fanout.py --targets bare    # just the reference

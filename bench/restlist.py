@@ -1,4 +1,4 @@
-"""Authenticated conversation list (SPEC §10, issue #8): requests/s of
+"""Authenticated conversation list (issue #8): requests/s of
 `GET /api/chat/conversations?limit=20` with a real Bearer access token, beside a bare Tornado
 JSON handler answering a similar 20-item body (bench/bare_server.py, `/api/bench/items`).
 

@@ -1,4 +1,4 @@
-"""The `send-message` round trip under load (SPEC §10, issue #8), beside a bare Tornado echo.
+"""The `send-message` round trip under load (issue #8), beside a bare Tornado echo.
 
     .venv/bin/python bench/roundtrip.py                        # bare echo, then vachat on SQLite
     .venv/bin/python bench/roundtrip.py --database postgresql  # vachat on a fresh PostgreSQL database

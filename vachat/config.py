@@ -320,7 +320,7 @@ class Settings:
     jwt_refresh_secret: str = ""
     cors_origins: list[str] = field(default_factory=list)
     bcrypt_rounds: int = 12
-    # Seconds an access token (SPEC §4: 15 min) and a refresh token (7 days) are valid.
+    # Seconds an access token (15 min) and a refresh token (7 days) are valid.
     access_token_ttl: int = 15 * 60
     refresh_token_ttl: int = 7 * 24 * 3600
     rate_limit_global: Rate = Rate(100, 60)

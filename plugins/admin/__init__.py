@@ -1,5 +1,5 @@
 """The built-in ``admin`` plugin: dashboard, user and role management, the audit log, and the
-``vachat users`` commands (SPEC §4 Admin).
+``vachat users`` commands (README: Admin).
 
 Routes (``/api/admin/…``), each gated by its own permission:
 

@@ -1,5 +1,5 @@
 """vachat's built-in AI plugin: the assistant's replies, streamed live, stoppable and resumable
-on any node (SPEC §5, §6).
+on any node (README: AI; docs/websocket.md).
 
 Loaded through the ``vachat.plugins`` entry point like any third-party plugin, built on
 ``vachat.plugin_api`` only, and meeting the chat plugin through its hooks and its ``chat``

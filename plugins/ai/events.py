@@ -1,4 +1,4 @@
-"""The AI plugin's WebSocket event: ``stop-generation`` (SPEC §5, §5.1).
+"""The AI plugin's WebSocket event: ``stop-generation`` (docs/websocket.md).
 
 Only someone who may write in the conversation (its owner) may stop its reply. It works from
 any node: the node generating is told through a control message. The ack is

@@ -1,4 +1,4 @@
-"""One assistant reply being generated: from the context to the stored message (SPEC §5.1, §6).
+"""One assistant reply being generated: from the context to the stored message (README: AI; docs/websocket.md).
 
 Frames, in order, to ``conversation:<id>``: ``ai-typing {typing: true}``, ``ai-delta
 {conversationId, messageId, index, delta}`` (index 0, 1, 2 …), ``ai-done {conversationId,

@@ -1,8 +1,7 @@
 """The AI plugin's REST routes: the caller's usage, and regenerating a reply.
 
 ``POST /api/chat/messages/:id/regenerate`` lives under chat's prefix because it is a chat
-operation (SPEC §4), but the AI plugin owns it: without an assistant there is nothing to
-regenerate. It answers 202 with the id the new reply will be stored under, then the reply
+operation, but the AI plugin owns it: without an assistant there is nothing to regenerate. It answers 202 with the id the new reply will be stored under, then the reply
 streams to the conversation's room like any other; the old reply is kept, and the new one is
 its sibling (same parent), which becomes the conversation's ``currentMessageId``.
 """

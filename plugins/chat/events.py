@@ -1,4 +1,4 @@
-"""The chat plugin's WebSocket events (SPEC §5, §5.1).
+"""The chat plugin's WebSocket events (docs/websocket.md).
 
 ``join-conversation`` answers with what the client missed, then the socket goes live with no
 gap and no repeat. The order of operations is what guarantees it:
@@ -115,7 +115,7 @@ async def join_conversation(ctx: EventContext, data: dict[str, Any]) -> Any:
         answer.pop("deleted", None)
     drop = _drop_replayed(answer)
     ctx.after_reply(lambda: ctx.hub.release(ctx.socket, room, drop, linger=REPLAY_FILTER_SECONDS))
-    # SPEC §5.1: a join sent without an id is answered by an event carrying the same data.
+    # a join sent without an id is answered by an event carrying the same data.
     return answer if ctx.frame_id is not None else Reply("joined-conversation", answer)
 
 

@@ -1,4 +1,4 @@
-"""The chat plugin's REST routes (SPEC §4 Chat, §5.1): thin handlers over ``ChatService``.
+"""The chat plugin's REST routes (README: Chat): thin handlers over ``ChatService``.
 
 Each handler validates through its declared schemas, asks the service, and answers with the
 envelope: 201 for a created conversation or message, 200 with the stored message for a

@@ -2,7 +2,7 @@
 
 Implement one with ``@hookimpl`` (``@hookimpl(optionalhook=True)`` when your plugin works
 without chat) in your plugin module, taking only the arguments you need. ``conversation`` and
-``message`` are the wire shapes of the API (camelCase dicts, SPEC §4); in hooks about a
+``message`` are the wire shapes of the API (camelCase dicts); in hooks about a
 message, ``conversation.tags`` and ``conversation.lastMessage`` are not filled in.
 ``actor`` is the caller (``vachat.plugin_api.Actor``), or None when another plugin acts for
 the system (the AI storing its reply).

@@ -6,7 +6,7 @@ hooks and broadcast the same events. Each public method is a coroutine for the I
 queries run on database threads (``app.db.run``), one transaction per write, and the events
 go out after the commit (``app.hub.publish`` encodes and frames each once).
 
-Access (SPEC §4): the owner has full access; a public conversation is readable by any
+Access: the owner has full access; a public conversation is readable by any
 signed-in user; a holder of ``conversations.read_all`` reads any. A conversation the caller
 may not read is "not found" (404): its existence is not leaked. Writing to one the caller may
 read but does not own is 403. ``actor=None`` means a trusted caller (another plugin acting for
@@ -37,7 +37,7 @@ __all__ = ["ChatService", "READ_ALL", "conversation_room", "user_room", "MAX_REP
 log = logging.getLogger("vachat.plugins.chat")
 
 READ_ALL = "conversations.read_all"
-# SPEC §5.1: a join replays at most this many missed messages; the rest are paged over REST.
+# A join replays at most this many missed messages; the rest are paged over REST.
 MAX_REPLAY = 200
 # Deleted ids a join reports at most; past it ``hasMore`` tells the client to reload.
 MAX_REPLAY_DELETED = 1000
@@ -59,7 +59,7 @@ def user_room(user_id: str) -> str:
 
 
 # ---------------------------------------------------------------------------
-# wire shapes (camelCase, SPEC §4)
+# wire shapes (camelCase)
 # ---------------------------------------------------------------------------
 
 
@@ -531,7 +531,7 @@ class ChatService:
 
     async def list_messages(self, actor: Actor, conversation_id: str, *, before: str | None = None,
                             after: str | None = None, limit: int = 50) -> dict[str, Any]:
-        """A page of a conversation's messages, newest first (SPEC §5.1): ``before`` gives
+        """A page of a conversation's messages, newest first: ``before`` gives
         the ``limit`` older than it, ``after`` the ``limit`` immediately newer. ``nextCursor``
         continues in the same direction (pass it as ``after`` when paging with ``after``)."""
 
@@ -557,7 +557,7 @@ class ChatService:
         return page
 
     async def replay(self, actor: Actor, conversation_id: str, since: str | None) -> dict[str, Any]:
-        """What a join answers (SPEC §5.1), but ``generation``: the messages after ``since``
+        """What a join answers (docs/websocket.md), but ``generation``: the messages after ``since``
         oldest first, edited ones again (changed after ``since`` was written), the ids deleted
         since, and whether more were missed than one answer carries."""
 
@@ -760,7 +760,7 @@ class ChatService:
         return message
 
     async def delete_message(self, actor: Actor | None, message_id: str) -> None:
-        """The conversation's owner deletes any message in it (SPEC §5.1). Soft: the row stays
+        """The conversation's owner deletes any message in it (README: Chat). Soft: the row stays
         as a tombstone (see models); the conversation's count, last message and current leaf
         move off it. Broadcasts ``message-deleted``."""
 

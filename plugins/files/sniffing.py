@@ -1,4 +1,4 @@
-"""What an upload really is, decided from its bytes against the allow-list (SPEC §4 Files).
+"""What an upload really is, decided from its bytes against the allow-list (README: Files).
 
 Binary formats are recognised by their signatures with ``filetype`` (pure Python); our own
 checks cover what signatures cannot: plain text (valid UTF-8, no binary control characters,

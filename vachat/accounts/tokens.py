@@ -38,7 +38,7 @@ __all__ = [
 ALGORITHM = "HS256"
 ACCESS = "access"
 REFRESH = "refresh"
-# SPEC §4's lifetimes, the defaults of ACCESS_TOKEN_TTL and REFRESH_TOKEN_TTL (the settings
+# The documented lifetimes, the defaults of ACCESS_TOKEN_TTL and REFRESH_TOKEN_TTL (the settings
 # ``access_token_ttl`` / ``refresh_token_ttl`` decide): short-lived access tokens bound the
 # damage of a leaked one even without the session check; refresh tokens rotate on every use.
 ACCESS_TTL_SECONDS = 15 * 60

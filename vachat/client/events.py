@@ -1,4 +1,4 @@
-"""What ``async for event in live`` yields: one typed object per server event (SPEC §5, §5.1),
+"""What ``async for event in live`` yields: one typed object per server event (docs/websocket.md),
 plus the connection's own state changes (``Disconnected``, ``Reconnected``).
 
 ``parse_event`` turns a server frame into its event; a type this client does not know yet

@@ -1,4 +1,4 @@
-"""``LiveConnection``: one WebSocket to the server that survives drops (SPEC §5, §5.1).
+"""``LiveConnection``: one WebSocket to the server that survives drops (docs/websocket.md).
 
 What it promises its caller:
 

@@ -16,7 +16,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Message:
-    """A chat message (SPEC §4): ``role`` is ``user``, ``assistant`` or ``system``; an
+    """A chat message (README: Chat): ``role`` is ``user``, ``assistant`` or ``system``; an
     assistant's failed reply has ``type == "error"`` and says what failed in ``content``."""
 
     id: str

@@ -1,4 +1,4 @@
-"""``Client``: vachat's REST API (SPEC §3, §4) from asyncio code, with its credentials.
+"""``Client``: vachat's REST API (README: REST conventions) from asyncio code, with its credentials.
 
 It signs in with an e-mail and password (or registers), or uses an API key, and keeps the
 access token fresh: before a request it decodes the token's ``exp`` (without verifying the

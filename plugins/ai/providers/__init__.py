@@ -35,7 +35,7 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "vachat.ai_providers"
 # The usual rule of thumb for English text and BPE tokenizers: about four characters a token.
-# Used wherever a provider does not report usage, and for the context budget (SPEC §6).
+# Used wherever a provider does not report usage, and for the context budget (README: AI).
 CHARS_PER_TOKEN = 4
 
 
@@ -60,7 +60,7 @@ class Usage:
 
 @dataclass(frozen=True)
 class ProviderSettings:
-    """What a provider is configured with (``[plugins.ai]``, SPEC §6)."""
+    """What a provider is configured with (``[plugins.ai]``)."""
 
     base_url: str = ""
     api_key: str = ""

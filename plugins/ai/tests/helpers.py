@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 ALICE, BOB = "alice", "bob"
-# The frames of one reply, in the order SPEC §5.1 pins.
+# The frames of one reply, in the order docs/websocket.md gives.
 AI_EVENTS = ("ai-typing", "ai-delta", "ai-done")
 
 
@@ -52,7 +52,7 @@ async def reply_frames(socket: Any, timeout: float = 15.0) -> list[dict[str, Any
 
 
 def check_reply(frames: list[dict[str, Any]], conversation_id: str) -> dict[str, Any]:
-    """Assert the frames are one reply in SPEC order; return the stored message."""
+    """Assert the frames are one reply in the documented order; return the stored message."""
     kinds = [f["type"] for f in frames]
     deltas = [f["data"] for f in frames if f["type"] == "ai-delta"]
     assert kinds == ["ai-typing"] + ["ai-delta"] * len(deltas) + ["ai-done", "new-message", "ai-typing"], kinds
