@@ -89,9 +89,14 @@ class Message(BaseModel):
         indexes = (
             (("conversation", "id"), False),
             (("conversation", "updated_at"), False),
-            (("conversation", "client_message_id"), True),
             (("user_id",), False),
         )
+
+
+# A clientMessageId names one message of its conversation (the retry check). Partial: the many
+# messages without one (assistant replies among them) write no entry (migration 003).
+Message.add_index(Message.index(Message.conversation, Message.client_message_id, unique=True,
+                                where=Message.client_message_id.is_null(False)))
 
 
 class MessageFile(BaseModel):

@@ -143,6 +143,9 @@ async def test_hot_queries_are_index_scans(app, fetch):
          "chatconversationtag_owner_id_tag_conversation_id"),
         # a user's messages
         ("SELECT id FROM chat_message WHERE user_id = %s", (owner,), "chatmessage_user_id"),
+        # the retry check of a send batch (a partial index: only messages with a clientMessageId)
+        ("SELECT id FROM chat_message WHERE conversation_id IN (%s) AND client_message_id IN (%s, %s)",
+         (cid, "c-1", "c-2"), "chatmessage_conversation_id_client_message_id"),
         # the replay of edits and deletes
         ("SELECT id FROM chat_message WHERE conversation_id = %s AND updated_at > %s", (cid, "2999-01-01"),
          "chatmessage_conversation_id_updated_at"),
