@@ -155,10 +155,31 @@ async def test_a_call_cancelled_before_it_starts_never_runs():
 
 
 @pytest.mark.gen_test
+async def test_threads_start_only_when_none_is_idle_up_to_the_size():
+    pool = ThreadPool(3, "test-pool")
+    try:
+        for _ in range(20):  # one after the other: one thread does it all
+            await pool.run(lambda: None)
+        assert len(pool._threads) == 1
+        gate = threading.Event()
+        waiting = [asyncio.ensure_future(pool.run(gate.wait)) for _ in range(5)]
+        await asyncio.sleep(0)
+        assert len(pool._threads) == 3  # all busy at once: as many as allowed, no more
+        gate.set()
+        assert await asyncio.gather(*waiting) == [True] * 5
+    finally:
+        pool.shutdown()
+
+
+@pytest.mark.gen_test
 async def test_shutdown_runs_on_exit_on_every_thread_and_refuses_later_calls():
     exited = []
     pool = ThreadPool(3, "test-pool", on_exit=lambda: exited.append(threading.current_thread().name))
-    await pool.run(lambda: None)
+    gate = threading.Event()
+    busy = [asyncio.ensure_future(pool.run(gate.wait)) for _ in range(3)]
+    await asyncio.sleep(0)
+    gate.set()
+    await asyncio.gather(*busy)
     pool.shutdown()
     assert sorted(exited) == ["test-pool-0", "test-pool-1", "test-pool-2"]
     with pytest.raises(RuntimeError):

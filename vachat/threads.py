@@ -31,10 +31,12 @@ _STOP = object()
 
 
 class ThreadPool:
-    """``size`` threads named ``name-N``, started on the first call, taking calls in order.
+    """Up to ``size`` threads named ``name-N``, taking calls in order.
 
-    ``on_exit`` runs on each thread as it stops (the database closes the connection each
-    thread holds)."""
+    A thread is started only when a call finds none idle (as ``ThreadPoolExecutor`` does):
+    each database thread opens a connection of its own, and a pool sized for the busiest
+    moment should not hold that many connections while one would do. ``on_exit`` runs on
+    each thread as it stops (the database closes the connection each thread holds)."""
 
     def __init__(self, size: int, name: str, on_exit: Callable[[], None] | None = None) -> None:
         if size < 1:
@@ -45,28 +47,28 @@ class ThreadPool:
         self._calls: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
+        # Released by a thread each time it finishes a call: roughly how many are idle.
+        self._idle = threading.Semaphore(0)
         self._stopped = False
 
     async def run(self, call: Callable[[], T]) -> T:
         """``call()`` on one of the threads; its result, or its exception raised here."""
         if self._stopped:
             raise RuntimeError(f"thread pool {self.name} is shut down")
-        if not self._threads:
-            self._start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._calls.put((call, loop, future))
+        if not self._idle.acquire(blocking=False) and len(self._threads) < self.size:
+            self._start_one()
         return await future
 
-    def _start(self) -> None:
+    def _start_one(self) -> None:
         with self._start_lock:
-            if self._threads or self._stopped:
+            if len(self._threads) >= self.size or self._stopped:
                 return
-            threads = [threading.Thread(target=self._work, name=f"{self.name}-{n}", daemon=True)
-                       for n in range(self.size)]
-            for thread in threads:
-                thread.start()
-            self._threads = threads
+            thread = threading.Thread(target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def _work(self) -> None:
         while True:
@@ -74,14 +76,14 @@ class ThreadPool:
             if item is _STOP:
                 break
             call, loop, future = item
-            if future.cancelled():  # its caller went away before the call started
-                continue
-            try:
-                result = call()
-            except BaseException as error:  # handed to the caller, whatever it is
-                _answer(loop, future, _fail, error)
-            else:
-                _answer(loop, future, _succeed, result)
+            if not future.cancelled():  # cancelled: its caller went away before the call started
+                try:
+                    result = call()
+                except BaseException as error:  # handed to the caller, whatever it is
+                    _answer(loop, future, _fail, error)
+                else:
+                    _answer(loop, future, _succeed, result)
+            self._idle.release()
         if self.on_exit is not None:
             try:
                 self.on_exit()
@@ -94,7 +96,7 @@ class ThreadPool:
         is a daemon: it does not hold the process). Calls made after this are refused."""
         with self._start_lock:
             self._stopped = True
-            threads = self._threads
+            threads = list(self._threads)
         for _ in threads:
             self._calls.put(_STOP)
         if not wait:

@@ -137,14 +137,20 @@ def _readable(conversation: Conversation | None, actor: Actor | None, write: boo
     return conversation
 
 
-def _load_conversation(conversation_id: str, actor: Actor | None, write: bool = False) -> Conversation:
-    return _readable(Conversation.get_or_none(Conversation.id == conversation_id), actor, write)
+def _load_conversation(conversation_id: str, actor: Actor | None, write: bool = False,
+                       lock: bool = False) -> Conversation:
+    """The conversation if ``actor`` may read it (``write``: change it); ``lock`` holds its
+    row until the transaction ends (see ``_locked``)."""
+    query = Conversation.select().where(Conversation.id == conversation_id)
+    return _readable((_locked(query) if lock else query).first(), actor, write)
 
 
 def _locked(query: peewee.Select) -> peewee.Select:
     """``query`` holding its rows until the transaction ends, on PostgreSQL: a delete that
-    counts a conversation's messages must not miss one stored (or deleted) meanwhile. SQLite
-    needs nothing: its write transactions already run one at a time (BEGIN IMMEDIATE)."""
+    counts a conversation's messages must not miss one stored (or deleted) meanwhile, and a
+    message stored on another node must not be given the leaf another transaction is moving
+    (both would answer the same message: a fork nobody asked for). SQLite needs nothing: its
+    write transactions already run one at a time (BEGIN IMMEDIATE)."""
     return query.for_update() if isinstance(database.obj, peewee.PostgresqlDatabase) else query
 
 
@@ -181,7 +187,7 @@ def _insert_message(conversation_id: str, *, user_id: str | None, role: str, dra
         content, type, parent_id, metadata = draft.content, draft.type, draft.parent_id, draft.metadata
     client_message_id = draft.client_message_id if draft is not None else None
     with database.atomic():
-        conversation = _load_conversation(conversation_id, actor, write=True)
+        conversation = _load_conversation(conversation_id, actor, write=True, lock=True)
         if parent_id is None:
             parent_id = conversation.current_message_id
         elif not Message.select().where(Message.id == parent_id, Message.conversation == conversation_id,
@@ -251,12 +257,15 @@ def _insert_user_messages(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool
     return outcomes  # type: ignore[return-value]
 
 
-def _read_for_sends(sends: list[tuple["Draft", Actor]]) -> tuple[dict[str, Conversation], dict[tuple[str, str], dict[str, Any]]]:
-    """The conversations ``sends`` go to, by id, and the messages already stored under their
-    clientMessageIds (wire shapes), by ``(conversation id, clientMessageId)``: two queries for
-    any number of sends (three when some are retries)."""
+def _read_for_sends(sends: list[tuple["Draft", Actor]], lock: bool = False
+                    ) -> tuple[dict[str, Conversation], dict[tuple[str, str], dict[str, Any]]]:
+    """The conversations ``sends`` go to, by id (``lock``: their rows held, see ``_locked``;
+    taken in id order, so two batches never wait on each other crosswise), and the messages
+    already stored under their clientMessageIds (wire shapes), by ``(conversation id,
+    clientMessageId)``: two queries for any number of sends (three when some are retries)."""
     conversation_ids = {draft.conversation_id for draft, _ in sends}
-    conversations = {c.id: c for c in Conversation.select().where(Conversation.id.in_(conversation_ids))}
+    query = Conversation.select().where(Conversation.id.in_(conversation_ids)).order_by(Conversation.id)
+    conversations = {c.id: c for c in (_locked(query) if lock else query)}
     client_ids = {draft.client_message_id for draft, _ in sends if draft.client_message_id is not None}
     stored = list(Message.select().where(Message.conversation.in_(conversation_ids),
                                          Message.client_message_id.in_(client_ids))) if client_ids else []
@@ -286,7 +295,7 @@ def _insert_plain(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
     decide each send in Python, then one INSERT of every message, one UPDATE statement per
     conversation (executemany) and the search entries. Messages are built as their wire
     shapes, never as models (a model computes every field's default, ids and clocks included)."""
-    conversations, taken = _read_for_sends(sends)
+    conversations, taken = _read_for_sends(sends, lock=True)
     stamp = now()
     outcomes: list[tuple[bool, Any]] = []
     added: list[dict[str, Any]] = []
@@ -398,8 +407,9 @@ class Batcher:
             self._flusher = None
 
 
-def _conversation_of(message: Message) -> Conversation:
-    return Conversation.get_by_id(message.conversation_id)
+def _conversation_of(message: Message, lock: bool = False) -> Conversation:
+    query = Conversation.select().where(Conversation.id == message.conversation_id)
+    return (_locked(query) if lock else query).get()
 
 
 # ---------------------------------------------------------------------------
@@ -769,7 +779,7 @@ class ChatService:
                 message = Message.get_or_none(Message.id == message_id, Message.deleted_at.is_null())
                 if message is None:
                     raise NotFound("Message not found")
-                conversation = _readable(_conversation_of(message), actor, write=True)
+                conversation = _readable(_conversation_of(message, lock=True), actor, write=True)
                 before = _messages_wire([message])[0]
                 stamp = now()
                 tombstoned = Message.update(deleted_at=stamp, updated_at=stamp, content="", metadata={}).where(

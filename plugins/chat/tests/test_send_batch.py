@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from vachat.plugin_api import Actor
 from vachat.testing import assert_error
 
 from .helpers import ALICE, BOB, MISSING_ID, create_conversation, send
@@ -122,3 +123,48 @@ async def test_a_send_refused_in_the_database_leaves_the_rest_of_its_batch_store
     assert branch["data"]["parentId"] == root["id"]
     read = (await fetch(f"/api/chat/conversations/{conversation['id']}", user=ALICE)).data
     assert read["messageCount"] == 4 and read["currentMessageId"] == branch["data"]["id"]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_two_transactions_storing_into_one_conversation_chain_their_messages(app, fetch, monkeypatch):
+    """What two nodes do when each stores a message in the same conversation at the same time:
+    the second transaction reads the conversation only once the first has committed, so its
+    message answers the first one, not the leaf both started from (a fork nobody asked for).
+    On PostgreSQL the row lock does it (the test waits until the second transaction is queued
+    on it); on SQLite transactions that write run one at a time anyway."""
+    from plugins.chat import counters, service
+
+    conversation = await create_conversation(fetch)
+    before = (await send(fetch, conversation["id"], "before"))["data"]
+    first_inside, release_first = threading.Event(), threading.Event()
+    real_count = counters.count_messages
+
+    def count_then_hold(touched, stamp):  # inside the first transaction, after its insert
+        if not first_inside.is_set():
+            first_inside.set()
+            release_first.wait(QUEUE_WAIT_S)
+        return real_count(touched, stamp)
+
+    monkeypatch.setattr(counters, "count_messages", count_then_hold)
+    alice = Actor(id=ALICE)
+    first = asyncio.ensure_future(app.db.run(service._insert_user_messages, [
+        (service.Draft.from_body({"conversationId": conversation["id"], "content": "first"}), alice)]))
+    while not first_inside.is_set():
+        await asyncio.sleep(0.01)
+    second = asyncio.ensure_future(send(fetch, conversation["id"], "second"))
+    if app.db.is_postgres:
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        for _ in range(QUEUE_WAIT_S * 100):
+            if (await app.db.run(lambda: app.db.engine.execute_sql(waiting).fetchone()[0])) >= 1:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the second transaction never waited for the first one's row")
+    release_first.set()
+    [(stored, (first_message, created, _))] = await first
+    second_message = (await second)["data"]
+
+    assert stored and created and first_message["parentId"] == before["id"]
+    assert second_message["parentId"] == first_message["id"]
+    read = (await fetch(f"/api/chat/conversations/{conversation['id']}", user=ALICE)).json["data"]
+    assert read["currentMessageId"] == second_message["id"] and read["messageCount"] == 3
