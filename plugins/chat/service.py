@@ -233,6 +233,10 @@ def _insert_user_messages(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool
     that one refused leaves the rest alone."""
     outcomes: list[tuple[bool, Any] | None] = [None] * len(sends)
     with database.atomic():
+        # Every conversation of the batch is locked first, in id order, before any counter row
+        # (see ``_locked``): a transaction that then waits only waits for rows locked in the
+        # same order, so two nodes' batches never deadlock.
+        _lock_conversations({draft.conversation_id for draft, _ in sends})
         plain = [index for index, (draft, _) in enumerate(sends) if draft.parent_id is None and not draft.files]
         if plain:
             try:
@@ -257,15 +261,21 @@ def _insert_user_messages(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool
     return outcomes  # type: ignore[return-value]
 
 
-def _read_for_sends(sends: list[tuple["Draft", Actor]], lock: bool = False
+def _lock_conversations(conversation_ids: set[str]) -> None:
+    """Hold these conversations' rows until the transaction ends, taken in id order
+    (PostgreSQL; nothing to do on SQLite, see ``_locked``)."""
+    if isinstance(database.obj, peewee.PostgresqlDatabase) and conversation_ids:
+        list(_locked(Conversation.select(Conversation.id).where(Conversation.id.in_(conversation_ids))
+                     .order_by(Conversation.id)))
+
+
+def _read_for_sends(sends: list[tuple["Draft", Actor]]
                     ) -> tuple[dict[str, Conversation], dict[tuple[str, str], dict[str, Any]]]:
-    """The conversations ``sends`` go to, by id (``lock``: their rows held, see ``_locked``;
-    taken in id order, so two batches never wait on each other crosswise), and the messages
-    already stored under their clientMessageIds (wire shapes), by ``(conversation id,
-    clientMessageId)``: two queries for any number of sends (three when some are retries)."""
+    """The conversations ``sends`` go to, by id, and the messages already stored under their
+    clientMessageIds (wire shapes), by ``(conversation id, clientMessageId)``: two queries for
+    any number of sends (three when some are retries)."""
     conversation_ids = {draft.conversation_id for draft, _ in sends}
-    query = Conversation.select().where(Conversation.id.in_(conversation_ids)).order_by(Conversation.id)
-    conversations = {c.id: c for c in (_locked(query) if lock else query)}
+    conversations = {c.id: c for c in Conversation.select().where(Conversation.id.in_(conversation_ids))}
     client_ids = {draft.client_message_id for draft, _ in sends if draft.client_message_id is not None}
     stored = list(Message.select().where(Message.conversation.in_(conversation_ids),
                                          Message.client_message_id.in_(client_ids))) if client_ids else []
@@ -295,7 +305,7 @@ def _insert_plain(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
     decide each send in Python, then one INSERT of every message, one UPDATE statement per
     conversation (executemany) and the search entries. Messages are built as their wire
     shapes, never as models (a model computes every field's default, ids and clocks included)."""
-    conversations, taken = _read_for_sends(sends, lock=True)
+    conversations, taken = _read_for_sends(sends)  # their rows locked by _insert_user_messages
     stamp = now()
     outcomes: list[tuple[bool, Any]] = []
     added: list[dict[str, Any]] = []
@@ -816,7 +826,7 @@ class ChatService:
         def delete() -> None:
             with database.atomic():
                 owned = [c.id for c in _locked(Conversation.select(Conversation.id)
-                                               .where(Conversation.owner_id == user_id))]
+                                               .where(Conversation.owner_id == user_id).order_by(Conversation.id))]
                 counters.uncount_conversations(Conversation.owner_id == user_id)
                 for conversation_id in owned:
                     search.unindex_conversation(conversation_id)
