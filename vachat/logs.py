@@ -143,6 +143,8 @@ def log_request(handler: Any) -> None:
     actor = getattr(handler, "actor", None)
     application.metrics.observe_request(request.method, route, status, duration)
     level = logging.INFO if status < 500 else logging.ERROR
+    if not access_log.isEnabledFor(level):
+        return
     access_log.log(level, "%s %s %s", request.method, route, status, extra={
         "method": request.method,
         "route": route,

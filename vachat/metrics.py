@@ -12,6 +12,8 @@ from prometheus_client.process_collector import ProcessCollector
 __all__ = ["Metrics"]
 
 # Latency buckets (s): a JSON API answers in milliseconds; the tail shows lock or pool waits.
+# Labelled request metrics remembered at most (see ``Metrics._request_children``).
+MAX_REMEMBERED_CHILDREN = 4096
 REQUEST_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -25,10 +27,21 @@ class Metrics:
         self.latency = Histogram(
             "vachat_http_request_duration_seconds", "HTTP request latency by route and method",
             ("method", "route"), buckets=REQUEST_LATENCY_BUCKETS, registry=self.registry)
+        # The labelled children of each (method, route, status) met so far: ``labels()`` checks
+        # and looks its arguments up under a lock on every call. Routes are the app's route
+        # patterns, not paths, so this stays as small as the route table.
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
+            if len(self._request_children) < MAX_REMEMBERED_CHILDREN:  # odd methods must not grow it forever
+                self._request_children[key] = children
+        count, latency = children
+        count.inc()
+        latency.observe(seconds)
 
     def gauge_from(self, name: str, documentation: str, read: Callable[[], float]) -> Gauge:
         """A gauge whose value is read from ``read()`` at scrape time."""
