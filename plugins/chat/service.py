@@ -50,6 +50,10 @@ DEFAULT_TITLE = "New conversation"
 MAX_SEND_BATCH = 128
 
 
+# A conversation as a model, or as the send path reads it (``listing.ConversationRow``).
+AnyConversation = Conversation | listing.ConversationRow
+
+
 def conversation_room(conversation_id: str) -> str:
     return f"conversation:{conversation_id}"
 
@@ -74,7 +78,7 @@ def message_wire(message: Message, files: list[str] | None = None) -> dict[str, 
     }
 
 
-def conversation_wire(conversation: Conversation, tags: list[str],
+def conversation_wire(conversation: AnyConversation, tags: list[str],
                       last_message: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "id": conversation.id, "ownerId": conversation.owner_id, "title": conversation.title,
@@ -125,7 +129,7 @@ class Draft:
 # ---------------------------------------------------------------------------
 
 
-def _readable(conversation: Conversation | None, actor: Actor | None, write: bool) -> Conversation:
+def _readable(conversation: AnyConversation | None, actor: Actor | None, write: bool) -> AnyConversation:
     if conversation is None:
         raise NotFound("Conversation not found")
     if actor is None or conversation.owner_id == actor.id:
@@ -264,21 +268,23 @@ def _insert_user_messages(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool
 def _lock_conversations(conversation_ids: set[str]) -> None:
     """Hold these conversations' rows until the transaction ends, taken in id order
     (PostgreSQL; nothing to do on SQLite, see ``_locked``)."""
-    if isinstance(database.obj, peewee.PostgresqlDatabase) and conversation_ids:
-        list(_locked(Conversation.select(Conversation.id).where(Conversation.id.in_(conversation_ids))
-                     .order_by(Conversation.id)))
+    db = database.obj
+    if isinstance(db, peewee.PostgresqlDatabase) and conversation_ids:
+        ids = sorted(conversation_ids)
+        db.execute_sql(f"SELECT id FROM {Conversation._meta.table_name} WHERE id IN ({', '.join(['%s'] * len(ids))}) "
+                       "ORDER BY id FOR UPDATE", ids).fetchall()
 
 
 def _read_for_sends(sends: list[tuple["Draft", Actor]]
-                    ) -> tuple[dict[str, Conversation], dict[tuple[str, str], dict[str, Any]]]:
+                    ) -> tuple[dict[str, listing.ConversationRow], dict[tuple[str, str], dict[str, Any]]]:
     """The conversations ``sends`` go to, by id, and the messages already stored under their
-    clientMessageIds (wire shapes), by ``(conversation id, clientMessageId)``: two queries for
-    any number of sends (three when some are retries)."""
+    clientMessageIds (wire shapes), by ``(conversation id, clientMessageId)``: one query, or
+    two when sends carry clientMessageIds, three when some are retries."""
     conversation_ids = {draft.conversation_id for draft, _ in sends}
-    conversations = {c.id: c for c in Conversation.select().where(Conversation.id.in_(conversation_ids))}
+    conversations = listing.conversations_by_id(conversation_ids)
     client_ids = {draft.client_message_id for draft, _ in sends if draft.client_message_id is not None}
-    stored = list(Message.select().where(Message.conversation.in_(conversation_ids),
-                                         Message.client_message_id.in_(client_ids))) if client_ids else []
+    taken = listing.taken_client_ids(conversations, client_ids) if client_ids else []
+    stored = list(Message.select().where(Message.id.in_(taken))) if taken else []
     return conversations, {(m["conversationId"], m["clientMessageId"]): m for m in _messages_wire(stored)}
 
 
@@ -363,7 +369,7 @@ def _insert_rows(messages: list[dict[str, Any]], stamp: Any) -> None:
          metadata(m["metadata"]), m["clientMessageId"], False, when, when) for m in messages])
 
 
-def _advance_conversations(changes: list[tuple[Conversation, int]], stamp: Any) -> None:
+def _advance_conversations(changes: list[tuple[AnyConversation, int]], stamp: Any) -> None:
     """Move each conversation's leaf and last message to its newest message, and count the
     messages added: one statement, executed for every conversation."""
     db = database.obj
