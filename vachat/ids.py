@@ -15,6 +15,9 @@ __all__ = ["new_id", "id_timestamp", "is_valid_id"]
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
 _DECODE = {char: index for index, char in enumerate(_ALPHABET)}
 ID_LENGTH = 26
+# The 26 digits two at a time (10 bits), most significant first: half the steps of one by one.
+_DIGIT_PAIRS = [high + low for high in _ALPHABET for low in _ALPHABET]
+_PAIR_SHIFTS = tuple(range(5 * (ID_LENGTH - 2), -1, -10))
 
 _lock = threading.Lock()
 _last_millis = 0
@@ -32,11 +35,7 @@ def new_id() -> str:
             _last_millis = millis
             _last_random = int.from_bytes(os.urandom(10), "big")
         value = (millis << 80) | _last_random
-    chars = []
-    for _ in range(ID_LENGTH):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    return "".join([_DIGIT_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
 def is_valid_id(text: object) -> bool:

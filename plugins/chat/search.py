@@ -53,6 +53,8 @@ def words(text: str) -> list[str]:
     """``text``'s searchable words, in order, normalised as the module docstring says."""
     if not text:
         return []
+    if text.isascii():  # nothing to fold, decompose or strip: the common case, at C speed
+        return [word for word in _WORD.findall(text.lower()) if len(word) <= MAX_WORD_LENGTH]
     decomposed = unicodedata.normalize("NFKD", text.translate(_FOLD))
     stripped = "".join(char for char in decomposed if not unicodedata.combining(char))
     return [word for word in _WORD.findall(stripped.casefold()) if len(word) <= MAX_WORD_LENGTH]

@@ -366,7 +366,8 @@ def _insert_rows(messages: list[dict[str, Any]], stamp: Any) -> None:
     metadata = Message.metadata.db_value
     db.cursor().executemany(sql, [
         (m["id"], m["conversationId"], m["userId"], "user", m["type"], m["content"], m["parentId"],
-         metadata(m["metadata"]), m["clientMessageId"], False, when, when) for m in messages])
+         metadata(m["metadata"]) if m["metadata"] else "{}", m["clientMessageId"], False, when, when)
+        for m in messages])
 
 
 def _advance_conversations(changes: list[tuple[AnyConversation, int]], stamp: Any) -> None:
