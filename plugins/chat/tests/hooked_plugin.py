@@ -22,6 +22,7 @@ def reset() -> None:
 @hookimpl
 def chat_message_before_store(app, conversation, message, actor):
     calls.append(("before_store", message))
+    calls.append(("before_store_conversation", conversation))
     if "over quota" in message["content"]:
         raise QuotaExceeded("Daily AI tokens used up")
 

@@ -4,11 +4,12 @@ deletion; and the plugin boundary (chat imports nothing of vachat but the plugin
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
 
-from vachat.plugin_api import NotFound, Forbidden, Actor
+from vachat.plugin_api import NotFound, Forbidden, Actor, json_dumps
 from vachat.testing import assert_error
 
 from . import hooked_plugin
@@ -39,6 +40,23 @@ async def test_before_store_may_refuse_and_nothing_is_stored(fetch):
     stored = (await send(fetch, conversation["id"], "fine", files=["f1", "f2"]))["data"]
     assert recorded("before_store")[-1]["files"] == ["f1", "f2"]
     assert recorded("created") == [(conversation["id"], stored["id"], ALICE)]
+
+
+@pytest.mark.gen_test
+@WITH_HOOKS
+async def test_hooks_see_the_conversation_as_the_api_shows_it(fetch):
+    """The send path reads conversations without the ORM (listing.conversations_by_id): what
+    the hooks get must be what a read answers, field for field (tags and lastMessage aside)."""
+    conversation = await create_conversation(fetch, description="notes", metadata={"colour": "blue", "n": 2},
+                                             isPublic=True)
+    first = (await send(fetch, conversation["id"], "one"))["data"]
+    await send(fetch, conversation["id"], "two")
+    read = (await fetch(f"/api/chat/conversations/{conversation['id']}", user=ALICE)).data
+    seen = json.loads(json_dumps(recorded("before_store_conversation")[-1]))  # as the wire writes it
+    assert seen["currentMessageId"] == first["id"] and seen["messageCount"] == 1  # read before the second
+    for field in ("currentMessageId", "messageCount", "updatedAt", "tags", "lastMessage"):
+        read.pop(field), seen.pop(field)
+    assert seen == read
 
 
 @pytest.mark.gen_test
