@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import peewee
 
@@ -294,15 +294,23 @@ def _look_before_store(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, A
     ``(False, the error)`` when the caller may not write there."""
     conversations, stored = _read_for_sends(sends)
     outcomes: list[tuple[bool, Any]] = []
+    for _, _, conversation, key in _each_writable(sends, conversations, outcomes):
+        outcomes.append((True, (conversation_wire(conversation, []), stored.get(key))))
+    return outcomes
+
+
+def _each_writable(sends: list[tuple["Draft", Actor]], conversations: dict[str, listing.ConversationRow],
+                   outcomes: list[tuple[bool, Any]]) -> Iterator[tuple["Draft", Actor, listing.ConversationRow, tuple[str, str]]]:
+    """Each send whose caller may write to its conversation, with that conversation and the
+    send's ``(conversation id, clientMessageId)`` key, in order; a refused send's error is
+    appended to ``outcomes`` in its place."""
     for draft, actor in sends:
         try:
             conversation = _readable(conversations.get(draft.conversation_id), actor, write=True)
         except ApiError as error:
             outcomes.append((False, error))
             continue
-        key = (conversation.id, draft.client_message_id or "")
-        outcomes.append((True, (conversation_wire(conversation, []), stored.get(key))))
-    return outcomes
+        yield draft, actor, conversation, (conversation.id, draft.client_message_id or "")
 
 
 def _insert_plain(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
@@ -316,14 +324,8 @@ def _insert_plain(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
     outcomes: list[tuple[bool, Any]] = []
     added: list[dict[str, Any]] = []
     touched: dict[str, int] = {}  # conversation id -> messages added
-    for draft, actor in sends:
-        try:
-            conversation = _readable(conversations.get(draft.conversation_id), actor, write=True)
-        except ApiError as error:
-            outcomes.append((False, error))
-            continue
+    for draft, actor, conversation, key in _each_writable(sends, conversations, outcomes):
         before = conversation_wire(conversation, [])  # as _insert_message tells it: read before the insert
-        key = (conversation.id, draft.client_message_id or "")
         if draft.client_message_id is not None and key in taken:
             outcomes.append((True, (dict(taken[key]), False, before)))
             continue
