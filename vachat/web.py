@@ -43,6 +43,8 @@ CORS_MAX_AGE = 600
 # Bodies larger than this (bytes) are parsed and validated on a worker thread: checking a
 # 1 MiB array item by item costs the IOLoop about two seconds, a small form well under 1 ms.
 VALIDATE_ON_LOOP_BYTES = 64 * 1024
+# The connection's body cap while a handler counts the body itself (``ApiHandler._accept_body``).
+UNCAPPED_BODY = 2 ** 62
 # Query strings remembered once parsed and validated (``QueryMemo``), and the longest remembered.
 QUERY_MEMO_SIZE = 1024
 QUERY_MEMO_MAX_LENGTH = 512
@@ -150,6 +152,10 @@ class ApiHandler(tornado.web.RequestHandler):
     #: Count requests against the per-IP global limit.
     rate_limited: bool = True
 
+    #: Whether ``prepare`` lets the body in (``_accept_body``); a handler that must check the
+    #: caller first (``StreamingBodyHandler``) lets it in itself.
+    body_accepted_in_prepare: bool = True
+
     actor: Actor | None = None
     body: Any = None
     query: dict[str, Any]
@@ -191,6 +197,16 @@ class ApiHandler(tornado.web.RequestHandler):
             raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
         if self.rate_limited and self.request.method != "OPTIONS":
             await self._check_global_rate_limit()
+        if self.body_accepted_in_prepare:
+            self._accept_body()
+
+    def _accept_body(self) -> None:
+        """Let this request's body in: from here its own count (``data_received``) holds it to
+        ``body_limit()`` and answers 413 with the envelope. The connection's cap, which stays
+        at ``MAX_JSON_BODY`` until now, judges a chunked body by the sizes its chunks declare
+        and answers a bare 400 without our envelope, so it is lifted for this request; Tornado
+        hands streaming handlers (all of ours) every chunk in pieces, so memory stays bounded."""
+        self.request.connection.set_max_body_size(UNCAPPED_BODY)
 
     def body_limit(self) -> int:
         """Bytes of body this request may carry."""
@@ -410,11 +426,11 @@ class StreamingBodyHandler(ApiHandler):
     """Base of a REST handler whose body is an upload, streamed chunk by chunk to
     ``receive_chunk`` (to disk, a hash, a parser) and never held in memory.
 
-    The server caps every body at ``MAX_JSON_BODY`` before any handler sees it. This handler
-    raises the cap to its own ``max_body_size``, for its own request only, and only after the
-    caller passed its ``@endpoint``'s authentication and permission check (done here, before
-    the body, rather than after it as for JSON handlers): a stranger never gets more than the
-    JSON limit read. A body over the cap is a 413, up front when its Content-Length says so,
+    The server caps every body at ``MAX_JSON_BODY`` until a handler lets it in. This handler
+    takes up to its own ``max_body_size``, for its own request only, and lets the body in only
+    after the caller passed its ``@endpoint``'s authentication and permission check (done here,
+    before the body, rather than after it as for JSON handlers): a stranger never gets more
+    than the JSON limit read. A body over the cap is a 413, up front when its Content-Length says so,
     else the moment the count passes it. Its ``@endpoint``s declare no ``body=`` schema (there
     is no buffered body to validate); the method runs once the whole body has arrived.
 
@@ -424,6 +440,7 @@ class StreamingBodyHandler(ApiHandler):
 
     #: Bytes of body accepted (required): may exceed ``MAX_JSON_BODY``.
     max_body_size: int | None = None
+    body_accepted_in_prepare = False  # only once the caller is authorised
 
     def initialize(self, max_body_size: int | None = None) -> None:
         if max_body_size is not None:
@@ -442,7 +459,7 @@ class StreamingBodyHandler(ApiHandler):
         if spec is not None:
             await self._authorize(spec)
             self._authorized = True
-        self.request.connection.set_max_body_size(self._body_limit)
+        self._accept_body()
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         if self._finished:

@@ -36,12 +36,10 @@ __all__ = ["UploadReceiver", "Received", "multipart_boundary", "form_flag", "FIE
 FIELD_MAX_BYTES = 4096
 #: Parts an upload may have: the file and a handful of fields, never a stream of empty parts.
 MAX_PARTS = 8
-#: Body bytes allowed beyond the file itself. The part headers, boundaries and small fields
-#: take a few KiB; the rest is room for chunked bodies, whose cap the HTTP layer checks against
-#: the declared chunk sizes, ahead of the bytes it has handed over: with this room, a chunked
-#: upload over the limit meets the file's own check (413 with the error envelope) rather than
-#: the HTTP layer's bare 400, for any chunk size up to about 1 MiB.
-MULTIPART_OVERHEAD = 1024 * 1024
+#: Body bytes allowed beyond the file itself: the part headers, the boundaries and up to
+#: ``MAX_PARTS`` small fields. A body over the file's limit plus this is a 413 (with the error
+#: envelope, chunked or not: the handler counts the bytes, see ``StreamingBodyHandler``).
+MULTIPART_OVERHEAD = 64 * 1024
 #: Extensions that say "picture": content under such a name must sniff as an allowed image.
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "jpe", "png", "gif", "webp", "svg", "svgz", "bmp", "ico", "tif",
                               "tiff", "avif", "heic", "apng"})
