@@ -10,6 +10,7 @@ Loaded through the ``vachat.plugins`` entry point like any third-party plugin, a
   dashboard's figures);
 - ``search``: the full-text index (SQLite FTS5 / PostgreSQL tsvector) and its queries;
 - ``handlers``: the REST routes; ``events``: the WebSocket events and typing indicators;
+  ``rooms``: which sockets joined which conversations (readers leave a room made private);
 - ``hookspecs``: the hooks chat offers to other plugins (``chat_*``).
 """
 
@@ -19,7 +20,7 @@ from typing import Any, Mapping
 
 from vachat.plugin_api import App, hookimpl
 
-from . import hookspecs
+from . import hookspecs, rooms
 from .events import EVENTS, Typing
 from .handlers import ROUTES
 from .service import READ_ALL, ChatService
@@ -62,6 +63,11 @@ async def admin_dashboard_figures(app: App) -> dict[str, Any]:
     """The admin dashboard's ``conversations`` and ``messages`` parts (optional: chat works
     without the admin plugin, and then this is never called)."""
     return await app.service("chat").dashboard_figures()
+
+
+@hookimpl
+def vachat_startup(app: App) -> None:
+    rooms.listen(app)
 
 
 @hookimpl

@@ -28,14 +28,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import weakref
 from typing import Any, Callable
 
 from vachat.plugin_api import App, EventContext, Forbidden, Reply, ValidationFailed, json_dumps, ws_event
 
+from .rooms import socket_conversations
 from .service import ChatService, conversation_room
 
-__all__ = ["EVENTS", "Typing", "socket_conversations", "REPLAY_FILTER_SECONDS"]
+__all__ = ["EVENTS", "Typing", "REPLAY_FILTER_SECONDS"]
 
 # After a join's answer, live frames of messages it already carried are still dropped for
 # this long: a message committed before the replay was read may be published (by this or
@@ -46,14 +46,6 @@ REPLAY_FILTER_SECONDS = 10.0
 
 def _chat(ctx: EventContext) -> ChatService:
     return ctx.app.service("chat")
-
-
-def socket_conversations(app: App) -> "weakref.WeakKeyDictionary[Any, dict[str, bool]]":
-    """socket → {conversation id: may write}, for the conversations it joined."""
-    state = app.plugin_state("chat")
-    if not hasattr(state, "joined"):
-        state.joined = weakref.WeakKeyDictionary()
-    return state.joined
 
 
 @functools.lru_cache(maxsize=16)

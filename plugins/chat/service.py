@@ -29,7 +29,8 @@ from vachat.plugin_api import (
     Actor, ApiError, App, Conflict, Forbidden, NotFound, ValidationFailed, database, new_id, now,
 )
 
-from . import counters, listing, search
+from . import counters, listing, rooms, search
+from .rooms import conversation_room
 from .models import Conversation, ConversationTag, Message, MessageFile
 
 __all__ = ["ChatService", "READ_ALL", "conversation_room", "user_room", "MAX_REPLAY"]
@@ -52,10 +53,6 @@ MAX_SEND_BATCH = 128
 
 # A conversation as a model, or as the send path reads it (``listing.ConversationRow``).
 AnyConversation = Conversation | listing.ConversationRow
-
-
-def conversation_room(conversation_id: str) -> str:
-    return f"conversation:{conversation_id}"
 
 
 def user_room(user_id: str) -> str:
@@ -498,9 +495,9 @@ class ChatService:
                   "isPublic": Conversation.is_public, "isArchived": Conversation.is_archived,
                   "metadata": Conversation.metadata}
 
-        def update() -> dict[str, Any]:
+        def update() -> tuple[bool, dict[str, Any]]:
             with database.atomic():
-                conversation = _load_conversation(conversation_id, actor, write=True)
+                conversation = _load_conversation(conversation_id, actor, write=True, lock=True)
                 changes: dict[Any, Any] = {column: body[name] for name, column in fields.items() if name in body}
                 current = body.get("currentMessageId")
                 if current is not None:
@@ -513,9 +510,11 @@ class ChatService:
                 Conversation.update(changes).where(Conversation.id == conversation.id).execute()
                 if "tags" in body:
                     _set_tags(conversation, body["tags"])
-            return _conversations_wire([Conversation.get_by_id(conversation_id)])[0]
+            return conversation.is_public, _conversations_wire([Conversation.get_by_id(conversation_id)])[0]
 
-        updated = await self.app.db.run(update)
+        was_public, updated = await self.app.db.run(update)
+        if was_public and not updated["isPublic"]:
+            await rooms.made_private(self.app, conversation_id)
         await self._decorate_last([updated])
         await self.app.publish(user_room(updated["ownerId"]), "conversation-updated", updated)
         return updated

@@ -282,3 +282,23 @@ async def test_a_slow_consumer_of_a_conversation_is_closed_4408(app, fetch, http
         assert struct.unpack("!H", close_frame[:2])[0] == 4408
     finally:
         sock.close()
+
+
+@pytest.mark.gen_test
+async def test_readers_of_a_conversation_made_private_stop_receiving_it_at_once(fetch, ws_connect):
+    conversation = await create_conversation(fetch, isPublic=True)
+    cid = conversation["id"]
+    alice, bob = await connect(ws_connect), await connect(ws_connect, BOB)
+    await join(alice, cid)
+    await join(bob, cid)
+    await send(fetch, cid, "while public")
+    assert (await bob.receive("new-message"))["data"]["content"] == "while public"
+    made_private = await fetch(f"/api/chat/conversations/{cid}", method="PUT", json={"isPublic": False}, user=ALICE)
+    assert made_private.code == 200 and made_private.data["isPublic"] is False
+    await send(fetch, cid, "now private")
+    # The owner's socket stays in the room; bob's was taken out, without leaving by itself.
+    assert [(await alice.receive("new-message"))["data"]["content"] for _ in range(2)] == ["while public", "now private"]
+    assert (await bob.request("ping"))["type"] == "pong"  # anything sent to the room came before this
+    assert [f for f in bob.frames if f["type"] == "new-message"] == []
+    refused = await bob.request("join-conversation", {"conversationId": cid})
+    assert refused["type"] == "error" and refused["data"]["code"] == "NOT_FOUND"

@@ -84,3 +84,34 @@ async def test_two_nodes_share_messages_typing_and_replay(server_process):
     for server in (first, second):
         server.terminate()
     assert [await first.wait_exit(), await second.wait_exit()] == [0, 0]
+
+
+@needs_shared_services
+@pytest.mark.gen_test(timeout=120)
+async def test_a_conversation_made_private_on_one_node_stops_reaching_readers_on_the_other(server_process):
+    env = {"VACHAT_PLUGIN_MODULES": "testauth=vachat.testing_auth", "VACHAT_PLUGINS": "chat,testauth"}
+    first, second = server_process(env), server_process(env)
+    await asyncio.gather(first.wait_ready(), second.wait_ready())
+    conversations = []
+    for title in ("soon private", "stays public"):
+        created = await first.fetch("/api/chat/conversations", method="POST", json={"title": title, "isPublic": True},
+                                    headers=ALICE)
+        assert created.code == 201
+        conversations.append(created.data["id"])
+    private, public = conversations
+    bob = await open_websocket(second.ws_url, {"Authorization": "Bearer test:bob"})
+    await bob.receive("ready")
+    await joined(bob, private)
+    await joined(bob, public)
+
+    changed = await first.fetch(f"/api/chat/conversations/{private}", method="PUT", json={"isPublic": False},
+                                headers=ALICE)
+    assert changed.code == 200
+    for cid, content in ((private, "secret"), (public, "marker")):
+        posted = await first.fetch("/api/chat/message", method="POST", json={"conversationId": cid, "content": content},
+                                   headers=ALICE)
+        assert posted.code == 201
+    # Publications reach the other node in the order they were made: once the marker is
+    # there, the secret would have been too.
+    assert (await bob.receive("new-message", timeout=10))["data"]["content"] == "marker"
+    assert [f for f in bob.frames if f["type"] == "new-message"] == []
