@@ -76,14 +76,17 @@ class ThreadPool:
             if item is _STOP:
                 break
             call, loop, future = item
-            if not future.cancelled():  # cancelled: its caller went away before the call started
-                try:
-                    result = call()
-                except BaseException as error:  # handed to the caller, whatever it is
-                    _answer(loop, future, _fail, error)
-                else:
-                    _answer(loop, future, _succeed, result)
+            if future.cancelled():  # its caller went away before the call started
+                self._idle.release()
+                continue
+            try:
+                settle, value = _succeed, call()
+            except BaseException as error:  # handed to the caller, whatever it is
+                settle, value = _fail, error
+            # Idle before the caller hears back: a caller that calls again at once finds this
+            # thread free instead of starting another.
             self._idle.release()
+            _answer(loop, future, settle, value)
         if self.on_exit is not None:
             try:
                 self.on_exit()
