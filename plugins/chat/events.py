@@ -30,7 +30,7 @@ import functools
 import json
 from typing import Any, Callable
 
-from vachat.plugin_api import App, EventContext, Forbidden, Reply, ValidationFailed, json_dumps, ws_event
+from vachat.plugin_api import App, EventContext, Forbidden, NotFound, Reply, ValidationFailed, json_dumps, ws_event
 
 from .rooms import socket_conversations
 from .service import ChatService, conversation_room
@@ -94,15 +94,20 @@ async def join_conversation(ctx: EventContext, data: dict[str, Any]) -> Any:
     if conversation_id not in joined and len(joined) >= limit:
         raise ValidationFailed(f"A socket may join at most {limit} conversations; leave one first")
     conversation = await chat.check_access(ctx.actor, conversation_id)
-    await ctx.join(room, hold=True)
+    # Recorded before the awaits below: a conversation made private meanwhile takes this
+    # socket out like any other reader (``rooms``), and the join then fails. (Made private
+    # before the replay's read, the replay's own access check refuses it.)
+    joined[conversation_id] = conversation["ownerId"] == ctx.actor.id
     try:
+        await ctx.join(room, hold=True)
         answer = await chat.replay(ctx.actor, conversation_id, since)
         answer["generation"] = await ctx.app.hooks.call("chat_generation_status", conversation_id=conversation_id)
+        if conversation_id not in joined:
+            raise NotFound("Conversation not found")
     except BaseException:
         ctx.leave(room)
         joined.pop(conversation_id, None)
         raise
-    joined[conversation_id] = conversation["ownerId"] == ctx.actor.id
     if since is None:
         answer.pop("deleted", None)
     drop = _drop_replayed(answer)

@@ -203,3 +203,23 @@ def test_chat_imports_nothing_of_vachat_but_the_plugin_api():
             for name in names:
                 if name == "vachat" or name.startswith("vachat."):
                     assert name in (allowed if in_tests else {"vachat.plugin_api"}), f"{path}: imports {name}"
+
+
+@pytest.mark.gen_test
+@WITH_HOOKS
+async def test_a_join_under_way_when_the_conversation_is_made_private_fails(app, fetch, ws_connect):
+    """The conversation is made private after the join's replay was read but before it
+    answered: the socket is taken out with the other readers and told NOT_FOUND."""
+    conversation = await create_conversation(fetch, isPublic=True)
+    cid = conversation["id"]
+
+    async def make_private(app, conversation_id):
+        await app.service("chat").update_conversation(Actor(id=ALICE), conversation_id, {"isPublic": False})
+
+    hooked_plugin.during_join.append(make_private)
+    bob = await connect(ws_connect, BOB)
+    refused = await bob.request("join-conversation", {"conversationId": cid})
+    assert refused["type"] == "error" and refused["data"]["code"] == "NOT_FOUND"
+    await send(fetch, cid, "after")
+    assert (await bob.request("ping"))["type"] == "pong"
+    assert [f for f in bob.frames if f["type"] == "new-message"] == []
