@@ -46,7 +46,7 @@ from .schemas import SchemaError, SchemaRegistry
 from .threads import ThreadPool
 from .errors import Unauthorized
 from .actor import Actor
-from .web import NotFoundHandler
+from .web import NotFoundHandler, QueryMemo
 
 __all__ = ["VachatApplication", "make_app", "CORE_SCHEMAS"]
 
@@ -93,6 +93,7 @@ class VachatApplication(tornado.web.Application):
         # bcrypt, file I/O and SMTP run here, apart from the database threads, so slow hashing
         # never starves queries.
         self.work_threads = ThreadPool(config.executor_threads, "vachat-work")
+        self.query_memo = QueryMemo()  # parsed query strings (ApiHandler._parse_query)
         self.redis = make_redis(config.redis_url) if config.redis_url else None
         self.redis_guard = RedisGuard() if self.redis is not None else None
         self.limiter = make_rate_limiter(self.redis, self.redis_guard)

@@ -311,8 +311,7 @@ class ApiHandler(tornado.web.RequestHandler):
             lambda: self.application.schemas.validate(schema_id, parse_json(raw)))
 
     def _parse_query(self, schema_id: str) -> dict[str, Any]:
-        memo = self.application.settings.setdefault("vachat.query_memo", QueryMemo())
-        return memo.get(schema_id, self.request.query, functools.partial(self._parse_query_arguments, schema_id))
+        return self.application.query_memo.get(schema_id, self.request.query, functools.partial(self._parse_query_arguments, schema_id))
 
     def _parse_query_arguments(self, schema_id: str) -> dict[str, Any]:
         schema = self.application.schemas.get(schema_id)

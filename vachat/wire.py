@@ -81,10 +81,7 @@ def json_dumpb(value: Any) -> bytes:
 
 def json_dumps(value: Any) -> str:
     """``json_dumpb`` as text."""
-    try:
-        return orjson.dumps(value, default=_json_default, option=_ORJSON_OPTIONS).decode("utf-8")
-    except orjson.JSONEncodeError:
-        return _stdlib_dumps(value)
+    return json_dumpb(value).decode("utf-8")
 
 
 def _stdlib_dumps(value: Any, ensure_ascii: bool = False) -> str:

@@ -423,11 +423,6 @@ class Batcher:
             self._flusher = None
 
 
-def _conversation_of(message: Message, lock: bool = False) -> Conversation:
-    query = Conversation.select().where(Conversation.id == message.conversation_id)
-    return (_locked(query) if lock else query).get()
-
-
 # ---------------------------------------------------------------------------
 # the service
 # ---------------------------------------------------------------------------
@@ -765,7 +760,7 @@ class ChatService:
                 message = Message.get_or_none(Message.id == message_id, Message.deleted_at.is_null())
                 if message is None:
                     raise NotFound("Message not found")
-                conversation = _readable(_conversation_of(message), actor, write=False)
+                conversation = _load_conversation(message.conversation_id, actor)
                 if actor is not None and message.user_id != actor.id:
                     raise Forbidden("Only the author can edit a message")
                 if actor is not None:
@@ -797,7 +792,7 @@ class ChatService:
                 message = Message.get_or_none(Message.id == message_id, Message.deleted_at.is_null())
                 if message is None:
                     raise NotFound("Message not found")
-                conversation = _readable(_conversation_of(message, lock=True), actor, write=True)
+                conversation = _load_conversation(message.conversation_id, actor, write=True, lock=True)
                 before = _messages_wire([message])[0]
                 stamp = now()
                 tombstoned = Message.update(deleted_at=stamp, updated_at=stamp, content="", metadata={}).where(
