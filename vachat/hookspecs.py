@@ -14,7 +14,7 @@ events, permissions, services) disable a plugin that fails them, unless
 ``VACHAT_PLUGINS_STRICT`` is set. Hooks may return awaitables where the docstring says so; the
 core awaits them. A hook whose answer is one value says ``firstresult=True`` in its spec.
 
-A test (``tests/test_hookspecs.py``) fails if a hook here lacks a docstring.
+A test (``tests/platform/test_hookspecs.py``) fails if a hook here lacks a docstring.
 """
 
 from __future__ import annotations

@@ -11,14 +11,11 @@ from typing import Any
 
 import pytest
 
-from vachat.testing import TEST_REFRESH_SECRET, TEST_SECRET, assert_error, open_websocket
+from vachat.testing import assert_error, needs_shared_services, open_websocket, TEST_REFRESH_SECRET, TEST_SECRET
 
 # plugins/admin/tests/<this file> → the repository, where run.py is.
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
-needs_shared_services = pytest.mark.skipif(
-    not (os.environ.get("VACHAT_TEST_REDIS_URL") and os.environ.get("VACHAT_TEST_DATABASE_URL")),
-    reason="two nodes need VACHAT_TEST_DATABASE_URL and VACHAT_TEST_REDIS_URL (the second test pass sets them)")
 
 
 async def run_cli(app: Any, *args: str) -> tuple[int, str, str]:

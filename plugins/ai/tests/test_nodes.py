@@ -9,11 +9,8 @@ import os
 
 import pytest
 
-from vachat.testing import open_websocket
+from vachat.testing import needs_shared_services, open_websocket
 
-needs_shared_services = pytest.mark.skipif(
-    not (os.environ.get("VACHAT_TEST_DATABASE_URL") and os.environ.get("VACHAT_TEST_REDIS_URL")),
-    reason="two nodes need VACHAT_TEST_DATABASE_URL and VACHAT_TEST_REDIS_URL (the CI's second pass sets them)")
 
 ALICE = {"Authorization": "Bearer test:alice"}
 LONG_TEXT = " ".join(f"word{n}" for n in range(40))

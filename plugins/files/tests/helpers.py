@@ -117,15 +117,6 @@ def incoming(root: Path) -> list[Path]:
     return sorted(folder.iterdir()) if folder.is_dir() else []
 
 
-async def eventually(predicate: Any, timeout: float = 10.0) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes; returns its last value."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        if predicate():
-            return True
-        if asyncio.get_running_loop().time() > deadline:
-            return bool(predicate())
-        await asyncio.sleep(0.05)
 
 
 async def raw_request(port: int, head: str, body_chunks: Any = (), *, close_after_body: bool = False,

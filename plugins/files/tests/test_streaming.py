@@ -5,8 +5,9 @@ leaves nothing either."""
 import asyncio
 
 import pytest
+from vachat.testing import eventually
 
-from .helpers import eventually, incoming, multipart, raw_request, stored_objects
+from .helpers import incoming, multipart, raw_request, stored_objects
 
 MiB = 1024 * 1024
 CHUNK = 64 * 1024

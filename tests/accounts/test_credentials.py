@@ -20,7 +20,7 @@ from vachat.accounts.audit import (
 from vachat.accounts.models import ApiKey, AuditLog
 from vachat.config import ConfigError, load_settings
 
-RUN_PY = Path(__file__).resolve().parents[1] / "run.py"
+RUN_PY = Path(__file__).resolve().parents[2] / "run.py"
 from vachat.testing import assert_error, error_fields, login
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from vachat.app import VachatApplication
-PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the checkout
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout
 from vachat.plugin_api import hookimpl
 from vachat.testing import make_test_settings
 from tests.plugins import listens, missing_schema, offers

@@ -6,11 +6,8 @@ import os
 
 import pytest
 
-from vachat.testing import open_websocket
+from vachat.testing import needs_shared_services, open_websocket
 
-needs_shared_services = pytest.mark.skipif(
-    not os.environ.get("VACHAT_TEST_REDIS_URL"),
-    reason="multi-node delivery needs VACHAT_TEST_REDIS_URL (the CI's second pass sets it)")
 
 
 @pytest.mark.gen_test(timeout=60)

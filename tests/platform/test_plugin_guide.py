@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-GUIDE = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
 # Only the complete plugin is copied; later sections show fragments.
 COMPLETE_PLUGIN_SECTION = re.compile(r"## The smallest complete plugin\n(.*?)\n## ", re.S)
 FENCE = re.compile(r"(?:\*\*`(?P<named>[^`]+)`\*\*[^\n]*\n\n)?```(?P<lang>\w*)\n(?P<body>.*?)```", re.S)

@@ -10,7 +10,7 @@ import tornado.httpclient
 
 from vachat.accounts.models import AuditLog, Session, User, UserPreferences, UserStatistics
 from vachat.accounts.sessions import set_user_active
-from vachat.testing import assert_error, login as sign_in, open_websocket
+from vachat.testing import assert_error, login as sign_in, needs_redis, open_websocket
 
 STRONG = "Correct-Horse-7!"
 
@@ -391,9 +391,6 @@ async def test_registration_notifies_plugins(fetch):
 
 # -- two nodes sharing PostgreSQL/SQLite and Redis --------------------------------------------
 
-needs_redis = pytest.mark.skipif(
-    not os.environ.get("VACHAT_TEST_REDIS_URL"),
-    reason="two nodes need VACHAT_TEST_REDIS_URL (the second test pass sets it)")
 
 
 async def node_fetch(server, path, method="GET", json_body=None, headers=None):

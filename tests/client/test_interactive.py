@@ -18,7 +18,7 @@ import pytest
 
 from vachat.testing import ServerProcess
 
-from . import client_fake_ai
+from . import fake_ai as client_fake_ai
 
 # Seconds one expected piece of screen output may take to appear.
 SCREEN_WAIT = 20

@@ -7,6 +7,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from tests.plugins import sample
+from vachat.testing import needs_postgres, needs_redis
 
 pytestmark = pytest.mark.vachat(plugins=[("sample", sample), "example"])
 
@@ -114,7 +115,7 @@ async def test_docs_page(fetch):
     assert "script-src" not in response.headers["Content-Security-Policy"]
 
 
-@pytest.mark.skipif(not os.environ.get("VACHAT_TEST_DATABASE_URL"), reason="needs PostgreSQL")
+@needs_postgres
 @pytest.mark.gen_test(timeout=30)
 async def test_postgres_connections_cut_give_503_then_recover(app, fetch):
     """Kill every server-side connection of this database: requests see 503, never 500, and
@@ -133,7 +134,7 @@ async def test_postgres_connections_cut_give_503_then_recover(app, fetch):
     assert codes[-1] == 200
 
 
-@pytest.mark.skipif(not os.environ.get("VACHAT_TEST_REDIS_URL"), reason="needs Redis")
+@needs_redis
 @pytest.mark.gen_test
 async def test_health_is_degraded_when_pub_sub_is_down_though_redis_answers(app, fetch, monkeypatch):
     assert (await fetch("/health")).json["checks"]["redis"]["status"] == "ok"

@@ -22,7 +22,7 @@ import pytest
 
 from vachat.testing import free_port
 
-SOURCE_ROOT = Path(__file__).resolve().parents[1]
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
 # Not part of a build: environments, caches, earlier build output, runtime state.
 NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__",
                                     ".pytest_cache", "node_modules", "var", "*.db", "*.log")

@@ -1,7 +1,7 @@
 """Review of the real-time core: shutdown, the database at shutdown, Redis pub/sub isolation.
 
 This module doubles as a plugin for the ``vachat serve`` children the tests start
-(``VACHAT_PLUGIN_MODULES=review=tests.test_review_realtime``): a request running a long query,
+(``VACHAT_PLUGIN_MODULES=review=tests.nodes.test_shutdown_and_pubsub``): a request running a long query,
 a start-up hook that takes a while, and REST triggers for a broadcast and a disconnect.
 """
 
@@ -16,10 +16,11 @@ import pytest
 
 from vachat.hub import encode_event
 from vachat.plugin_api import ApiHandler, endpoint, hookimpl
+from vachat.testing import eventually, needs_redis
 
 __version__ = "1.0"
 
-PLUGINS = "testauth=vachat.testing_auth,review=tests.test_review_realtime"
+PLUGINS = "testauth=vachat.testing_auth,review=tests.nodes.test_shutdown_and_pubsub"
 _state = {"querying": 0}
 
 needs_redis = pytest.mark.skipif(not os.environ.get("VACHAT_TEST_REDIS_URL"),
@@ -87,11 +88,6 @@ async def vachat_startup(app):
 # ---------------------------------------------------------------------------
 
 
-async def eventually(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 # ---------------------------------------------------------------------------

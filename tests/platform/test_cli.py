@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-RUN_PY = Path(__file__).resolve().parents[1] / "run.py"
+RUN_PY = Path(__file__).resolve().parents[2] / "run.py"
 
 
 def run(*args, env=None, tmp_path=None):

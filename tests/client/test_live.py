@@ -13,8 +13,8 @@ from vachat.client import (
     ProtocolMismatch, Reconnected, Unauthorized,
 )
 
-from . import client_fake_ai
-from .client_helpers import WAIT, Recorder, TcpProxy
+from . import fake_ai as client_fake_ai
+from .helpers import WAIT, Recorder, TcpProxy
 
 WITH_ASSISTANT = pytest.mark.vachat(plugins=["chat", ("fakeai", client_fake_ai)])
 QUICK = Backoff(initial=0.05, maximum=0.5)

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from . import client_fake_ai
-from .client_helpers import TcpProxy
+from . import fake_ai as client_fake_ai
+from .helpers import TcpProxy
 
 WITH_ASSISTANT = pytest.mark.vachat(plugins=["chat", ("fakeai", client_fake_ai)])
 CHAT_ONLY = pytest.mark.vachat(plugins=["chat"])

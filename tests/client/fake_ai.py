@@ -1,5 +1,5 @@
 """A stand-in assistant for the client's tests that need to decide how far a reply has gone
-(the real AI plugin, tested in test_client_assistant.py, keeps its own pace): it answers
+(the real AI plugin, tested in test_assistant.py, keeps its own pace): it answers
 through chat's hooks and service with exactly the frames of SPEC §5.1
 (``ai-typing`` true, ``ai-delta`` 0, 1, 2 …, ``ai-done``, the stored reply as ``new-message``,
 ``ai-typing`` false), reports the reply in progress for a join's ``generation``, and honours

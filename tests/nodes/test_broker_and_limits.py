@@ -28,6 +28,7 @@ from vachat.ratelimit import (
     REDIS_KEY_PREFIX, MemoryRateLimiter, RateDecision, RedisRateLimiter, make_rate_limiter,
 )
 from vachat.redis_client import RedisGuard, make_redis
+from vachat.testing import eventually, needs_redis
 
 REDIS_URL = os.environ.get("VACHAT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 UNREACHABLE_URL = "redis://127.0.0.1:1/15"  # port 1: connection refused at once
@@ -43,12 +44,6 @@ def _redis_reachable() -> bool:
         client.close()
 
 
-# With the variable set, a missing Redis is a failure; without it, the Redis tests are skipped
-# so the suite still runs on a machine with nothing but Python.
-needs_redis = pytest.mark.skipif(
-    "VACHAT_TEST_REDIS_URL" not in os.environ and not _redis_reachable(),
-    reason=f"no Redis at {REDIS_URL} (set VACHAT_TEST_REDIS_URL to require one)",
-)
 
 
 def unique(prefix: str) -> str:
@@ -66,13 +61,6 @@ class FakeClock:
         self.now += seconds
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll a condition until it holds; fail after ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class Inbox:

@@ -15,7 +15,7 @@ import pytest
 import tornado
 from tornado.iostream import IOStream
 
-from tests.test_broker_ratelimit import REDIS_URL, needs_redis
+from tests.nodes.test_broker_and_limits import REDIS_URL, needs_redis
 from vachat import hub as hub_module
 from vachat.hub import CONTROL_ROOM, Hub, build_frame, encode_event
 from vachat.testing import parse_frames

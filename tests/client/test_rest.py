@@ -15,7 +15,7 @@ from vachat.client import (
     token_expiry,
 )
 
-from .client_helpers import WAIT, Recorder, TcpProxy
+from .helpers import WAIT, Recorder, TcpProxy
 
 CHAT = pytest.mark.vachat(plugins=["chat"])
 PASSWORD = "Correct-Horse-9!"

@@ -14,7 +14,7 @@ import tornado.httpclient
 
 import vachat.accounts.apikeys as apikeys
 from vachat.accounts.cache import UnknownKeys
-from vachat.testing import assert_error
+from vachat.testing import assert_error, eventually
 from vachat.ws import CLOSE_TOO_MANY
 
 PLUGINS = "testauth=vachat.testing_auth"
@@ -145,12 +145,6 @@ async def test_random_api_keys_on_upgrades_are_rate_limited_before_any_lookup(ws
     assert lookups == [f"{apikeys.hash_key(f'vak_{n:043d}')}" for n in range(3)]
 
 
-async def wait_for(condition, timeout: float = 5.0) -> None:
-    """Until ``condition()`` holds (the server noticing a close is asynchronous), bounded."""
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0.01)
-    await asyncio.wait_for(poll(), timeout)
 
 
 @pytest.mark.gen_test
@@ -161,7 +155,7 @@ async def test_open_sockets_per_address_are_capped(app, fetch, ws_connect):
     body = assert_error(await refused_upgrade(fetch, Authorization="Bearer test:bob"), 429, "RATE_LIMITED")
     assert body["error"] == "Too many connections from this address"
     first.close()
-    await wait_for(lambda: app.hub.connection_count == 1)
+    await eventually(lambda: app.hub.connection_count == 1)
     await ws_connect(user="bob")  # a closed socket gives its slot back
 
 

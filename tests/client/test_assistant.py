@@ -11,9 +11,9 @@ import pytest
 
 from vachat.client import AiDelta, Backoff, Client, Disconnected, QuotaExceeded
 
-from .client_helpers import WAIT, Recorder, TcpProxy
-from .test_client_interactive import Terminal, messages_of, step
-from .test_client_oneshot import chat
+from .helpers import WAIT, Recorder, TcpProxy
+from .test_interactive import Terminal, messages_of, step
+from .test_oneshot import chat
 
 # Each word of an echo reply waits this long (s): slow enough for a test to act mid-reply.
 SLOW_ECHO = {"plugin_sections": {"ai": {"echo_delay": 0.2}}}
