@@ -8,6 +8,7 @@ Errors are raised as ``ApiError``s and rendered in exactly one place, ``write_er
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import functools
 import logging
@@ -20,6 +21,7 @@ from typing import Any, Awaitable, Callable
 
 import tornado.web
 
+from . import early_answers
 from .actor import Actor
 from .errors import (
     ApiError, Conflict, Forbidden, InternalError, PayloadTooLarge, RateLimited, Unauthorized,
@@ -29,7 +31,7 @@ from .request_info import BODILESS_METHODS, client_ip, declares_body, in_network
 from .schemas import keyword_message
 from .wire import json_dumpb, parse_json
 
-__all__ = ["ApiHandler", "StreamingBodyHandler", "endpoint", "Endpoint", "NotFoundHandler"]
+__all__ = ["ApiHandler", "StreamingBodyHandler", "HeadLikeGet", "endpoint", "Endpoint", "NotFoundHandler"]
 
 log = logging.getLogger("vachat.web")
 
@@ -137,12 +139,23 @@ class QueryMemo:
 
 
 def _endpoint_of(handler: tornado.web.RequestHandler) -> Endpoint | None:
-    method = getattr(type(handler), handler.request.method.lower(), None)
+    name = "get" if handler.request.method == "HEAD" else handler.request.method.lower()
+    method = getattr(type(handler), name, None)
     return getattr(method, "endpoint", None)
 
 
+class HeadLikeGet:
+    """``HEAD`` on every route that has a ``GET``: the GET runs and Tornado sends its status and
+    headers (``Content-Length`` included) without the body. Load balancers probe with HEAD."""
+
+    async def head(self, *args: Any, **kwargs: Any) -> None:
+        if not _implements(type(self), "GET"):
+            raise tornado.web.HTTPError(405)
+        await self.get(*args, **kwargs)  # type: ignore[attr-defined]
+
+
 @tornado.web.stream_request_body
-class ApiHandler(tornado.web.RequestHandler):
+class ApiHandler(HeadLikeGet, tornado.web.RequestHandler):
     """Base of every REST handler. The body is buffered for ``@endpoint(body=…)`` and capped at
     ``MAX_JSON_BODY`` (the connection's own cap); ``max_body_size`` may lower that. A handler
     that takes larger bodies streams them: see ``StreamingBodyHandler``."""
@@ -225,6 +238,26 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def on_finish(self) -> None:
         self.application.request_finished(self)
+
+    def finish(self, chunk: Any = None) -> "asyncio.Future[None]":
+        """Finish the response. One given before the body was read (a refusal in ``prepare`` or
+        mid-body) never resets the connection: see ``vachat.early_answers``."""
+        if self._finished or not early_answers.body_pending(self.request):
+            return super().finish(chunk)
+        # The connection's own cap would answer the rest with a bare 400 after ours: what is
+        # left to read is bounded by ``early_answers`` instead.
+        self.request.connection.set_max_body_size(UNCAPPED_BODY)
+        if early_answers.plan(self.request, getattr(self, "_body_size", 0)) == early_answers.CLOSE:
+            self.set_header("Connection", "close")
+            sock = early_answers.keep_socket_open(self.request)
+            sent = super().finish(chunk)
+            if sock is not None:
+                early_answers.linger_and_close(sock, sent)
+            return sent
+        with early_answers.connection_kept(self.request):
+            sent = super().finish(chunk)
+        early_answers.drain_within_deadline(self.request)
+        return sent
 
     async def options(self, *args: Any, **kwargs: Any) -> None:
         """CORS preflight: answered for every route, without authentication."""
@@ -391,6 +424,8 @@ class ApiHandler(tornado.web.RequestHandler):
 
 
 def _implements(handler_class: type, method: str) -> bool:
+    if method == "HEAD":
+        return _implements(handler_class, "GET")
     return getattr(handler_class, method.lower()) is not getattr(tornado.web.RequestHandler, method.lower())
 
 

@@ -28,6 +28,7 @@ import tornado.web
 from ..errors import ApiError, RateLimited, ValidationFailed
 from ..errors import as_api_error
 from ..request_info import client_ip, limit_subject
+from ..web import HeadLikeGet
 from .recovery import EMAIL_VERIFIED_MESSAGE, PASSWORD_RESET_MESSAGE, reset_password, verify_email
 
 __all__ = ["ROUTES", "VerifyEmailPage", "ResetPasswordPage", "PAGE_CSP"]
@@ -48,7 +49,7 @@ _TOKEN = r"(?P<token>[A-Za-z0-9_-]{16,128})"
 MAX_PASSWORD_LENGTH = 1024
 
 
-class AccountPage(tornado.web.RequestHandler):
+class AccountPage(HeadLikeGet, tornado.web.RequestHandler):
     """A page of this module: security headers, the global per-IP limit, drain accounting,
     and errors shown as the page itself rather than as JSON."""
 
