@@ -80,7 +80,7 @@ class VachatApplication(tornado.web.Application):
         self._drained = asyncio.Event()
         self._drained.set()
 
-        self.plugins = PluginManager(enabled=config.plugins_enabled, strict=config.plugins_strict)
+        self.plugins = PluginManager(enabled=config.plugins_enabled, strict=config.fail_on_plugin_errors)
         self.plugins.load(extra=[*_modules_named(config.plugin_modules), *extra_plugins], only=only_plugins)
         self.hooks = HookCaller(self.plugins, self)
         self._plugin_configs: dict[str, Mapping[str, Any]] = {}

@@ -50,7 +50,8 @@ def _application(settings: Settings):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import PendingMigrations, serve
+    from .plugin_manager import PluginLoadError
+    from .server import PendingMigrations, PortUnavailable, serve
 
     settings = _settings(args)
     _configure_logging(settings)
@@ -59,6 +60,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except PendingMigrations as error:
         print(f"vachat: refusing to start: {error}", file=sys.stderr)
         return 1
+    except PluginLoadError as error:
+        print(f"vachat: refusing to start: plugin {error} (VACHAT_PLUGINS_STRICT is on; "
+              "fix the plugin's configuration or disable it with VACHAT_PLUGINS)", file=sys.stderr)
+        return 2
+    except PortUnavailable as error:
+        print(f"vachat: refusing to start: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -152,7 +160,8 @@ def _add_plugin_commands(commands: argparse._SubParsersAction) -> None:
         settings = load_settings()
     except ConfigError:
         return
-    manager = PluginManager(enabled=settings.plugins_enabled, strict=settings.plugins_strict)
+    # Never strict here: `serve` and `plugins` report a plugin that cannot load.
+    manager = PluginManager(enabled=settings.plugins_enabled, strict=False)
     quiet = logging.getLogger("vachat.plugins")
     level, quiet.level = quiet.level, logging.CRITICAL  # load errors are reported by `plugins`
     try:

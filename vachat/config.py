@@ -134,29 +134,42 @@ def parse_list(value: Any) -> list[str]:
     return [str(item).strip() for item in items if str(item).strip()]
 
 
+def _whole_number(value: Any, expected: str) -> int:
+    """``value`` as an int, or a ValueError worded like every other bad value's."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if not re.fullmatch(r"[+-]?\d+", text):
+        raise ValueError(f"{expected}, got {value!r}")
+    return int(text)
+
+
 def parse_positive_int(value: Any) -> int:
-    number = int(value)
+    number = _whole_number(value, "expected a whole number of at least 1")
     if number < 1:
         raise ValueError(f"must be at least 1, got {value!r}")
     return number
 
 
 def parse_positive_float(value: Any) -> float:
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected a positive number, got {value!r}") from None
     if number <= 0:
         raise ValueError(f"must be positive, got {value!r}")
     return number
 
 
 def parse_bcrypt_rounds(value: Any) -> int:
-    rounds = int(value)
+    rounds = _whole_number(value, f"must be a bcrypt cost from {BCRYPT_MIN_ROUNDS} to {BCRYPT_MAX_ROUNDS}")
     if not BCRYPT_MIN_ROUNDS <= rounds <= BCRYPT_MAX_ROUNDS:
         raise ValueError(f"must be a bcrypt cost from {BCRYPT_MIN_ROUNDS} to {BCRYPT_MAX_ROUNDS}, got {value!r}")
     return rounds
 
 
 def parse_port(value: Any) -> int:
-    port = int(value)
+    port = _whole_number(value, "must be a port number 0-65535")
     if not 0 <= port <= 65535:
         raise ValueError(f"must be a port number 0-65535, got {value!r}")
     return port
@@ -344,7 +357,8 @@ class Settings:
     ws_max_per_ip: int = 100
     ws_max_per_user: int = 20
     plugins_enabled: list[str] = field(default_factory=list)
-    plugins_strict: bool = False
+    # A plugin that cannot load stops start-up; None: only in production (``fail_on_plugin_errors``).
+    plugins_strict: bool | None = None
     # Importable modules loaded as plugins without being installed (development, benchmarks).
     plugin_modules: list[str] = field(default_factory=list)
     # [plugins.<name>] tables, handed to each plugin as its own section.
@@ -360,6 +374,13 @@ class Settings:
     @property
     def is_development(self) -> bool:
         return self.env == "development"
+
+    @property
+    def fail_on_plugin_errors(self) -> bool:
+        """Whether a plugin that cannot load (bad configuration, import error) stops start-up,
+        rather than being skipped with ``/health`` degraded: ``VACHAT_PLUGINS_STRICT``, by
+        default on in production only, where a feature silently missing is worse than no start."""
+        return self.plugins_strict if self.plugins_strict is not None else self.is_production
 
     @property
     def should_auto_migrate(self) -> bool:

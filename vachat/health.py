@@ -1,4 +1,4 @@
-"""Operations endpoints: ``/health`` (full report), ``/health/live``, ``/health/ready``,
+"""Operations endpoints: ``/health`` (full report, plugins skipped at start included), ``/health/live``, ``/health/ready``,
 ``/metrics``. None of them needs credentials or counts against rate limits, and none may hang:
 every check has a deadline."""
 
@@ -53,6 +53,13 @@ async def _check_disk(app: Any) -> dict[str, Any]:
     return {"status": status, "freeBytes": usage.free, "totalBytes": usage.total}
 
 
+async def _check_plugins(app: Any) -> dict[str, Any]:
+    """Plugins that failed to load and were skipped (outside production; there they stop the
+    start): the server runs, without features an operator asked for."""
+    skipped = {plugin.name: plugin.error for plugin in app.plugins.plugins.values() if plugin.error}
+    return {"status": "down", "skipped": skipped} if skipped else {"status": "ok"}
+
+
 def _rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as statm:
@@ -61,7 +68,8 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-CORE_CHECKS = {"database": _check_database, "redis": _check_redis, "memory": _check_memory, "disk": _check_disk}
+CORE_CHECKS = {"database": _check_database, "redis": _check_redis, "memory": _check_memory, "disk": _check_disk,
+               "plugins": _check_plugins}
 
 
 async def _run_check(name: str, check: Any) -> tuple[str, dict[str, Any]]:

@@ -39,9 +39,11 @@ def resolve_plugin_config(name: str, section: Mapping[str, Any], environ: Mappin
     if schemas is None:
         return values
     properties = schemas.object_properties(schema_id)
+    from_environment: dict[str, str] = {}  # key -> the variable that set it, for messages
     for key, prop in properties.items():
         variable = prop.get(ENV_KEYWORD)
         if variable and variable in environ:
+            from_environment[key] = variable
             try:
                 values[key] = _from_text(environ[variable], prop)
             except ValueError as error:
@@ -51,10 +53,16 @@ def resolve_plugin_config(name: str, section: Mapping[str, Any], environ: Mappin
     try:
         schemas.validate(schema_id, values)
     except ValidationFailed as error:
-        problems = "; ".join(f"{detail.get('field', '?')}: {detail.get('message', '')}"
-                             for detail in (error.details or []))
+        problems = "; ".join(
+            f"{_setting_name(detail.get('field', '?'), from_environment)}: {detail.get('message', '')}"
+            for detail in (error.details or []))
         raise PluginConfigError(f"invalid [plugins.{name}] configuration: {problems or error}") from None
     return values
+
+
+def _setting_name(key: str, from_environment: Mapping[str, str]) -> str:
+    variable = from_environment.get(key)
+    return f"{key} (from {variable})" if variable else key
 
 
 def _from_text(text: str, prop: Mapping[str, Any]) -> Any:

@@ -8,22 +8,57 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import signal
+import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
 
 from .app import VachatApplication
 from .config import Settings, redact_url
 
-__all__ = ["serve", "prepare_database", "PendingMigrations"]
+__all__ = ["serve", "prepare_database", "listening_sockets", "PendingMigrations", "PortUnavailable"]
 
 log = logging.getLogger("vachat.server")
 
 
 class PendingMigrations(RuntimeError):
     """Production refuses to serve a schema older than the code."""
+
+
+class PortUnavailable(RuntimeError):
+    """The address and port to listen on cannot be had (taken, or not this machine's)."""
+
+
+def listening_sockets(config: Settings) -> list[socket.socket]:
+    """Bind the port first of all, so a taken one stops start-up at once, before migrations."""
+    try:
+        return bind_sockets(config.port, config.host or None)
+    except OSError as error:
+        raise PortUnavailable(
+            f"cannot listen on {config.host or '*'}:{config.port} ({error.strerror or error}); "
+            f"stop what holds it or choose another port with PORT") from None
+
+
+def warn_about_production_settings(config: Settings) -> None:
+    """Settings that work but are surely a mistake in production: said once, at start."""
+    if not config.is_production:
+        return
+    host = urlsplit(config.public_url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost") or _is_loopback(host):
+        log.warning("PUBLIC_URL is %s, which points at this machine: links in e-mails will not work "
+                    "for anyone else; set PUBLIC_URL to the address users reach", config.public_url)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def prepare_database(app: VachatApplication) -> None:
@@ -54,8 +89,9 @@ def http_server(app: VachatApplication) -> HTTPServer:
                       body_timeout=config.http_body_timeout)
 
 
-async def run_until_signalled(app: VachatApplication, ready: Any = None) -> None:
-    """Start, listen, and on SIGTERM/SIGINT drain and close. Returns when fully stopped."""
+async def run_until_signalled(app: VachatApplication, sockets: list[socket.socket], ready: Any = None) -> None:
+    """Start, serve on ``sockets``, and on SIGTERM/SIGINT drain and close. Returns when fully
+    stopped."""
     config = app.config
     # Before start(), which can take seconds (broker, plugins): a signal meanwhile must still
     # end in a drain and exit 0, not kill the process half-started.
@@ -65,7 +101,7 @@ async def run_until_signalled(app: VachatApplication, ready: Any = None) -> None
         loop.add_signal_handler(signum, stop.set)
     await app.start()
     server = http_server(app)
-    server.listen(config.port, config.host)
+    server.add_sockets(sockets)
     # Everything start-up made (modules, schemas, plugins, compiled validators) lives as long
     # as the process: moved out of the collector's sight, full collections only walk what
     # requests and sockets create, so their pauses stay short.
@@ -84,6 +120,8 @@ async def run_until_signalled(app: VachatApplication, ready: Any = None) -> None
 
 
 def serve(config: Settings) -> None:
+    sockets = listening_sockets(config)
+    warn_about_production_settings(config)
     app = VachatApplication(config)
     prepare_database(app)
-    asyncio.run(run_until_signalled(app))
+    asyncio.run(run_until_signalled(app, sockets))

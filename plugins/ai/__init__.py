@@ -17,6 +17,7 @@ service (``REQUIRES``). One concern per module:
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping
 
 from vachat.plugin_api import App, hookimpl
@@ -28,6 +29,8 @@ from .handlers import ROUTES
 from .metrics import AiMetrics
 
 __version__ = "1.0.0"
+
+log = logging.getLogger("vachat.plugins.ai")
 
 REQUIRES = ("chat",)
 
@@ -63,7 +66,11 @@ def vachat_metrics(registry: Any, app: App) -> None:
 
 @hookimpl
 def vachat_startup(app: App) -> None:
-    app.hub.on_control(STOP_CONTROL, Assistant.of(app).on_stop_control)
+    assistant = Assistant.of(app)
+    app.hub.on_control(STOP_CONTROL, assistant.on_stop_control)
+    if app.config.is_production and assistant.provider.name == "echo":
+        log.warning("AI_PROVIDER is echo, which repeats the user's words: set AI_PROVIDER (and "
+                    "AI_BASE_URL, AI_API_KEY, AI_MODEL) to a real model in production")
 
 
 @hookimpl
