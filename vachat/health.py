@@ -110,8 +110,8 @@ class OperationsHandler(ApiHandler):
 
 
 class HealthHandler(OperationsHandler):
-    @endpoint("Health report: database, Redis, memory, disk and plugin checks",
-              auth=False, response="core/health", tags=("operations",), errors=(503,))
+    @endpoint("Health report: database, Redis, memory, disk and plugin checks (503 when degraded)",
+              auth=False, response="core/health", tags=("operations",), errors=(503,), envelope=False)
     async def get(self) -> None:
         healthy, report = await health_report(self.application)
         self.set_status(200 if healthy else 503)
@@ -119,14 +119,15 @@ class HealthHandler(OperationsHandler):
 
 
 class LiveHandler(OperationsHandler):
-    @endpoint("Liveness: the process answers", auth=False, response="core/health", tags=("operations",))
+    @endpoint("Liveness: the process answers", auth=False, response="core/health", tags=("operations",),
+              envelope=False)
     async def get(self) -> None:
         self.write_json({"status": "ok"})
 
 
 class ReadyHandler(OperationsHandler):
     @endpoint("Readiness: the database answers and the server is not shutting down",
-              auth=False, response="core/health", tags=("operations",), errors=(503,))
+              auth=False, response="core/health", tags=("operations",), errors=(503,), envelope=False)
     async def get(self) -> None:
         app = self.application
         _, database = await _run_check("database", functools.partial(_check_database, app))
@@ -136,7 +137,8 @@ class ReadyHandler(OperationsHandler):
 
 
 class MetricsHandler(OperationsHandler):
-    @endpoint("Prometheus metrics in the text exposition format", auth=False, tags=("operations",))
+    @endpoint("Prometheus metrics in the text exposition format", auth=False, tags=("operations",),
+              envelope=False, media_type="text/plain")
     async def get(self) -> None:
         body, content_type = self.application.metrics.render()
         self.set_header("Content-Type", content_type)

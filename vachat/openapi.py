@@ -96,11 +96,20 @@ def _operation(handler: type, method: str, spec: Endpoint, path_params: list[str
     if spec.body:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(spec.body)}}}
     data_schema = _ref(spec.response) if spec.response else {}
-    success = {"type": "object", "required": ["success", "data"],
-               "properties": {"success": {"const": True}, "data": data_schema, "message": {"type": "string"},
-                              "pagination": _ref("core/pagination")}}
-    operation["responses"] = {str(spec.status): {"description": "Success",
-                                                 "content": {"application/json": {"schema": success}}}}
+    if spec.envelope:
+        success = {"type": "object", "required": ["success", "data"],
+                   "properties": {"success": {"const": True}, "data": data_schema, "message": {"type": "string"},
+                                  "pagination": _ref("core/pagination")}}
+    else:
+        success = data_schema if spec.media_type == "application/json" else {"type": "string"}
+    operation["responses"] = {str(status): {"description": "Success",
+                                            "content": {spec.media_type: {"schema": success}}}
+                              for status in (spec.status, *spec.also)}
+    if not spec.envelope:  # a report: its failures answer with the same body
+        for status in spec.errors:
+            operation["responses"][str(status)] = {"description": ERROR_DESCRIPTIONS.get(status, "Error"),
+                                                   "content": {spec.media_type: {"schema": success}}}
+        return operation
     statuses = set(spec.errors) | {429}
     if spec.body or spec.query:
         statuses |= {400}
@@ -158,7 +167,8 @@ def build_openapi(app: Any) -> dict[str, Any]:
 
 
 class OpenApiHandler(ApiHandler):
-    @endpoint("This OpenAPI 3.1 document", auth=False, tags=("documentation",))
+    @endpoint("This OpenAPI 3.1 document", auth=False, tags=("documentation",), envelope=False,
+              response="core/openapi-document")
     async def get(self) -> None:
         app = self.application
         if getattr(app, "_openapi_cache", None) is None:
@@ -167,7 +177,8 @@ class OpenApiHandler(ApiHandler):
 
 
 class DocsHandler(ApiHandler):
-    @endpoint("Human-readable API reference", auth=False, tags=("documentation",))
+    @endpoint("Human-readable API reference", auth=False, tags=("documentation",), envelope=False,
+              media_type="text/html")
     async def get(self) -> None:
         app = self.application
         document = getattr(app, "_openapi_cache", None) or build_openapi(app)

@@ -68,6 +68,12 @@ class Endpoint:
     tags: tuple[str, ...] = ()
     description: str = ""
     errors: tuple[int, ...] = ()
+    #: Other success statuses answered with the same body (a retry's 200 beside a 201).
+    also: tuple[int, ...] = ()
+    #: ``False``: the body is ``response`` itself (or ``media_type`` text), not the envelope,
+    #: for every status listed in ``errors`` too (health reports answer 503 with the report).
+    envelope: bool = True
+    media_type: str = "application/json"
 
 
 def endpoint(
@@ -82,6 +88,9 @@ def endpoint(
     tags: tuple[str, ...] | list[str] = (),
     description: str = "",
     errors: tuple[int, ...] = (),
+    also: tuple[int, ...] = (),
+    envelope: bool = True,
+    media_type: str = "application/json",
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     """Declare a handler method: who may call it, what it takes and what it answers.
 
@@ -90,7 +99,7 @@ def endpoint(
     the query string converted and validated against ``query``.
     """
     spec = Endpoint(summary, body, query, response, auth or bool(permission), permission, status,
-                    tuple(tags), description, tuple(errors))
+                    tuple(tags), description, tuple(errors), tuple(also), envelope, media_type)
 
     def decorate(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         @functools.wraps(method)

@@ -70,7 +70,8 @@ class MessagesHandler(ChatHandler):
 
 class SendMessageHandler(ChatHandler):
     @endpoint("Send a message (201; a clientMessageId retry answers the stored one with 200)",
-              body="chat/message-create", response="chat/message", status=201, tags=TAGS, errors=(403, 404, 409))
+              body="chat/message-create", response="chat/message", status=201, also=(200,), tags=TAGS,
+              errors=(403, 404, 409))
     async def post(self) -> None:
         message, created = await self.chat.send_message(self.actor, self.body)
         self.respond(message, status=201 if created else 200)

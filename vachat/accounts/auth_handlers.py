@@ -154,7 +154,7 @@ class RegisterHandler(ApiHandler):
 
 class LoginHandler(ApiHandler):
     @endpoint("Sign in with e-mail and password", body="core/auth/login", response="core/auth/auth-result",
-              auth=False, tags=TAGS,
+              auth=False, tags=TAGS, errors=(401, 403),
               description="Unknown e-mail and wrong password give the same 401. A disabled account gets 403 "
                           "once its password is proven. Failed sign-ins are limited by RATE_LIMIT_AUTH "
                           "per IP and per account; successful ones do not count.")
@@ -207,7 +207,7 @@ class LogoutHandler(ApiHandler):
 
 class RefreshHandler(ApiHandler):
     @endpoint("Exchange a refresh token for a new pair", body="core/auth/refresh",
-              response="core/auth/refresh-result", auth=False, tags=TAGS,
+              response="core/auth/refresh-result", auth=False, tags=TAGS, errors=(401,),
               description="Rotates: the refresh token presented stops working. Presenting an already-used "
                           "refresh token ends the whole session (reuse detection).")
     async def post(self) -> None:
