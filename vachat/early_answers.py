@@ -68,12 +68,19 @@ def plan(request: Any, received: int) -> str:
     headers = request.headers
     if headers.get("Expect", "").lower() == "100-continue":
         return CLOSE  # the client sends nothing more unless told to continue: no need to wait
+    if headers.get("Connection", "").lower() == "close" or request.version == "HTTP/1.0":
+        return CLOSE  # the connection ends after this answer anyway: end it cleanly
+    rest = _rest_of_body(request, received)
+    return DRAIN if rest is not None and rest <= DRAIN_MAX_BYTES else CLOSE
+
+
+def _rest_of_body(request: Any, received: int) -> int | None:
+    """Bytes of body still to come, ``None`` when unknown (chunked, or a malformed length)."""
+    headers = request.headers
     if "Transfer-Encoding" in headers:
-        return CLOSE  # the rest's length is unknown
+        return None
     declared = headers.get("Content-Length", "0").strip() or "0"
-    if not declared.isdigit():
-        return CLOSE
-    return DRAIN if int(declared) - received <= DRAIN_MAX_BYTES else CLOSE
+    return max(0, int(declared) - received) if declared.isdigit() else None
 
 
 @contextlib.contextmanager
@@ -92,8 +99,11 @@ def connection_kept(request: Any) -> Iterator[None]:
         connection._read_finished = False
 
 
-def drain_within_deadline(request: Any) -> None:
+def drain_within_deadline(request: Any, received: int) -> None:
     """Close the connection (lingering) if the rest of the body is not in by ``DRAIN_SECONDS``."""
+    if not _rest_of_body(request, received):
+        return  # no body (a GET refused in ``prepare``): nothing to wait for
+
     def check() -> None:
         if not body_pending(request):
             return

@@ -16,12 +16,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
 
 from .app import VachatApplication
 from .config import Settings, redact_url
 
-__all__ = ["serve", "prepare_database", "listening_sockets", "PendingMigrations", "PortUnavailable"]
+__all__ = ["serve", "prepare_database", "bound_sockets", "PendingMigrations", "PortUnavailable"]
 
 log = logging.getLogger("vachat.server")
 
@@ -34,14 +33,36 @@ class PortUnavailable(RuntimeError):
     """The address and port to listen on cannot be had (taken, or not this machine's)."""
 
 
-def listening_sockets(config: Settings) -> list[socket.socket]:
-    """Bind the port first of all, so a taken one stops start-up at once, before migrations."""
+# Connections the kernel queues for a node busy with others (Tornado's own default).
+LISTEN_BACKLOG = 128
+
+
+def bound_sockets(config: Settings) -> list[socket.socket]:
+    """Bind the port first of all, so that a taken one stops start-up at once, before
+    migrations. The sockets listen only when the node is ready to serve (``run_until_signalled``):
+    until then a connection is refused, rather than left waiting behind migrations."""
+    sockets: list[socket.socket] = []
+    seen = set()
     try:
-        return bind_sockets(config.port, config.host or None)
+        for family, kind, proto, _, address in socket.getaddrinfo(
+                config.host or None, config.port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE):
+            if (family, address[:2]) in seen:
+                continue
+            seen.add((family, address[:2]))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restarts reuse TIME_WAIT ports
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # IPv4 has its own socket
+            sock.setblocking(False)
+            sock.bind(address)
     except OSError as error:
+        for sock in sockets:
+            sock.close()
         raise PortUnavailable(
             f"cannot listen on {config.host or '*'}:{config.port} ({error.strerror or error}); "
             f"stop what holds it or choose another port with PORT") from None
+    return sockets
 
 
 def warn_about_production_settings(config: Settings) -> None:
@@ -101,6 +122,8 @@ async def run_until_signalled(app: VachatApplication, sockets: list[socket.socke
         loop.add_signal_handler(signum, stop.set)
     await app.start()
     server = http_server(app)
+    for sock in sockets:
+        sock.listen(LISTEN_BACKLOG)
     server.add_sockets(sockets)
     # Everything start-up made (modules, schemas, plugins, compiled validators) lives as long
     # as the process: moved out of the collector's sight, full collections only walk what
@@ -120,7 +143,7 @@ async def run_until_signalled(app: VachatApplication, sockets: list[socket.socke
 
 
 def serve(config: Settings) -> None:
-    sockets = listening_sockets(config)
+    sockets = bound_sockets(config)
     warn_about_production_settings(config)
     app = VachatApplication(config)
     prepare_database(app)

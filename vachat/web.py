@@ -256,7 +256,8 @@ class ApiHandler(HeadLikeGet, tornado.web.RequestHandler):
         # The connection's own cap would answer the rest with a bare 400 after ours: what is
         # left to read is bounded by ``early_answers`` instead.
         self.request.connection.set_max_body_size(UNCAPPED_BODY)
-        if early_answers.plan(self.request, getattr(self, "_body_size", 0)) == early_answers.CLOSE:
+        received = getattr(self, "_body_size", 0)
+        if early_answers.plan(self.request, received) == early_answers.CLOSE:
             self.set_header("Connection", "close")
             sock = early_answers.keep_socket_open(self.request)
             sent = super().finish(chunk)
@@ -265,7 +266,7 @@ class ApiHandler(HeadLikeGet, tornado.web.RequestHandler):
             return sent
         with early_answers.connection_kept(self.request):
             sent = super().finish(chunk)
-        early_answers.drain_within_deadline(self.request)
+        early_answers.drain_within_deadline(self.request, received)
         return sent
 
     async def options(self, *args: Any, **kwargs: Any) -> None:
