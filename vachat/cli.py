@@ -50,7 +50,6 @@ def _application(settings: Settings):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .plugin_manager import PluginLoadError
     from .server import PendingMigrations, PortUnavailable, serve
 
     settings = _settings(args)
@@ -60,10 +59,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except PendingMigrations as error:
         print(f"vachat: refusing to start: {error}", file=sys.stderr)
         return 1
-    except PluginLoadError as error:
-        print(f"vachat: refusing to start: plugin {error} (VACHAT_PLUGINS_STRICT is on; "
-              "fix the plugin's configuration or disable it with VACHAT_PLUGINS)", file=sys.stderr)
-        return 2
     except PortUnavailable as error:
         print(f"vachat: refusing to start: {error}", file=sys.stderr)
         return 2
@@ -116,7 +111,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     _configure_logging(settings, quiet=True)
-    app = VachatApplication(settings)
+    # Lists a plugin that cannot load with its reason, whatever VACHAT_PLUGINS_STRICT says.
+    app = VachatApplication(settings.replace(plugins_strict=False))
     plugins = app.plugins.describe()
     if args.json:
         print(json.dumps(plugins, indent=2))
@@ -214,12 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .plugin_manager import PluginLoadError
+
     args = build_parser().parse_args(argv)
     handler = getattr(args, "handler", cmd_serve)
     try:
         return handler(args) or 0
     except ConfigError as error:
         print(f"vachat: configuration error: {error}", file=sys.stderr)
+        return 2
+    except PluginLoadError as error:
+        print(f"vachat: refusing to start: plugin {error} (VACHAT_PLUGINS_STRICT is on; "
+              "fix the plugin's configuration or disable it with VACHAT_PLUGINS)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
