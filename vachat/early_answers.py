@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import socket
 from typing import Any, Iterator
@@ -35,8 +34,6 @@ import tornado.ioloop
 
 __all__ = ["DRAIN", "CLOSE", "plan", "body_pending", "connection_kept", "drain_within_deadline",
            "keep_socket_open", "linger_and_close"]
-
-log = logging.getLogger("vachat.web")
 
 DRAIN, CLOSE = "drain", "close"
 # A rest of body up to this size (bytes) is read and dropped so the connection survives: on a
