@@ -170,7 +170,10 @@ class Accounts(Protocol):
     # -- management: what an administration plugin needs ------------------------------
     # Changes below are audited with ``actor_id`` (default: ``request``'s caller) and
     # ``request``'s address and user agent. The last-administrator rule: no change may leave
-    # no active user holding ``*`` (``Conflict``, 409).
+    # no active user holding ``*`` (``Conflict``, 409). The delegation rule: a change made for
+    # an actor (``request``'s caller, else ``actor_id``) never gives anyone more than that
+    # actor holds, nor changes its own role, tier or role permissions (``Forbidden``, 403,
+    # audited as ``access.escalation_refused``); with neither, the change is the operator's.
 
     async def get_user_by_email(self, email: str) -> dict[str, Any] | None:
         """The user with this address (any case), or None."""
