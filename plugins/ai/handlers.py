@@ -33,7 +33,10 @@ class RegenerateHandler(ApiHandler):
         replaced = await chat.get_message(message_id)
         if replaced is None:
             raise NotFound("Message not found")
-        conversation = await chat.check_access(self.actor, replaced["conversationId"], write=True)
+        try:
+            conversation = await chat.check_access(self.actor, replaced["conversationId"], write=True)
+        except NotFound:  # another's private conversation: the same answer as no such message
+            raise NotFound("Message not found") from None
         if replaced["role"] != "assistant":
             raise ValidationFailed("Only an assistant reply can be regenerated", details=[
                 {"field": "id", "message": "is not an assistant message"}])

@@ -146,6 +146,17 @@ def _load_conversation(conversation_id: str, actor: Actor | None, write: bool = 
     return _readable((_locked(query) if lock else query).first(), actor, write)
 
 
+def _conversation_of_message(message: Message, actor: Actor | None, write: bool = False,
+                             lock: bool = False) -> Conversation:
+    """``_load_conversation`` for an operation on ``message``: a conversation the caller may not
+    read answers "Message not found", like a message that does not exist, so the answer never
+    tells whether an id is a message in someone else's conversation."""
+    try:
+        return _load_conversation(message.conversation_id, actor, write=write, lock=lock)
+    except NotFound:
+        raise NotFound("Message not found") from None
+
+
 def _locked(query: peewee.Select) -> peewee.Select:
     """``query`` holding its rows until the transaction ends, on PostgreSQL: a delete that
     counts a conversation's messages must not miss one stored (or deleted) meanwhile, and a
@@ -760,7 +771,7 @@ class ChatService:
                 message = Message.get_or_none(Message.id == message_id, Message.deleted_at.is_null())
                 if message is None:
                     raise NotFound("Message not found")
-                conversation = _load_conversation(message.conversation_id, actor)
+                conversation = _conversation_of_message(message, actor)
                 if actor is not None and message.user_id != actor.id:
                     raise Forbidden("Only the author can edit a message")
                 if actor is not None:
@@ -792,7 +803,7 @@ class ChatService:
                 message = Message.get_or_none(Message.id == message_id, Message.deleted_at.is_null())
                 if message is None:
                     raise NotFound("Message not found")
-                conversation = _load_conversation(message.conversation_id, actor, write=True, lock=True)
+                conversation = _conversation_of_message(message, actor, write=True, lock=True)
                 before = _messages_wire([message])[0]
                 stamp = now()
                 tombstoned = Message.update(deleted_at=stamp, updated_at=stamp, content="", metadata={}).where(

@@ -166,12 +166,16 @@ async def test_regenerate_refusals(fetch, ws_connect):
     assert_error(await fetch(f"/api/chat/messages/{question['id']}/regenerate", method="POST", user=ALICE),
                  400, "VALIDATION_FAILED")
     assert_error(await fetch(f"/api/chat/messages/{reply['id']}/regenerate", method="POST", user=BOB), 403, "FORBIDDEN")
-    assert_error(await fetch("/api/chat/messages/nope/regenerate", method="POST", user=ALICE), 404, "NOT_FOUND")
+    missing = assert_error(await fetch("/api/chat/messages/nope/regenerate", method="POST", user=BOB),
+                           404, "NOT_FOUND")
     private = (await create_conversation(fetch))["id"]
     await join(alice, private)
     await ask(fetch, private, "private")
     hidden = check_reply(await reply_frames(alice), private)
-    assert_error(await fetch(f"/api/chat/messages/{hidden['id']}/regenerate", method="POST", user=BOB), 404, "NOT_FOUND")
+    elsewhere = assert_error(await fetch(f"/api/chat/messages/{hidden['id']}/regenerate", method="POST", user=BOB),
+                             404, "NOT_FOUND")
+    # The same answer: it must not tell that the id is a message in someone else's conversation.
+    assert elsewhere == missing and missing["error"] == "Message not found"
 
 
 @pytest.mark.gen_test
