@@ -266,6 +266,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("refresh_token_ttl", "security", "refresh_token_ttl", "REFRESH_TOKEN_TTL", parse_positive_int),
     Option("rate_limit_global", "security", "rate_limit_global", "RATE_LIMIT_GLOBAL", Rate.parse),
     Option("rate_limit_auth", "security", "rate_limit_auth", "RATE_LIMIT_AUTH", Rate.parse),
+    Option("rate_limit_auth_account", "security", "rate_limit_auth_account", "RATE_LIMIT_AUTH_ACCOUNT", Rate.parse),
     Option("log_level", "logging", "level", "LOG_LEVEL", parse_log_level),
     Option("log_dir", "logging", "dir", "LOG_DIR", str),
     Option("log_retention_days", "logging", "retention_days", "LOG_RETENTION_DAYS", parse_positive_int),
@@ -324,7 +325,11 @@ class Settings:
     access_token_ttl: int = 15 * 60
     refresh_token_ttl: int = 7 * 24 * 3600
     rate_limit_global: Rate = Rate(100, 60)
+    # Failed sign-ins per (account, address) and per address: a guesser's lock-out.
     rate_limit_auth: Rate = Rate(5, 900)
+    # Failed sign-ins per account from every address: slows a distributed guess; its burst is
+    # ten times an address's, so a few failures anywhere never lock the owner out.
+    rate_limit_auth_account: Rate = Rate(50, 3600)
     log_level: str = "INFO"
     log_dir: str = "var/log"
     log_retention_days: int = 14

@@ -157,7 +157,8 @@ class LoginHandler(ApiHandler):
               auth=False, tags=TAGS,
               description="Unknown e-mail and wrong password give the same 401. A disabled account gets 403 "
                           "once its password is proven. Failed sign-ins are limited by RATE_LIMIT_AUTH "
-                          "per IP and per account; successful ones do not count.")
+                          "per IP and per (account, IP), and by RATE_LIMIT_AUTH_ACCOUNT per account; "
+                          "successful ones do not count.")
     async def post(self) -> None:
         app = self.application
         email = normalize_email(self.body["email"])
