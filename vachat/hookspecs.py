@@ -167,6 +167,15 @@ def vachat_actor_from_request(app: "App", headers: Any, remote_ip: str) -> Any:
     """
 
 
+@hookspec
+def vachat_socket_actors_changed(app: "App", sockets: list[Any]) -> Any:
+    """These sockets' ``actor`` was just replaced on this node: their user's role, its
+    permissions or their tier changed. Re-check what each socket was let into with its old
+    permissions (rooms joined, subscriptions) and take it out of what it may no longer see.
+    Runs on every node that holds such a socket, before the change's refresh returns there.
+    May return an awaitable."""
+
+
 # ---------------------------------------------------------------------------
 # Users: notifications about the core's accounts
 # ---------------------------------------------------------------------------

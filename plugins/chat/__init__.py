@@ -66,6 +66,11 @@ async def admin_dashboard_figures(app: App) -> dict[str, Any]:
 
 
 @hookimpl
+async def vachat_socket_actors_changed(app: App, sockets: list[Any]) -> None:
+    await rooms.recheck(app, sockets)
+
+
+@hookimpl
 def vachat_startup(app: App) -> None:
     rooms.listen(app)
 

@@ -481,6 +481,26 @@ class ChatService:
 
         return await self.app.db.run(read)
 
+    async def readable_among(self, questions: list[tuple[Actor, list[str]]]) -> list[set[str]]:
+        """For each ``(actor, conversation ids)``, the ids that actor may read, in one query
+        (for sockets whose permissions changed: ``rooms.recheck``)."""
+        wanted = list({cid for _, ids in questions for cid in ids})
+
+        def read() -> list[set[str]]:
+            found = {c.id: c for c in Conversation.select().where(Conversation.id.in_(wanted))}
+            answers = []
+            for actor, ids in questions:
+                readable = set()
+                for cid in ids:
+                    try:
+                        readable.add(_readable(found.get(cid), actor, write=False).id)
+                    except NotFound:
+                        pass
+                answers.append(readable)
+            return answers
+
+        return await self.app.db.run(read) if wanted else [set() for _ in questions]
+
     async def create_conversation(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
         def create() -> dict[str, Any]:
             with database.atomic():

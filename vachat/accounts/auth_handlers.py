@@ -307,12 +307,18 @@ class ApiKeysHandler(ApiHandler):
         name = self.body["name"].strip()
         if not name:
             raise ValidationFailed("A name is required", details=[{"field": "name", "message": "must not be blank"}])
-        created = await apikeys.create_api_key(self.application, self.actor.id, name, _expiry(self.body))
+        permissions = self.body.get("permissions")
+        if permissions is not None:
+            permissions = apikeys.check_key_permissions(self.actor.permissions, permissions,
+                                                        self.application.permissions)
+        created = await apikeys.create_api_key(self.application, self.actor.id, name, _expiry(self.body),
+                                               permissions)
         if created is None:
             raise Conflict(f"You already have {apikeys.MAX_KEYS_PER_USER} API keys; delete one first")
         row, key = created
         await audit.audit(self.application, self, audit.AUTH_API_KEY_CREATED, user_id=self.actor.id,
-                          details={"apiKeyId": row.id, "name": name, "prefix": row.prefix})
+                          details={"apiKeyId": row.id, "name": name, "prefix": row.prefix,
+                                   "permissions": permissions})
         self.respond({**row.to_wire(), "key": key}, status=201)
 
 

@@ -234,7 +234,9 @@ class ApiKey(BaseModel):
     """A long-lived credential for scripts and bots, acting as its user.
 
     The key (``vak_…``) is shown once at creation; only its SHA-256 is kept, plus a short
-    non-secret ``prefix`` so people can tell their keys apart in a list.
+    non-secret ``prefix`` so people can tell their keys apart in a list. ``permissions`` is
+    the subset of its owner's it was created with (None: all of them); it acts with the part
+    of it its owner still holds (``apikeys.key_permissions``).
     """
 
     user = peewee.ForeignKeyField(User, backref="api_keys", on_delete="CASCADE", index=False)
@@ -245,6 +247,7 @@ class ApiKey(BaseModel):
     last_used_at = peewee.DateTimeField(null=True)
     expires_at = peewee.DateTimeField(null=True)
     revoked_at = peewee.DateTimeField(null=True)
+    permissions = JSONField(null=True)  # migration 004
 
     class Meta:
         table_name = "api_keys"
@@ -263,6 +266,7 @@ class ApiKey(BaseModel):
             "lastUsedAt": self.last_used_at,
             "expiresAt": self.expires_at,
             "expired": self.expires_at is not None and self.expires_at <= now(),
+            "permissions": self.permissions,
         }
 
 
