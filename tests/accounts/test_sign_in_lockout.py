@@ -18,15 +18,23 @@ def from_address(address: str) -> dict[str, str]:
     return {"X-Forwarded-For": address}  # the test client is the trusted proxy
 
 
+ATTACKER = from_address("203.0.113.66")
+
+
+async def victim_of_five_wrong_guesses(fetch, make_user):
+    """A new account that ``ATTACKER`` has just guessed wrong five times."""
+    victim = await make_user()
+    for _ in range(5):
+        assert_error(await login(fetch, victim.email, WRONG, headers=ATTACKER), 401, "UNAUTHORIZED")
+    return victim
+
+
 @pytest.mark.gen_test
 @pytest.mark.vachat(config=LIMITS)
 async def test_a_guesser_locks_out_only_its_own_address(fetch, make_user):
-    victim = await make_user()
-    attacker = from_address("203.0.113.66")
-    for _ in range(5):
-        assert_error(await login(fetch, victim.email, WRONG, headers=attacker), 401, "UNAUTHORIZED")
+    victim = await victim_of_five_wrong_guesses(fetch, make_user)
     # The guesser's pair is locked, even for the right password...
-    locked = await login(fetch, victim.email, victim.password, headers=attacker)
+    locked = await login(fetch, victim.email, victim.password, headers=ATTACKER)
     assert_error(locked, 429, "RATE_LIMITED")
     assert int(locked.headers["Retry-After"]) >= 1
     # ...but the owner, from an address with no failures, signs in.
@@ -38,13 +46,10 @@ async def test_a_guesser_locks_out_only_its_own_address(fetch, make_user):
 @pytest.mark.gen_test
 @pytest.mark.vachat(config=LIMITS)
 async def test_refused_attempts_count_nowhere(fetch, make_user):
-    victim = await make_user()
-    attacker = from_address("203.0.113.66")
-    for _ in range(5):
-        assert_error(await login(fetch, victim.email, WRONG, headers=attacker), 401, "UNAUTHORIZED")
+    victim = await victim_of_five_wrong_guesses(fetch, make_user)
     # Hammering the locked pair spends nothing of the account's own limit (8, 5 used).
     for _ in range(20):
-        assert_error(await login(fetch, victim.email, WRONG, headers=attacker), 429, "RATE_LIMITED")
+        assert_error(await login(fetch, victim.email, WRONG, headers=ATTACKER), 429, "RATE_LIMITED")
     for number in range(3):
         assert_error(await login(fetch, victim.email, WRONG, headers=from_address(f"192.0.2.{number + 1}")),
                      401, "UNAUTHORIZED")
