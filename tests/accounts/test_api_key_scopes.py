@@ -44,6 +44,7 @@ async def test_a_key_gets_a_subset_and_shrinks_with_its_owner(fetch, make_user, 
 
     assert await _codes(fetch, scoped["key"]) == (200, 403)
     assert await _codes(fetch, everything["key"]) == (200, 200)
+    assert (await fetch("/api/auth/me", headers=_with(scoped["key"]))).data["permissions"] == ["users.read"]
 
     roles = (await fetch("/api/admin/roles", user=admin_user)).data
     ops = next(role["id"] for role in roles if role["name"] == "ops")

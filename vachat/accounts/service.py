@@ -19,7 +19,7 @@ delegation rule (``delegation``: nobody escalates); a refusal is audited as
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import Any, Callable
 
 from ..db import now
 from ..errors import ApiError
@@ -114,7 +114,7 @@ class AccountsService:
         return await self._app.db.run(load)
 
     async def _as_delegate(self, actor_id: str | None, request: Any, target: dict[str, Any],
-                           change: Any) -> Any:
+                           change: Callable[[Delegate | None], Any]) -> Any:
         """Run ``change(delegate)`` on a database thread; audit an ``EscalationRefused``."""
         delegate = await self._delegate(actor_id, request)
         try:
