@@ -108,3 +108,28 @@ async def test_an_expired_key_is_refused_like_a_revoked_one(fetch, make_user):
     error = assert_error(await fetch("/api/auth/api-keys", method="POST", user=owner,
                                      json={"name": "late", "expiresAt": past}), 400, "VALIDATION_FAILED")
     assert "expiresAt" in error_fields(error)
+
+
+@pytest.mark.vachat(plugins=["chat", "admin"])
+@pytest.mark.gen_test
+async def test_a_scoped_keys_socket_keeps_its_scope_when_its_owners_role_changes(fetch, ws_connect, make_user,
+                                                                                   admin_user):
+    stranger = await make_user()
+    private = (await fetch("/api/chat/conversations", method="POST", user=stranger, json={"title": "mine"})).data["id"]
+    owner = await make_user(role="auditors", permissions=["conversations.read_all", "users.read"])
+    key = (await _key(fetch, owner, permissions=["users.read"]))["data"]["key"]
+    socket = await ws_connect(headers=_with(key))
+    await socket.receive("ready")
+
+    async def join_answer() -> tuple[str, str | None]:
+        reply = await socket.request("join-conversation", {"conversationId": private})
+        return reply["type"], reply["data"].get("code") if reply["type"] == "error" else None
+
+    assert await join_answer() == ("error", "NOT_FOUND")  # the key was not given read_all
+    roles = (await fetch("/api/admin/roles", user=admin_user)).data
+    auditors = next(role["id"] for role in roles if role["name"] == "auditors")
+    assert (await fetch(f"/api/admin/roles/{auditors}", method="PUT", user=admin_user,
+                        json={"permissions": ["conversations.read_all", "users.read", "audit.read"]})).code == 200
+    # The open socket's identity was refreshed with the owner's new role: still the key's share.
+    assert await join_answer() == ("error", "NOT_FOUND")
+    assert (await fetch(f"/api/chat/conversations/{private}", user=owner)).code == 200  # the owner reads it

@@ -62,9 +62,11 @@ async def _refresh_local(app: Any, user_ids: list[str], role_name: str | None) -
     if not wanted:
         return
 
-    # Sockets opened with an API key act with the key's share of the new permissions.
-    key_ids = [conn.actor.api_key_id for user_id in wanted for conn in app.hub.connections_of(user_id)
-               if conn.actor is not None and conn.actor.api_key_id]
+    # The sockets open now; one opened while the query runs reads the new state itself. Those
+    # opened with an API key act with the key's share of the new permissions.
+    sockets = {user_id: [conn for conn in app.hub.connections_of(user_id) if conn.actor is not None]
+               for user_id in wanted}
+    key_ids = [conn.actor.api_key_id for conns in sockets.values() for conn in conns if conn.actor.api_key_id]
 
     def load() -> tuple[dict[str, tuple[User, Role | None]], dict[str, list[str] | None]]:
         rows = User.select(User, Role).join(Role).where(User.id.in_(list(wanted)))
@@ -73,12 +75,15 @@ async def _refresh_local(app: Any, user_ids: list[str], role_name: str | None) -
 
     users, keys = await app.db.run(load)
     changed = []
-    for user_id in wanted:
+    for user_id, conns in sockets.items():
         found = users.get(user_id)
-        for conn in app.hub.connections_of(user_id):
+        for conn in conns:
             key_id = conn.actor.api_key_id
-            if found is None or not found[0].is_active or (key_id and key_id not in keys):
+            if found is None or not found[0].is_active:
                 app.hub.close(conn, CLOSE_SESSION_ENDED, "Account disabled")
+                continue
+            if key_id and key_id not in keys:
+                app.hub.close(conn, CLOSE_SESSION_ENDED, "API key revoked")
                 continue
             principal = principal_of(*found)
             permissions = frozenset(principal["perms"])
