@@ -25,6 +25,7 @@ from vachat.plugin_api import App, Conflict, new_id
 from .generation import CLAIM_TTL_SECS, Generation
 from .metrics import AiMetrics
 from .progress import GenerationSlots
+from .prompts import system_messages
 from .providers import ChatMessage, Provider, ProviderSettings, Usage, estimate_tokens, load_provider
 from .usage import UsageBook
 
@@ -121,17 +122,14 @@ class Assistant:
         if self.running.get(generation.conversation_id) is generation:
             del self.running[generation.conversation_id]
 
-    async def context(self, conversation: dict[str, Any], leaf_id: str) -> list[ChatMessage]:
-        """The system prompt, then the most recent messages of the branch ending at
-        ``leaf_id`` that fit ``AI_CONTEXT_TOKENS``; then ``ai_before_request`` edits it."""
-        metadata = conversation.get("metadata") or {}
-        prompt = metadata.get("systemPrompt")
-        if not isinstance(prompt, str) or not prompt.strip():
-            prompt = self.config["system_prompt"]
-        budget = max(1, int(self.config["context_tokens"]) - estimate_tokens(prompt))
+    async def context(self, conversation: dict[str, Any], leaf_id: str | None) -> list[ChatMessage]:
+        """The system messages (the operator's prompt, then the conversation's own), then the
+        most recent messages of the branch ending at ``leaf_id`` that fit what
+        ``AI_CONTEXT_TOKENS`` leaves; then ``ai_before_request`` edits it."""
+        messages = system_messages(self.config, conversation)
+        budget = max(1, int(self.config["context_tokens"]) - sum(estimate_tokens(m["content"]) for m in messages))
         history = await self.chat.history(conversation["id"], budget, leaf_id=leaf_id,
                                           cost=lambda message: estimate_tokens(message["content"]))
-        messages: list[ChatMessage] = [{"role": "system", "content": prompt}] if prompt else []
         for message in history:
             if message["role"] in CONTEXT_ROLES and message["type"] != "error" and message["content"]:
                 messages.append({"role": message["role"], "content": message["content"]})

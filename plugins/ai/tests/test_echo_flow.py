@@ -212,7 +212,8 @@ async def test_context_is_the_conversations_own_branch(app, fetch, ws_connect):
     assistant = app.service("ai")
     conversation = await app.service("chat").get_conversation(cid)
     context = await assistant.context(conversation, second["id"])
-    assert context == [{"role": "system", "content": "Answer like a pirate."},
+    assert context == [{"role": "system", "content": "You are a helpful assistant."},
+                       {"role": "system", "content": "Answer like a pirate."},
                        {"role": "user", "content": "first"}, {"role": "assistant", "content": "Echo: first"},
                        {"role": "user", "content": "second"}]
     plain = await app.service("chat").get_conversation(other)
