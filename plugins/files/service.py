@@ -27,7 +27,7 @@ import peewee
 from vachat.plugin_api import Actor, App, Forbidden, NotFound, UnsupportedMediaType, database
 
 from .attachments import readable_through_chat
-from .images import NotAnImage, strip_metadata
+from .images import NotAnImage, decode, strip_metadata
 from .models import PURPOSE_AVATAR, Attachment, File
 from .quota import release, reserve, settle
 from .settings import settings_of
@@ -68,8 +68,8 @@ class FilesService:
     async def store(self, owner_id: str, received: Received, *, purpose: str, is_public: bool = False,
                     description: str | None = None, keep_exif: bool = False,
                     public_token: str | None = None) -> File:
-        """Finish a received upload within the owner's quota: reserve its size, strip image
-        metadata (unless ``keep_exif``), check the structure, commit it and insert its row in
+        """Finish a received upload within the owner's quota: reserve its size, re-encode a
+        picture from its pixels alone (unless ``keep_exif``), check the structure, commit it and insert its row in
         place of the reservation. A failure gives the reservation back; the pending object is
         the caller's to discard if this raises."""
         app = self._app
@@ -80,7 +80,7 @@ class FilesService:
             size, sha256 = received.size, received.sha256
             if received.mime_type in IMAGE_TYPES and not keep_exif:
                 try:
-                    changed = await app.run_blocking(strip_metadata, received.pending.path, received.mime_type)
+                    changed = await decode(app, strip_metadata, received.pending.path, received.mime_type)
                 except NotAnImage:
                     raise UnsupportedMediaType("The image could not be read") from None
                 if changed:
