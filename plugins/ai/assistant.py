@@ -216,6 +216,10 @@ class Assistant:
     async def shutdown(self) -> None:
         """Stop every reply still running, store what each had (finishReason ``shutdown``)."""
         self.closing = True
+        for conversation_id in list(self.reserved):  # accepted, never started: the tokens go back
+            pending = self._take_pending(conversation_id)
+            if pending is not None:
+                self._spawn(self.usage.settle(pending.reservation, None))
         running = list(self.running.values())
         for generation in running:
             await generation.stop("shutdown")
