@@ -7,11 +7,11 @@ import asyncio
 
 import pytest
 
-from vachat.testing import assert_error
+from vachat.testing import assert_error, eventually
 
 from plugins.files.models import File, Reservation
 
-from .helpers import docx_bytes, multipart, upload
+from .helpers import docx_bytes, incoming, multipart, upload
 
 QUOTA = 200 * 1024
 UPLOAD_SIZE = 140 * 1024
@@ -24,6 +24,10 @@ LAST_BYTES = 64
 def request_head(body: bytes, content_type: str) -> str:
     return (f"POST /api/files/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer test:alice\r\n"
             f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+
+
+def uploads_of(app):
+    return app.plugin_state("files").settings.upload_path
 
 
 async def stored_bytes(app, owner_id: str) -> int:
@@ -42,12 +46,14 @@ async def test_concurrent_uploads_never_store_more_than_the_quota(app, fetch, ht
     assert first.code == 201, first.body
     bodies = [multipart((f"part{n}.txt", (f"{n:02d}" * (UPLOAD_SIZE // 2)).encode(), "text/plain"))
               for n in range(CONCURRENT_UPLOADS)]
-    # Every body but its last bytes first; then all the endings at once, so that every upload
-    # reaches its quota check at the same moment.
+    # Every body but its last bytes first, until the server holds all sixteen files being
+    # received; then all the endings at once, so every upload reaches its quota check together.
     connections = [await asyncio.open_connection("127.0.0.1", http_port) for _ in bodies]
     for (reader, writer), (body, content_type) in zip(connections, bodies):
         writer.write(request_head(body, content_type).encode("latin-1") + body[:-LAST_BYTES])
     await asyncio.gather(*(writer.drain() for _, writer in connections))
+    await eventually(lambda: len(incoming(uploads_of(app))) == CONCURRENT_UPLOADS,
+                     what="every upload being received")
     for (reader, writer), (body, _) in zip(connections, bodies):
         writer.write(body[-LAST_BYTES:])
     answers = await asyncio.gather(*(reader.read() for reader, _ in connections))
