@@ -27,7 +27,7 @@ from .errors import Unavailable
 from .ids import new_id
 from .threads import ThreadPool
 
-__all__ = ["database", "BaseModel", "JSONField", "Database", "connect_url", "now"]
+__all__ = ["database", "BaseModel", "JSONField", "Database", "connect_url", "now", "lock_rows"]
 
 log = logging.getLogger("vachat.db")
 T = TypeVar("T")
@@ -55,6 +55,14 @@ POSTGRES_CONNECT_TIMEOUT = 5
 def now():
     """The current UTC time as a naive datetime (how every timestamp column stores it)."""
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def lock_rows(query: peewee.Select) -> peewee.Select:
+    """``query`` holding the rows it reads until the transaction ends (``SELECT … FOR UPDATE``)
+    on PostgreSQL, where concurrent transactions otherwise each read the same total and each
+    act on it (a quota check). SQLite needs nothing: its write transactions already run one at
+    a time (``BEGIN IMMEDIATE``)."""
+    return query.for_update() if isinstance(database.obj, peewee.PostgresqlDatabase) else query
 
 
 class BaseModel(peewee.Model):

@@ -15,7 +15,9 @@ What a plugin is handed:
   ``StreamingBodyHandler`` for uploads (the body streamed to ``receive_chunk`` under its own
   ``max_body_size``, raised above ``MAX_JSON_BODY`` only once the caller is authorised), ``ws_event`` with ``EventContext`` and ``Reply``,
   ``requires`` for permissions, ``BaseModel`` for models, ``parse_size`` for a size setting
-  written as the core's are (``10MiB`` or a number of bytes).
+  written as the core's are (``10MiB`` or a number of bytes), ``check_json_size`` for a
+  client's free-form JSON object (``JSON_BLOB_MAX_BYTES``, 16 KiB encoded, as preferences),
+  ``lock_rows`` for a read-then-write that concurrent requests must not interleave (a quota).
 - The typed errors (``NotFound``, ``Conflict`` …), each rendered as the error envelope.
 
 A module may also set ``REQUIRES = ("chat",)`` (plugins it cannot work without),
@@ -27,7 +29,7 @@ A module may also set ``REQUIRES = ("chat",)`` (plugins it cannot work without),
 import pluggy
 
 from .config import Rate, parse_size
-from .db import BaseModel, JSONField, database, now
+from .db import BaseModel, JSONField, database, lock_rows, now
 from .errors import (
     ApiError, Conflict, Forbidden, InternalError, NotFound, PayloadTooLarge, QuotaExceeded,
     RateLimited, TokenExpired, Unauthorized, Unavailable, UnsupportedMediaType, ValidationFailed,
@@ -38,7 +40,7 @@ from .interfaces import Accounts, App, Database, Hooks, Hub, Limiter, Mailer
 from .rbac import requires
 from .actor import Actor
 from .web import ApiHandler, StreamingBodyHandler, endpoint
-from .wire import json_dumps
+from .wire import JSON_BLOB_MAX_BYTES, check_json_size, json_dumps
 from .ws import EventContext, Reply
 
 #: Marks a function in a plugin module as the implementation of the hook of the same name
@@ -54,7 +56,8 @@ hookspec = pluggy.HookspecMarker("vachat")
 __all__ = [
     # declaring
     "hookimpl", "hookspec", "ApiHandler", "StreamingBodyHandler", "endpoint", "ws_event", "requires", "EventContext", "Reply",
-    "BaseModel", "JSONField", "database", "now", "new_id", "Rate", "parse_size", "json_dumps",
+    "BaseModel", "JSONField", "database", "lock_rows", "now", "new_id", "Rate", "parse_size", "json_dumps",
+    "check_json_size", "JSON_BLOB_MAX_BYTES",
     # what a plugin is handed
     "App", "Actor", "Accounts", "Database", "Hooks", "Hub", "Limiter", "Mailer",
     # errors

@@ -8,7 +8,7 @@ service (``REQUIRES``). One concern per module:
 - ``providers``: the provider interface and the ``vachat.ai_providers`` entry-point group;
   ``providers.echo`` and ``providers.openai``, the shipped ones;
 - ``assistant``: the assistant of one application (quota and one-reply checks, context,
-  stopping, shutdown); ``generation``: one reply, from the context to the stored message;
+  stopping, shutdown); ``prompts``: the system messages and the cap on a conversation's own; ``generation``: one reply, from the context to the stored message;
 - ``progress``: who generates where, and the reply's progress for joins on any node;
 - ``usage`` and ``models``: tokens per user and day, quotas; ``metrics``: Prometheus;
 - ``handlers``: ``GET /api/ai/usage``, ``POST /api/chat/messages/:id/regenerate``;
@@ -26,6 +26,7 @@ from .assistant import STOP_CONTROL, Assistant
 from .events import EVENTS
 from .handlers import ROUTES
 from .metrics import AiMetrics
+from .prompts import check_conversation_prompt
 
 __version__ = "1.0.0"
 
@@ -84,7 +85,13 @@ async def vachat_user_deleting(app: App, user_id: str) -> None:
 @hookimpl
 async def chat_message_before_store(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> None:
     if message.get("requiresAIResponse"):
-        await Assistant.of(app).refuse_or_reserve(conversation["id"], actor)
+        await Assistant.of(app).refuse_or_reserve(conversation, actor, leaf_id=message.get("parentId"),
+                                                  new_content=message.get("content") or "")
+
+
+@hookimpl
+def chat_conversation_before_store(app: App, changes: dict[str, Any]) -> None:
+    check_conversation_prompt(changes.get("metadata"), int(app.plugin_config("ai")["user_system_prompt_max"]))
 
 
 @hookimpl

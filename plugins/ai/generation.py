@@ -9,7 +9,8 @@ Deltas are coalesced: the provider's pieces are gathered and published at most
 ``1 / FRAME_INTERVAL_SECS`` times a second per reply (the first at once), so a fast model
 costs clients a bounded number of frames without changing the text.
 
-The reply ends with ``stop``/``length`` (the provider finished), ``cancelled``
+The reply ends with ``stop``/``length`` (the provider finished, or the reply reached the
+completion allowance its quota reservation holds: see ``usage``), ``cancelled``
 (``stop-generation``), ``shutdown`` (the server stopping) or ``error`` (the provider failed or
 timed out: an ``error``-type message saying what failed is stored instead, the partial text in
 its ``metadata.partialContent``).
@@ -26,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from vachat.plugin_api import ApiError, NotFound, ValidationFailed
 
-from .providers import ProviderError, ProviderTimeout, StreamCancelled, Usage
+from .providers import CHARS_PER_TOKEN, ProviderError, ProviderTimeout, StreamCancelled, Usage, estimate_tokens
+from .usage import Reservation
 
 if TYPE_CHECKING:  # pragma: no cover
     from .assistant import Assistant
@@ -52,7 +54,7 @@ class Generation:
     """One reply; ``run()`` is its task. ``stop(reason)`` ends it from any task."""
 
     def __init__(self, assistant: "Assistant", *, conversation: dict[str, Any], parent_id: str,
-                 user_id: str, message_id: str, token: str) -> None:
+                 user_id: str, message_id: str, token: str, reservation: Reservation) -> None:
         self.assistant = assistant
         self.app = assistant.app
         self.conversation = conversation
@@ -61,6 +63,15 @@ class Generation:
         self.user_id = user_id
         self.message_id = message_id
         self.token = token
+        self.reservation = reservation
+        #: What the reply may still produce (None: no cap), set once the context is known: its
+        #: allowance in tokens, counted both as deltas (a provider's delta is at least a token)
+        #: and as characters (ceil(characters / 4)), whichever runs out first.
+        self._room: int | None = None
+        self._deltas_left: int | None = None
+        self._kept_deltas = 0
+        self._cut = False
+        self._settled = False
         #: Published text, and the index of the last ai-delta that carried it.
         self.text = ""
         self.index = -1
@@ -123,11 +134,14 @@ class Generation:
                 if self.text:
                     metadata["partialContent"] = self.text
                 content, kind = f"The assistant could not answer: {failure}.", "error"
-            if usage is not None and usage.total_tokens:
-                await self.assistant.usage.record(self.user_id, usage)
+            self._settled = True
+            await self.assistant.usage.settle(self.reservation, usage)
             await self._store(content, kind, metadata)
             self.assistant.count_reply(finish_reason, usage, first_token, latency)
         finally:
+            if not self._settled:  # failed before it knew its cost: the tokens go back
+                self._settled = True
+                await self.assistant.usage.settle(self.reservation, None)
             self._finished.set()
             self._wake.set()
             keepalive.cancel()
@@ -145,13 +159,26 @@ class Generation:
         loop = asyncio.get_running_loop()
         try:
             messages = await self.assistant.context(self.conversation, self.parent_id)
+            allowance = self.reservation.reply_allowance(sum(estimate_tokens(m["content"]) for m in messages))
+            if allowance is not None:
+                self._room, self._deltas_left = allowance * CHARS_PER_TOKEN, allowance
             if self.stop_reason is None:
                 self._stream = self.assistant.provider.stream(messages)
                 async for delta in self._stream:
                     if self.first_token_at is None:
                         self.first_token_at = loop.time()
-                    self._pending.append(delta)
-                    self._wake.set()
+                    if self._room is not None:
+                        delta = delta[:self._room] if self._deltas_left else ""
+                        self._room -= len(delta)
+                        self._deltas_left -= 1
+                        self._cut = self._room <= 0 or self._deltas_left <= 0
+                    if delta:
+                        self._kept_deltas += 1
+                        self._pending.append(delta)
+                        self._wake.set()
+                    if self._cut:  # the allowance is spent: no more is asked for
+                        await self._stream.cancel()
+                        break
         except StreamCancelled:
             pass
         except (ProviderError, ApiError) as error:  # ApiError: a plugin's ai_before_request refused
@@ -163,6 +190,8 @@ class Generation:
             return "error", failure
         if self.stop_reason is not None:
             return self.stop_reason, None
+        if self._cut:
+            return "length", None
         return (self._stream.finish_reason if self._stream is not None else None) or "stop", None
 
     def _usage(self, failure: str | None) -> Usage | None:
@@ -170,6 +199,9 @@ class Generation:
         was produced because it failed or was stopped before it was asked."""
         if self._stream is None or (failure is not None and not self.text):
             return None
+        if self._cut:  # stopped by us: the provider sent no count; the reply is what was kept
+            completion = max(self._kept_deltas, estimate_tokens(self.text))
+            return Usage(self._stream.estimated_usage().prompt_tokens, completion, estimated=True)
         return self._stream.usage or self._stream.estimated_usage()
 
     async def _store(self, content: str, kind: str, metadata: dict[str, Any]) -> None:

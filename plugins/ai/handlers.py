@@ -43,7 +43,7 @@ class RegenerateHandler(ApiHandler):
         if replaced["parentId"] is None:
             raise ValidationFailed("This reply answers no message", details=[
                 {"field": "id", "message": "has no parent message to answer again"}])
-        token = await assistant.refuse_or_reserve(conversation["id"], self.actor)
+        token = await assistant.refuse_or_reserve(conversation, self.actor, leaf_id=replaced["parentId"])
         reply_id = new_id()
         started = await assistant.start(conversation, parent_id=replaced["parentId"], user_id=self.actor.id,
                                         token=token, message_id=reply_id)

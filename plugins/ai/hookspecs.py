@@ -17,7 +17,8 @@ def ai_before_request(app: Any, conversation: dict[str, Any], messages: list[dic
     """A reply is about to be requested from the provider: edit ``messages`` in place.
 
     ``messages`` is the context in the chat-completions shape, ``[{"role", "content"}]``:
-    the system prompt first, then the most recent messages of the conversation's current
+    the system messages first (the operator's prompt, then the conversation's own when it
+    has one), then the most recent messages of the conversation's current
     branch that fit ``AI_CONTEXT_TOKENS``, oldest first, ending with the message being
     answered. Add, remove or rewrite entries (redact, add retrieved documents …); the return
     value is ignored. ``conversation`` is the chat API's wire shape. Raising an ``ApiError``

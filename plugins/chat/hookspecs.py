@@ -65,6 +65,18 @@ def chat_message_deleted(app: Any, conversation: dict[str, Any], message: dict[s
 
 
 @hookspec
+def chat_conversation_before_store(app: Any, changes: dict[str, Any], actor: Any, conversation_id: str | None) -> Any:
+    """A conversation is about to be created (``conversation_id`` None) or changed: refuse it
+    by raising an ``ApiError``.
+
+    ``changes`` is the request body as validated by its schema (wire names: ``title``,
+    ``metadata`` …; on a change only the fields being set). Runs before the access check
+    of a change and before anything is written; the return value is ignored. How the AI plugin
+    caps ``metadata.systemPrompt`` (``ValidationFailed``).
+    """
+
+
+@hookspec
 def chat_conversation_deleted(app: Any, conversation: dict[str, Any], actor: Any) -> Any:
     """A conversation and all its messages were deleted (``conversation-deleted`` was sent
     to the owner's devices). Not called when a whole account is deleted: use the core's

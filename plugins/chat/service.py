@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 import peewee
 
 from vachat.plugin_api import (
-    Actor, ApiError, App, Conflict, Forbidden, NotFound, ValidationFailed, database, new_id, now,
+    Actor, ApiError, App, Conflict, Forbidden, NotFound, ValidationFailed, check_json_size, database, new_id, now,
 )
 
 from . import counters, listing, rooms, search
@@ -57,6 +57,13 @@ AnyConversation = Conversation | listing.ConversationRow
 
 def user_room(user_id: str) -> str:
     return f"user:{user_id}"
+
+
+def check_metadata(body: dict[str, Any]) -> None:
+    """Refuse a body whose ``metadata`` takes more than ``JSON_BLOB_MAX_BYTES`` encoded (400
+    on ``metadata``): it is stored whole and sent with every page and frame of the record."""
+    if body.get("metadata") is not None:
+        check_json_size(body["metadata"], "metadata")
 
 
 # ---------------------------------------------------------------------------
@@ -101,6 +108,7 @@ class Draft:
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> "Draft":
+        check_metadata(body)
         files = list(dict.fromkeys(body.get("files") or []))
         content = body.get("content", "")
         if not content.strip() and not files:
@@ -501,7 +509,17 @@ class ChatService:
 
         return await self.app.db.run(read) if wanted else [set() for _ in questions]
 
+    async def _before_conversation_store(self, actor: Actor, body: dict[str, Any], conversation_id: str | None) -> None:
+        """The checks of a conversation's new fields: the metadata's size, then other
+        plugins' (``chat_conversation_before_store``), before anything is written."""
+        check_metadata(body)
+        if self.app.hooks.implemented("chat_conversation_before_store"):
+            await self.app.hooks.call("chat_conversation_before_store", changes=body, actor=actor,
+                                      conversation_id=conversation_id)
+
     async def create_conversation(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
+        await self._before_conversation_store(actor, body, None)
+
         def create() -> dict[str, Any]:
             with database.atomic():
                 conversation = Conversation.create(
@@ -517,6 +535,7 @@ class ChatService:
         return created
 
     async def update_conversation(self, actor: Actor, conversation_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        await self._before_conversation_store(actor, body, conversation_id)
         fields = {"title": Conversation.title, "description": Conversation.description,
                   "isPublic": Conversation.is_public, "isArchived": Conversation.is_archived,
                   "metadata": Conversation.metadata}
@@ -782,6 +801,7 @@ class ChatService:
 
     async def edit_message(self, actor: Actor, message_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """The author edits their message (``PUT /api/chat/messages/:id``): sets isEdited/editedAt."""
+        check_metadata(body)
         changes = {key: body[key] for key in ("content", "metadata") if key in body}
         return await self._change(actor, message_id, changes, edited=True)
 

@@ -24,6 +24,7 @@ from vachat.plugin_api import App, hookimpl
 
 from . import attachments, avatars, handlers
 from .commands import add_commands
+from .images import stop_decoding
 from .service import ACCESS_ALL, FilesService
 from .storage import storage_of
 
@@ -54,6 +55,11 @@ def vachat_commands(commands: Any) -> None:
 @hookimpl
 async def vachat_startup(app: App) -> None:
     await app.run_blocking(storage_of, app)  # creates the upload folders, off the IOLoop
+
+
+@hookimpl
+def vachat_shutdown(app: App) -> None:
+    stop_decoding(app)
 
 
 @hookimpl

@@ -19,13 +19,14 @@ from typing import Any
 import peewee
 
 from vachat.plugin_api import (
-    ApiError, ApiHandler, NotFound, PayloadTooLarge, StreamingBodyHandler, ValidationFailed, endpoint,
+    ApiError, ApiHandler, NotFound, StreamingBodyHandler, ValidationFailed, endpoint,
 )
 
 from .delivery import etag_matches, etag_of, requested_range, send_file
 from .models import PURPOSE_DEFAULT, File
 from .names import content_disposition
-from .service import FilesService, bytes_used, quota_message
+from .quota import bytes_used, over_quota, quota_message
+from .service import FilesService
 from .settings import settings_of
 from .sniffing import ALLOWED_TYPES
 from .storage import storage_of
@@ -75,7 +76,7 @@ class UploadingHandler(StreamingBodyHandler):
         quota = settings_of(self.app).user_quota
         left = quota - await self.app.db.run(bytes_used, self.actor.id)
         if left <= 0:
-            raise PayloadTooLarge(quota_message(quota), details=[{"field": "file", "message": "would exceed your storage quota"}])
+            raise over_quota(quota)
         self.receiver = UploadReceiver(
             self.app, storage_of(self.app), boundary, file_field="file", fields=self.form_fields,
             max_file_size=self.file_limit(), bytes_allowed=min(left, self.file_limit()),

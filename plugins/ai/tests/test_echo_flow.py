@@ -106,19 +106,22 @@ async def test_one_reply_at_a_time_per_conversation(fetch, ws_connect):
 
 
 @pytest.mark.gen_test
-@pytest.mark.vachat(config={"plugin_sections": {"ai": {"echo_delay": 0, "daily_tokens": "free=5,pro=100000"}}})
+@pytest.mark.vachat(config={"plugin_sections": {"ai": {"echo_delay": 0, "daily_tokens": "free=60,pro=100000"}}})
 async def test_quota_refuses_before_anything_is_stored_and_usage_shows_it(fetch, ws_connect, make_user):
     alice = await make_user()  # tier free
     cid = (await create_conversation(fetch, user=alice))["id"]
     assert (await fetch("/api/ai/usage", user=alice)).data["used"] == 0
     socket = await connect(ws_connect, alice)
     await join(socket, cid)
+    # The prompt (the system prompt's 7 tokens and the question's 11) and the reply's
+    # allowance (what is left: 42) fit the 60 exactly; the reply costs 9 (its words).
     await ask(fetch, cid, "a question that costs more than five tokens", user=alice)
     stored = check_reply(await reply_frames(socket), cid)
     used = stored["metadata"]["promptTokens"] + stored["metadata"]["completionTokens"]
     usage = (await fetch("/api/ai/usage", user=alice)).data
-    assert usage["used"] == used > 5 and usage["limit"] == 5 and usage["tier"] == "free"
+    assert usage["used"] == used == 27 and usage["limit"] == 60 and usage["tier"] == "free"
     assert len(usage["date"]) == 10
+    # The next prompt (the history so far and the question: 33) leaves less than 16 of the 33 left.
     refused = await ask(fetch, cid, "one more", user=alice, expect=429)
     assert_error(refused, 429, "QUOTA_EXCEEDED")
     assert int(refused.headers["Retry-After"]) > 0
@@ -216,7 +219,8 @@ async def test_context_is_the_conversations_own_branch(app, fetch, ws_connect):
     assistant = app.service("ai")
     conversation = await app.service("chat").get_conversation(cid)
     context = await assistant.context(conversation, second["id"])
-    assert context == [{"role": "system", "content": "Answer like a pirate."},
+    assert context == [{"role": "system", "content": "You are a helpful assistant."},
+                       {"role": "system", "content": "Answer like a pirate."},
                        {"role": "user", "content": "first"}, {"role": "assistant", "content": "Echo: first"},
                        {"role": "user", "content": "second"}]
     plain = await app.service("chat").get_conversation(other)

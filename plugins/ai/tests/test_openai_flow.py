@@ -45,10 +45,11 @@ async def test_a_reply_streams_from_the_server_with_its_usage(fetch, ws_connect,
     assert stored["content"] == "The answer is 42." and stored["parentId"] == asked["id"]
     metadata = stored["metadata"]
     assert (metadata["provider"], metadata["model"], metadata["finishReason"]) == ("openai", "fake-model", "stop")
-    # The server's own usage (the fake counts words): 2 + 4 prompt, 4 completion.
-    assert (metadata["promptTokens"], metadata["completionTokens"], metadata["usageEstimated"]) == (6, 4, False)
+    # The server's own usage (the fake counts words): 5 + 2 + 4 prompt, 4 completion.
+    assert (metadata["promptTokens"], metadata["completionTokens"], metadata["usageEstimated"]) == (11, 4, False)
     assert fake_openai.requests[0].body["messages"] == [
-        {"role": "system", "content": "Be exact."}, {"role": "user", "content": "What is the answer?"}]
+        {"role": "system", "content": "You are a helpful assistant."}, {"role": "system", "content": "Be exact."},
+        {"role": "user", "content": "What is the answer?"}]
 
 
 @pytest.mark.gen_test
