@@ -266,6 +266,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("refresh_token_ttl", "security", "refresh_token_ttl", "REFRESH_TOKEN_TTL", parse_positive_int),
     Option("rate_limit_global", "security", "rate_limit_global", "RATE_LIMIT_GLOBAL", Rate.parse),
     Option("rate_limit_auth", "security", "rate_limit_auth", "RATE_LIMIT_AUTH", Rate.parse),
+    Option("rate_limit_export", "security", "rate_limit_export", "RATE_LIMIT_EXPORT", Rate.parse),
     Option("log_level", "logging", "level", "LOG_LEVEL", parse_log_level),
     Option("log_dir", "logging", "dir", "LOG_DIR", str),
     Option("log_retention_days", "logging", "retention_days", "LOG_RETENTION_DAYS", parse_positive_int),
@@ -325,6 +326,8 @@ class Settings:
     refresh_token_ttl: int = 7 * 24 * 3600
     rate_limit_global: Rate = Rate(100, 60)
     rate_limit_auth: Rate = Rate(5, 900)
+    # Each export reads everything a user holds: a handful an hour is plenty for a person.
+    rate_limit_export: Rate = Rate(10, 3600)
     log_level: str = "INFO"
     log_dir: str = "var/log"
     log_retention_days: int = 14

@@ -16,6 +16,8 @@ What a plugin is handed:
   ``max_body_size``, raised above ``MAX_JSON_BODY`` only once the caller is authorised), ``ws_event`` with ``EventContext`` and ``Reply``,
   ``requires`` for permissions, ``BaseModel`` for models, ``parse_size`` for a size setting
   written as the core's are (``10MiB`` or a number of bytes).
+- ``UserExport``: what the ``vachat_user_exporting`` hook is handed, to add a plugin's part
+  of a user's data export (``add_json``, ``add_stream``).
 - The typed errors (``NotFound``, ``Conflict`` …), each rendered as the error envelope.
 
 A module may also set ``REQUIRES = ("chat",)`` (plugins it cannot work without),
@@ -33,6 +35,7 @@ from .errors import (
     RateLimited, TokenExpired, Unauthorized, Unavailable, UnsupportedMediaType, ValidationFailed,
 )
 from .events import ws_event
+from .exports import UserExport
 from .ids import new_id
 from .interfaces import Accounts, App, Database, Hooks, Hub, Limiter, Mailer
 from .rbac import requires
@@ -56,7 +59,7 @@ __all__ = [
     "hookimpl", "hookspec", "ApiHandler", "StreamingBodyHandler", "endpoint", "ws_event", "requires", "EventContext", "Reply",
     "BaseModel", "JSONField", "database", "now", "new_id", "Rate", "parse_size", "json_dumps",
     # what a plugin is handed
-    "App", "Actor", "Accounts", "Database", "Hooks", "Hub", "Limiter", "Mailer",
+    "App", "Actor", "Accounts", "Database", "Hooks", "Hub", "Limiter", "Mailer", "UserExport",
     # errors
     "ApiError", "ValidationFailed", "Unauthorized", "TokenExpired", "Forbidden", "NotFound",
     "Conflict", "PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "QuotaExceeded",

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from vachat.plugin_api import App, hookimpl
+from vachat.plugin_api import App, UserExport, hookimpl
 
-from . import attachments, avatars, handlers
+from . import attachments, avatars, export as export_part, handlers
 from .commands import add_commands
 from .service import ACCESS_ALL, FilesService
 from .storage import storage_of
@@ -59,6 +59,11 @@ async def vachat_startup(app: App) -> None:
 @hookimpl
 async def vachat_user_deleting(app: App, user_id: str) -> None:
     await app.service("files").delete_all_of(user_id)
+
+
+@hookimpl
+async def vachat_user_exporting(app: App, user_id: str, export: UserExport) -> None:
+    await export_part.add_files(app, user_id, export)
 
 
 @hookimpl(optionalhook=True)
