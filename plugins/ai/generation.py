@@ -175,15 +175,20 @@ class Generation:
     async def _store(self, content: str, kind: str, metadata: dict[str, Any]) -> None:
         chat = self.assistant.chat
         try:
-            await chat.store_assistant_message(self.conversation_id, content, type=kind, parent_id=self.parent_id,
-                                               metadata=metadata, message_id=self.message_id)
-        except ValidationFailed:
-            # The message it answers was deleted meanwhile: the reply goes on the current branch.
-            await chat.store_assistant_message(self.conversation_id, content, type=kind, metadata=metadata,
-                                               message_id=self.message_id)
+            try:
+                message = await chat.store_assistant_message(
+                    self.conversation_id, content, type=kind, parent_id=self.parent_id, metadata=metadata,
+                    message_id=self.message_id)
+            except ValidationFailed:
+                # The message it answers was deleted meanwhile: the reply goes on the current branch.
+                message = await chat.store_assistant_message(self.conversation_id, content, type=kind,
+                                                             metadata=metadata, message_id=self.message_id)
         except NotFound:
             log.info("the conversation was deleted during the reply; nothing stored",
                      extra={"conversationId": self.conversation_id})
+            return
+        if self.app.hooks.implemented("ai_reply_completed"):
+            await self.app.hooks.notify("ai_reply_completed", conversation=self.conversation, message=message)
 
     async def _flush_frames(self) -> None:
         """Publish what the provider gave, at most once per FRAME_INTERVAL_SECS."""

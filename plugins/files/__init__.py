@@ -22,12 +22,17 @@ from typing import Any
 
 from vachat.plugin_api import App, UserExport, hookimpl
 
-from . import attachments, avatars, export as export_part, handlers
+from . import attachments, avatars, export as export_part, handlers, hookspecs
 from .commands import add_commands
 from .service import ACCESS_ALL, FilesService
 from .storage import storage_of
 
 __version__ = "1.0.0"
+
+
+@hookimpl
+def vachat_addhooks(pluginmanager: Any) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 @hookimpl
