@@ -26,6 +26,7 @@ from .assistant import STOP_CONTROL, Assistant
 from .events import EVENTS
 from .handlers import ROUTES
 from .metrics import AiMetrics
+from .options import reply_options
 
 __version__ = "1.0.0"
 
@@ -84,12 +85,14 @@ async def vachat_user_deleting(app: App, user_id: str) -> None:
 @hookimpl
 async def chat_message_before_store(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> None:
     if message.get("requiresAIResponse"):
+        reply_options(message.get("metadata"))  # malformed options: 400 before anything is taken
         await Assistant.of(app).refuse_or_reserve(conversation["id"], actor)
 
 
 @hookimpl
 async def chat_ai_reply_requested(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> None:
-    await Assistant.of(app).start(conversation, parent_id=message["id"], user_id=actor.id)
+    await Assistant.of(app).start(conversation, parent_id=message["id"], user_id=actor.id,
+                                  options=reply_options(message.get("metadata")))
 
 
 @hookimpl

@@ -25,7 +25,7 @@ from vachat.plugin_api import App, Conflict, new_id
 from .generation import CLAIM_TTL_SECS, Generation
 from .metrics import AiMetrics
 from .progress import GenerationSlots
-from .providers import ChatMessage, Provider, ProviderSettings, Usage, estimate_tokens, load_provider
+from .providers import ChatMessage, Provider, ProviderSettings, ReplyOptions, Usage, estimate_tokens, load_provider
 from .usage import UsageBook
 
 __all__ = ["Assistant", "STOP_CONTROL", "PENDING_CLAIM_SECS", "SHUTDOWN_WAIT_SECS"]
@@ -89,7 +89,8 @@ class Assistant:
     # -- a reply --------------------------------------------------------------------------
 
     async def start(self, conversation: dict[str, Any], *, parent_id: str, user_id: str,
-                    token: str | None = None, message_id: str | None = None) -> Generation | None:
+                    token: str | None = None, message_id: str | None = None,
+                    options: ReplyOptions | None = None) -> Generation | None:
         """Start a reply to ``parent_id`` in a task. ``token`` is a slot already taken;
         without one the slot is taken here (None when another reply holds it)."""
         conversation_id = conversation["id"]
@@ -102,7 +103,7 @@ class Assistant:
                 return None
         await self.slots.extend(conversation_id, token, CLAIM_TTL_SECS)
         generation = Generation(self, conversation=conversation, parent_id=parent_id, user_id=user_id,
-                                message_id=message_id or new_id(), token=token)
+                                message_id=message_id or new_id(), token=token, options=options)
         self.running[conversation_id] = generation
         generation.task = asyncio.ensure_future(self._run(generation))
         self._tasks.add(generation.task)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from vachat.plugin_api import ApiError, NotFound, ValidationFailed
 
-from .providers import ProviderError, ProviderTimeout, StreamCancelled, Usage
+from .providers import ProviderError, ProviderTimeout, ReplyOptions, StreamCancelled, Usage
 
 if TYPE_CHECKING:  # pragma: no cover
     from .assistant import Assistant
@@ -52,7 +52,7 @@ class Generation:
     """One reply; ``run()`` is its task. ``stop(reason)`` ends it from any task."""
 
     def __init__(self, assistant: "Assistant", *, conversation: dict[str, Any], parent_id: str,
-                 user_id: str, message_id: str, token: str) -> None:
+                 user_id: str, message_id: str, token: str, options: ReplyOptions | None = None) -> None:
         self.assistant = assistant
         self.app = assistant.app
         self.conversation = conversation
@@ -61,6 +61,7 @@ class Generation:
         self.user_id = user_id
         self.message_id = message_id
         self.token = token
+        self.options = options
         #: Published text, and the index of the last ai-delta that carried it.
         self.text = ""
         self.index = -1
@@ -146,7 +147,9 @@ class Generation:
         try:
             messages = await self.assistant.context(self.conversation, self.parent_id)
             if self.stop_reason is None:
-                self._stream = self.assistant.provider.stream(messages)
+                provider = self.assistant.provider
+                # Options only when asked for: a provider written before options still works.
+                self._stream = provider.stream(messages, self.options) if self.options else provider.stream(messages)
                 async for delta in self._stream:
                     if self.first_token_at is None:
                         self.first_token_at = loop.time()
@@ -215,6 +218,9 @@ class Generation:
         await self.assistant.slots.advance(self.conversation_id, self.message_id, delta, index, CLAIM_TTL_SECS)
         await self.app.publish(room(self.conversation_id), "ai-delta", {
             "conversationId": self.conversation_id, "messageId": self.message_id, "index": index, "delta": delta})
+        if self.app.hooks.implemented("ai_reply_delta"):
+            await self.app.hooks.notify("ai_reply_delta", conversation_id=self.conversation_id,
+                                        message_id=self.message_id, index=index, delta=delta)
 
     async def _keep_claim(self) -> None:
         while True:
