@@ -317,3 +317,43 @@ async def test_the_dashboard_counts_deliveries(app, fetch, make_user, admin_user
         return figures.get("webhooks", {}).get("delivered") == 1 and figures
     figures = await eventually(counted, what="the dashboard to count the delivery")
     assert figures["webhooks"]["failed"] == 0 and "webhooks" not in figures["missing"]
+
+
+@setup()
+@pytest.mark.gen_test
+async def test_queued_deliveries_survive_a_restart(app, fetch, make_user, receiver):
+    """Events queued while no dispatcher runs (the node went down) are sent by the next one."""
+    from plugins.webhooks.dispatcher import Dispatcher
+
+    await app.plugin_state("webhooks").dispatcher.stop()  # the node "stops"
+    ada = await make_user()
+    await create(fetch, ada, receiver.url, ["conversation.created"])
+    await fetch("/api/chat/conversations", method="POST", json={"title": "while down"}, user=ada)
+    await eventually(lambda: app.db.run(lambda: len(_deliveries()) == 1), what="the delivery to be queued")
+    assert receiver.requests == []
+
+    restarted = Dispatcher(app)
+    restarted.start()
+    try:
+        [request] = await receiver.wait_for(1)
+        assert json.loads(request.body)["data"]["title"] == "while down"
+    finally:
+        await restarted.stop()
+
+
+@setup(timeout=3)
+@pytest.mark.gen_test
+async def test_a_receiver_that_hangs_does_not_delay_another(app, fetch, make_user, receiver):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts connections, never answers
+    try:
+        ada, bob = await make_user(), await make_user()
+        await create(fetch, ada, f"http://127.0.0.1:{silent.getsockname()[1]}/hook", ["conversation.created"])
+        await create(fetch, bob, receiver.url, ["conversation.created"])
+        await fetch("/api/chat/conversations", method="POST", json={"title": "ada's"}, user=ada)
+        await fetch("/api/chat/conversations", method="POST", json={"title": "bob's"}, user=bob)
+        [request] = await receiver.wait_for(1, timeout=2)  # well before ada's attempt times out
+        assert json.loads(request.body)["data"]["title"] == "bob's"
+    finally:
+        silent.close()
