@@ -267,6 +267,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("rate_limit_global", "security", "rate_limit_global", "RATE_LIMIT_GLOBAL", Rate.parse),
     Option("rate_limit_auth", "security", "rate_limit_auth", "RATE_LIMIT_AUTH", Rate.parse),
     Option("rate_limit_auth_account", "security", "rate_limit_auth_account", "RATE_LIMIT_AUTH_ACCOUNT", Rate.parse),
+    Option("rate_limit_export", "security", "rate_limit_export", "RATE_LIMIT_EXPORT", Rate.parse),
     Option("log_level", "logging", "level", "LOG_LEVEL", parse_log_level),
     Option("log_dir", "logging", "dir", "LOG_DIR", str),
     Option("log_retention_days", "logging", "retention_days", "LOG_RETENTION_DAYS", parse_positive_int),
@@ -330,6 +331,8 @@ class Settings:
     # Failed sign-ins per account from every address: slows a distributed guess; its burst is
     # ten times an address's, so a few failures anywhere never lock the owner out.
     rate_limit_auth_account: Rate = Rate(50, 3600)
+    # Each export reads everything a user holds: a handful an hour is plenty for a person.
+    rate_limit_export: Rate = Rate(10, 3600)
     log_level: str = "INFO"
     log_dir: str = "var/log"
     log_retention_days: int = 14

@@ -27,6 +27,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client import CollectorRegistry
 
+    from .exports import UserExport
     from .interfaces import App
 
 hookspec = pluggy.HookspecMarker("vachat")
@@ -196,3 +197,18 @@ def vachat_user_deleting(app: "App", user_id: str) -> Any:
     (the caller sees it); any other failure is logged and the other plugins still run. Make it
     idempotent: an operator may retry a deletion.
     """
+
+
+@hookspec
+def vachat_user_exporting(app: "App", user_id: str, export: "UserExport") -> Any:
+    """A user asked for a copy of their data (``GET /api/users/me/export``): add what this
+    plugin holds of theirs to ``export``. May return an awaitable.
+
+    Add small documents with ``export.add_json("name.json", data)`` and large ones (file
+    contents, long lists) with ``export.add_stream("folder/name", opener)``, where ``opener()``
+    returns an async iterator of ``bytes``: it runs only when the archive reaches that entry,
+    so nothing is held in memory. Leave out secrets (password hashes, signing keys). The core
+    adds ``profile.json``; an ``ApiError`` raised here reaches the caller before anything was
+    sent.
+    """
+

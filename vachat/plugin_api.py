@@ -18,6 +18,8 @@ What a plugin is handed:
   written as the core's are (``10MiB`` or a number of bytes), ``check_json_size`` for a
   client's free-form JSON object (``JSON_BLOB_MAX_BYTES``, 16 KiB encoded, as preferences),
   ``lock_rows`` for a read-then-write that concurrent requests must not interleave (a quota).
+- ``UserExport``: what the ``vachat_user_exporting`` hook is handed, to add a plugin's part
+  of a user's data export (``add_json``, ``add_stream``).
 - The typed errors (``NotFound``, ``Conflict`` …), each rendered as the error envelope.
 
 A module may also set ``REQUIRES = ("chat",)`` (plugins it cannot work without),
@@ -35,6 +37,7 @@ from .errors import (
     RateLimited, TokenExpired, Unauthorized, Unavailable, UnsupportedMediaType, ValidationFailed,
 )
 from .events import ws_event
+from .exports import UserExport
 from .ids import new_id
 from .interfaces import Accounts, App, Database, Hooks, Hub, Limiter, Mailer
 from .rbac import requires
@@ -59,7 +62,7 @@ __all__ = [
     "BaseModel", "JSONField", "database", "lock_rows", "now", "new_id", "Rate", "parse_size", "json_dumps",
     "check_json_size", "JSON_BLOB_MAX_BYTES",
     # what a plugin is handed
-    "App", "Actor", "Accounts", "Database", "Hooks", "Hub", "Limiter", "Mailer",
+    "App", "Actor", "Accounts", "Database", "Hooks", "Hub", "Limiter", "Mailer", "UserExport",
     # errors
     "ApiError", "ValidationFailed", "Unauthorized", "TokenExpired", "Forbidden", "NotFound",
     "Conflict", "PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "QuotaExceeded",

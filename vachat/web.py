@@ -151,6 +151,8 @@ class ApiHandler(tornado.web.RequestHandler):
     max_body_size: int | None = None
     #: Count requests against the per-IP global limit.
     rate_limited: bool = True
+    #: Response headers of this handler's own that browsers may read (CORS), besides the core's.
+    exposed_headers: tuple[str, ...] = ()
 
     #: Whether ``prepare`` lets the body in (``_accept_body``); a handler that must check the
     #: caller first (``StreamingBodyHandler``) lets it in itself.
@@ -181,7 +183,8 @@ class ApiHandler(tornado.web.RequestHandler):
         if origin and self.application.origin_allowed(origin, self.request):
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Access-Control-Allow-Credentials", "true")
-            self.set_header("Access-Control-Expose-Headers", CORS_EXPOSED_HEADERS)
+            self.set_header("Access-Control-Expose-Headers",
+                            ", ".join((CORS_EXPOSED_HEADERS, *self.exposed_headers)))
             self.add_header("Vary", "Origin")
 
     async def prepare(self) -> None:
@@ -361,10 +364,16 @@ class ApiHandler(tornado.web.RequestHandler):
         self.set_status(error.status)
         for name, value in error.headers.items():
             self.set_header(name, value)
+        self.write_api_error(error, kwargs.get("exc_info"))
+
+    def write_api_error(self, error: ApiError, exc_info: Any = None) -> None:
+        """Write the body of an error answer; its status and headers are set. The error
+        envelope, unless a handler speaking another protocol's error shape overrides this (the
+        OpenAI-compatible API does)."""
         envelope = error.envelope()
-        if isinstance(error, InternalError) and kwargs.get("exc_info") and self._may_see_tracebacks():
+        if isinstance(error, InternalError) and exc_info and self._may_see_tracebacks():
             # Beside ``details``, which is always the list of failing fields.
-            envelope["traceback"] = traceback.format_exception(*kwargs["exc_info"])
+            envelope["traceback"] = traceback.format_exception(*exc_info)
         self.write_json(envelope)
 
     def _may_see_tracebacks(self) -> bool:

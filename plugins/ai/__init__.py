@@ -27,6 +27,7 @@ from .events import EVENTS
 from .handlers import ROUTES
 from .metrics import AiMetrics
 from .prompts import check_conversation_prompt
+from .options import reply_options
 
 __version__ = "1.0.0"
 
@@ -85,6 +86,7 @@ async def vachat_user_deleting(app: App, user_id: str) -> None:
 @hookimpl
 async def chat_message_before_store(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> None:
     if message.get("requiresAIResponse"):
+        reply_options(message.get("metadata"))  # malformed options: 400 before anything is taken
         await Assistant.of(app).refuse_or_reserve(conversation, actor, leaf_id=message.get("parentId"),
                                                   new_content=message.get("content") or "")
 
@@ -96,7 +98,8 @@ def chat_conversation_before_store(app: App, changes: dict[str, Any]) -> None:
 
 @hookimpl
 async def chat_ai_reply_requested(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> None:
-    await Assistant.of(app).start(conversation, parent_id=message["id"], user_id=actor.id)
+    await Assistant.of(app).start(conversation, parent_id=message["id"], user_id=actor.id,
+                                  options=reply_options(message.get("metadata")))
 
 
 @hookimpl

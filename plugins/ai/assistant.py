@@ -27,7 +27,7 @@ from .generation import CLAIM_TTL_SECS, Generation
 from .metrics import AiMetrics
 from .progress import GenerationSlots
 from .prompts import system_messages
-from .providers import ChatMessage, Provider, ProviderSettings, Usage, estimate_tokens, load_provider
+from .providers import ChatMessage, Provider, ProviderSettings, ReplyOptions, Usage, estimate_tokens, load_provider
 from .usage import Reservation, UsageBook
 
 __all__ = ["Assistant", "STOP_CONTROL", "PENDING_CLAIM_SECS", "SHUTDOWN_WAIT_SECS"]
@@ -124,7 +124,8 @@ class Assistant:
     # -- a reply --------------------------------------------------------------------------
 
     async def start(self, conversation: dict[str, Any], *, parent_id: str, user_id: str,
-                    token: str | None = None, message_id: str | None = None) -> Generation | None:
+                    token: str | None = None, message_id: str | None = None,
+                    options: ReplyOptions | None = None) -> Generation | None:
         """Start a reply to ``parent_id`` in a task, with the slot and the tokens
         ``refuse_or_reserve`` took (``token``, when the caller holds it). Without them the slot
         is taken here (None when another reply holds it) and the reply runs unreserved."""
@@ -143,7 +144,8 @@ class Assistant:
                 return None
         await self.slots.extend(conversation_id, token, CLAIM_TTL_SECS)
         generation = Generation(self, conversation=conversation, parent_id=parent_id, user_id=user_id,
-                                message_id=message_id or new_id(), token=token, reservation=reservation)
+                                message_id=message_id or new_id(), token=token, reservation=reservation,
+                                options=options)
         self.running[conversation_id] = generation
         generation.task = asyncio.ensure_future(self._run(generation))
         self._tasks.add(generation.task)

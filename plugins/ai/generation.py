@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from vachat.plugin_api import ApiError, NotFound, ValidationFailed
 
-from .providers import CHARS_PER_TOKEN, ProviderError, ProviderTimeout, StreamCancelled, Usage, estimate_tokens
+from .providers import CHARS_PER_TOKEN, ProviderError, ProviderTimeout, ReplyOptions, StreamCancelled, Usage, estimate_tokens
 from .usage import Reservation
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,7 +54,8 @@ class Generation:
     """One reply; ``run()`` is its task. ``stop(reason)`` ends it from any task."""
 
     def __init__(self, assistant: "Assistant", *, conversation: dict[str, Any], parent_id: str,
-                 user_id: str, message_id: str, token: str, reservation: Reservation) -> None:
+                 user_id: str, message_id: str, token: str, reservation: Reservation,
+                 options: ReplyOptions | None = None) -> None:
         self.assistant = assistant
         self.app = assistant.app
         self.conversation = conversation
@@ -72,6 +73,7 @@ class Generation:
         self._kept_deltas = 0
         self._cut = False
         self._settled = False
+        self.options = options
         #: Published text, and the index of the last ai-delta that carried it.
         self.text = ""
         self.index = -1
@@ -163,7 +165,9 @@ class Generation:
             if allowance is not None:
                 self._room, self._deltas_left = allowance * CHARS_PER_TOKEN, allowance
             if self.stop_reason is None:
-                self._stream = self.assistant.provider.stream(messages)
+                provider = self.assistant.provider
+                # Options only when asked for: a provider written before options still works.
+                self._stream = provider.stream(messages, self.options) if self.options else provider.stream(messages)
                 async for delta in self._stream:
                     if self.first_token_at is None:
                         self.first_token_at = loop.time()
@@ -207,15 +211,20 @@ class Generation:
     async def _store(self, content: str, kind: str, metadata: dict[str, Any]) -> None:
         chat = self.assistant.chat
         try:
-            await chat.store_assistant_message(self.conversation_id, content, type=kind, parent_id=self.parent_id,
-                                               metadata=metadata, message_id=self.message_id)
-        except ValidationFailed:
-            # The message it answers was deleted meanwhile: the reply goes on the current branch.
-            await chat.store_assistant_message(self.conversation_id, content, type=kind, metadata=metadata,
-                                               message_id=self.message_id)
+            try:
+                message = await chat.store_assistant_message(
+                    self.conversation_id, content, type=kind, parent_id=self.parent_id, metadata=metadata,
+                    message_id=self.message_id)
+            except ValidationFailed:
+                # The message it answers was deleted meanwhile: the reply goes on the current branch.
+                message = await chat.store_assistant_message(self.conversation_id, content, type=kind,
+                                                             metadata=metadata, message_id=self.message_id)
         except NotFound:
             log.info("the conversation was deleted during the reply; nothing stored",
                      extra={"conversationId": self.conversation_id})
+            return
+        if self.app.hooks.implemented("ai_reply_completed"):
+            await self.app.hooks.notify("ai_reply_completed", conversation=self.conversation, message=message)
 
     async def _flush_frames(self) -> None:
         """Publish what the provider gave, at most once per FRAME_INTERVAL_SECS."""
@@ -242,6 +251,9 @@ class Generation:
         await self.assistant.slots.advance(self.conversation_id, self.message_id, delta, index, CLAIM_TTL_SECS)
         await self.app.publish(room(self.conversation_id), "ai-delta", {
             "conversationId": self.conversation_id, "messageId": self.message_id, "index": index, "delta": delta})
+        if self.app.hooks.implemented("ai_reply_delta"):
+            await self.app.hooks.notify("ai_reply_delta", conversation_id=self.conversation_id,
+                                        message_id=self.message_id, index=index, delta=delta)
 
     async def _keep_claim(self) -> None:
         while True:

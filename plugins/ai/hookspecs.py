@@ -13,6 +13,20 @@ from vachat.plugin_api import hookspec
 
 
 @hookspec
+def ai_reply_delta(app: Any, conversation_id: str, message_id: str, index: int, delta: str) -> Any:
+    """A piece of a reply was published (the ``ai-delta`` frame ``index`` went out): on the node
+    generating it, in order. Deltas are coalesced (at most 20 a second per reply), and the
+    reply's stored text is exactly its deltas joined. Keep it cheap: it runs on every frame."""
+
+
+@hookspec
+def ai_reply_completed(app: Any, conversation: dict[str, Any], message: dict[str, Any]) -> Any:
+    """A reply was stored (after ``ai-done``): ``message`` is the assistant's message as chat
+    stored it, with ``metadata.finishReason``, the token counts and, for a failed reply,
+    ``type: "error"``. Not called when nothing was stored (the conversation was deleted)."""
+
+
+@hookspec
 def ai_before_request(app: Any, conversation: dict[str, Any], messages: list[dict[str, str]]) -> Any:
     """A reply is about to be requested from the provider: edit ``messages`` in place.
 

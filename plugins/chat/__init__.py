@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from vachat.plugin_api import App, hookimpl
+from vachat.plugin_api import App, UserExport, hookimpl
 
-from . import hookspecs, rooms
+from . import export as export_part, hookspecs, rooms
 from .events import EVENTS, Typing
 from .handlers import ROUTES
 from .service import READ_ALL, ChatService
@@ -56,6 +56,11 @@ def vachat_permissions() -> list[tuple[str, str]]:
 @hookimpl
 async def vachat_user_deleting(app: App, user_id: str) -> None:
     await app.service("chat").delete_user_data(user_id)
+
+
+@hookimpl
+def vachat_user_exporting(app: App, user_id: str, export: UserExport) -> None:
+    export_part.add_conversations(app, user_id, export)
 
 
 @hookimpl(optionalhook=True)

@@ -77,6 +77,18 @@ def chat_conversation_before_store(app: Any, changes: dict[str, Any], actor: Any
 
 
 @hookspec
+def chat_conversation_created(app: Any, conversation: dict[str, Any], actor: Any) -> Any:
+    """A conversation was created (``conversation-created`` was sent to the owner's devices)."""
+
+
+@hookspec
+def chat_conversation_updated(app: Any, conversation: dict[str, Any], actor: Any) -> Any:
+    """A conversation's title, description, tags, flags, metadata or current message changed
+    (``conversation-updated`` was sent to the owner's devices); ``conversation`` is the new
+    version."""
+
+
+@hookspec
 def chat_conversation_deleted(app: Any, conversation: dict[str, Any], actor: Any) -> Any:
     """A conversation and all its messages were deleted (``conversation-deleted`` was sent
     to the owner's devices). Not called when a whole account is deleted: use the core's

@@ -532,6 +532,8 @@ class ChatService:
 
         created = await self.app.db.run(create)
         await self.app.publish(user_room(actor.id), "conversation-created", created)
+        if self.app.hooks.implemented("chat_conversation_created"):
+            await self.app.hooks.notify("chat_conversation_created", conversation=created, actor=actor)
         return created
 
     async def update_conversation(self, actor: Actor, conversation_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -562,6 +564,8 @@ class ChatService:
             await rooms.made_private(self.app, conversation_id)
         await self._decorate_last([updated])
         await self.app.publish(user_room(updated["ownerId"]), "conversation-updated", updated)
+        if self.app.hooks.implemented("chat_conversation_updated"):
+            await self.app.hooks.notify("chat_conversation_updated", conversation=updated, actor=actor)
         return updated
 
     async def delete_conversation(self, actor: Actor, conversation_id: str) -> None:

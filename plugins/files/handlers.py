@@ -137,7 +137,10 @@ class UploadHandler(UploadingHandler):
     async def post(self) -> None:
         file = await self.stored_or_discarded(self._store())
         self.receiver.keep()
-        self.respond(file.to_wire(), status=201, message="File uploaded")
+        wire = file.to_wire()
+        self.respond(wire, status=201, message="File uploaded")
+        if self.app.hooks.implemented("files_uploaded"):
+            await self.app.hooks.notify("files_uploaded", file=wire, actor=self.actor)
 
     async def _store(self) -> File:
         received = await self.receiver.finish()

@@ -53,6 +53,8 @@ USER_ROLE_CHANGED = "user.role_changed"
 USER_DISABLED = "user.disabled"
 USER_ENABLED = "user.enabled"
 USER_DELETED = "user.deleted"
+USER_DELETION_FAILED = "user.deletion_failed"
+USER_EXPORTED = "user.exported"
 ROLE_CREATED = "role.created"
 ROLE_UPDATED = "role.updated"
 # An administrative change refused because it would give someone more than the actor holds

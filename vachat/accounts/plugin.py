@@ -45,7 +45,7 @@ CORE_PERMISSIONS = (
 
 # Modules contributing routes (each exposes ``ROUTES``); optional ones may be absent.
 ROUTE_MODULES = ("vachat.accounts.auth_handlers", "vachat.accounts.recovery", "vachat.accounts.profile",
-                 "vachat.accounts.pages")
+                 "vachat.accounts.self_service", "vachat.accounts.pages")
 
 
 def actor_from_principal(principal: dict[str, Any], *, session_id: str | None,
