@@ -148,11 +148,11 @@ async def test_errors_have_openais_shape_and_sdks_raise_their_usual_exceptions(a
     assert unauthorized.value.type == "authentication_error"
 
 
-@setup(daily_tokens="free=5")
+@setup(daily_tokens="free=60")
 @pytest.mark.gen_test
 async def test_a_quota_is_a_429_the_sdk_does_not_retry(app, make_user, sdk):
     client = sdk(await make_user(), max_retries=2)  # were 429 retried, three requests would be made
-    await client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "spend it all please"}])
+    await client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "spend it all " * 9}])
     with pytest.raises(openai.RateLimitError) as refused:
         await client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "more"}])
     assert refused.value.response.headers["x-should-retry"] == "false"
