@@ -210,6 +210,15 @@ def test_a_hostile_name_is_shown_as_text(server, browser):
     wait(browser, until.text_to_be_present_in_element((By.ID, "messages"), hostile))
     assert browser.find_elements(By.CSS_SELECTOR, "#messages img, #conversation-list img") == []
 
+    # At phone width nothing runs off the side, and every control still has its label.
+    browser.set_window_size(390, 844)
+    wait(browser, lambda d: d.execute_script("return window.innerWidth") <= 400)
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    unlabelled = browser.execute_script("""
+      return Array.from(document.querySelectorAll('input, textarea, select'))
+        .filter((c) => !c.labels.length && !c.getAttribute('aria-label')).map((c) => c.id);""")
+    assert unlabelled == []
+
 
 def test_the_api_docs_try_it_out_on_health_with_nothing_leaving_the_machine(server, browser):
     browser.get(server.base_url + "/api/docs")
