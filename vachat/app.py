@@ -31,7 +31,7 @@ from . import __version__
 from .broker import make_broker
 from .config import Settings
 from .db import Database
-from .events import EventRegistry
+from .events import EventRegistry, ServerEventRegistry
 from .hub import Hub
 from .logs import log_request
 from .mail import make_mailer
@@ -102,6 +102,7 @@ class VachatApplication(tornado.web.Application):
         self.hub = Hub(self)
         self.permissions: dict[str, str] = {}
         self.events = EventRegistry()
+        self.server_events = ServerEventRegistry()
         routes = self._collect_declarations()
         self.route_table = routes
         self._route_names = {}
@@ -145,12 +146,16 @@ class VachatApplication(tornado.web.Application):
 
     def _collect_declarations(self) -> list[tuple]:
         from .health import HEALTH_ROUTES
+        from .asyncapi import ASYNCAPI_ROUTES
+        from .docs_page import DOCS_ROUTES
         from .openapi import OPENAPI_ROUTES
-        from .ws import CORE_EVENTS, SocketHandler
+        from .ws import CORE_EVENTS, CORE_SERVER_EVENTS, SocketHandler
 
-        routes: list[tuple] = [*HEALTH_ROUTES, *OPENAPI_ROUTES, (r"/ws", SocketHandler)]
+        routes: list[tuple] = [*HEALTH_ROUTES, *OPENAPI_ROUTES, *ASYNCAPI_ROUTES, *DOCS_ROUTES, (r"/ws", SocketHandler)]
         for handler in CORE_EVENTS:
             self.events.register(handler, "core")
+        for server_event in CORE_SERVER_EVENTS:
+            self.server_events.register(server_event, "core")
         taken = {route[0] for route in routes}
 
         for plugin, declared in self.plugins.collect("vachat_permissions"):
@@ -160,6 +165,8 @@ class VachatApplication(tornado.web.Application):
             self._add_services(plugin, dict(declared))
         declared_routes = self._checked(self.plugins.collect("vachat_routes", app=self), _route_schema_ids)
         declared_events = self._checked(self.plugins.collect("vachat_ws_events", app=self), _event_schema_ids)
+        declared_server_events = self._checked(self.plugins.collect("vachat_server_events", app=self),
+                                               _server_event_schema_ids)
         # A plugin disabled by a later check (or as a requirement of one) contributes nothing.
         for name in [name for name in self._services if not self.plugins.is_enabled(name.partition(".")[0])]:
             del self._services[name]
@@ -178,6 +185,14 @@ class VachatApplication(tornado.web.Application):
             for handler in declared:
                 try:
                     self.events.register(handler, plugin.name)
+                except (TypeError, ValueError) as error:
+                    log.error("%s | %s; refused", plugin.name, error)
+        for plugin, declared in declared_server_events:
+            if not plugin.enabled:
+                continue
+            for server_event in declared:
+                try:
+                    self.server_events.register(server_event, plugin.name)
                 except (TypeError, ValueError) as error:
                     log.error("%s | %s; refused", plugin.name, error)
         return routes
@@ -375,6 +390,12 @@ def _event_schema_ids(handler: Any) -> Iterable[tuple[str, str]]:
     spec = getattr(handler, "ws_event", None)
     if spec is not None and spec.schema:
         yield f"event {spec.type!r}", spec.schema
+
+
+def _server_event_schema_ids(event: Any) -> Iterable[tuple[str, str]]:
+    schema = getattr(event, "schema", None)
+    if schema:
+        yield f"server event {getattr(event, 'type', event)!r}", schema
 
 
 def make_app(config: Settings, *, extra_plugins: Iterable[tuple[str, Any]] = (),

@@ -75,6 +75,17 @@ def vachat_ws_events(app: "App") -> list[Callable[..., Awaitable[Any]]]:
 
 
 @hookspec
+def vachat_server_events(app: "App") -> list[Any]:
+    """Return the frames this plugin sends to sockets, each made with
+    ``vachat.plugin_api.server_event("type", "summary", schema=…, audience=…)``.
+
+    They are listed with their schemas in the AsyncAPI document (``/api/asyncapi.json``), beside
+    the client events of ``vachat_ws_events``. A schema id that does not exist stops the plugin
+    from loading; a type already declared is refused and logged.
+    """
+
+
+@hookspec
 def vachat_permissions() -> list[tuple[str, str]]:
     """Return the permissions this plugin introduces as ``(name, description)`` pairs.
 

@@ -12,6 +12,7 @@ What a plugin is handed:
   ``accounts`` (users, sessions, audit), ``with_redis``; ``hub.on_control`` / ``hub.send_control``
   for node-to-node messages that are not about a room.
 - Declarations: ``hookimpl`` / ``hookspec``, ``ApiHandler`` + ``endpoint``,
+  ``server_event`` to declare the frames a plugin sends (the AsyncAPI document lists them),
   ``StreamingBodyHandler`` for uploads (the body streamed to ``receive_chunk`` under its own
   ``max_body_size``, raised above ``MAX_JSON_BODY`` only once the caller is authorised), ``ws_event`` with ``EventContext`` and ``Reply``,
   ``requires`` for permissions, ``BaseModel`` for models, ``parse_size`` for a size setting
@@ -36,7 +37,7 @@ from .errors import (
     ApiError, Conflict, Forbidden, InternalError, NotFound, PayloadTooLarge, QuotaExceeded,
     RateLimited, TokenExpired, Unauthorized, Unavailable, UnsupportedMediaType, ValidationFailed,
 )
-from .events import ws_event
+from .events import server_event, ws_event
 from .exports import UserExport
 from .ids import new_id
 from .interfaces import Accounts, App, Database, Hooks, Hub, Limiter, Mailer
@@ -58,7 +59,7 @@ hookspec = pluggy.HookspecMarker("vachat")
 
 __all__ = [
     # declaring
-    "hookimpl", "hookspec", "ApiHandler", "StreamingBodyHandler", "endpoint", "ws_event", "requires", "EventContext", "Reply",
+    "hookimpl", "hookspec", "ApiHandler", "StreamingBodyHandler", "endpoint", "ws_event", "server_event", "requires", "EventContext", "Reply",
     "BaseModel", "JSONField", "database", "lock_rows", "now", "new_id", "Rate", "parse_size", "json_dumps",
     "check_json_size", "JSON_BLOB_MAX_BYTES",
     # what a plugin is handed

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from vachat.plugin_api import App, hookimpl
+from vachat.plugin_api import App, hookimpl, server_event
 
 from . import hookspecs
 from .assistant import STOP_CONTROL, Assistant
@@ -56,6 +56,18 @@ def vachat_routes(app: App) -> list[tuple]:
 @hookimpl
 def vachat_ws_events(app: App) -> list[Any]:
     return list(EVENTS)
+
+
+@hookimpl
+def vachat_server_events(app: App) -> list[Any]:
+    room = "conversation:<id> (sockets that joined it)"
+    return [
+        server_event("ai-typing", "The assistant started or stopped answering", schema="ai/events/ai-typing",
+                     audience=room),
+        server_event("ai-delta", "A piece of the reply being generated", schema="ai/events/ai-delta", audience=room),
+        server_event("ai-done", "The reply ended (the stored reply follows as new-message)",
+                     schema="ai/events/ai-done", audience=room),
+    ]
 
 
 @hookimpl

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from vachat.plugin_api import App, UserExport, hookimpl
+from vachat.plugin_api import App, UserExport, hookimpl, server_event
 
 from . import export as export_part, hookspecs, rooms
 from .events import EVENTS, Typing
@@ -46,6 +46,25 @@ def vachat_routes(app: App) -> list[tuple]:
 @hookimpl
 def vachat_ws_events(app: App) -> list[Any]:
     return list(EVENTS)
+
+
+@hookimpl
+def vachat_server_events(app: App) -> list[Any]:
+    conversation, owner = "conversation:<id> (sockets that joined it)", "user:<owner> (the owner's sockets)"
+    return [
+        server_event("new-message", "A message was stored", schema="chat/message", audience=conversation),
+        server_event("message-updated", "A message was edited", schema="chat/message", audience=conversation),
+        server_event("message-deleted", "A message was deleted", schema="chat/events/message-deleted",
+                     audience=conversation),
+        server_event("user-typing", "Someone is typing (not sent to the typist's own socket)",
+                     schema="chat/events/user-typing", audience=conversation),
+        server_event("user-stopped-typing", "Someone stopped typing, or their typing expired",
+                     schema="chat/events/user-stopped-typing", audience=conversation),
+        server_event("conversation-created", "A conversation was created", schema="chat/conversation", audience=owner),
+        server_event("conversation-updated", "A conversation changed", schema="chat/conversation", audience=owner),
+        server_event("conversation-deleted", "A conversation was deleted",
+                     schema="chat/events/conversation-deleted", audience=owner),
+    ]
 
 
 @hookimpl
