@@ -89,6 +89,8 @@ class VachatApplication(tornado.web.Application):
         self.schemas = SchemaRegistry()
         self._load_schemas()
         self.metrics = Metrics()
+        self.metrics.gauge_from("vachat_http_requests_in_flight", "HTTP requests accepted and not yet answered",
+                                lambda: len(self._inflight))
         self.db = Database(config.database_url, config.database_pool_size)
         # bcrypt, file I/O and SMTP run here, apart from the database threads, so slow hashing
         # never starves queries.

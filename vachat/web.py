@@ -226,6 +226,20 @@ class ApiHandler(tornado.web.RequestHandler):
     def on_finish(self) -> None:
         self.application.request_finished(self)
 
+    def on_connection_close(self) -> None:
+        """The client hung up. If its body had not all arrived, this request never runs its
+        method nor reaches ``on_finish``: it leaves the in-flight set here, and drops the body
+        held so far, or both would stay for the life of the process (and a shutdown would wait
+        its whole grace period for it). A request whose method is already running still ends
+        in ``on_finish``, and counts as in flight until then."""
+        # Tornado resolves this future once the body is complete; its own
+        # ``on_connection_close`` fails it, which ends the request without running the method.
+        abandoned = not self.request._body_future.done()
+        super().on_connection_close()
+        if abandoned and not self._finished:
+            self._body_chunks = []
+            self.application.request_finished(self)
+
     async def options(self, *args: Any, **kwargs: Any) -> None:
         """CORS preflight: answered for every route, without authentication."""
         methods = [m for m in self.SUPPORTED_METHODS if m != "OPTIONS" and _implements(type(self), m)]
