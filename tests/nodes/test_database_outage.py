@@ -73,3 +73,38 @@ async def test_an_unreachable_database_is_503_and_the_server_recovers(server_pro
         server.terminate()
         assert await server.wait_exit() == 0
         assert "\"status\": 500" not in server.log_path.read_text()
+
+
+@needs_postgres
+@pytest.mark.gen_test(timeout=120)
+async def test_an_ai_reply_finished_while_the_database_is_away_is_stored_when_it_returns(
+        server_process, vachat_database_url):
+    target = urlparse(vachat_database_url).port or 5432
+    words = " ".join(f"word{number}" for number in range(30))
+    async with TcpProxy(target) as proxy:
+        server = server_process({"DATABASE_URL": through(proxy, vachat_database_url),
+                                 "VACHAT_PLUGINS": "chat,ai,testauth", "AI_ECHO_DELAY": "0.05"})
+        await server.wait_ready()
+        created = await server.fetch("/api/chat/conversations", method="POST", json={"title": "t"}, headers=ALICE)
+        conversation = created.data["id"]
+        socket = await open_websocket(server.ws_url, ALICE)
+        await socket.receive("ready")
+        assert (await socket.request("join-conversation", {"conversationId": conversation}))["type"] == "ack"
+        sent = await socket.request("send-message", {"conversationId": conversation, "content": words,
+                                                     "requiresAIResponse": True})
+        assert sent["type"] == "ack", sent
+
+        await socket.receive("ai-delta", timeout=30)
+        proxy.cut()  # the reply streams on; storing it finds the database away
+        done = await socket.receive("ai-done", timeout=30)
+        proxy.restore()
+
+        while True:
+            stored = await socket.receive("new-message", timeout=60)
+            if stored["data"]["role"] == "assistant":
+                break
+        assert stored["data"]["id"] == done["data"]["messageId"]
+        assert stored["data"]["content"] == "Echo: " + words
+        socket.close()
+        server.terminate()
+        assert await server.wait_exit() == 0
