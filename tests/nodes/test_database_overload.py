@@ -72,3 +72,53 @@ async def test_a_burst_on_a_small_pool_is_answered_without_errors(server_process
     assert listed.json["pagination"]["total"] >= CONVERSATIONS
     server.terminate()
     assert await server.wait_exit() == 0
+
+
+def multipart_text_upload(text: bytes) -> tuple[bytes, bytes]:
+    """The head and body of a text file upload to ``/api/files/upload``."""
+    boundary = b"vachat-test-boundary"
+    body = (b"--" + boundary + b"\r\nContent-Disposition: form-data; name=\"file\"; filename=\"notes.txt\"\r\n"
+            b"Content-Type: text/plain\r\n\r\n" + text + b"\r\n--" + boundary + b"--\r\n")
+    head = (b"POST /api/files/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer test:alice\r\n"
+            b"Content-Type: multipart/form-data; boundary=" + boundary + b"\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+    return head, body
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_a_streaming_reply_and_an_upload_under_way_hold_no_connection(server_process):
+    server = server_process({"VACHAT_PLUGINS": "chat,ai,files,testauth", "DATABASE_POOL_SIZE": "1",
+                             "AI_ECHO_DELAY": "0.1"})
+    await server.wait_ready()
+    alice = {"Authorization": "Bearer test:alice"}
+    conversation = (await server.fetch("/api/chat/conversations", method="POST", json={"title": "t"},
+                                       headers=alice)).data["id"]
+    socket = await open_websocket(server.ws_url, alice)
+    await socket.receive("ready")
+    assert (await socket.request("join-conversation", {"conversationId": conversation}))["type"] == "ack"
+    words = " ".join(f"word{number}" for number in range(200))  # 20 s of reply at 0.1 s a word
+    sent = await socket.request("send-message", {"conversationId": conversation, "content": words,
+                                                 "requiresAIResponse": True})
+    assert sent["type"] == "ack", sent
+    await socket.receive("ai-delta", timeout=30)  # the reply is streaming
+
+    head, body = multipart_text_upload(b"some notes\n" * 1000)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(head + body[:len(body) // 2])  # the upload is being read
+    await writer.drain()
+
+    # With one database connection, the database still serves everyone else meanwhile.
+    listed = await server.fetch("/api/chat/conversations", headers=alice)
+    assert listed.code == 200 and listed.json["pagination"]["total"] == 1
+    assert [frame for frame in socket.frames if frame["type"] == "ai-done"] == []  # still streaming
+
+    writer.write(body[len(body) // 2:])
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 30)
+    assert status_line.split()[1] == b"201", status_line
+    writer.close()
+    assert (await socket.request("stop-generation", {"conversationId": conversation}))["type"] == "ack"
+    assert (await socket.receive("ai-done", timeout=30))["data"]["finishReason"] == "cancelled"
+    socket.close()
+    server.terminate()
+    assert await server.wait_exit() == 0
