@@ -7,6 +7,7 @@ free, and its request ended, after the pool's timeout, in a 500.
 """
 
 import asyncio
+import secrets
 
 import pytest
 
@@ -74,12 +75,12 @@ async def test_a_burst_on_a_small_pool_is_answered_without_errors(server_process
     assert await server.wait_exit() == 0
 
 
-def multipart_text_upload(text: bytes) -> tuple[bytes, bytes]:
+def multipart_text_upload(text: bytes, user: str) -> tuple[bytes, bytes]:
     """The head and body of a text file upload to ``/api/files/upload``."""
     boundary = b"vachat-test-boundary"
     body = (b"--" + boundary + b"\r\nContent-Disposition: form-data; name=\"file\"; filename=\"notes.txt\"\r\n"
             b"Content-Type: text/plain\r\n\r\n" + text + b"\r\n--" + boundary + b"--\r\n")
-    head = (b"POST /api/files/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer test:alice\r\n"
+    head = (b"POST /api/files/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer test:" + user.encode() + b"\r\n"
             b"Content-Type: multipart/form-data; boundary=" + boundary + b"\r\n"
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
     return head, body
@@ -90,10 +91,11 @@ async def test_a_streaming_reply_and_an_upload_under_way_hold_no_connection(serv
     server = server_process({"VACHAT_PLUGINS": "chat,ai,files,testauth", "DATABASE_POOL_SIZE": "1",
                              "AI_ECHO_DELAY": "0.1"})
     await server.wait_ready()
-    alice = {"Authorization": "Bearer test:alice"}
+    user = f"streamer-{secrets.token_hex(4)}"  # the session's database holds other tests' rows
+    caller = {"Authorization": f"Bearer test:{user}"}
     conversation = (await server.fetch("/api/chat/conversations", method="POST", json={"title": "t"},
-                                       headers=alice)).data["id"]
-    socket = await open_websocket(server.ws_url, alice)
+                                       headers=caller)).data["id"]
+    socket = await open_websocket(server.ws_url, caller)
     await socket.receive("ready")
     assert (await socket.request("join-conversation", {"conversationId": conversation}))["type"] == "ack"
     words = " ".join(f"word{number}" for number in range(200))  # 20 s of reply at 0.1 s a word
@@ -102,13 +104,13 @@ async def test_a_streaming_reply_and_an_upload_under_way_hold_no_connection(serv
     assert sent["type"] == "ack", sent
     await socket.receive("ai-delta", timeout=30)  # the reply is streaming
 
-    head, body = multipart_text_upload(b"some notes\n" * 1000)
+    head, body = multipart_text_upload(b"some notes\n" * 1000, user)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(head + body[:len(body) // 2])  # the upload is being read
     await writer.drain()
 
     # With one database connection, the database still serves everyone else meanwhile.
-    listed = await server.fetch("/api/chat/conversations", headers=alice)
+    listed = await server.fetch("/api/chat/conversations", headers=caller)
     assert listed.code == 200 and listed.json["pagination"]["total"] == 1
     assert [frame for frame in socket.frames if frame["type"] == "ai-done"] == []  # still streaming
 
