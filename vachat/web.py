@@ -253,7 +253,8 @@ class ApiHandler(tornado.web.RequestHandler):
         in ``on_finish``, and counts as in flight until then."""
         # Tornado resolves this future once the body is complete; its own
         # ``on_connection_close`` fails it, which ends the request without running the method.
-        abandoned = not self.request._body_future.done()
+        body = getattr(self.request, "_body_future", None)
+        abandoned = body is not None and not body.done()
         super().on_connection_close()
         if abandoned and not self._finished:
             self._body_chunks = []

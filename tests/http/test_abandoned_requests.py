@@ -7,6 +7,8 @@ import pytest
 
 from vachat.testing import eventually
 
+from .test_bodies import rss_bytes
+
 BODY_DECLARED = 1024 * 1024  # MAX_JSON_BODY: the largest body a login may declare
 ABANDONED = 200
 AT_ONCE = 10
@@ -14,14 +16,6 @@ WARM_UP = 20
 # 200 bodies of 1 MiB each stayed in memory before; what is left is the allocator's noise.
 RSS_GROWTH_BOUND = 32 * 1024 * 1024
 SHUTDOWN_GRACE = 60  # s: the test fails long before a shutdown that waits for it
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc status")
 
 
 async def abandon_a_login(port: int) -> None:
