@@ -52,7 +52,7 @@ _LETTER = re.compile(r"[^\W\d_]")
 
 
 def _strip_edge_junk(text: str) -> str:
-    """``text`` without the digits and symbols at either end ("!!dragon2024" → "dragon").
+    r"""``text`` without the digits and symbols at either end ("!!dragon2024" → "dragon").
     Found by searching for the first letter from each end: a pattern such as ``[\W\d_]+$``
     would rescan a long run of symbols from each of its characters (quadratic)."""
     first = _LETTER.search(text)
