@@ -52,7 +52,7 @@ POSTGRES_POOL_TIMEOUT = 10.0
 # Fail fast when PostgreSQL is unreachable: a 503 now beats a request hanging for minutes.
 POSTGRES_CONNECT_TIMEOUT = 5
 
-
+# What a caller is told, with its 503, when the database cannot serve it.
 SHUTTING_DOWN = "The database is shutting down"
 AWAY = "The database is unavailable, try again shortly"
 BUSY = "The database is busy, try again shortly"

@@ -40,7 +40,7 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
         super().__init__(self.message)
 
-    def _retry_after(self, seconds: float) -> None:
+    def _set_retry_after(self, seconds: float) -> None:
         self.retry_after = max(1, int(seconds + 0.999))
         self.headers.setdefault("Retry-After", str(self.retry_after))
 
@@ -98,7 +98,7 @@ class RateLimited(ApiError):
 
     def __init__(self, message: str | None = None, *, retry_after: float, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
-        self._retry_after(retry_after)
+        self._set_retry_after(retry_after)
 
 
 class QuotaExceeded(ApiError):
@@ -118,7 +118,7 @@ class Unavailable(ApiError):
 
     def __init__(self, message: str | None = None, *, retry_after: float = RETRY_AFTER, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
-        self._retry_after(retry_after)
+        self._set_retry_after(retry_after)
 
 
 _BY_STATUS = {cls.status: cls for cls in (
