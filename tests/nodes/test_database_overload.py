@@ -11,7 +11,7 @@ import secrets
 
 import pytest
 
-from vachat.testing import needs_postgres, open_websocket
+from vachat.testing import assert_error, needs_postgres, open_websocket
 
 CONVERSATIONS = 64
 AT_ONCE = 16
@@ -124,3 +124,21 @@ async def test_a_streaming_reply_and_an_upload_under_way_hold_no_connection(serv
     socket.close()
     server.terminate()
     assert await server.wait_exit() == 0
+
+
+@needs_postgres
+@pytest.mark.vachat(config={"database_pool_size": 1, "database_pool_timeout": 0.5}, plugins=["chat"])
+@pytest.mark.gen_test(timeout=60)
+async def test_waiting_past_the_pool_timeout_is_503_with_retry_after(app, fetch):
+    assert (await fetch("/api/chat/conversations", user="alice")).code == 200
+    # The one pooled connection goes from the database thread to this one, as a connection
+    # held elsewhere would be.
+    await app.db.run(app.db.engine.close)
+    app.db.engine.connect()
+    try:
+        refused = await fetch("/api/chat/conversations", user="alice")
+        assert_error(refused, 503, "UNAVAILABLE")
+        assert refused.headers["Retry-After"] == "1"
+    finally:
+        app.db.engine.close()
+    assert (await fetch("/api/chat/conversations", user="alice")).code == 200
