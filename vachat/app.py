@@ -89,7 +89,9 @@ class VachatApplication(tornado.web.Application):
         self.schemas = SchemaRegistry()
         self._load_schemas()
         self.metrics = Metrics()
-        self.db = Database(config.database_url, config.database_pool_size)
+        self.metrics.gauge_from("vachat_http_requests_in_flight", "HTTP requests accepted and not yet answered",
+                                lambda: len(self._inflight))
+        self.db = Database(config.database_url, config.database_pool_size, config.database_pool_timeout)
         # bcrypt, file I/O and SMTP run here, apart from the database threads, so slow hashing
         # never starves queries.
         self.work_threads = ThreadPool(config.executor_threads, "vachat-work")

@@ -257,6 +257,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("data_dir", "server", "data_dir", "VACHAT_DATA_DIR", parse_directory),
     Option("database_url", "database", "url", "DATABASE_URL", parse_database_url, secret=True),
     Option("database_pool_size", "database", "pool_size", "DATABASE_POOL_SIZE", parse_positive_int),
+    Option("database_pool_timeout", "database", "pool_timeout", "DATABASE_POOL_TIMEOUT", parse_positive_float),
     Option("redis_url", "redis", "url", "REDIS_URL", parse_redis_url, secret=True),
     Option("jwt_secret", "security", "jwt_secret", "JWT_SECRET", str, secret=True),
     Option("jwt_refresh_secret", "security", "jwt_refresh_secret", "JWT_REFRESH_SECRET", str, secret=True),
@@ -317,6 +318,9 @@ class Settings:
     data_dir: Path = Path("var")
     database_url: str = "sqlite:///var/vachat.db"
     database_pool_size: int = 8
+    # Seconds a query waits for a free pooled PostgreSQL connection before its request gets a
+    # 503 UNAVAILABLE (Retry-After: 1) instead of waiting on.
+    database_pool_timeout: float = 10.0
     redis_url: str = ""
     jwt_secret: str = ""
     jwt_refresh_secret: str = ""

@@ -25,7 +25,9 @@ from .errors import (
     ApiError, Conflict, Forbidden, InternalError, PayloadTooLarge, RateLimited, Unauthorized,
     UnsupportedMediaType, ValidationFailed, as_api_error,
 )
-from .request_info import BODILESS_METHODS, client_ip, declares_body, in_networks, is_loopback, limit_subject
+from .request_info import (
+    BODILESS_METHODS, client_ip, declared_length, declares_body, in_networks, is_loopback, limit_subject,
+)
 from .schemas import keyword_message
 from .wire import json_dumpb, parse_json
 
@@ -193,15 +195,32 @@ class ApiHandler(tornado.web.RequestHandler):
         self._body_size = 0
         self.application.request_started(self)
         limit = self._body_limit = self.body_limit()
-        if self.request.method in BODILESS_METHODS and declares_body(self.request):
-            raise PayloadTooLarge(f"A {self.request.method} request takes no body")
-        declared = self.request.headers.get("Content-Length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+        try:
+            declared = declared_length(self.request.headers)
+        except ValueError as error:
+            malformed: ValueError | None = error
+            self._forget_malformed_length()
+        else:
+            malformed = None
+            if self.request.method in BODILESS_METHODS and declares_body(self.request):
+                raise PayloadTooLarge(f"A {self.request.method} request takes no body")
+            if declared is not None and declared > limit:
+                raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
         if self.rate_limited and self.request.method != "OPTIONS":
             await self._check_global_rate_limit()
+        if malformed is not None:
+            raise ValidationFailed("Malformed Content-Length header",
+                                   details=[{"field": "Content-Length", "message": str(malformed)}])
         if self.body_accepted_in_prepare:
             self._accept_body()
+
+    def _forget_malformed_length(self) -> None:
+        """A body whose length cannot be read is never read: its header is dropped, so Tornado
+        does not fail on it after our answer (with a bare 400 and a log line of its own), and
+        the connection closes after the answer (``Connection: close``): whatever the client
+        sends after its headers is not a request to serve."""
+        del self.request.headers["Content-Length"]
+        self.request.connection._disconnect_on_finish = True  # Tornado's own flag for this
 
     def _accept_body(self) -> None:
         """Let this request's body in: from here its own count (``data_received``) holds it to
@@ -228,6 +247,21 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def on_finish(self) -> None:
         self.application.request_finished(self)
+
+    def on_connection_close(self) -> None:
+        """The client hung up. If its body had not all arrived, this request never runs its
+        method nor reaches ``on_finish``: it leaves the in-flight set here, and drops the body
+        held so far, or both would stay for the life of the process (and a shutdown would wait
+        its whole grace period for it). A request whose method is already running still ends
+        in ``on_finish``, and counts as in flight until then."""
+        # Tornado resolves this future once the body is complete; its own
+        # ``on_connection_close`` fails it, which ends the request without running the method.
+        body = getattr(self.request, "_body_future", None)
+        abandoned = body is not None and not body.done()
+        super().on_connection_close()
+        if abandoned and not self._finished:
+            self._body_chunks = []
+            self.application.request_finished(self)
 
     async def options(self, *args: Any, **kwargs: Any) -> None:
         """CORS preflight: answered for every route, without authentication."""

@@ -506,7 +506,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         data: dict[str, Any] = {"code": error.code, "message": error.message}
         if error.details is not None:
             data["details"] = error.details
-        if isinstance(error, RateLimited):
+        if error.retry_after is not None:  # RATE_LIMITED, UNAVAILABLE
             data["retryAfter"] = error.retry_after
         try:
             self.hub.send(self, "error", data, frame_id)

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
-from vachat.plugin_api import ApiError, NotFound, ValidationFailed
+from vachat.plugin_api import ApiError, NotFound, Unavailable, ValidationFailed
 
 from .providers import CHARS_PER_TOKEN, ProviderError, ProviderTimeout, ReplyOptions, StreamCancelled, Usage, estimate_tokens
 from .usage import Reservation
@@ -44,6 +44,13 @@ FRAME_INTERVAL_SECS = 0.05
 # silence, which frees the conversation of a node that died mid-reply).
 CLAIM_TTL_SECS = 30.0
 CLAIM_REFRESH_SECS = 10.0
+# How long a finished reply keeps trying to reach the database while it is away or busy (s):
+# the request was accepted, so its answer (or the error saying why there is none) must be
+# stored; a minute covers a failover or a restart of the database, and the claim is kept meanwhile.
+STORE_RETRY_SECS = 60.0
+
+T = TypeVar("T")
+
 
 
 def room(conversation_id: str) -> str:
@@ -137,8 +144,8 @@ class Generation:
                     metadata["partialContent"] = self.text
                 content, kind = f"The assistant could not answer: {failure}.", "error"
             self._settled = True
-            await self.assistant.usage.settle(self.reservation, usage)
-            await self._store(content, kind, metadata)
+            await self._when_database_answers(lambda: self.assistant.usage.settle(self.reservation, usage))
+            await self._when_database_answers(lambda: self._store(content, kind, metadata))
             self.assistant.count_reply(finish_reason, usage, first_token, latency)
         finally:
             if not self._settled:  # failed before it knew its cost: the tokens go back
@@ -207,6 +214,23 @@ class Generation:
             completion = max(self._kept_deltas, estimate_tokens(self.text))
             return Usage(self._stream.estimated_usage().prompt_tokens, completion, estimated=True)
         return self._stream.usage or self._stream.estimated_usage()
+
+    async def _when_database_answers(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """``operation()``, tried again while the database is unavailable (after the wait
+        ``Unavailable`` asks for), for at most ``STORE_RETRY_SECS``; a server stopping gives
+        its replies a bounded time to store, so they do not wait on."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STORE_RETRY_SECS
+        while True:
+            try:
+                return await operation()
+            except Unavailable as error:
+                wait = error.retry_after or Unavailable.RETRY_AFTER
+                if self.stop_reason == "shutdown" or loop.time() + wait > deadline:
+                    raise
+                log.info("the database is unavailable; storing the reply again in %s s", wait,
+                         extra={"conversationId": self.conversation_id})
+                await asyncio.sleep(wait)
 
     async def _store(self, content: str, kind: str, metadata: dict[str, Any]) -> None:
         chat = self.assistant.chat
