@@ -153,6 +153,8 @@ class VachatApplication(tornado.web.Application):
             self.events.register(handler, "core")
         taken = {route[0] for route in routes}
 
+        # Declarations are collected through the manager by name, not app.hooks: a plugin that
+        # fails one is disabled (app.hooks only logs), and the answers come with their plugin.
         for plugin, declared in self.plugins.collect("vachat_permissions"):
             for name, description in declared:
                 self.permissions.setdefault(name, description)
@@ -222,7 +224,7 @@ class VachatApplication(tornado.web.Application):
         """Who presents these credentials, via the ``vachat_actor_from_request`` hook."""
         if not (headers.get("Authorization") or headers.get("X-API-Key")):
             return None
-        actor = await self.hooks.call("vachat_actor_from_request", headers=headers, remote_ip=remote_ip)
+        actor = await self.hooks.vachat_actor_from_request(headers=headers, remote_ip=remote_ip)
         if actor is None:
             # Credentials were sent but no plugin knows them: say so, the same way on REST and
             # WebSocket, rather than "Authentication required" as if none had been sent.
@@ -307,7 +309,7 @@ class VachatApplication(tornado.web.Application):
         """Bind the database, start the broker and hub, run plugins' start-up hooks."""
         self.db.bind()
         await self.hub.start()
-        await self.plugins.notify("vachat_startup", app=self)
+        await self.hooks.vachat_startup.notify()
         log.info("vachat started", extra={
             "version": self.version, "environment": self.config.env,
             "plugins": [p.name for p in self.plugins.enabled],
@@ -330,7 +332,7 @@ class VachatApplication(tornado.web.Application):
             except asyncio.TimeoutError:
                 log.warning("in-flight requests still running after the grace period",
                             extra={"requests": len(self._inflight)})
-        await self.plugins.notify("vachat_shutdown", app=self)
+        await self.hooks.vachat_shutdown.notify()
         loop = asyncio.get_running_loop()
         steps: list[tuple[str, Callable[[], Any]]] = [
             ("mail", self.mailer.drain),  # e-mails already promised (reset links) go out first

@@ -7,8 +7,10 @@ Every hook that takes ``app`` is handed the ``vachat.plugin_api.App`` interface.
 Plugins declare hooks of their own (``vachat_addhooks``), named ``<plugin>_<event>``
 (``chat_message_created``); the core's are ``vachat_*`` and name no domain plugin.
 
-Order: implementations run in plugin load order (the core first, then plugins sorted by
-name). Isolation: a plugin whose hook raises is logged (``"<plugin> | <hook> failed"``) and the
+Order: ``@hookimpl(tryfirst=True)`` implementations first, ``trylast=True`` ones last, the rest
+in plugin load order (the core first, then plugins sorted by name); wrappers are refused at
+load. Call a hook as ``app.hooks.<name>(…)`` (or ``.notify(…)``): arguments not in the spec
+are the caller's ``TypeError``. Isolation: a plugin whose hook raises is logged (``"<plugin> | <hook> failed"``) and the
 other plugins' implementations still run; hooks that collect start-up declarations (routes,
 events, permissions, services) disable a plugin that fails them, unless
 ``VACHAT_PLUGINS_STRICT`` is set. Hooks may return awaitables where the docstring says so; the
@@ -183,7 +185,7 @@ def vachat_user_deleting(app: "App", user_id: str) -> Any:
     (rows, files on disk, live state). May return an awaitable.
 
     Every plugin that stores a user's data implements it. It runs before the account row goes,
-    in plugin order, through ``app.hooks.call``: raising an ``ApiError`` stops the deletion
+    in plugin order, asked as ``app.hooks.vachat_user_deleting(user_id=…)``: raising an ``ApiError`` stops the deletion
     (the caller sees it); any other failure is logged and the other plugins still run. Make it
     idempotent: an operator may retry a deletion.
     """

@@ -8,7 +8,7 @@ What a plugin is handed:
 
 - ``App`` (``vachat.interfaces``): in every hook as ``app`` and in handlers as ``self.app``:
   ``config``, ``db.run``, ``run_blocking``, ``hub``/``publish``, ``limiter``, ``mailer``,
-  ``plugin_config(name)``, ``plugin_state(name)``, ``hooks.notify/call``, ``service(name)``,
+  ``plugin_config(name)``, ``plugin_state(name)``, ``hooks.<name>(…)`` / ``.notify(…)``, ``service(name)``,
   ``accounts`` (users, sessions, audit), ``with_redis``; ``hub.on_control`` / ``hub.send_control``
   for node-to-node messages that are not about a room.
 - Declarations: ``hookimpl`` / ``hookspec``, ``ApiHandler`` + ``endpoint``,

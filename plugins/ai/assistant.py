@@ -135,8 +135,8 @@ class Assistant:
         for message in history:
             if message["role"] in CONTEXT_ROLES and message["type"] != "error" and message["content"]:
                 messages.append({"role": message["role"], "content": message["content"]})
-        if self.app.hooks.implemented("ai_before_request"):
-            await self.app.hooks.call("ai_before_request", conversation=conversation, messages=messages)
+        if self.app.hooks.ai_before_request.implemented():
+            await self.app.hooks.ai_before_request(conversation=conversation, messages=messages)
         return messages
 
     # -- stopping -------------------------------------------------------------------------

@@ -7,7 +7,8 @@ message, ``conversation.tags`` and ``conversation.lastMessage`` are not filled i
 ``actor`` is the caller (``vachat.plugin_api.Actor``), or None when another plugin acts for
 the system (the AI storing its reply).
 
-Order and failures follow the core's rules (``vachat.hookspecs``): plugin load order; the
+Order and failures follow the core's rules (``vachat.hookspecs``): ``tryfirst``, then load
+order, then ``trylast``; the
 ``before`` filter may refuse with an ``ApiError`` that reaches the client; in the
 notifications a failure is logged and the other plugins still run. Hooks may be coroutines.
 """

@@ -527,7 +527,7 @@ class ChatService:
 
         deleted = await self.app.db.run(delete)
         await self.app.publish(user_room(deleted["ownerId"]), "conversation-deleted", {"conversationId": conversation_id})
-        await self.app.hooks.notify("chat_conversation_deleted", conversation=deleted, actor=actor)
+        await self.app.hooks.chat_conversation_deleted.notify(conversation=deleted, actor=actor)
 
     async def list_conversations(self, actor: Actor, query: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """The caller's conversations, a page at a time (page, limit, sortBy, sortOrder,
@@ -691,24 +691,24 @@ class ChatService:
         second AI reply), or ``Conflict`` when its content differs."""
         draft = Draft.from_body(body)
         hooks = self.app.hooks
-        ai_missing = draft.requires_ai and not hooks.implemented("chat_ai_reply_requested")
-        if ai_missing or hooks.implemented("chat_message_before_store"):
+        ai_missing = draft.requires_ai and not hooks.chat_ai_reply_requested.implemented()
+        if ai_missing or hooks.chat_message_before_store.implemented():
             # A look first: hooks see only messages the caller may store, and never a retry.
             conversation, stored = await self.looks.submit((draft, actor))
             if stored is not None:
                 return await self._retried(draft, stored), False
             if ai_missing:
                 raise Conflict("An AI reply was requested but no AI plugin is enabled")
-            await hooks.call("chat_message_before_store", conversation=conversation, message=draft.wire(), actor=actor)
+            await hooks.chat_message_before_store(conversation=conversation, message=draft.wire(), actor=actor)
         # The common path: access check, retry check and insert in one savepoint of a batch.
         message, created, conversation = await self.sends.submit((draft, actor))
         if not created:  # a retry (the unique index caught it, also when two raced)
             return await self._retried(draft, message), False
         await self._decorate([message])
         await self.app.publish(conversation_room(draft.conversation_id), "new-message", message)
-        await hooks.notify("chat_message_created", conversation=conversation, message=message, actor=actor)
+        await hooks.chat_message_created.notify(conversation=conversation, message=message, actor=actor)
         if draft.requires_ai:
-            await hooks.notify("chat_ai_reply_requested", conversation=conversation, message=message, actor=actor)
+            await hooks.chat_ai_reply_requested.notify(conversation=conversation, message=message, actor=actor)
         return message, True
 
     async def _retried(self, draft: Draft, stored: dict[str, Any]) -> dict[str, Any]:
@@ -731,9 +731,9 @@ class ChatService:
         message = message_wire(row, [])
         await self._decorate([message])
         await self.app.publish(conversation_room(conversation_id), "new-message", message)
-        if self.app.hooks.implemented("chat_message_created"):
+        if self.app.hooks.chat_message_created.implemented():
             conversation = await self.get_conversation(conversation_id)
-            await self.app.hooks.notify("chat_message_created", conversation=conversation, message=message, actor=None)
+            await self.app.hooks.chat_message_created.notify(conversation=conversation, message=message, actor=None)
         return message
 
     async def update_message(self, message_id: str, *, content: str | None = None, type: str | None = None,
@@ -779,7 +779,7 @@ class ChatService:
         message, conversation = await self.app.db.run(update)
         await self._decorate([message])
         await self.app.publish(conversation_room(message["conversationId"]), "message-updated", message)
-        await self.app.hooks.notify("chat_message_updated", conversation=conversation, message=message, actor=actor)
+        await self.app.hooks.chat_message_updated.notify(conversation=conversation, message=message, actor=actor)
         return message
 
     async def delete_message(self, actor: Actor | None, message_id: str) -> None:
@@ -820,7 +820,7 @@ class ChatService:
         message, conversation = await self.app.db.run(delete)
         await self.app.publish(conversation_room(conversation["id"]), "message-deleted",
                                {"conversationId": conversation["id"], "messageId": message_id})
-        await self.app.hooks.notify("chat_message_deleted", conversation=conversation, message=message, actor=actor)
+        await self.app.hooks.chat_message_deleted.notify(conversation=conversation, message=message, actor=actor)
 
     async def delete_user_data(self, user_id: str) -> None:
         """Remove a user's conversations (with all their messages) and any message they wrote
@@ -850,8 +850,8 @@ class ChatService:
     # -- hooks --------------------------------------------------------------------------
 
     async def _decorate(self, messages: list[dict[str, Any]]) -> None:
-        if messages and self.app.hooks.implemented("chat_messages_decorate"):
-            await self.app.hooks.notify("chat_messages_decorate", messages=messages)
+        if messages and self.app.hooks.chat_messages_decorate.implemented():
+            await self.app.hooks.chat_messages_decorate.notify(messages=messages)
 
     async def _decorate_last(self, conversations: list[dict[str, Any]]) -> None:
         await self._decorate([c["lastMessage"] for c in conversations if c["lastMessage"]])

@@ -253,7 +253,7 @@ async def test_metrics_admin_figures_and_user_deletion(app, fetch, ws_connect, m
     assert 'vachat_ai_time_to_first_token_seconds_count{model="echo",provider="echo"} 1.0' in text
     assert f'vachat_ai_tokens_total{{kind="completion",model="echo",provider="echo"}} {float(stored["metadata"]["completionTokens"])}' in text
     assert await admin_dashboard_figures(app) == {"ai": {"tokensToday": tokens}}
-    await app.hooks.call("vachat_user_deleting", user_id=alice.id)
+    await app.hooks.vachat_user_deleting(user_id=alice.id)
     assert await admin_dashboard_figures(app) == {"ai": {"tokensToday": 0}}
 
 
@@ -327,6 +327,6 @@ async def test_deleting_a_user_stops_their_reply_and_leaves_no_usage(app, fetch,
     await join(socket, cid)
     await ask(fetch, cid, LONG_TEXT, user=alice)
     await socket.receive("ai-delta")
-    await app.hooks.call("vachat_user_deleting", user_id=alice.id)
+    await app.hooks.vachat_user_deleting(user_id=alice.id)
     assert cid not in app.service("ai").running
     assert await app.service("ai").usage.used_today(alice.id) == 0
