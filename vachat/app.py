@@ -39,6 +39,7 @@ from .metrics import Metrics
 from .migrate import CORE_MIGRATIONS, MigrationSource, Migrations
 from .plugin_config import PluginConfigError, resolve_plugin_config
 from .plugin_manager import HookCaller, LoadedPlugin, PluginManager
+from .rbac import Permission
 from .ratelimit import make_rate_limiter
 from .redis_client import RedisGuard, make_redis
 from .resources import core_resource
@@ -101,6 +102,8 @@ class VachatApplication(tornado.web.Application):
         self.broker = make_broker(self.redis, self.redis_guard)
         self.hub = Hub(self)
         self.permissions: dict[str, str] = {}
+        #: Permission name → the roles it is granted to when first seen (``Permission.grant_to``).
+        self.default_grants: dict[str, tuple[str, ...]] = {}
         self.events = EventRegistry()
         routes = self._collect_declarations()
         self.route_table = routes
@@ -156,8 +159,14 @@ class VachatApplication(tornado.web.Application):
         # Declarations are collected through the manager by name, not app.hooks: a plugin that
         # fails one is disabled (app.hooks only logs), and the answers come with their plugin.
         for plugin, declared in self.plugins.collect("vachat_permissions"):
-            for name, description in declared:
-                self.permissions.setdefault(name, description)
+            try:
+                permissions = [Permission.of(entry) for entry in declared]
+            except (TypeError, ValueError) as error:
+                self.plugins.disable(plugin.name, f"vachat_permissions returned {error}")
+                continue
+            for permission in permissions:
+                self.permissions.setdefault(permission.name, permission.description)
+                self.default_grants.setdefault(permission.name, permission.grant_to)
         for plugin, declared in self.plugins.collect("vachat_services", app=self):
             self._add_services(plugin, dict(declared))
         declared_routes = self._checked(self.plugins.collect("vachat_routes", app=self), _route_schema_ids)

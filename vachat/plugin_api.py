@@ -14,7 +14,7 @@ What a plugin is handed:
 - Declarations: ``hookimpl`` / ``hookspec``, ``ApiHandler`` + ``endpoint``,
   ``StreamingBodyHandler`` for uploads (the body streamed to ``receive_chunk`` under its own
   ``max_body_size``, raised above ``MAX_JSON_BODY`` only once the caller is authorised), ``ws_event`` with ``EventContext`` and ``Reply``,
-  ``requires`` for permissions, ``BaseModel`` for models, ``parse_size`` for a size setting
+  ``requires`` and ``Permission`` (with default grants) for permissions, ``BaseModel`` for models, ``parse_size`` for a size setting
   written as the core's are (``10MiB`` or a number of bytes).
 - The typed errors (``NotFound``, ``Conflict`` …), each rendered as the error envelope.
 
@@ -35,7 +35,7 @@ from .errors import (
 from .events import ws_event
 from .ids import new_id
 from .interfaces import Accounts, App, Database, Hooks, Hub, Limiter, Mailer
-from .rbac import requires
+from .rbac import Permission, requires
 from .actor import Actor
 from .web import ApiHandler, StreamingBodyHandler, endpoint
 from .wire import json_dumps
@@ -53,7 +53,8 @@ hookspec = pluggy.HookspecMarker("vachat")
 
 __all__ = [
     # declaring
-    "hookimpl", "hookspec", "ApiHandler", "StreamingBodyHandler", "endpoint", "ws_event", "requires", "EventContext", "Reply",
+    "hookimpl", "hookspec", "ApiHandler", "StreamingBodyHandler", "endpoint", "ws_event", "requires", "Permission",
+    "EventContext", "Reply",
     "BaseModel", "JSONField", "database", "now", "new_id", "Rate", "parse_size", "json_dumps",
     # what a plugin is handed
     "App", "Actor", "Accounts", "Database", "Hooks", "Hub", "Limiter", "Mailer",
