@@ -1,7 +1,7 @@
 """The command line: ``python run.py <command>`` or the installed ``vachat`` script.
 
 Commands: ``serve`` (the default), ``migrate`` (apply / rollback / create / status),
-``plugins``, ``config``, ``chat`` (the terminal client in ``vachat.client.command``, a client of
+``plugins``, ``openapi``, ``hooks`` (the hooks reference), ``config``, ``chat`` (the terminal client in ``vachat.client.command``, a client of
 the public protocol that reads no server configuration), and every command a plugin adds
 through ``vachat_commands`` (the core's accounts add ``seed`` and ``create-admin``). Configuration comes from the same files and
 environment as the server's; a bad value exits with status 2 and a message naming it.
@@ -138,6 +138,20 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hooks(args: argparse.Namespace) -> int:
+    """Print the hooks reference (Markdown) of the core and the enabled plugins, or with
+    ``--builtin`` of the core and the built-in plugins only (docs/hooks.md)."""
+    from .hooks_document import builtin_manager, render
+
+    if args.builtin:
+        print(render(builtin_manager()), end="")
+        return 0
+    settings = _settings(args)
+    _configure_logging(settings, quiet=True)
+    print(render(_application(settings).plugins), end="")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     print(json.dumps(_settings(args).public_summary(), indent=2, default=str))
     return 0
@@ -191,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     openapi = commands.add_parser("openapi", help="print the OpenAPI document of the REST API")
     openapi.set_defaults(handler=cmd_openapi)
+
+    hooks = commands.add_parser("hooks", help="print the reference of every hook (Markdown)")
+    hooks.add_argument("--builtin", action="store_true",
+                       help="the core's and the built-in plugins' only, whatever is installed (docs/hooks.md)")
+    hooks.set_defaults(handler=cmd_hooks)
 
     config = commands.add_parser("config", help="print the effective configuration (secrets masked)")
     config.set_defaults(handler=cmd_config)

@@ -76,12 +76,15 @@ def vachat_ws_events(app: "App") -> list[Callable[..., Awaitable[Any]]]:
 
 
 @hookspec
-def vachat_permissions() -> list[tuple[str, str]]:
-    """Return the permissions this plugin introduces as ``(name, description)`` pairs.
+def vachat_permissions() -> list[Any]:
+    """Return the permissions this plugin introduces: ``Permission`` values (or
+    ``(name, description)`` pairs).
 
     Names are dotted and start with the plugin's name or the resource it owns
     (``conversations.read_all``). The admin role's ``*`` grants them; other roles get them by
-    name, and the admin plugin validates role changes against this list.
+    name (``vachat roles grant ROLE PERMISSION``, the admin API), and the admin plugin validates
+    role changes against this list. ``Permission("notes.write", grant_to=("user",))`` adds it
+    to the named roles once, when a database first sees it; an operator's later revoke stays.
     """
 
 

@@ -84,7 +84,13 @@ async def vachat_user_deleting(app: App, user_id: str) -> None:
 @hookimpl
 async def chat_message_before_store(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> None:
     if message.get("requiresAIResponse"):
-        await Assistant.of(app).refuse_or_reserve(conversation["id"], actor)
+        await Assistant.of(app).refuse_or_reserve(conversation["id"], actor, message["draftId"])
+
+
+@hookimpl
+async def chat_message_refused(app: App, conversation: dict[str, Any], message: dict[str, Any]) -> None:
+    if message.get("requiresAIResponse"):
+        await Assistant.of(app).release_reservation(conversation["id"], message["draftId"])
 
 
 @hookimpl

@@ -35,8 +35,9 @@ log = logging.getLogger("vachat.plugins.ai")
 # The control message that asks the node generating in a conversation to stop.
 STOP_CONTROL = "ai-stop"
 # A reply's slot is taken when its message is accepted (before it is stored, so a second
-# request is refused with 409 rather than stored); storing takes milliseconds. If the message
-# is refused after that (another plugin's check), the slot frees itself after this long.
+# request is refused with 409 rather than stored); storing takes milliseconds. A message
+# refused after that (another plugin's check) releases it at once (chat_message_refused);
+# should that never come (the process stopped in between), the slot frees itself after this long.
 PENDING_CLAIM_SECS = 5.0
 # At shutdown, how long the replies still running get to store what they have (s).
 SHUTDOWN_WAIT_SECS = 10.0
@@ -54,8 +55,9 @@ class Assistant:
         self.slots = GenerationSlots(app, self.node_id)
         self.metrics: AiMetrics | None = None
         self.running: dict[str, Generation] = {}
-        #: conversation id → slot token taken by ``refuse_or_reserve`` for a message being stored.
-        self.reserved: dict[str, tuple[str, float]] = {}
+        #: conversation id → (slot token, expiry, draft id) taken by ``refuse_or_reserve`` for a
+        #: message being stored (the draft id of chat's ``chat_message_before_store``).
+        self.reserved: dict[str, tuple[str, float, str | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.closing = False
 
@@ -69,22 +71,32 @@ class Assistant:
 
     # -- before a reply -------------------------------------------------------------------
 
-    async def refuse_or_reserve(self, conversation_id: str, actor: Any) -> str:
+    async def refuse_or_reserve(self, conversation_id: str, actor: Any, draft_id: str | None = None) -> str:
         """Check the quota, then take the conversation's slot: its token; ``QuotaExceeded``
-        (429) or ``Conflict`` (409) before anything is stored."""
+        (429) or ``Conflict`` (409) before anything is stored. ``draft_id`` names the message
+        it is reserved for (``release_reservation`` frees it if that message is refused)."""
         await self.usage.check(actor.id, getattr(actor, "tier", "free"))
         token = await self.slots.claim(conversation_id, PENDING_CLAIM_SECS)
         if token is None:
             raise Conflict("The assistant is already answering in this conversation; "
                            "wait for it or send stop-generation")
-        self.reserved[conversation_id] = (token, time.monotonic() + PENDING_CLAIM_SECS)
+        self.reserved[conversation_id] = (token, time.monotonic() + PENDING_CLAIM_SECS, draft_id)
         return token
 
     def _take_reservation(self, conversation_id: str) -> str | None:
-        token, expires = self.reserved.pop(conversation_id, (None, 0.0))
+        token, expires, _ = self.reserved.pop(conversation_id, (None, 0.0, None))
         if token is not None and expires >= time.monotonic() and self.slots.holds(conversation_id, token):
             return token
         return None
+
+    async def release_reservation(self, conversation_id: str, draft_id: str) -> None:
+        """The message ``draft_id`` was refused after its slot was taken: free the slot now
+        (only that message's: another one may hold the conversation's slot)."""
+        reserved = self.reserved.get(conversation_id)
+        if reserved is None or reserved[2] != draft_id:
+            return
+        del self.reserved[conversation_id]
+        await self.slots.release(conversation_id, reserved[0])
 
     # -- a reply --------------------------------------------------------------------------
 

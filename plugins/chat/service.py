@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import peewee
@@ -98,6 +98,9 @@ class Draft:
     metadata: dict[str, Any]
     client_message_id: str | None
     requires_ai: bool
+    #: Names this attempt to store the message, for the hooks: what a ``before_store``
+    #: implementation reserved for it is released by ``chat_message_refused`` with the same id.
+    draft_id: str = field(default_factory=new_id)
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> "Draft":
@@ -111,9 +114,10 @@ class Draft:
 
     def wire(self) -> dict[str, Any]:
         """What ``chat_message_before_store`` sees."""
-        return {"conversationId": self.conversation_id, "content": self.content, "type": self.type,
-                "files": list(self.files), "parentId": self.parent_id, "metadata": self.metadata,
-                "clientMessageId": self.client_message_id, "requiresAIResponse": self.requires_ai}
+        return {"draftId": self.draft_id, "conversationId": self.conversation_id, "content": self.content,
+                "type": self.type, "files": list(self.files), "parentId": self.parent_id,
+                "metadata": self.metadata, "clientMessageId": self.client_message_id,
+                "requiresAIResponse": self.requires_ai}
 
     def same_as(self, stored: dict[str, Any]) -> bool:
         """Whether a retry carries the message already stored under its clientMessageId."""
@@ -692,6 +696,7 @@ class ChatService:
         draft = Draft.from_body(body)
         hooks = self.app.hooks
         ai_missing = draft.requires_ai and not hooks.chat_ai_reply_requested.implemented()
+        filtered: tuple[dict[str, Any], dict[str, Any]] | None = None  # (conversation, draft) the filter saw
         if ai_missing or hooks.chat_message_before_store.implemented():
             # A look first: hooks see only messages the caller may store, and never a retry.
             conversation, stored = await self.looks.submit((draft, actor))
@@ -699,10 +704,22 @@ class ChatService:
                 return await self._retried(draft, stored), False
             if ai_missing:
                 raise Conflict("An AI reply was requested but no AI plugin is enabled")
-            await hooks.chat_message_before_store(conversation=conversation, message=draft.wire(), actor=actor)
+            filtered = conversation, draft.wire()
+            try:
+                await hooks.chat_message_before_store(conversation=conversation, message=filtered[1], actor=actor)
+            except ApiError as refusal:
+                await self._refused(filtered, actor, refusal)
+                raise
         # The common path: access check, retry check and insert in one savepoint of a batch.
-        message, created, conversation = await self.sends.submit((draft, actor))
+        try:
+            message, created, conversation = await self.sends.submit((draft, actor))
+        except Exception as failure:  # refused after the filter (deleted meanwhile, …)
+            if filtered is not None:
+                await self._refused(filtered, actor, failure)
+            raise
         if not created:  # a retry (the unique index caught it, also when two raced)
+            if filtered is not None:
+                await self._refused(filtered, actor, None)
             return await self._retried(draft, message), False
         await self._decorate([message])
         await self.app.publish(conversation_room(draft.conversation_id), "new-message", message)
@@ -710,6 +727,14 @@ class ChatService:
         if draft.requires_ai:
             await hooks.chat_ai_reply_requested.notify(conversation=conversation, message=message, actor=actor)
         return message, True
+
+    async def _refused(self, filtered: tuple[dict[str, Any], dict[str, Any]], actor: Actor,
+                       error: Exception | None) -> None:
+        """Tell the ``chat_message_before_store`` implementations that a message they let
+        through was not stored, so that what they reserved for it is released now."""
+        conversation, draft = filtered
+        await self.app.hooks.chat_message_refused.notify(conversation=conversation, message=draft, actor=actor,
+                                                         error=error)
 
     async def _retried(self, draft: Draft, stored: dict[str, Any]) -> dict[str, Any]:
         if not draft.same_as(stored):
