@@ -63,9 +63,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from .migrate import installed_package_holding
+
     settings = _settings(args)
     _configure_logging(settings, quiet=True)
     migrations = _application(settings).migrations()
+    if args.owner and args.owner not in migrations.sources:
+        print(f"vachat migrate: no migrations for {args.owner!r}; known: {', '.join(migrations.sources)}",
+              file=sys.stderr)
+        return 2
     if args.action == "apply":
         applied = migrations.apply(args.owner)
         print(json.dumps({"applied": applied}, indent=2) if applied else "nothing to apply")
@@ -79,9 +85,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         if not args.name:
             print("vachat migrate create: give the migration a name", file=sys.stderr)
             return 2
-        print(migrations.create(args.owner or "core", args.name))
+        owner = args.owner or "core"
+        installed = installed_package_holding(migrations.sources[owner].directory)
+        if installed:
+            print(f"vachat migrate create: refusing to write {owner}'s migration into an installed package "
+                  f"({installed}): it would be lost at the next install and never reach the source. Run this "
+                  f"command in {owner}'s source checkout, installed editable (pip install -e <checkout>), "
+                  "and release the new migration with the package.", file=sys.stderr)
+            return 1
+        print(migrations.create(owner, args.name))
     else:
-        print(json.dumps(migrations.status(), indent=2))
+        print(json.dumps(migrations.status(args.owner), indent=2))
     return 0
 
 
@@ -153,7 +167,19 @@ def cmd_hooks(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    print(json.dumps(_settings(args).public_summary(), indent=2, default=str))
+    """The core's settings, then every enabled plugin's section under ``plugins`` (defaults and
+    environment applied, as the plugin sees it); secrets masked in both."""
+    from .app import VachatApplication
+    from .plugin_config import public_plugin_config
+
+    settings = _settings(args)
+    _configure_logging(settings, quiet=True)
+    app = VachatApplication(settings)
+    summary = settings.public_summary()
+    summary["plugins"] = {
+        plugin.name: public_plugin_config(app.plugin_config(plugin.name), app.schemas, f"{plugin.name}/config")
+        for plugin in sorted(app.plugins.enabled, key=lambda p: p.name) if plugin.source != "core"}
+    print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
@@ -211,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the core's and the built-in plugins' only, whatever is installed (docs/hooks.md)")
     hooks.set_defaults(handler=cmd_hooks)
 
-    config = commands.add_parser("config", help="print the effective configuration (secrets masked)")
+    config = commands.add_parser("config", help="print the effective configuration, every plugin's section "
+                                                "included (secrets masked)")
     config.set_defaults(handler=cmd_config)
 
     from .client.command import add_arguments as add_chat_arguments
