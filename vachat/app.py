@@ -39,6 +39,7 @@ from .metrics import Metrics
 from .migrate import CORE_MIGRATIONS, MigrationSource, Migrations
 from .plugin_config import PluginConfigError, resolve_plugin_config
 from .plugin_manager import HookCaller, LoadedPlugin, PluginManager
+from .rbac import Permission
 from .ratelimit import make_rate_limiter
 from .redis_client import RedisGuard, make_redis
 from .resources import core_resource
@@ -103,6 +104,8 @@ class VachatApplication(tornado.web.Application):
         self.broker = make_broker(self.redis, self.redis_guard)
         self.hub = Hub(self)
         self.permissions: dict[str, str] = {}
+        #: Permission name → the roles it is granted to when first seen (``Permission.grant_to``).
+        self.default_grants: dict[str, tuple[str, ...]] = {}
         self.events = EventRegistry()
         self.server_events = ServerEventRegistry()
         routes = self._collect_declarations()
@@ -160,9 +163,17 @@ class VachatApplication(tornado.web.Application):
             self.server_events.register(server_event, "core")
         taken = {route[0] for route in routes}
 
+        # Declarations are collected through the manager by name, not app.hooks: a plugin that
+        # fails one is disabled (app.hooks only logs), and the answers come with their plugin.
         for plugin, declared in self.plugins.collect("vachat_permissions"):
-            for name, description in declared:
-                self.permissions.setdefault(name, description)
+            try:
+                permissions = [Permission.of(entry) for entry in declared]
+            except (TypeError, ValueError) as error:
+                self.plugins.disable(plugin.name, f"vachat_permissions returned {error}")
+                continue
+            for permission in permissions:
+                self.permissions.setdefault(permission.name, permission.description)
+                self.default_grants.setdefault(permission.name, permission.grant_to)
         for plugin, declared in self.plugins.collect("vachat_services", app=self):
             self._add_services(plugin, dict(declared))
         declared_routes = self._checked(self.plugins.collect("vachat_routes", app=self), _route_schema_ids)
@@ -239,7 +250,7 @@ class VachatApplication(tornado.web.Application):
         """Who presents these credentials, via the ``vachat_actor_from_request`` hook."""
         if not (headers.get("Authorization") or headers.get("X-API-Key")):
             return None
-        actor = await self.hooks.call("vachat_actor_from_request", headers=headers, remote_ip=remote_ip)
+        actor = await self.hooks.vachat_actor_from_request(headers=headers, remote_ip=remote_ip)
         if actor is None:
             # Credentials were sent but no plugin knows them: say so, the same way on REST and
             # WebSocket, rather than "Authentication required" as if none had been sent.
@@ -324,7 +335,7 @@ class VachatApplication(tornado.web.Application):
         """Bind the database, start the broker and hub, run plugins' start-up hooks."""
         self.db.bind()
         await self.hub.start()
-        await self.plugins.notify("vachat_startup", app=self)
+        await self.hooks.vachat_startup.notify()
         log.info("vachat started", extra={
             "version": self.version, "environment": self.config.env,
             "plugins": [p.name for p in self.plugins.enabled],
@@ -347,7 +358,7 @@ class VachatApplication(tornado.web.Application):
             except asyncio.TimeoutError:
                 log.warning("in-flight requests still running after the grace period",
                             extra={"requests": len(self._inflight)})
-        await self.plugins.notify("vachat_shutdown", app=self)
+        await self.hooks.vachat_shutdown.notify()
         loop = asyncio.get_running_loop()
         steps: list[tuple[str, Callable[[], Any]]] = [
             ("mail", self.mailer.drain),  # e-mails already promised (reset links) go out first

@@ -7,8 +7,10 @@ Every hook that takes ``app`` is handed the ``vachat.plugin_api.App`` interface.
 Plugins declare hooks of their own (``vachat_addhooks``), named ``<plugin>_<event>``
 (``chat_message_created``); the core's are ``vachat_*`` and name no domain plugin.
 
-Order: implementations run in plugin load order (the core first, then plugins sorted by
-name). Isolation: a plugin whose hook raises is logged (``"<plugin> | <hook> failed"``) and the
+Order: ``@hookimpl(tryfirst=True)`` implementations first, ``trylast=True`` ones last, the rest
+in plugin load order (the core first, then plugins sorted by name); wrappers are refused at
+load. Call a hook as ``app.hooks.<name>(…)`` (or ``.notify(…)``): arguments not in the spec
+are the caller's ``TypeError``. Isolation: a plugin whose hook raises is logged (``"<plugin> | <hook> failed"``) and the
 other plugins' implementations still run; hooks that collect start-up declarations (routes,
 events, permissions, services) disable a plugin that fails them, unless
 ``VACHAT_PLUGINS_STRICT`` is set. Hooks may return awaitables where the docstring says so; the
@@ -86,12 +88,15 @@ def vachat_server_events(app: "App") -> list[Any]:
 
 
 @hookspec
-def vachat_permissions() -> list[tuple[str, str]]:
-    """Return the permissions this plugin introduces as ``(name, description)`` pairs.
+def vachat_permissions() -> list[Any]:
+    """Return the permissions this plugin introduces: ``Permission`` values (or
+    ``(name, description)`` pairs).
 
     Names are dotted and start with the plugin's name or the resource it owns
     (``conversations.read_all``). The admin role's ``*`` grants them; other roles get them by
-    name, and the admin plugin validates role changes against this list.
+    name (``vachat roles grant ROLE PERMISSION``, the admin API), and the admin plugin validates
+    role changes against this list. ``Permission("notes.write", grant_to=("user",))`` adds it
+    to the named roles once, when a database first sees it; an operator's later revoke stays.
     """
 
 
@@ -204,7 +209,7 @@ def vachat_user_deleting(app: "App", user_id: str) -> Any:
     (rows, files on disk, live state). May return an awaitable.
 
     Every plugin that stores a user's data implements it. It runs before the account row goes,
-    in plugin order, through ``app.hooks.call``: raising an ``ApiError`` stops the deletion
+    in plugin order, asked as ``app.hooks.vachat_user_deleting(user_id=…)``: raising an ``ApiError`` stops the deletion
     (the caller sees it); any other failure is logged and the other plugins still run. Make it
     idempotent: an operator may retry a deletion.
     """

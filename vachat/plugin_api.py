@@ -8,14 +8,14 @@ What a plugin is handed:
 
 - ``App`` (``vachat.interfaces``): in every hook as ``app`` and in handlers as ``self.app``:
   ``config``, ``db.run``, ``run_blocking``, ``hub``/``publish``, ``limiter``, ``mailer``,
-  ``plugin_config(name)``, ``plugin_state(name)``, ``hooks.notify/call``, ``service(name)``,
+  ``plugin_config(name)``, ``plugin_state(name)``, ``hooks.<name>(…)`` / ``.notify(…)``, ``service(name)``,
   ``accounts`` (users, sessions, audit), ``with_redis``; ``hub.on_control`` / ``hub.send_control``
   for node-to-node messages that are not about a room.
 - Declarations: ``hookimpl`` / ``hookspec``, ``ApiHandler`` + ``endpoint``,
   ``server_event`` to declare the frames a plugin sends (the AsyncAPI document lists them),
   ``StreamingBodyHandler`` for uploads (the body streamed to ``receive_chunk`` under its own
   ``max_body_size``, raised above ``MAX_JSON_BODY`` only once the caller is authorised), ``ws_event`` with ``EventContext`` and ``Reply``,
-  ``requires`` for permissions, ``BaseModel`` for models, ``parse_size`` for a size setting
+  ``requires`` and ``Permission`` (with default grants) for permissions, ``BaseModel`` for models, ``parse_size`` for a size setting
   written as the core's are (``10MiB`` or a number of bytes), ``check_json_size`` for a
   client's free-form JSON object (``JSON_BLOB_MAX_BYTES``, 16 KiB encoded, as preferences),
   ``lock_rows`` for a read-then-write that concurrent requests must not interleave (a quota).
@@ -41,7 +41,7 @@ from .events import server_event, ws_event
 from .exports import UserExport
 from .ids import new_id
 from .interfaces import Accounts, App, Database, Hooks, Hub, Limiter, Mailer
-from .rbac import requires
+from .rbac import Permission, requires
 from .actor import Actor
 from .web import ApiHandler, StreamingBodyHandler, endpoint
 from .wire import JSON_BLOB_MAX_BYTES, check_json_size, json_dumps
@@ -59,7 +59,7 @@ hookspec = pluggy.HookspecMarker("vachat")
 
 __all__ = [
     # declaring
-    "hookimpl", "hookspec", "ApiHandler", "StreamingBodyHandler", "endpoint", "ws_event", "server_event", "requires", "EventContext", "Reply",
+    "hookimpl", "hookspec", "ApiHandler", "StreamingBodyHandler", "endpoint", "ws_event", "server_event", "requires", "Permission", "EventContext", "Reply",
     "BaseModel", "JSONField", "database", "lock_rows", "now", "new_id", "Rate", "parse_size", "json_dumps",
     "check_json_size", "JSON_BLOB_MAX_BYTES",
     # what a plugin is handed

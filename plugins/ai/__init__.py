@@ -100,12 +100,18 @@ async def chat_message_before_store(app: App, conversation: dict[str, Any], mess
     if message.get("requiresAIResponse"):
         reply_options(message.get("metadata"))  # malformed options: 400 before anything is taken
         await Assistant.of(app).refuse_or_reserve(conversation, actor, leaf_id=message.get("parentId"),
-                                                  new_content=message.get("content") or "")
+                                                  new_content=message.get("content") or "", draft_id=message["draftId"])
 
 
 @hookimpl
 def chat_conversation_before_store(app: App, changes: dict[str, Any]) -> None:
     check_conversation_prompt(changes.get("metadata"), int(app.plugin_config("ai")["user_system_prompt_max"]))
+
+
+@hookimpl
+async def chat_message_refused(app: App, conversation: dict[str, Any], message: dict[str, Any]) -> None:
+    if message.get("requiresAIResponse"):
+        await Assistant.of(app).release_reservation(conversation["id"], message["draftId"])
 
 
 @hookimpl

@@ -37,8 +37,9 @@ log = logging.getLogger("vachat.plugins.ai")
 # The control message that asks the node generating in a conversation to stop.
 STOP_CONTROL = "ai-stop"
 # A reply's slot is taken when its message is accepted (before it is stored, so a second
-# request is refused with 409 rather than stored); storing takes milliseconds. If the message
-# is refused after that (another plugin's check), the slot frees itself after this long.
+# request is refused with 409 rather than stored); storing takes milliseconds. A message
+# refused after that (another plugin's check) releases it at once (chat_message_refused);
+# should that never come (the process stopped in between), the slot frees itself after this long.
 PENDING_CLAIM_SECS = 5.0
 # At shutdown, how long the replies still running get to store what they have (s).
 SHUTDOWN_WAIT_SECS = 10.0
@@ -53,6 +54,8 @@ class _Pending:
     token: str
     expires: float
     reservation: Reservation
+    #: The message it was taken for (chat's ``draftId``), to give it back if that one is refused.
+    draft_id: str | None = None
 
 
 def _tokens(messages: list[ChatMessage]) -> int:
@@ -85,11 +88,12 @@ class Assistant:
     # -- before a reply -------------------------------------------------------------------
 
     async def refuse_or_reserve(self, conversation: dict[str, Any], actor: Any, *, leaf_id: str | None = None,
-                                new_content: str = "") -> str:
+                                new_content: str = "", draft_id: str | None = None) -> str:
         """Reserve the reply's tokens of the caller's quota, then take the conversation's slot:
         its token; ``QuotaExceeded`` (429) or ``Conflict`` (409) before anything is stored.
         The reply will answer ``leaf_id`` (default: the current message), or ``new_content``
-        about to be stored after it."""
+        about to be stored after it. ``draft_id`` names the message it is reserved for
+        (``release_reservation`` gives it all back if that message is refused)."""
         conversation_id = conversation["id"]
         prompt_tokens = await self.estimate_prompt(conversation, leaf_id, new_content)
         reservation = await self.usage.reserve(actor.id, getattr(actor, "tier", "free"), prompt_tokens)
@@ -98,7 +102,7 @@ class Assistant:
             await self.usage.settle(reservation, None)
             raise Conflict("The assistant is already answering in this conversation; "
                            "wait for it or send stop-generation")
-        self.reserved[conversation_id] = _Pending(token, time.monotonic() + PENDING_CLAIM_SECS, reservation)
+        self.reserved[conversation_id] = _Pending(token, time.monotonic() + PENDING_CLAIM_SECS, reservation, draft_id)
         # The message may still be refused after this check (another plugin's): then no reply
         # starts, and the tokens go back once the slot would have freed itself.
         asyncio.get_running_loop().call_later(PENDING_CLAIM_SECS, self._expire_pending, conversation_id, token)
@@ -120,6 +124,25 @@ class Assistant:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def release_reservation(self, conversation_id: str, draft_id: str) -> None:
+        """The message ``draft_id`` was refused after its slot and tokens were taken: give them
+        back now (only that message's: another one may hold the conversation's slot)."""
+        pending = self.reserved.get(conversation_id)
+        if pending is None or pending.draft_id != draft_id:
+            return
+        del self.reserved[conversation_id]
+        await self.slots.release(conversation_id, pending.token)
+        await self.usage.settle(pending.reservation, None)
+
+    async def release_reservation(self, conversation_id: str, draft_id: str) -> None:
+        """The message ``draft_id`` was refused after its slot was taken: free the slot now
+        (only that message's: another one may hold the conversation's slot)."""
+        reserved = self.reserved.get(conversation_id)
+        if reserved is None or reserved[2] != draft_id:
+            return
+        del self.reserved[conversation_id]
+        await self.slots.release(conversation_id, reserved[0])
 
     # -- a reply --------------------------------------------------------------------------
 

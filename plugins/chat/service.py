@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import peewee
@@ -105,6 +105,9 @@ class Draft:
     metadata: dict[str, Any]
     client_message_id: str | None
     requires_ai: bool
+    #: Names this attempt to store the message, for the hooks: what a ``before_store``
+    #: implementation reserved for it is released by ``chat_message_refused`` with the same id.
+    draft_id: str = field(default_factory=new_id)
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> "Draft":
@@ -119,9 +122,10 @@ class Draft:
 
     def wire(self) -> dict[str, Any]:
         """What ``chat_message_before_store`` sees."""
-        return {"conversationId": self.conversation_id, "content": self.content, "type": self.type,
-                "files": list(self.files), "parentId": self.parent_id, "metadata": self.metadata,
-                "clientMessageId": self.client_message_id, "requiresAIResponse": self.requires_ai}
+        return {"draftId": self.draft_id, "conversationId": self.conversation_id, "content": self.content,
+                "type": self.type, "files": list(self.files), "parentId": self.parent_id,
+                "metadata": self.metadata, "clientMessageId": self.client_message_id,
+                "requiresAIResponse": self.requires_ai}
 
     def same_as(self, stored: dict[str, Any]) -> bool:
         """Whether a retry carries the message already stored under its clientMessageId."""
@@ -581,7 +585,7 @@ class ChatService:
 
         deleted = await self.app.db.run(delete)
         await self.app.publish(user_room(deleted["ownerId"]), "conversation-deleted", {"conversationId": conversation_id})
-        await self.app.hooks.notify("chat_conversation_deleted", conversation=deleted, actor=actor)
+        await self.app.hooks.chat_conversation_deleted.notify(conversation=deleted, actor=actor)
 
     async def list_conversations(self, actor: Actor, query: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """The caller's conversations, a page at a time (page, limit, sortBy, sortOrder,
@@ -745,25 +749,46 @@ class ChatService:
         second AI reply), or ``Conflict`` when its content differs."""
         draft = Draft.from_body(body)
         hooks = self.app.hooks
-        ai_missing = draft.requires_ai and not hooks.implemented("chat_ai_reply_requested")
-        if ai_missing or hooks.implemented("chat_message_before_store"):
+        ai_missing = draft.requires_ai and not hooks.chat_ai_reply_requested.implemented()
+        filtered: tuple[dict[str, Any], dict[str, Any]] | None = None  # (conversation, draft) the filter saw
+        if ai_missing or hooks.chat_message_before_store.implemented():
             # A look first: hooks see only messages the caller may store, and never a retry.
             conversation, stored = await self.looks.submit((draft, actor))
             if stored is not None:
                 return await self._retried(draft, stored), False
             if ai_missing:
                 raise Conflict("An AI reply was requested but no AI plugin is enabled")
-            await hooks.call("chat_message_before_store", conversation=conversation, message=draft.wire(), actor=actor)
+            filtered = conversation, draft.wire()
+            try:
+                await hooks.chat_message_before_store(conversation=conversation, message=filtered[1], actor=actor)
+            except ApiError as refusal:
+                await self._refused(filtered, actor, refusal)
+                raise
         # The common path: access check, retry check and insert in one savepoint of a batch.
-        message, created, conversation = await self.sends.submit((draft, actor))
+        try:
+            message, created, conversation = await self.sends.submit((draft, actor))
+        except Exception as failure:  # refused after the filter (deleted meanwhile, …)
+            if filtered is not None:
+                await self._refused(filtered, actor, failure)
+            raise
         if not created:  # a retry (the unique index caught it, also when two raced)
+            if filtered is not None:
+                await self._refused(filtered, actor, None)
             return await self._retried(draft, message), False
         await self._decorate([message])
         await self.app.publish(conversation_room(draft.conversation_id), "new-message", message)
-        await hooks.notify("chat_message_created", conversation=conversation, message=message, actor=actor)
+        await hooks.chat_message_created.notify(conversation=conversation, message=message, actor=actor)
         if draft.requires_ai:
-            await hooks.notify("chat_ai_reply_requested", conversation=conversation, message=message, actor=actor)
+            await hooks.chat_ai_reply_requested.notify(conversation=conversation, message=message, actor=actor)
         return message, True
+
+    async def _refused(self, filtered: tuple[dict[str, Any], dict[str, Any]], actor: Actor,
+                       error: Exception | None) -> None:
+        """Tell the ``chat_message_before_store`` implementations that a message they let
+        through was not stored, so that what they reserved for it is released now."""
+        conversation, draft = filtered
+        await self.app.hooks.chat_message_refused.notify(conversation=conversation, message=draft, actor=actor,
+                                                         error=error)
 
     async def _retried(self, draft: Draft, stored: dict[str, Any]) -> dict[str, Any]:
         if not draft.same_as(stored):
@@ -785,9 +810,9 @@ class ChatService:
         message = message_wire(row, [])
         await self._decorate([message])
         await self.app.publish(conversation_room(conversation_id), "new-message", message)
-        if self.app.hooks.implemented("chat_message_created"):
+        if self.app.hooks.chat_message_created.implemented():
             conversation = await self.get_conversation(conversation_id)
-            await self.app.hooks.notify("chat_message_created", conversation=conversation, message=message, actor=None)
+            await self.app.hooks.chat_message_created.notify(conversation=conversation, message=message, actor=None)
         return message
 
     async def update_message(self, message_id: str, *, content: str | None = None, type: str | None = None,
@@ -834,7 +859,7 @@ class ChatService:
         message, conversation = await self.app.db.run(update)
         await self._decorate([message])
         await self.app.publish(conversation_room(message["conversationId"]), "message-updated", message)
-        await self.app.hooks.notify("chat_message_updated", conversation=conversation, message=message, actor=actor)
+        await self.app.hooks.chat_message_updated.notify(conversation=conversation, message=message, actor=actor)
         return message
 
     async def delete_message(self, actor: Actor | None, message_id: str) -> None:
@@ -875,7 +900,7 @@ class ChatService:
         message, conversation = await self.app.db.run(delete)
         await self.app.publish(conversation_room(conversation["id"]), "message-deleted",
                                {"conversationId": conversation["id"], "messageId": message_id})
-        await self.app.hooks.notify("chat_message_deleted", conversation=conversation, message=message, actor=actor)
+        await self.app.hooks.chat_message_deleted.notify(conversation=conversation, message=message, actor=actor)
 
     async def delete_user_data(self, user_id: str) -> None:
         """Remove a user's conversations (with all their messages) and any message they wrote
@@ -905,8 +930,8 @@ class ChatService:
     # -- hooks --------------------------------------------------------------------------
 
     async def _decorate(self, messages: list[dict[str, Any]]) -> None:
-        if messages and self.app.hooks.implemented("chat_messages_decorate"):
-            await self.app.hooks.notify("chat_messages_decorate", messages=messages)
+        if messages and self.app.hooks.chat_messages_decorate.implemented():
+            await self.app.hooks.chat_messages_decorate.notify(messages=messages)
 
     async def _decorate_last(self, conversations: list[dict[str, Any]]) -> None:
         await self._decorate([c["lastMessage"] for c in conversations if c["lastMessage"]])

@@ -148,7 +148,7 @@ class RegisterHandler(ApiHandler):
                            details=[{"field": "username", "message": "is taken"}]) from None
         tokens = token_pair(self.application.config, user.id, session_id, jti)
         await _send_verification(self.application, user)
-        await self.application.hooks.notify("vachat_user_registered", user=user.to_wire())
+        await self.application.hooks.vachat_user_registered.notify(user=user.to_wire())
         self.respond({"user": user.to_wire(), "tokens": tokens, "sessionId": session_id}, status=201)
 
 

@@ -25,7 +25,7 @@ from .identity import email_skeleton, normalize_email, username_skeleton
 
 __all__ = [
     "Role", "User", "Session", "PasswordReset", "EmailVerification", "ApiKey", "AuditLog",
-    "UserPreferences", "UserStatistics", "ACCOUNT_MODELS", "normalize_email",
+    "UserPreferences", "UserStatistics", "SeenPermission", "ACCOUNT_MODELS", "normalize_email",
     "DEFAULT_ROLE", "ADMIN_ROLE", "DEFAULT_TIER", "SKELETON_MAX_LENGTH",
 ]
 
@@ -343,6 +343,19 @@ class UserStatistics(BaseModel):
         }
 
 
+class SeenPermission(BaseModel):
+    """A permission this database has seen declared: its default grants (``grant_to``) were
+    applied then, once. Kept so that an operator's later revoke is not undone at the next
+    start."""
+
+    id = peewee.CharField(primary_key=True, max_length=128)  # the permission's name
+    seen_at = peewee.DateTimeField(default=now)
+
+    class Meta:
+        table_name = "seen_permissions"
+
+
 #: In dependency order (a table before those referring to it).
 ACCOUNT_MODELS = (Role, User, Session, PasswordReset, EmailVerification, ApiKey, AuditLog,
-                  UserPreferences, UserStatistics)
+                  UserPreferences, UserStatistics, SeenPermission)
+

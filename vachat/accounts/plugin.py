@@ -133,3 +133,9 @@ async def vachat_startup(app: Any) -> None:
     created = await app.db.run(ensure_default_roles)
     if created:
         log.info("created the default roles", extra={"roles": created})
+    from .grants import apply_default_grants
+
+    granted = await app.db.run(apply_default_grants, app.default_grants)
+    for role_name, permissions in granted.items():
+        log.info("granted permissions by default", extra={"role": role_name, "permissions": permissions})
+        await app.accounts.invalidate_role(role_name)

@@ -167,7 +167,7 @@ class AccountsService:
         # written while the plugins remove what they hold.
         await sessions.set_user_active(app, user_id, False, reason="deleted")
         try:
-            await app.hooks.call("vachat_user_deleting", user_id=user_id)
+            await app.hooks.vachat_user_deleting(user_id=user_id)
         except ApiError:
             await app.db.run(management.restore_active, user_id, before["isActive"])
             if before["isActive"]:

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 from typing import Any
 
 import pytest
 
 from vachat.plugin_api import hookimpl
-from vachat.testing import assert_error
+from vachat.testing import assert_error, eventually
 
 
 class ChatFigures:
@@ -56,10 +55,8 @@ async def test_dashboard_counts_users_and_live_sockets_and_names_what_is_missing
     assert figures["missing"] == ["conversations", "messages", "files", "ai", "webhooks"]
     assert not {"conversations", "messages", "files", "ai"} & set(figures)
     socket.close()
-    deadline = asyncio.get_running_loop().time() + 5
-    while app.hub.connection_count:  # the server notices the close a moment later
-        assert asyncio.get_running_loop().time() < deadline, "the server never saw the socket close"
-        await asyncio.sleep(0.01)
+    # The server notices the close a moment later.
+    await eventually(lambda: app.hub.connection_count == 0, 5, "the server to see the socket close")
     assert (await fetch("/api/admin/dashboard", user=admin_user)).data["sockets"] == {"live": 0}
 
 

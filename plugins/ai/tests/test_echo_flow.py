@@ -9,7 +9,9 @@ import pytest
 from vachat.testing import assert_error
 
 from plugins.ai import admin_dashboard_figures
+from plugins.ai.assistant import Assistant
 
+from . import refusing_plugin
 from .helpers import ALICE, BOB, ask, check_reply, connect, create_conversation, join, reply_frames
 
 FAST = {"plugin_sections": {"ai": {"echo_delay": 0}}}
@@ -261,7 +263,7 @@ async def test_metrics_admin_figures_and_user_deletion(app, fetch, ws_connect, m
     assert 'vachat_ai_time_to_first_token_seconds_count{model="echo",provider="echo"} 1.0' in text
     assert f'vachat_ai_tokens_total{{kind="completion",model="echo",provider="echo"}} {float(stored["metadata"]["completionTokens"])}' in text
     assert await admin_dashboard_figures(app) == {"ai": {"tokensToday": tokens}}
-    await app.hooks.call("vachat_user_deleting", user_id=alice.id)
+    await app.hooks.vachat_user_deleting(user_id=alice.id)
     assert await admin_dashboard_figures(app) == {"ai": {"tokensToday": 0}}
 
 
@@ -335,6 +337,28 @@ async def test_deleting_a_user_stops_their_reply_and_leaves_no_usage(app, fetch,
     await join(socket, cid)
     await ask(fetch, cid, LONG_TEXT, user=alice)
     await socket.receive("ai-delta")
-    await app.hooks.call("vachat_user_deleting", user_id=alice.id)
+    await app.hooks.vachat_user_deleting(user_id=alice.id)
     assert cid not in app.service("ai").running
     assert await app.service("ai").usage.used_today(alice.id) == 0
+
+
+@pytest.mark.gen_test
+@pytest.mark.vachat(plugins=["ai", ("refuser", refusing_plugin)], config=FAST)
+async def test_a_message_refused_after_the_slot_was_reserved_releases_it_at_once(app, fetch, ws_connect):
+    cid = (await create_conversation(fetch))["id"]
+    alice = await connect(ws_connect)
+    await join(alice, cid)
+    refused = await ask(fetch, cid, "something forbidden", expect=400)
+    assert refused.json["code"] == "VALIDATION_FAILED"
+    assert Assistant.of(app).reserved == {}  # the AI plugin did reserve, and has let go
+    asked = (await ask(fetch, cid, "something fine")).data  # at once: no 409
+    stored = check_reply(await reply_frames(alice), cid)
+    assert stored["parentId"] == asked["id"] and stored["content"] == "Echo: something fine"
+    # Over the socket too, and the AI's own refusal (a reply already running) frees nothing.
+    denied = await alice.request("send-message", {"conversationId": cid, "content": "forbidden again",
+                                                  "requiresAIResponse": True})
+    assert denied["type"] == "error" and denied["data"]["code"] == "VALIDATION_FAILED"
+    acked = await alice.request("send-message", {"conversationId": cid, "content": "fine again",
+                                                 "requiresAIResponse": True})
+    assert acked["type"] == "ack"
+    check_reply(await reply_frames(alice), cid)
