@@ -139,6 +139,13 @@ def cmd_openapi(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    if args.defaults_toml or args.markdown_table:
+        from .config import load_config_schema
+        from .config_docs import builtin_plugin_schemas, defaults_toml, markdown_table
+
+        render = defaults_toml if args.defaults_toml else markdown_table
+        print(render(load_config_schema(), builtin_plugin_schemas()), end="")
+        return 0
     print(json.dumps(_settings(args).public_summary(), indent=2, default=str))
     return 0
 
@@ -193,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     openapi.set_defaults(handler=cmd_openapi)
 
     config = commands.add_parser("config", help="print the effective configuration (secrets masked)")
+    generated = config.add_mutually_exclusive_group()
+    generated.add_argument("--defaults-toml", action="store_true",
+                           help="print conf/default.toml as the settings' schemas declare it")
+    generated.add_argument("--markdown-table", action="store_true",
+                           help="print the README's table of settings, from the same schemas")
     config.set_defaults(handler=cmd_config)
 
     from .client.command import add_arguments as add_chat_arguments

@@ -1,10 +1,14 @@
-"""Configuration: defaults, override file, environment, validation, production secrets."""
+"""Configuration: one schema, defaults, override file, environment, validation, production secrets."""
 
 import json
+from dataclasses import fields
 
 import pytest
 
-from vachat.config import ConfigError, Rate, load_settings
+from vachat.config import (DEFAULT_CONFIG_FILE, OPTIONS, ConfigError, Rate, Settings, load_config_schema,
+                           load_settings)
+from vachat.config_docs import (README, TABLE_END, TABLE_START, builtin_plugin_schemas, defaults_toml,
+                                markdown_table)
 from vachat.db import connect_url
 
 STRONG = "s" * 20 + "0123456789abcdefghijkl"
@@ -143,3 +147,65 @@ def test_relative_sqlite_paths_are_taken_from_the_working_directory(tmp_path):
     engine = connect_url("sqlite:///nested/own.db")
     assert engine.database == str(tmp_path / "nested" / "own.db")
     assert (tmp_path / "nested").is_dir()
+
+
+# --- one declaration per setting: schemas/config.json -------------------------------------------
+
+# The Python type each schema type (or x-format) is converted to.
+PYTHON_TYPES = {"size": "int", "rate": "Rate", "directory": "Path", "integer": "int", "number": "float",
+                "boolean": "bool", "array": "list[str]", "string": "str"}
+
+
+def test_conf_default_toml_is_generated_from_the_schemas():
+    expected = defaults_toml(load_config_schema(), builtin_plugin_schemas())
+    assert DEFAULT_CONFIG_FILE.read_text(encoding="utf-8") == expected, \
+        "conf/default.toml drifted from schemas/config.json: run python -m vachat.config_docs --write"
+
+
+def test_readme_configuration_table_is_generated_from_the_schemas():
+    readme = README.read_text(encoding="utf-8")
+    table = readme.split(TABLE_START + "\n", 1)[1].split(TABLE_END, 1)[0]
+    assert table == markdown_table(load_config_schema(), builtin_plugin_schemas()), \
+        "README's configuration table drifted from the schemas: run python -m vachat.config_docs --write"
+    assert "`PORT`" in table and "`MAX_FILE_SIZE`" in table  # the core's and the plugins' settings
+
+
+def test_every_setting_is_declared_completely_and_fills_a_typed_attribute():
+    declared = {field.name: field.type for field in fields(Settings)
+                if field.name not in ("plugin_sections", "environ")}
+    assert sorted(declared) == sorted(option.attr for option in OPTIONS)
+    for option in OPTIONS:
+        prop = option.schema
+        assert prop.get("description") and prop.get("x-env"), option.key
+        assert "default" in prop or "x-default-text" in prop, f"{option.key} says nothing of its default"
+        kind = prop.get("x-format") if prop.get("x-format") in PYTHON_TYPES else option.kinds[0]
+        python_type = PYTHON_TYPES[kind] + ("" if "default" in prop or "x-data-dir-default" in prop else " | None")
+        assert declared[option.attr] == python_type, f"Settings.{option.attr} should be {python_type}"
+    assert len({option.env for option in OPTIONS}) == len(OPTIONS)
+
+
+def test_the_schema_defaults_are_what_a_server_runs_on_without_conf_default_toml(tmp_path, monkeypatch):
+    """The schema, not the shipped file, holds the defaults: an emptied default file changes nothing."""
+    from vachat import config
+
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    shipped = load_settings(environ={})
+    monkeypatch.setattr(config, "DEFAULT_CONFIG_FILE", empty)
+    assert load_settings(environ={}) == shipped
+
+
+def test_file_values_written_as_text_are_read_as_their_type(tmp_path):
+    override = tmp_path / "site.toml"
+    override.write_text('[server]\nport = "4100"\n[plugins]\nstrict = "yes"\nenabled = "chat, -ai"\n')
+    settings = load_settings(environ={"VACHAT_CONFIG": str(override)})
+    assert (settings.port, settings.plugins_strict, settings.plugins_enabled) == (4100, True, ["chat", "-ai"])
+    override.write_text('[security]\nbcrypt_rounds = 40\n')
+    with pytest.raises(ConfigError, match=r"BCRYPT_ROUNDS \(security.bcrypt_rounds\) from .*site.toml: must be a bcrypt cost"):
+        load_settings(environ={"VACHAT_CONFIG": str(override)})
+
+
+def test_an_invalid_secret_is_never_echoed():
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"REDIS_URL": "http://user:hunter2@cache"})
+    assert "REDIS_URL" in str(caught.value) and "hunter2" not in str(caught.value)
