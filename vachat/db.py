@@ -52,7 +52,7 @@ POSTGRES_POOL_TIMEOUT = 10
 POSTGRES_CONNECT_TIMEOUT = 5
 
 
-def now():
+def now() -> datetime.datetime:
     """The current UTC time as a naive datetime (how every timestamp column stores it)."""
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 

@@ -8,7 +8,7 @@ What a plugin is handed:
 
 - ``App`` (``vachat.interfaces``): in every hook as ``app`` and in handlers as ``self.app``:
   ``config``, ``db.run``, ``run_blocking``, ``hub``/``publish``, ``limiter``, ``mailer``,
-  ``plugin_config(name)``, ``plugin_state(name)``, ``hooks.notify/call``, ``service(name)``,
+  ``plugin_config(name)``, ``plugin_state(name)``, ``hooks.notify/call``, ``service(key)``,
   ``accounts`` (users, sessions, audit), ``with_redis``; ``hub.on_control`` / ``hub.send_control``
   for node-to-node messages that are not about a room.
 - Declarations: ``hookimpl`` / ``hookspec``, ``ApiHandler`` + ``endpoint``,
@@ -16,6 +16,9 @@ What a plugin is handed:
   ``max_body_size``, raised above ``MAX_JSON_BODY`` only once the caller is authorised), ``ws_event`` with ``EventContext`` and ``Reply``,
   ``requires`` for permissions, ``BaseModel`` for models, ``parse_size`` for a size setting
   written as the core's are (``10MiB`` or a number of bytes).
+- Types for what plugins share: ``ServiceKey`` (a published service's name, typed with the
+  ``Protocol`` its owner exports: ``app.service(CHAT)`` is a ``ChatService``), ``Route``,
+  ``HookRegistrar`` (``vachat_addhooks``' argument), ``MaybeAwaitable`` (what a hook may return).
 - The typed errors (``NotFound``, ``Conflict`` …), each rendered as the error envelope.
 
 A module may also set ``REQUIRES = ("chat",)`` (plugins it cannot work without),
@@ -34,7 +37,8 @@ from .errors import (
 )
 from .events import ws_event
 from .ids import new_id
-from .interfaces import Accounts, App, Database, Hooks, Hub, Limiter, Mailer
+from .interfaces import (Accounts, App, Database, HookRegistrar, Hooks, Hub, Limiter, Mailer, MaybeAwaitable, Route,
+                         ServiceKey)
 from .rbac import requires
 from .actor import Actor
 from .web import ApiHandler, StreamingBodyHandler, endpoint
@@ -56,7 +60,8 @@ __all__ = [
     "hookimpl", "hookspec", "ApiHandler", "StreamingBodyHandler", "endpoint", "ws_event", "requires", "EventContext", "Reply",
     "BaseModel", "JSONField", "database", "now", "new_id", "Rate", "parse_size", "json_dumps",
     # what a plugin is handed
-    "App", "Actor", "Accounts", "Database", "Hooks", "Hub", "Limiter", "Mailer",
+    "App", "Actor", "Accounts", "Database", "Hooks", "Hub", "Limiter", "Mailer", "ServiceKey", "HookRegistrar",
+    "Route", "MaybeAwaitable",
     # errors
     "ApiError", "ValidationFailed", "Unauthorized", "TokenExpired", "Forbidden", "NotFound",
     "Conflict", "PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "QuotaExceeded",

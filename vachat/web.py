@@ -16,11 +16,12 @@ import re
 import traceback
 import uuid
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, cast
 
 import tornado.web
 
 from .actor import Actor
+from .interfaces import App
 from .errors import (
     ApiError, Conflict, Forbidden, InternalError, PayloadTooLarge, RateLimited, Unauthorized,
     UnsupportedMediaType, ValidationFailed, as_api_error,
@@ -162,9 +163,17 @@ class ApiHandler(tornado.web.RequestHandler):
     _authorized = False
 
     @property
-    def app(self) -> Any:
+    def app(self) -> App:
         """The application as the plugin API describes it (``vachat.interfaces.App``)."""
-        return self.application
+        return cast(App, self.application)  # a VachatApplication, which implements App
+
+    @property
+    def caller(self) -> Actor:
+        """The authenticated caller of an ``@endpoint`` with ``auth`` (the default), which never
+        runs without one; ``Unauthorized`` when a handler without auth asks for it."""
+        if self.actor is None:
+            raise Unauthorized()
+        return self.actor
 
     # -- Tornado template methods ---------------------------------------------
 
