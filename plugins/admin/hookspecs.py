@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vachat.plugin_api import App, hookspec
+from vachat.plugin_api import App, MaybeAwaitable, hookspec
 
 __all__ = ["admin_dashboard_figures", "DASHBOARD_PARTS"]
 
@@ -18,7 +18,7 @@ DASHBOARD_PARTS = ("conversations", "messages", "files", "ai")
 
 
 @hookspec
-def admin_dashboard_figures(app: App) -> Any:
+def admin_dashboard_figures(app: App) -> MaybeAwaitable[dict[str, Any]]:
     """Contribute figures to ``GET /api/admin/dashboard``: a dict holding any of the parts
 
     - ``conversations``: ``{"total": int, …}``

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from vachat.plugin_api import hookspec
+from vachat.plugin_api import App, MaybeAwaitable, hookspec
 
 
 @hookspec
-def ai_before_request(app: Any, conversation: dict[str, Any], messages: list[dict[str, str]]) -> Any:
+def ai_before_request(app: App, conversation: dict[str, Any], messages: list[dict[str, str]]) -> MaybeAwaitable[None]:
     """A reply is about to be requested from the provider: edit ``messages`` in place.
 
     ``messages`` is the context in the chat-completions shape, ``[{"role", "content"}]``:

@@ -33,7 +33,7 @@ from typing import Any, Callable
 from vachat.plugin_api import App, EventContext, Forbidden, NotFound, Reply, ValidationFailed, json_dumps, ws_event
 
 from .rooms import socket_conversations
-from .service import ChatService, conversation_room
+from .service import SERVICE, ChatService, conversation_room
 
 __all__ = ["EVENTS", "Typing", "REPLAY_FILTER_SECONDS"]
 
@@ -45,7 +45,7 @@ REPLAY_FILTER_SECONDS = 10.0
 
 
 def _chat(ctx: EventContext) -> ChatService:
-    return ctx.app.service("chat")
+    return ctx.app.service(SERVICE)
 
 
 @functools.lru_cache(maxsize=16)
@@ -171,7 +171,8 @@ class Typing:
         state = app.plugin_state("chat")
         if getattr(state, "typing", None) is None:
             state.typing = cls(app)
-        return state.typing
+        typing: Typing = state.typing
+        return typing
 
     async def start(self, conversation_id: str, actor: Any, socket: Any) -> None:
         key = (conversation_id, actor.id)
