@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from vachat.plugin_api import App, hookimpl
+from vachat.plugin_api import Actor, App, HookRegistrar, Route, hookimpl
 
 from . import hookspecs
 from .assistant import STOP_CONTROL, Assistant
@@ -33,7 +33,7 @@ REQUIRES = ("chat",)
 
 
 @hookimpl
-def vachat_addhooks(pluginmanager: Any) -> None:
+def vachat_addhooks(pluginmanager: HookRegistrar) -> None:
     pluginmanager.add_hookspecs(hookspecs)
 
 
@@ -47,7 +47,7 @@ def vachat_services(app: App) -> Mapping[str, Any]:
 
 
 @hookimpl
-def vachat_routes(app: App) -> list[tuple]:
+def vachat_routes(app: App) -> list[Route]:
     return list(ROUTES)
 
 
@@ -82,13 +82,13 @@ async def vachat_user_deleting(app: App, user_id: str) -> None:
 
 
 @hookimpl
-async def chat_message_before_store(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> None:
+async def chat_message_before_store(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Actor) -> None:
     if message.get("requiresAIResponse"):
         await Assistant.of(app).refuse_or_reserve(conversation["id"], actor)
 
 
 @hookimpl
-async def chat_ai_reply_requested(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> None:
+async def chat_ai_reply_requested(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Actor) -> None:
     await Assistant.of(app).start(conversation, parent_id=message["id"], user_id=actor.id)
 
 

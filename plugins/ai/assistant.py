@@ -20,6 +20,7 @@ import secrets
 import time
 from typing import Any, Mapping
 
+from plugins.chat.api import CHAT, ChatService
 from vachat.plugin_api import App, Conflict, new_id
 
 from .generation import CLAIM_TTL_SECS, Generation
@@ -61,11 +62,12 @@ class Assistant:
 
     @classmethod
     def of(cls, app: App) -> "Assistant":
-        return app.plugin_state("ai").assistant
+        assistant: Assistant = app.plugin_state("ai").assistant
+        return assistant
 
     @property
-    def chat(self) -> Any:
-        return self.app.service("chat")
+    def chat(self) -> ChatService:
+        return self.app.service(CHAT)
 
     # -- before a reply -------------------------------------------------------------------
 

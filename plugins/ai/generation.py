@@ -1,6 +1,6 @@
 """One assistant reply being generated: from the context to the stored message (README: AI; docs/websocket.md).
 
-Frames, in order, to ``conversation:<id>``: ``ai-typing {typing: true}``, ``ai-delta
+Frames, in order, to the conversation's room (``ChatService.room_of``): ``ai-typing {typing: true}``, ``ai-delta
 {conversationId, messageId, index, delta}`` (index 0, 1, 2 …), ``ai-done {conversationId,
 messageId, finishReason}``, the stored message as ``new-message`` (sent by chat's service),
 ``ai-typing {typing: false}``. The stored content is exactly the concatenated deltas.
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from vachat.plugin_api import ApiError, NotFound, ValidationFailed
 
-from .providers import ProviderError, ProviderTimeout, StreamCancelled, Usage
+from .providers import ProviderError, ProviderTimeout, ReplyStream, StreamCancelled, Usage
 
 if TYPE_CHECKING:  # pragma: no cover
     from .assistant import Assistant
@@ -44,10 +44,6 @@ CLAIM_TTL_SECS = 30.0
 CLAIM_REFRESH_SECS = 10.0
 
 
-def room(conversation_id: str) -> str:
-    return f"conversation:{conversation_id}"
-
-
 class Generation:
     """One reply; ``run()`` is its task. ``stop(reason)`` ends it from any task."""
 
@@ -57,6 +53,8 @@ class Generation:
         self.app = assistant.app
         self.conversation = conversation
         self.conversation_id: str = conversation["id"]
+        #: The conversation's room, as chat names it: its events go there.
+        self.room = assistant.chat.room_of(self.conversation_id)
         self.parent_id = parent_id
         self.user_id = user_id
         self.message_id = message_id
@@ -67,7 +65,7 @@ class Generation:
         self._pending: list[str] = []
         self._wake = asyncio.Event()
         self._finished = asyncio.Event()
-        self._stream: Any = None
+        self._stream: ReplyStream | None = None
         self.stop_reason: str | None = None
         self.first_token_at: float | None = None
         self.task: asyncio.Task[None] | None = None
@@ -96,14 +94,14 @@ class Generation:
         keepalive = asyncio.ensure_future(self._keep_claim())
         flusher = asyncio.ensure_future(self._flush_frames())
         try:
-            await self.app.publish(room(self.conversation_id), "ai-typing",
+            await self.app.publish(self.room, "ai-typing",
                                    {"conversationId": self.conversation_id, "typing": True})
             await self.assistant.slots.advance(self.conversation_id, self.message_id, "", -1, CLAIM_TTL_SECS)
             finish_reason, failure = await self._generate()
             self._finished.set()
             self._wake.set()
             await flusher  # the last coalesced delta goes out before ai-done
-            await self.app.publish(room(self.conversation_id), "ai-done", {
+            await self.app.publish(self.room, "ai-done", {
                 "conversationId": self.conversation_id, "messageId": self.message_id, "finishReason": finish_reason})
             usage = self._usage(failure)
             latency = loop.time() - started
@@ -137,7 +135,7 @@ class Generation:
                 await self._stream.aclose()
             await self.assistant.slots.release(self.conversation_id, self.token)
             self.assistant.forget(self)
-            await self.app.publish(room(self.conversation_id), "ai-typing",
+            await self.app.publish(self.room, "ai-typing",
                                    {"conversationId": self.conversation_id, "typing": False})
 
     async def _generate(self) -> tuple[str, str | None]:
@@ -208,7 +206,7 @@ class Generation:
         self.index += 1
         index = self.index
         await self.assistant.slots.advance(self.conversation_id, self.message_id, delta, index, CLAIM_TTL_SECS)
-        await self.app.publish(room(self.conversation_id), "ai-delta", {
+        await self.app.publish(self.room, "ai-delta", {
             "conversationId": self.conversation_id, "messageId": self.message_id, "index": index, "delta": delta})
 
     async def _keep_claim(self) -> None:

@@ -24,7 +24,7 @@ from vachat.plugin_api import Actor, App, MaybeAwaitable, hookspec
 
 
 @hookspec
-def chat_message_before_store(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Actor | None) -> MaybeAwaitable[None]:
+def chat_message_before_store(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Actor) -> MaybeAwaitable[None]:
     """A user's message is about to be stored: refuse it by raising an ``ApiError``.
 
     Runs after the access check and the ``clientMessageId`` retry check (a retry of a stored
@@ -77,7 +77,7 @@ def chat_conversation_deleted(app: App, conversation: dict[str, Any], actor: Act
 
 
 @hookspec
-def chat_ai_reply_requested(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Actor | None) -> MaybeAwaitable[None]:
+def chat_ai_reply_requested(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Actor) -> MaybeAwaitable[None]:
     """A user's message asked for an AI reply (``requiresAIResponse``) and was stored and
     broadcast: start generating (in a task; do not hold the caller).
 

@@ -199,7 +199,7 @@ class BlockingCallbacks:
                 if held >= limit:
                     found.append((repr(handle)[:300], round(held, 3)))
 
-        asyncio.events.Handle._run = timed_run  # type: ignore[method-assign]
+        asyncio.events.Handle._run = timed_run  # type: ignore[method-assign,assignment]
         return self
 
     def __exit__(self, *exc_info: object) -> None:
