@@ -18,7 +18,7 @@ DASHBOARD_PARTS = ("conversations", "messages", "files", "ai")
 
 
 @hookspec
-def admin_dashboard_figures(app: App) -> MaybeAwaitable[dict[str, Any]]:
+def admin_dashboard_figures(app: App) -> MaybeAwaitable[dict[str, Any] | None]:
     """Contribute figures to ``GET /api/admin/dashboard``: a dict holding any of the parts
 
     - ``conversations``: ``{"total": int, …}``
@@ -27,7 +27,7 @@ def admin_dashboard_figures(app: App) -> MaybeAwaitable[dict[str, Any]]:
     - ``files``: ``{"count": int, "bytes": int}``
     - ``ai``: ``{"tokensToday": int}``
 
-    or an awaitable of it. Keep it cheap: it runs on every dashboard view, so answer from
+    or an awaitable of it (None: nothing to add). Keep it cheap: it runs on every dashboard view, so answer from
     indexed aggregates or counters, not scans. A plugin that raises is logged and its parts
     are reported in ``missing``; the dashboard still answers.
     """

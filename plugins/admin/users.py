@@ -50,7 +50,7 @@ class UserHandler(ApiHandler):
               response="admin/user", permission="users.update", tags=("admin",), errors=(404, 409))
     async def put(self, user_id: str) -> None:
         changes: dict[str, Any] = {UPDATABLE_FIELDS[name]: value for name, value in self.body.items()}
-        user = await self.app.accounts.update_user(user_id, actor_id=self.actor.id, request=self, **changes)
+        user = await self.app.accounts.update_user(user_id, actor_id=self.caller.id, request=self, **changes)
         if user is None:
             raise _no_such_user(user_id)
         self.respond(user)
@@ -58,6 +58,6 @@ class UserHandler(ApiHandler):
     @endpoint("Delete a user and everything of theirs in every plugin", response="admin/user-deleted",
               permission="users.delete", tags=("admin",), errors=(404, 409))
     async def delete(self, user_id: str) -> None:
-        if not await self.app.accounts.delete_user(user_id, actor_id=self.actor.id, request=self):
+        if not await self.app.accounts.delete_user(user_id, actor_id=self.caller.id, request=self):
             raise _no_such_user(user_id)
         self.respond({"id": user_id, "deleted": True}, message="User deleted")
