@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from vachat.plugin_api import App, hookimpl
+from vachat.plugin_api import Actor, App, Route, hookimpl
 
-from . import attachments, avatars, handlers
+from . import api, attachments, avatars, handlers
 from .commands import add_commands
+from .api import FILES
 from .service import ACCESS_ALL, FilesService
 from .storage import storage_of
 
@@ -32,11 +33,12 @@ __version__ = "1.0.0"
 
 @hookimpl
 def vachat_services(app: App) -> dict[str, Any]:
-    return {"files": FilesService(app)}
+    published: api.FilesService = FilesService(app)  # mypy checks it keeps the Protocol
+    return {FILES.name: published}
 
 
 @hookimpl
-def vachat_routes(app: App) -> list[tuple]:
+def vachat_routes(app: App) -> list[Route]:
     # The public avatar route first: it is more specific than /api/files/:id.
     return avatars.routes(app) + handlers.routes(app)
 
@@ -58,13 +60,13 @@ async def vachat_startup(app: App) -> None:
 
 @hookimpl
 async def vachat_user_deleting(app: App, user_id: str) -> None:
-    await app.service("files").delete_all_of(user_id)
+    await app.service(FILES).delete_all_of(user_id)
 
 
 @hookimpl(optionalhook=True)
 async def admin_dashboard_figures(app: App) -> dict[str, Any]:
     """The admin dashboard's files part: how many files, how many bytes."""
-    return {"files": await app.service("files").totals()}
+    return {"files": await app.service(FILES).totals()}
 
 
 
@@ -73,7 +75,7 @@ async def admin_dashboard_figures(app: App) -> dict[str, Any]:
 
 
 @hookimpl(optionalhook=True)
-async def chat_message_before_store(app: App, message: dict[str, Any], actor: Any) -> None:
+async def chat_message_before_store(app: App, message: dict[str, Any], actor: Actor) -> None:
     await attachments.check_message_files(app, message, actor)
 
 

@@ -71,7 +71,7 @@ def strip_metadata(path: Path, mime_type: str) -> bool:
             raise NotAnImage(str(error)) from None
         oriented = ImageOps.exif_transpose(image)
         rotated = oriented is not image
-        options: dict = {}
+        options: dict[str, Any] = {}
         if image_format == "JPEG":
             # "keep" reuses the original tables: no second round of compression loss. It only
             # applies to an unrotated JPEG.
