@@ -21,7 +21,7 @@ import time
 from typing import Any, Mapping
 
 from plugins.chat.api import CHAT, ChatService
-from vachat.plugin_api import App, Conflict, new_id
+from vachat.plugin_api import Actor, App, Conflict, new_id
 
 from .generation import CLAIM_TTL_SECS, Generation
 from .metrics import AiMetrics
@@ -71,7 +71,7 @@ class Assistant:
 
     # -- before a reply -------------------------------------------------------------------
 
-    async def refuse_or_reserve(self, conversation_id: str, actor: Any) -> str:
+    async def refuse_or_reserve(self, conversation_id: str, actor: Actor) -> str:
         """Check the quota, then take the conversation's slot: its token; ``QuotaExceeded``
         (429) or ``Conflict`` (409) before anything is stored."""
         await self.usage.check(actor.id, getattr(actor, "tier", "free"))

@@ -30,7 +30,9 @@ import functools
 import json
 from typing import Any, Callable
 
-from vachat.plugin_api import App, EventContext, Forbidden, NotFound, Reply, ValidationFailed, json_dumps, ws_event
+from vachat.plugin_api import (
+    Actor, App, EventContext, Forbidden, NotFound, Reply, ValidationFailed, json_dumps, ws_event,
+)
 
 from .rooms import socket_conversations
 from .service import SERVICE, ChatService, conversation_room
@@ -174,7 +176,7 @@ class Typing:
         typing: Typing = state.typing
         return typing
 
-    async def start(self, conversation_id: str, actor: Any, socket: Any) -> None:
+    async def start(self, conversation_id: str, actor: Actor, socket: Any) -> None:
         key = (conversation_id, actor.id)
         timer = self._timers.pop(key, None)
         if timer is not None:
