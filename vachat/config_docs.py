@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import textwrap
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .config import CONFIG_SCHEMA_FILE, DEFAULT_CONFIG_FILE, load_config_schema

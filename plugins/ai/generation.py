@@ -22,16 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from vachat.plugin_api import ApiError, NotFound, ValidationFailed
+from plugins.chat.api import ChatService
+from vachat.plugin_api import ApiError, App, NotFound, ValidationFailed
 
-from .providers import ProviderError, ProviderTimeout, ReplyStream, StreamCancelled, Usage
+from .progress import GenerationSlots
+from .providers import ChatMessage, Provider, ProviderError, ProviderTimeout, ReplyStream, StreamCancelled, Usage
+from .usage import UsageBook
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .assistant import Assistant
-
-__all__ = ["Generation", "FRAME_INTERVAL_SECS"]
+__all__ = ["Generation", "ReplyOwner", "FRAME_INTERVAL_SECS"]
 
 log = logging.getLogger("vachat.plugins.ai")
 
@@ -44,10 +44,43 @@ CLAIM_TTL_SECS = 30.0
 CLAIM_REFRESH_SECS = 10.0
 
 
+class ReplyOwner(Protocol):
+    """What a reply needs from whoever started it (the ``Assistant``): declared here, so that a
+    reply is understood without the assistant's module, which builds on this one."""
+
+    @property
+    def app(self) -> App: ...
+
+    @property
+    def chat(self) -> ChatService: ...
+
+    @property
+    def provider(self) -> Provider: ...
+
+    @property
+    def slots(self) -> GenerationSlots: ...
+
+    @property
+    def usage(self) -> UsageBook: ...
+
+    async def context(self, conversation: dict[str, Any], leaf_id: str) -> list[ChatMessage]:
+        """The messages sent to the provider for a reply to ``leaf_id``."""
+        ...
+
+    def count_reply(self, finish_reason: str, usage: Usage | None, first_token: float | None,
+                    latency: float) -> None: ...
+
+    def count_error(self, kind: str) -> None: ...
+
+    def forget(self, generation: Generation) -> None:
+        """The reply ended: stop tracking it."""
+        ...
+
+
 class Generation:
     """One reply; ``run()`` is its task. ``stop(reason)`` ends it from any task."""
 
-    def __init__(self, assistant: "Assistant", *, conversation: dict[str, Any], parent_id: str,
+    def __init__(self, assistant: ReplyOwner, *, conversation: dict[str, Any], parent_id: str,
                  user_id: str, message_id: str, token: str) -> None:
         self.assistant = assistant
         self.app = assistant.app

@@ -24,7 +24,8 @@ from ..db import now
 from ..errors import Unauthorized
 from .cache import auth_cache, unknown_api_keys
 from .models import ApiKey, Role, User
-from .sessions import CLOSE_SESSION_ENDED, api_key_cache_key, principal_of
+from .principal import CLOSE_SESSION_ENDED, principal_of
+from .sessions import api_key_cache_key
 
 __all__ = [
     "KEY_PREFIX", "generate_key", "hash_key", "create_api_key", "revoke_api_key",

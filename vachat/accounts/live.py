@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from .models import Role, User
-from .sessions import CLOSE_SESSION_ENDED, principal_of
+from .principal import CLOSE_SESSION_ENDED, principal_of
 
 __all__ = ["refresh_users", "refresh_role", "install"]
 

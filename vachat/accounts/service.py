@@ -22,6 +22,7 @@ from ..errors import ApiError
 from . import audit as audit_log
 from . import management, sessions
 from .models import User
+from .principal import CLOSE_SESSION_ENDED
 
 __all__ = ["AccountsService"]
 
@@ -57,7 +58,7 @@ class AccountsService:
 
     async def end_sessions(self, user_id: str, *, reason: str = "ended") -> int:
         ended = await sessions.revoke_user_sessions(self._app, user_id, reason=reason)
-        await self._app.hub.disconnect(user_id=user_id, code=sessions.CLOSE_SESSION_ENDED, reason="Signed out")
+        await self._app.hub.disconnect(user_id=user_id, code=CLOSE_SESSION_ENDED, reason="Signed out")
         return ended
 
     async def invalidate_user(self, user_id: str) -> None:
