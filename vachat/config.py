@@ -259,11 +259,12 @@ OPTIONS_BY_ATTR = {option.attr: option for option in OPTIONS}
 class Settings:
     """The validated configuration of one server process. Immutable once loaded.
 
-    Each attribute is a setting of ``schemas/config.json`` (its ``x-attr``), which holds the
-    default, the variable, the constraints and the meaning; here is only the Python type the
-    schema's value is converted to (a test keeps the two in step).
+    Each attribute but the last two is a setting of ``schemas/config.json`` (its ``x-attr``),
+    which holds its default, variable, constraints and meaning; the attributes are generated from
+    it, typed as the value the schema's ``type`` or ``x-format`` is converted to.
     """
 
+    # <generated from schemas/config.json: python -m vachat.config_docs --write>
     host: str
     port: int
     env: str
@@ -291,7 +292,6 @@ class Settings:
     log_retention_days: int
     smtp_url: str
     email_from: str
-    # Empty: the server's own address (see _with_public_url).
     public_url: str
     email_verify_url: str
     email_reset_url: str
@@ -306,6 +306,7 @@ class Settings:
     plugins_enabled: list[str]
     plugins_strict: bool
     plugin_modules: list[str]
+    # </generated>
     # [plugins.<name>] tables, handed to each plugin as its own section.
     plugin_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # The environment the settings were read from: plugins map their own variables

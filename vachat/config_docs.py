@@ -1,11 +1,14 @@
-"""What is written about the settings, generated from their schemas: ``conf/default.toml`` and
-the README's configuration table.
+"""What is derived from the settings' schemas: the typed attributes of ``Settings``,
+``conf/default.toml`` and the README's configuration table.
 
 The core's ``schemas/config.json`` and each built-in plugin's ``schemas/config.json`` are the only
-places a setting is declared; this module turns them into the shipped TOML file (every default,
-with its variable and meaning as comments) and the Markdown table between the README's
-``<!-- config-table:start -->`` and ``<!-- config-table:end -->`` markers. A test fails when the
-files drift from the schemas; ``python -m vachat.config_docs --write`` brings them back in step.
+places a setting is declared. This module turns them into the ``Settings`` attribute lines
+between the generated markers of ``vachat/config.py`` (typed as the value each ``type`` or
+``x-format`` is converted to), the shipped TOML file (every default, with its variable and
+meaning as comments) and the Markdown table between the README's ``<!-- config-table:start -->``
+and ``<!-- config-table:end -->`` markers. A test fails when any of them drifts from the
+schemas; ``python -m vachat.config_docs --write`` brings them back in step. Adding a core
+setting is one edit: its property in ``schemas/config.json``, then ``--write``.
 
 Like ``config``, this module imports nothing of vachat but ``config`` and ``resources``.
 """
@@ -20,10 +23,17 @@ from typing import Any, Iterable, Mapping
 from .config import CONFIG_SCHEMA_FILE, DEFAULT_CONFIG_FILE, load_config_schema
 from .resources import PACKAGE_DIR
 
-__all__ = ["defaults_toml", "markdown_table", "builtin_plugin_schemas", "replace_between_markers",
-           "TABLE_START", "TABLE_END"]
+__all__ = ["defaults_toml", "markdown_table", "settings_fields", "builtin_plugin_schemas",
+           "replace_between_markers", "TABLE_START", "TABLE_END", "FIELDS_START", "FIELDS_END"]
 
 TABLE_START, TABLE_END = "<!-- config-table:start -->", "<!-- config-table:end -->"
+FIELDS_START = "    # <generated from schemas/config.json: python -m vachat.config_docs --write>"
+FIELDS_END = "    # </generated>"
+CONFIG_MODULE = PACKAGE_DIR / "config.py"
+# The Python type of a setting's value, by its x-format, else by its JSON type (the first one
+# when it lists several): what vachat.config's converters make of it.
+PYTHON_TYPES = {"size": "int", "rate": "Rate", "directory": "Path", "base-url": "str", "integer": "int",
+                "number": "float", "boolean": "bool", "array": "list[str]", "string": "str"}
 # The built-in plugins sit beside the vachat package, in a checkout and in an installed wheel.
 BUILTIN_PLUGINS_DIR = PACKAGE_DIR.parent / "plugins"
 README = PACKAGE_DIR.parent / "README.md"
@@ -127,28 +137,56 @@ def markdown_table(core: Mapping[str, Any], plugins: Mapping[str, Mapping[str, A
     return "\n".join(lines) + "\n"
 
 
-def replace_between_markers(text: str, generated: str) -> str:
-    """``text`` with what lies between the table markers replaced by ``generated``."""
-    before, found, rest = text.partition(TABLE_START)
-    _, found_end, after = rest.partition(TABLE_END)
+def settings_fields(core: Mapping[str, Any]) -> str:
+    """The ``Settings`` attribute lines, one per core setting, in the schema's order. A setting
+    with neither a default nor a place in the data directory may be unset: ``| None``."""
+    lines = []
+    for table in core["properties"].values():
+        for prop in table["properties"].values():
+            kind = prop.get("x-format") if prop.get("x-format") in PYTHON_TYPES else prop["type"]
+            python_type = PYTHON_TYPES[kind[0] if isinstance(kind, list) else kind]
+            if "default" not in prop and "x-data-dir-default" not in prop:
+                python_type += " | None"
+            lines.append(f"    {prop['x-attr']}: {python_type}")
+    return "\n".join(lines) + "\n"
+
+
+def between_markers(text: str, start: str = TABLE_START, end: str = TABLE_END) -> str:
+    """What lies between the lines ``start`` and ``end`` of ``text``."""
+    _, found, rest = text.partition(start + "\n")
+    inside, found_end, _ = rest.partition(end)
     if not (found and found_end):
-        raise ValueError(f"the markers {TABLE_START} and {TABLE_END} are missing")
-    return f"{before}{TABLE_START}\n{generated}{TABLE_END}{after}"
+        raise ValueError(f"the markers {start.strip()} and {end.strip()} are missing")
+    return inside
+
+
+def replace_between_markers(text: str, generated: str, start: str = TABLE_START, end: str = TABLE_END) -> str:
+    """``text`` with what lies between the lines ``start`` and ``end`` replaced by ``generated``."""
+    before, found, rest = text.partition(start + "\n")
+    _, found_end, after = rest.partition(end)
+    if not (found and found_end):
+        raise ValueError(f"the markers {start.strip()} and {end.strip()} are missing")
+    return f"{before}{start}\n{generated}{end}{after}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vachat.config_docs", description=__doc__.split("\n")[0])
     parser.add_argument("--write", action="store_true",
-                        help=f"rewrite {DEFAULT_CONFIG_FILE.name} and the README table in the checkout")
+                        help=f"rewrite Settings' attributes, {DEFAULT_CONFIG_FILE.name} and the README table in the checkout")
     args = parser.parse_args(argv)
     core, plugins = load_config_schema(), builtin_plugin_schemas()
     if not args.write:
         print(defaults_toml(core, plugins), end="")
         return 0
+    if not README.exists():
+        parser.error(f"--write rewrites a checkout's files, and {PACKAGE_DIR} is an installed package")
+    CONFIG_MODULE.write_text(replace_between_markers(CONFIG_MODULE.read_text(encoding="utf-8"), settings_fields(core),
+                                                     FIELDS_START, FIELDS_END), encoding="utf-8")
     DEFAULT_CONFIG_FILE.write_text(defaults_toml(core, plugins), encoding="utf-8")
     README.write_text(replace_between_markers(README.read_text(encoding="utf-8"), markdown_table(core, plugins)),
                       encoding="utf-8")
-    print(f"wrote {DEFAULT_CONFIG_FILE} and the table in {README} from {CONFIG_SCHEMA_FILE}")
+    print(f"wrote Settings in {CONFIG_MODULE}, {DEFAULT_CONFIG_FILE} and the table in {README} "
+          f"from {CONFIG_SCHEMA_FILE}")
     return 0
 
 
