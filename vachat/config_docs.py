@@ -124,6 +124,8 @@ def _rows(table: Mapping[str, Any], where: str) -> Iterable[str]:
     for key, prop in table.get("properties", {}).items():
         if "x-env" in prop:
             meaning = prop.get("description", "").rstrip(".")
+            if where and meaning[:2].istitle():  # "Largest file…" reads on as "…: largest file…"
+                meaning = meaning[0].lower() + meaning[1:]
             yield f"| `{prop['x-env']}` | {_cell(_shown_default(prop))} | {_cell(where.format(key=key))}{_cell(meaning)} |"
 
 
