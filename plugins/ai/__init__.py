@@ -3,7 +3,7 @@ on any node (README: AI; docs/websocket.md).
 
 Loaded through the ``vachat.plugins`` entry point like any third-party plugin, built on
 ``vachat.plugin_api`` only, and meeting the chat plugin through its hooks and its ``chat``
-service (``REQUIRES``). One concern per module:
+service, typed by ``plugins.chat.api`` (``REQUIRES``). One concern per module:
 
 - ``providers``: the provider interface and the ``vachat.ai_providers`` entry-point group;
   ``providers.echo`` and ``providers.openai``, the shipped ones;
@@ -12,7 +12,8 @@ service (``REQUIRES``). One concern per module:
 - ``progress``: who generates where, and the reply's progress for joins on any node;
 - ``usage`` and ``models``: tokens per user and day, quotas; ``metrics``: Prometheus;
 - ``handlers``: ``GET /api/ai/usage``, ``POST /api/chat/messages/:id/regenerate``;
-  ``events``: ``stop-generation``; ``hookspecs``: ``ai_before_request``, offered to others.
+  ``events``: ``stop-generation``; ``hookspecs``: ``ai_before_request``, offered to others;
+  ``api``: the service's ``Protocol`` and key others import (``app.service(AI)``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any, Mapping
 
 from vachat.plugin_api import Actor, App, HookRegistrar, Route, hookimpl
 
-from . import hookspecs
+from . import api, hookspecs
+from .api import AI
 from .assistant import STOP_CONTROL, Assistant
 from .events import EVENTS
 from .handlers import ROUTES
@@ -43,7 +45,8 @@ def vachat_services(app: App) -> Mapping[str, Any]:
     # AI_PROVIDER, openai without AI_BASE_URL) stops the plugin loading, with the reason.
     assistant = Assistant(app, app.plugin_config("ai"))
     app.plugin_state("ai").assistant = assistant
-    return {"ai": assistant}
+    published: api.AiService = assistant  # mypy checks it keeps the Protocol
+    return {AI.name: published}
 
 
 @hookimpl

@@ -12,8 +12,9 @@
 
 Modules: ``settings`` (the ``[plugins.files]`` section), ``models``, ``storage`` (the backend
 interface and the local disk), ``sniffing``, ``names``, ``upload`` (the streaming receiver),
-``images``, ``service`` (published as ``"files"``), ``delivery``, ``handlers``, ``avatars``,
-``attachments``, ``commands``. Imports nothing from vachat but ``vachat.plugin_api``.
+``images``, ``service`` (published as ``app.service(FILES)``; ``api``: its ``Protocol`` and key
+for others), ``delivery``, ``handlers``, ``avatars``, ``attachments``, ``commands``. Imports
+nothing from vachat but ``vachat.plugin_api``, and of chat only its promise, ``plugins.chat.api``.
 """
 
 from __future__ import annotations
