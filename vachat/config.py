@@ -165,7 +165,7 @@ def _check_network(text: str) -> str:
 # ``x-format``: how a value that passed the schema becomes the Python value ``Settings`` holds.
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "size": parse_size,
-    "rate": lambda value: Rate.parse(value),
+    "rate": Rate.parse,
     "directory": lambda value: Path(value).absolute(),
     "base-url": lambda value: value.rstrip("/"),
     "ip-network": _check_network,
@@ -230,14 +230,18 @@ class Option:
         if item_format and isinstance(value, list):
             return [_CONVERTERS[item_format](item) for item in value]
         convert = _CONVERTERS.get(self.schema.get("x-format", ""))
-        return convert(value) if convert else value
+        if convert:
+            return convert(value)
+        # JSON's integer accepts 3.0 and its number accepts 3: Settings holds int and float.
+        if self.kinds == ("integer",):
+            return int(value)
+        if self.kinds == ("number",):
+            return float(value)
+        return value
 
-    def default_in(self, data_dir: Path) -> Any:
-        """The default, ``x-data-dir-default`` placed in ``data_dir``; ``None``: none."""
-        template = self.schema.get("x-data-dir-default")
-        if template:
-            return template.format(data_dir=data_dir)
-        return self.schema.get("default")
+    def default_in(self, data_dir: Path) -> str:
+        """The default of a setting that lives in the data directory (``x-data-dir-default``)."""
+        return str(self.schema["x-data-dir-default"]).format(data_dir=data_dir)
 
 
 def load_config_schema() -> dict[str, Any]:

@@ -197,6 +197,7 @@ def test_file_values_written_as_text_are_read_as_their_type(tmp_path):
     override.write_text('[server]\nport = "4100"\n[plugins]\nstrict = "yes"\nenabled = "chat, -ai"\n')
     settings = load_settings(environ={"VACHAT_CONFIG": str(override)})
     assert (settings.port, settings.plugins_strict, settings.plugins_enabled) == (4100, True, ["chat", "-ai"])
+    assert isinstance(settings.http_idle_timeout, float)  # written 60 in the file: a number is a float
     override.write_text('[security]\nbcrypt_rounds = 40\n')
     with pytest.raises(ConfigError, match=r"BCRYPT_ROUNDS \(security.bcrypt_rounds\) from .*site.toml: must be a bcrypt cost"):
         load_settings(environ={"VACHAT_CONFIG": str(override)})
