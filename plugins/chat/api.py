@@ -47,6 +47,16 @@ class ChatService(Protocol):
         """Store an assistant message and broadcast ``new-message``; the stored message."""
         ...
 
+    async def update_message(self, message_id: str, *, content: str | None = None, type: str | None = None,
+                             metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Change a message for the system (no access check, not marked edited); broadcasts
+        ``message-updated``."""
+        ...
+
+    async def delete_message(self, actor: Actor | None, message_id: str) -> None:
+        """Delete a message (``actor`` None: the system); broadcasts ``message-deleted``."""
+        ...
+
     async def can_read_file(self, actor: Actor, file_id: str) -> bool:
         """Whether ``file_id`` is attached to a live message of a conversation ``actor`` may read."""
         ...
