@@ -21,11 +21,11 @@ from typing import Any, Awaitable, Callable, cast
 import tornado.web
 
 from .actor import Actor
-from .interfaces import App
 from .errors import (
     ApiError, Conflict, Forbidden, InternalError, PayloadTooLarge, RateLimited, Unauthorized,
     UnsupportedMediaType, ValidationFailed, as_api_error,
 )
+from .interfaces import App
 from .request_info import BODILESS_METHODS, client_ip, declares_body, in_networks, is_loopback, limit_subject
 from .schemas import keyword_message
 from .wire import json_dumpb, parse_json
