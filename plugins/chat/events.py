@@ -30,10 +30,12 @@ import functools
 import json
 from typing import Any, Callable
 
-from vachat.plugin_api import App, EventContext, Forbidden, NotFound, Reply, ValidationFailed, json_dumps, ws_event
+from vachat.plugin_api import (
+    Actor, App, EventContext, Forbidden, NotFound, Reply, ValidationFailed, json_dumps, ws_event,
+)
 
 from .rooms import socket_conversations
-from .service import ChatService, conversation_room
+from .service import SERVICE, ChatService, conversation_room
 
 __all__ = ["EVENTS", "Typing", "REPLAY_FILTER_SECONDS"]
 
@@ -45,7 +47,7 @@ REPLAY_FILTER_SECONDS = 10.0
 
 
 def _chat(ctx: EventContext) -> ChatService:
-    return ctx.app.service("chat")
+    return ctx.app.service(SERVICE)
 
 
 @functools.lru_cache(maxsize=16)
@@ -171,9 +173,10 @@ class Typing:
         state = app.plugin_state("chat")
         if getattr(state, "typing", None) is None:
             state.typing = cls(app)
-        return state.typing
+        typing: Typing = state.typing
+        return typing
 
-    async def start(self, conversation_id: str, actor: Any, socket: Any) -> None:
+    async def start(self, conversation_id: str, actor: Actor, socket: Any) -> None:
         key = (conversation_id, actor.id)
         timer = self._timers.pop(key, None)
         if timer is not None:

@@ -34,7 +34,8 @@ def socket_conversations(app: App) -> "weakref.WeakKeyDictionary[Any, dict[str, 
     state = app.plugin_state("chat")
     if not hasattr(state, "joined"):
         state.joined = weakref.WeakKeyDictionary()
-    return state.joined
+    joined: weakref.WeakKeyDictionary[Any, dict[str, bool]] = state.joined
+    return joined
 
 
 def listen(app: App) -> None:

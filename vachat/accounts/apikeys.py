@@ -29,7 +29,8 @@ from ..errors import Unauthorized, ValidationFailed
 from .delegation import SUPERUSER_PERMISSION
 from .cache import auth_cache, unknown_api_keys
 from .models import ApiKey, Role, User
-from .sessions import CLOSE_SESSION_ENDED, api_key_cache_key, principal_of
+from .principal import CLOSE_SESSION_ENDED, principal_of
+from .sessions import api_key_cache_key
 
 __all__ = [
     "KEY_PREFIX", "generate_key", "hash_key", "create_api_key", "revoke_api_key",
