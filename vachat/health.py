@@ -111,7 +111,8 @@ class OperationsHandler(ApiHandler):
 
 class HealthHandler(OperationsHandler):
     @endpoint("Health report: database, Redis, memory, disk and plugin checks (503 when degraded)",
-              auth=False, response="core/health", tags=("operations",), errors=(503,), envelope=False)
+              auth=False, response="core/health", tags=("operations",), errors=(503,), envelope=False,
+              error_response=None)
     async def get(self) -> None:
         healthy, report = await health_report(self.application)
         self.set_status(200 if healthy else 503)
@@ -120,14 +121,15 @@ class HealthHandler(OperationsHandler):
 
 class LiveHandler(OperationsHandler):
     @endpoint("Liveness: the process answers", auth=False, response="core/health", tags=("operations",),
-              envelope=False)
+              envelope=False, error_response=None)
     async def get(self) -> None:
         self.write_json({"status": "ok"})
 
 
 class ReadyHandler(OperationsHandler):
     @endpoint("Readiness: the database answers and the server is not shutting down",
-              auth=False, response="core/health", tags=("operations",), errors=(503,), envelope=False)
+              auth=False, response="core/health", tags=("operations",), errors=(503,), envelope=False,
+              error_response=None)
     async def get(self) -> None:
         app = self.application
         _, database = await _run_check("database", functools.partial(_check_database, app))

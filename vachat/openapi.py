@@ -103,7 +103,7 @@ def _operation(handler: type, method: str, spec: Endpoint, path_params: list[str
     operation["responses"] = {str(status): {"description": "Success",
                                             "content": {spec.media_type: {"schema": success}}}
                               for status in (spec.status, *spec.also)}
-    if not spec.envelope:  # a report: its failures answer with the same body
+    if spec.error_response is None:  # a report: its failures answer with the same body
         for status in spec.errors:
             operation["responses"][str(status)] = {"description": ERROR_DESCRIPTIONS.get(status, "Error"),
                                                    "content": {spec.media_type: {"schema": success}}}
@@ -122,7 +122,7 @@ def _operation(handler: type, method: str, spec: Endpoint, path_params: list[str
     for status in sorted(statuses):
         operation["responses"][str(status)] = {
             "description": ERROR_DESCRIPTIONS.get(status, "Error"),
-            "content": {"application/json": {"schema": _ref("core/error")}},
+            "content": {"application/json": {"schema": _ref(spec.error_response)}},
         }
     return operation
 

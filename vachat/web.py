@@ -73,10 +73,12 @@ class Endpoint:
     errors: tuple[int, ...] = ()
     #: Other success statuses answered with the same body (a retry's 200 beside a 201).
     also: tuple[int, ...] = ()
-    #: ``False``: the body is ``response`` itself (or ``media_type`` text), not the envelope,
-    #: for every status listed in ``errors`` too (health reports answer 503 with the report).
+    #: ``False``: the success body is ``response`` itself (or ``media_type`` text), not the envelope.
     envelope: bool = True
     media_type: str = "application/json"
+    #: Schema id of error bodies; ``None``: the statuses in ``errors`` answer with the success
+    #: body (a health report's 503 is the report).
+    error_response: str | None = "core/error"
 
 
 def endpoint(
@@ -94,6 +96,7 @@ def endpoint(
     also: tuple[int, ...] = (),
     envelope: bool = True,
     media_type: str = "application/json",
+    error_response: str | None = "core/error",
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     """Declare a handler method: who may call it, what it takes and what it answers.
 
@@ -102,7 +105,7 @@ def endpoint(
     the query string converted and validated against ``query``.
     """
     spec = Endpoint(summary, body, query, response, auth or bool(permission), permission, status,
-                    tuple(tags), description, tuple(errors), tuple(also), envelope, media_type)
+                    tuple(tags), description, tuple(errors), tuple(also), envelope, media_type, error_response)
 
     def decorate(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         @functools.wraps(method)

@@ -35,7 +35,7 @@ def enabled(app: App) -> bool:
 
 
 class ConsolePageHandler(ApiHandler):
-    @endpoint("The web console (HTML)", auth=False, tags=("console",))
+    @endpoint("The web console (HTML)", auth=False, tags=("console",), envelope=False, media_type="text/html")
     async def get(self) -> None:
         self.set_header("Content-Security-Policy", CONSOLE_CSP)
         self.set_header("Content-Type", "text/html; charset=UTF-8")

@@ -53,7 +53,8 @@ class OpenAIHandler(ApiHandler):
 
 
 class ModelsHandler(OpenAIHandler):
-    @endpoint("The model the assistant uses (OpenAI-compatible)", response="openai_compat/model-list", tags=("openai",))
+    @endpoint("The model the assistant uses (OpenAI-compatible)", response="openai_compat/model-list", tags=("openai",),
+              envelope=False, error_response="openai_compat/error")
     async def get(self) -> None:
         self.write_json({"object": "list", "data": [
             {"id": self.model, "object": "model", "created": 0, "owned_by": OWNER}]})
@@ -66,7 +67,8 @@ class ChatCompletionsHandler(OpenAIHandler):
 
     @endpoint("A reply from the assistant (OpenAI-compatible chat completions)",
               body="openai_compat/chat-completion-request", response="openai_compat/chat-completion",
-              tags=("openai",), errors=(400, 404, 409, 429, 502),
+              tags=("openai",), errors=(400, 404, 409, 429, 502), envelope=False,
+              error_response="openai_compat/error",
               description=f"`{CONVERSATION_HEADER}` names one of your conversations to continue; without it a new "
                           "one is made from `messages`. `stream: true` answers server-sent events of "
                           "`chat.completion.chunk` objects, then `data: [DONE]`.")

@@ -76,7 +76,8 @@ class DeleteMeHandler(ApiHandler):
 
 
 class ExportHandler(ApiHandler):
-    @endpoint("Download a copy of my data", tags=("users",), errors=(429,),
+    @endpoint("Download a copy of my data", tags=("users",), errors=(429,), envelope=False,
+              media_type="application/zip",
               description="A ZIP archive, streamed: `profile.json`, `conversations.json` (every "
                           "conversation with all its messages, branches included), `files/<id>/<name>` "
                           "for each uploaded file, `webhooks.json` (without secrets), and whatever "
