@@ -19,7 +19,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from . import apikeys  # a module reference: apikeys imports sessions, which imports this module
+from .delegation import key_permissions
 from .models import ApiKey, Role, User
 from .principal import CLOSE_SESSION_ENDED, principal_of
 
@@ -88,7 +88,7 @@ async def _refresh_local(app: Any, user_ids: list[str], role_name: str | None) -
             principal = principal_of(*found)
             permissions = frozenset(principal["perms"])
             if key_id:
-                permissions = apikeys.key_permissions(permissions, keys[key_id])
+                permissions = key_permissions(permissions, keys[key_id])
             conn.actor = dataclasses.replace(
                 conn.actor, name=principal["name"], email=principal["email"],
                 permissions=permissions, roles=(principal["role"],), tier=principal["tier"] or "free")
