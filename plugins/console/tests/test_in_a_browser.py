@@ -52,7 +52,7 @@ def server(server_process, io_loop):
 @pytest.fixture
 def browser():
     options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
+    options.binary_location = str(CHROMIUM)
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                      "--window-size=1280,900", "--disable-features=Translate,MediaRouter",
                      "--no-first-run", "--disable-background-networking"):
