@@ -12,8 +12,10 @@ import asyncio
 import os
 import re
 import sys
+import time
 
 import pexpect
+import pyte
 import pytest
 
 from vachat.testing import ServerProcess
@@ -27,6 +29,27 @@ SCREEN_WAIT = 20
 CURSOR_QUERY = re.compile(r"\x1b\[6n")
 CURSOR_ANSWER = "\x1b[5;1R"
 PASSWORD = "Correct-Horse-9!"
+ROWS, COLUMNS = 40, 160
+
+
+class ScreenCopy:
+    """What a person sees: the terminal's output played on an emulated screen (pyte), its
+    scrolled-off lines kept, so a test can count what is shown rather than what was drawn."""
+
+    def __init__(self) -> None:
+        self.screen = pyte.HistoryScreen(COLUMNS, ROWS, history=10_000)
+        self.stream = pyte.Stream(self.screen)
+
+    def write(self, text: str) -> None:
+        self.stream.feed(text)
+
+    def flush(self) -> None:
+        pass
+
+    def lines(self) -> list[str]:
+        scrolled = ["".join(line[column].data for column in range(COLUMNS)).rstrip()
+                    for line in self.screen.history.top]
+        return scrolled + [line.rstrip() for line in self.screen.display]
 
 
 class Terminal:
@@ -37,7 +60,9 @@ class Terminal:
                        if key not in ("VACHAT_API_KEY", "VACHAT_EMAIL", "VACHAT_PASSWORD", "PROMPT_TOOLKIT_NO_CPR")}
         environment.update(TERM="xterm", **(env or {}))
         self.child = pexpect.spawn(sys.executable, ["-m", "vachat", "chat", *args], env=environment,
-                                   encoding="utf-8", timeout=SCREEN_WAIT, dimensions=(40, 160))
+                                   encoding="utf-8", timeout=SCREEN_WAIT, dimensions=(ROWS, COLUMNS))
+        self.seen = ScreenCopy()
+        self.child.logfile_read = self.seen
 
     def expect(self, pattern: str) -> None:
         while self.child.expect([CURSOR_QUERY, pattern]) == 0:
@@ -52,6 +77,17 @@ class Terminal:
                 self.child.send(CURSOR_ANSWER)
             else:
                 waiting.pop(index - 1)
+
+    def expect_on_screen(self, pattern: str) -> None:
+        """A line of the emulated screen matches ``pattern``: for text the terminal draws in
+        pieces (prompt_toolkit redraws only what changed, so it is never in the output whole)."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + SCREEN_WAIT
+        while not any(regex.search(line) for line in self.seen.lines()):
+            assert time.monotonic() < deadline, f"{pattern!r} never shown: {self.seen.lines()}"
+            # Whatever arrives meanwhile is read (and played on the screen copy).
+            if self.child.expect([CURSOR_QUERY, pexpect.TIMEOUT], timeout=0.1) == 0:
+                self.child.send(CURSOR_ANSWER)
 
     def type(self, text: str) -> None:
         self.child.send(text)
@@ -102,6 +138,14 @@ async def test_chat_in_a_terminal(production_http_server, http_port, fetch):
         terminal.line(PASSWORD)
         await step(terminal.expect, r"Create this account on this development server\? \[y/N\]")
         terminal.line("y")
+        # A new password is typed twice: a typo in the second is caught, and it is chosen again.
+        await step(terminal.expect, "Repeat the password:")
+        terminal.line("Correct-Horse-8!")
+        await step(terminal.expect, "The two passwords differ")
+        await step(terminal.expect, "Choose a password:")
+        terminal.line(PASSWORD)
+        await step(terminal.expect, "Repeat the password:")
+        terminal.line(PASSWORD)
         await step(terminal.expect, f"Account {email} created")
         await step(terminal.expect, "Type a message")
         signed_in = await fetch("/api/auth/login", method="POST", json={"email": email, "password": PASSWORD})
@@ -112,25 +156,35 @@ async def test_chat_in_a_terminal(production_http_server, http_port, fetch):
 
         # A slow reply: its first words are on the screen while the rest is being generated.
         terminal.line("[slow] tell me a long story about the sea")
-        await step(terminal.expect_all, "assistant is typing", "assistant: Echo:")
+        await step(terminal.expect_on_screen, r"assistant: Echo: \[slow\] ")
         stored = await messages_of(fetch, signed_in, conversation["id"])
         assert [m["content"] for m in stored][-1] == "[slow] tell me a long story about the sea"  # not done yet
         terminal.line("/stop")
         await step(terminal.expect, r"\(stopped\)")
-        await step(terminal.expect, r"assistant: Echo: [^\r\n]*\r")
+        # The bottom bar goes back to its hint once the stopped reply, as stored, is shown.
+        await step(terminal.expect_on_screen, "/help for commands")
         stored = await messages_of(fetch, signed_in, conversation["id"])
         assert stored[-1]["role"] == "assistant" and stored[-1]["metadata"]["finishReason"] == "cancelled"
         assert len(stored[-1]["content"]) < len("Echo: [slow] tell me a long story about the sea")
+        # The stopped reply is on the screen once: not also left behind with the /stop line.
+        whole = "assistant: Echo: [slow] tell me a long story about the sea"
+        shown = [line for line in terminal.seen.lines() if line.startswith("assistant: Echo: [") and whole.startswith(line)]
+        assert shown == [f"assistant: {stored[-1]['content']}".rstrip()], terminal.seen.lines()
 
         terminal.line("/search story")
-        await step(terminal.expect, r"\[" + conversation["id"] + r"\] you: \[slow\] tell me a long story")
+        await step(terminal.expect, r"\[Terminal chat\] you: \[slow\] tell me a long story")
         terminal.line("/new Second thoughts")
         await step(terminal.expect, "— Second thoughts")
+        second = (await fetch("/api/chat/conversations", user=signed_in)).data[0]
         terminal.line("/list")
         await step(terminal.expect, r"\*  1\. Second thoughts")
         await step(terminal.expect, r"2\. Terminal chat  \(4 messages\)")
+        terminal.line("/switch 99")
+        await step(terminal.expect, r"there is no conversation 99 in the last /list \(1-2\)")
         terminal.line("/switch 2")
         await step(terminal.expect, "you: hello assistant")
+        terminal.line(f"/switch {second['id']}")  # an id works too
+        await step(terminal.expect, "— Second thoughts")
         terminal.line("/quit")
         assert await step(terminal.exit_status) == 0
     finally:

@@ -343,6 +343,13 @@ class Client:
 
     # -- the assistant (the AI plugin) ----------------------------------------------------------
 
+    async def regenerate(self, message_id: str) -> dict[str, Any]:
+        """``POST /api/chat/messages/:id/regenerate``: start a new reply in place of the
+        assistant reply ``message_id`` (kept as a sibling branch). Answers ``{conversationId,
+        messageId, parentId, replaces}`` at once; the reply streams over the WebSocket
+        (``LiveConnection.regenerate`` returns it as a ``ReplyStream``)."""
+        return await self.request("POST", f"/api/chat/messages/{message_id}/regenerate")
+
     async def ai_usage(self) -> dict[str, Any]:
         """``GET /api/ai/usage``: ``{date, tier, used, limit}`` for today (UTC). ``NotFound``
         when the server has no assistant."""
