@@ -18,7 +18,7 @@ import pexpect
 import pyte
 import pytest
 
-from vachat.testing import ServerProcess
+from vachat.testing import ServerProcess, free_port
 
 from . import fake_ai as client_fake_ai
 
@@ -275,3 +275,103 @@ async def test_without_a_terminal_lines_are_read_and_replies_printed(production_
     process.stdin.write(b"/quit\n")
     out, err = await asyncio.wait_for(process.communicate(), SCREEN_WAIT)
     assert process.returncode == 0, err
+
+
+@pytest.mark.gen_test(timeout=120)
+@pytest.mark.vachat(plugins=["chat", ("fakeai", client_fake_ai)],
+                    config={"plugin_sections": {"chat": {"typing_timeout": 120}}})  # only the client ends it
+async def test_the_room_sees_the_person_typing(production_http_server, http_port, fetch, make_user, ws_connect):
+    user = await make_user()
+    conversation = (await fetch("/api/chat/conversations", method="POST", json={"title": "Typing"}, user=user)).data
+    elsewhere = await ws_connect(user)  # the same person on another device, in the same conversation
+    await elsewhere.request("join-conversation", {"conversationId": conversation["id"]})
+    terminal = Terminal("--url", f"http://127.0.0.1:{http_port}", "--conversation", conversation["id"],
+                        env={"VACHAT_EMAIL": user.email, "VACHAT_PASSWORD": user.password})
+    try:
+        await step(terminal.expect, "Type a message")
+        terminal.type("hello the")
+        typing = await elsewhere.receive("user-typing")
+        assert typing["data"]["conversationId"] == conversation["id"] and typing["data"]["userId"] == user.id
+        # A pause: typing-stop (the server's own expiry is two minutes away).
+        stopped = await elsewhere.receive("user-stopped-typing")
+        assert stopped["data"]["userId"] == user.id
+        # Typing again, then sending: one start for all those keystrokes, a stop when it is sent.
+        terminal.type("re, ")
+        terminal.line("how are you?")
+        await elsewhere.receive("user-typing")
+        await elsewhere.receive("user-stopped-typing")
+        sent = await elsewhere.receive("new-message")
+        assert sent["data"]["content"] == "hello there, how are you?"
+        assert not [frame for frame in elsewhere.frames if frame["type"] == "user-typing"]
+        # A /command is not a message being typed.
+        terminal.line("/list")
+        await step(terminal.expect, r"1\. Typing")
+        terminal.line("/quit")
+        assert await step(terminal.exit_status) == 0
+        assert not [frame for frame in elsewhere.frames if frame["type"] == "user-typing"]
+    finally:
+        terminal.close()
+
+
+@pytest.mark.gen_test(timeout=120)
+@pytest.mark.vachat(plugins=["chat"])
+async def test_a_refused_password_is_asked_again_three_times(production_http_server, http_port, make_user):
+    user = await make_user()
+    url = f"http://127.0.0.1:{http_port}"
+    terminal = Terminal("--url", url, "--email", user.email, "--conversation", "new")
+    try:
+        await step(terminal.expect, "Password:")
+        terminal.line("Not-The-Password-1!")
+        await step(terminal.expect, r"Invalid e-mail or password; try again \(2 left\)")
+        await step(terminal.expect, "Password:")
+        terminal.line(user.password)
+        await step(terminal.expect, "Type a message")
+        terminal.line("/quit")
+        assert await step(terminal.exit_status) == 0
+    finally:
+        terminal.close()
+    terminal = Terminal("--url", url, "--email", user.email, "--conversation", "new")
+    try:
+        for left in (2, 1):
+            await step(terminal.expect, "Password:")
+            terminal.line("Not-The-Password-1!")
+            await step(terminal.expect, rf"try again \({left} left\)")
+        await step(terminal.expect, "Password:")
+        terminal.line("Not-The-Password-1!")
+        await step(terminal.expect, r"vachat chat: Invalid e-mail or password \(UNAUTHORIZED\)")
+        assert await step(terminal.exit_status) == 1
+    finally:
+        terminal.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_an_unreachable_server_is_said_before_credentials_are_asked():
+    for one_shot in ((), ("-m", "hello")):
+        terminal = Terminal("--url", f"http://127.0.0.1:{free_port()}", *one_shot)
+        try:
+            await step(terminal.expect, r"vachat chat: Cannot reach http://127\.0\.0\.1:\d+: [^\r\n]+\r\n")
+            assert "E-mail" not in terminal.child.before
+            assert await step(terminal.exit_status) == 1
+        finally:
+            terminal.close()
+
+
+@pytest.mark.gen_test(timeout=120)
+@pytest.mark.vachat(plugins=["chat", ("fakeai", client_fake_ai)], config={"env": "development"})
+async def test_one_shot_on_a_terminal_offers_to_create_the_account(production_http_server, http_port, fetch):
+    email = "one-shot@example.test"
+    terminal = Terminal("--url", f"http://127.0.0.1:{http_port}", "--email", email, "-m", "first words")
+    try:
+        await step(terminal.expect, "Password:")
+        terminal.line(PASSWORD)
+        await step(terminal.expect, r"Create this account on this development server\? \[y/N\]")
+        terminal.line("y")
+        await step(terminal.expect, "Repeat the password:")
+        terminal.line(PASSWORD)
+        await step(terminal.expect, f"Account {email} created")
+        await step(terminal.expect, "Echo: first words")
+        assert await step(terminal.exit_status) == 0
+    finally:
+        terminal.close()
+    signed_in = await fetch("/api/auth/login", method="POST", json={"email": email, "password": PASSWORD})
+    assert signed_in.code == 200
