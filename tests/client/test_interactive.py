@@ -18,7 +18,7 @@ import pexpect
 import pyte
 import pytest
 
-from vachat.testing import ServerProcess, free_port
+from vachat.testing import ServerProcess, eventually, free_port
 
 from . import fake_ai as client_fake_ai
 
@@ -375,3 +375,44 @@ async def test_one_shot_on_a_terminal_offers_to_create_the_account(production_ht
         terminal.close()
     signed_in = await fetch("/api/auth/login", method="POST", json={"email": email, "password": PASSWORD})
     assert signed_in.code == 200
+
+
+@pytest.mark.gen_test(timeout=120)
+@pytest.mark.vachat(plugins=["chat", ("fakeai", client_fake_ai)])
+async def test_without_a_terminal_a_stopped_reply_is_printed_once(production_http_server, http_port, fetch,
+                                                                   make_user):
+    user = await make_user()
+    env = {**os.environ, "VACHAT_EMAIL": user.email, "VACHAT_PASSWORD": user.password}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vachat", "chat", "--url", f"http://127.0.0.1:{http_port}", "--conversation", "new",
+        env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    printed = b""
+
+    async def read_until(text: bytes) -> None:
+        nonlocal printed
+        while text not in printed:
+            try:
+                chunk = await asyncio.wait_for(process.stdout.read(4096), SCREEN_WAIT)
+            except asyncio.TimeoutError:
+                raise AssertionError(f"{text!r} never printed: {printed!r}") from None
+            assert chunk, f"output ended early: {printed!r}"
+            printed += chunk
+
+    process.stdin.write(b"[slow] tell me a long story about the sea\n")
+    await read_until(b"assistant: Echo: [slow] ")
+    process.stdin.write(b"/stop\n")
+    await read_until(b"(stopped)")
+    conversation = (await fetch("/api/chat/conversations", user=user)).data[0]
+
+    async def stopped_reply_stored():
+        stored = await messages_of(fetch, user, conversation["id"])
+        return stored[-1]["role"] == "assistant"
+
+    await eventually(stopped_reply_stored, what="the stopped reply stored")
+    # The next reply's frames follow the stopped reply's on the socket: it has been shown by then.
+    process.stdin.write(b"and then?\n")
+    await read_until(b"assistant: Echo: and then?\n")
+    process.stdin.write(b"/quit\n")
+    out, err = await asyncio.wait_for(process.communicate(), SCREEN_WAIT)
+    assert process.returncode == 0, err
+    assert (printed + out).count(b"[slow]") == 1, printed + out

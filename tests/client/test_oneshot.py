@@ -128,6 +128,6 @@ async def test_one_shot_without_a_terminal_says_how_to_create_the_account(produc
     status, out, err = await chat(url_of(http_port), "-m", "hello", extra_env={"VACHAT_EMAIL": email,
                                                                              "VACHAT_PASSWORD": "Correct-Horse-9!"})
     assert status == 1 and out == ""
-    assert f"to create this account, run `vachat chat --email {email}` on a terminal" in err
+    assert f"if {email} has no account yet, create it by running `vachat chat --email {email}` on a terminal" in err
     refused = await fetch("/api/auth/login", method="POST", json={"email": email, "password": "Correct-Horse-9!"})
     assert refused.code == 401  # nothing was created

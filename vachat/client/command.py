@@ -163,8 +163,8 @@ async def sign_in(client: Client, args: argparse.Namespace, prompter: Prompter, 
             break  # a password from the environment is the same on every try
         prompter.say(f"{refused.message}; try again ({PASSWORD_TRIES - attempt} left).")
     if development and not prompter.interactive:
-        raise Unauthorized(f"{refused.message}; to create this account, run `vachat chat --email {email}` on a "
-                           "terminal") from None
+        raise Unauthorized(f"{refused.message} (if {email} has no account yet, create it by running "
+                           f"`vachat chat --email {email}` on a terminal)") from None
     raise refused
 
 

@@ -5,6 +5,8 @@ never fight: finished lines are printed above the input line, the reply being ge
 token by token just above it, and a bottom bar says who is typing and whether the connection is
 down. The input line belongs to the person throughout, also while the server restarts: what
 they sent meanwhile is kept by the ``LiveConnection`` and sent when the server is back.
+While the person types a message, the conversation's other readers are told so (throttled
+``typing-start``, then ``typing-stop`` after a pause or when it is sent).
 Without a terminal (input from a pipe) it reads lines and writes the reply as it streams.
 
 Commands: ``/new [title]``, ``/list``, ``/switch N|ID``, ``/stop``, ``/search WORDS``,

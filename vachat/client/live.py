@@ -268,7 +268,8 @@ class LiveConnection:
         """Ask for a new assistant reply in place of the reply ``message_id`` (``POST
         /api/chat/messages/:id/regenerate``: the old one is kept as a sibling branch); returns
         its ``ReplyStream``, like ``ask``. Its conversation is joined if it is not yet."""
-        stream = ReplyStream(self, "")  # listening before the request: no delta is missed
+        # Listening before the request, so no delta is missed; the answer names the conversation.
+        stream = ReplyStream(self, "")
         try:
             started = await self.client.regenerate(message_id)
             stream.conversation_id, stream.message_id = started["conversationId"], started["messageId"]
