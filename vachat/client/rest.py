@@ -267,12 +267,14 @@ class Client:
         try:
             response = await self._http.fetch(f"{self.base_url}/health", raise_error=False,
                                               request_timeout=self.request_timeout)
-        except OSError as error:
+        except (OSError, tornado.httpclient.HTTPClientError) as error:  # refused, or cut before an answer
             raise ConnectionFailed(f"Cannot reach {self.base_url}: {error}") from error
         try:
             report = _json_loads(response.body) if response.body else None
         except ValueError:
             report = None
+        if response.code == 599:
+            raise ConnectionFailed(f"Cannot reach {self.base_url}: {response.error}")
         if response.code not in (200, 503) or not isinstance(report, dict):
             raise ConnectionFailed(f"{self.base_url} has no vachat health report (HTTP {response.code})")
         return report
