@@ -122,6 +122,59 @@ async def stored_somewhere(fetch, user, content, timeout=SCREEN_WAIT):
         await asyncio.sleep(0.05)
 
 
+async def create_the_account(terminal: Terminal, email: str, mistype: bool = False) -> None:
+    """Answer the prompts that create an account on a development server (``mistype``: the
+    repeated password first differs, so it is chosen again)."""
+    await step(terminal.expect, "Password:")
+    terminal.line(PASSWORD)
+    await step(terminal.expect, r"Create this account on this development server\? \[y/N\]")
+    terminal.line("y")
+    await step(terminal.expect, "Repeat the password:")
+    if mistype:
+        terminal.line("Correct-Horse-8!")
+        await step(terminal.expect, "The two passwords differ")
+        await step(terminal.expect, "Choose a password:")
+        terminal.line(PASSWORD)
+        await step(terminal.expect, "Repeat the password:")
+    terminal.line(PASSWORD)
+    await step(terminal.expect, f"Account {email} created")
+
+
+class PipedChat:
+    """``vachat chat`` reading from a pipe (no terminal), and what it printed so far."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.printed = b""
+
+    @classmethod
+    async def start(cls, http_port: int, user) -> "PipedChat":
+        env = {**os.environ, "VACHAT_EMAIL": user.email, "VACHAT_PASSWORD": user.password}
+        return cls(await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "vachat", "chat", "--url", f"http://127.0.0.1:{http_port}", "--conversation", "new",
+            env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE))
+
+    def line(self, text: str) -> None:
+        self.process.stdin.write(text.encode() + b"\n")
+
+    async def read_until(self, text: bytes) -> None:
+        while text not in self.printed:
+            try:
+                chunk = await asyncio.wait_for(self.process.stdout.read(4096), SCREEN_WAIT)
+            except asyncio.TimeoutError:
+                raise AssertionError(f"{text!r} never printed: {self.printed!r}") from None
+            assert chunk, f"output ended early: {self.printed!r}"
+            self.printed += chunk
+
+    async def quit(self) -> bytes:
+        """``/quit``; asserts it exits 0 and returns all it printed."""
+        self.line("/quit")
+        out, err = await asyncio.wait_for(self.process.communicate(), SCREEN_WAIT)
+        assert self.process.returncode == 0, err
+        self.printed += out
+        return self.printed
+
+
 async def messages_of(fetch, user, conversation_id):
     page = (await fetch(f"/api/chat/conversations/{conversation_id}/messages?limit=200", user=user)).data
     return list(reversed(page["items"]))
@@ -133,20 +186,9 @@ async def test_chat_in_a_terminal(production_http_server, http_port, fetch):
     email = "terminal@example.test"
     terminal = Terminal("--url", f"http://127.0.0.1:{http_port}", "--email", email)
     try:
-        # No such account on this development server: the client offers to create it.
-        await step(terminal.expect, "Password:")
-        terminal.line(PASSWORD)
-        await step(terminal.expect, r"Create this account on this development server\? \[y/N\]")
-        terminal.line("y")
-        # A new password is typed twice: a typo in the second is caught, and it is chosen again.
-        await step(terminal.expect, "Repeat the password:")
-        terminal.line("Correct-Horse-8!")
-        await step(terminal.expect, "The two passwords differ")
-        await step(terminal.expect, "Choose a password:")
-        terminal.line(PASSWORD)
-        await step(terminal.expect, "Repeat the password:")
-        terminal.line(PASSWORD)
-        await step(terminal.expect, f"Account {email} created")
+        # No such account on this development server: the client offers to create it. A new
+        # password is typed twice: a typo in the second is caught, and it is chosen again.
+        await create_the_account(terminal, email, mistype=True)
         await step(terminal.expect, "Type a message")
         signed_in = await fetch("/api/auth/login", method="POST", json={"email": email, "password": PASSWORD})
         conversation = (await fetch("/api/chat/conversations", user=signed_in)).data[0]
@@ -261,20 +303,10 @@ async def test_without_an_assistant_messages_are_stored_without_replies(producti
 @pytest.mark.gen_test(timeout=120)
 @pytest.mark.vachat(plugins=["chat", ("fakeai", client_fake_ai)])
 async def test_without_a_terminal_lines_are_read_and_replies_printed(production_http_server, http_port, make_user):
-    user = await make_user()
-    env = {**os.environ, "VACHAT_EMAIL": user.email, "VACHAT_PASSWORD": user.password}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "vachat", "chat", "--url", f"http://127.0.0.1:{http_port}", "--conversation", "new",
-        env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    process.stdin.write(b"hello from a pipe\n")
-    replied = b""
-    while b"assistant: Echo: hello from a pipe\n" not in replied:
-        chunk = await asyncio.wait_for(process.stdout.read(4096), SCREEN_WAIT)
-        assert chunk, f"output ended early: {replied!r}"
-        replied += chunk
-    process.stdin.write(b"/quit\n")
-    out, err = await asyncio.wait_for(process.communicate(), SCREEN_WAIT)
-    assert process.returncode == 0, err
+    piped = await PipedChat.start(http_port, await make_user())
+    piped.line("hello from a pipe")
+    await piped.read_until(b"assistant: Echo: hello from a pipe\n")
+    await piped.quit()
 
 
 @pytest.mark.gen_test(timeout=120)
@@ -362,13 +394,7 @@ async def test_one_shot_on_a_terminal_offers_to_create_the_account(production_ht
     email = "one-shot@example.test"
     terminal = Terminal("--url", f"http://127.0.0.1:{http_port}", "--email", email, "-m", "first words")
     try:
-        await step(terminal.expect, "Password:")
-        terminal.line(PASSWORD)
-        await step(terminal.expect, r"Create this account on this development server\? \[y/N\]")
-        terminal.line("y")
-        await step(terminal.expect, "Repeat the password:")
-        terminal.line(PASSWORD)
-        await step(terminal.expect, f"Account {email} created")
+        await create_the_account(terminal, email)
         await step(terminal.expect, "Echo: first words")
         assert await step(terminal.exit_status) == 0
     finally:
@@ -382,26 +408,11 @@ async def test_one_shot_on_a_terminal_offers_to_create_the_account(production_ht
 async def test_without_a_terminal_a_stopped_reply_is_printed_once(production_http_server, http_port, fetch,
                                                                    make_user):
     user = await make_user()
-    env = {**os.environ, "VACHAT_EMAIL": user.email, "VACHAT_PASSWORD": user.password}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "vachat", "chat", "--url", f"http://127.0.0.1:{http_port}", "--conversation", "new",
-        env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    printed = b""
-
-    async def read_until(text: bytes) -> None:
-        nonlocal printed
-        while text not in printed:
-            try:
-                chunk = await asyncio.wait_for(process.stdout.read(4096), SCREEN_WAIT)
-            except asyncio.TimeoutError:
-                raise AssertionError(f"{text!r} never printed: {printed!r}") from None
-            assert chunk, f"output ended early: {printed!r}"
-            printed += chunk
-
-    process.stdin.write(b"[slow] tell me a long story about the sea\n")
-    await read_until(b"assistant: Echo: [slow] ")
-    process.stdin.write(b"/stop\n")
-    await read_until(b"(stopped)")
+    piped = await PipedChat.start(http_port, user)
+    piped.line("[slow] tell me a long story about the sea")
+    await piped.read_until(b"assistant: Echo: [slow] ")
+    piped.line("/stop")
+    await piped.read_until(b"(stopped)")
     conversation = (await fetch("/api/chat/conversations", user=user)).data[0]
 
     async def stopped_reply_stored():
@@ -410,9 +421,7 @@ async def test_without_a_terminal_a_stopped_reply_is_printed_once(production_htt
 
     await eventually(stopped_reply_stored, what="the stopped reply stored")
     # The next reply's frames follow the stopped reply's on the socket: it has been shown by then.
-    process.stdin.write(b"and then?\n")
-    await read_until(b"assistant: Echo: and then?\n")
-    process.stdin.write(b"/quit\n")
-    out, err = await asyncio.wait_for(process.communicate(), SCREEN_WAIT)
-    assert process.returncode == 0, err
-    assert (printed + out).count(b"[slow]") == 1, printed + out
+    piped.line("and then?")
+    await piped.read_until(b"assistant: Echo: and then?\n")
+    printed = await piped.quit()
+    assert printed.count(b"[slow]") == 1, printed
