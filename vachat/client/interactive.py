@@ -319,9 +319,10 @@ class ChatSession:
         if self.conversation is None or not text.strip() or text.lstrip().startswith("/"):
             self.stopped_typing()
             return
+        if self._typing_in not in (None, self.conversation.id):
+            self.stopped_typing()  # told in the conversation before a switch
         loop = asyncio.get_running_loop()
-        if self._typing_in != self.conversation.id or loop.time() - self._typing_told_at >= TYPING_REFRESH:
-            self.stopped_typing()  # in another conversation before a switch
+        if self._typing_in is None or loop.time() - self._typing_told_at >= TYPING_REFRESH:
             self._typing_in, self._typing_told_at = self.conversation.id, loop.time()
             self._in_background(self.live.typing(self.conversation.id, True))
         if self._typing_pause is not None:
