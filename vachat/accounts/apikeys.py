@@ -26,10 +26,10 @@ from typing import Any
 
 from ..db import now
 from ..errors import Unauthorized, ValidationFailed
-from .delegation import SUPERUSER_PERMISSION, key_permissions
+from .delegation import SUPERUSER_PERMISSION
 from .cache import auth_cache, unknown_api_keys
 from .models import ApiKey, Role, User
-from .principal import CLOSE_SESSION_ENDED, principal_of
+from .principal import CLOSE_SESSION_ENDED, key_permissions, principal_of
 from .sessions import api_key_cache_key
 
 __all__ = [

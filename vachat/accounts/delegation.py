@@ -24,7 +24,7 @@ from typing import Iterable
 
 from ..errors import Forbidden
 
-__all__ = ["Delegate", "EscalationRefused", "SUPERUSER_PERMISSION", "key_permissions", "check_user_change", "check_role_grant",
+__all__ = ["Delegate", "EscalationRefused", "SUPERUSER_PERMISSION", "check_user_change", "check_role_grant",
            "check_role_change"]
 
 #: The permission that grants every other one.
@@ -84,13 +84,3 @@ def check_role_change(delegate: Delegate | None, *, role_name: str, current: Ite
         raise EscalationRefused("This role holds permissions you do not have")
     if not delegate.covers(set(wanted) - set(current)):
         raise EscalationRefused("You cannot add permissions you do not hold")
-
-
-def key_permissions(owner: frozenset[str], given: list[str] | None) -> frozenset[str]:
-    """What an API key given ``given`` (None: everything) acts with while its owner holds
-    ``owner``: never more than the owner, so a key shrinks with its owner's permissions."""
-    if given is None:
-        return owner
-    if SUPERUSER_PERMISSION in owner:
-        return frozenset(given)
-    return owner & frozenset(given)
