@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from vachat.plugin_api import App, hookimpl
 
 from . import hookspecs, rooms
-from .events import EVENTS, Typing
+from .events import EVENTS, Typing, listen
 from .handlers import ROUTES
 from .service import READ_ALL, ChatService
 
@@ -68,6 +68,7 @@ async def admin_dashboard_figures(app: App) -> dict[str, Any]:
 @hookimpl
 def vachat_startup(app: App) -> None:
     rooms.listen(app)
+    listen(app)
 
 
 @hookimpl

@@ -22,7 +22,8 @@ async def test_join_without_since_then_live_events_from_rest_and_socket(fetch, w
     cid = conversation["id"]
     alice = await connect(ws_connect)
     answer = await join(alice, cid)
-    assert answer == {"conversationId": cid, "missed": [], "hasMore": False, "generation": None}
+    assert answer == {"conversationId": cid, "missed": [], "hasMore": False, "generation": None,
+                      "seq": 0}
     posted = (await send(fetch, cid, "over rest"))["data"]
     assert (await alice.receive("new-message"))["data"] == posted
     acked = await alice.request("send-message", {"conversationId": cid, "content": "over socket", "clientMessageId": "s1"})
@@ -35,7 +36,9 @@ async def test_join_without_since_then_live_events_from_rest_and_socket(fetch, w
     edited = await fetch(f"/api/chat/messages/{posted['id']}", method="PUT", json={"content": "edited"}, user=ALICE)
     assert (await alice.receive("message-updated"))["data"] == edited.data
     await fetch(f"/api/chat/messages/{posted['id']}", method="DELETE", user=ALICE)
-    assert (await alice.receive("message-deleted"))["data"] == {"conversationId": cid, "messageId": posted["id"]}
+    assert (await alice.receive("message-deleted"))["data"] == {"conversationId": cid, "messageId": posted["id"], "seq": 4}
+    # Each change took the conversation's next seq, in the order they were made.
+    assert [posted["seq"], acked["data"]["seq"], edited.data["seq"]] == [1, 2, 3]
     # No second new-message for the retry: the next frame is the ping's answer.
     assert (await alice.request("ping"))["type"] == "pong"
     assert [f["type"] for f in alice.frames] == []
@@ -47,7 +50,8 @@ async def test_join_without_an_id_gets_a_joined_conversation_event(fetch, ws_con
     alice = await connect(ws_connect)
     alice.send("join-conversation", {"conversationId": conversation["id"]})
     event = await alice.receive("joined-conversation")
-    assert event["data"] == {"conversationId": conversation["id"], "missed": [], "hasMore": False, "generation": None}
+    assert event["data"] == {"conversationId": conversation["id"], "missed": [], "hasMore": False,
+                             "generation": None, "seq": 0}
 
 
 @pytest.mark.gen_test
@@ -153,9 +157,9 @@ async def test_ack_comes_before_held_live_frames(app, fetch, ws_connect, monkeyp
     original = chat.replay
     stored: list[dict] = []
 
-    async def replay_with_a_message_arriving(actor, conversation_id, since):
+    async def replay_with_a_message_arriving(actor, conversation_id, since, since_seq=None):
         stored.append(await chat.store_assistant_message(conversation_id, "arrived during the join"))
-        return await original(actor, conversation_id, since)
+        return await original(actor, conversation_id, since, since_seq)
 
     monkeypatch.setattr(chat, "replay", replay_with_a_message_arriving)
     alice = await connect(ws_connect)
