@@ -627,7 +627,7 @@ class ChatService:
             if since_seq is not None:
                 changed = list(Message.select().where(in_view, Message.seq > since_seq)
                                .order_by(Message.seq.asc()).limit(MAX_REPLAY_DELETED + 1))
-                deleted = [m.id for m in changed if m.deleted_at is not None and m.created_seq <= since_seq]
+                deleted = [m.id for m in changed if m.deleted_at is not None]
                 missed = sorted((m for m in changed if m.deleted_at is None), key=lambda m: m.id)
             elif since is not None:
                 mark = Message.get_or_none(Message.id == since, Message.conversation == conversation_id)
