@@ -66,10 +66,11 @@ WIRE_SEPARATOR = b"|"
 # The first reconnect comes quickly, so a blip (a killed connection, a Redis restart) costs
 # well under a second of cross-node silence...
 BROKER_RECONNECT_MIN_SECS = 0.1
-# ...and the back-off doubles up to this, so a returning Redis is noticed within seconds while
-# a long outage costs one connect attempt per node every few seconds, not a storm. Each wait is
+# ...and the back-off doubles up to this, so a returning Redis is noticed within 2 s (the hub
+# then reads back what was missed: delivery resumes within 5 s of Redis returning) while a long
+# outage costs one connect attempt per node every second or two, not a storm. Each wait is
 # jittered down to half so nodes that lost Redis together do not reconnect in lock-step.
-BROKER_RECONNECT_MAX_SECS = 5.0
+BROKER_RECONNECT_MAX_SECS = 2.0
 # get_message wakes at least this often, to send keep-alive pings and to notice a rebuild
 # requested by a failed subscribe; an idle node pays one cheap wake-up per interval.
 BROKER_POLL_SECS = 1.0

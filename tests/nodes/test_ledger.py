@@ -1,0 +1,246 @@
+"""The ledger: two ``vachat serve`` nodes on PostgreSQL + Redis, driven by ``vachat.client``
+under faults, prove that nothing acknowledged is lost.
+
+Every scenario keeps a ``Ledger``: each send has a unique ``clientMessageId``, each ack is
+recorded, each receiver records the messages it was given (live frames and the catch-up of a
+re-join alike: the client delivers both as ``NewMessage``). At the end, read from the database
+through REST: acked − stored = ∅, nothing stored twice, and every receiver got exactly the
+stored set, each message once, in seq order. The counts are printed (``pytest -s``) and are
+part of every failure message.
+
+Loopback only; each scenario is bounded in time (the gen_test timeout). Redis here is one the
+test starts on a free port (``RedisServer``), so stopping it disturbs nobody else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from vachat.client import Client, LiveConnection, NewMessage, Tokens
+from vachat.client.live import Backoff
+from vachat.testing import ServerProcess, eventually, free_port, needs_postgres, needs_shared_services
+
+pytestmark = [needs_shared_services, needs_postgres]
+
+# Reconnect quickly: the scenarios measure the server's recovery, not the client's patience.
+QUICK = Backoff(initial=0.05, maximum=0.5)
+# The promise: what a socket missed while Redis was away reaches it this soon after Redis returns.
+REPLAY_WITHIN_SECS = 5.0
+# Generous bounds for steps that take milliseconds when all is well (a loaded CI machine).
+STEP_TIMEOUT = 30.0
+# Frames a socket may send, far above what the senders here send: the rate limit is not under test.
+NODE_ENV = {"WS_RATE_LIMIT": "100000/10s"}
+
+
+# ---------------------------------------------------------------------------
+# the fixtures: a Redis of our own, and the ledger
+# ---------------------------------------------------------------------------
+
+
+class RedisServer:
+    """A ``redis-server`` on a free loopback port that the test stops and starts at will."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed")
+        self.process = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+             "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        await eventually(self._answers, timeout=STEP_TIMEOUT, what=f"redis-server on port {self.port}")
+
+    async def _answers(self) -> bool:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            return False
+        writer.write(b"PING\r\n")
+        answer = await reader.readline()
+        writer.close()
+        return answer.startswith(b"+PONG")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A ``RedisServer`` (not started: ``await own_redis.start()``), stopped at the end."""
+    server = RedisServer(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class Ledger:
+    """What was sent, acknowledged and received, to be checked against what is stored."""
+
+    sent: list[str] = field(default_factory=list)  # clientMessageIds, in the order sent
+    acked: dict[str, str] = field(default_factory=dict)  # clientMessageId → message id
+    received: dict[str, list[Any]] = field(default_factory=dict)  # receiver → messages, in delivery order
+    stored: list[dict[str, Any]] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def counts(self) -> str:
+        stored_ids = [m["id"] for m in self.stored]
+        parts = [f"sent={len(self.sent)}", f"acked={len(self.acked)}", f"stored={len(stored_ids)}",
+                 f"stored twice={len(stored_ids) - len(set(stored_ids))}",
+                 f"acked-not-stored={len(set(self.acked.values()) - set(stored_ids))}"]
+        for name, messages in self.received.items():
+            ids = [m.id for m in messages]
+            parts.append(f"{name}: received={len(ids)} repeats={len(ids) - len(set(ids))} "
+                         f"missing={len(set(stored_ids) - set(ids))}")
+        parts += [f"{key}={value}" for key, value in self.notes.items()]
+        return "ledger: " + ", ".join(parts)
+
+    def check(self) -> None:
+        print(self.counts())
+        stored_ids = [m["id"] for m in self.stored]
+        by_client_id = [m["clientMessageId"] for m in self.stored if m["clientMessageId"] in self.acked]
+        assert set(self.acked.values()) - set(stored_ids) == set(), self.counts()
+        assert len(stored_ids) == len(set(stored_ids)), self.counts()
+        assert len(by_client_id) == len(set(by_client_id)), f"a clientMessageId stored twice; {self.counts()}"
+        assert {m["clientMessageId"]: m["id"] for m in self.stored if m["clientMessageId"] in self.acked} \
+            == self.acked, self.counts()
+        for name, messages in self.received.items():
+            ids = [m.id for m in messages]
+            assert len(ids) == len(set(ids)), f"{name} got a message twice; {self.counts()}"
+            assert set(ids) == set(stored_ids), f"{name} did not get exactly the stored set; {self.counts()}"
+            seqs = [m.seq for m in messages]
+            assert seqs == sorted(seqs), f"{name} got messages out of seq order; {self.counts()}"
+
+
+def signed_in(server: ServerProcess, user: str = "alice") -> Client:
+    """A client of ``server`` as the test user ``user`` (the test authentication plugin)."""
+    return Client(server.base_url, tokens=Tokens(access=f"test:{user}", refresh=""))
+
+
+async def stored_messages(client: Client, conversation_id: str) -> list[dict[str, Any]]:
+    """Every live message of the conversation, oldest first, as the database has it."""
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        page = await client.messages(conversation_id, before=cursor, limit=200)
+        items.extend(message.raw for message in page.items)
+        if not page.next_cursor:
+            return items[::-1]
+        cursor = page.next_cursor
+
+
+class Receiver:
+    """A live connection joined to one conversation, recording every message it is given."""
+
+    def __init__(self, name: str, live: LiveConnection, ledger: Ledger) -> None:
+        self.name, self.live = name, live
+        self.messages = ledger.received.setdefault(name, [])
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def joined(cls, name: str, server: ServerProcess, conversation_id: str, ledger: Ledger) -> "Receiver":
+        live = signed_in(server).live(backoff=QUICK)
+        await live.connect()
+        receiver = cls(name, live, ledger)
+        receiver._task = asyncio.ensure_future(receiver._record())
+        await live.join(conversation_id)
+        return receiver
+
+    async def _record(self) -> None:
+        async for event in self.live:
+            if isinstance(event, NewMessage):
+                self.messages.append(event.message)
+
+    def has(self, message_ids: set[str]) -> bool:
+        return message_ids <= {m.id for m in self.messages}
+
+    async def close(self) -> None:
+        await self.live.close()
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=STEP_TIMEOUT)
+
+
+async def send_all(live: LiveConnection, conversation_id: str, name: str, count: int, ledger: Ledger) -> None:
+    """Send ``count`` messages one after the other, each acknowledged before the next."""
+    for number in range(count):
+        client_message_id = f"{name}-{number}"
+        ledger.sent.append(client_message_id)
+        message = await asyncio.wait_for(
+            live.send(conversation_id, f"{name} #{number}", client_message_id=client_message_id), STEP_TIMEOUT)
+        ledger.acked[client_message_id] = message.id
+
+
+async def two_nodes(server_process: Any, env: dict[str, str]) -> tuple[ServerProcess, ServerProcess]:
+    first, second = server_process({**NODE_ENV, **env}), server_process({**NODE_ENV, **env})
+    await asyncio.gather(first.wait_ready(), second.wait_ready())
+    return first, second
+
+
+# ---------------------------------------------------------------------------
+# scenarios
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.gen_test(timeout=180)
+async def test_redis_stopped_mid_traffic_and_restarted_loses_nothing(server_process, own_redis):
+    await own_redis.start()
+    first, second = await two_nodes(server_process, {"REDIS_URL": own_redis.url})
+    owner = signed_in(first)
+    conversation_id = (await owner.create_conversation("ledger: Redis outage")).id
+    ledger = Ledger()
+    receivers = [await Receiver.joined(f"receiver@node{n}", node, conversation_id, ledger)
+                 for n, node in ((1, first), (2, second))]
+    senders = [signed_in(node).live(backoff=QUICK) for node in (first, second)]
+    for live in senders:
+        await live.connect()
+
+    async def phase(count: int, tag: str, nodes: tuple[int, ...] = (1, 2)) -> None:
+        await asyncio.gather(*(send_all(senders[n - 1], conversation_id, f"{tag}.node{n}", count, ledger)
+                               for n in nodes))
+
+    await phase(10, "before")
+    own_redis.stop()
+    # Through node 2 only: node 2 stores, acks and delivers to its own sockets; node 1 hears
+    # nothing, sees no later change that would reveal a gap, and its sockets stay connected.
+    await phase(16, "during", nodes=(2,))
+    during = set(ledger.acked.values())
+    assert not receivers[0].has(during), ledger.counts()
+    await own_redis.start()
+    returned = time.monotonic()
+    await eventually(lambda: all(r.has(during) for r in receivers), timeout=REPLAY_WITHIN_SECS,
+                     what=f"the messages sent during the outage on both nodes; {ledger.counts()}")
+    ledger.notes["replayed within (s)"] = round(time.monotonic() - returned, 2)
+    await phase(10, "after")
+    stored = await stored_messages(owner, conversation_id)
+    await eventually(lambda: all(r.has({m["id"] for m in stored}) for r in receivers), timeout=STEP_TIMEOUT,
+                     what=f"every stored message at every receiver; {ledger.counts()}")
+    ledger.stored = stored
+    # No client action: the receivers never reconnected, the server replayed by itself.
+    assert [r.live.reconnects for r in receivers] == [0, 0], ledger.counts()
+    for receiver in receivers:
+        await receiver.close()
+    for live in senders:
+        await live.close()
+    ledger.check()
