@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from tests.client.helpers import TcpProxy
 from vachat.client import Client, LiveConnection, NewMessage, Tokens
 from vachat.client.live import Backoff
 from vachat.testing import ServerProcess, eventually, free_port, needs_postgres, needs_shared_services
@@ -243,4 +244,38 @@ async def test_redis_stopped_mid_traffic_and_restarted_loses_nothing(server_proc
         await receiver.close()
     for live in senders:
         await live.close()
+    ledger.check()
+
+
+@pytest.mark.gen_test(timeout=180)
+async def test_a_node_partitioned_from_redis_catches_up_both_ways(server_process, own_redis):
+    await own_redis.start()
+    async with TcpProxy(own_redis.port) as partition:
+        first, second = server_process({**NODE_ENV, "REDIS_URL": f"redis://127.0.0.1:{partition.port}/0"}), \
+            server_process({**NODE_ENV, "REDIS_URL": own_redis.url})
+        await asyncio.gather(first.wait_ready(), second.wait_ready())
+        owner = signed_in(first)
+        conversation_id = (await owner.create_conversation("ledger: partition")).id
+        ledger = Ledger()
+        receivers = [await Receiver.joined(f"receiver@node{n}", node, conversation_id, ledger)
+                     for n, node in ((1, first), (2, second))]
+        senders = [signed_in(node).live(backoff=QUICK) for node in (first, second)]
+        for live in senders:
+            await live.connect()
+        await send_all(senders[0], conversation_id, "before.node1", 5, ledger)
+        partition.cut()  # node 1 alone loses Redis; node 2 and Redis carry on
+        await send_all(senders[1], conversation_id, "cut.node2", 8, ledger)  # node 1 never hears these...
+        await send_all(senders[0], conversation_id, "cut.node1", 8, ledger)  # ...nor node 2 these
+        everything = set(ledger.acked.values())
+        partition.restore()
+        healed = time.monotonic()
+        await eventually(lambda: all(r.has(everything) for r in receivers), timeout=REPLAY_WITHIN_SECS,
+                         what=f"the messages of the partition on both nodes; {ledger.counts()}")
+        ledger.notes["replayed within (s)"] = round(time.monotonic() - healed, 2)
+        ledger.stored = await stored_messages(owner, conversation_id)
+        assert [r.live.reconnects for r in receivers] == [0, 0], ledger.counts()
+        for receiver in receivers:
+            await receiver.close()
+        for live in senders:
+            await live.close()
     ledger.check()
