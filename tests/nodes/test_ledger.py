@@ -29,7 +29,9 @@ import pytest
 from tests.client.helpers import TcpProxy
 from vachat.client import Client, LiveConnection, NewMessage, Tokens
 from vachat.client.live import Backoff
-from vachat.testing import ServerProcess, eventually, free_port, needs_postgres, needs_shared_services
+from vachat.testing import (
+    ServerProcess, eventually, free_port, needs_postgres, needs_shared_services, open_websocket,
+)
 
 pytestmark = [needs_shared_services, needs_postgres]
 
@@ -135,9 +137,11 @@ class Ledger:
             assert seqs == sorted(seqs), f"{name} got messages out of seq order; {self.counts()}"
 
 
-def signed_in(server: ServerProcess, user: str = "alice") -> Client:
-    """A client of ``server`` as the test user ``user`` (the test authentication plugin)."""
-    return Client(server.base_url, tokens=Tokens(access=f"test:{user}", refresh=""))
+def signed_in(server: ServerProcess | TcpProxy, user: str = "alice") -> Client:
+    """A client of ``server`` (or of a proxy in front of one) as the test user ``user`` (the
+    test authentication plugin)."""
+    url = server.url if isinstance(server, TcpProxy) else server.base_url
+    return Client(url, tokens=Tokens(access=f"test:{user}", refresh=""))
 
 
 async def stored_messages(client: Client, conversation_id: str) -> list[dict[str, Any]]:
@@ -161,7 +165,8 @@ class Receiver:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def joined(cls, name: str, server: ServerProcess, conversation_id: str, ledger: Ledger) -> "Receiver":
+    async def joined(cls, name: str, server: ServerProcess | TcpProxy, conversation_id: str,
+                     ledger: Ledger) -> "Receiver":
         live = signed_in(server).live(backoff=QUICK)
         await live.connect()
         receiver = cls(name, live, ledger)
@@ -274,6 +279,44 @@ async def test_a_node_partitioned_from_redis_catches_up_both_ways(server_process
         ledger.notes["replayed within (s)"] = round(time.monotonic() - healed, 2)
         ledger.stored = await stored_messages(owner, conversation_id)
         assert [r.live.reconnects for r in receivers] == [0, 0], ledger.counts()
+        for receiver in receivers:
+            await receiver.close()
+        for live in senders:
+            await live.close()
+    ledger.check()
+
+
+@pytest.mark.gen_test(timeout=180)
+async def test_sigterm_under_load_moves_every_client_to_the_other_node(server_process):
+    first, second = await two_nodes(server_process, {})
+    async with TcpProxy(first.port) as balancer:  # a load balancer, sending everyone to node 1
+        owner = signed_in(balancer)
+        conversation_id = (await owner.create_conversation("ledger: SIGTERM")).id
+        ledger = Ledger()
+        receivers = [await Receiver.joined("receiver@balancer", balancer, conversation_id, ledger),
+                     await Receiver.joined("receiver@node2", second, conversation_id, ledger)]
+        watcher = await open_websocket(first.ws_url, {"Authorization": "Bearer test:alice"})
+        await watcher.receive("ready")
+        senders = [signed_in(balancer).live(backoff=QUICK) for _ in range(3)]
+        for live in senders:
+            await live.connect()
+        sending = [asyncio.ensure_future(send_all(live, conversation_id, f"sender{n}", 40, ledger))
+                   for n, live in enumerate(senders)]
+        await eventually(lambda: len(ledger.acked) >= 30, timeout=STEP_TIMEOUT, what="traffic under way")
+        first.terminate()
+        balancer.target_port = second.port  # the balancer sees node 1 go and sends newcomers to node 2
+        assert await watcher.closed(timeout=STEP_TIMEOUT) == (1001, "Server shutting down")
+        ledger.notes["acked at SIGTERM"] = len(ledger.acked)
+        await asyncio.wait_for(asyncio.gather(*sending), STEP_TIMEOUT * 2)
+        assert await first.wait_exit() == 0
+        stored = await stored_messages(owner, conversation_id)
+        await eventually(lambda: all(r.has({m["id"] for m in stored}) for r in receivers), timeout=STEP_TIMEOUT,
+                         what=f"every stored message at every receiver; {ledger.counts()}")
+        ledger.stored = stored
+        # Everyone behind the balancer was moved: closed with 1001 and reconnected to node 2.
+        moved = [receivers[0].live, *senders]
+        assert [live.reconnects for live in moved] == [1] * len(moved), ledger.counts()
+        assert receivers[1].live.reconnects == 0, ledger.counts()
         for receiver in receivers:
             await receiver.close()
         for live in senders:
