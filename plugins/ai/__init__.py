@@ -10,6 +10,7 @@ service (``REQUIRES``). One concern per module:
 - ``assistant``: the assistant of one application (quota and one-reply checks, context,
   stopping, shutdown); ``generation``: one reply, from the context to the stored message;
 - ``progress``: who generates where, and the reply's progress for joins on any node;
+  ``recovery``: finishing the reply of a node that died (``interrupted``);
 - ``usage`` and ``models``: tokens per user and day, quotas; ``metrics``: Prometheus;
 - ``handlers``: ``GET /api/ai/usage``, ``POST /api/chat/messages/:id/regenerate``;
   ``events``: ``stop-generation``; ``hookspecs``: ``ai_before_request``, offered to others.
@@ -63,7 +64,9 @@ def vachat_metrics(registry: Any, app: App) -> None:
 
 @hookimpl
 def vachat_startup(app: App) -> None:
-    app.hub.on_control(STOP_CONTROL, Assistant.of(app).on_stop_control)
+    assistant = Assistant.of(app)
+    app.hub.on_control(STOP_CONTROL, assistant.on_stop_control)
+    assistant.sweeper.start()
 
 
 @hookimpl

@@ -6,7 +6,7 @@ on regenerate, refuses one when the caller is over quota or the conversation alr
 running (``chat_message_before_store``, before anything is stored), answers joins with the
 reply in progress (``chat_generation_status``), stops replies on ``stop-generation`` from any
 node (a control message to the node generating), and at shutdown stops and stores every reply
-still running.
+still running. A reply whose node died is finished by another (``recovery``).
 
 This module must never let two replies run in one conversation, or hand a provider a message
 of another conversation (the context comes from chat's ``history`` of that conversation only).
@@ -22,9 +22,10 @@ from typing import Any, Mapping
 
 from vachat.plugin_api import App, Conflict, new_id
 
-from .generation import CLAIM_TTL_SECS, Generation
+from .generation import Generation
 from .metrics import AiMetrics
 from .progress import GenerationSlots
+from .recovery import Sweeper, store_orphan
 from .providers import ChatMessage, Provider, ProviderSettings, Usage, estimate_tokens, load_provider
 from .usage import UsageBook
 
@@ -49,6 +50,9 @@ class Assistant:
         self.app = app
         self.config = config
         self.provider: Provider = load_provider(config["provider"], ProviderSettings.from_config(config))
+        #: How long a reply's claim lives without a refresh (AI_CLAIM_TTL): a node that died
+        #: mid-reply holds its conversation this long at most.
+        self.claim_ttl = float(config["claim_ttl"])
         self.usage = UsageBook(app, config)
         self.node_id = secrets.token_hex(6)
         self.slots = GenerationSlots(app, self.node_id)
@@ -58,6 +62,7 @@ class Assistant:
         self.reserved: dict[str, tuple[str, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.closing = False
+        self.sweeper = Sweeper(self)
 
     @classmethod
     def of(cls, app: App) -> "Assistant":
@@ -73,11 +78,22 @@ class Assistant:
         """Check the quota, then take the conversation's slot: its token; ``QuotaExceeded``
         (429) or ``Conflict`` (409) before anything is stored."""
         await self.usage.check(actor.id, getattr(actor, "tier", "free"))
-        token = await self.slots.claim(conversation_id, PENDING_CLAIM_SECS)
+        token = await self._claim(conversation_id, PENDING_CLAIM_SECS)
         if token is None:
             raise Conflict("The assistant is already answering in this conversation; "
                            "wait for it or send stop-generation")
         self.reserved[conversation_id] = (token, time.monotonic() + PENDING_CLAIM_SECS)
+        return token
+
+    async def _claim(self, conversation_id: str, ttl: float) -> str | None:
+        """Take the conversation's slot (None: taken). A reply a dead node left there is
+        stored first, so the request that follows comes after it (``recovery``)."""
+        claimed = await self.slots.claim(conversation_id, ttl)
+        if claimed is None:
+            return None
+        token, orphan = claimed
+        if orphan is not None:
+            await store_orphan(self, conversation_id, orphan)
         return token
 
     def _take_reservation(self, conversation_id: str) -> str | None:
@@ -95,12 +111,12 @@ class Assistant:
         conversation_id = conversation["id"]
         token = token or self._take_reservation(conversation_id)
         if token is None:
-            token = await self.slots.claim(conversation_id, CLAIM_TTL_SECS)
+            token = await self._claim(conversation_id, self.claim_ttl)
             if token is None:
                 log.warning("a reply was requested while another runs; not started",
                             extra={"conversationId": conversation_id})
                 return None
-        await self.slots.extend(conversation_id, token, CLAIM_TTL_SECS)
+        await self.slots.extend(conversation_id, token, self.claim_ttl)
         generation = Generation(self, conversation=conversation, parent_id=parent_id, user_id=user_id,
                                 message_id=message_id or new_id(), token=token)
         self.running[conversation_id] = generation
@@ -169,6 +185,7 @@ class Assistant:
     async def shutdown(self) -> None:
         """Stop every reply still running, store what each had (finishReason ``shutdown``)."""
         self.closing = True
+        await self.sweeper.stop()
         running = list(self.running.values())
         for generation in running:
             await generation.stop("shutdown")

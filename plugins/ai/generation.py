@@ -12,7 +12,8 @@ costs clients a bounded number of frames without changing the text.
 The reply ends with ``stop``/``length`` (the provider finished), ``cancelled``
 (``stop-generation``), ``shutdown`` (the server stopping) or ``error`` (the provider failed or
 timed out: an ``error``-type message saying what failed is stored instead, the partial text in
-its ``metadata.partialContent``).
+its ``metadata.partialContent``); ``interrupted`` when this node dies, stored by another
+(``recovery``).
 
 This module must never block the IOLoop, publish a delta before its progress is recorded
 (see ``progress``), or lose a reply it started: whatever ends it, something is stored.
@@ -31,17 +32,17 @@ from .providers import ProviderError, ProviderTimeout, StreamCancelled, Usage
 if TYPE_CHECKING:  # pragma: no cover
     from .assistant import Assistant
 
-__all__ = ["Generation", "FRAME_INTERVAL_SECS"]
+__all__ = ["Generation", "FRAME_INTERVAL_SECS", "CLAIM_REFRESHES_PER_TTL"]
 
 log = logging.getLogger("vachat.plugins.ai")
 
 # At most 20 ai-delta frames a second per reply: smooth to read, and a model streaming
 # hundreds of tokens a second costs each client 20 frames, not hundreds.
 FRAME_INTERVAL_SECS = 0.05
-# The claim is refreshed this often while a reply runs (it expires after CLAIM_TTL_SECS of
-# silence, which frees the conversation of a node that died mid-reply).
-CLAIM_TTL_SECS = 30.0
-CLAIM_REFRESH_SECS = 10.0
+# The claim (AI_CLAIM_TTL, ``Assistant.claim_ttl``) is refreshed this many times per lifetime
+# while a reply runs: a refresh may be late or lost twice before the claim of a live node
+# expires, and a dead node's expires within one lifetime of its last refresh.
+CLAIM_REFRESHES_PER_TTL = 3
 
 
 def room(conversation_id: str) -> str:
@@ -98,7 +99,7 @@ class Generation:
         try:
             await self.app.publish(room(self.conversation_id), "ai-typing",
                                    {"conversationId": self.conversation_id, "typing": True})
-            await self.assistant.slots.advance(self.conversation_id, self.message_id, "", -1, CLAIM_TTL_SECS)
+            await self._advance("", -1)
             finish_reason, failure = await self._generate()
             self._finished.set()
             self._wake.set()
@@ -207,11 +208,16 @@ class Generation:
         self.text += delta
         self.index += 1
         index = self.index
-        await self.assistant.slots.advance(self.conversation_id, self.message_id, delta, index, CLAIM_TTL_SECS)
+        await self._advance(delta, index)
         await self.app.publish(room(self.conversation_id), "ai-delta", {
             "conversationId": self.conversation_id, "messageId": self.message_id, "index": index, "delta": delta})
 
+    async def _advance(self, delta: str, index: int) -> None:
+        await self.assistant.slots.advance(self.conversation_id, self.message_id, delta, index,
+                                           self.assistant.claim_ttl, parent_id=self.parent_id, user_id=self.user_id)
+
     async def _keep_claim(self) -> None:
+        ttl = self.assistant.claim_ttl
         while True:
-            await asyncio.sleep(CLAIM_REFRESH_SECS)
-            await self.assistant.slots.extend(self.conversation_id, self.token, CLAIM_TTL_SECS)
+            await asyncio.sleep(ttl / CLAIM_REFRESHES_PER_TTL)
+            await self.assistant.slots.extend(self.conversation_id, self.token, ttl)

@@ -322,3 +322,70 @@ async def test_sigterm_under_load_moves_every_client_to_the_other_node(server_pr
         for live in senders:
             await live.close()
     ledger.check()
+
+
+# The AI scenario: replies a few words a second, so the node can be killed mid-reply; claims
+# that live 3 s, so the test need not wait 30 (the promise holds for any AI_CLAIM_TTL under 60 s).
+AI_ENV = {"AI_PROVIDER": "echo", "AI_ECHO_DELAY": "0.1", "AI_CLAIM_TTL": "3"}
+# What the conversation promises after its node died: a new request accepted within this (s).
+ACCEPTS_AGAIN_WITHIN_SECS = 60.0
+
+
+@pytest.mark.gen_test(timeout=180)
+async def test_sigkill_of_the_node_generating_leaves_the_reply_stored_as_interrupted(server_process):
+    first, second = await two_nodes(server_process, AI_ENV)
+    alice = {"Authorization": "Bearer test:alice"}
+    owner = signed_in(second)
+    conversation_id = (await owner.create_conversation("ledger: SIGKILL mid-reply")).id
+    watcher = await open_websocket(second.ws_url, alice)
+    await watcher.receive("ready")
+    assert (await watcher.request("join-conversation", {"conversationId": conversation_id}))["type"] == "ack"
+    ledger = Ledger()
+    words = " ".join(f"word{n}" for n in range(200))
+    question = await signed_in(first).send_message(conversation_id, words, requires_ai_response=True,
+                                                   client_message_id="question.node1")
+    ledger.sent.append("question.node1")
+    ledger.acked["question.node1"] = question.id
+    streamed: list[str] = []
+    while len(streamed) < 4:  # node 1 is generating: its deltas reach node 2's socket
+        delta = (await watcher.receive("ai-delta", timeout=STEP_TIMEOUT))["data"]
+        reply_id = delta["messageId"]
+        streamed.append(delta["delta"])
+    assert (await watcher.receive("ai-typing", timeout=STEP_TIMEOUT))["data"]["typing"] is True
+    first.kill()  # SIGKILL: no shutdown, no release of the claim
+    killed = time.monotonic()
+
+    async def accepted() -> Any:
+        response = await second.fetch("/api/chat/message", method="POST", headers=alice, json={
+            "conversationId": conversation_id, "content": "are you there?", "requiresAIResponse": True,
+            "clientMessageId": "retry.node2"})
+        assert response.code in (200, 201, 409), response.body  # 409 while the dead node's claim lives
+        return response.code != 409 and response.data
+
+    retry = await eventually(accepted, timeout=ACCEPTS_AGAIN_WITHIN_SECS, interval=0.25,
+                             what="the conversation accepting a new AI request")
+    ledger.sent.append("retry.node2")
+    ledger.acked["retry.node2"] = retry["id"]
+    ledger.notes["accepted again after (s)"] = round(time.monotonic() - killed, 1)
+    # The interrupted reply: ai-done, the stored message, then typing off, to every socket.
+    done = (await watcher.receive("ai-done", timeout=STEP_TIMEOUT))["data"]
+    assert done == {"conversationId": conversation_id, "messageId": reply_id, "finishReason": "interrupted"}
+    stored_reply = (await watcher.receive("new-message", timeout=STEP_TIMEOUT))["data"]
+    if stored_reply["id"] == question.id:  # sent before the deltas
+        stored_reply = (await watcher.receive("new-message", timeout=STEP_TIMEOUT))["data"]
+    assert stored_reply["id"] == reply_id and stored_reply["role"] == "assistant"
+    assert (await watcher.receive("ai-typing", timeout=STEP_TIMEOUT))["data"] == {
+        "conversationId": conversation_id, "typing": False}
+    ledger.stored = await stored_messages(owner, conversation_id)
+    reply = next(m for m in ledger.stored if m["id"] == reply_id)
+    text_so_far = "".join(streamed)
+    ledger.notes["streamed chars"], ledger.notes["stored chars"] = len(text_so_far), len(reply["content"])
+    # Stored: what was streamed (and at most the one delta recorded before the node died).
+    assert reply["content"].startswith(text_so_far) and len(reply["content"]) < len(words), ledger.counts()
+    assert reply["metadata"]["finishReason"] == "interrupted" and reply["type"] == "text", ledger.counts()
+    assert reply["parentId"] == question.id, ledger.counts()
+    # The new request's question follows the interrupted reply; its own reply runs on node 2.
+    assert [m["id"] for m in ledger.stored].index(retry["id"]) > [m["id"] for m in ledger.stored].index(reply_id)
+    assert (await watcher.receive("ai-typing", timeout=STEP_TIMEOUT))["data"]["typing"] is True
+    print(ledger.counts())
+    assert set(ledger.acked.values()) <= {m["id"] for m in ledger.stored}, ledger.counts()
