@@ -14,8 +14,10 @@ What it promises its caller:
   ``updatedAt``). An assistant reply being generated resumes from the answer's ``generation``:
   the text generated during the cut arrives as one ``AiDelta``, then the live deltas after it.
 - **A send is stored once.** ``send()`` gives each message a ``clientMessageId`` and sends it
-  again after every reconnect until the server acknowledges it; the server stores one message
-  per ``clientMessageId``, so the retries cannot duplicate it. Sends keep their order.
+  again after every reconnect until the server acknowledges it (and after ``retryAfter`` when
+  the server refuses it for now: a rate limit, ``UNAVAILABLE`` while its database is away); the
+  server stores one message per ``clientMessageId``, so the retries cannot duplicate it. Sends
+  keep their order.
 - **Typed events in order**: ``async for event in live`` (``vachat.client.events``), including
   ``Disconnected`` / ``Reconnected`` so a user interface can say so.
 
@@ -42,7 +44,7 @@ import tornado.websocket
 
 from .errors import (
     ApiError, ClientError, ConnectionFailed, PayloadTooLarge, ProtocolMismatch, RateLimited, Unauthorized,
-    error_from_envelope,
+    Unavailable, error_from_envelope,
 )
 from .events import (
     AiDelta, AiDone, AiTyping, Disconnected, Event, MessageDeleted, MessageUpdated, NewMessage, Ready,
@@ -548,7 +550,7 @@ class LiveConnection:
         except _Dropped:
             pending.in_flight = False  # sent again when the connection is back
             return
-        except RateLimited as error:
+        except (RateLimited, Unavailable) as error:  # refused for now (a limit, a database outage)
             pending.in_flight = False
             await asyncio.sleep(error.retry_after or 1.0)
             if self.connected:
@@ -575,7 +577,14 @@ class LiveConnection:
         self._holding += 1
         try:
             try:
-                answer = await self._request("join-conversation", data, REQUEST_TIMEOUT)
+                while True:
+                    try:
+                        answer = await self._request("join-conversation", data, REQUEST_TIMEOUT)
+                        break
+                    except Unavailable as error:  # the server cannot answer yet: ask again
+                        await asyncio.sleep(error.retry_after or 1.0)
+                        if socket is not self._socket:
+                            return
             except _Dropped:
                 return  # joined again on the next connection
             except ApiError as error:
