@@ -86,6 +86,11 @@ CONTROL_RESYNC = "resync"
 # milliseconds, so this rarely reads for nothing, and a lost change still arrives in well
 # under a second.
 GAP_WAIT_SECS = 0.5
+# A read-back that failed (the database away) is tried again after this, doubling up to the
+# cap: soon enough to deliver within seconds of the database's return, rare enough not to
+# flood it (or the log) meanwhile.
+READ_BACK_RETRY_SECS = 0.5
+READ_BACK_RETRY_MAX_SECS = 5.0
 
 # A ``drop`` filter (see ``release``) says, of a frame ``(type, data)``: True (drop it), False
 # (keep it) or None (keep it, and the filter is spent: no later frame can match).
@@ -720,6 +725,7 @@ class Hub:
 
     async def _catch_up(self, room: str, order: _Order) -> None:
         read_after = self._reader_of(room)
+        retry = READ_BACK_RETRY_SECS
         try:
             while read_after is not None and self._orders.get(room) is order:
                 order.again = False
@@ -727,10 +733,13 @@ class Hub:
                 assert after is not None
                 try:
                     frames, upto = await read_after(room, after)
-                except Exception:
-                    log.exception("reading back the changes of %s failed; retrying", room)
-                    await asyncio.sleep(GAP_WAIT_SECS)
+                except Exception as error:
+                    if retry == READ_BACK_RETRY_SECS:
+                        log.warning("reading back the changes of %s failed (%s); retrying", room, error)
+                    await asyncio.sleep(retry)
+                    retry = min(retry * 2, READ_BACK_RETRY_MAX_SECS)
                     continue
+                retry = READ_BACK_RETRY_SECS
                 if self._orders.get(room) is not order:
                     return
                 for seq, event_type, data in frames:
