@@ -15,7 +15,6 @@ test starts on a free port (``RedisServer``), so stopping it disturbs nobody els
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import shutil
 import subprocess
@@ -201,10 +200,60 @@ async def send_all(live: LiveConnection, conversation_id: str, name: str, count:
         ledger.acked[client_message_id] = message.id
 
 
-async def two_nodes(server_process: Any, env: dict[str, str]) -> tuple[ServerProcess, ServerProcess]:
-    first, second = server_process({**NODE_ENV, **env}), server_process({**NODE_ENV, **env})
+async def two_nodes(server_process: Any, env: dict[str, str],
+                    second_env: dict[str, str] | None = None) -> tuple[ServerProcess, ServerProcess]:
+    first = server_process({**NODE_ENV, **env})
+    second = server_process({**NODE_ENV, **(env if second_env is None else second_env)})
     await asyncio.gather(first.wait_ready(), second.wait_ready())
     return first, second
+
+
+Target = ServerProcess | TcpProxy
+
+
+@dataclass
+class Scene:
+    """One conversation, its receivers and senders, and the ledger of what they did."""
+
+    owner: Client
+    conversation_id: str
+    receivers: list[Receiver]
+    senders: list[LiveConnection]
+    ledger: Ledger
+
+    @classmethod
+    async def open(cls, title: str, receivers: dict[str, Target], senders: list[Target]) -> "Scene":
+        owner = signed_in(next(iter(receivers.values())))
+        conversation_id = (await owner.create_conversation(f"ledger: {title}")).id
+        ledger = Ledger()
+        joined = [await Receiver.joined(name, target, conversation_id, ledger) for name, target in receivers.items()]
+        lives = [signed_in(target).live(backoff=QUICK) for target in senders]
+        for live in lives:
+            await live.connect()
+        return cls(owner, conversation_id, joined, lives, ledger)
+
+    async def send(self, sender: int, tag: str, count: int) -> None:
+        await send_all(self.senders[sender], self.conversation_id, tag, count, self.ledger)
+
+    async def received_within(self, message_ids: set[str], timeout: float, what: str) -> float:
+        """Seconds until every receiver has ``message_ids`` (fails past ``timeout``)."""
+        began = time.monotonic()
+        await eventually(lambda: all(r.has(message_ids) for r in self.receivers), timeout=timeout,
+                         what=f"{what}; {self.ledger.counts()}")
+        return round(time.monotonic() - began, 2)
+
+    async def settle(self) -> None:
+        """Read the stored set, wait until every receiver has it, and close everything."""
+        self.ledger.stored = await stored_messages(self.owner, self.conversation_id)
+        await self.received_within({m["id"] for m in self.ledger.stored}, STEP_TIMEOUT,
+                                   "every stored message at every receiver")
+        for receiver in self.receivers:
+            await receiver.close()
+        for live in self.senders:
+            await live.close()
+
+    def reconnects(self) -> list[int]:
+        return [r.live.reconnects for r in self.receivers]
 
 
 # ---------------------------------------------------------------------------
@@ -216,95 +265,58 @@ async def two_nodes(server_process: Any, env: dict[str, str]) -> tuple[ServerPro
 async def test_redis_stopped_mid_traffic_and_restarted_loses_nothing(server_process, own_redis):
     await own_redis.start()
     first, second = await two_nodes(server_process, {"REDIS_URL": own_redis.url})
-    owner = signed_in(first)
-    conversation_id = (await owner.create_conversation("ledger: Redis outage")).id
-    ledger = Ledger()
-    receivers = [await Receiver.joined(f"receiver@node{n}", node, conversation_id, ledger)
-                 for n, node in ((1, first), (2, second))]
-    senders = [signed_in(node).live(backoff=QUICK) for node in (first, second)]
-    for live in senders:
-        await live.connect()
+    scene = await Scene.open("Redis outage", {"receiver@node1": first, "receiver@node2": second}, [first, second])
 
-    async def phase(count: int, tag: str, nodes: tuple[int, ...] = (1, 2)) -> None:
-        await asyncio.gather(*(send_all(senders[n - 1], conversation_id, f"{tag}.node{n}", count, ledger)
-                               for n in nodes))
+    async def phase(tag: str, count: int, senders: tuple[int, ...] = (0, 1)) -> None:
+        await asyncio.gather(*(scene.send(n, f"{tag}.node{n + 1}", count) for n in senders))
 
-    await phase(10, "before")
+    await phase("before", 10)
     own_redis.stop()
     # Through node 2 only: node 2 stores, acks and delivers to its own sockets; node 1 hears
     # nothing, sees no later change that would reveal a gap, and its sockets stay connected.
-    await phase(16, "during", nodes=(2,))
-    during = set(ledger.acked.values())
-    assert not receivers[0].has(during), ledger.counts()
+    await phase("during", 16, senders=(1,))
+    during = set(scene.ledger.acked.values())
+    assert not scene.receivers[0].has(during), scene.ledger.counts()
     await own_redis.start()
-    returned = time.monotonic()
-    await eventually(lambda: all(r.has(during) for r in receivers), timeout=REPLAY_WITHIN_SECS,
-                     what=f"the messages sent during the outage on both nodes; {ledger.counts()}")
-    ledger.notes["replayed within (s)"] = round(time.monotonic() - returned, 2)
-    await phase(10, "after")
-    stored = await stored_messages(owner, conversation_id)
-    await eventually(lambda: all(r.has({m["id"] for m in stored}) for r in receivers), timeout=STEP_TIMEOUT,
-                     what=f"every stored message at every receiver; {ledger.counts()}")
-    ledger.stored = stored
+    scene.ledger.notes["replayed within (s)"] = await scene.received_within(
+        during, REPLAY_WITHIN_SECS, "the messages sent during the outage, on both nodes")
+    await phase("after", 10)
     # No client action: the receivers never reconnected, the server replayed by itself.
-    assert [r.live.reconnects for r in receivers] == [0, 0], ledger.counts()
-    for receiver in receivers:
-        await receiver.close()
-    for live in senders:
-        await live.close()
-    ledger.check()
+    assert scene.reconnects() == [0, 0], scene.ledger.counts()
+    await scene.settle()
+    scene.ledger.check()
 
 
 @pytest.mark.gen_test(timeout=180)
 async def test_a_node_partitioned_from_redis_catches_up_both_ways(server_process, own_redis):
     await own_redis.start()
     async with TcpProxy(own_redis.port) as partition:
-        first, second = server_process({**NODE_ENV, "REDIS_URL": f"redis://127.0.0.1:{partition.port}/0"}), \
-            server_process({**NODE_ENV, "REDIS_URL": own_redis.url})
-        await asyncio.gather(first.wait_ready(), second.wait_ready())
-        owner = signed_in(first)
-        conversation_id = (await owner.create_conversation("ledger: partition")).id
-        ledger = Ledger()
-        receivers = [await Receiver.joined(f"receiver@node{n}", node, conversation_id, ledger)
-                     for n, node in ((1, first), (2, second))]
-        senders = [signed_in(node).live(backoff=QUICK) for node in (first, second)]
-        for live in senders:
-            await live.connect()
-        await send_all(senders[0], conversation_id, "before.node1", 5, ledger)
+        first, second = await two_nodes(server_process, {"REDIS_URL": f"redis://127.0.0.1:{partition.port}/0"},
+                                        {"REDIS_URL": own_redis.url})
+        scene = await Scene.open("partition", {"receiver@node1": first, "receiver@node2": second}, [first, second])
+        await scene.send(0, "before.node1", 5)
         partition.cut()  # node 1 alone loses Redis; node 2 and Redis carry on
-        await send_all(senders[1], conversation_id, "cut.node2", 8, ledger)  # node 1 never hears these...
-        await send_all(senders[0], conversation_id, "cut.node1", 8, ledger)  # ...nor node 2 these
-        everything = set(ledger.acked.values())
+        await scene.send(1, "cut.node2", 8)  # node 1 never hears these...
+        await scene.send(0, "cut.node1", 8)  # ...nor node 2 these
+        everything = set(scene.ledger.acked.values())
         partition.restore()
-        healed = time.monotonic()
-        await eventually(lambda: all(r.has(everything) for r in receivers), timeout=REPLAY_WITHIN_SECS,
-                         what=f"the messages of the partition on both nodes; {ledger.counts()}")
-        ledger.notes["replayed within (s)"] = round(time.monotonic() - healed, 2)
-        ledger.stored = await stored_messages(owner, conversation_id)
-        assert [r.live.reconnects for r in receivers] == [0, 0], ledger.counts()
-        for receiver in receivers:
-            await receiver.close()
-        for live in senders:
-            await live.close()
-    ledger.check()
+        scene.ledger.notes["replayed within (s)"] = await scene.received_within(
+            everything, REPLAY_WITHIN_SECS, "the messages of the partition, on both nodes")
+        assert scene.reconnects() == [0, 0], scene.ledger.counts()
+        await scene.settle()
+    scene.ledger.check()
 
 
 @pytest.mark.gen_test(timeout=180)
 async def test_sigterm_under_load_moves_every_client_to_the_other_node(server_process):
     first, second = await two_nodes(server_process, {})
     async with TcpProxy(first.port) as balancer:  # a load balancer, sending everyone to node 1
-        owner = signed_in(balancer)
-        conversation_id = (await owner.create_conversation("ledger: SIGTERM")).id
-        ledger = Ledger()
-        receivers = [await Receiver.joined("receiver@balancer", balancer, conversation_id, ledger),
-                     await Receiver.joined("receiver@node2", second, conversation_id, ledger)]
+        scene = await Scene.open("SIGTERM", {"receiver@balancer": balancer, "receiver@node2": second},
+                                 [balancer] * 3)
+        ledger = scene.ledger
         watcher = await open_websocket(first.ws_url, {"Authorization": "Bearer test:alice"})
         await watcher.receive("ready")
-        senders = [signed_in(balancer).live(backoff=QUICK) for _ in range(3)]
-        for live in senders:
-            await live.connect()
-        sending = [asyncio.ensure_future(send_all(live, conversation_id, f"sender{n}", 40, ledger))
-                   for n, live in enumerate(senders)]
+        sending = [asyncio.ensure_future(scene.send(n, f"sender{n}", 40)) for n in range(3)]
         await eventually(lambda: len(ledger.acked) >= 30, timeout=STEP_TIMEOUT, what="traffic under way")
         first.terminate()
         balancer.target_port = second.port  # the balancer sees node 1 go and sends newcomers to node 2
@@ -312,18 +324,11 @@ async def test_sigterm_under_load_moves_every_client_to_the_other_node(server_pr
         ledger.notes["acked at SIGTERM"] = len(ledger.acked)
         await asyncio.wait_for(asyncio.gather(*sending), STEP_TIMEOUT * 2)
         assert await first.wait_exit() == 0
-        stored = await stored_messages(owner, conversation_id)
-        await eventually(lambda: all(r.has({m["id"] for m in stored}) for r in receivers), timeout=STEP_TIMEOUT,
-                         what=f"every stored message at every receiver; {ledger.counts()}")
-        ledger.stored = stored
         # Everyone behind the balancer was moved: closed with 1001 and reconnected to node 2.
-        moved = [receivers[0].live, *senders]
+        moved = [scene.receivers[0].live, *scene.senders]
         assert [live.reconnects for live in moved] == [1] * len(moved), ledger.counts()
-        assert receivers[1].live.reconnects == 0, ledger.counts()
-        for receiver in receivers:
-            await receiver.close()
-        for live in senders:
-            await live.close()
+        assert scene.receivers[1].live.reconnects == 0, ledger.counts()
+        await scene.settle()
     ledger.check()
 
 
@@ -409,23 +414,16 @@ async def test_postgresql_unreachable_answers_503_and_recovers_without_a_restart
     database_port = urllib.parse.urlsplit(vachat_database_url).port or 5432
     async with TcpProxy(database_port) as database:
         first, second = await two_nodes(server_process, {"DATABASE_URL": through(database, vachat_database_url)})
-        owner = signed_in(first)
-        conversation_id = (await owner.create_conversation("ledger: database outage")).id
-        ledger = Ledger()
-        receivers = [await Receiver.joined(f"receiver@node{n}", node, conversation_id, ledger)
-                     for n, node in ((1, first), (2, second))]
-        senders = [signed_in(node).live(backoff=QUICK) for node in (first, second)]
-        for live in senders:
-            await live.connect()
+        scene = await Scene.open("database outage", {"receiver@node1": first, "receiver@node2": second},
+                                 [first, second])
+        ledger = scene.ledger
         watcher = await open_websocket(second.ws_url, {"Authorization": "Bearer test:alice"})
         await watcher.receive("ready")
-        await asyncio.gather(*(send_all(live, conversation_id, f"before.node{n}", 5, ledger)
-                               for n, live in enumerate(senders, 1)))
+        await asyncio.gather(scene.send(0, "before.node1", 5), scene.send(1, "before.node2", 5))
 
         database.cut()  # every node loses PostgreSQL (connections reset, new ones refused)
-        sending = [asyncio.ensure_future(send_all(live, conversation_id, f"during.node{n}", 5, ledger))
-                   for n, live in enumerate(senders, 1)]
-        body = {"conversationId": conversation_id, "content": "over REST during the outage",
+        sending = [asyncio.ensure_future(scene.send(n, f"during.node{n + 1}", 5)) for n in range(2)]
+        body = {"conversationId": scene.conversation_id, "content": "over REST during the outage",
                 "clientMessageId": "rest.node1"}
         ledger.sent.append("rest.node1")
         refused = await first.fetch("/api/chat/message", method="POST", json=body,
@@ -448,12 +446,5 @@ async def test_postgresql_unreachable_answers_503_and_recovers_without_a_restart
             again = await node.fetch("/api/chat/message", method="POST", json=attempt_body,
                                      headers={"Authorization": "Bearer test:alice"})
             assert again.code == 200 and again.json["data"]["id"] == retried.json["data"]["id"], again.body
-        stored = await stored_messages(owner, conversation_id)
-        await eventually(lambda: all(r.has({m["id"] for m in stored}) for r in receivers), timeout=STEP_TIMEOUT,
-                         what=f"every stored message at every receiver; {ledger.counts()}")
-        ledger.stored = stored
-        for receiver in receivers:
-            await receiver.close()
-        for live in senders:
-            await live.close()
+        await scene.settle()
     ledger.check()
