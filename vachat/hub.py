@@ -441,6 +441,10 @@ class Hub:
                 self._settle(room, order, seq, held)
             elif seq > order.last:
                 order.floors[peer] = seq
+        elif order is not None and order.last is None and room not in self._holds and order.pending:
+            # Released without a snapshot seq and nobody else waits for one: the room starts
+            # at the oldest change that came (rather than hold its changes for ever).
+            order.last = min(order.pending) - 1
         delivered = 0
         for frame_seq, payload, frame in held.frames:
             if frame_seq is not None:
@@ -652,6 +656,8 @@ class Hub:
         return self._fan_out(members, build_frame(payload), exclude) if members else 0
 
     def _sequence(self, room: str, order: _Order, seq: int, payload: bytes) -> int:
+        if order.last is None and room not in self._holds:
+            order.last = seq - 1  # members joined without a snapshot: they start here
         if order.last is not None and seq <= order.last:
             return 0  # told already (live from two paths, or read back after an outage)
         if order.last is None or order.catching or seq != order.last + 1:

@@ -526,3 +526,14 @@ async def test_a_node_whose_publications_were_lost_asks_the_others_to_read_back(
     await eventually(lambda: any(room == CONTROL_ROOM for room, _ in hub.broker.published))
     control = [json.loads(p) for room, p in hub.broker.published if room == CONTROL_ROOM]
     assert control == [{"op": "resync", "rooms": ["seq:c", "seq:other"]}]
+
+
+@pytest.mark.gen_test
+async def test_a_sequenced_room_joined_without_a_snapshot_starts_at_the_first_change() -> None:
+    hub = await sequenced_hub([])
+    conn, _stream, client = await attached(hub)
+    await hub.join(conn, "seq:c")  # no hold, no snapshot: nothing says where the room stands
+    for seq in (7, 8, 8):
+        hub.on_remote_message("seq:c", encode_event(*change(seq)[1:]))
+    assert await seqs_read(client, 2) == [7, 8]
+    assert drain(client) == b""

@@ -9,6 +9,7 @@ import struct
 
 import pytest
 
+from vachat.plugin_api import json_dumps
 from vachat.testing import client_frame, parse_frames, raw_upgrade
 
 from .helpers import ALICE, BOB, MISSING_ID, READ_ALL, connect, create_conversation, join, send
@@ -91,6 +92,38 @@ async def test_replay_since_with_edits_and_deletes(fetch, ws_connect):
     other = await create_conversation(fetch)
     foreign = await alice.request("join-conversation", {"conversationId": other["id"], "since": seen[0]["id"]})
     assert foreign["type"] == "error" and foreign["data"]["code"] == "NOT_FOUND"
+
+
+@pytest.mark.gen_test
+async def test_replay_since_seq_and_the_changes_a_node_reads_back(app, fetch, ws_connect):
+    conversation = await create_conversation(fetch)
+    cid = conversation["id"]
+    seen = [(await send(fetch, cid, f"seen {n}"))["data"] for n in range(3)]  # seq 1, 2, 3
+    alice = await connect(ws_connect)
+    mark = (await join(alice, cid))["seq"]
+    assert mark == 3 and [m["seq"] for m in seen] == [1, 2, 3]
+    edited = await fetch(f"/api/chat/messages/{seen[0]['id']}", method="PUT", json={"content": "seen 0, edited"},
+                         user=ALICE)  # seq 4
+    await fetch(f"/api/chat/messages/{seen[1]['id']}", method="DELETE", user=ALICE)  # 5
+    new = [(await send(fetch, cid, f"new {n}"))["data"] for n in range(2)]  # 6, 7
+    await fetch(f"/api/chat/messages/{new[0]['id']}", method="PUT", json={"content": "new 0, edited"},
+                user=ALICE)  # 8: new 0 is told once, as it is now
+    again = await connect(ws_connect)
+    answer = (await again.request("join-conversation", {"conversationId": cid, "sinceSeq": mark}))["data"]
+    assert [m["content"] for m in answer["missed"]] == ["seen 0, edited", "new 0, edited", "new 1"]
+    assert answer["deleted"] == [seen[1]["id"]] and answer["seq"] == 8 and answer["hasMore"] is False
+    assert (await join(again, cid))["missed"] == []  # neither since nor sinceSeq: nothing missed
+    both = await again.request("join-conversation", {"conversationId": cid, "since": seen[0]["id"], "sinceSeq": 1})
+    assert both["type"] == "error" and both["data"]["code"] == "VALIDATION_FAILED"
+    # What a node reads back after seq 3: each change once, in seq order, as a frame.
+    frames, upto = await app.service("chat").changes_after(cid, mark)
+    assert upto == 8
+    assert [(seq, kind) for seq, kind, _ in frames] == [
+        (4, "message-updated"), (5, "message-deleted"), (7, "new-message"), (8, "new-message")]
+    assert json.loads(json_dumps(frames[0][2])) == edited.data  # the frame message-updated carried
+    assert frames[1][2] == {"conversationId": cid, "messageId": seen[1]["id"], "seq": 5}
+    assert [data["content"] for _, _, data in frames[2:]] == ["new 1", "new 0, edited"]
+    assert await app.service("chat").changes_after(cid, 8) == ([], 8)
 
 
 @pytest.mark.gen_test
