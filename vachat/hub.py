@@ -24,7 +24,7 @@ This module must never:
   through its ``IOStream`` queue; a direct send happens only when that queue is empty), or
   after its close frame;
 - buffer more than ``ws_outbound_limit`` bytes for one socket: a slow consumer is closed
-  (4408), it reconnects and catches up with ``since``;
+  (4408), it reconnects and catches up with ``sinceSeq``;
 - subscribe or unsubscribe the broker's control room, or let a broker failure reach a caller;
 - be called from any thread but the IOLoop's (nothing here is locked).
 
@@ -70,7 +70,7 @@ __all__ = [
 
 log = logging.getLogger("vachat.hub")
 
-# Close code for a consumer that cannot keep up; it should reconnect with ``since``.
+# Close code for a consumer that cannot keep up; it should reconnect and join with ``sinceSeq``.
 CLOSE_TOO_SLOW = 4408
 # At shutdown, sockets get this long (s) to answer our close frame before they are dropped:
 # a healthy client answers in milliseconds even on a loaded node, and it must stay well inside
@@ -605,7 +605,8 @@ class Hub:
         """Send event ``{"type", "data"}`` to every member of ``room`` on every node.
 
         Returns the number of local sockets it was handed to. ``exclude`` (a local socket, e.g.
-        the sender of a typing indicator) is skipped.
+        the sender of a typing indicator) is skipped; a change of a sequenced room (``data.seq``)
+        goes to every member.
         """
         if room == CONTROL_ROOM:
             raise ValueError(f"{CONTROL_ROOM!r} carries control messages, not events")
