@@ -93,7 +93,10 @@ class Assistant:
             return None
         token, orphan = claimed
         if orphan is not None:
-            await store_orphan(self, conversation_id, orphan)
+            try:
+                await store_orphan(self, conversation_id, orphan)
+            except Exception:  # the request goes on; only the dead node's reply is lost
+                log.exception("storing an interrupted reply failed", extra={"conversationId": conversation_id})
         return token
 
     def _take_reservation(self, conversation_id: str) -> str | None:
