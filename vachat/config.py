@@ -257,6 +257,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("data_dir", "server", "data_dir", "VACHAT_DATA_DIR", parse_directory),
     Option("database_url", "database", "url", "DATABASE_URL", parse_database_url, secret=True),
     Option("database_pool_size", "database", "pool_size", "DATABASE_POOL_SIZE", parse_positive_int),
+    Option("database_pool_timeout", "database", "pool_timeout", "DATABASE_POOL_TIMEOUT", parse_positive_float),
     Option("redis_url", "redis", "url", "REDIS_URL", parse_redis_url, secret=True),
     Option("jwt_secret", "security", "jwt_secret", "JWT_SECRET", str, secret=True),
     Option("jwt_refresh_secret", "security", "jwt_refresh_secret", "JWT_REFRESH_SECRET", str, secret=True),
@@ -266,6 +267,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("refresh_token_ttl", "security", "refresh_token_ttl", "REFRESH_TOKEN_TTL", parse_positive_int),
     Option("rate_limit_global", "security", "rate_limit_global", "RATE_LIMIT_GLOBAL", Rate.parse),
     Option("rate_limit_auth", "security", "rate_limit_auth", "RATE_LIMIT_AUTH", Rate.parse),
+    Option("rate_limit_auth_account", "security", "rate_limit_auth_account", "RATE_LIMIT_AUTH_ACCOUNT", Rate.parse),
+    Option("rate_limit_export", "security", "rate_limit_export", "RATE_LIMIT_EXPORT", Rate.parse),
     Option("log_level", "logging", "level", "LOG_LEVEL", parse_log_level),
     Option("log_dir", "logging", "dir", "LOG_DIR", str),
     Option("log_retention_days", "logging", "retention_days", "LOG_RETENTION_DAYS", parse_positive_int),
@@ -315,6 +318,9 @@ class Settings:
     data_dir: Path = Path("var")
     database_url: str = "sqlite:///var/vachat.db"
     database_pool_size: int = 8
+    # Seconds a query waits for a free pooled PostgreSQL connection before its request gets a
+    # 503 UNAVAILABLE (Retry-After: 1) instead of waiting on.
+    database_pool_timeout: float = 10.0
     redis_url: str = ""
     jwt_secret: str = ""
     jwt_refresh_secret: str = ""
@@ -324,7 +330,13 @@ class Settings:
     access_token_ttl: int = 15 * 60
     refresh_token_ttl: int = 7 * 24 * 3600
     rate_limit_global: Rate = Rate(100, 60)
+    # Failed sign-ins per (account, address) and per address: a guesser's lock-out.
     rate_limit_auth: Rate = Rate(5, 900)
+    # Failed sign-ins per account from every address: slows a distributed guess; its burst is
+    # ten times an address's, so a few failures anywhere never lock the owner out.
+    rate_limit_auth_account: Rate = Rate(50, 3600)
+    # Each export reads everything a user holds: a handful an hour is plenty for a person.
+    rate_limit_export: Rate = Rate(10, 3600)
     log_level: str = "INFO"
     log_dir: str = "var/log"
     log_retention_days: int = 14

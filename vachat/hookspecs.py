@@ -7,8 +7,10 @@ Every hook that takes ``app`` is handed the ``vachat.plugin_api.App`` interface.
 Plugins declare hooks of their own (``vachat_addhooks``), named ``<plugin>_<event>``
 (``chat_message_created``); the core's are ``vachat_*`` and name no domain plugin.
 
-Order: implementations run in plugin load order (the core first, then plugins sorted by
-name). Isolation: a plugin whose hook raises is logged (``"<plugin> | <hook> failed"``) and the
+Order: ``@hookimpl(tryfirst=True)`` implementations first, ``trylast=True`` ones last, the rest
+in plugin load order (the core first, then plugins sorted by name); wrappers are refused at
+load. Call a hook as ``app.hooks.<name>(…)`` (or ``.notify(…)``): arguments not in the spec
+are the caller's ``TypeError``. Isolation: a plugin whose hook raises is logged (``"<plugin> | <hook> failed"``) and the
 other plugins' implementations still run; hooks that collect start-up declarations (routes,
 events, permissions, services) disable a plugin that fails them, unless
 ``VACHAT_PLUGINS_STRICT`` is set. Hooks may return awaitables where the docstring says so; the
@@ -27,6 +29,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client import CollectorRegistry
 
+    from .exports import UserExport
     from .interfaces import App
 
 hookspec = pluggy.HookspecMarker("vachat")
@@ -74,12 +77,26 @@ def vachat_ws_events(app: "App") -> list[Callable[..., Awaitable[Any]]]:
 
 
 @hookspec
-def vachat_permissions() -> list[tuple[str, str]]:
-    """Return the permissions this plugin introduces as ``(name, description)`` pairs.
+def vachat_server_events(app: "App") -> list[Any]:
+    """Return the frames this plugin sends to sockets, each made with
+    ``vachat.plugin_api.server_event("type", "summary", schema=…, audience=…)``.
+
+    They are listed with their schemas in the AsyncAPI document (``/api/asyncapi.json``), beside
+    the client events of ``vachat_ws_events``. A schema id that does not exist stops the plugin
+    from loading; a type already declared is refused and logged.
+    """
+
+
+@hookspec
+def vachat_permissions() -> list[Any]:
+    """Return the permissions this plugin introduces: ``Permission`` values (or
+    ``(name, description)`` pairs).
 
     Names are dotted and start with the plugin's name or the resource it owns
     (``conversations.read_all``). The admin role's ``*`` grants them; other roles get them by
-    name, and the admin plugin validates role changes against this list.
+    name (``vachat roles grant ROLE PERMISSION``, the admin API), and the admin plugin validates
+    role changes against this list. ``Permission("notes.write", grant_to=("user",))`` adds it
+    to the named roles once, when a database first sees it; an operator's later revoke stays.
     """
 
 
@@ -167,6 +184,15 @@ def vachat_actor_from_request(app: "App", headers: Any, remote_ip: str) -> Any:
     """
 
 
+@hookspec
+def vachat_socket_actors_changed(app: "App", sockets: list[Any]) -> Any:
+    """These sockets' ``actor`` was just replaced on this node: their user's role, its
+    permissions or their tier changed. Re-check what each socket was let into with its old
+    permissions (rooms joined, subscriptions) and take it out of what it may no longer see.
+    Runs on every node that holds such a socket, before the change's refresh returns there.
+    May return an awaitable."""
+
+
 # ---------------------------------------------------------------------------
 # Users: notifications about the core's accounts
 # ---------------------------------------------------------------------------
@@ -183,7 +209,22 @@ def vachat_user_deleting(app: "App", user_id: str) -> Any:
     (rows, files on disk, live state). May return an awaitable.
 
     Every plugin that stores a user's data implements it. It runs before the account row goes,
-    in plugin order, through ``app.hooks.call``: raising an ``ApiError`` stops the deletion
+    in plugin order, asked as ``app.hooks.vachat_user_deleting(user_id=…)``: raising an ``ApiError`` stops the deletion
     (the caller sees it); any other failure is logged and the other plugins still run. Make it
     idempotent: an operator may retry a deletion.
     """
+
+
+@hookspec
+def vachat_user_exporting(app: "App", user_id: str, export: "UserExport") -> Any:
+    """A user asked for a copy of their data (``GET /api/users/me/export``): add what this
+    plugin holds of theirs to ``export``. May return an awaitable.
+
+    Add small documents with ``export.add_json("name.json", data)`` and large ones (file
+    contents, long lists) with ``export.add_stream("folder/name", opener)``, where ``opener()``
+    returns an async iterator of ``bytes``: it runs only when the archive reaches that entry,
+    so nothing is held in memory. Leave out secrets (password hashes, signing keys). The core
+    adds ``profile.json``; an ``ApiError`` raised here reaches the caller before anything was
+    sent.
+    """
+

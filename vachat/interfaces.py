@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     from .config import Rate, Settings
 
 __all__ = [
-    "App", "Database", "Hub", "Limiter", "RateDecisionLike", "Mailer", "Hooks", "Accounts",
+    "App", "Database", "Hub", "Limiter", "RateDecisionLike", "Mailer", "Hooks", "Hook", "Accounts",
 ]
 
 T = TypeVar("T")
@@ -126,21 +126,41 @@ class Mailer(Protocol):
         """Send in the background (the answer need not wait); drained at shutdown."""
 
 
-class Hooks(Protocol):
-    """Calling hooks, the core's and the ones plugins declare. ``app`` is passed for you."""
+class Hook(Protocol):
+    """One hook, ``app.hooks.<name>``, with ``app`` passed for you. Arguments are checked
+    against the hook's spec before any plugin runs: a wrong name is a ``TypeError`` here."""
 
-    async def notify(self, hook_name: str, **kwargs: Any) -> None:
-        """A notification (after the fact): every implementation runs in plugin order; one
-        that raises is logged and the others still run. Return values are ignored."""
-
-    async def call(self, hook_name: str, **kwargs: Any) -> Any:
-        """A question or a filter: implementations run in plugin order and may refuse with
-        an ``ApiError``, which reaches the caller. Any other exception is logged and that
+    async def __call__(self, **kwargs: Any) -> Any:
+        """A question or a filter: implementations run in order (``tryfirst`` ones first,
+        ``trylast`` ones last, the rest in plugin load order) and may refuse with an
+        ``ApiError``, which reaches the caller. Any other exception is logged and that
         implementation skipped. Returns the list of non-``None`` answers, or for a hook whose
         spec says ``firstresult=True`` the first one (``None`` when nobody answered)."""
 
+    async def notify(self, **kwargs: Any) -> None:
+        """A notification (after the fact): every implementation runs in order; one that
+        raises is logged and the others still run. Return values are ignored."""
+
+    def implemented(self) -> bool:
+        """Whether any enabled plugin implements this hook."""
+
+
+class Hooks(Protocol):
+    """Calling hooks, the core's and the ones plugins declare: ``await
+    app.hooks.chat_message_created.notify(conversation=…, message=…, actor=…)``. A hook name no
+    loaded plugin declares is an ``AttributeError`` at once, naming the near ones."""
+
+    def __getattr__(self, hook_name: str) -> Hook:
+        """The hook named ``hook_name``."""
+
+    async def notify(self, hook_name: str, **kwargs: Any) -> None:
+        """``app.hooks.<hook_name>.notify(**kwargs)``, for a hook name held in a variable."""
+
+    async def call(self, hook_name: str, **kwargs: Any) -> Any:
+        """``app.hooks.<hook_name>(**kwargs)``, for a hook name held in a variable."""
+
     def implemented(self, hook_name: str) -> bool:
-        """Whether any enabled plugin implements ``hook_name`` (a declared hook)."""
+        """``app.hooks.<hook_name>.implemented()``, for a hook name held in a variable."""
 
 
 class Accounts(Protocol):
@@ -179,7 +199,10 @@ class Accounts(Protocol):
     # -- management: what an administration plugin needs ------------------------------
     # Changes below are audited with ``actor_id`` (default: ``request``'s caller) and
     # ``request``'s address and user agent. The last-administrator rule: no change may leave
-    # no active user holding ``*`` (``Conflict``, 409).
+    # no active user holding ``*`` (``Conflict``, 409). The delegation rule: a change made for
+    # an actor (``request``'s caller, else ``actor_id``) never gives anyone more than that
+    # actor holds, nor changes its own role, tier or role permissions (``Forbidden``, 403,
+    # audited as ``access.escalation_refused``); with neither, the change is the operator's.
 
     async def get_user_by_email(self, email: str) -> dict[str, Any] | None:
         """The user with this address (any case), or None."""

@@ -14,7 +14,7 @@ __all__ = ["admin_dashboard_figures", "DASHBOARD_PARTS"]
 
 #: The parts of the dashboard other plugins contribute; a part nobody answered for is listed
 #: in the dashboard's ``missing``.
-DASHBOARD_PARTS = ("conversations", "messages", "files", "ai")
+DASHBOARD_PARTS = ("conversations", "messages", "files", "ai", "webhooks")
 
 
 @hookspec
@@ -26,6 +26,7 @@ def admin_dashboard_figures(app: App) -> Any:
       last 7 days (UTC), oldest first
     - ``files``: ``{"count": int, "bytes": int}``
     - ``ai``: ``{"tokensToday": int}``
+    - ``webhooks``: ``{"delivered": int, "failed": int}`` (deliveries)
 
     or an awaitable of it. Keep it cheap: it runs on every dashboard view, so answer from
     indexed aggregates or counters, not scans. A plugin that raises is logged and its parts

@@ -9,7 +9,8 @@ Deltas are coalesced: the provider's pieces are gathered and published at most
 ``1 / FRAME_INTERVAL_SECS`` times a second per reply (the first at once), so a fast model
 costs clients a bounded number of frames without changing the text.
 
-The reply ends with ``stop``/``length`` (the provider finished), ``cancelled``
+The reply ends with ``stop``/``length`` (the provider finished, or the reply reached the
+completion allowance its quota reservation holds: see ``usage``), ``cancelled``
 (``stop-generation``), ``shutdown`` (the server stopping) or ``error`` (the provider failed or
 timed out: an ``error``-type message saying what failed is stored instead, the partial text in
 its ``metadata.partialContent``); ``interrupted`` when this node dies, stored by another
@@ -23,11 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
-from vachat.plugin_api import ApiError, NotFound, ValidationFailed
+from vachat.plugin_api import ApiError, NotFound, Unavailable, ValidationFailed
 
-from .providers import ProviderError, ProviderTimeout, StreamCancelled, Usage
+from .providers import CHARS_PER_TOKEN, ProviderError, ProviderTimeout, ReplyOptions, StreamCancelled, Usage, estimate_tokens
+from .usage import Reservation
 
 if TYPE_CHECKING:  # pragma: no cover
     from .assistant import Assistant
@@ -43,6 +45,13 @@ FRAME_INTERVAL_SECS = 0.05
 # while a reply runs: a refresh may be late or lost twice before the claim of a live node
 # expires, and a dead node's expires within one lifetime of its last refresh.
 CLAIM_REFRESHES_PER_TTL = 3
+# How long a finished reply keeps trying to reach the database while it is away or busy (s):
+# the request was accepted, so its answer (or the error saying why there is none) must be
+# stored; a minute covers a failover or a restart of the database, and the claim is kept meanwhile.
+STORE_RETRY_SECS = 60.0
+
+T = TypeVar("T")
+
 
 
 def room(conversation_id: str) -> str:
@@ -53,7 +62,8 @@ class Generation:
     """One reply; ``run()`` is its task. ``stop(reason)`` ends it from any task."""
 
     def __init__(self, assistant: "Assistant", *, conversation: dict[str, Any], parent_id: str,
-                 user_id: str, message_id: str, token: str) -> None:
+                 user_id: str, message_id: str, token: str, reservation: Reservation,
+                 options: ReplyOptions | None = None) -> None:
         self.assistant = assistant
         self.app = assistant.app
         self.conversation = conversation
@@ -62,6 +72,16 @@ class Generation:
         self.user_id = user_id
         self.message_id = message_id
         self.token = token
+        self.reservation = reservation
+        #: What the reply may still produce (None: no cap), set once the context is known: its
+        #: allowance in tokens, counted both as deltas (a provider's delta is at least a token)
+        #: and as characters (ceil(characters / 4)), whichever runs out first.
+        self._room: int | None = None
+        self._deltas_left: int | None = None
+        self._kept_deltas = 0
+        self._cut = False
+        self._settled = False
+        self.options = options
         #: Published text, and the index of the last ai-delta that carried it.
         self.text = ""
         self.index = -1
@@ -124,11 +144,14 @@ class Generation:
                 if self.text:
                     metadata["partialContent"] = self.text
                 content, kind = f"The assistant could not answer: {failure}.", "error"
-            if usage is not None and usage.total_tokens:
-                await self.assistant.usage.record(self.user_id, usage)
-            await self._store(content, kind, metadata)
+            self._settled = True
+            await self._when_database_answers(lambda: self.assistant.usage.settle(self.reservation, usage))
+            await self._when_database_answers(lambda: self._store(content, kind, metadata))
             self.assistant.count_reply(finish_reason, usage, first_token, latency)
         finally:
+            if not self._settled:  # failed before it knew its cost: the tokens go back
+                self._settled = True
+                await self.assistant.usage.settle(self.reservation, None)
             self._finished.set()
             self._wake.set()
             keepalive.cancel()
@@ -146,13 +169,28 @@ class Generation:
         loop = asyncio.get_running_loop()
         try:
             messages = await self.assistant.context(self.conversation, self.parent_id)
+            allowance = self.reservation.reply_allowance(sum(estimate_tokens(m["content"]) for m in messages))
+            if allowance is not None:
+                self._room, self._deltas_left = allowance * CHARS_PER_TOKEN, allowance
             if self.stop_reason is None:
-                self._stream = self.assistant.provider.stream(messages)
+                provider = self.assistant.provider
+                # Options only when asked for: a provider written before options still works.
+                self._stream = provider.stream(messages, self.options) if self.options else provider.stream(messages)
                 async for delta in self._stream:
                     if self.first_token_at is None:
                         self.first_token_at = loop.time()
-                    self._pending.append(delta)
-                    self._wake.set()
+                    if self._room is not None:
+                        delta = delta[:self._room] if self._deltas_left else ""
+                        self._room -= len(delta)
+                        self._deltas_left -= 1
+                        self._cut = self._room <= 0 or self._deltas_left <= 0
+                    if delta:
+                        self._kept_deltas += 1
+                        self._pending.append(delta)
+                        self._wake.set()
+                    if self._cut:  # the allowance is spent: no more is asked for
+                        await self._stream.cancel()
+                        break
         except StreamCancelled:
             pass
         except (ProviderError, ApiError) as error:  # ApiError: a plugin's ai_before_request refused
@@ -164,6 +202,8 @@ class Generation:
             return "error", failure
         if self.stop_reason is not None:
             return self.stop_reason, None
+        if self._cut:
+            return "length", None
         return (self._stream.finish_reason if self._stream is not None else None) or "stop", None
 
     def _usage(self, failure: str | None) -> Usage | None:
@@ -171,20 +211,45 @@ class Generation:
         was produced because it failed or was stopped before it was asked."""
         if self._stream is None or (failure is not None and not self.text):
             return None
+        if self._cut:  # stopped by us: the provider sent no count; the reply is what was kept
+            completion = max(self._kept_deltas, estimate_tokens(self.text))
+            return Usage(self._stream.estimated_usage().prompt_tokens, completion, estimated=True)
         return self._stream.usage or self._stream.estimated_usage()
+
+    async def _when_database_answers(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """``operation()``, tried again while the database is unavailable (after the wait
+        ``Unavailable`` asks for), for at most ``STORE_RETRY_SECS``; a server stopping gives
+        its replies a bounded time to store, so they do not wait on."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STORE_RETRY_SECS
+        while True:
+            try:
+                return await operation()
+            except Unavailable as error:
+                wait = error.retry_after or Unavailable.RETRY_AFTER
+                if self.stop_reason == "shutdown" or loop.time() + wait > deadline:
+                    raise
+                log.info("the database is unavailable; storing the reply again in %s s", wait,
+                         extra={"conversationId": self.conversation_id})
+                await asyncio.sleep(wait)
 
     async def _store(self, content: str, kind: str, metadata: dict[str, Any]) -> None:
         chat = self.assistant.chat
         try:
-            await chat.store_assistant_message(self.conversation_id, content, type=kind, parent_id=self.parent_id,
-                                               metadata=metadata, message_id=self.message_id)
-        except ValidationFailed:
-            # The message it answers was deleted meanwhile: the reply goes on the current branch.
-            await chat.store_assistant_message(self.conversation_id, content, type=kind, metadata=metadata,
-                                               message_id=self.message_id)
+            try:
+                message = await chat.store_assistant_message(
+                    self.conversation_id, content, type=kind, parent_id=self.parent_id, metadata=metadata,
+                    message_id=self.message_id)
+            except ValidationFailed:
+                # The message it answers was deleted meanwhile: the reply goes on the current branch.
+                message = await chat.store_assistant_message(self.conversation_id, content, type=kind,
+                                                             metadata=metadata, message_id=self.message_id)
         except NotFound:
             log.info("the conversation was deleted during the reply; nothing stored",
                      extra={"conversationId": self.conversation_id})
+            return
+        if self.app.hooks.implemented("ai_reply_completed"):
+            await self.app.hooks.notify("ai_reply_completed", conversation=self.conversation, message=message)
 
     async def _flush_frames(self) -> None:
         """Publish what the provider gave, at most once per FRAME_INTERVAL_SECS."""
@@ -211,6 +276,9 @@ class Generation:
         await self._advance(delta, index)
         await self.app.publish(room(self.conversation_id), "ai-delta", {
             "conversationId": self.conversation_id, "messageId": self.message_id, "index": index, "delta": delta})
+        if self.app.hooks.implemented("ai_reply_delta"):
+            await self.app.hooks.notify("ai_reply_delta", conversation_id=self.conversation_id,
+                                        message_id=self.message_id, index=index, delta=delta)
 
     async def _advance(self, delta: str, index: int) -> None:
         await self.assistant.slots.advance(self.conversation_id, self.message_id, delta, index,

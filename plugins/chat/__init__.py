@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from vachat.plugin_api import App, hookimpl
+from vachat.plugin_api import App, UserExport, hookimpl, server_event
 
-from . import hookspecs, rooms
+from . import export as export_part, hookspecs, rooms
 from .events import EVENTS, Typing, listen
 from .handlers import ROUTES
 from .service import READ_ALL, ChatService
@@ -49,6 +49,25 @@ def vachat_ws_events(app: App) -> list[Any]:
 
 
 @hookimpl
+def vachat_server_events(app: App) -> list[Any]:
+    conversation, owner = "conversation:<id> (sockets that joined it)", "user:<owner> (the owner's sockets)"
+    return [
+        server_event("new-message", "A message was stored", schema="chat/message", audience=conversation),
+        server_event("message-updated", "A message was edited", schema="chat/message", audience=conversation),
+        server_event("message-deleted", "A message was deleted", schema="chat/events/message-deleted",
+                     audience=conversation),
+        server_event("user-typing", "Someone is typing (not sent to the typist's own socket)",
+                     schema="chat/events/user-typing", audience=conversation),
+        server_event("user-stopped-typing", "Someone stopped typing, or their typing expired",
+                     schema="chat/events/user-stopped-typing", audience=conversation),
+        server_event("conversation-created", "A conversation was created", schema="chat/conversation", audience=owner),
+        server_event("conversation-updated", "A conversation changed", schema="chat/conversation", audience=owner),
+        server_event("conversation-deleted", "A conversation was deleted",
+                     schema="chat/events/conversation-deleted", audience=owner),
+    ]
+
+
+@hookimpl
 def vachat_permissions() -> list[tuple[str, str]]:
     return [(READ_ALL, "Read any conversation and its messages (not change them)")]
 
@@ -58,11 +77,21 @@ async def vachat_user_deleting(app: App, user_id: str) -> None:
     await app.service("chat").delete_user_data(user_id)
 
 
+@hookimpl
+def vachat_user_exporting(app: App, user_id: str, export: UserExport) -> None:
+    export_part.add_conversations(app, user_id, export)
+
+
 @hookimpl(optionalhook=True)
 async def admin_dashboard_figures(app: App) -> dict[str, Any]:
     """The admin dashboard's ``conversations`` and ``messages`` parts (optional: chat works
     without the admin plugin, and then this is never called)."""
     return await app.service("chat").dashboard_figures()
+
+
+@hookimpl
+async def vachat_socket_actors_changed(app: App, sockets: list[Any]) -> None:
+    await rooms.recheck(app, sockets)
 
 
 @hookimpl

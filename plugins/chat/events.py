@@ -88,7 +88,7 @@ async def join_conversation(ctx: EventContext, data: dict[str, Any]) -> Any:
     try:
         await ctx.join(room, hold=True)
         answer = await chat.replay(ctx.actor, conversation_id, since, since_seq)
-        answer["generation"] = await ctx.app.hooks.call("chat_generation_status", conversation_id=conversation_id)
+        answer["generation"] = await ctx.app.hooks.chat_generation_status(conversation_id=conversation_id)
         if conversation_id not in joined:
             raise NotFound("Conversation not found")
     except BaseException:

@@ -7,7 +7,8 @@ message, ``conversation.tags`` and ``conversation.lastMessage`` are not filled i
 ``actor`` is the caller (``vachat.plugin_api.Actor``), or None when another plugin acts for
 the system (the AI storing its reply).
 
-Order and failures follow the core's rules (``vachat.hookspecs``): plugin load order; the
+Order and failures follow the core's rules (``vachat.hookspecs``): ``tryfirst``, then load
+order, then ``trylast``; the
 ``before`` filter may refuse with an ``ApiError`` that reaches the client; in the
 notifications a failure is logged and the other plugins still run. Hooks may be coroutines.
 """
@@ -29,10 +30,28 @@ def chat_message_before_store(app: Any, conversation: dict[str, Any], message: d
 
     Runs after the access check and the ``clientMessageId`` retry check (a retry of a stored
     message never gets here), before anything is written. ``message`` is the draft:
-    ``{conversationId, content, type, files (ids), parentId, metadata, clientMessageId,
+    ``{draftId, conversationId, content, type, files (ids), parentId, metadata, clientMessageId,
     requiresAIResponse}``; the return value is ignored. How the files plugin checks that the
     caller owns the attached files (``NotFound``), and the AI plugin its quota
     (``QuotaExceeded``) and one generation at a time (``Conflict``).
+
+    Reserve something for the message here (a slot, a quota unit) only with a release in
+    ``chat_message_refused``: a later implementation may still refuse it.
+    """
+
+
+@hookspec
+def chat_message_refused(app: Any, conversation: dict[str, Any], message: dict[str, Any], actor: Any,
+                         error: Any) -> Any:
+    """A message that ``chat_message_before_store`` ran for was not stored: release at once
+    whatever your implementation reserved for it.
+
+    Called for every such message, whoever refused it: a ``before_store`` implementation
+    raised (``error`` is that ``ApiError``; your own refusal included, and implementations
+    after it never saw the message), storing it failed (``error`` is the exception), or it
+    turned out to be a retry of a message already stored (``error`` None). ``message`` is the
+    draft ``before_store`` saw; its ``draftId`` names this attempt, so release only what you
+    reserved under that id. Failures are logged; the caller still gets the refusal.
     """
 
 
@@ -62,6 +81,30 @@ def chat_message_updated(app: Any, conversation: dict[str, Any], message: dict[s
 def chat_message_deleted(app: Any, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> Any:
     """A message was deleted (``message-deleted`` was broadcast); ``message`` is the version
     before the deletion, with its ``files``, so attachments can be released."""
+
+
+@hookspec
+def chat_conversation_before_store(app: Any, changes: dict[str, Any], actor: Any, conversation_id: str | None) -> Any:
+    """A conversation is about to be created (``conversation_id`` None) or changed: refuse it
+    by raising an ``ApiError``.
+
+    ``changes`` is the request body as validated by its schema (wire names: ``title``,
+    ``metadata`` …; on a change only the fields being set). Runs before the access check
+    of a change and before anything is written; the return value is ignored. How the AI plugin
+    caps ``metadata.systemPrompt`` (``ValidationFailed``).
+    """
+
+
+@hookspec
+def chat_conversation_created(app: Any, conversation: dict[str, Any], actor: Any) -> Any:
+    """A conversation was created (``conversation-created`` was sent to the owner's devices)."""
+
+
+@hookspec
+def chat_conversation_updated(app: Any, conversation: dict[str, Any], actor: Any) -> Any:
+    """A conversation's title, description, tags, flags, metadata or current message changed
+    (``conversation-updated`` was sent to the owner's devices); ``conversation`` is the new
+    version."""
 
 
 @hookspec

@@ -20,14 +20,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from vachat.plugin_api import App, hookimpl
+from vachat.plugin_api import App, UserExport, hookimpl
 
-from . import attachments, avatars, handlers
+from . import attachments, avatars, export as export_part, handlers, hookspecs
 from .commands import add_commands
+from .images import stop_decoding
 from .service import ACCESS_ALL, FilesService
 from .storage import storage_of
 
 __version__ = "1.0.0"
+
+
+@hookimpl
+def vachat_addhooks(pluginmanager: Any) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 @hookimpl
@@ -57,8 +63,18 @@ async def vachat_startup(app: App) -> None:
 
 
 @hookimpl
+def vachat_shutdown(app: App) -> None:
+    stop_decoding(app)
+
+
+@hookimpl
 async def vachat_user_deleting(app: App, user_id: str) -> None:
     await app.service("files").delete_all_of(user_id)
+
+
+@hookimpl
+async def vachat_user_exporting(app: App, user_id: str, export: UserExport) -> None:
+    await export_part.add_files(app, user_id, export)
 
 
 @hookimpl(optionalhook=True)

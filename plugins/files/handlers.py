@@ -19,13 +19,14 @@ from typing import Any
 import peewee
 
 from vachat.plugin_api import (
-    ApiError, ApiHandler, NotFound, PayloadTooLarge, StreamingBodyHandler, ValidationFailed, endpoint,
+    ApiError, ApiHandler, NotFound, StreamingBodyHandler, ValidationFailed, endpoint,
 )
 
 from .delivery import etag_matches, etag_of, requested_range, send_file
 from .models import PURPOSE_DEFAULT, File
 from .names import content_disposition
-from .service import FilesService, bytes_used, quota_message
+from .quota import bytes_used, over_quota, quota_message
+from .service import FilesService
 from .settings import settings_of
 from .sniffing import ALLOWED_TYPES
 from .storage import storage_of
@@ -75,7 +76,7 @@ class UploadingHandler(StreamingBodyHandler):
         quota = settings_of(self.app).user_quota
         left = quota - await self.app.db.run(bytes_used, self.actor.id)
         if left <= 0:
-            raise PayloadTooLarge(quota_message(quota), details=[{"field": "file", "message": "would exceed your storage quota"}])
+            raise over_quota(quota)
         self.receiver = UploadReceiver(
             self.app, storage_of(self.app), boundary, file_field="file", fields=self.form_fields,
             max_file_size=self.file_limit(), bytes_allowed=min(left, self.file_limit()),
@@ -136,7 +137,10 @@ class UploadHandler(UploadingHandler):
     async def post(self) -> None:
         file = await self.stored_or_discarded(self._store())
         self.receiver.keep()
-        self.respond(file.to_wire(), status=201, message="File uploaded")
+        wire = file.to_wire()
+        self.respond(wire, status=201, message="File uploaded")
+        if self.app.hooks.implemented("files_uploaded"):
+            await self.app.hooks.notify("files_uploaded", file=wire, actor=self.actor)
 
     async def _store(self) -> File:
         received = await self.receiver.finish()

@@ -407,8 +407,6 @@ def through(proxy: TcpProxy, database_url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-@pytest.mark.xfail(strict=True, reason="needs the database-outage mapping (503 UNAVAILABLE, Retry-After: 1, "
-                                       "retryAfter on socket errors)")
 @pytest.mark.gen_test(timeout=180)
 async def test_postgresql_unreachable_answers_503_and_recovers_without_a_restart(server_process, vachat_database_url):
     database_port = urllib.parse.urlsplit(vachat_database_url).port or 5432

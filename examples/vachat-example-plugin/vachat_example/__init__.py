@@ -15,7 +15,7 @@ import peewee
 from prometheus_client import Counter
 
 from vachat.plugin_api import (
-    ApiHandler, BaseModel, Forbidden, hookimpl, endpoint, now, ws_event,
+    ApiHandler, BaseModel, Forbidden, Permission, hookimpl, endpoint, now, ws_event,
 )
 
 __version__ = "0.1.0"
@@ -99,8 +99,10 @@ def vachat_ws_events(app: Any) -> list[Any]:
 
 
 @hookimpl
-def vachat_permissions() -> list[tuple[str, str]]:
-    return [("example.write", "Create example notes and shout in example rooms")]
+def vachat_permissions() -> list[Permission]:
+    # Every signed-up user may write notes: granted to the built-in ``user`` role once, when a
+    # database first sees the permission (an operator's later revoke stays).
+    return [Permission("example.write", "Create example notes and shout in example rooms", grant_to=("user",))]
 
 
 @hookimpl
