@@ -149,6 +149,9 @@ class Generation:
             await self._when_database_answers(lambda: self._store(content, kind, metadata))
             self.assistant.count_reply(finish_reason, usage, first_token, latency)
         finally:
+            # Stored (or failed): no longer running here, before the awaits below, so a
+            # stop-generation sent on seeing the stored reply finds nothing running.
+            self.assistant.forget(self)
             if not self._settled:  # failed before it knew its cost: the tokens go back
                 self._settled = True
                 await self.assistant.usage.settle(self.reservation, None)
@@ -160,7 +163,6 @@ class Generation:
             if self._stream is not None:
                 await self._stream.aclose()
             await self.assistant.slots.release(self.conversation_id, self.token)
-            self.assistant.forget(self)
             await self.app.publish(room(self.conversation_id), "ai-typing",
                                    {"conversationId": self.conversation_id, "typing": False})
 
