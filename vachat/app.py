@@ -33,6 +33,7 @@ from .config import Settings
 from .db import Database
 from .events import EventRegistry, ServerEventRegistry
 from .hub import Hub
+from .interfaces import ServiceKey
 from .logs import log_request
 from .mail import make_mailer
 from .metrics import Metrics
@@ -283,7 +284,8 @@ class VachatApplication(tornado.web.Application):
             state = self._plugin_states[name] = SimpleNamespace()
         return state
 
-    def service(self, name: str) -> Any:
+    def service(self, key: ServiceKey[Any] | str) -> Any:
+        name = key if isinstance(key, str) else key.name
         try:
             return self._services[name]
         except KeyError:
@@ -291,8 +293,8 @@ class VachatApplication(tornado.web.Application):
             raise LookupError(f"no service {name!r}: the {owner!r} plugin that provides it "
                               f"{self.plugins._absence(owner)}") from None
 
-    def has_service(self, name: str) -> bool:
-        return name in self._services
+    def has_service(self, key: ServiceKey[Any] | str) -> bool:
+        return (key if isinstance(key, str) else key.name) in self._services
 
     def plugin_enabled(self, name: str) -> bool:
         return self.plugins.is_enabled(name)

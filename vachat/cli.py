@@ -168,7 +168,15 @@ def cmd_hooks(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     """The core's settings, then every enabled plugin's section under ``plugins`` (defaults and
-    environment applied, as the plugin sees it); secrets masked in both."""
+    environment applied, as the plugin sees it); secrets masked in both. With
+    ``--defaults-toml`` / ``--markdown-table``: what the settings' schemas generate."""
+    if args.defaults_toml or args.markdown_table:
+        from .config import load_config_schema
+        from .config_docs import builtin_plugin_schemas, defaults_toml, markdown_table
+
+        render = defaults_toml if args.defaults_toml else markdown_table
+        print(render(load_config_schema(), builtin_plugin_schemas()), end="")
+        return 0
     from .app import VachatApplication
     from .plugin_config import public_plugin_config
 
@@ -239,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="print the effective configuration, every plugin's section "
                                                 "included (secrets masked)")
+    generated = config.add_mutually_exclusive_group()
+    generated.add_argument("--defaults-toml", action="store_true",
+                           help="print conf/default.toml as the settings' schemas declare it")
+    generated.add_argument("--markdown-table", action="store_true",
+                           help="print the README's table of settings, from the same schemas")
     config.set_defaults(handler=cmd_config)
 
     from .client.command import add_arguments as add_chat_arguments

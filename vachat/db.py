@@ -58,7 +58,7 @@ AWAY = "The database is unavailable, try again shortly"
 BUSY = "The database is busy, try again shortly"
 
 
-def now():
+def now() -> datetime.datetime:
     """The current UTC time as a naive datetime (how every timestamp column stores it)."""
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 

@@ -29,8 +29,9 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client import CollectorRegistry
 
+    from .actor import Actor
     from .exports import UserExport
-    from .interfaces import App
+    from .interfaces import App, HookRegistrar, MaybeAwaitable, Route
 
 hookspec = pluggy.HookspecMarker("vachat")
 
@@ -40,7 +41,7 @@ hookspec = pluggy.HookspecMarker("vachat")
 
 
 @hookspec
-def vachat_addhooks(pluginmanager: Any) -> None:
+def vachat_addhooks(pluginmanager: "HookRegistrar") -> None:
     """Declare the hooks this plugin offers to others.
 
     Called once, when the plugin loads and before any plugin registers its implementations.
@@ -55,7 +56,7 @@ def vachat_addhooks(pluginmanager: Any) -> None:
 
 
 @hookspec
-def vachat_routes(app: "App") -> list[tuple]:
+def vachat_routes(app: "App") -> "list[Route]":
     """Return REST routes as ``(pattern, HandlerClass)`` or ``(pattern, HandlerClass, kwargs)``.
 
     Patterns are Tornado URL patterns. Namespace them by plugin name
@@ -147,7 +148,7 @@ def vachat_commands(commands: "argparse._SubParsersAction") -> None:
 
 
 @hookspec
-def vachat_startup(app: "App") -> Any:
+def vachat_startup(app: "App") -> "MaybeAwaitable[None]":
     """Called once the database, broker and hub are ready, before the port opens.
 
     May return an awaitable. Start background tasks here and keep their handles in
@@ -156,7 +157,7 @@ def vachat_startup(app: "App") -> Any:
 
 
 @hookspec
-def vachat_shutdown(app: "App") -> Any:
+def vachat_shutdown(app: "App") -> "MaybeAwaitable[None]":
     """Called on shutdown after sockets are closed and in-flight requests drained, before the
     database closes.
 
@@ -171,7 +172,7 @@ def vachat_shutdown(app: "App") -> Any:
 
 
 @hookspec(firstresult=True)
-def vachat_actor_from_request(app: "App", headers: Any, remote_ip: str) -> Any:
+def vachat_actor_from_request(app: "App", headers: Mapping[str, str], remote_ip: str) -> "MaybeAwaitable[Actor | None]":
     """Identify the caller of a REST request or WebSocket upgrade from its credentials.
 
     Return an ``Actor``, ``None`` when these credentials are not yours (another plugin may
@@ -199,12 +200,12 @@ def vachat_socket_actors_changed(app: "App", sockets: list[Any]) -> Any:
 
 
 @hookspec
-def vachat_user_registered(app: "App", user: dict[str, Any]) -> Any:
+def vachat_user_registered(app: "App", user: dict[str, Any]) -> "MaybeAwaitable[None]":
     """A user account was created (``user`` as the API shows it). May return an awaitable."""
 
 
 @hookspec
-def vachat_user_deleting(app: "App", user_id: str) -> Any:
+def vachat_user_deleting(app: "App", user_id: str) -> "MaybeAwaitable[None]":
     """A user is about to be deleted: remove everything of theirs that this plugin holds
     (rows, files on disk, live state). May return an awaitable.
 

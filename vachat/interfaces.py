@@ -12,16 +12,51 @@ This module holds types only: it must never import the rest of vachat at run tim
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Protocol, TypeVar
+from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Generic, Mapping, Protocol, Sequence, TypeAlias,
+                    TypeVar, overload)
 
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
+    from .actor import Actor
     from .config import Rate, Settings
 
 __all__ = [
-    "App", "Database", "Hub", "Limiter", "RateDecisionLike", "Mailer", "Hooks", "Hook", "Accounts",
+    "App", "Database", "Hub", "Limiter", "RateDecisionLike", "Mailer", "Hooks", "Hook", "Accounts", "ServiceKey",
+    "HookRegistrar", "Route", "MaybeAwaitable",
 ]
 
 T = TypeVar("T")
+S = TypeVar("S")
+
+#: What a notification hook returns: nothing, or an awaitable the core awaits.
+MaybeAwaitable: TypeAlias = "T | Awaitable[T]"
+#: A REST route as ``vachat_routes`` returns it: ``(pattern, HandlerClass)`` or
+#: ``(pattern, HandlerClass, initialize_kwargs)``.
+Route: TypeAlias = "tuple[str, type[Any]] | tuple[str, type[Any], dict[str, Any]]"
+
+
+class HookRegistrar(Protocol):
+    """What ``vachat_addhooks`` is handed: where a plugin declares the hooks it offers."""
+
+    def add_hookspecs(self, module_or_class: object) -> None:
+        """Add the ``@hookspec`` functions of a module or class; every name must start with
+        ``<plugin>_``."""
+
+
+class ServiceKey(Generic[S]):
+    """The name a service is published under, typed with the ``Protocol`` it keeps.
+
+    The plugin that publishes a service exports its key beside the ``Protocol`` (the chat
+    plugin: ``plugins.chat.api.CHAT``, a ``ServiceKey[ChatService]``); a plugin using it calls
+    ``app.service(CHAT)`` and gets a ``ChatService``, checked by mypy, instead of ``Any``.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"ServiceKey({self.name!r})"
 
 
 class Database(Protocol):
@@ -238,7 +273,7 @@ class Accounts(Protocol):
         """Every role (``id``, ``name``, ``description``, ``permissions``, ``isSystem``,
         ``userCount`` …), by name."""
 
-    async def create_role(self, name: str, *, description: str = "", permissions: list[str] = (),
+    async def create_role(self, name: str, *, description: str = "", permissions: Sequence[str] = (),
                           actor_id: str | None = None, request: Any = None) -> dict[str, Any]:
         """Create a role. ``permissions`` must be declared ones (``App.permissions``) or ``*``
         (``ValidationFailed`` naming the others); a taken name is ``Conflict``. Audited
@@ -290,11 +325,20 @@ class App(Protocol):
         """The per-application state of plugin ``name``: one namespace per application (tests
         run several), created empty on first use. Keep caches, tasks and backends here."""
 
-    def service(self, name: str) -> Any:
-        """The service object a plugin published under ``name`` (the ``vachat_services`` hook);
-        raises ``LookupError`` naming the plugin that would provide it when it is absent."""
+    @overload
+    def service(self, key: ServiceKey[S]) -> S: ...
 
-    def has_service(self, name: str) -> bool:
+    @overload
+    def service(self, key: str) -> object: ...
+
+    def service(self, key: ServiceKey[S] | str) -> S | object:
+        """The service object a plugin published under ``key`` (the ``vachat_services`` hook);
+        raises ``LookupError`` naming the plugin that would provide it when it is absent.
+
+        Pass the owner's ``ServiceKey`` to get the service typed as its ``Protocol``; a bare
+        name gives an ``object`` the caller must narrow."""
+
+    def has_service(self, key: ServiceKey[Any] | str) -> bool:
         """Whether a service is published (an optional collaboration)."""
 
     def plugin_enabled(self, name: str) -> bool:

@@ -8,7 +8,7 @@ What a plugin is handed:
 
 - ``App`` (``vachat.interfaces``): in every hook as ``app`` and in handlers as ``self.app``:
   ``config``, ``db.run``, ``run_blocking``, ``hub``/``publish``, ``limiter``, ``mailer``,
-  ``plugin_config(name)``, ``plugin_state(name)``, ``hooks.<name>(…)`` / ``.notify(…)``, ``service(name)``,
+  ``plugin_config(name)``, ``plugin_state(name)``, ``hooks.<name>(…)`` / ``.notify(…)``, ``service(key)``,
   ``accounts`` (users, sessions, audit), ``with_redis``; ``hub.on_control`` / ``hub.send_control``
   for node-to-node messages that are not about a room.
 - Declarations: ``hookimpl`` / ``hookspec``, ``ApiHandler`` + ``endpoint``,
@@ -21,6 +21,9 @@ What a plugin is handed:
   ``lock_rows`` for a read-then-write that concurrent requests must not interleave (a quota).
 - ``UserExport``: what the ``vachat_user_exporting`` hook is handed, to add a plugin's part
   of a user's data export (``add_json``, ``add_stream``).
+- Types for what plugins share: ``ServiceKey`` (a published service's name, typed with the
+  ``Protocol`` its owner exports: ``app.service(CHAT)`` is a ``ChatService``), ``Route``,
+  ``HookRegistrar`` (``vachat_addhooks``' argument), ``MaybeAwaitable`` (what a hook may return).
 - The typed errors (``NotFound``, ``Conflict`` …), each rendered as the error envelope.
 
 A module may also set ``REQUIRES = ("chat",)`` (plugins it cannot work without),
@@ -40,7 +43,8 @@ from .errors import (
 from .events import server_event, ws_event
 from .exports import UserExport
 from .ids import new_id
-from .interfaces import Accounts, App, Database, Hooks, Hub, Limiter, Mailer
+from .interfaces import (Accounts, App, Database, HookRegistrar, Hooks, Hub, Limiter, Mailer, MaybeAwaitable, Route,
+                         ServiceKey)
 from .rbac import Permission, requires
 from .actor import Actor
 from .web import ApiHandler, StreamingBodyHandler, endpoint
@@ -63,7 +67,8 @@ __all__ = [
     "BaseModel", "JSONField", "database", "lock_rows", "now", "new_id", "Rate", "parse_size", "json_dumps",
     "check_json_size", "JSON_BLOB_MAX_BYTES",
     # what a plugin is handed
-    "App", "Actor", "Accounts", "Database", "Hooks", "Hub", "Limiter", "Mailer", "UserExport",
+    "App", "Actor", "Accounts", "Database", "Hooks", "Hub", "Limiter", "Mailer", "UserExport", "ServiceKey", "HookRegistrar",
+    "Route", "MaybeAwaitable",
     # errors
     "ApiError", "ValidationFailed", "Unauthorized", "TokenExpired", "Forbidden", "NotFound",
     "Conflict", "PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "QuotaExceeded",

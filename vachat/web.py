@@ -16,7 +16,7 @@ import re
 import traceback
 import uuid
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, cast
 
 import tornado.web
 
@@ -25,6 +25,7 @@ from .errors import (
     ApiError, Conflict, Forbidden, InternalError, PayloadTooLarge, RateLimited, Unauthorized,
     UnsupportedMediaType, ValidationFailed, as_api_error,
 )
+from .interfaces import App
 from .request_info import (
     BODILESS_METHODS, client_ip, declared_length, declares_body, in_networks, is_loopback, limit_subject,
 )
@@ -166,9 +167,17 @@ class ApiHandler(tornado.web.RequestHandler):
     _authorized = False
 
     @property
-    def app(self) -> Any:
+    def app(self) -> App:
         """The application as the plugin API describes it (``vachat.interfaces.App``)."""
-        return self.application
+        return cast(App, self.application)  # a VachatApplication, which implements App
+
+    @property
+    def caller(self) -> Actor:
+        """The authenticated caller of an ``@endpoint`` with ``auth`` (the default), which never
+        runs without one; ``Unauthorized`` when a handler without auth asks for it."""
+        if self.actor is None:
+            raise Unauthorized()
+        return self.actor
 
     # -- Tornado template methods ---------------------------------------------
 

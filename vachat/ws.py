@@ -62,6 +62,7 @@ from .errors import (
 from .events import EventSpec, server_event, ws_event
 from .hub import CLOSE_TOO_SLOW
 from .actor import Actor
+from .interfaces import App, Hub
 from .request_info import client_ip, declares_body, limit_subject
 from .wire import json_dumps, parse_json
 
@@ -190,16 +191,20 @@ class EventContext:
 
     __slots__ = ("app", "socket")
 
-    def __init__(self, app: Any, socket: "SocketHandler") -> None:
+    def __init__(self, app: App, socket: "SocketHandler") -> None:
         self.app = app
         self.socket = socket
 
     @property
-    def actor(self) -> Actor | None:
+    def actor(self) -> Actor:
+        """The socket's caller. Every event but the core's ``auth`` runs only once the socket
+        is authenticated, so a plugin's handler always has one."""
+        if self.socket.actor is None:
+            raise Unauthorized("Authenticate this socket first (send an auth frame)")
         return self.socket.actor
 
     @property
-    def hub(self) -> Any:
+    def hub(self) -> Hub:
         return self.app.hub
 
     @property
@@ -561,7 +566,7 @@ async def auth_event(ctx: EventContext, data: Any) -> dict[str, Any]:
     if not isinstance(token, str) or not token.strip():
         raise Unauthorized("The auth frame needs data.token")
     headers = HTTPHeaders({"Authorization": f"Bearer {token.strip()}"})
-    actor = await ctx.app.resolve_actor(headers, socket.client_ip)
+    actor = await socket.application.resolve_actor(headers, socket.client_ip)
     if actor is None:
         raise Unauthorized("Invalid token")
     if not socket.is_closing:  # the auth timeout may have fired while we resolved

@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable, Coroutine
 
 from vachat.plugin_api import ApiError, App
 
@@ -39,7 +39,7 @@ ADMIN_ROLE = "admin"
 EVERY_PERMISSION = "*"
 
 
-def _run(work: Callable[[], Awaitable[int]], command: str = "users") -> int:
+def _run(work: Callable[[], Coroutine[Any, Any, int]], command: str = "users") -> int:
     try:
         return asyncio.run(work())
     except ApiError as error:
@@ -54,7 +54,8 @@ async def _user_id(app: App, email: str) -> str | None:
     if user is None:
         print(f"users: no account with the address {email}", file=sys.stderr)
         return None
-    return user["id"]
+    user_id: str = user["id"]
+    return user_id
 
 
 def list_users(app: App, args: argparse.Namespace) -> int:
@@ -94,6 +95,9 @@ def grant_role(app: App, args: argparse.Namespace) -> int:
         if user_id is None:
             return 1
         user = await app.accounts.update_user(user_id, role=args.role)
+        if user is None:  # deleted since it was looked up
+            print(f"users: no account with the address {args.email}", file=sys.stderr)
+            return 1
         print(f"{args.email}: role {user['role']}")
         return 0
 

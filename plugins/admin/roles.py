@@ -29,7 +29,7 @@ class RolesHandler(ApiHandler):
     async def post(self) -> None:
         role = await self.app.accounts.create_role(
             self.body["name"], description=self.body.get("description", ""),
-            permissions=self.body.get("permissions", []), actor_id=self.actor.id, request=self)
+            permissions=self.body.get("permissions", []), actor_id=self.caller.id, request=self)
         self.respond(role, status=201)
 
 
@@ -41,7 +41,7 @@ class RoleHandler(ApiHandler):
     async def put(self, role_id: str) -> None:
         role = await self.app.accounts.update_role(
             role_id, description=self.body.get("description"), permissions=self.body.get("permissions"),
-            actor_id=self.actor.id, request=self)
+            actor_id=self.caller.id, request=self)
         if role is None:
             raise NotFound("No such role")
         self.respond(role)

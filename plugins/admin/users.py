@@ -54,7 +54,7 @@ class UserHandler(ApiHandler):
                           "account holding permissions you do not have (audited).")
     async def put(self, user_id: str) -> None:
         changes: dict[str, Any] = {UPDATABLE_FIELDS[name]: value for name, value in self.body.items()}
-        user = await self.app.accounts.update_user(user_id, actor_id=self.actor.id, request=self, **changes)
+        user = await self.app.accounts.update_user(user_id, actor_id=self.caller.id, request=self, **changes)
         if user is None:
             raise _no_such_user(user_id)
         self.respond(user)
@@ -63,6 +63,6 @@ class UserHandler(ApiHandler):
               permission="users.delete", tags=("admin",), errors=(404, 409),
               description="403 for an account holding permissions you do not have (audited).")
     async def delete(self, user_id: str) -> None:
-        if not await self.app.accounts.delete_user(user_id, actor_id=self.actor.id, request=self):
+        if not await self.app.accounts.delete_user(user_id, actor_id=self.caller.id, request=self):
             raise _no_such_user(user_id)
         self.respond({"id": user_id, "deleted": True}, message="User deleted")

@@ -3,7 +3,7 @@ on any node (README: AI; docs/websocket.md).
 
 Loaded through the ``vachat.plugins`` entry point like any third-party plugin, built on
 ``vachat.plugin_api`` only, and meeting the chat plugin through its hooks and its ``chat``
-service (``REQUIRES``). One concern per module:
+service, typed by ``plugins.chat.api`` (``REQUIRES``). One concern per module:
 
 - ``providers``: the provider interface and the ``vachat.ai_providers`` entry-point group;
   ``providers.echo`` and ``providers.openai``, the shipped ones;
@@ -13,16 +13,18 @@ service (``REQUIRES``). One concern per module:
   ``recovery``: finishing the reply of a node that died (``interrupted``);
 - ``usage`` and ``models``: tokens per user and day, quotas; ``metrics``: Prometheus;
 - ``handlers``: ``GET /api/ai/usage``, ``POST /api/chat/messages/:id/regenerate``;
-  ``events``: ``stop-generation``; ``hookspecs``: ``ai_before_request``, offered to others.
+  ``events``: ``stop-generation``; ``hookspecs``: ``ai_before_request``, offered to others;
+  ``api``: the service's ``Protocol`` and key others import (``app.service(AI)``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from vachat.plugin_api import App, hookimpl, server_event
+from vachat.plugin_api import Actor, App, HookRegistrar, Route, hookimpl, server_event
 
-from . import hookspecs
+from . import api, hookspecs
+from .api import AI
 from .assistant import STOP_CONTROL, Assistant
 from .events import EVENTS
 from .handlers import ROUTES
@@ -36,7 +38,7 @@ REQUIRES = ("chat",)
 
 
 @hookimpl
-def vachat_addhooks(pluginmanager: Any) -> None:
+def vachat_addhooks(pluginmanager: HookRegistrar) -> None:
     pluginmanager.add_hookspecs(hookspecs)
 
 
@@ -46,11 +48,12 @@ def vachat_services(app: App) -> Mapping[str, Any]:
     # AI_PROVIDER, openai without AI_BASE_URL) stops the plugin loading, with the reason.
     assistant = Assistant(app, app.plugin_config("ai"))
     app.plugin_state("ai").assistant = assistant
-    return {"ai": assistant}
+    published: api.AiService = assistant  # mypy checks it keeps the Protocol
+    return {AI.name: published}
 
 
 @hookimpl
-def vachat_routes(app: App) -> list[tuple]:
+def vachat_routes(app: App) -> list[Route]:
     return list(ROUTES)
 
 
@@ -99,7 +102,7 @@ async def vachat_user_deleting(app: App, user_id: str) -> None:
 
 
 @hookimpl
-async def chat_message_before_store(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> None:
+async def chat_message_before_store(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Actor) -> None:
     if message.get("requiresAIResponse"):
         reply_options(message.get("metadata"))  # malformed options: 400 before anything is taken
         await Assistant.of(app).refuse_or_reserve(conversation, actor, leaf_id=message.get("parentId"),
@@ -118,7 +121,7 @@ async def chat_message_refused(app: App, conversation: dict[str, Any], message: 
 
 
 @hookimpl
-async def chat_ai_reply_requested(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> None:
+async def chat_ai_reply_requested(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Actor) -> None:
     await Assistant.of(app).start(conversation, parent_id=message["id"], user_id=actor.id,
                                   options=reply_options(message.get("metadata")))
 

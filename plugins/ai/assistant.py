@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from vachat.plugin_api import App, Conflict, new_id
+from plugins.chat.api import CHAT, ChatService
+from vachat.plugin_api import Actor, App, Conflict, new_id
 
 from .generation import Generation
 from .metrics import AiMetrics
@@ -84,15 +85,20 @@ class Assistant:
 
     @classmethod
     def of(cls, app: App) -> "Assistant":
-        return app.plugin_state("ai").assistant
+        assistant: Assistant = app.plugin_state("ai").assistant
+        return assistant
 
     @property
-    def chat(self) -> Any:
-        return self.app.service("chat")
+    def model(self) -> str:
+        return self.provider.model
+
+    @property
+    def chat(self) -> ChatService:
+        return self.app.service(CHAT)
 
     # -- before a reply -------------------------------------------------------------------
 
-    async def refuse_or_reserve(self, conversation: dict[str, Any], actor: Any, *, leaf_id: str | None = None,
+    async def refuse_or_reserve(self, conversation: dict[str, Any], actor: Actor, *, leaf_id: str | None = None,
                                 new_content: str = "", draft_id: str | None = None) -> str:
         """Reserve the reply's tokens of the caller's quota, then take the conversation's slot:
         its token; ``QuotaExceeded`` (429) or ``Conflict`` (409) before anything is stored.
@@ -263,8 +269,8 @@ class Assistant:
         # Redis and the database close after this returns.
         tasks = list(self._tasks)
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_SECS)
-            for task in pending:
+            done, unfinished = await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_SECS)
+            for task in unfinished:
                 log.warning("an AI reply did not finish storing before shutdown")
                 task.cancel()
         await self.provider.aclose()

@@ -1,6 +1,6 @@
 """One assistant reply being generated: from the context to the stored message (README: AI; docs/websocket.md).
 
-Frames, in order, to ``conversation:<id>``: ``ai-typing {typing: true}``, ``ai-delta
+Frames, in order, to the conversation's room (``ChatService.room_of``): ``ai-typing {typing: true}``, ``ai-delta
 {conversationId, messageId, index, delta}`` (index 0, 1, 2 …), ``ai-done {conversationId,
 messageId, finishReason}``, the stored message as ``new-message`` (sent by chat's service),
 ``ai-typing {typing: false}``. The stored content is exactly the concatenated deltas.
@@ -24,24 +24,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Protocol, TypeVar
 
-from vachat.plugin_api import ApiError, NotFound, Unavailable, ValidationFailed
+from plugins.chat.api import ChatService
+from vachat.plugin_api import ApiError, App, NotFound, Unavailable, ValidationFailed
 
-from .providers import CHARS_PER_TOKEN, ProviderError, ProviderTimeout, ReplyOptions, StreamCancelled, Usage, estimate_tokens
-from .usage import Reservation
+from .progress import GenerationSlots
+from .providers import (
+    CHARS_PER_TOKEN, ChatMessage, Provider, ProviderError, ProviderTimeout, ReplyOptions, ReplyStream, StreamCancelled,
+    Usage, estimate_tokens,
+)
+from .usage import Reservation, UsageBook
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .assistant import Assistant
-
-__all__ = ["Generation", "FRAME_INTERVAL_SECS", "CLAIM_REFRESHES_PER_TTL"]
+__all__ = ["Generation", "ReplyOwner", "FRAME_INTERVAL_SECS", "CLAIM_REFRESHES_PER_TTL"]
 
 log = logging.getLogger("vachat.plugins.ai")
 
 # At most 20 ai-delta frames a second per reply: smooth to read, and a model streaming
 # hundreds of tokens a second costs each client 20 frames, not hundreds.
 FRAME_INTERVAL_SECS = 0.05
-# The claim (AI_CLAIM_TTL, ``Assistant.claim_ttl``) is refreshed this many times per lifetime
+# The claim (AI_CLAIM_TTL, ``ReplyOwner.claim_ttl``) is refreshed this many times per lifetime
 # while a reply runs: a refresh may be late or lost twice before the claim of a live node
 # expires, and a dead node's expires within one lifetime of its last refresh.
 CLAIM_REFRESHES_PER_TTL = 3
@@ -54,20 +56,56 @@ T = TypeVar("T")
 
 
 
-def room(conversation_id: str) -> str:
-    return f"conversation:{conversation_id}"
+class ReplyOwner(Protocol):
+    """What a reply needs from whoever started it (the ``Assistant``): declared here, so that a
+    reply is understood without the assistant's module, which builds on this one."""
+
+    @property
+    def app(self) -> App: ...
+
+    @property
+    def chat(self) -> ChatService: ...
+
+    @property
+    def provider(self) -> Provider: ...
+
+    @property
+    def slots(self) -> GenerationSlots: ...
+
+    @property
+    def usage(self) -> UsageBook: ...
+
+    @property
+    def claim_ttl(self) -> float:
+        """Seconds a reply's claim lives without a refresh (AI_CLAIM_TTL)."""
+        ...
+
+    async def context(self, conversation: dict[str, Any], leaf_id: str) -> list[ChatMessage]:
+        """The messages sent to the provider for a reply to ``leaf_id``."""
+        ...
+
+    def count_reply(self, finish_reason: str, usage: Usage | None, first_token: float | None,
+                    latency: float) -> None: ...
+
+    def count_error(self, kind: str) -> None: ...
+
+    def forget(self, generation: Generation) -> None:
+        """The reply ended: stop tracking it."""
+        ...
 
 
 class Generation:
     """One reply; ``run()`` is its task. ``stop(reason)`` ends it from any task."""
 
-    def __init__(self, assistant: "Assistant", *, conversation: dict[str, Any], parent_id: str,
+    def __init__(self, assistant: ReplyOwner, *, conversation: dict[str, Any], parent_id: str,
                  user_id: str, message_id: str, token: str, reservation: Reservation,
                  options: ReplyOptions | None = None) -> None:
         self.assistant = assistant
         self.app = assistant.app
         self.conversation = conversation
         self.conversation_id: str = conversation["id"]
+        #: The conversation's room, as chat names it: its events go there.
+        self.room = assistant.chat.room_of(self.conversation_id)
         self.parent_id = parent_id
         self.user_id = user_id
         self.message_id = message_id
@@ -88,7 +126,7 @@ class Generation:
         self._pending: list[str] = []
         self._wake = asyncio.Event()
         self._finished = asyncio.Event()
-        self._stream: Any = None
+        self._stream: ReplyStream | None = None
         self.stop_reason: str | None = None
         self.first_token_at: float | None = None
         self.task: asyncio.Task[None] | None = None
@@ -117,14 +155,14 @@ class Generation:
         keepalive = asyncio.ensure_future(self._keep_claim())
         flusher = asyncio.ensure_future(self._flush_frames())
         try:
-            await self.app.publish(room(self.conversation_id), "ai-typing",
+            await self.app.publish(self.room, "ai-typing",
                                    {"conversationId": self.conversation_id, "typing": True})
             await self._advance("", -1)
             finish_reason, failure = await self._generate()
             self._finished.set()
             self._wake.set()
             await flusher  # the last coalesced delta goes out before ai-done
-            await self.app.publish(room(self.conversation_id), "ai-done", {
+            await self.app.publish(self.room, "ai-done", {
                 "conversationId": self.conversation_id, "messageId": self.message_id, "finishReason": finish_reason})
             usage = self._usage(failure)
             latency = loop.time() - started
@@ -163,7 +201,7 @@ class Generation:
             if self._stream is not None:
                 await self._stream.aclose()
             await self.assistant.slots.release(self.conversation_id, self.token)
-            await self.app.publish(room(self.conversation_id), "ai-typing",
+            await self.app.publish(self.room, "ai-typing",
                                    {"conversationId": self.conversation_id, "typing": False})
 
     async def _generate(self) -> tuple[str, str | None]:
@@ -181,7 +219,7 @@ class Generation:
                 async for delta in self._stream:
                     if self.first_token_at is None:
                         self.first_token_at = loop.time()
-                    if self._room is not None:
+                    if self._room is not None and self._deltas_left is not None:
                         delta = delta[:self._room] if self._deltas_left else ""
                         self._room -= len(delta)
                         self._deltas_left -= 1
@@ -276,7 +314,7 @@ class Generation:
         self.index += 1
         index = self.index
         await self._advance(delta, index)
-        await self.app.publish(room(self.conversation_id), "ai-delta", {
+        await self.app.publish(self.room, "ai-delta", {
             "conversationId": self.conversation_id, "messageId": self.message_id, "index": index, "delta": delta})
         if self.app.hooks.implemented("ai_reply_delta"):
             await self.app.hooks.notify("ai_reply_delta", conversation_id=self.conversation_id,

@@ -21,7 +21,7 @@ ID = r"([^/]{1,64})"
 class UsageHandler(ApiHandler):
     @endpoint("My AI token usage today (UTC) and my tier's daily limit", response="ai/usage", tags=("ai",))
     async def get(self) -> None:
-        self.respond(await Assistant.of(self.app).usage.report(self.actor.id, self.actor.tier))
+        self.respond(await Assistant.of(self.app).usage.report(self.caller.id, self.caller.tier))
 
 
 class RegenerateHandler(ApiHandler):
@@ -34,7 +34,7 @@ class RegenerateHandler(ApiHandler):
         if replaced is None:
             raise NotFound("Message not found")
         try:
-            conversation = await chat.check_access(self.actor, replaced["conversationId"], write=True)
+            conversation = await chat.check_access(self.caller, replaced["conversationId"], write=True)
         except NotFound:  # another's private conversation: the same answer as no such message
             raise NotFound("Message not found") from None
         if replaced["role"] != "assistant":
@@ -43,9 +43,9 @@ class RegenerateHandler(ApiHandler):
         if replaced["parentId"] is None:
             raise ValidationFailed("This reply answers no message", details=[
                 {"field": "id", "message": "has no parent message to answer again"}])
-        token = await assistant.refuse_or_reserve(conversation, self.actor, leaf_id=replaced["parentId"])
+        token = await assistant.refuse_or_reserve(conversation, self.caller, leaf_id=replaced["parentId"])
         reply_id = new_id()
-        started = await assistant.start(conversation, parent_id=replaced["parentId"], user_id=self.actor.id,
+        started = await assistant.start(conversation, parent_id=replaced["parentId"], user_id=self.caller.id,
                                         token=token, message_id=reply_id)
         if started is None:
             raise Conflict("The assistant is already answering in this conversation")

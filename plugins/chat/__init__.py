@@ -5,22 +5,24 @@ Loaded through the ``vachat.plugins`` entry point like any third-party plugin, a
 
 - ``models``: the tables (and why each index exists); ``migrations/``: their history;
 - ``service``: every read and write, used by REST, WebSocket and other plugins alike
-  (published as ``app.service("chat")``);
+  (published as ``app.service(CHAT)``);
 - ``counters``: live messages and conversations per day, kept as they change (the admin
   dashboard's figures);
 - ``search``: the full-text index (SQLite FTS5 / PostgreSQL tsvector) and its queries;
 - ``handlers``: the REST routes; ``events``: the WebSocket events and typing indicators;
   ``rooms``: which sockets joined which conversations (readers leave a room made private);
-- ``hookspecs``: the hooks chat offers to other plugins (``chat_*``).
+- ``hookspecs``: the hooks chat offers to other plugins (``chat_*``); ``api``: the service's
+  ``Protocol`` and key other plugins import (``app.service(CHAT)``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-from vachat.plugin_api import App, UserExport, hookimpl, server_event
+from vachat.plugin_api import App, HookRegistrar, Route, UserExport, hookimpl, server_event
 
-from . import export as export_part, hookspecs, rooms
+from . import api, export as export_part, hookspecs, rooms
+from .api import CHAT
 from .events import EVENTS, Typing, listen
 from .handlers import ROUTES
 from .service import READ_ALL, ChatService
@@ -29,17 +31,18 @@ __version__ = "1.0.0"
 
 
 @hookimpl
-def vachat_addhooks(pluginmanager: Any) -> None:
+def vachat_addhooks(pluginmanager: HookRegistrar) -> None:
     pluginmanager.add_hookspecs(hookspecs)
 
 
 @hookimpl
 def vachat_services(app: App) -> Mapping[str, Any]:
-    return {"chat": ChatService(app)}
+    published: api.ChatService = ChatService(app)  # mypy checks it keeps the Protocol
+    return {CHAT.name: published}
 
 
 @hookimpl
-def vachat_routes(app: App) -> list[tuple]:
+def vachat_routes(app: App) -> list[Route]:
     return list(ROUTES)
 
 
@@ -74,7 +77,7 @@ def vachat_permissions() -> list[tuple[str, str]]:
 
 @hookimpl
 async def vachat_user_deleting(app: App, user_id: str) -> None:
-    await app.service("chat").delete_user_data(user_id)
+    await app.service(CHAT).delete_user_data(user_id)
 
 
 @hookimpl
@@ -86,7 +89,7 @@ def vachat_user_exporting(app: App, user_id: str, export: UserExport) -> None:
 async def admin_dashboard_figures(app: App) -> dict[str, Any]:
     """The admin dashboard's ``conversations`` and ``messages`` parts (optional: chat works
     without the admin plugin, and then this is never called)."""
-    return await app.service("chat").dashboard_figures()
+    return await app.service(CHAT).dashboard_figures()
 
 
 @hookimpl

@@ -26,10 +26,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from vachat.plugin_api import App, EventContext, Forbidden, NotFound, Reply, ValidationFailed, ws_event
+from vachat.plugin_api import Actor, App, EventContext, Forbidden, NotFound, Reply, ValidationFailed, ws_event
 
 from .rooms import socket_conversations
-from .service import ChatService, conversation_room
+from .service import SERVICE, ChatService, conversation_room
 
 __all__ = ["EVENTS", "Typing", "listen"]
 
@@ -37,12 +37,12 @@ ROOM_PREFIX = conversation_room("")
 
 
 def _chat(ctx: EventContext) -> ChatService:
-    return ctx.app.service("chat")
+    return ctx.app.service(SERVICE)
 
 
 def listen(app: App) -> None:
     """Make conversation rooms sequenced: a node reads back the changes it missed."""
-    chat: ChatService = app.service("chat")
+    chat = app.service(SERVICE)
 
     async def read_after(room: str, seq: int) -> tuple[list[tuple[int, str, Any]], int]:
         return await chat.changes_after(room[len(ROOM_PREFIX):], seq)
@@ -158,9 +158,10 @@ class Typing:
         state = app.plugin_state("chat")
         if getattr(state, "typing", None) is None:
             state.typing = cls(app)
-        return state.typing
+        typing: Typing = state.typing
+        return typing
 
-    async def start(self, conversation_id: str, actor: Any, socket: Any) -> None:
+    async def start(self, conversation_id: str, actor: Actor, socket: Any) -> None:
         key = (conversation_id, actor.id)
         timer = self._timers.pop(key, None)
         if timer is not None:

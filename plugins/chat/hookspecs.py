@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vachat.plugin_api import hookspec
+from vachat.plugin_api import Actor, App, MaybeAwaitable, hookspec
 
 # ---------------------------------------------------------------------------
 # Messages
@@ -25,7 +25,7 @@ from vachat.plugin_api import hookspec
 
 
 @hookspec
-def chat_message_before_store(app: Any, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> Any:
+def chat_message_before_store(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Actor) -> MaybeAwaitable[None]:
     """A user's message is about to be stored: refuse it by raising an ``ApiError``.
 
     Runs after the access check and the ``clientMessageId`` retry check (a retry of a stored
@@ -56,7 +56,7 @@ def chat_message_refused(app: Any, conversation: dict[str, Any], message: dict[s
 
 
 @hookspec
-def chat_messages_decorate(app: Any, messages: list[dict[str, Any]]) -> Any:
+def chat_messages_decorate(app: App, messages: list[dict[str, Any]]) -> MaybeAwaitable[None]:
     """Add to messages on their way to a client, in place, a batch at a time.
 
     Called with every page, replay, search result and broadcast message before it leaves
@@ -66,25 +66,26 @@ def chat_messages_decorate(app: Any, messages: list[dict[str, Any]]) -> Any:
 
 
 @hookspec
-def chat_message_created(app: Any, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> Any:
+def chat_message_created(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Actor | None) -> MaybeAwaitable[None]:
     """A message was stored and broadcast (``new-message``): a user's, or the assistant's
     (``actor`` None). Not called for a ``clientMessageId`` retry."""
 
 
 @hookspec
-def chat_message_updated(app: Any, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> Any:
+def chat_message_updated(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Actor | None) -> MaybeAwaitable[None]:
     """A message was edited by its author or updated by the system (``message-updated``
     was broadcast); ``message`` is the new version."""
 
 
 @hookspec
-def chat_message_deleted(app: Any, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> Any:
+def chat_message_deleted(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Actor | None) -> MaybeAwaitable[None]:
     """A message was deleted (``message-deleted`` was broadcast); ``message`` is the version
     before the deletion, with its ``files``, so attachments can be released."""
 
 
 @hookspec
-def chat_conversation_before_store(app: Any, changes: dict[str, Any], actor: Any, conversation_id: str | None) -> Any:
+def chat_conversation_before_store(app: App, changes: dict[str, Any], actor: Actor,
+                                   conversation_id: str | None) -> MaybeAwaitable[None]:
     """A conversation is about to be created (``conversation_id`` None) or changed: refuse it
     by raising an ``ApiError``.
 
@@ -96,19 +97,19 @@ def chat_conversation_before_store(app: Any, changes: dict[str, Any], actor: Any
 
 
 @hookspec
-def chat_conversation_created(app: Any, conversation: dict[str, Any], actor: Any) -> Any:
+def chat_conversation_created(app: App, conversation: dict[str, Any], actor: Actor) -> MaybeAwaitable[None]:
     """A conversation was created (``conversation-created`` was sent to the owner's devices)."""
 
 
 @hookspec
-def chat_conversation_updated(app: Any, conversation: dict[str, Any], actor: Any) -> Any:
+def chat_conversation_updated(app: App, conversation: dict[str, Any], actor: Actor) -> MaybeAwaitable[None]:
     """A conversation's title, description, tags, flags, metadata or current message changed
     (``conversation-updated`` was sent to the owner's devices); ``conversation`` is the new
     version."""
 
 
 @hookspec
-def chat_conversation_deleted(app: Any, conversation: dict[str, Any], actor: Any) -> Any:
+def chat_conversation_deleted(app: App, conversation: dict[str, Any], actor: Actor | None) -> MaybeAwaitable[None]:
     """A conversation and all its messages were deleted (``conversation-deleted`` was sent
     to the owner's devices). Not called when a whole account is deleted: use the core's
     ``vachat_user_deleting`` for that."""
@@ -120,7 +121,7 @@ def chat_conversation_deleted(app: Any, conversation: dict[str, Any], actor: Any
 
 
 @hookspec
-def chat_ai_reply_requested(app: Any, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> Any:
+def chat_ai_reply_requested(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Actor) -> MaybeAwaitable[None]:
     """A user's message asked for an AI reply (``requiresAIResponse``) and was stored and
     broadcast: start generating (in a task; do not hold the caller).
 
@@ -133,7 +134,7 @@ def chat_ai_reply_requested(app: Any, conversation: dict[str, Any], message: dic
 
 
 @hookspec(firstresult=True)
-def chat_generation_status(app: Any, conversation_id: str) -> Any:
+def chat_generation_status(app: App, conversation_id: str) -> MaybeAwaitable[dict[str, Any] | None]:
     """The reply being generated in ``conversation_id`` right now, for a join's answer:
     ``{"messageId", "text" (so far), "index" (of the last ai-delta in it)}``, or None.
 

@@ -21,19 +21,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import peewee
 
 from vachat.plugin_api import (
-    Actor, ApiError, App, Conflict, Forbidden, NotFound, ValidationFailed, check_json_size, database, new_id, now,
+    Actor, ApiError, App, Conflict, Forbidden, NotFound, ServiceKey, ValidationFailed, check_json_size, database,
+    new_id, now,
 )
 
 from . import counters, listing, rooms, search
+from .api import CHAT
 from .rooms import conversation_room
 from .models import Conversation, ConversationTag, Message, MessageFile
 
-__all__ = ["ChatService", "READ_ALL", "conversation_room", "user_room", "MAX_REPLAY"]
+__all__ = ["ChatService", "SERVICE", "READ_ALL", "conversation_room", "user_room", "MAX_REPLAY"]
 
 log = logging.getLogger("vachat.plugins.chat")
 
@@ -53,6 +55,8 @@ MAX_SEND_BATCH = 128
 
 # A conversation as a model, or as the send path reads it (``listing.ConversationRow``).
 AnyConversation = Conversation | listing.ConversationRow
+# A conversation as a model or as the listing's row: ``_readable`` hands back what it was given.
+C = TypeVar("C", Conversation, listing.ConversationRow)
 
 
 def user_room(user_id: str) -> str:
@@ -138,7 +142,7 @@ class Draft:
 # ---------------------------------------------------------------------------
 
 
-def _readable(conversation: AnyConversation | None, actor: Actor | None, write: bool) -> AnyConversation:
+def _readable(conversation: C | None, actor: Actor | None, write: bool) -> C:
     if conversation is None:
         raise NotFound("Conversation not found")
     if actor is None or conversation.owner_id == actor.id:
@@ -155,7 +159,8 @@ def _load_conversation(conversation_id: str, actor: Actor | None, write: bool = 
     """The conversation if ``actor`` may read it (``write``: change it); ``lock`` holds its
     row until the transaction ends (see ``_locked``)."""
     query = Conversation.select().where(Conversation.id == conversation_id)
-    return _readable((_locked(query) if lock else query).first(), actor, write)
+    found: Conversation | None = (_locked(query) if lock else query).first()
+    return _readable(found, actor, write)
 
 
 def _conversation_of_message(message: Message, actor: Actor | None, write: bool = False,
@@ -181,7 +186,7 @@ def _locked(query: peewee.Select) -> peewee.Select:
 def _next_seq(conversation: Conversation) -> int:
     """Take the conversation's next change seq, inside the change's transaction; the caller
     holds the conversation's row lock (``_load_conversation(lock=True)``)."""
-    seq = conversation.seq + 1
+    seq = int(conversation.seq) + 1
     Conversation.update(seq=seq).where(Conversation.id == conversation.id).execute()
     conversation.seq = seq
     return seq
@@ -378,7 +383,7 @@ def _insert_plain(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
             outcomes.append((True, (dict(taken[key]), False, before)))
             continue
         seqs[conversation.id] += 1
-        message = {
+        message: dict[str, Any] = {
             "id": new_id(), "conversationId": conversation.id, "userId": actor.id, "role": "user",
             "type": draft.type, "content": draft.content, "parentId": conversation.current_message_id,
             "metadata": draft.metadata or {}, "clientMessageId": draft.client_message_id, "isEdited": False,
@@ -482,12 +487,16 @@ class Batcher:
 
 
 class ChatService:
-    """Published as ``app.service("chat")``; see the module docstring."""
+    """Published as ``app.service(CHAT)`` (``api.ChatService`` is what others may use of it);
+    see the module docstring."""
 
     def __init__(self, app: App) -> None:
         self.app = app
         self.sends = Batcher(app, _insert_user_messages)
         self.looks = Batcher(app, _look_before_store)
+
+    def room_of(self, conversation_id: str) -> str:
+        return conversation_room(conversation_id)
 
     # -- conversations ------------------------------------------------------------------
 
@@ -906,7 +915,7 @@ class ChatService:
     async def edit_message(self, actor: Actor, message_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """The author edits their message (``PUT /api/chat/messages/:id``): sets isEdited/editedAt."""
         check_metadata(body)
-        changes = {key: body[key] for key in ("content", "metadata") if key in body}
+        changes: dict[str, Any] = {key: body[key] for key in ("content", "metadata") if key in body}
         return await self._change(actor, message_id, changes, edited=True)
 
     async def _change(self, actor: Actor | None, message_id: str, changes: dict[str, Any], *, edited: bool) -> dict[str, Any]:
@@ -943,7 +952,7 @@ class ChatService:
         as a tombstone (see models); the conversation's count, last message and current leaf
         move off it. Broadcasts ``message-deleted``."""
 
-        def delete() -> tuple[dict[str, Any], dict[str, Any]]:
+        def delete() -> tuple[dict[str, Any], dict[str, Any], int]:
             with database.atomic():
                 message = Message.get_or_none(Message.id == message_id, Message.deleted_at.is_null())
                 if message is None:
@@ -1012,3 +1021,8 @@ class ChatService:
 
     async def _decorate_last(self, conversations: list[dict[str, Any]]) -> None:
         await self._decorate([c["lastMessage"] for c in conversations if c["lastMessage"]])
+
+
+#: The chat plugin's own key to its service, typed as the whole class (other plugins use
+#: ``api.CHAT``, typed as the ``Protocol`` they may rely on).
+SERVICE: ServiceKey[ChatService] = ServiceKey(CHAT.name)

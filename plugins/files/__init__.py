@@ -12,17 +12,19 @@
 
 Modules: ``settings`` (the ``[plugins.files]`` section), ``models``, ``storage`` (the backend
 interface and the local disk), ``sniffing``, ``names``, ``upload`` (the streaming receiver),
-``images``, ``service`` (published as ``"files"``), ``delivery``, ``handlers``, ``avatars``,
-``attachments``, ``commands``. Imports nothing from vachat but ``vachat.plugin_api``.
+``images``, ``service`` (published as ``app.service(FILES)``; ``api``: its ``Protocol`` and key
+for others), ``delivery``, ``handlers``, ``avatars``, ``attachments``, ``commands``. Imports
+nothing from vachat but ``vachat.plugin_api``, and of chat only its promise, ``plugins.chat.api``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from vachat.plugin_api import App, UserExport, hookimpl
+from vachat.plugin_api import Actor, App, Route, UserExport, hookimpl
 
-from . import attachments, avatars, export as export_part, handlers, hookspecs
+from . import api, attachments, avatars, export as export_part, handlers, hookspecs
+from .api import FILES
 from .commands import add_commands
 from .images import stop_decoding
 from .service import ACCESS_ALL, FilesService
@@ -38,11 +40,12 @@ def vachat_addhooks(pluginmanager: Any) -> None:
 
 @hookimpl
 def vachat_services(app: App) -> dict[str, Any]:
-    return {"files": FilesService(app)}
+    published: api.FilesService = FilesService(app)  # mypy checks it keeps the Protocol
+    return {FILES.name: published}
 
 
 @hookimpl
-def vachat_routes(app: App) -> list[tuple]:
+def vachat_routes(app: App) -> list[Route]:
     # The public avatar route first: it is more specific than /api/files/:id.
     return avatars.routes(app) + handlers.routes(app)
 
@@ -69,7 +72,7 @@ def vachat_shutdown(app: App) -> None:
 
 @hookimpl
 async def vachat_user_deleting(app: App, user_id: str) -> None:
-    await app.service("files").delete_all_of(user_id)
+    await app.service(FILES).delete_all_of(user_id)
 
 
 @hookimpl
@@ -80,7 +83,7 @@ async def vachat_user_exporting(app: App, user_id: str, export: UserExport) -> N
 @hookimpl(optionalhook=True)
 async def admin_dashboard_figures(app: App) -> dict[str, Any]:
     """The admin dashboard's files part: how many files, how many bytes."""
-    return {"files": await app.service("files").totals()}
+    return {"files": await app.service(FILES).totals()}
 
 
 
@@ -89,7 +92,7 @@ async def admin_dashboard_figures(app: App) -> dict[str, Any]:
 
 
 @hookimpl(optionalhook=True)
-async def chat_message_before_store(app: App, message: dict[str, Any], actor: Any) -> None:
+async def chat_message_before_store(app: App, message: dict[str, Any], actor: Actor) -> None:
     await attachments.check_message_files(app, message, actor)
 
 

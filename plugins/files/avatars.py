@@ -18,7 +18,7 @@ import io
 import re
 from typing import Any
 
-from vachat.plugin_api import ApiHandler, NotFound, UnsupportedMediaType, endpoint
+from vachat.plugin_api import ApiHandler, App, NotFound, Route, UnsupportedMediaType, endpoint
 
 from .handlers import UploadingHandler, deliver, files_service
 from .images import NotAnImage, decode, make_avatar
@@ -50,7 +50,7 @@ class AvatarUploadHandler(UploadingHandler):
         return settings_of(self.app).max_avatar_size
 
     async def _avatar_png(self) -> bytes:
-        upload = await self.receiver.finish()
+        upload = await self.upload.finish()
         try:
             return await decode(self.app, _avatar_bytes, upload.pending.path, settings_of(self.app).max_avatar_pixels)
         except NotAnImage:
@@ -62,9 +62,9 @@ class AvatarUploadHandler(UploadingHandler):
                           "512 pixels without metadata. The previous avatar is deleted; `avatarUrl` needs "
                           "no credentials.")
     async def post(self) -> None:
-        app, owner = self.app, self.actor.id
+        app, owner = self.app, self.caller.id
         png = await self.stored_or_discarded(self._avatar_png())
-        await self.receiver.discard()  # the upload as sent is never kept
+        await self.upload.discard()  # the upload as sent is never kept
         storage = storage_of(app)
         pending = await app.run_blocking(storage.create)
         try:
@@ -98,7 +98,7 @@ class AvatarFileHandler(ApiHandler):
                       cache_control=AVATAR_CACHE_CONTROL, count=False)
 
 
-def routes(app: Any) -> list[tuple]:
+def routes(app: App) -> list[Route]:
     cap = settings_of(app).max_avatar_size + MULTIPART_OVERHEAD
     return [
         (r"/api/users/avatar", AvatarUploadHandler, {"max_body_size": cap}),

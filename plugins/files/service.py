@@ -24,15 +24,16 @@ from typing import Any, Iterable
 
 import peewee
 
-from vachat.plugin_api import Actor, App, Forbidden, NotFound, UnsupportedMediaType, database
+from plugins.chat.api import CHAT
+from vachat.plugin_api import Actor, App, Forbidden, NotFound, ServiceKey, UnsupportedMediaType, database
 
-from .attachments import readable_through_chat
+from .api import FILES
 from .images import NotAnImage, decode, strip_metadata
 from .models import PURPOSE_AVATAR, Attachment, File
 from .quota import release, reserve, settle
 from .settings import settings_of
 from .sniffing import IMAGE_TYPES, confirm_structure
-from .storage import PendingObject, storage_of
+from .storage import PendingObject, StorageBackend, storage_of
 from .upload import Received
 
 __all__ = ["FilesService", "ACCESS_ALL"]
@@ -60,7 +61,7 @@ class FilesService:
         self._app = app
 
     @property
-    def storage(self) -> Any:
+    def storage(self) -> StorageBackend:
         return storage_of(self._app)
 
     # -- storing ---------------------------------------------------------------------
@@ -90,9 +91,10 @@ class FilesService:
             key = await app.run_blocking(received.pending.commit)
 
             def create() -> File:
-                return File.create(owner_id=owner_id, original_name=received.original_name, stored_name=key,
+                created: File = File.create(owner_id=owner_id, original_name=received.original_name, stored_name=key,
                                    mime_type=received.mime_type, size=size, sha256=sha256, purpose=purpose,
                                    is_public=is_public, description=description, public_token=public_token)
+                return created
 
             return await app.db.run(settle, reservation, owner_id, size, quota, create)
         except BaseException:
@@ -105,7 +107,7 @@ class FilesService:
 
     async def readable(self, actor: Actor, file_id: str) -> File:
         """The file if ``actor`` may read it, else ``NotFound``."""
-        file = await self._app.db.run(File.get_or_none, File.id == file_id)
+        file: File | None = await self._app.db.run(File.get_or_none, File.id == file_id)
         if file is None or not await self.may_read(actor, file):
             raise NotFound("File not found")
         return file
@@ -116,8 +118,11 @@ class FilesService:
         return await self._readable_through_chat(actor, file.id)
 
     async def _readable_through_chat(self, actor: Actor, file_id: str) -> bool:
-        """Whether ``file_id`` is attached to a message in a conversation ``actor`` may read."""
-        return await readable_through_chat(self._app, actor, file_id)
+        """Whether ``file_id`` is attached to a message in a conversation ``actor`` may read
+        (never without the chat plugin)."""
+        if not self._app.has_service(CHAT):
+            return False
+        return await self._app.service(CHAT).can_read_file(actor, file_id)
 
     async def owned(self, actor: Actor, file_id: str) -> File:
         """The file if ``actor`` may change it (owner or ``files.access_all``), else NotFound
@@ -155,7 +160,8 @@ class FilesService:
         def remove_row() -> int:
             with database.atomic():
                 Attachment.delete().where(Attachment.file_id == file.id).execute()
-                return File.delete().where(File.id == file.id).execute()
+                removed: int = File.delete().where(File.id == file.id).execute()
+                return removed
 
         deleted = await self._app.db.run(remove_row)
         if deleted:
@@ -195,3 +201,7 @@ def new_public_token() -> str:
     """The random part of an avatar's public URL: 192 bits, URL-safe."""
     return secrets.token_urlsafe(24)
 
+
+#: The files plugin's own key to its service, typed as the whole class (other plugins use
+#: ``api.FILES``, typed as the ``Protocol`` they may rely on).
+SERVICE: ServiceKey[FilesService] = ServiceKey(FILES.name)

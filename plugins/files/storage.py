@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Iterator, Protocol
 
-from vachat.plugin_api import App
+from vachat.plugin_api import App, ServiceKey
 
 from .settings import PLUGIN, settings_of
 
@@ -201,6 +201,6 @@ def storage_of(app: App) -> StorageBackend:
         if settings.storage_backend == "local":
             backend = LocalDiskStorage(settings.upload_path)
         else:
-            backend = app.service(settings.storage_backend)
+            backend = app.service(ServiceKey[StorageBackend](settings.storage_backend))
         state.storage = backend
     return backend

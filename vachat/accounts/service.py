@@ -27,6 +27,7 @@ from . import audit as audit_log
 from . import management, sessions
 from .delegation import Delegate, EscalationRefused
 from .models import Role, User
+from .principal import CLOSE_SESSION_ENDED
 
 __all__ = ["AccountsService"]
 
@@ -62,7 +63,7 @@ class AccountsService:
 
     async def end_sessions(self, user_id: str, *, reason: str = "ended") -> int:
         ended = await sessions.revoke_user_sessions(self._app, user_id, reason=reason)
-        await self._app.hub.disconnect(user_id=user_id, code=sessions.CLOSE_SESSION_ENDED, reason="Signed out")
+        await self._app.hub.disconnect(user_id=user_id, code=CLOSE_SESSION_ENDED, reason="Signed out")
         return ended
 
     async def invalidate_user(self, user_id: str) -> None:

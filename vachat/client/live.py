@@ -37,7 +37,7 @@ import json
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Protocol
 
 import tornado.httpclient
 import tornado.websocket
@@ -50,10 +50,9 @@ from .events import (
     AiDelta, AiDone, AiTyping, Disconnected, Event, MessageDeleted, MessageUpdated, NewMessage, Ready,
     Reconnected, event_conversation, parse_event,
 )
-from .models import Message
-from .rest import Client, new_client_message_id
+from .models import Message, MessagePage, new_client_message_id
 
-__all__ = ["LiveConnection", "ReplyStream", "PROTOCOL_VERSION", "Backoff"]
+__all__ = ["LiveConnection", "RestSide", "ReplyStream", "PROTOCOL_VERSION", "Backoff"]
 
 log = logging.getLogger("vachat.client")
 
@@ -124,6 +123,29 @@ class _PendingSend:
     in_flight: bool = False
 
 
+class RestSide(Protocol):
+    """What a live connection leans on from the REST client that opens it (``rest.Client``,
+    through ``client.live()``): its credentials, renewed when the server says they expired, and
+    the message history it catches up from. Declared here, so that this module does not import
+    the REST one, which builds on it."""
+
+    api_key: str | None
+    user_agent: str
+
+    @property
+    def tokens(self) -> object | None: ...
+
+    @property
+    def ws_url(self) -> str: ...
+
+    async def auth_headers(self) -> dict[str, str]: ...
+
+    async def refresh(self, stale: str | None = None) -> object: ...
+
+    async def messages(self, conversation_id: str, *, before: str | None = None, after: str | None = None,
+                       limit: int | None = None) -> MessagePage: ...
+
+
 class LiveConnection:
     """A WebSocket to the server that reconnects and resumes by itself (module docstring).
 
@@ -133,7 +155,7 @@ class LiveConnection:
     text)`` for an assistant reply; ``await live.close()``.
     """
 
-    def __init__(self, client: Client, *, backoff: Backoff | None = None, ping_interval: float = 20.0,
+    def __init__(self, client: RestSide, *, backoff: Backoff | None = None, ping_interval: float = 20.0,
                  buffer_events: bool = True) -> None:
         self.client = client
         self.backoff = backoff or Backoff()
@@ -268,6 +290,23 @@ class LiveConnection:
         stream = ReplyStream(self, conversation_id)  # listening before the send: no delta is missed
         try:
             stream.question = await self.send(conversation_id, content, requires_ai_response=True, **fields)
+        except BaseException:
+            stream.close()
+            raise
+        return stream
+
+    async def regenerate(self, message_id: str) -> "ReplyStream":
+        """Ask for a new assistant reply in place of the reply ``message_id`` (``POST
+        /api/chat/messages/:id/regenerate``: the old one is kept as a sibling branch); returns
+        its ``ReplyStream``, like ``ask``. Its conversation is joined if it is not yet."""
+        # Listening before the request, so no delta is missed; the answer names the conversation.
+        stream = ReplyStream(self, "")
+        try:
+            started = await self.client.regenerate(message_id)
+            stream.conversation_id, stream.message_id = started["conversationId"], started["messageId"]
+            if stream.conversation_id not in self._rooms:
+                # From the replaced reply on: the new one is delivered even if it is already stored.
+                await self.join(stream.conversation_id, since=message_id)
         except BaseException:
             stream.close()
             raise

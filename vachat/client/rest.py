@@ -25,16 +25,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import tornado.httpclient
 
 from .errors import ConnectionFailed, TokenExpired, Unauthorized, error_from_envelope
-from .models import Conversation, FileInfo, Message, MessagePage, Page, User
-
-if TYPE_CHECKING:
-    from .live import LiveConnection
+from .live import LiveConnection
+from .models import Conversation, FileInfo, Message, MessagePage, Page, User, new_client_message_id
 
 __all__ = ["Client", "Tokens", "token_expiry", "new_client_message_id", "DEFAULT_URL"]
 
@@ -267,12 +265,14 @@ class Client:
         try:
             response = await self._http.fetch(f"{self.base_url}/health", raise_error=False,
                                               request_timeout=self.request_timeout)
-        except OSError as error:
+        except (OSError, tornado.httpclient.HTTPClientError) as error:  # refused, or cut before an answer
             raise ConnectionFailed(f"Cannot reach {self.base_url}: {error}") from error
         try:
             report = _json_loads(response.body) if response.body else None
         except ValueError:
             report = None
+        if response.code == 599:
+            raise ConnectionFailed(f"Cannot reach {self.base_url}: {response.error}")
         if response.code not in (200, 503) or not isinstance(report, dict):
             raise ConnectionFailed(f"{self.base_url} has no vachat health report (HTTP {response.code})")
         return report
@@ -343,6 +343,13 @@ class Client:
 
     # -- the assistant (the AI plugin) ----------------------------------------------------------
 
+    async def regenerate(self, message_id: str) -> dict[str, Any]:
+        """``POST /api/chat/messages/:id/regenerate``: start a new reply in place of the
+        assistant reply ``message_id`` (kept as a sibling branch). Answers ``{conversationId,
+        messageId, parentId, replaces}`` at once; the reply streams over the WebSocket
+        (``LiveConnection.regenerate`` returns it as a ``ReplyStream``)."""
+        return await self.request("POST", f"/api/chat/messages/{message_id}/regenerate")
+
     async def ai_usage(self) -> dict[str, Any]:
         """``GET /api/ai/usage``: ``{date, tier, used, limit}`` for today (UTC). ``NotFound``
         when the server has no assistant."""
@@ -396,15 +403,9 @@ class Client:
 
     # -- live ----------------------------------------------------------------------------------------
 
-    def live(self, **options: Any) -> "LiveConnection":
+    def live(self, **options: Any) -> LiveConnection:
         """A ``LiveConnection`` over this client's credentials (``await live.connect()``)."""
-        from .live import LiveConnection
-
         return LiveConnection(self, **options)
-
-
-def new_client_message_id() -> str:
-    return uuid.uuid4().hex
 
 
 def _query_value(value: Any) -> str:

@@ -26,6 +26,7 @@ async def run_cli(app: Any, *args: str) -> tuple[int, str, str]:
         sys.executable, str(PROJECT_ROOT / "run.py"), *args, env=env, cwd=str(PROJECT_ROOT),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None  # communicate() waited for the exit
     return process.returncode, out.decode(), err.decode()
 
 

@@ -25,7 +25,7 @@ import asyncio
 import importlib.metadata
 import math
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Literal, Mapping, Sequence, TypedDict
+from typing import Any, AsyncGenerator, Literal, Mapping, Sequence, TypedDict
 
 __all__ = [
     "ENTRY_POINT_GROUP", "ChatMessage", "Usage", "ReplyOptions", "ProviderSettings", "Provider", "ReplyStream",
@@ -130,12 +130,12 @@ class ReplyStream(abc.ABC):
         self.usage: Usage | None = None
         #: ``stop`` or ``length`` once the stream ended normally.
         self.finish_reason: str | None = None
-        self._generator: Any = None
+        self._generator: AsyncGenerator[str, None] | None = None
         self._reader: asyncio.Task[Any] | None = None
         self._cancelled = False
 
     @abc.abstractmethod
-    def _deltas(self) -> AsyncIterator[str]:
+    def _deltas(self) -> AsyncGenerator[str, None]:
         """The deltas, from the upstream; an async generator."""
 
     def __aiter__(self) -> "ReplyStream":

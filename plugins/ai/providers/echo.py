@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import AsyncIterator, Sequence
+from typing import AsyncGenerator, Sequence
 
 from . import ChatMessage, Provider, ReplyOptions, ReplyStream, Usage, estimate_tokens
 
@@ -35,7 +35,7 @@ class EchoStream(ReplyStream):
         super().__init__(messages, options)
         self.delay = delay
 
-    async def _deltas(self) -> AsyncIterator[str]:
+    async def _deltas(self) -> AsyncGenerator[str, None]:
         tokens = TOKEN.findall(echo_reply(self.messages))
         limit = self.options.max_tokens
         cut = limit is not None and len(tokens) > limit

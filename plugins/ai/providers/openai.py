@@ -29,7 +29,7 @@ import asyncio
 import json
 import logging
 import random
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncGenerator, AsyncIterator, Sequence
 
 import httpx
 import httpx_sse
@@ -70,7 +70,7 @@ class OpenAIStream(ReplyStream):
         self.provider = provider
         self.attempts = 0
 
-    async def _deltas(self) -> AsyncIterator[str]:
+    async def _deltas(self) -> AsyncGenerator[str, None]:
         settings = self.provider.settings
         loop = asyncio.get_running_loop()
         first_deadline = loop.time() + settings.timeout

@@ -18,13 +18,13 @@ COLUMNS = (("chat_conversation", "seq"), ("chat_message", "seq"), ("chat_message
 INDEX = "chatmessage_conversation_id_seq"
 
 
-def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
+def migrate(migrator: Migrator, database: pw.Database, *, fake: bool = False) -> None:
     for table, column in COLUMNS:
         migrator.sql(f"ALTER TABLE {table} ADD COLUMN {column} BIGINT NOT NULL DEFAULT 0")
     migrator.sql(f"CREATE INDEX {INDEX} ON chat_message (conversation_id, seq)")
 
 
-def rollback(migrator: Migrator, database: pw.Database, *, fake=False):
+def rollback(migrator: Migrator, database: pw.Database, *, fake: bool = False) -> None:
     migrator.sql(f"DROP INDEX {INDEX}")
     for table, column in COLUMNS:
         migrator.sql(f"ALTER TABLE {table} DROP COLUMN {column}")
