@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from vachat.plugin_api import NotFound, ValidationFailed
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .assistant import Assistant
+from .generation import ReplyOwner
 
-__all__ = ["Sweeper", "store_orphan", "INTERRUPTED"]
+__all__ = ["Sweeper", "store_orphan", "INTERRUPTED", "Recoverer"]
 
 log = logging.getLogger("vachat.plugins.ai")
 
@@ -45,7 +44,17 @@ MAX_SWEEP_INTERVAL_SECS = 10.0
 MIN_SWEEP_INTERVAL_SECS = 0.5
 
 
-async def store_orphan(assistant: "Assistant", conversation_id: str, orphan: dict[str, Any]) -> None:
+class Recoverer(ReplyOwner, Protocol):
+    """What finishing another node's reply needs of the ``Assistant`` (declared here, so this
+    module does not import the assistant's, which builds on it)."""
+
+    @property
+    def running(self) -> dict[str, Any]:
+        """conversation id → the reply this node is generating there."""
+        ...
+
+
+async def store_orphan(assistant: Recoverer, conversation_id: str, orphan: dict[str, Any]) -> None:
     """Finish a dead node's reply: ``ai-done`` (interrupted), the stored text, ``ai-typing`` off."""
     app, chat = assistant.app, assistant.chat
     message_id = orphan["messageId"]
@@ -73,7 +82,7 @@ async def store_orphan(assistant: "Assistant", conversation_id: str, orphan: dic
 class Sweeper:
     """Every node's periodic look for orphaned replies (see the module docstring)."""
 
-    def __init__(self, assistant: "Assistant") -> None:
+    def __init__(self, assistant: Recoverer) -> None:
         self.assistant = assistant
         self.interval = min(MAX_SWEEP_INTERVAL_SECS, max(MIN_SWEEP_INTERVAL_SECS, assistant.claim_ttl / 3))
         self._task: asyncio.Task[None] | None = None
