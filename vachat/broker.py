@@ -14,7 +14,9 @@ prefixed with the publishing node's id and ``|``, so a node drops its own public
 already delivered them locally). One listener task owns the pub/sub connection: when Redis goes
 away it marks the shared ``RedisGuard`` down, reconnects with capped exponential back-off and
 re-subscribes every room that still has local members. Messages published while a node is
-disconnected are lost to it (Redis pub/sub keeps no history); clients catch up with ``since``.
+disconnected are lost to it (Redis pub/sub keeps no history): once re-subscribed it calls
+``on_resumed`` (given to ``start``), and the hub reads what it missed back from the database
+(sequenced rooms); ``publish`` answers False for a payload it could not send.
 
 Control messages: the reserved room ``CONTROL_ROOM`` ("__control__") reaches every node whatever
 rooms it has, e.g. "close every socket of user X". ``RedisBroker`` subscribes to it from
@@ -51,6 +53,7 @@ __all__ = [
 log = logging.getLogger("vachat.broker")
 
 MessageCallback = Callable[[str, bytes], None]
+ResumedCallback = Callable[[], None]
 
 # The room every node listens to, for broadcasts that are not about one room.
 CONTROL_ROOM = "__control__"
@@ -63,10 +66,11 @@ WIRE_SEPARATOR = b"|"
 # The first reconnect comes quickly, so a blip (a killed connection, a Redis restart) costs
 # well under a second of cross-node silence...
 BROKER_RECONNECT_MIN_SECS = 0.1
-# ...and the back-off doubles up to this, so a returning Redis is noticed within seconds while
-# a long outage costs one connect attempt per node every few seconds, not a storm. Each wait is
+# ...and the back-off doubles up to this, so a returning Redis is noticed within 2 s (the hub
+# then reads back what was missed: delivery resumes within 5 s of Redis returning) while a long
+# outage costs one connect attempt per node every second or two, not a storm. Each wait is
 # jittered down to half so nodes that lost Redis together do not reconnect in lock-step.
-BROKER_RECONNECT_MAX_SECS = 5.0
+BROKER_RECONNECT_MAX_SECS = 2.0
 # get_message wakes at least this often, to send keep-alive pings and to notice a rebuild
 # requested by a failed subscribe; an idle node pays one cheap wake-up per interval.
 BROKER_POLL_SECS = 1.0
@@ -95,9 +99,11 @@ class Broker(abc.ABC):
         self.node_id: str = secrets.token_hex(8)
 
     @abc.abstractmethod
-    async def start(self, on_message: MessageCallback) -> None:
+    async def start(self, on_message: MessageCallback, *, on_resumed: ResumedCallback | None = None) -> None:
         """Begin receiving: ``on_message(room, payload)`` is called on the IOLoop for each
-        publication of another node in a subscribed room (or the control room)."""
+        publication of another node in a subscribed room (or the control room), and
+        ``on_resumed()`` each time receiving works again after a connection was lost (what
+        was published meanwhile never arrives)."""
 
     @abc.abstractmethod
     async def subscribe(self, room: str) -> None:
@@ -108,9 +114,9 @@ class Broker(abc.ABC):
         """Stop receiving ``room``; nothing more is delivered for it once this is called."""
 
     @abc.abstractmethod
-    async def publish(self, room: str, payload: bytes) -> None:
+    async def publish(self, room: str, payload: bytes) -> bool:
         """Send ``payload`` to the other nodes subscribed to ``room``. Best effort: a Redis
-        failure is logged through the guard and the payload dropped; this never raises."""
+        failure is logged through the guard and the payload dropped (False); never raises."""
 
     async def publish_control(self, payload: bytes) -> None:
         """Send ``payload`` to every other node, whatever rooms it has."""
@@ -132,7 +138,7 @@ class Broker(abc.ABC):
 class LocalBroker(Broker):
     """A single process: the hub has already delivered locally, so there is nothing to do."""
 
-    async def start(self, on_message: MessageCallback) -> None:
+    async def start(self, on_message: MessageCallback, *, on_resumed: ResumedCallback | None = None) -> None:
         pass
 
     async def subscribe(self, room: str) -> None:
@@ -141,8 +147,8 @@ class LocalBroker(Broker):
     async def unsubscribe(self, room: str) -> None:
         pass
 
-    async def publish(self, room: str, payload: bytes) -> None:
-        pass
+    async def publish(self, room: str, payload: bytes) -> bool:
+        return True
 
     async def close(self) -> None:
         pass
@@ -165,6 +171,7 @@ class RedisBroker(Broker):
         self._sender = self.node_id.encode() + WIRE_SEPARATOR
         self._rooms: set[str] = set()  # rooms the hub wants, whether or not Redis has them now
         self._on_message: MessageCallback | None = None
+        self._on_resumed: ResumedCallback | None = None
         self._pubsub: PubSub | None = None  # set only while connected and fully subscribed
         self._broken: str | None = None  # a failed subscribe asks the listener to rebuild
         self._last_error: str | None = None
@@ -178,10 +185,10 @@ class RedisBroker(Broker):
 
     # -- the hub's side ------------------------------------------------------------------
 
-    async def start(self, on_message: MessageCallback) -> None:
+    async def start(self, on_message: MessageCallback, *, on_resumed: ResumedCallback | None = None) -> None:
         if self._task is not None or self._closed:
             raise RuntimeError("RedisBroker.start() may be called once")
-        self._on_message = on_message
+        self._on_message, self._on_resumed = on_message, on_resumed
         self._task = asyncio.create_task(self._listen(), name=f"vachat-broker-{self.node_id}")
         try:
             await asyncio.wait_for(self._attempted.wait(), BROKER_START_WAIT_SECS)
@@ -208,10 +215,10 @@ class RedisBroker(Broker):
         if pubsub is not None:
             await self._command(pubsub, pubsub.unsubscribe, room)
 
-    async def publish(self, room: str, payload: bytes) -> None:
+    async def publish(self, room: str, payload: bytes) -> bool:
         if self._closed:
             self.dropped += 1
-            return
+            return False
 
         async def send() -> bool:
             await self._redis.publish(self._channel(room), self._sender + payload)
@@ -219,8 +226,9 @@ class RedisBroker(Broker):
 
         if await self._guard.attempt("broker", send, lambda: False):
             self.published += 1
-        else:
-            self.dropped += 1
+            return True
+        self.dropped += 1
+        return False
 
     async def close(self) -> None:
         self._closed = True
@@ -283,6 +291,7 @@ class RedisBroker(Broker):
                     log.info("broker re-subscribed %d rooms after %.1f s without Redis",
                              len(self._rooms), loop.time() - lost_at)
                     lost_at = None
+                    self._resumed()
                 delay = BROKER_RECONNECT_MIN_SECS
                 await self._pump(pubsub)
             except asyncio.CancelledError:
@@ -338,6 +347,13 @@ class RedisBroker(Broker):
             if now - last_ping >= BROKER_PING_INTERVAL_SECS:
                 await pubsub.ping()
                 last_ping = now
+
+    def _resumed(self) -> None:
+        if self._on_resumed is not None:
+            try:
+                self._on_resumed()
+            except Exception:
+                log.exception("broker resume callback failed")
 
     def _dispatch(self, channel: bytes | str, data: bytes | str) -> None:
         # A client built with decode_responses=True hands us str; accept it rather than drop.

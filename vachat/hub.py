@@ -24,16 +24,28 @@ This module must never:
   through its ``IOStream`` queue; a direct send happens only when that queue is empty), or
   after its close frame;
 - buffer more than ``ws_outbound_limit`` bytes for one socket: a slow consumer is closed
-  (4408), it reconnects and catches up with ``since``;
+  (4408), it reconnects and catches up with ``sinceSeq``;
 - subscribe or unsubscribe the broker's control room, or let a broker failure reach a caller;
 - be called from any thread but the IOLoop's (nothing here is locked).
 
 Holding: ``join(conn, room, hold=True)`` makes the socket a member at once but keeps the
-room's frames for it aside, in order, until ``release(conn, room, drop=…)``. A plugin that
-answers a join with a snapshot (chat's replay of missed messages) reads the snapshot after
+room's frames for it aside, in order, until ``release(conn, room, seq=…, drop=…)``. A plugin
+that answers a join with a snapshot (chat's replay of missed messages) reads the snapshot after
 joining and releases after its answer went out, so live frames never precede the answer and
-nothing published in between is lost; ``drop`` discards the frames the snapshot already
-carries. Held frames count against ``ws_outbound_limit`` like queued ones (4408 past it).
+nothing published in between is lost. Held frames count against ``ws_outbound_limit`` like
+queued ones (4408 past it).
+
+Sequenced rooms (``sequence_rooms(prefix, read_after)``; chat's ``conversation:<id>``): a frame
+whose ``data.seq`` is an integer is one change of the room's sequence, numbered in the
+transaction that made it. Per room, the node remembers the last seq it delivered and delivers
+each change once and in order: a seq at or below it is a repeat (dropped); one past the next
+waits in ``pending`` for the missing ones, which come live (publications of two nodes may
+cross) or, after ``GAP_WAIT_SECS``, from ``read_after(room, last)`` (the database). A socket
+released with ``seq=S`` (its snapshot covers every change up to S) skips the changes up to S
+whenever they arrive. When the broker's connection returns after an outage, every sequenced
+room reads what came after its last seq (nothing published meanwhile reached this node), and
+the node tells the others which rooms it could not publish to, so they read too. Frames
+without ``data.seq`` (typing, AI deltas) flow as before, unnumbered.
 """
 
 from __future__ import annotations
@@ -43,7 +55,6 @@ import json
 import logging
 import socket
 import struct
-import time
 from typing import Any, Awaitable, Callable, Generator, Iterable
 
 import tornado
@@ -59,14 +70,34 @@ __all__ = [
 
 log = logging.getLogger("vachat.hub")
 
-# Close code for a consumer that cannot keep up; it should reconnect with ``since``.
+# Close code for a consumer that cannot keep up; it should reconnect and join with ``sinceSeq``.
 CLOSE_TOO_SLOW = 4408
 # At shutdown, sockets get this long (s) to answer our close frame before they are dropped:
 # a healthy client answers in milliseconds even on a loaded node, and it must stay well inside
 # the 30 s drain budget of SIGTERM.
 CLOSE_ALL_GRACE_SECONDS = 2.0
-# The one control operation the core defines; plugins may add theirs with ``on_control``.
+# The control operations the core defines; plugins may add theirs with ``on_control``.
 CONTROL_DISCONNECT = "disconnect"
+# "Read these sequenced rooms back": sent by a node whose publications were lost to a broker
+# outage, once its connection returns.
+CONTROL_RESYNC = "resync"
+# A change seq missing this long is taken as lost (its publication failed or went to a broker
+# that was down) and read from the database: publications of two nodes arrive out of order by
+# milliseconds, so this rarely reads for nothing, and a lost change still arrives in well
+# under a second.
+GAP_WAIT_SECS = 0.5
+# A read-back that failed (the database away) is tried again after this, doubling up to the
+# cap: soon enough to deliver within seconds of the database's return, rare enough not to
+# flood it (or the log) meanwhile.
+READ_BACK_RETRY_SECS = 0.5
+READ_BACK_RETRY_MAX_SECS = 5.0
+
+# A ``drop`` filter (see ``release``) says, of a frame ``(type, data)``: True (drop it), False
+# (keep it) or None (keep it, and the filter is spent: no later frame can match).
+DropFilter = Callable[[str, Any], "bool | None"]
+# ``read_after(room, seq)``: the room's changes after ``seq`` as ``([(seq, type, data)], upto)``,
+# ``upto`` the seq the frames bring a reader up to (see ``sequence_rooms``).
+ReadAfter = Callable[[str, int], Awaitable[tuple[list[tuple[int, str, Any]], int]]]
 
 # RFC 6455 §5.2: FIN + opcode 1 (text). Server frames are never masked, never compressed.
 _FIN_TEXT = 0x81
@@ -122,13 +153,27 @@ def fast_path_available(stream: Any) -> bool:
     return _fast_path
 
 
-def _dropped(drop: Callable[[bytes], bool], payload: bytes) -> bool:
-    """``drop(payload)``; a filter that fails keeps the frame (a duplicate beats a gap)."""
+def _verdict(drop: DropFilter, frame: tuple[str, Any]) -> bool | None:
+    """``drop(type, data)``; a filter that fails keeps the frame (a duplicate beats a gap)."""
     try:
-        return bool(drop(payload))
+        return drop(*frame)
     except Exception:
         log.exception("a hub release filter failed")
-        return False
+        return None
+
+
+def _parsed(payload: bytes) -> tuple[str, Any]:
+    """``(type, data)`` of a frame's JSON text, for the hub's own decisions (once per payload)."""
+    try:
+        message = json.loads(payload)
+        return message.get("type", ""), message.get("data")
+    except (ValueError, AttributeError):
+        return "", None
+
+
+def _seq_of(data: Any) -> int | None:
+    seq = data.get("seq") if isinstance(data, dict) else None
+    return seq if type(seq) is int else None
 
 
 def _direct_socket(stream: Any) -> socket.socket | None:
@@ -179,16 +224,32 @@ class Peer:
 
 
 class _Held:
-    """The frames of one room kept aside for one socket until ``Hub.release``; after it, for
-    ``linger`` seconds, the ``drop`` filter still applied to that room's frames."""
+    """The frames of one room kept aside for one socket until ``Hub.release``: ``(seq or None,
+    payload, (type, data) or None)`` each."""
 
-    __slots__ = ("payloads", "size", "drop", "until")
+    __slots__ = ("frames", "size")
 
     def __init__(self) -> None:
-        self.payloads: list[bytes] = []
+        self.frames: list[tuple[int | None, bytes, tuple[str, Any] | None]] = []
         self.size = 0
-        self.drop: Callable[[bytes], bool] | None = None
-        self.until = 0.0
+
+
+class _Order:
+    """The sequence state of one sequenced room on this node (see the module docstring)."""
+
+    __slots__ = ("last", "pending", "floors", "gap", "catching", "again")
+
+    def __init__(self) -> None:
+        #: the last seq delivered to the room's members; None until the first member's
+        #: snapshot says where the room stands (its release).
+        self.last: int | None = None
+        #: seq → payload: changes that came before the ones they follow, or while unknown.
+        self.pending: dict[int, bytes] = {}
+        #: released sockets whose snapshot covers changes up to this seq, past ``last``.
+        self.floors: dict[Peer, int] = {}
+        self.gap: asyncio.TimerHandle | None = None
+        self.catching = False  # a read of the changes after ``last`` is under way
+        self.again = False  # ... and another was asked for meanwhile
 
 
 class _NullMetric:
@@ -213,8 +274,14 @@ class Hub:
         self._subscribed: set[str] = set()  # rooms the broker was asked to subscribe
         self._syncing: dict[str, asyncio.Task[None]] = {}
         self._holds: dict[str, dict[Peer, _Held]] = {}  # room → sockets whose frames are held
+        self._filters: dict[str, dict[Peer, DropFilter]] = {}  # room → released sockets still filtering
+        self._readers: list[tuple[str, ReadAfter]] = []  # (room prefix, read_after) of sequenced rooms
+        self._orders: dict[str, _Order] = {}  # sequenced rooms with local members
+        self._unsent: set[str] = set()  # sequenced rooms whose publications the broker dropped
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._control: dict[str, Callable[[dict[str, Any]], Any]] = {
             CONTROL_DISCONNECT: self._on_disconnect_control,
+            CONTROL_RESYNC: self._on_resync_control,
         }
         self._emptied: asyncio.Event | None = None
         self._register_metrics()
@@ -242,7 +309,7 @@ class Hub:
     async def start(self) -> None:
         """Start receiving other nodes' publications; subscribe rooms joined before now."""
         self.broker = self.app.broker
-        await self.broker.start(self.on_remote_message)
+        await self.broker.start(self.on_remote_message, on_resumed=self.on_broker_resumed)
         for room in list(self._rooms):
             self._schedule_sync(room)
 
@@ -350,33 +417,69 @@ class Hub:
         members = self._rooms.get(room)
         if members is None:
             members = self._rooms[room] = set()
+            if self._reader_of(room) is not None:
+                self._orders[room] = _Order()
         members.add(peer)
         peer.rooms.add(room)
         if self.broker is None or (room in self._subscribed and room not in self._syncing):
             return _READY
         return asyncio.shield(self._schedule_sync(room))
 
-    def release(self, conn: Any, room: str, drop: Callable[[bytes], bool] | None = None, *,
-                linger: float = 0.0) -> int:
-        """Deliver the frames held for ``conn`` in ``room`` (``join(..., hold=True)``), in order,
-        skipping those whose JSON payload ``drop`` says to; later frames flow as usual, except
-        that for ``linger`` seconds ``drop`` still filters them (a write committed before the
-        snapshot was read may be published just after the release). Returns how many held
-        frames were delivered."""
+    def release(self, conn: Any, room: str, drop: DropFilter | None = None, *, seq: int | None = None) -> int:
+        """Deliver the frames held for ``conn`` in ``room`` (``join(..., hold=True)``), in
+        order, but those its snapshot already carries: in a sequenced room, the changes up to
+        ``seq`` (now and whenever they arrive); other frames, those ``drop(type, data)`` says
+        to drop. ``drop`` keeps filtering the room's unnumbered frames to ``conn`` until it
+        answers None (spent). Returns how many held frames were delivered."""
         peer = self._peers.get(conn)
         held = self._unhold(room, peer)
         if held is None or peer is None:
             return 0
+        order = self._orders.get(room)
+        if order is not None and seq is not None:
+            if order.last is None:
+                self._settle(room, order, seq, held)
+            elif seq > order.last:
+                order.floors[peer] = seq
+        elif order is not None and order.last is None and room not in self._holds and order.pending:
+            # Released without a snapshot seq and nobody else waits for one: the room starts
+            # at the oldest change that came (rather than hold its changes for ever).
+            order.last = min(order.pending) - 1
         delivered = 0
-        for payload in held.payloads:
-            if drop is not None and _dropped(drop, payload):
-                continue
+        for frame_seq, payload, frame in held.frames:
+            if frame_seq is not None:
+                if seq is not None and frame_seq <= seq:
+                    continue
+            elif drop is not None:
+                verdict = _verdict(drop, frame or _parsed(payload))
+                if verdict is None:
+                    drop = None
+                elif verdict:
+                    continue
             delivered += self._write(peer, build_frame(payload))
-        if drop is not None and linger > 0 and room in peer.rooms:
-            filtering = _Held()
-            filtering.drop, filtering.until = drop, time.monotonic() + linger
-            self._holds.setdefault(room, {})[peer] = filtering
+        if drop is not None and room in peer.rooms:
+            self._filters.setdefault(room, {})[peer] = drop
+        if order is not None:
+            self._drain(room, order)
         return delivered
+
+    def _settle(self, room: str, order: _Order, seq: int, released: _Held) -> None:
+        """The room's first snapshot says where it stands: the changes up to ``seq`` are
+        told. Those that came meanwhile wait in ``pending``: the sockets still held get them
+        (their own snapshots, maybe older, decide at their release)."""
+        order.last = seq
+        told = sorted(s for s in order.pending if s <= seq)
+        for held in (self._holds.get(room) or {}).values():
+            if held is not released:
+                for told_seq in told:
+                    self._keep(held, told_seq, order.pending[told_seq], None)
+        for told_seq in told:
+            del order.pending[told_seq]
+
+    def _keep(self, held: _Held, seq: int | None, payload: bytes, frame: tuple[str, Any] | None) -> bool:
+        held.frames.append((seq, payload, frame))
+        held.size += len(payload)
+        return held.size <= self.outbound_limit
 
     def _unhold(self, room: str, peer: Peer | None) -> _Held | None:
         holds = self._holds.get(room)
@@ -387,32 +490,36 @@ class Hub:
             del self._holds[room]
         return held
 
-    def _hold(self, room: str, holds: dict[Peer, _Held], members: set[Peer], payload: bytes, exclude: Any) -> set[Peer]:
-        """Keep ``payload`` for the held members and filter it for the released ones that still
-        filter; return the members to deliver to now."""
+    def _hold(self, room: str, members: set[Peer], payload: bytes, frame: tuple[str, Any] | None,
+              seq: int | None, exclude: Any) -> set[Peer]:
+        """Keep ``payload`` for the held members, skip it for those whose snapshot or filter
+        already covers it; return the members to deliver to now."""
         if exclude is not None and not isinstance(exclude, Peer):
             exclude = self._peers.get(exclude)
         skipped: list[Peer] = []
-        moment = 0.0
-        for peer, held in list(holds.items()):
-            if peer not in members:
-                continue
-            if held.drop is not None:  # released, still filtering
-                moment = moment or time.monotonic()
-                if moment > held.until:
-                    del holds[peer]
-                elif _dropped(held.drop, payload):
+        holds = self._holds.get(room)
+        if holds:
+            for peer, held in holds.items():
+                if peer in members and peer is not exclude:
                     skipped.append(peer)
-                continue
-            if peer is exclude:
-                continue
-            held.payloads.append(payload)
-            held.size += len(payload)
-            skipped.append(peer)
-            if held.size > self.outbound_limit:
-                self.close(peer.conn, CLOSE_TOO_SLOW, "too slow")
-        if not holds:
-            del self._holds[room]
+                    if not self._keep(held, seq, payload, frame):
+                        self.close(peer.conn, CLOSE_TOO_SLOW, "too slow")
+        if seq is None:
+            filters = self._filters.get(room)
+            if filters:
+                frame = frame or _parsed(payload)
+                for peer, drop in list(filters.items()):
+                    verdict = _verdict(drop, frame)
+                    if verdict is None:
+                        del filters[peer]
+                    elif verdict:
+                        skipped.append(peer)
+                if not filters:
+                    del self._filters[room]
+        else:
+            order = self._orders.get(room)
+            if order is not None and order.floors:
+                skipped.extend(peer for peer, floor in order.floors.items() if seq <= floor)
         return members.difference(skipped) if skipped else members
 
     def leave(self, conn: Any, room: str) -> None:
@@ -443,8 +550,18 @@ class Hub:
         peer.rooms.discard(room)
         if self._holds:
             self._unhold(room, peer)
+        filters = self._filters.get(room)
+        if filters is not None:
+            filters.pop(peer, None)
+            if not filters:
+                del self._filters[room]
+        order = self._orders.get(room)
+        if order is not None:
+            order.floors.pop(peer, None)
         if not members:
             del self._rooms[room]
+            if order is not None:
+                self._forget_order(room, order)
             if self.broker is not None:
                 self._schedule_sync(room)
 
@@ -488,48 +605,185 @@ class Hub:
         """Send event ``{"type", "data"}`` to every member of ``room`` on every node.
 
         Returns the number of local sockets it was handed to. ``exclude`` (a local socket, e.g.
-        the sender of a typing indicator) is skipped.
+        the sender of a typing indicator) is skipped; a change of a sequenced room (``data.seq``)
+        goes to every member.
         """
         if room == CONTROL_ROOM:
             raise ValueError(f"{CONTROL_ROOM!r} carries control messages, not events")
         payload = encode_event(event_type, data)
-        members = self._rooms.get(room)
-        if members and self._holds:
-            holds = self._holds.get(room)
-            if holds:
-                members = self._hold(room, holds, members, payload, exclude)
-        delivered = self._fan_out(members, build_frame(payload), exclude) if members else 0
+        delivered = self._route(room, payload, (event_type, data), exclude)
         if self.broker is not None:
-            await self.broker.publish(room, payload)
+            sent = await self.broker.publish(room, payload)
+            if sent is False and self._reader_of(room) is not None:
+                self._unsent.add(room)
         return delivered
 
     def publish_local(self, room: str, event_type: str, data: Any, *, exclude: Any = None) -> int:
         """Like ``publish`` for this node's members only (synchronous; for events another
         node will publish itself)."""
-        members = self._rooms.get(room)
-        if not members:
+        if room not in self._rooms:
             return 0
-        payload = encode_event(event_type, data)
-        if self._holds:
-            holds = self._holds.get(room)
-            if holds:
-                members = self._hold(room, holds, members, payload, exclude)
-        return self._fan_out(members, build_frame(payload), exclude)
+        return self._route(room, encode_event(event_type, data), (event_type, data), exclude)
 
     def on_remote_message(self, room: str, payload: bytes) -> None:
         """The broker's callback: another node's publication to ``room``."""
         if room == CONTROL_ROOM:
             self._on_control(payload)
             return
-        members = self._rooms.get(room)
-        if members:
+        if room in self._rooms:
             if not isinstance(payload, bytes):
                 payload = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
-            if self._holds:
-                holds = self._holds.get(room)
-                if holds:
-                    members = self._hold(room, holds, members, payload, None)
-            self._fan_out(members, build_frame(payload), None)
+            self._route(room, payload, None, None)
+
+    def _route(self, room: str, payload: bytes, frame: tuple[str, Any] | None, exclude: Any) -> int:
+        """Deliver one publication to the room's local members: a change of a sequenced room
+        in its order, once (see the module docstring); anything else at once."""
+        order = self._orders.get(room)
+        if order is not None:
+            if frame is None:  # another node's: parsed once, here, whoever receives it
+                frame = _parsed(payload)
+            seq = _seq_of(frame[1])
+            if seq is not None:
+                return self._sequence(room, order, seq, payload)
+        return self._deliver(room, payload, frame, None, exclude)
+
+    def _deliver(self, room: str, payload: bytes, frame: tuple[str, Any] | None, seq: int | None,
+                 exclude: Any) -> int:
+        members = self._rooms.get(room)
+        if not members:
+            return 0
+        if self._holds or self._filters or seq is not None:
+            members = self._hold(room, members, payload, frame, seq, exclude)
+        return self._fan_out(members, build_frame(payload), exclude) if members else 0
+
+    def _sequence(self, room: str, order: _Order, seq: int, payload: bytes) -> int:
+        if order.last is None and room not in self._holds:
+            order.last = seq - 1  # members joined without a snapshot: they start here
+        if order.last is not None and seq <= order.last:
+            return 0  # told already (live from two paths, or read back after an outage)
+        if order.last is None or order.catching or seq != order.last + 1:
+            order.pending[seq] = payload
+            if order.last is not None and not order.catching:
+                self._watch_gap(room, order)
+            return 0
+        delivered = self._deliver(room, payload, None, seq, None)
+        order.last = seq
+        if order.pending or order.floors:
+            self._drain(room, order)
+        return delivered
+
+    def _drain(self, room: str, order: _Order) -> None:
+        """Deliver the pending changes that now follow ``last``; watch for what is missing."""
+        if order.last is None or order.catching:
+            return
+        for seq in sorted(order.pending):
+            if seq <= order.last:
+                del order.pending[seq]
+            elif seq == order.last + 1:
+                self._deliver(room, order.pending.pop(seq), None, seq, None)
+                order.last = seq
+        if order.floors:
+            for peer in [peer for peer, floor in order.floors.items() if floor <= order.last]:
+                del order.floors[peer]
+        if order.pending:
+            self._watch_gap(room, order)
+        elif order.gap is not None:
+            order.gap.cancel()
+            order.gap = None
+
+    def _watch_gap(self, room: str, order: _Order) -> None:
+        if order.gap is None:
+            order.gap = asyncio.get_running_loop().call_later(GAP_WAIT_SECS, self._gap_timed_out, room, order)
+
+    def _gap_timed_out(self, room: str, order: _Order) -> None:
+        order.gap = None
+        if order.pending and self._orders.get(room) is order:
+            self.catch_up(room)
+
+    # -- sequenced rooms -----------------------------------------------------------------
+
+    def sequence_rooms(self, prefix: str, read_after: ReadAfter) -> None:
+        """Make the rooms named ``prefix…`` sequenced: their frames carrying an integer
+        ``data.seq`` are delivered once and in order, and what a node misses is read back
+        with ``read_after(room, seq)`` (see the module docstring)."""
+        self._readers.append((prefix, read_after))
+
+    def _reader_of(self, room: str) -> ReadAfter | None:
+        for prefix, read_after in self._readers:
+            if room.startswith(prefix):
+                return read_after
+        return None
+
+    def catch_up(self, room: str) -> None:
+        """Read back and deliver the room's changes after the last one delivered here."""
+        order = self._orders.get(room)
+        if order is None or order.last is None:
+            return
+        if order.catching:
+            order.again = True
+            return
+        order.catching = True
+        if order.gap is not None:
+            order.gap.cancel()
+            order.gap = None
+        task = asyncio.get_running_loop().create_task(self._catch_up(room, order))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _catch_up(self, room: str, order: _Order) -> None:
+        read_after = self._reader_of(room)
+        retry = READ_BACK_RETRY_SECS
+        try:
+            while read_after is not None and self._orders.get(room) is order:
+                order.again = False
+                after = order.last
+                assert after is not None
+                try:
+                    frames, upto = await read_after(room, after)
+                except Exception as error:
+                    if retry == READ_BACK_RETRY_SECS:
+                        log.warning("reading back the changes of %s failed (%s); retrying", room, error)
+                    await asyncio.sleep(retry)
+                    retry = min(retry * 2, READ_BACK_RETRY_MAX_SECS)
+                    continue
+                retry = READ_BACK_RETRY_SECS
+                if self._orders.get(room) is not order:
+                    return
+                for seq, event_type, data in frames:
+                    if seq > order.last:
+                        self._deliver(room, encode_event(event_type, data), (event_type, data), seq, None)
+                        order.last = seq
+                order.last = max(order.last, upto)
+                if upto <= after and not order.again:
+                    break
+                if not frames and not order.again:
+                    break
+        finally:
+            order.catching = False
+            if self._orders.get(room) is order:
+                self._drain(room, order)
+
+    def _forget_order(self, room: str, order: _Order) -> None:
+        del self._orders[room]
+        if order.gap is not None:
+            order.gap.cancel()
+
+    def on_broker_resumed(self) -> None:
+        """The broker's connection came back after an outage: whatever other nodes published
+        meanwhile never reached this node, and this node's failed publications never reached
+        them. Read back every sequenced room here; ask the others to read back ours."""
+        for room in list(self._orders):
+            self.catch_up(room)
+        if self._unsent:
+            rooms, self._unsent = sorted(self._unsent), set()
+            task = asyncio.get_running_loop().create_task(self.send_control(CONTROL_RESYNC, {"rooms": rooms}))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _on_resync_control(self, message: dict[str, Any]) -> None:
+        for room in message.get("rooms") or ():
+            if isinstance(room, str):
+                self.catch_up(room)
 
     def send(self, conn: Any, event_type: str, data: Any = None, id: Any = None) -> bool:
         """Send one event to one socket. False if it is closing or gone."""

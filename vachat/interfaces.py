@@ -91,11 +91,20 @@ class Hub(Protocol):
         ``hold``, the room's frames for this socket wait until ``release`` (answer a join with
         a snapshot first, then go live without a gap)."""
 
-    def release(self, conn: Any, room: str, drop: Callable[[bytes], bool] | None = None, *,
-                linger: float = 0.0) -> int:
+    def release(self, conn: Any, room: str, drop: Callable[[str, Any], "bool | None"] | None = None, *,
+                seq: int | None = None) -> int:
         """Deliver, in order, the frames held for a socket joined with ``hold=True``, skipping
-        those whose JSON payload ``drop(payload)`` refuses (already in the snapshot); for
-        ``linger`` seconds more, ``drop`` still filters the room's frames to that socket."""
+        those its snapshot carries: in a sequenced room the changes numbered up to ``seq``
+        (also when they arrive later); other frames ``(type, data)`` for which ``drop``
+        answers True. ``drop`` keeps filtering the room's unnumbered frames to that socket
+        until it answers None (spent)."""
+
+    def sequence_rooms(self, prefix: str,
+                       read_after: Callable[[str, int], Awaitable[tuple[list[tuple[int, str, Any]], int]]]) -> None:
+        """Make the rooms named ``prefix…`` sequenced: frames whose ``data.seq`` is an integer
+        (a change numbered in its transaction) reach each local socket once and in order, and
+        what this node misses (a broker outage, a lost publication) it reads back with
+        ``read_after(room, seq)``: ``([(seq, type, data)…], the seq they bring it up to)``."""
 
     def leave(self, conn: Any, room: str) -> None:
         """Take a socket out of a room."""

@@ -214,7 +214,7 @@ class EventContext:
 
     def join(self, room: str, *, hold: bool = False) -> Awaitable[None]:
         """Join ``room`` now; await to be sure other nodes' events reach this socket too.
-        ``hold``: keep the room's frames aside until ``hub.release(ctx.socket, room)``."""
+        ``hold``: keep the room's frames aside until ``hub.release(ctx.socket, room, …)``."""
         return self.app.hub.join(self.socket, room, hold=hold)
 
     def leave(self, room: str) -> None:

@@ -10,6 +10,7 @@ service, typed by ``plugins.chat.api`` (``REQUIRES``). One concern per module:
 - ``assistant``: the assistant of one application (quota and one-reply checks, context,
   stopping, shutdown); ``prompts``: the system messages and the cap on a conversation's own; ``generation``: one reply, from the context to the stored message;
 - ``progress``: who generates where, and the reply's progress for joins on any node;
+  ``recovery``: finishing the reply of a node that died (``interrupted``);
 - ``usage`` and ``models``: tokens per user and day, quotas; ``metrics``: Prometheus;
 - ``handlers``: ``GET /api/ai/usage``, ``POST /api/chat/messages/:id/regenerate``;
   ``events``: ``stop-generation``; ``hookspecs``: ``ai_before_request``, offered to others;
@@ -88,6 +89,7 @@ def vachat_startup(app: App) -> None:
     if app.config.is_production and assistant.provider.name == "echo":
         log.warning("AI_PROVIDER is echo, which repeats the user's words: set AI_PROVIDER (and "
                     "AI_BASE_URL, AI_API_KEY, AI_MODEL) to a real model in production")
+    assistant.sweeper.start()
 
 
 @hookimpl

@@ -6,7 +6,7 @@ on regenerate, refuses one when the caller is over quota or the conversation alr
 running (``chat_message_before_store``, before anything is stored), answers joins with the
 reply in progress (``chat_generation_status``), stops replies on ``stop-generation`` from any
 node (a control message to the node generating), and at shutdown stops and stores every reply
-still running.
+still running. A reply whose node died is finished by another (``recovery``).
 
 This module must never let two replies run in one conversation, or hand a provider a message
 of another conversation (the context comes from chat's ``history`` of that conversation only).
@@ -24,9 +24,10 @@ from typing import Any, Mapping
 from plugins.chat.api import CHAT, ChatService
 from vachat.plugin_api import Actor, App, Conflict, new_id
 
-from .generation import CLAIM_TTL_SECS, Generation
+from .generation import Generation
 from .metrics import AiMetrics
 from .progress import GenerationSlots
+from .recovery import Sweeper, store_orphan
 from .prompts import system_messages
 from .providers import ChatMessage, Provider, ProviderSettings, ReplyOptions, Usage, estimate_tokens, load_provider
 from .usage import Reservation, UsageBook
@@ -68,6 +69,9 @@ class Assistant:
         self.app = app
         self.config = config
         self.provider: Provider = load_provider(config["provider"], ProviderSettings.from_config(config))
+        #: How long a reply's claim lives without a refresh (AI_CLAIM_TTL): a node that died
+        #: mid-reply holds its conversation this long at most.
+        self.claim_ttl = float(config["claim_ttl"])
         self.usage = UsageBook(app, config)
         self.node_id = secrets.token_hex(6)
         self.slots = GenerationSlots(app, self.node_id)
@@ -77,6 +81,7 @@ class Assistant:
         self.reserved: dict[str, _Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.closing = False
+        self.sweeper = Sweeper(self)
 
     @classmethod
     def of(cls, app: App) -> "Assistant":
@@ -103,7 +108,7 @@ class Assistant:
         conversation_id = conversation["id"]
         prompt_tokens = await self.estimate_prompt(conversation, leaf_id, new_content)
         reservation = await self.usage.reserve(actor.id, getattr(actor, "tier", "free"), prompt_tokens)
-        token = await self.slots.claim(conversation_id, PENDING_CLAIM_SECS)
+        token = await self._claim(conversation_id, PENDING_CLAIM_SECS)
         if token is None:
             await self.usage.settle(reservation, None)
             raise Conflict("The assistant is already answering in this conversation; "
@@ -112,6 +117,20 @@ class Assistant:
         # The message may still be refused after this check (another plugin's): then no reply
         # starts, and the tokens go back once the slot would have freed itself.
         asyncio.get_running_loop().call_later(PENDING_CLAIM_SECS, self._expire_pending, conversation_id, token)
+        return token
+
+    async def _claim(self, conversation_id: str, ttl: float) -> str | None:
+        """Take the conversation's slot (None: taken). A reply a dead node left there is
+        stored first, so the request that follows comes after it (``recovery``)."""
+        claimed = await self.slots.claim(conversation_id, ttl)
+        if claimed is None:
+            return None
+        token, orphan = claimed
+        if orphan is not None:
+            try:
+                await store_orphan(self, conversation_id, orphan)
+            except Exception:  # the request goes on; only the dead node's reply is lost
+                log.exception("storing an interrupted reply failed", extra={"conversationId": conversation_id})
         return token
 
     def _take_pending(self, conversation_id: str, token: str | None = None) -> _Pending | None:
@@ -156,13 +175,13 @@ class Assistant:
                 and self.slots.holds(conversation_id, pending.token):
             token = pending.token
         if token is None:
-            token = await self.slots.claim(conversation_id, CLAIM_TTL_SECS)
+            token = await self._claim(conversation_id, self.claim_ttl)
             if token is None:
                 log.warning("a reply was requested while another runs; not started",
                             extra={"conversationId": conversation_id})
                 await self.usage.settle(reservation, None)
                 return None
-        await self.slots.extend(conversation_id, token, CLAIM_TTL_SECS)
+        await self.slots.extend(conversation_id, token, self.claim_ttl)
         generation = Generation(self, conversation=conversation, parent_id=parent_id, user_id=user_id,
                                 message_id=message_id or new_id(), token=token, reservation=reservation,
                                 options=options)
@@ -238,6 +257,7 @@ class Assistant:
     async def shutdown(self) -> None:
         """Stop every reply still running, store what each had (finishReason ``shutdown``)."""
         self.closing = True
+        await self.sweeper.stop()
         for conversation_id in list(self.reserved):  # accepted, never started: the tokens go back
             pending = self._take_pending(conversation_id)
             if pending is not None:

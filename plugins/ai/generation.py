@@ -13,7 +13,8 @@ The reply ends with ``stop``/``length`` (the provider finished, or the reply rea
 completion allowance its quota reservation holds: see ``usage``), ``cancelled``
 (``stop-generation``), ``shutdown`` (the server stopping) or ``error`` (the provider failed or
 timed out: an ``error``-type message saying what failed is stored instead, the partial text in
-its ``metadata.partialContent``).
+its ``metadata.partialContent``); ``interrupted`` when this node dies, stored by another
+(``recovery``).
 
 This module must never block the IOLoop, publish a delta before its progress is recorded
 (see ``progress``), or lose a reply it started: whatever ends it, something is stored.
@@ -35,17 +36,17 @@ from .providers import (
 )
 from .usage import Reservation, UsageBook
 
-__all__ = ["Generation", "ReplyOwner", "FRAME_INTERVAL_SECS"]
+__all__ = ["Generation", "ReplyOwner", "FRAME_INTERVAL_SECS", "CLAIM_REFRESHES_PER_TTL"]
 
 log = logging.getLogger("vachat.plugins.ai")
 
 # At most 20 ai-delta frames a second per reply: smooth to read, and a model streaming
 # hundreds of tokens a second costs each client 20 frames, not hundreds.
 FRAME_INTERVAL_SECS = 0.05
-# The claim is refreshed this often while a reply runs (it expires after CLAIM_TTL_SECS of
-# silence, which frees the conversation of a node that died mid-reply).
-CLAIM_TTL_SECS = 30.0
-CLAIM_REFRESH_SECS = 10.0
+# The claim (AI_CLAIM_TTL, ``ReplyOwner.claim_ttl``) is refreshed this many times per lifetime
+# while a reply runs: a refresh may be late or lost twice before the claim of a live node
+# expires, and a dead node's expires within one lifetime of its last refresh.
+CLAIM_REFRESHES_PER_TTL = 3
 # How long a finished reply keeps trying to reach the database while it is away or busy (s):
 # the request was accepted, so its answer (or the error saying why there is none) must be
 # stored; a minute covers a failover or a restart of the database, and the claim is kept meanwhile.
@@ -73,6 +74,11 @@ class ReplyOwner(Protocol):
 
     @property
     def usage(self) -> UsageBook: ...
+
+    @property
+    def claim_ttl(self) -> float:
+        """Seconds a reply's claim lives without a refresh (AI_CLAIM_TTL)."""
+        ...
 
     async def context(self, conversation: dict[str, Any], leaf_id: str) -> list[ChatMessage]:
         """The messages sent to the provider for a reply to ``leaf_id``."""
@@ -151,7 +157,7 @@ class Generation:
         try:
             await self.app.publish(self.room, "ai-typing",
                                    {"conversationId": self.conversation_id, "typing": True})
-            await self.assistant.slots.advance(self.conversation_id, self.message_id, "", -1, CLAIM_TTL_SECS)
+            await self._advance("", -1)
             finish_reason, failure = await self._generate()
             self._finished.set()
             self._wake.set()
@@ -181,6 +187,9 @@ class Generation:
             await self._when_database_answers(lambda: self._store(content, kind, metadata))
             self.assistant.count_reply(finish_reason, usage, first_token, latency)
         finally:
+            # Stored (or failed): no longer running here, before the awaits below, so a
+            # stop-generation sent on seeing the stored reply finds nothing running.
+            self.assistant.forget(self)
             if not self._settled:  # failed before it knew its cost: the tokens go back
                 self._settled = True
                 await self.assistant.usage.settle(self.reservation, None)
@@ -192,7 +201,6 @@ class Generation:
             if self._stream is not None:
                 await self._stream.aclose()
             await self.assistant.slots.release(self.conversation_id, self.token)
-            self.assistant.forget(self)
             await self.app.publish(self.room, "ai-typing",
                                    {"conversationId": self.conversation_id, "typing": False})
 
@@ -305,14 +313,19 @@ class Generation:
         self.text += delta
         self.index += 1
         index = self.index
-        await self.assistant.slots.advance(self.conversation_id, self.message_id, delta, index, CLAIM_TTL_SECS)
+        await self._advance(delta, index)
         await self.app.publish(self.room, "ai-delta", {
             "conversationId": self.conversation_id, "messageId": self.message_id, "index": index, "delta": delta})
         if self.app.hooks.implemented("ai_reply_delta"):
             await self.app.hooks.notify("ai_reply_delta", conversation_id=self.conversation_id,
                                         message_id=self.message_id, index=index, delta=delta)
 
+    async def _advance(self, delta: str, index: int) -> None:
+        await self.assistant.slots.advance(self.conversation_id, self.message_id, delta, index,
+                                           self.assistant.claim_ttl, parent_id=self.parent_id, user_id=self.user_id)
+
     async def _keep_claim(self) -> None:
+        ttl = self.assistant.claim_ttl
         while True:
-            await asyncio.sleep(CLAIM_REFRESH_SECS)
-            await self.assistant.slots.extend(self.conversation_id, self.token, CLAIM_TTL_SECS)
+            await asyncio.sleep(ttl / CLAIM_REFRESHES_PER_TTL)
+            await self.assistant.slots.extend(self.conversation_id, self.token, ttl)

@@ -23,7 +23,7 @@ from vachat.plugin_api import App, HookRegistrar, Route, UserExport, hookimpl, s
 
 from . import api, export as export_part, hookspecs, rooms
 from .api import CHAT
-from .events import EVENTS, Typing
+from .events import EVENTS, Typing, listen
 from .handlers import ROUTES
 from .service import READ_ALL, ChatService
 
@@ -100,6 +100,7 @@ async def vachat_socket_actors_changed(app: App, sockets: list[Any]) -> None:
 @hookimpl
 def vachat_startup(app: App) -> None:
     rooms.listen(app)
+    listen(app)
 
 
 @hookimpl

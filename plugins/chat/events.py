@@ -6,16 +6,14 @@ gap and no repeat. The order of operations is what guarantees it:
 1. check access (404 for a conversation the caller may not read);
 2. join ``conversation:<id>`` *holding* its frames (``hub.join(hold=True)``) and wait for the
    broker subscription, so from here on every publication from every node is kept;
-3. read the missed messages (committed before this read) and the generation in progress;
-4. answer, and right after the answer release the held frames, dropping those the answer
-   already carries (a ``new-message`` in ``missed``, an older ``message-updated``, a
-   ``message-deleted`` in ``deleted``, the ``ai-delta`` frames up to ``generation.index``),
-   and keep dropping those for ``REPLAY_FILTER_SECONDS`` more.
-
-A message committed after step 3 is published after it, so it is held (or arrives after the
-answer). One committed before step 3 is in ``missed``; its publication may come before the
-join (never seen live), while held (dropped at the release) or just after the answer
-(dropped by the lingering filter).
+3. read the missed messages and ``seq``, the conversation's latest change seq, read first:
+   the answer covers every change numbered up to it and none after (``ChatService.replay``);
+   then the generation in progress;
+4. answer, and right after the answer release the held frames with ``seq``: the hub drops
+   every change numbered up to it, held or arriving later, and delivers the rest in order
+   (``vachat.hub``: sequenced rooms, registered at start-up by ``listen``). ``ai-delta``
+   frames carry no seq: those up to ``generation.index`` are dropped by a filter that ends
+   with the first later delta of that reply (or its ``ai-done``).
 
 ``send-message`` is ``POST /api/chat/message`` over the socket (same schema, same service):
 the ack comes after the commit and carries the stored message. Typing indicators expire:
@@ -26,70 +24,57 @@ the node where ``typing-start`` arrived sends ``user-stopped-typing`` after
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
-from typing import Any, Callable
+from typing import Any
 
-from vachat.plugin_api import (
-    Actor, App, EventContext, Forbidden, NotFound, Reply, ValidationFailed, json_dumps, ws_event,
-)
+from vachat.plugin_api import Actor, App, EventContext, Forbidden, NotFound, Reply, ValidationFailed, ws_event
 
 from .rooms import socket_conversations
 from .service import SERVICE, ChatService, conversation_room
 
-__all__ = ["EVENTS", "Typing", "REPLAY_FILTER_SECONDS"]
+__all__ = ["EVENTS", "Typing", "listen"]
 
-# After a join's answer, live frames of messages it already carried are still dropped for
-# this long: a message committed before the replay was read may be published (by this or
-# another node, through Redis) only after the answer went out. Commit-to-publish takes
-# milliseconds; seconds leave room for a loaded node.
-REPLAY_FILTER_SECONDS = 10.0
+ROOM_PREFIX = conversation_room("")
 
 
 def _chat(ctx: EventContext) -> ChatService:
     return ctx.app.service(SERVICE)
 
 
-@functools.lru_cache(maxsize=16)
-def _frame_of(payload: bytes) -> tuple[Any, dict[str, Any]]:
-    """``(type, data)`` of a held or live frame's JSON. The hub hands the same ``bytes`` object
-    to the filter of every socket of the room, so a publication is parsed once, not once per
-    recipient (the bytes' hash is computed once and kept by the object). Read only."""
-    frame = json.loads(payload)
-    return frame.get("type"), frame.get("data") or {}
+def listen(app: App) -> None:
+    """Make conversation rooms sequenced: a node reads back the changes it missed."""
+    chat = app.service(SERVICE)
+
+    async def read_after(room: str, seq: int) -> tuple[list[tuple[int, str, Any]], int]:
+        return await chat.changes_after(room[len(ROOM_PREFIX):], seq)
+
+    app.hub.sequence_rooms(ROOM_PREFIX, read_after)
 
 
-def _drop_replayed(answer: dict[str, Any]) -> Callable[[bytes], bool] | None:
-    """The ``drop`` for ``hub.release``: held frames the join's answer already carries; None
-    when it carries nothing a frame could repeat (a join without ``since`` while no reply is
-    being generated), so the hub neither filters the held frames nor lingers."""
-    if not answer["missed"] and not answer.get("deleted") and not answer.get("generation"):
+def _deltas_told(generation: dict[str, Any] | None) -> Any:
+    """The ``drop`` for ``hub.release``: the ``ai-delta`` frames the answer's ``generation``
+    already carries (its text up to ``index``); spent at the first later frame of that reply."""
+    if not generation:
         return None
-    # updatedAt as the held frames carry it (the encoder the hub used)
-    missed_stamps = {m["id"]: json.loads(json_dumps(m["updatedAt"])) for m in answer["missed"]}
-    deleted = set(answer.get("deleted") or ())
-    generation = answer.get("generation") or {}
+    message_id, told = generation.get("messageId"), generation.get("index", -1)
 
-    def drop(payload: bytes) -> bool:
-        kind, data = _frame_of(payload)
-        if kind == "new-message":
-            return data.get("id") in missed_stamps
-        if kind == "message-updated":
-            stamp = missed_stamps.get(data.get("id"))
-            return stamp is not None and data.get("updatedAt", "") <= stamp
-        if kind == "message-deleted":
-            return data.get("messageId") in deleted
-        if kind == "ai-delta" and generation:
-            return data.get("messageId") == generation.get("messageId") and data.get("index", -1) <= generation.get("index", -1)
-        return False
+    def drop(kind: str, data: Any) -> bool | None:
+        if not isinstance(data, dict) or data.get("messageId") != message_id:
+            return False
+        if kind == "ai-delta" and data.get("index", -1) <= told:
+            return True
+        return None if kind in ("ai-delta", "ai-done") else False
 
     return drop
 
 
-@ws_event("join-conversation", schema="chat/join", summary="Join a conversation's room; replays what was missed since `since`")
+@ws_event("join-conversation", schema="chat/join",
+          summary="Join a conversation's room; replays what was missed since `since` or `sinceSeq`")
 async def join_conversation(ctx: EventContext, data: dict[str, Any]) -> Any:
     chat = _chat(ctx)
-    conversation_id, since = data["conversationId"], data.get("since")
+    conversation_id, since, since_seq = data["conversationId"], data.get("since"), data.get("sinceSeq")
+    if since is not None and since_seq is not None:
+        raise ValidationFailed("Give since or sinceSeq, not both",
+                               details=[{"field": "sinceSeq", "message": "cannot be combined with since"}])
     room = conversation_room(conversation_id)
     joined = socket_conversations(ctx.app).setdefault(ctx.socket, {})
     limit = ctx.app.plugin_config("chat")["max_joined_conversations"]
@@ -102,7 +87,7 @@ async def join_conversation(ctx: EventContext, data: dict[str, Any]) -> Any:
     joined[conversation_id] = conversation["ownerId"] == ctx.actor.id
     try:
         await ctx.join(room, hold=True)
-        answer = await chat.replay(ctx.actor, conversation_id, since)
+        answer = await chat.replay(ctx.actor, conversation_id, since, since_seq)
         answer["generation"] = await ctx.app.hooks.chat_generation_status(conversation_id=conversation_id)
         if conversation_id not in joined:
             raise NotFound("Conversation not found")
@@ -110,10 +95,10 @@ async def join_conversation(ctx: EventContext, data: dict[str, Any]) -> Any:
         ctx.leave(room)
         joined.pop(conversation_id, None)
         raise
-    if since is None:
+    if since is None and since_seq is None:
         answer.pop("deleted", None)
-    drop = _drop_replayed(answer)
-    ctx.after_reply(lambda: ctx.hub.release(ctx.socket, room, drop, linger=REPLAY_FILTER_SECONDS))
+    drop, seq = _deltas_told(answer["generation"]), answer["seq"]
+    ctx.after_reply(lambda: ctx.hub.release(ctx.socket, room, drop, seq=seq))
     # a join sent without an id is answered by an event carrying the same data.
     return answer if ctx.frame_id is not None else Reply("joined-conversation", answer)
 

@@ -44,7 +44,7 @@ LIKE_ESCAPE = "\\"
 _CONVERSATION_FIELDS = ("id", "owner_id", "title", "description", "is_public", "is_archived", "metadata",
                         "current_message_id", "message_count", "created_at", "updated_at", "last_message_id")
 _MESSAGE_FIELDS = ("id", "conversation", "user_id", "role", "type", "content", "parent_id", "metadata",
-                   "client_message_id", "is_edited", "edited_at", "created_at", "updated_at")
+                   "client_message_id", "is_edited", "edited_at", "created_at", "updated_at", "seq")
 
 
 def _column(model: type[peewee.Model], name: str) -> str:
@@ -190,7 +190,7 @@ def read_page(owner_id: str, query: dict[str, Any], page: int, limit: int) -> tu
     # (empty metadata, never edited, created = updated, no files) skip their conversions.
     for (cid, owner, title, description, is_public, is_archived, metadata, current_id, count, created, updated,
          _last_id, _has_tags, mid, conversation_id, user_id, role, type_, content, parent_id, message_metadata,
-         client_id, is_edited, edited_at, message_created, message_updated, _has_files) in rows:
+         client_id, is_edited, edited_at, message_created, message_updated, message_seq, _has_files) in rows:
         last = None
         if mid is not None:
             message_time = _wire_time(message_created)
@@ -203,6 +203,7 @@ def read_page(owner_id: str, query: dict[str, Any], page: int, limit: int) -> tu
                 "files": [{"id": file_id} for file_id in files[mid]] if mid in files else [],
                 "createdAt": message_time,
                 "updatedAt": message_time if message_updated == message_created else _wire_time(message_updated),
+                "seq": message_seq,
             }
         created_time = _wire_time(created)
         items.append({

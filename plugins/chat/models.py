@@ -6,6 +6,7 @@ Every query the API makes is an index scan (a test shows the plans):
 - the tag filter: ``chat_conversation_tag (owner_id, tag, conversation_id)``;
 - message pages (cursor = message id, ids are time-ordered): ``(conversation_id, id)``;
 - the join replay of edits and deletes: ``(conversation_id, updated_at)``;
+- the changes after a sequence number (``sinceSeq``, a node catching up): ``(conversation_id, seq)``;
 - a user's messages (account deletion): ``(user_id)``;
 - idempotent sends: unique ``(conversation_id, client_message_id)``.
 
@@ -13,6 +14,12 @@ Deleting a message is soft: the row stays as a tombstone (``deleted_at`` set, co
 metadata and file links cleared) so that a client rejoining with ``since`` learns the id in
 ``deleted``, and a ``since`` or cursor naming it still has a place in the order. Tombstones
 are never listed, searched or counted. Deleting a conversation removes everything (hard).
+
+Every change of a conversation's messages (a message stored, edited or deleted) takes the next
+number of the conversation's ``seq`` counter, in the transaction that makes the change (under
+the conversation's row lock), and writes it on the message (``seq``): live frames carry it, so
+a socket drops what it already has and a node that lost frames (a broker outage) reads
+"every change after seq N" back from here.
 
 ``message_count`` and ``last_message_id`` are kept on the conversation, in the transaction
 that stores or deletes a message, so a page of conversations needs no per-row aggregate.
@@ -44,6 +51,8 @@ class Conversation(BaseModel):
     current_message_id = peewee.CharField(max_length=26, null=True)
     last_message_id = peewee.CharField(max_length=26, null=True)
     message_count = peewee.IntegerField(default=0)
+    # The latest change's sequence number (see the module docstring).
+    seq = peewee.BigIntegerField(default=0)
     created_at = peewee.DateTimeField(default=now)
     updated_at = peewee.DateTimeField(default=now)
 
@@ -81,6 +90,10 @@ class Message(BaseModel):
     is_edited = peewee.BooleanField(default=False)
     edited_at = peewee.DateTimeField(null=True)
     deleted_at = peewee.DateTimeField(null=True)
+    # The conversation's seq of this message's latest change (store, edit, delete), and of
+    # its store: a change after seq N is ``seq > N``; it was a new message if ``created_seq > N``.
+    seq = peewee.BigIntegerField(default=0)
+    created_seq = peewee.BigIntegerField(default=0)
     created_at = peewee.DateTimeField(default=now)
     updated_at = peewee.DateTimeField(default=now)
 
@@ -89,6 +102,7 @@ class Message(BaseModel):
         indexes = (
             (("conversation", "id"), False),
             (("conversation", "updated_at"), False),
+            (("conversation", "seq"), False),
             (("user_id",), False),
         )
 

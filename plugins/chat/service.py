@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import peewee
 
@@ -82,7 +82,7 @@ def message_wire(message: Message, files: list[str] | None = None) -> dict[str, 
         "parentId": message.parent_id, "metadata": message.metadata or {},
         "clientMessageId": message.client_message_id, "isEdited": message.is_edited,
         "editedAt": message.edited_at, "files": [{"id": file_id} for file_id in files or []],
-        "createdAt": message.created_at, "updatedAt": message.updated_at,
+        "createdAt": message.created_at, "updatedAt": message.updated_at, "seq": message.seq,
     }
 
 
@@ -183,6 +183,20 @@ def _locked(query: peewee.Select) -> peewee.Select:
     return query.for_update() if isinstance(database.obj, peewee.PostgresqlDatabase) else query
 
 
+def _next_seq(conversation: Conversation) -> int:
+    """Take the conversation's next change seq, inside the change's transaction; the caller
+    holds the conversation's row lock (``_load_conversation(lock=True)``)."""
+    seq = int(conversation.seq) + 1
+    Conversation.update(seq=seq).where(Conversation.id == conversation.id).execute()
+    conversation.seq = seq
+    return seq
+
+
+def deleted_frame(conversation_id: str, message_id: str, seq: int) -> dict[str, Any]:
+    """The data of ``message-deleted``."""
+    return {"conversationId": conversation_id, "messageId": message_id, "seq": seq}
+
+
 def _messages_wire(messages: list[Message]) -> list[dict[str, Any]]:
     files = listing.files_of([m.id for m in messages])
     return [message_wire(m, files[m.id]) for m in messages]
@@ -224,12 +238,14 @@ def _insert_message(conversation_id: str, *, user_id: str | None, role: str, dra
             raise ValidationFailed("parentId names no message of this conversation",
                                    details=[{"field": "parentId", "message": "is not a message of this conversation"}])
         stamp = now()
+        seq = conversation.seq + 1  # read under the row lock (see _locked)
         try:
             with database.atomic():  # a savepoint: a taken clientMessageId must not abort the rest
                 message = Message.create(
                     id=message_id or new_id(), conversation=conversation_id, user_id=user_id, role=role,
                     type=type, content=content, parent_id=parent_id, metadata=metadata or {},
-                    client_message_id=client_message_id, created_at=stamp, updated_at=stamp)
+                    client_message_id=client_message_id, seq=seq, created_seq=seq, created_at=stamp,
+                    updated_at=stamp)
         except peewee.IntegrityError:
             if client_message_id is None:
                 raise
@@ -243,7 +259,7 @@ def _insert_message(conversation_id: str, *, user_id: str | None, role: str, dra
             MessageFile.insert_many([{"id": new_id(), "message": message.id, "file_id": file_id, "position": index}
                                      for index, file_id in enumerate(draft.files)]).execute()
         (Conversation.update(current_message_id=message.id, last_message_id=message.id,
-                             message_count=Conversation.message_count + 1, updated_at=stamp)
+                             message_count=Conversation.message_count + 1, seq=seq, updated_at=stamp)
          .where(Conversation.id == conversation_id).execute())
         search.index_message(message.id, conversation_id, conversation.owner_id, content)
     return message, True, conversation_wire(conversation, [])
@@ -288,6 +304,17 @@ def _insert_user_messages(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool
             except Exception as error:  # told to that send's caller alone
                 outcomes[index] = (False, error)
     return outcomes  # type: ignore[return-value]
+
+
+def _latest_seqs(conversation_ids: Iterable[str]) -> dict[str, int]:
+    """Each conversation's latest change seq (read under its row lock, inside a write)."""
+    ids = sorted(conversation_ids)
+    if not ids:
+        return {}
+    rows = database.obj.execute_sql(
+        f"SELECT id, seq FROM {Conversation._meta.table_name} WHERE id IN ({', '.join([database.obj.param] * len(ids))})",
+        ids).fetchall()
+    return {conversation_id: seq for conversation_id, seq in rows}
 
 
 def _lock_conversations(conversation_ids: set[str]) -> None:
@@ -345,6 +372,7 @@ def _insert_plain(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
     conversation (executemany) and the search entries. Messages are built as their wire
     shapes, never as models (a model computes every field's default, ids and clocks included)."""
     conversations, taken = _read_for_sends(sends)  # their rows locked by _insert_user_messages
+    seqs = _latest_seqs(conversations)
     stamp = now()
     outcomes: list[tuple[bool, Any]] = []
     added: list[dict[str, Any]] = []
@@ -354,11 +382,12 @@ def _insert_plain(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
         if draft.client_message_id is not None and key in taken:
             outcomes.append((True, (dict(taken[key]), False, before)))
             continue
+        seqs[conversation.id] += 1
         message: dict[str, Any] = {
             "id": new_id(), "conversationId": conversation.id, "userId": actor.id, "role": "user",
             "type": draft.type, "content": draft.content, "parentId": conversation.current_message_id,
             "metadata": draft.metadata or {}, "clientMessageId": draft.client_message_id, "isEdited": False,
-            "editedAt": None, "files": [], "createdAt": stamp, "updatedAt": stamp,
+            "editedAt": None, "files": [], "createdAt": stamp, "updatedAt": stamp, "seq": seqs[conversation.id],
         }
         # The next message of this conversation in the batch answers this one.
         conversation.current_message_id = message["id"]
@@ -369,7 +398,7 @@ def _insert_plain(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
         outcomes.append((True, (message, True, before)))
     if added:
         _insert_rows(added, stamp)
-        _advance_conversations([(conversations[cid], count) for cid, count in touched.items()], stamp)
+        _advance_conversations([(conversations[cid], count, seqs[cid]) for cid, count in touched.items()], stamp)
         counters.count_messages(touched, stamp)
         search.index_messages([(m["id"], m["conversationId"], conversations[m["conversationId"]].owner_id, m["content"])
                                for m in added])
@@ -378,7 +407,7 @@ def _insert_plain(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
 
 # The columns a new user message fills, in the order ``_insert_rows`` gives them.
 _NEW_MESSAGE_FIELDS = ("id", "conversation", "user_id", "role", "type", "content", "parent_id", "metadata",
-                       "client_message_id", "is_edited", "created_at", "updated_at")
+                       "client_message_id", "is_edited", "seq", "created_seq", "created_at", "updated_at")
 
 
 def _insert_rows(messages: list[dict[str, Any]], stamp: Any) -> None:
@@ -393,19 +422,20 @@ def _insert_rows(messages: list[dict[str, Any]], stamp: Any) -> None:
     metadata = Message.metadata.db_value
     db.cursor().executemany(sql, [
         (m["id"], m["conversationId"], m["userId"], "user", m["type"], m["content"], m["parentId"],
-         metadata(m["metadata"]) if m["metadata"] else "{}", m["clientMessageId"], False, when, when)
+         metadata(m["metadata"]) if m["metadata"] else "{}", m["clientMessageId"], False, m["seq"], m["seq"],
+         when, when)
         for m in messages])
 
 
-def _advance_conversations(changes: list[tuple[AnyConversation, int]], stamp: Any) -> None:
-    """Move each conversation's leaf and last message to its newest message, and count the
-    messages added: one statement, executed for every conversation."""
+def _advance_conversations(changes: list[tuple[AnyConversation, int, int]], stamp: Any) -> None:
+    """Move each conversation's leaf and last message to its newest message, count the
+    messages added and set its latest seq: one statement, executed for every conversation."""
     db = database.obj
     mark = db.param
     sql = (f"UPDATE {Conversation._meta.table_name} SET current_message_id = {mark}, last_message_id = {mark}, "
-           f"message_count = message_count + {mark}, updated_at = {mark} WHERE id = {mark}")
+           f"message_count = message_count + {mark}, seq = {mark}, updated_at = {mark} WHERE id = {mark}")
     when = Conversation.updated_at.db_value(stamp)
-    params = [(c.current_message_id, c.current_message_id, added, when, c.id) for c, added in changes]
+    params = [(c.current_message_id, c.current_message_id, added, seq, when, c.id) for c, added, seq in changes]
     db.cursor().executemany(sql, params)
 
 
@@ -646,36 +676,81 @@ class ChatService:
         await self._decorate(page["items"])
         return page
 
-    async def replay(self, actor: Actor, conversation_id: str, since: str | None) -> dict[str, Any]:
-        """What a join answers (docs/websocket.md), but ``generation``: the messages after ``since``
-        oldest first, edited ones again (changed after ``since`` was written), the ids deleted
-        since, and whether more were missed than one answer carries."""
+    async def replay(self, actor: Actor, conversation_id: str, since: str | None,
+                     since_seq: int | None = None) -> dict[str, Any]:
+        """What a join answers (docs/websocket.md), but ``generation``: the messages missed
+        after ``since`` (a message id) or ``since_seq`` (a change seq), oldest first, edited
+        ones again, the ids deleted since, whether more were missed than one answer carries,
+        and ``seq``, the conversation's latest change seq: the answer covers every change up
+        to it and none after (those reach the socket live)."""
 
         def read() -> dict[str, Any]:
-            _load_conversation(conversation_id, actor)
-            if since is None:
-                return {"conversationId": conversation_id, "missed": [], "hasMore": False}
-            mark = Message.get_or_none(Message.id == since, Message.conversation == conversation_id)
-            if mark is None:
-                raise NotFound("since names no message of this conversation")
-            newer = list(Message.select().where(Message.conversation == conversation_id, Message.id > since,
-                                                Message.deleted_at.is_null())
-                         .order_by(Message.id.asc()).limit(MAX_REPLAY + 1))
-            # Edited or deleted after ``since`` was written (new messages are in ``newer``).
-            changed = list(Message.select().where(Message.conversation == conversation_id,
-                                                  Message.updated_at > mark.created_at,
-                                                  (Message.id <= since) | Message.deleted_at.is_null(False))
-                           .order_by(Message.updated_at.asc()).limit(MAX_REPLAY_DELETED + 1))
-            deleted = [m.id for m in changed if m.deleted_at is not None]
-            edited = [m for m in changed if m.deleted_at is None and m.id <= since]
-            missed = sorted(edited + newer, key=lambda m: m.id)
-            more = len(missed) > MAX_REPLAY or len(changed) > MAX_REPLAY_DELETED
-            return {"conversationId": conversation_id, "missed": _messages_wire(missed[:MAX_REPLAY]),
-                    "hasMore": more, "deleted": deleted}
+            # Read first: every change numbered up to it is committed (it is bumped in the
+            # change's transaction), and the reads below leave out the later ones.
+            latest = _load_conversation(conversation_id, actor).seq
+            answer: dict[str, Any] = {"conversationId": conversation_id, "missed": [], "hasMore": False,
+                                      "deleted": [], "seq": latest}
+            in_view = (Message.conversation == conversation_id) & (Message.seq <= latest)
+            if since_seq is not None:
+                changed = list(Message.select().where(in_view, Message.seq > since_seq)
+                               .order_by(Message.seq.asc()).limit(MAX_REPLAY_DELETED + 1))
+                deleted = [m.id for m in changed if m.deleted_at is not None]
+                missed = sorted((m for m in changed if m.deleted_at is None), key=lambda m: m.id)
+            elif since is not None:
+                mark = Message.get_or_none(Message.id == since, Message.conversation == conversation_id)
+                if mark is None:
+                    raise NotFound("since names no message of this conversation")
+                newer = list(Message.select().where(in_view, Message.id > since, Message.deleted_at.is_null())
+                             .order_by(Message.id.asc()).limit(MAX_REPLAY + 1))
+                # Edited or deleted after ``since`` was written (new messages are in ``newer``).
+                changed = list(Message.select().where(in_view, Message.updated_at > mark.created_at,
+                                                      (Message.id <= since) | Message.deleted_at.is_null(False))
+                               .order_by(Message.updated_at.asc()).limit(MAX_REPLAY_DELETED + 1))
+                deleted = [m.id for m in changed if m.deleted_at is not None]
+                edited = [m for m in changed if m.deleted_at is None and m.id <= since]
+                missed = sorted(edited + newer, key=lambda m: m.id)
+            else:
+                return answer
+            answer["hasMore"] = len(missed) > MAX_REPLAY or len(changed) > MAX_REPLAY_DELETED
+            answer["missed"], answer["deleted"] = _messages_wire(missed[:MAX_REPLAY]), deleted
+            return answer
 
         answer = await self.app.db.run(read)
         await self._decorate(answer["missed"])
         return answer
+
+    async def changes_after(self, conversation_id: str, after: int) -> tuple[list[tuple[int, str, dict[str, Any]]], int]:
+        """The frames of the conversation's changes numbered after ``after``, in seq order,
+        and the seq they bring a reader up to. Frames are ``(seq, type, data)``:
+        ``new-message``, ``message-updated`` (a message stored at or before ``after`` and
+        changed since) and ``message-deleted``. A message changed several times is told once,
+        as it is now, with its latest seq (so seqs may skip). At most ``MAX_REPLAY`` frames:
+        when the returned seq is below the conversation's latest, ask again from it. No access
+        check (a node catching its joined sockets up; their joins checked)."""
+
+        def read() -> tuple[list[Message], list[dict[str, Any]], int]:
+            conversation = Conversation.get_or_none(Conversation.id == conversation_id)
+            if conversation is None:
+                return [], [], after
+            latest = conversation.seq  # first: every change up to it is committed
+            rows = list(Message.select().where(Message.conversation == conversation_id, Message.seq > after,
+                                               Message.seq <= latest)
+                        .order_by(Message.seq.asc()).limit(MAX_REPLAY + 1))
+            if len(rows) > MAX_REPLAY:
+                rows = rows[:MAX_REPLAY]
+                latest = rows[-1].seq
+            return rows, _messages_wire([m for m in rows if m.deleted_at is None]), latest
+
+        rows, wires, upto = await self.app.db.run(read)
+        await self._decorate(wires)
+        by_id = {m["id"]: m for m in wires}
+        frames: list[tuple[int, str, dict[str, Any]]] = []
+        for row in rows:
+            if row.deleted_at is None:
+                frames.append((row.seq, "new-message" if row.created_seq > after else "message-updated", by_id[row.id]))
+            elif row.created_seq <= after:  # a message never told needs no taking back
+                frames.append((row.seq, "message-deleted", deleted_frame(conversation_id, row.id, row.seq)))
+        return frames, upto
 
     async def history(self, conversation_id: str, budget: int, *, leaf_id: str | None = None,
                       cost: Callable[[dict[str, Any]], int] | None = None) -> list[dict[str, Any]]:
@@ -849,7 +924,7 @@ class ChatService:
                 message = Message.get_or_none(Message.id == message_id, Message.deleted_at.is_null())
                 if message is None:
                     raise NotFound("Message not found")
-                conversation = _conversation_of_message(message, actor)
+                conversation = _conversation_of_message(message, actor, lock=True)
                 if actor is not None and message.user_id != actor.id:
                     raise Forbidden("Only the author can edit a message")
                 if actor is not None:
@@ -858,6 +933,7 @@ class ChatService:
                 for key, value in changes.items():
                     setattr(message, key, value)
                 message.updated_at = stamp
+                message.seq = _next_seq(conversation)
                 if edited:
                     message.is_edited, message.edited_at = True, stamp
                 message.save()
@@ -876,7 +952,7 @@ class ChatService:
         as a tombstone (see models); the conversation's count, last message and current leaf
         move off it. Broadcasts ``message-deleted``."""
 
-        def delete() -> tuple[dict[str, Any], dict[str, Any]]:
+        def delete() -> tuple[dict[str, Any], dict[str, Any], int]:
             with database.atomic():
                 message = Message.get_or_none(Message.id == message_id, Message.deleted_at.is_null())
                 if message is None:
@@ -884,7 +960,8 @@ class ChatService:
                 conversation = _conversation_of_message(message, actor, write=True, lock=True)
                 before = _messages_wire([message])[0]
                 stamp = now()
-                tombstoned = Message.update(deleted_at=stamp, updated_at=stamp, content="", metadata={}).where(
+                seq = _next_seq(conversation)
+                tombstoned = Message.update(deleted_at=stamp, updated_at=stamp, content="", metadata={}, seq=seq).where(
                     Message.id == message.id, Message.deleted_at.is_null()).execute()
                 if not tombstoned:  # deleted by a concurrent request since it was read (PostgreSQL)
                     raise NotFound("Message not found")
@@ -904,11 +981,11 @@ class ChatService:
                             Message.id == message.parent_id, Message.deleted_at.is_null())
                         changes[Conversation.current_message_id] = parent.id if parent else latest_id
                 Conversation.update(changes).where(Conversation.id == conversation.id).execute()
-                return before, conversation_wire(conversation, [])
+                return before, conversation_wire(conversation, []), seq
 
-        message, conversation = await self.app.db.run(delete)
+        message, conversation, seq = await self.app.db.run(delete)
         await self.app.publish(conversation_room(conversation["id"]), "message-deleted",
-                               {"conversationId": conversation["id"], "messageId": message_id})
+                               deleted_frame(conversation["id"], message_id, seq))
         await self.app.hooks.chat_message_deleted.notify(conversation=conversation, message=message, actor=actor)
 
     async def delete_user_data(self, user_id: str) -> None:

@@ -32,9 +32,11 @@ class FakeBroker:
         self.published: list[tuple[str, bytes]] = []
         self.on_message: Any = None
         self.gate: asyncio.Event | None = None  # when set, subscribe waits for it
+        self.on_resumed: Any = None
+        self.down = False  # when set, publish fails (a broker outage)
 
-    async def start(self, on_message: Any) -> None:
-        self.on_message = on_message
+    async def start(self, on_message: Any, *, on_resumed: Any = None) -> None:
+        self.on_message, self.on_resumed = on_message, on_resumed
 
     async def subscribe(self, room: str) -> None:
         self.calls.append(("subscribe", room))
@@ -44,8 +46,11 @@ class FakeBroker:
     async def unsubscribe(self, room: str) -> None:
         self.calls.append(("unsubscribe", room))
 
-    async def publish(self, room: str, payload: bytes) -> None:
+    async def publish(self, room: str, payload: bytes) -> bool:
+        if self.down:
+            return False
         self.published.append((room, payload))
+        return True
 
     async def publish_control(self, payload: bytes) -> None:
         await self.publish(CONTROL_ROOM, payload)
@@ -409,7 +414,7 @@ async def test_held_member_gets_frames_only_on_release_in_order_with_drops() -> 
     assert [json.loads(p)["data"]["n"] for _, p in await read_frames(other_client, 5)] == [0, 1, 2, 3, 4]
     assert drain(held_client) == b""  # nothing yet
     hub.send(held, "ack", {"first": True}, id="j1")
-    assert hub.release(held, "room", drop=lambda payload: json.loads(payload)["data"]["n"] == 1) == 4
+    assert hub.release(held, "room", drop=lambda kind, data: data["n"] == 1) == 4
     await hub.publish("room", "tick", {"n": 5})
     frames = [json.loads(p) for _, p in await read_frames(held_client, 6)]
     assert frames[0] == {"type": "ack", "data": {"first": True}, "id": "j1"}
@@ -428,16 +433,104 @@ async def test_held_frames_past_the_outbound_limit_close_4408() -> None:
 
 
 @pytest.mark.gen_test
-async def test_release_with_linger_keeps_filtering_then_stops(monkeypatch) -> None:
+async def test_release_filter_keeps_dropping_until_it_is_spent() -> None:
     hub = make_hub()
     conn, _stream, client = await attached(hub)
     await hub.join(conn, "room", hold=True)
-    clock = [100.0]
-    monkeypatch.setattr(hub_module.time, "monotonic", lambda: clock[0])
-    hub.release(conn, "room", drop=lambda payload: json.loads(payload)["data"]["n"] == 1, linger=5)
-    await hub.publish("room", "tick", {"n": 1})  # dropped: still lingering
-    await hub.publish("room", "tick", {"n": 2})
-    clock[0] += 6
-    await hub.publish("room", "tick", {"n": 1})  # the filter has expired
+
+    def drop(kind: str, data: Any) -> bool | None:
+        return True if data["n"] <= 1 else None  # n 2 ends it: nothing at or below 1 follows
+
+    hub.release(conn, "room", drop=drop)
+    await hub.publish("room", "tick", {"n": 1})  # dropped
+    await hub.publish("room", "tick", {"n": 2})  # delivered, and the filter is spent
+    await hub.publish("room", "tick", {"n": 1})
     assert [json.loads(p)["data"]["n"] for _, p in await read_frames(client, 2)] == [2, 1]
-    assert hub._holds == {}
+    assert hub._filters == {} and hub._holds == {}
+
+
+async def sequenced_hub(store: list[tuple[int, str, Any]]) -> Hub:
+    """A started hub whose ``seq:`` rooms read their missed changes from ``store`` (as a
+    database would)."""
+    hub = make_hub()
+
+    async def read_after(room: str, after: int) -> tuple[list[tuple[int, str, Any]], int]:
+        frames = [frame for frame in store if frame[0] > after]
+        return frames, max([after] + [frame[0] for frame in store])
+
+    hub.sequence_rooms("seq:", read_after)
+    await hub.start()
+    return hub
+
+
+def change(seq: int) -> tuple[int, str, dict[str, Any]]:
+    return seq, "new-message", {"id": f"m{seq}", "seq": seq}
+
+
+async def seqs_read(client: Any, count: int) -> list[int]:
+    return [json.loads(p)["data"]["seq"] for _, p in await read_frames(client, count)]
+
+
+@pytest.mark.gen_test
+async def test_sequenced_room_delivers_each_change_once_in_order_past_the_snapshot() -> None:
+    store = [change(n) for n in range(1, 4)]
+    hub = await sequenced_hub(store)
+    first, _s1, first_client = await attached(hub)
+    second, _s2, second_client = await attached(hub)
+    await hub.join(first, "seq:c", hold=True)
+    await hub.join(second, "seq:c", hold=True)
+    hub.on_remote_message("seq:c", encode_event(*change(4)[1:]))  # before anyone knows where the room stands
+    hub.release(first, "seq:c", seq=3)  # its snapshot covers 1..3
+    for seq in (6, 5, 4, 5):  # another node's 6 before 5; repeats of 4 and 5
+        hub.on_remote_message("seq:c", encode_event(*change(seq)[1:]))
+    assert await seqs_read(first_client, 3) == [4, 5, 6]
+    hub.release(second, "seq:c", seq=5)  # a later snapshot: only 6 is new to it
+    await hub.publish("seq:c", "new-message", {"id": "m7", "seq": 7})
+    assert await seqs_read(second_client, 2) == [6, 7]
+    assert await seqs_read(first_client, 1) == [7]
+    assert drain(first_client) == b"" and drain(second_client) == b""
+
+
+@pytest.mark.gen_test
+async def test_sequenced_room_reads_back_a_missing_change_and_what_an_outage_lost() -> None:
+    store = [change(1)]
+    hub = await sequenced_hub(store)
+    conn, _stream, client = await attached(hub)
+    await hub.join(conn, "seq:c", hold=True)
+    hub.release(conn, "seq:c", seq=1)
+    store.extend([change(2), change(3)])
+    hub.on_remote_message("seq:c", encode_event(*change(3)[1:]))  # 2's publication was lost
+    assert await seqs_read(client, 2) == [2, 3]  # read back after GAP_WAIT_SECS
+    store.extend([change(4), change(5)])  # published while the broker was down: never arrive
+    hub.broker.on_resumed()
+    assert await seqs_read(client, 2) == [4, 5]
+    assert drain(client) == b""
+    assert hub._orders["seq:c"].last == 5
+
+
+@pytest.mark.gen_test
+async def test_a_node_whose_publications_were_lost_asks_the_others_to_read_back() -> None:
+    hub = await sequenced_hub([])
+    conn, _stream, _client = await attached(hub)
+    await hub.join(conn, "seq:c", hold=True)
+    hub.release(conn, "seq:c", seq=0)
+    hub.broker.down = True
+    await hub.publish("seq:c", "new-message", {"seq": 1})
+    await hub.publish("seq:other", "new-message", {"seq": 1})  # joined elsewhere only: read back there too
+    await hub.publish("room", "tick", {})  # not sequenced: nothing to read back
+    hub.broker.down = False
+    hub.broker.on_resumed()
+    await eventually(lambda: any(room == CONTROL_ROOM for room, _ in hub.broker.published))
+    control = [json.loads(p) for room, p in hub.broker.published if room == CONTROL_ROOM]
+    assert control == [{"op": "resync", "rooms": ["seq:c", "seq:other"]}]
+
+
+@pytest.mark.gen_test
+async def test_a_sequenced_room_joined_without_a_snapshot_starts_at_the_first_change() -> None:
+    hub = await sequenced_hub([])
+    conn, _stream, client = await attached(hub)
+    await hub.join(conn, "seq:c")  # no hold, no snapshot: nothing says where the room stands
+    for seq in (7, 8, 8):
+        hub.on_remote_message("seq:c", encode_event(*change(seq)[1:]))
+    assert await seqs_read(client, 2) == [7, 8]
+    assert drain(client) == b""

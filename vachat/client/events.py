@@ -59,6 +59,7 @@ class MessageUpdated(Event):
 class MessageDeleted(Event):
     conversation_id: str
     message_id: str
+    seq: int | None = None  # the deletion's change seq (None when read back from a join's answer)
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def parse_event(kind: str, data: Any) -> Event:
         if kind == "message-updated":
             return MessageUpdated(Message.from_wire(data))
         if kind == "message-deleted":
-            return MessageDeleted(data["conversationId"], data["messageId"])
+            return MessageDeleted(data["conversationId"], data["messageId"], data.get("seq"))
         if kind == "conversation-created":
             return ConversationCreated(Conversation.from_wire(data))
         if kind == "conversation-updated":

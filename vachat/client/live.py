@@ -6,14 +6,18 @@ What it promises its caller:
   reconnects with jittered exponential back-off, authenticating with the client's current
   credentials (refreshed first when due, and once more when the server refuses them with 4401).
 - **Nothing missed, nothing twice, in order.** It re-joins every conversation it had joined
-  with ``since`` = the last message it delivered, delivers the join answer's ``missed``
+  with ``sinceSeq`` = the latest change seq it knows (the join answer's ``seq``, then the
+  ``data.seq`` of each message frame; ``since`` = the last message it delivered, with a server
+  that sends no seq), delivers the join answer's ``missed``
   (paging the rest over REST when ``hasMore``) and ``deleted``, then the live frames that came
   meanwhile, dropping any message it already delivered (by id) or an edit it already has (by
   ``updatedAt``). An assistant reply being generated resumes from the answer's ``generation``:
   the text generated during the cut arrives as one ``AiDelta``, then the live deltas after it.
 - **A send is stored once.** ``send()`` gives each message a ``clientMessageId`` and sends it
-  again after every reconnect until the server acknowledges it; the server stores one message
-  per ``clientMessageId``, so the retries cannot duplicate it. Sends keep their order.
+  again after every reconnect until the server acknowledges it (and after ``retryAfter`` when
+  the server refuses it for now: a rate limit, ``UNAVAILABLE`` while its database is away); the
+  server stores one message per ``clientMessageId``, so the retries cannot duplicate it. Sends
+  keep their order.
 - **Typed events in order**: ``async for event in live`` (``vachat.client.events``), including
   ``Disconnected`` / ``Reconnected`` so a user interface can say so.
 
@@ -40,7 +44,7 @@ import tornado.websocket
 
 from .errors import (
     ApiError, ClientError, ConnectionFailed, PayloadTooLarge, ProtocolMismatch, RateLimited, Unauthorized,
-    error_from_envelope,
+    Unavailable, error_from_envelope,
 )
 from .events import (
     AiDelta, AiDone, AiTyping, Disconnected, Event, MessageDeleted, MessageUpdated, NewMessage, Ready,
@@ -92,6 +96,7 @@ class _Room:
 
     conversation_id: str
     last_seen: str | None = None
+    last_seq: int | None = None  # the latest change seq known (a re-join's ``sinceSeq``)
     seen: "collections.OrderedDict[str, str]" = field(default_factory=collections.OrderedDict)  # id → updatedAt
     deleted: set[str] = field(default_factory=set)
     generation_id: str | None = None
@@ -99,6 +104,10 @@ class _Room:
     generation_text: str = ""
     joined: asyncio.Future[dict[str, Any]] | None = None
     joined_on: Any = None  # the socket the room was last joined on
+
+    def saw_seq(self, seq: Any) -> None:
+        if isinstance(seq, int) and (self.last_seq is None or seq > self.last_seq):
+            self.last_seq = seq
 
     def remember(self, message: Message) -> None:
         self.seen[message.id] = message.updated_at
@@ -580,7 +589,7 @@ class LiveConnection:
         except _Dropped:
             pending.in_flight = False  # sent again when the connection is back
             return
-        except RateLimited as error:
+        except (RateLimited, Unavailable) as error:  # refused for now (a limit, a database outage)
             pending.in_flight = False
             await asyncio.sleep(error.retry_after or 1.0)
             if self.connected:
@@ -600,12 +609,21 @@ class LiveConnection:
         frame that followed the answer (they are held meanwhile)."""
         socket = self._socket
         data: dict[str, Any] = {"conversationId": room.conversation_id}
-        if room.last_seen is not None:
+        if room.last_seq is not None:
+            data["sinceSeq"] = room.last_seq
+        elif room.last_seen is not None:
             data["since"] = room.last_seen
         self._holding += 1
         try:
             try:
-                answer = await self._request("join-conversation", data, REQUEST_TIMEOUT)
+                while True:
+                    try:
+                        answer = await self._request("join-conversation", data, REQUEST_TIMEOUT)
+                        break
+                    except Unavailable as error:  # the server cannot answer yet: ask again
+                        await asyncio.sleep(error.retry_after or 1.0)
+                        if socket is not self._socket:
+                            return
             except _Dropped:
                 return  # joined again on the next connection
             except ApiError as error:
@@ -615,13 +633,14 @@ class LiveConnection:
                     room.joined.exception()
                 return
             missed = [Message.from_wire(item) for item in answer.get("missed") or []]
+            room.saw_seq(answer.get("seq"))
             for message_id in answer.get("deleted") or []:
                 self._deliver(MessageDeleted(room.conversation_id, message_id))
             for message in missed:
                 self._deliver_message(room, message)
             if answer.get("hasMore") and missed:
                 await self._page_after(room, missed[-1].id)
-            elif reconnect and room.last_seen is None:
+            elif reconnect and room.last_seen is None and "sinceSeq" not in data:
                 await self._page_all(room)
             self._resume_generation(room, answer.get("generation"))
             room.joined_on = socket
@@ -690,6 +709,10 @@ class LiveConnection:
     @staticmethod
     def _keep(room: _Room, event: Event) -> bool:
         """Whether ``event`` is news for ``room``, updating what the room knows."""
+        if isinstance(event, (NewMessage, MessageUpdated)):
+            room.saw_seq(event.message.seq)
+        elif isinstance(event, MessageDeleted):
+            room.saw_seq(event.seq)
         if isinstance(event, NewMessage):
             message = event.message
             if message.id in room.seen:

@@ -38,6 +38,8 @@ class Message:
     is_edited: bool = False
     created_at: str = ""
     updated_at: str = ""
+    #: The conversation's change seq of this message's latest change (None from older servers).
+    seq: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -48,7 +50,7 @@ class Message:
             parent_id=data.get("parentId"), client_message_id=data.get("clientMessageId"),
             metadata=data.get("metadata") or {}, files=data.get("files") or [],
             is_edited=bool(data.get("isEdited")), created_at=data.get("createdAt", ""),
-            updated_at=data.get("updatedAt", ""), raw=data,
+            updated_at=data.get("updatedAt", ""), seq=data.get("seq"), raw=data,
         )
 
 

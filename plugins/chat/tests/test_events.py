@@ -9,6 +9,7 @@ import struct
 
 import pytest
 
+from vachat.plugin_api import json_dumps
 from vachat.testing import client_frame, parse_frames, raw_upgrade
 
 from .helpers import ALICE, BOB, MISSING_ID, READ_ALL, connect, create_conversation, join, send
@@ -22,7 +23,8 @@ async def test_join_without_since_then_live_events_from_rest_and_socket(fetch, w
     cid = conversation["id"]
     alice = await connect(ws_connect)
     answer = await join(alice, cid)
-    assert answer == {"conversationId": cid, "missed": [], "hasMore": False, "generation": None}
+    assert answer == {"conversationId": cid, "missed": [], "hasMore": False, "generation": None,
+                      "seq": 0}
     posted = (await send(fetch, cid, "over rest"))["data"]
     assert (await alice.receive("new-message"))["data"] == posted
     acked = await alice.request("send-message", {"conversationId": cid, "content": "over socket", "clientMessageId": "s1"})
@@ -35,7 +37,9 @@ async def test_join_without_since_then_live_events_from_rest_and_socket(fetch, w
     edited = await fetch(f"/api/chat/messages/{posted['id']}", method="PUT", json={"content": "edited"}, user=ALICE)
     assert (await alice.receive("message-updated"))["data"] == edited.data
     await fetch(f"/api/chat/messages/{posted['id']}", method="DELETE", user=ALICE)
-    assert (await alice.receive("message-deleted"))["data"] == {"conversationId": cid, "messageId": posted["id"]}
+    assert (await alice.receive("message-deleted"))["data"] == {"conversationId": cid, "messageId": posted["id"], "seq": 4}
+    # Each change took the conversation's next seq, in the order they were made.
+    assert [posted["seq"], acked["data"]["seq"], edited.data["seq"]] == [1, 2, 3]
     # No second new-message for the retry: the next frame is the ping's answer.
     assert (await alice.request("ping"))["type"] == "pong"
     assert [f["type"] for f in alice.frames] == []
@@ -47,7 +51,8 @@ async def test_join_without_an_id_gets_a_joined_conversation_event(fetch, ws_con
     alice = await connect(ws_connect)
     alice.send("join-conversation", {"conversationId": conversation["id"]})
     event = await alice.receive("joined-conversation")
-    assert event["data"] == {"conversationId": conversation["id"], "missed": [], "hasMore": False, "generation": None}
+    assert event["data"] == {"conversationId": conversation["id"], "missed": [], "hasMore": False,
+                             "generation": None, "seq": 0}
 
 
 @pytest.mark.gen_test
@@ -87,6 +92,38 @@ async def test_replay_since_with_edits_and_deletes(fetch, ws_connect):
     other = await create_conversation(fetch)
     foreign = await alice.request("join-conversation", {"conversationId": other["id"], "since": seen[0]["id"]})
     assert foreign["type"] == "error" and foreign["data"]["code"] == "NOT_FOUND"
+
+
+@pytest.mark.gen_test
+async def test_replay_since_seq_and_the_changes_a_node_reads_back(app, fetch, ws_connect):
+    conversation = await create_conversation(fetch)
+    cid = conversation["id"]
+    seen = [(await send(fetch, cid, f"seen {n}"))["data"] for n in range(3)]  # seq 1, 2, 3
+    alice = await connect(ws_connect)
+    mark = (await join(alice, cid))["seq"]
+    assert mark == 3 and [m["seq"] for m in seen] == [1, 2, 3]
+    edited = await fetch(f"/api/chat/messages/{seen[0]['id']}", method="PUT", json={"content": "seen 0, edited"},
+                         user=ALICE)  # seq 4
+    await fetch(f"/api/chat/messages/{seen[1]['id']}", method="DELETE", user=ALICE)  # 5
+    new = [(await send(fetch, cid, f"new {n}"))["data"] for n in range(2)]  # 6, 7
+    await fetch(f"/api/chat/messages/{new[0]['id']}", method="PUT", json={"content": "new 0, edited"},
+                user=ALICE)  # 8: new 0 is told once, as it is now
+    again = await connect(ws_connect)
+    answer = (await again.request("join-conversation", {"conversationId": cid, "sinceSeq": mark}))["data"]
+    assert [m["content"] for m in answer["missed"]] == ["seen 0, edited", "new 0, edited", "new 1"]
+    assert answer["deleted"] == [seen[1]["id"]] and answer["seq"] == 8 and answer["hasMore"] is False
+    assert (await join(again, cid))["missed"] == []  # neither since nor sinceSeq: nothing missed
+    both = await again.request("join-conversation", {"conversationId": cid, "since": seen[0]["id"], "sinceSeq": 1})
+    assert both["type"] == "error" and both["data"]["code"] == "VALIDATION_FAILED"
+    # What a node reads back after seq 3: each change once, in seq order, as a frame.
+    frames, upto = await app.service("chat").changes_after(cid, mark)
+    assert upto == 8
+    assert [(seq, kind) for seq, kind, _ in frames] == [
+        (4, "message-updated"), (5, "message-deleted"), (7, "new-message"), (8, "new-message")]
+    assert json.loads(json_dumps(frames[0][2])) == edited.data  # the frame message-updated carried
+    assert frames[1][2] == {"conversationId": cid, "messageId": seen[1]["id"], "seq": 5}
+    assert [data["content"] for _, _, data in frames[2:]] == ["new 1", "new 0, edited"]
+    assert await app.service("chat").changes_after(cid, 8) == ([], 8)
 
 
 @pytest.mark.gen_test
@@ -153,9 +190,9 @@ async def test_ack_comes_before_held_live_frames(app, fetch, ws_connect, monkeyp
     original = chat.replay
     stored: list[dict] = []
 
-    async def replay_with_a_message_arriving(actor, conversation_id, since):
+    async def replay_with_a_message_arriving(actor, conversation_id, since, since_seq=None):
         stored.append(await chat.store_assistant_message(conversation_id, "arrived during the join"))
-        return await original(actor, conversation_id, since)
+        return await original(actor, conversation_id, since, since_seq)
 
     monkeypatch.setattr(chat, "replay", replay_with_a_message_arriving)
     alice = await connect(ws_connect)

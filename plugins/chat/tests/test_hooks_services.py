@@ -123,12 +123,12 @@ async def test_join_carries_the_generation_and_drops_the_deltas_it_covers(app, f
     chat = app.service("chat")
     original = chat.replay
 
-    async def replay_while_streaming(actor, conversation_id, since):
+    async def replay_while_streaming(actor, conversation_id, since, since_seq=None):
         for index, delta in enumerate(["Hel", "lo", " wor", "ld"]):
             await app.publish(f"conversation:{cid}", "ai-delta",
                               {"conversationId": cid, "messageId": reply_id, "index": index, "delta": delta})
         hooked_plugin.generations[cid] = {"messageId": reply_id, "text": "Hello wor", "index": 2}
-        return await original(actor, conversation_id, since)
+        return await original(actor, conversation_id, since, since_seq)
 
     monkeypatch.setattr(chat, "replay", replay_while_streaming)
     alice = await connect(ws_connect)
