@@ -17,6 +17,8 @@ What a plugin is handed:
   ``requires`` for permissions, ``BaseModel`` for models, ``parse_size`` for a size setting
   written as the core's are (``10MiB`` or a number of bytes).
 - The typed errors (``NotFound``, ``Conflict`` …), each rendered as the error envelope.
+- ``StartupRefused(message)``, raised from ``vachat_startup`` when the node cannot work (a
+  missing bucket): start-up stops and ``vachat serve`` exits with status 2 and the message.
 
 A module may also set ``REQUIRES = ("chat",)`` (plugins it cannot work without),
 ``SCHEMAS_DIR`` / ``MIGRATIONS_DIR`` (when not ``schemas/`` and ``migrations/`` beside it).
@@ -26,7 +28,7 @@ A module may also set ``REQUIRES = ("chat",)`` (plugins it cannot work without),
 
 import pluggy
 
-from .config import Rate, parse_size
+from .config import Rate, StartupRefused, parse_size
 from .db import BaseModel, JSONField, database, now
 from .errors import (
     ApiError, Conflict, Forbidden, InternalError, NotFound, PayloadTooLarge, QuotaExceeded,
@@ -61,4 +63,6 @@ __all__ = [
     "ApiError", "ValidationFailed", "Unauthorized", "TokenExpired", "Forbidden", "NotFound",
     "Conflict", "PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "QuotaExceeded",
     "InternalError", "Unavailable",
+    # stopping start-up (``vachat_startup``): the node exits with status 2 and the message
+    "StartupRefused",
 ]

@@ -12,7 +12,7 @@
 
 Modules: ``settings`` (the ``[plugins.files]`` section), ``models``, ``storage`` (the backend
 interface and the local disk), ``sniffing``, ``names``, ``upload`` (the streaming receiver),
-``images``, ``service`` (published as ``"files"``), ``delivery``, ``handlers``, ``avatars``,
+``s3`` (the S3 backend), ``images``, ``service`` (published as ``"files"``), ``delivery``, ``handlers``, ``avatars``,
 ``attachments``, ``commands``. Imports nothing from vachat but ``vachat.plugin_api``.
 """
 
@@ -25,7 +25,7 @@ from vachat.plugin_api import App, hookimpl
 from . import attachments, avatars, handlers
 from .commands import add_commands
 from .service import ACCESS_ALL, FilesService
-from .storage import storage_of
+from .storage import close_storage, open_storage
 
 __version__ = "1.0.0"
 
@@ -53,7 +53,12 @@ def vachat_commands(commands: Any) -> None:
 
 @hookimpl
 async def vachat_startup(app: App) -> None:
-    await app.run_blocking(storage_of, app)  # creates the upload folders, off the IOLoop
+    await open_storage(app)  # the upload folders, or the bucket (made if missing)
+
+
+@hookimpl
+async def vachat_shutdown(app: App) -> None:
+    await close_storage(app)
 
 
 @hookimpl

@@ -87,7 +87,7 @@ class FilesService:
                 size, sha256 = await app.run_blocking(_digest_of, received.pending)
         if not await app.run_blocking(confirm_structure, received.pending.path, received.mime_type):
             raise UnsupportedMediaType("The file is damaged or not what its contents claim")
-        key = await app.run_blocking(received.pending.commit)
+        key = await received.pending.commit()
         quota = settings_of(app).user_quota
 
         def insert() -> File:
@@ -101,7 +101,7 @@ class FilesService:
         try:
             return await app.db.run(insert)
         except BaseException:
-            await app.run_blocking(self.storage.delete, key)
+            await self.storage.delete(key)
             raise
 
     # -- reading ---------------------------------------------------------------------
@@ -182,16 +182,11 @@ class FilesService:
 
     async def _remove_objects(self, keys: list[str]) -> None:
         storage = self.storage
-
-        def remove() -> None:
-            for key in keys:
-                try:
-                    storage.delete(key)
-                except OSError:
-                    log.warning("could not remove a stored file; files reconcile will", exc_info=True)
-
-        if keys:
-            await self._app.run_blocking(remove)
+        for key in keys:
+            try:
+                await storage.delete(key)
+            except Exception:  # the row is gone: the object is an orphan for files reconcile
+                log.warning("could not remove a stored file; files reconcile will", exc_info=True)
 
 
 def new_public_token() -> str:
