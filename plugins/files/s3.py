@@ -44,9 +44,9 @@ __all__ = ["S3Storage", "PART_BYTES"]
 log = logging.getLogger("vachat.plugins.files")
 
 #: Size of one part of a multipart upload, and the largest object sent in a single PUT: the one
-#: buffer an upload's commit holds. S3 wants parts of at least 5 MiB (but the last) and at most
-#: 10,000 of them, so 8 MiB parts carry files up to 78 GiB.
-PART_BYTES = 8 * 1024 * 1024
+#: buffer an upload's commit holds. S3's smallest part (but the last) is 5 MiB and an upload
+#: has at most 10,000 parts, so files up to 48 GiB; memory beats reach here.
+PART_BYTES = 5 * 1024 * 1024
 #: Connections kept to the store: each download holds one while it streams, so this is how many
 #: files a node serves at once before the next waits for a connection.
 MAX_CONNECTIONS = 100
@@ -176,6 +176,7 @@ class S3Storage:
                 body = await self._run_blocking(_read_part, path, offset, PART_BYTES)
                 sent = await self._client.upload_part(Bucket=self.bucket, Key=name, UploadId=upload_id,
                                                       PartNumber=number, Body=body)
+                del body  # before the next part is read: one part in memory, not two
                 parts.append({"ETag": sent["ETag"], "PartNumber": number})
             await self._client.complete_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id,
                                                          MultipartUpload={"Parts": parts})
