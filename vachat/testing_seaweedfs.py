@@ -153,7 +153,9 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterable[S3Server]:
         f"-filer.port={filer}", f"-filer.port.grpc={filer + GRPC_OFFSET}", f"-filer.localSocket={folder / 'filer.sock'}",
         "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3 + GRPC_OFFSET}", f"-s3.localSocket={folder / 's3.sock'}",
         f"-s3.config={folder / 's3.json'}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-        "-master.telemetry=false", "-master.volumeSizeLimitMB=256", "-volume.max=8",
+        # Each bucket is a collection that grows volumes of its own (several at a time): room
+        # for many buckets, each volume small (they grow as written, never preallocated).
+        "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=200",
     ]
     log_path = folder / "weed.log"
     with open(log_path, "ab") as log:
