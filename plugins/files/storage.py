@@ -308,8 +308,13 @@ async def open_storage(app: App) -> StorageBackend:
                             app.run_blocking)
     else:
         # Another plugin's service: that plugin starts and stops it.
-        app.plugin_state(PLUGIN).storage = app.service(settings.storage)
-        return app.plugin_state(PLUGIN).storage
+        try:
+            backend = app.service(settings.storage)
+        except LookupError as error:
+            raise StartupRefused(f"files: FILES_STORAGE={settings.storage!r} is neither local, s3 nor a "
+                                 f"published service ({error})") from None
+        app.plugin_state(PLUGIN).storage = backend
+        return backend
     await backend.start()
     app.plugin_state(PLUGIN).storage = backend
     app.plugin_state(PLUGIN).owned_storage = backend
