@@ -57,12 +57,13 @@ async def test_a_file_uploaded_on_one_node_is_served_and_deleted_on_the_other(se
     avatar = await second.fetch(payload["data"]["avatarUrl"])  # public: no credentials
     assert avatar.code == 200 and avatar.headers["Content-Type"] == "image/png" and avatar.body[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # Node 2's reconcile sees every live file (none lives on its disk).
+    # Node 2's reconcile sees every live file (none lives on its disk) and removes nothing.
     env = {**os.environ, **second.env, "VACHAT_PLUGINS": "files"}
-    dry = subprocess.run([sys.executable, "-m", "vachat", "files", "reconcile", "--grace", "0", "--dry-run"],
-                         env=env, capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
-    assert dry.returncode == 0 and "0 orphan objects, 0 abandoned uploads, 0 rows without objects" in dry.stdout, \
-        dry.stdout + dry.stderr
+    done = subprocess.run([sys.executable, "-m", "vachat", "files", "reconcile", "--grace", "0"],
+                          env=env, capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    assert done.returncode == 0 and "0 orphan objects, 0 abandoned uploads, 0 rows without objects" in done.stdout, \
+        done.stdout + done.stderr
+    assert (await first.fetch(url, headers=bearer)).body == data
 
     assert (await second.fetch(f"/api/files/{file['id']}", method="DELETE", headers=bearer)).code == 200
     assert (await first.fetch(url, headers=bearer)).code == 404
