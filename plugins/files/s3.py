@@ -227,25 +227,27 @@ class S3Storage:
             await self._client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
         return existed
 
-    async def keys(self, *, older_than: float = 0.0) -> AsyncIterator[str]:
+    async def _listed(self, operation: str, entries: str, written: str,
+                      older_than: float) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """(key, entry) of each of our keys under the prefix that ``operation`` lists, written
+        (the ``written`` time) more than ``older_than`` seconds ago."""
         cutoff = time.time() - older_than
-        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
+        pages = self._client.get_paginator(operation).paginate(Bucket=self.bucket, Prefix=self.prefix)
         async for page in pages:
-            for item in page.get("Contents", []):
-                key = item["Key"][len(self.prefix):]
-                if KEY_PATTERN.match(key) and item["LastModified"].timestamp() <= cutoff:
-                    yield key
+            for entry in page.get(entries, []):
+                key = entry["Key"][len(self.prefix):]
+                if KEY_PATTERN.match(key) and entry[written].timestamp() <= cutoff:
+                    yield key, entry
+
+    async def keys(self, *, older_than: float = 0.0) -> AsyncIterator[str]:
+        async for key, _ in self._listed("list_objects_v2", "Contents", "LastModified", older_than):
+            yield key
 
     async def stale_uploads(self, *, older_than: float) -> AsyncIterator[str]:
         for name in await self._run_blocking(self.spool.stale, older_than):
             yield name
-        cutoff = time.time() - older_than
-        pages = self._client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=self.prefix)
-        async for page in pages:
-            for upload in page.get("Uploads", []):
-                key = upload["Key"][len(self.prefix):]
-                if KEY_PATTERN.match(key) and upload["Initiated"].timestamp() <= cutoff:
-                    yield f"{_MULTIPART}{key}:{upload['UploadId']}"
+        async for key, upload in self._listed("list_multipart_uploads", "Uploads", "Initiated", older_than):
+            yield f"{_MULTIPART}{key}:{upload['UploadId']}"
 
     async def remove_stale_upload(self, name: str) -> bool:
         if not name.startswith(_MULTIPART):

@@ -150,6 +150,22 @@ class Store:
         """Uploads still in the node's spool (with any backend)."""
         return incoming(self.root)
 
+    def abandon_multipart(self, key: str) -> list[str]:
+        """On S3, start a multipart upload of ``key`` and leave it, as a crash would: the name
+        ``files reconcile`` reports for it. Nothing on disk."""
+        if self._s3 is None:
+            return []
+        upload = self._s3.create_multipart_upload(Bucket=self._bucket, Key=self._prefix + key)
+        self._s3.upload_part(Bucket=self._bucket, Key=self._prefix + key, UploadId=upload["UploadId"],
+                             PartNumber=1, Body=b"first part")
+        return [f"multipart:{key}:{upload['UploadId']}"]
+
+    def multipart_uploads(self) -> list[str]:
+        if self._s3 is None:
+            return []
+        listed = self._s3.list_multipart_uploads(Bucket=self._bucket, Prefix=self._prefix)
+        return [upload["Key"] for upload in listed.get("Uploads", [])]
+
 
 def incoming(root: Path) -> list[Path]:
     folder = root / ".incoming"

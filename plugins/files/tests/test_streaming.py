@@ -46,19 +46,24 @@ def head(port_path: str, content_type: str, extra: str) -> str:
             f"Content-Type: {content_type}\r\n{extra}\r\n")
 
 
+async def started_and_warm(server) -> int:
+    """Once ``server`` is ready and one small upload has brought every import and pool (the S3
+    client's too) into memory: its peak resident set, in bytes."""
+    await server.wait_ready()
+    body, content_type = multipart(("warm.txt", b"warm up\n", "text/plain"))
+    status, _ = await raw_request(server.port, head("/api/files/upload", content_type,
+                                  f"Content-Length: {len(body)}\r\nConnection: close\r\n"), [body])
+    assert status == 201
+    return peak_rss(server.process.pid)
+
+
 @pytest.mark.gen_test(timeout=180)
 async def test_twice_the_limit_is_413_while_streaming_with_memory_flat_and_no_file_left(
         server_process, tmp_path, files_storage, store_at):
     limit = 16 * MiB
     uploads = tmp_path / "uploads"
     server = server_process({"MAX_FILE_SIZE": str(limit), "UPLOAD_PATH": str(uploads), **files_storage})
-    await server.wait_ready()
-    # Warm up: one small upload brings every import and pool into memory.
-    body, content_type = multipart(("warm.txt", b"warm up\n", "text/plain"))
-    status, _ = await raw_request(server.port, head("/api/files/upload", content_type,
-                                  f"Content-Length: {len(body)}\r\nConnection: close\r\n"), [body])
-    assert status == 201
-    before = peak_rss(server.process.pid)
+    before = await started_and_warm(server)
 
     # Chunked: no length up front, so the limit can only be enforced as the bytes arrive.
     boundary = "streamtest0123"
@@ -102,12 +107,7 @@ async def test_a_large_upload_is_stored_and_served_whole_with_memory_flat(server
                                                                            store_at):
     size = 64 * MiB  # on S3: thirteen parts of a multipart upload
     server = server_process({"MAX_FILE_SIZE": str(80 * MiB), "UPLOAD_PATH": str(tmp_path / "uploads"), **files_storage})
-    await server.wait_ready()
-    body, content_type = multipart(("warm.txt", b"warm up\n", "text/plain"))
-    status, _ = await raw_request(server.port, head("/api/files/upload", content_type,
-                                  f"Content-Length: {len(body)}\r\nConnection: close\r\n"), [body])
-    assert status == 201
-    before = peak_rss(server.process.pid)
+    before = await started_and_warm(server)
 
     boundary = "largeupload0123"
     pieces = list(text_upload_pieces(size, boundary))
