@@ -143,9 +143,12 @@ class S3Storage:
         try:
             await self._client.create_bucket(**create)
         except ClientError as error:
-            if _status_of(error) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+            # Another node made it a moment ago: ours after all.
+            if _status_of(error) != "BucketAlreadyOwnedByYou":
                 raise StartupRefused(f"files: {where} does not exist and could not be created: "
                                      f"{_status_of(error)}; create it, or give the credentials the right to") from None
+        except (BotoCoreError, HttpClientError, OSError) as error:
+            raise StartupRefused(f"files: cannot reach {where}: {error}") from None
         log.info("created the S3 bucket for files", extra={"bucket": self.bucket})
 
     async def close(self) -> None:

@@ -101,7 +101,7 @@ class FilesService:
         try:
             return await app.db.run(insert)
         except BaseException:
-            await self.storage.delete(key)
+            await self._remove_objects([key])
             raise
 
     # -- reading ---------------------------------------------------------------------
@@ -185,7 +185,7 @@ class FilesService:
         for key in keys:
             try:
                 await storage.delete(key)
-            except Exception:  # the row is gone: the object is an orphan for files reconcile
+            except Exception:  # left as an orphan without a row, for files reconcile
                 log.warning("could not remove a stored file; files reconcile will", exc_info=True)
 
 

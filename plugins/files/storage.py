@@ -315,7 +315,12 @@ async def open_storage(app: App) -> StorageBackend:
                                  f"published service ({error})") from None
         app.plugin_state(PLUGIN).storage = backend
         return backend
-    await backend.start()
+    try:
+        await backend.start()
+    except StartupRefused:
+        raise
+    except Exception as error:  # serving without storage would answer every file request 500
+        raise StartupRefused(f"files: the {settings.storage} storage could not start: {error}") from error
     app.plugin_state(PLUGIN).storage = backend
     app.plugin_state(PLUGIN).owned_storage = backend
     return backend
