@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from vachat.testing import eventually, needs_redis, needs_shared_services
+from vachat.testing import eventually, free_port, needs_redis, needs_shared_services
 
 from .helpers import HTML, TEXT, multipart, png_bytes, raw_request
 
@@ -108,3 +108,12 @@ async def test_local_storage_with_redis_warns_at_start(server_process):
     server = server_process()
     await server.wait_ready()
     assert await eventually(lambda: "FILES_STORAGE=local" in server.output())
+
+
+@on_s3
+@pytest.mark.gen_test(timeout=90)
+async def test_a_store_that_cannot_be_reached_stops_start_up(server_process, files_storage):
+    nobody = f"http://127.0.0.1:{free_port()}"  # a port nothing listens on
+    server = server_process({**files_storage, "FILES_S3_ENDPOINT": nobody})
+    assert await server.wait_exit(timeout=75) == 2
+    assert "cannot reach the S3 bucket" in server.output() and nobody in server.output()
