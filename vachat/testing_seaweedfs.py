@@ -165,9 +165,10 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterable[S3Server]:
         _wait_until_storing(server, process, log_path)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        # Killed, not asked: weed takes 10-25 s to stop gracefully, and its data is thrown away.
+        process.kill()
+        process.wait(10)
+        # The gRPC sockets weed leaves in /tmp whatever it is told, named by our ports.
+        for port in (master, volume, filer, s3):
+            for leftover in Path("/tmp").glob(f"seaweedfs-*-grpc-{port + GRPC_OFFSET}.sock"):
+                leftover.unlink(missing_ok=True)
