@@ -31,14 +31,16 @@ from . import __version__
 from .broker import make_broker
 from .config import Settings
 from .db import Database
-from .events import EventRegistry
+from .events import EventRegistry, ServerEventRegistry
 from .hub import Hub
+from .interfaces import ServiceKey
 from .logs import log_request
 from .mail import make_mailer
 from .metrics import Metrics
 from .migrate import CORE_MIGRATIONS, MigrationSource, Migrations
 from .plugin_config import PluginConfigError, resolve_plugin_config
 from .plugin_manager import HookCaller, LoadedPlugin, PluginManager
+from .rbac import Permission
 from .ratelimit import make_rate_limiter
 from .redis_client import RedisGuard, make_redis
 from .resources import core_resource
@@ -89,7 +91,9 @@ class VachatApplication(tornado.web.Application):
         self.schemas = SchemaRegistry()
         self._load_schemas()
         self.metrics = Metrics()
-        self.db = Database(config.database_url, config.database_pool_size)
+        self.metrics.gauge_from("vachat_http_requests_in_flight", "HTTP requests accepted and not yet answered",
+                                lambda: len(self._inflight))
+        self.db = Database(config.database_url, config.database_pool_size, config.database_pool_timeout)
         # bcrypt, file I/O and SMTP run here, apart from the database threads, so slow hashing
         # never starves queries.
         self.work_threads = ThreadPool(config.executor_threads, "vachat-work")
@@ -101,7 +105,10 @@ class VachatApplication(tornado.web.Application):
         self.broker = make_broker(self.redis, self.redis_guard)
         self.hub = Hub(self)
         self.permissions: dict[str, str] = {}
+        #: Permission name → the roles it is granted to when first seen (``Permission.grant_to``).
+        self.default_grants: dict[str, tuple[str, ...]] = {}
         self.events = EventRegistry()
+        self.server_events = ServerEventRegistry()
         routes = self._collect_declarations()
         self.route_table = routes
         self._route_names = {}
@@ -145,21 +152,35 @@ class VachatApplication(tornado.web.Application):
 
     def _collect_declarations(self) -> list[tuple]:
         from .health import HEALTH_ROUTES
+        from .asyncapi import ASYNCAPI_ROUTES
+        from .docs_page import DOCS_ROUTES
         from .openapi import OPENAPI_ROUTES
-        from .ws import CORE_EVENTS, SocketHandler
+        from .ws import CORE_EVENTS, CORE_SERVER_EVENTS, SocketHandler
 
-        routes: list[tuple] = [*HEALTH_ROUTES, *OPENAPI_ROUTES, (r"/ws", SocketHandler)]
+        routes: list[tuple] = [*HEALTH_ROUTES, *OPENAPI_ROUTES, *ASYNCAPI_ROUTES, *DOCS_ROUTES, (r"/ws", SocketHandler)]
         for handler in CORE_EVENTS:
             self.events.register(handler, "core")
+        for server_event in CORE_SERVER_EVENTS:
+            self.server_events.register(server_event, "core")
         taken = {route[0] for route in routes}
 
+        # Declarations are collected through the manager by name, not app.hooks: a plugin that
+        # fails one is disabled (app.hooks only logs), and the answers come with their plugin.
         for plugin, declared in self.plugins.collect("vachat_permissions"):
-            for name, description in declared:
-                self.permissions.setdefault(name, description)
+            try:
+                permissions = [Permission.of(entry) for entry in declared]
+            except (TypeError, ValueError) as error:
+                self.plugins.disable(plugin.name, f"vachat_permissions returned {error}")
+                continue
+            for permission in permissions:
+                self.permissions.setdefault(permission.name, permission.description)
+                self.default_grants.setdefault(permission.name, permission.grant_to)
         for plugin, declared in self.plugins.collect("vachat_services", app=self):
             self._add_services(plugin, dict(declared))
         declared_routes = self._checked(self.plugins.collect("vachat_routes", app=self), _route_schema_ids)
         declared_events = self._checked(self.plugins.collect("vachat_ws_events", app=self), _event_schema_ids)
+        declared_server_events = self._checked(self.plugins.collect("vachat_server_events", app=self),
+                                               _server_event_schema_ids)
         # A plugin disabled by a later check (or as a requirement of one) contributes nothing.
         for name in [name for name in self._services if not self.plugins.is_enabled(name.partition(".")[0])]:
             del self._services[name]
@@ -178,6 +199,14 @@ class VachatApplication(tornado.web.Application):
             for handler in declared:
                 try:
                     self.events.register(handler, plugin.name)
+                except (TypeError, ValueError) as error:
+                    log.error("%s | %s; refused", plugin.name, error)
+        for plugin, declared in declared_server_events:
+            if not plugin.enabled:
+                continue
+            for server_event in declared:
+                try:
+                    self.server_events.register(server_event, plugin.name)
                 except (TypeError, ValueError) as error:
                     log.error("%s | %s; refused", plugin.name, error)
         return routes
@@ -222,7 +251,7 @@ class VachatApplication(tornado.web.Application):
         """Who presents these credentials, via the ``vachat_actor_from_request`` hook."""
         if not (headers.get("Authorization") or headers.get("X-API-Key")):
             return None
-        actor = await self.hooks.call("vachat_actor_from_request", headers=headers, remote_ip=remote_ip)
+        actor = await self.hooks.vachat_actor_from_request(headers=headers, remote_ip=remote_ip)
         if actor is None:
             # Credentials were sent but no plugin knows them: say so, the same way on REST and
             # WebSocket, rather than "Authentication required" as if none had been sent.
@@ -255,7 +284,8 @@ class VachatApplication(tornado.web.Application):
             state = self._plugin_states[name] = SimpleNamespace()
         return state
 
-    def service(self, name: str) -> Any:
+    def service(self, key: ServiceKey[Any] | str) -> Any:
+        name = key if isinstance(key, str) else key.name
         try:
             return self._services[name]
         except KeyError:
@@ -263,8 +293,8 @@ class VachatApplication(tornado.web.Application):
             raise LookupError(f"no service {name!r}: the {owner!r} plugin that provides it "
                               f"{self.plugins._absence(owner)}") from None
 
-    def has_service(self, name: str) -> bool:
-        return name in self._services
+    def has_service(self, key: ServiceKey[Any] | str) -> bool:
+        return (key if isinstance(key, str) else key.name) in self._services
 
     def plugin_enabled(self, name: str) -> bool:
         return self.plugins.is_enabled(name)
@@ -307,7 +337,7 @@ class VachatApplication(tornado.web.Application):
         """Bind the database, start the broker and hub, run plugins' start-up hooks."""
         self.db.bind()
         await self.hub.start()
-        await self.plugins.notify("vachat_startup", app=self)
+        await self.hooks.vachat_startup.notify()
         log.info("vachat started", extra={
             "version": self.version, "environment": self.config.env,
             "plugins": [p.name for p in self.plugins.enabled],
@@ -330,7 +360,7 @@ class VachatApplication(tornado.web.Application):
             except asyncio.TimeoutError:
                 log.warning("in-flight requests still running after the grace period",
                             extra={"requests": len(self._inflight)})
-        await self.plugins.notify("vachat_shutdown", app=self)
+        await self.hooks.vachat_shutdown.notify()
         loop = asyncio.get_running_loop()
         steps: list[tuple[str, Callable[[], Any]]] = [
             ("mail", self.mailer.drain),  # e-mails already promised (reset links) go out first
@@ -375,6 +405,12 @@ def _event_schema_ids(handler: Any) -> Iterable[tuple[str, str]]:
     spec = getattr(handler, "ws_event", None)
     if spec is not None and spec.schema:
         yield f"event {spec.type!r}", spec.schema
+
+
+def _server_event_schema_ids(event: Any) -> Iterable[tuple[str, str]]:
+    schema = getattr(event, "schema", None)
+    if schema:
+        yield f"server event {getattr(event, 'type', event)!r}", schema
 
 
 def make_app(config: Settings, *, extra_plugins: Iterable[tuple[str, Any]] = (),

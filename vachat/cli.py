@@ -1,7 +1,7 @@
 """The command line: ``python run.py <command>`` or the installed ``vachat`` script.
 
 Commands: ``serve`` (the default), ``migrate`` (apply / rollback / create / status),
-``plugins``, ``config``, ``chat`` (the terminal client in ``vachat.client.command``, a client of
+``plugins``, ``openapi``, ``hooks`` (the hooks reference), ``config``, ``chat`` (the terminal client in ``vachat.client.command``, a client of
 the public protocol that reads no server configuration), and every command a plugin adds
 through ``vachat_commands`` (the core's accounts add ``seed`` and ``create-admin``). Configuration comes from the same files and
 environment as the server's; a bad value exits with status 2 and a message naming it.
@@ -63,9 +63,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from .migrate import installed_package_holding
+
     settings = _settings(args)
     _configure_logging(settings, quiet=True)
     migrations = _application(settings).migrations()
+    if args.owner and args.owner not in migrations.sources:
+        print(f"vachat migrate: no migrations for {args.owner!r}; known: {', '.join(migrations.sources)}",
+              file=sys.stderr)
+        return 2
     if args.action == "apply":
         applied = migrations.apply(args.owner)
         print(json.dumps({"applied": applied}, indent=2) if applied else "nothing to apply")
@@ -79,9 +85,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         if not args.name:
             print("vachat migrate create: give the migration a name", file=sys.stderr)
             return 2
-        print(migrations.create(args.owner or "core", args.name))
+        owner = args.owner or "core"
+        installed = installed_package_holding(migrations.sources[owner].directory)
+        if installed:
+            print(f"vachat migrate create: refusing to write {owner}'s migration into an installed package "
+                  f"({installed}): it would be lost at the next install and never reach the source. Run this "
+                  f"command in {owner}'s source checkout, installed editable (pip install -e <checkout>), "
+                  "and release the new migration with the package.", file=sys.stderr)
+            return 1
+        print(migrations.create(owner, args.name))
     else:
-        print(json.dumps(migrations.status(), indent=2))
+        print(json.dumps(migrations.status(args.owner), indent=2))
     return 0
 
 
@@ -138,8 +152,42 @@ def cmd_openapi(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hooks(args: argparse.Namespace) -> int:
+    """Print the hooks reference (Markdown) of the core and the enabled plugins, or with
+    ``--builtin`` of the core and the built-in plugins only (docs/hooks.md)."""
+    from .hooks_document import builtin_manager, render
+
+    if args.builtin:
+        print(render(builtin_manager()), end="")
+        return 0
+    settings = _settings(args)
+    _configure_logging(settings, quiet=True)
+    print(render(_application(settings).plugins), end="")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
-    print(json.dumps(_settings(args).public_summary(), indent=2, default=str))
+    """The core's settings, then every enabled plugin's section under ``plugins`` (defaults and
+    environment applied, as the plugin sees it); secrets masked in both. With
+    ``--defaults-toml`` / ``--markdown-table``: what the settings' schemas generate."""
+    if args.defaults_toml or args.markdown_table:
+        from .config import load_config_schema
+        from .config_docs import builtin_plugin_schemas, defaults_toml, markdown_table
+
+        render = defaults_toml if args.defaults_toml else markdown_table
+        print(render(load_config_schema(), builtin_plugin_schemas()), end="")
+        return 0
+    from .app import VachatApplication
+    from .plugin_config import public_plugin_config
+
+    settings = _settings(args)
+    _configure_logging(settings, quiet=True)
+    app = VachatApplication(settings)
+    summary = settings.public_summary()
+    summary["plugins"] = {
+        plugin.name: public_plugin_config(app.plugin_config(plugin.name), app.schemas, f"{plugin.name}/config")
+        for plugin in sorted(app.plugins.enabled, key=lambda p: p.name) if plugin.source != "core"}
+    print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
@@ -192,7 +240,18 @@ def build_parser() -> argparse.ArgumentParser:
     openapi = commands.add_parser("openapi", help="print the OpenAPI document of the REST API")
     openapi.set_defaults(handler=cmd_openapi)
 
-    config = commands.add_parser("config", help="print the effective configuration (secrets masked)")
+    hooks = commands.add_parser("hooks", help="print the reference of every hook (Markdown)")
+    hooks.add_argument("--builtin", action="store_true",
+                       help="the core's and the built-in plugins' only, whatever is installed (docs/hooks.md)")
+    hooks.set_defaults(handler=cmd_hooks)
+
+    config = commands.add_parser("config", help="print the effective configuration, every plugin's section "
+                                                "included (secrets masked)")
+    generated = config.add_mutually_exclusive_group()
+    generated.add_argument("--defaults-toml", action="store_true",
+                           help="print conf/default.toml as the settings' schemas declare it")
+    generated.add_argument("--markdown-table", action="store_true",
+                           help="print the README's table of settings, from the same schemas")
     config.set_defaults(handler=cmd_config)
 
     from .client.command import add_arguments as add_chat_arguments

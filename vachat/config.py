@@ -1,5 +1,10 @@
 """Configuration: defaults, an override file, environment variables, all typed and checked.
 
+Every core setting is declared once, in ``schemas/config.json``, the way a plugin declares its
+own: TOML section and key, environment variable (``x-env``), the ``Settings`` attribute it
+fills (``x-attr``), JSON type and constraints, default and meaning. ``x-format`` names how a
+checked value becomes its Python value (a size in bytes, a ``Rate``, an absolute ``Path``).
+
 Precedence, lowest first: ``conf/default.toml``, the file named by ``VACHAT_CONFIG``, then
 environment variables. Every value is converted and validated once, at start-up; a bad value or
 an unknown key in a file stops the process with a message that names it and where it came from.
@@ -23,8 +28,11 @@ import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
+
+import jsonschema
 
 from .resources import core_resource
 
@@ -34,12 +42,8 @@ __all__ = ["ConfigError", "Rate", "Settings", "load_settings", "make_private_dir
 
 DEFAULT_CONFIG_FILE = core_resource("conf/default.toml")
 
-ENVIRONMENTS = ("development", "production", "test")
 # Shorter secrets are refused in production: HS256 wants at least as many bytes as its output.
 MIN_SECRET_BYTES = 32
-# The cost factors bcrypt accepts at all (2^4 to 2^31 rounds): anything else makes every
-# hash and check raise, which would turn each sign-in into a 500.
-BCRYPT_MIN_ROUNDS, BCRYPT_MAX_ROUNDS = 4, 31
 # Below this cost a leaked hash falls to an offline guesser in hours (OWASP asks for 10 or
 # more); fine for tests, refused in production.
 BCRYPT_MIN_PRODUCTION_ROUNDS = 10
@@ -101,14 +105,22 @@ class Rate:
 
 
 # ---------------------------------------------------------------------------
-# value parsers: each takes what a TOML file or an environment variable holds
+# the settings, as declared in schemas/config.json
 # ---------------------------------------------------------------------------
+
+#: Every core setting: section and key, environment variable (``x-env``), the ``Settings``
+#: attribute it fills (``x-attr``), type, default, constraints, meaning. The one place a core
+#: setting is declared; conf/default.toml and the README's table are generated from it
+#: (``vachat.config_docs``).
+CONFIG_SCHEMA_FILE = core_resource("schemas/config.json")
 
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
                "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
 def parse_size(value: Any) -> int:
+    """Bytes from ``10MiB``, ``64KiB``, ``1.5GB`` or a plain number."""
     if isinstance(value, int) and not isinstance(value, bool):
         size = value
     else:
@@ -121,238 +133,193 @@ def parse_size(value: Any) -> int:
     return size
 
 
-def parse_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
-def parse_list(value: Any) -> list[str]:
-    if isinstance(value, (list, tuple)):
-        items = value
-    else:
-        items = str(value).split(",")
-    return [str(item).strip() for item in items if str(item).strip()]
-
-
-def parse_positive_int(value: Any) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError(f"must be at least 1, got {value!r}")
-    return number
-
-
-def parse_positive_float(value: Any) -> float:
-    number = float(value)
-    if number <= 0:
-        raise ValueError(f"must be positive, got {value!r}")
-    return number
-
-
-def parse_bcrypt_rounds(value: Any) -> int:
-    rounds = int(value)
-    if not BCRYPT_MIN_ROUNDS <= rounds <= BCRYPT_MAX_ROUNDS:
-        raise ValueError(f"must be a bcrypt cost from {BCRYPT_MIN_ROUNDS} to {BCRYPT_MAX_ROUNDS}, got {value!r}")
-    return rounds
-
-
-def parse_port(value: Any) -> int:
-    port = int(value)
-    if not 0 <= port <= 65535:
-        raise ValueError(f"must be a port number 0-65535, got {value!r}")
-    return port
-
-
-def parse_directory(value: Any) -> Path:
-    """A directory, made absolute against the working directory at start-up."""
-    text = str(value).strip()
-    if not text:
-        raise ValueError("must name a directory, got an empty value")
-    return Path(text).absolute()
-
-
-def parse_env(value: Any) -> str:
-    text = str(value).strip().lower()
-    if text not in ENVIRONMENTS:
-        raise ValueError(f"must be one of {', '.join(ENVIRONMENTS)}, got {value!r}")
-    return text
-
-
-def parse_log_level(value: Any) -> str:
-    text = str(value).strip().upper()
-    if text not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ValueError(f"must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}")
-    return text
-
-
-def parse_database_url(value: Any) -> str:
-    text = str(value).strip()
-    if not text.startswith(("sqlite://", "postgresql://", "postgres://")):
-        raise ValueError(f"must start with sqlite:/// or postgresql://, got {redact_url(text)!r}")
-    return text
-
-
-def parse_redis_url(value: Any) -> str:
-    text = str(value).strip()
-    if text and not text.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"must start with redis://, rediss:// or unix://, got {redact_url(text)!r}")
-    return text
-
-
-def parse_smtp_url(value: Any) -> str:
-    text = str(value).strip()
-    if text and not text.startswith(("smtp://", "smtps://")):
-        raise ValueError(f"must start with smtp:// or smtps://, got {redact_url(text)!r}")
-    return text
-
-
-def parse_networks(value: Any) -> list[str]:
-    networks = parse_list(value)
-    for network in networks:
-        ipaddress.ip_network(network, strict=False)  # raises ValueError with a clear message
-    return networks
-
-
-def parse_public_url(value: Any) -> str:
-    text = str(value).strip()
-    if text and not re.match(r"^https?://[^/\s]+", text):
-        raise ValueError(f"must be an http:// or https:// URL, got {text!r}")
-    return text.rstrip("/")
-
-
-def parse_link_template(value: Any) -> str:
-    text = str(value).strip()
-    if text and (not re.match(r"^https?://[^/\s]+", text) or "{token}" not in text):
-        raise ValueError(f"must be an http(s):// URL containing {{token}}, got {text!r}")
-    return text
-
-
 def redact_url(url: str) -> str:
     """The URL with any password replaced, safe for logs and error messages."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
-@dataclass(frozen=True)
-class Option:
-    """One setting: where it lives in TOML, which variable overrides it, how to read it."""
+def _from_text(text: str, kinds: tuple[str, ...]) -> Any:
+    """What an environment variable (or a string in a file) holds, as the JSON type the
+    setting declares: files may write ``port = "3000"`` as the environment must."""
+    if "string" in kinds:
+        return text
+    if "integer" in kinds:
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {text!r}") from None
+    if "number" in kinds:
+        try:
+            return float(text.strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {text!r}") from None
+    if "boolean" in kinds:
+        lowered = text.strip().lower()
+        if lowered not in _TRUE + _FALSE:
+            raise ValueError(f"expected true or false, got {text!r}")
+        return lowered in _TRUE
+    if "array" in kinds:
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return text
 
-    attr: str
-    section: str
-    key: str
-    env: str
-    parse: Callable[[Any], Any]
-    secret: bool = False
+
+def _check_network(text: str) -> str:
+    ipaddress.ip_network(text, strict=False)  # raises ValueError with a clear message
+    return text
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option("host", "server", "host", "HOST", str),
-    Option("port", "server", "port", "PORT", parse_port),
-    Option("env", "server", "env", "VACHAT_ENV", parse_env),
-    Option("trusted_proxies", "server", "trusted_proxies", "TRUSTED_PROXIES", parse_networks),
-    Option("max_json_body", "server", "max_json_body", "MAX_JSON_BODY", parse_size),
-    Option("http_idle_timeout", "server", "idle_timeout", "HTTP_IDLE_TIMEOUT", parse_positive_float),
-    Option("http_body_timeout", "server", "body_timeout", "HTTP_BODY_TIMEOUT", parse_positive_float),
-    Option("shutdown_grace", "server", "shutdown_grace", "SHUTDOWN_GRACE", parse_positive_float),
-    Option("executor_threads", "server", "executor_threads", "EXECUTOR_THREADS", parse_positive_int),
-    Option("auto_migrate", "server", "auto_migrate", "AUTO_MIGRATE", parse_bool),
-    Option("data_dir", "server", "data_dir", "VACHAT_DATA_DIR", parse_directory),
-    Option("database_url", "database", "url", "DATABASE_URL", parse_database_url, secret=True),
-    Option("database_pool_size", "database", "pool_size", "DATABASE_POOL_SIZE", parse_positive_int),
-    Option("redis_url", "redis", "url", "REDIS_URL", parse_redis_url, secret=True),
-    Option("jwt_secret", "security", "jwt_secret", "JWT_SECRET", str, secret=True),
-    Option("jwt_refresh_secret", "security", "jwt_refresh_secret", "JWT_REFRESH_SECRET", str, secret=True),
-    Option("cors_origins", "security", "cors_origin", "CORS_ORIGIN", parse_list),
-    Option("bcrypt_rounds", "security", "bcrypt_rounds", "BCRYPT_ROUNDS", parse_bcrypt_rounds),
-    Option("access_token_ttl", "security", "access_token_ttl", "ACCESS_TOKEN_TTL", parse_positive_int),
-    Option("refresh_token_ttl", "security", "refresh_token_ttl", "REFRESH_TOKEN_TTL", parse_positive_int),
-    Option("rate_limit_global", "security", "rate_limit_global", "RATE_LIMIT_GLOBAL", Rate.parse),
-    Option("rate_limit_auth", "security", "rate_limit_auth", "RATE_LIMIT_AUTH", Rate.parse),
-    Option("log_level", "logging", "level", "LOG_LEVEL", parse_log_level),
-    Option("log_dir", "logging", "dir", "LOG_DIR", str),
-    Option("log_retention_days", "logging", "retention_days", "LOG_RETENTION_DAYS", parse_positive_int),
-    Option("smtp_url", "email", "smtp_url", "SMTP_URL", parse_smtp_url, secret=True),
-    Option("email_from", "email", "from", "EMAIL_FROM", str),
-    Option("public_url", "email", "public_url", "PUBLIC_URL", parse_public_url),
-    Option("email_verify_url", "email", "verify_url", "EMAIL_VERIFY_URL", parse_link_template),
-    Option("email_reset_url", "email", "reset_url", "EMAIL_RESET_URL", parse_link_template),
-    Option("ws_max_message_size", "websocket", "max_message_size", "WS_MAX_MESSAGE_SIZE", parse_size),
-    Option("ws_ping_interval", "websocket", "ping_interval", "WS_PING_INTERVAL", parse_positive_float),
-    Option("ws_ping_timeout", "websocket", "ping_timeout", "WS_PING_TIMEOUT", parse_positive_float),
-    Option("ws_auth_timeout", "websocket", "auth_timeout", "WS_AUTH_TIMEOUT", parse_positive_float),
-    Option("ws_outbound_limit", "websocket", "outbound_limit", "WS_OUTBOUND_LIMIT", parse_size),
-    Option("ws_rate_limit", "websocket", "rate_limit", "WS_RATE_LIMIT", Rate.parse),
-    Option("ws_max_per_ip", "websocket", "max_per_ip", "WS_MAX_PER_IP", parse_positive_int),
-    Option("ws_max_per_user", "websocket", "max_per_user", "WS_MAX_PER_USER", parse_positive_int),
-    Option("plugins_enabled", "plugins", "enabled", "VACHAT_PLUGINS", parse_list),
-    Option("plugins_strict", "plugins", "strict", "VACHAT_PLUGINS_STRICT", parse_bool),
-    Option("plugin_modules", "plugins", "modules", "VACHAT_PLUGIN_MODULES", parse_list),
-)
-OPTIONS_BY_ATTR = {option.attr: option for option in OPTIONS}
-
-# Settings whose default is a place in the data directory, so that moving it moves them all.
-DATA_DIR_DEFAULTS: dict[str, Callable[[Path], str]] = {
-    "database_url": lambda data_dir: f"sqlite:///{data_dir / 'vachat.db'}",
-    "log_dir": lambda data_dir: str(data_dir / "log"),
+# ``x-format``: how a value that passed the schema becomes the Python value ``Settings`` holds.
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "size": parse_size,
+    "rate": Rate.parse,
+    "directory": lambda value: Path(value).absolute(),
+    "base-url": lambda value: value.rstrip("/"),
+    "ip-network": _check_network,
 }
 
 
 @dataclass(frozen=True)
-class Settings:
-    """The validated configuration of one server process. Immutable once loaded."""
+class Option:
+    """One setting, read from its property in the core's config schema."""
 
-    host: str = "0.0.0.0"
-    port: int = 3000
-    env: str = "development"
-    trusted_proxies: list[str] = field(default_factory=list)
-    max_json_body: int = 1024 * 1024
-    # Seconds a connection may sit idle (or take to send its headers), and to send a body.
-    http_idle_timeout: float = 60.0
-    http_body_timeout: float = 60.0
-    shutdown_grace: float = 30.0
-    executor_threads: int = 8
-    auto_migrate: bool | None = None
-    # Runtime state; DATABASE_URL and LOG_DIR (and plugins' files, such as uploads) default to
-    # places inside it.
-    data_dir: Path = Path("var")
-    database_url: str = "sqlite:///var/vachat.db"
-    database_pool_size: int = 8
-    redis_url: str = ""
-    jwt_secret: str = ""
-    jwt_refresh_secret: str = ""
-    cors_origins: list[str] = field(default_factory=list)
-    bcrypt_rounds: int = 12
-    # Seconds an access token (15 min) and a refresh token (7 days) are valid.
-    access_token_ttl: int = 15 * 60
-    refresh_token_ttl: int = 7 * 24 * 3600
-    rate_limit_global: Rate = Rate(100, 60)
-    rate_limit_auth: Rate = Rate(5, 900)
-    log_level: str = "INFO"
-    log_dir: str = "var/log"
-    log_retention_days: int = 14
-    smtp_url: str = ""
-    email_from: str = "vachat <no-reply@localhost>"
-    # Empty: the server's own address (see _with_public_url).
-    public_url: str = ""
-    email_verify_url: str = ""
-    email_reset_url: str = ""
-    ws_max_message_size: int = 64 * 1024
-    ws_ping_interval: float = 25.0
-    ws_ping_timeout: float = 20.0
-    ws_auth_timeout: float = 10.0
-    ws_outbound_limit: int = 1024 * 1024
-    ws_rate_limit: Rate = Rate(60, 10)
-    # Open sockets per client address (IPv6 per /64) and per user, on one node; see conf/default.toml.
-    ws_max_per_ip: int = 100
-    ws_max_per_user: int = 20
-    plugins_enabled: list[str] = field(default_factory=list)
-    plugins_strict: bool = False
-    # Importable modules loaded as plugins without being installed (development, benchmarks).
-    plugin_modules: list[str] = field(default_factory=list)
+    section: str
+    key: str
+    schema: Mapping[str, Any]
+
+    @property
+    def attr(self) -> str:
+        return str(self.schema["x-attr"])
+
+    @property
+    def env(self) -> str:
+        return str(self.schema["x-env"])
+
+    @property
+    def secret(self) -> bool:
+        return bool(self.schema.get("writeOnly"))
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        kind = self.schema.get("type", "string")
+        return tuple(kind) if isinstance(kind, list) else (kind,)
+
+    def shown(self, value: Any) -> str:
+        """``value`` as an error message may show it: never a secret."""
+        if not self.secret:
+            return repr(value)
+        return repr(redact_url(value)) if "://" in str(value) else "a hidden value"
+
+    def parse(self, value: Any) -> Any:
+        """``value`` from a file, the environment or a test's overrides, checked against the
+        schema and converted; ``ValueError`` says what is wrong with it."""
+        if isinstance(value, (Rate, Path)):
+            value = str(value)
+        if isinstance(value, str):
+            value = _from_text(value, self.kinds)
+        if isinstance(value, str):
+            value = value.strip()
+            case = self.schema.get("x-case")
+            value = value.lower() if case == "lower" else value.upper() if case == "upper" else value
+        error = jsonschema.exceptions.best_match(self._validator.iter_errors(value))
+        if error is not None:
+            if "x-message" in self.schema:
+                raise ValueError(f"{self.schema['x-message']}, got {self.shown(value)}")
+            raise ValueError("is not valid" if self.secret else error.message)
+        return self._convert(value)
+
+    @cached_property
+    def _validator(self) -> jsonschema.Draft202012Validator:
+        return jsonschema.Draft202012Validator(dict(self.schema))
+
+    def _convert(self, value: Any) -> Any:
+        item_format = self.schema.get("items", {}).get("x-format")
+        if item_format and isinstance(value, list):
+            return [_CONVERTERS[item_format](item) for item in value]
+        convert = _CONVERTERS.get(self.schema.get("x-format", ""))
+        if convert:
+            return convert(value)
+        # JSON's integer accepts 3.0 and its number accepts 3: Settings holds int and float.
+        if self.kinds == ("integer",):
+            return int(value)
+        if self.kinds == ("number",):
+            return float(value)
+        return value
+
+    def default_in(self, data_dir: Path) -> str:
+        """The default of a setting that lives in the data directory (``x-data-dir-default``)."""
+        return str(self.schema["x-data-dir-default"]).format(data_dir=data_dir)
+
+
+def load_config_schema() -> dict[str, Any]:
+    with open(CONFIG_SCHEMA_FILE, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _options(schema: Mapping[str, Any]) -> tuple[Option, ...]:
+    return tuple(Option(section, key, prop)
+                 for section, table in schema["properties"].items()
+                 for key, prop in table["properties"].items())
+
+
+OPTIONS: tuple[Option, ...] = _options(load_config_schema())
+OPTIONS_BY_ATTR = {option.attr: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one server process. Immutable once loaded.
+
+    Each attribute but the last two is a setting of ``schemas/config.json`` (its ``x-attr``),
+    which holds its default, variable, constraints and meaning; the attributes are generated from
+    it, typed as the value the schema's ``type`` or ``x-format`` is converted to.
+    """
+
+    # <generated from schemas/config.json: python -m vachat.config_docs --write>
+    host: str
+    port: int
+    env: str
+    trusted_proxies: list[str]
+    max_json_body: int
+    http_idle_timeout: float
+    http_body_timeout: float
+    shutdown_grace: float
+    executor_threads: int
+    auto_migrate: bool | None
+    data_dir: Path
+    database_url: str
+    database_pool_size: int
+    database_pool_timeout: float
+    redis_url: str
+    jwt_secret: str
+    jwt_refresh_secret: str
+    cors_origins: list[str]
+    bcrypt_rounds: int
+    access_token_ttl: int
+    refresh_token_ttl: int
+    rate_limit_global: Rate
+    rate_limit_auth: Rate
+    rate_limit_auth_account: Rate
+    rate_limit_export: Rate
+    log_level: str
+    log_dir: str
+    log_retention_days: int
+    smtp_url: str
+    email_from: str
+    public_url: str
+    email_verify_url: str
+    email_reset_url: str
+    ws_max_message_size: int
+    ws_ping_interval: float
+    ws_ping_timeout: float
+    ws_auth_timeout: float
+    ws_outbound_limit: int
+    ws_rate_limit: Rate
+    ws_max_per_ip: int
+    ws_max_per_user: int
+    plugins_enabled: list[str]
+    plugins_strict: bool
+    plugin_modules: list[str]
+    # </generated>
     # [plugins.<name>] tables, handed to each plugin as its own section.
     plugin_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # The environment the settings were read from: plugins map their own variables
@@ -462,14 +429,18 @@ def load_settings(
                 sources[option.attr] = extra_file
 
     values: dict[str, Any] = {}
+    placed_in_data_dir = []
     for option in OPTIONS:
-        value = raw.get(option.section, {}).get(option.key)
-        source = sources[option.attr]
+        value, source = option.schema.get("default"), f"the default in {CONFIG_SCHEMA_FILE}"
+        if option.key in raw.get(option.section, {}):
+            value, source = raw[option.section][option.key], sources[option.attr]
         if option.env in environ:
             value, source = environ[option.env], f"environment variable {option.env}"
         if overrides and option.attr in overrides:
             value, source = overrides[option.attr], "test overrides"
         if value is None:
+            if "x-data-dir-default" in option.schema:
+                placed_in_data_dir.append(option)
             continue
         try:
             values[option.attr] = option.parse(value)
@@ -477,10 +448,9 @@ def load_settings(
             raise ConfigError(
                 f"invalid {option.env} ({option.section}.{option.key}) from {source}: {error}"
             ) from None
-
-    data_dir = values.setdefault("data_dir", parse_directory(Settings.data_dir))
-    for attr, default_inside in DATA_DIR_DEFAULTS.items():
-        values.setdefault(attr, default_inside(data_dir))
+    for option in placed_in_data_dir:
+        values[option.attr] = option.default_in(values["data_dir"])
+    values.setdefault("auto_migrate", None)
 
     plugin_sections = {
         name: dict(section)

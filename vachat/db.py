@@ -20,14 +20,14 @@ from typing import Any, Callable, TypeVar
 from urllib.parse import unquote, urlparse
 
 import peewee
-from playhouse.pool import PooledPostgresqlDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
 from .config import PRIVATE_FILE_MODE, make_private_dir, redact_url
 from .errors import Unavailable
 from .ids import new_id
 from .threads import ThreadPool
 
-__all__ = ["database", "BaseModel", "JSONField", "Database", "connect_url", "now"]
+__all__ = ["database", "BaseModel", "JSONField", "Database", "connect_url", "now", "lock_rows"]
 
 log = logging.getLogger("vachat.db")
 T = TypeVar("T")
@@ -46,15 +46,29 @@ SQLITE_PRAGMAS = {
 # PostgreSQL: recycle a pooled connection idle this long (s), so a restarted server or a
 # proxy's idle cut does not leave us holding dead sockets forever.
 POSTGRES_STALE_TIMEOUT = 300
-# Seconds a caller waits for a free pooled connection before the request gets a 503.
-POSTGRES_POOL_TIMEOUT = 10
+# Seconds a caller waits for a free pooled connection before the request gets a 503
+# (``DATABASE_POOL_TIMEOUT``).
+POSTGRES_POOL_TIMEOUT = 10.0
 # Fail fast when PostgreSQL is unreachable: a 503 now beats a request hanging for minutes.
 POSTGRES_CONNECT_TIMEOUT = 5
 
+# What a caller is told, with its 503, when the database cannot serve it.
+SHUTTING_DOWN = "The database is shutting down"
+AWAY = "The database is unavailable, try again shortly"
+BUSY = "The database is busy, try again shortly"
 
-def now():
+
+def now() -> datetime.datetime:
     """The current UTC time as a naive datetime (how every timestamp column stores it)."""
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def lock_rows(query: peewee.Select) -> peewee.Select:
+    """``query`` holding the rows it reads until the transaction ends (``SELECT … FOR UPDATE``)
+    on PostgreSQL, where concurrent transactions otherwise each read the same total and each
+    act on it (a quota check). SQLite needs nothing: its write transactions already run one at
+    a time (``BEGIN IMMEDIATE``)."""
+    return query.for_update() if isinstance(database.obj, peewee.PostgresqlDatabase) else query
 
 
 class BaseModel(peewee.Model):
@@ -77,7 +91,7 @@ class JSONField(peewee.TextField):
         return None if value is None else json.loads(value)
 
 
-def connect_url(url: str, pool_size: int = 8) -> peewee.Database:
+def connect_url(url: str, pool_size: int = 8, pool_timeout: float = POSTGRES_POOL_TIMEOUT) -> peewee.Database:
     """A Peewee database for ``sqlite:///path`` or ``postgresql://user:pass@host:port/name``."""
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
@@ -101,7 +115,7 @@ def connect_url(url: str, pool_size: int = 8) -> peewee.Database:
             port=parsed.port or 5432,
             max_connections=pool_size,
             stale_timeout=POSTGRES_STALE_TIMEOUT,
-            timeout=POSTGRES_POOL_TIMEOUT,
+            timeout=pool_timeout,
             connect_timeout=POSTGRES_CONNECT_TIMEOUT,
         )
     raise ValueError(f"unsupported database URL {redact_url(url)!r}")
@@ -125,9 +139,10 @@ def _create_private(path: Path) -> None:
 class Database:
     """The process's database and the bounded pool of threads that talks to it."""
 
-    def __init__(self, url: str, pool_size: int = 8) -> None:
+    def __init__(self, url: str, pool_size: int = 8, pool_timeout: float = POSTGRES_POOL_TIMEOUT) -> None:
         self.url = url
-        self.engine = connect_url(url, pool_size)
+        self.pool_timeout = pool_timeout
+        self.engine = connect_url(url, pool_size, pool_timeout)
         self.is_sqlite = isinstance(self.engine, peewee.SqliteDatabase)
         self.is_postgres = isinstance(self.engine, peewee.PostgresqlDatabase)
         # One thread per pooled connection: a query never waits for a connection while
@@ -145,31 +160,40 @@ class Database:
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` on a database thread and return its result.
 
-        A lost or refused connection becomes ``Unavailable`` (503); the connection is dropped
-        so the next call reconnects, which is how the server recovers when the database returns.
+        The database being away, busy or shutting down becomes ``Unavailable`` (503 with
+        ``Retry-After``, an ``UNAVAILABLE`` error frame on sockets) here and nowhere else: a
+        lost or refused connection is dropped so the next call reconnects, which is how the
+        server recovers when the database returns.
         """
         if self.closed:
-            raise Unavailable("The database is shutting down")
+            raise Unavailable(SHUTTING_DOWN)
         return await self._threads.run(functools.partial(self._call, fn, args, kwargs))
 
     def _call(self, fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
         ident = threading.get_ident()
         try:
             if self.closed:  # queued before close(), started after it
-                raise Unavailable("The database is shutting down")
+                raise Unavailable(SHUTTING_DOWN)
             self.engine.connect(reuse_if_open=True)
             self._running[ident] = self.engine.connection()
             try:
                 return fn(*args, **kwargs)
             finally:
                 self._running.pop(ident, None)
+        except MaxConnectionsExceeded as error:
+            # Every connection is taken by something outside the database threads.
+            log.warning("no free database connection within %s s", self.pool_timeout)
+            raise Unavailable(BUSY) from error
         except (peewee.OperationalError, peewee.InterfaceError) as error:
             if self.closed:  # interrupted by close()
-                raise Unavailable("The database is shutting down") from error
+                raise Unavailable(SHUTTING_DOWN) from error
             if self._is_connection_error(error):
                 self._drop_connection()
                 log.warning("database unavailable: %s", error)
-                raise Unavailable("The database is unavailable, try again shortly") from error
+                raise Unavailable(AWAY) from error
+            if self.is_sqlite and "database is locked" in str(error):  # busy past its busy_timeout
+                log.warning("database busy: %s", error)
+                raise Unavailable(BUSY) from error
             raise
 
     def _is_connection_error(self, error: Exception) -> bool:

@@ -25,6 +25,8 @@ class ApiError(Exception):
     status: int = 500
     code: str = "INTERNAL"
     message: str = "Internal server error"
+    #: Seconds to wait before trying again (``Retry-After``; ``retryAfter`` on sockets), if any.
+    retry_after: int | None = None
 
     def __init__(
         self,
@@ -37,6 +39,10 @@ class ApiError(Exception):
         self.details = details
         self.headers = dict(headers or {})
         super().__init__(self.message)
+
+    def _set_retry_after(self, seconds: float) -> None:
+        self.retry_after = max(1, int(seconds + 0.999))
+        self.headers.setdefault("Retry-After", str(self.retry_after))
 
     def envelope(self) -> dict[str, Any]:
         body: dict[str, Any] = {"success": False, "error": self.message, "code": self.code}
@@ -92,8 +98,7 @@ class RateLimited(ApiError):
 
     def __init__(self, message: str | None = None, *, retry_after: float, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
-        self.retry_after = max(1, int(retry_after + 0.999))
-        self.headers.setdefault("Retry-After", str(self.retry_after))
+        self._set_retry_after(retry_after)
 
 
 class QuotaExceeded(ApiError):
@@ -105,7 +110,15 @@ class InternalError(ApiError):
 
 
 class Unavailable(ApiError):
+    """A dependency (the database) is away or busy: the same request may well succeed soon."""
+
     status, code, message = 503, "UNAVAILABLE", "Service temporarily unavailable"
+    #: An outage's first seconds, or a queue for connections, usually clear within one.
+    RETRY_AFTER = 1
+
+    def __init__(self, message: str | None = None, *, retry_after: float = RETRY_AFTER, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self._set_retry_after(retry_after)
 
 
 _BY_STATUS = {cls.status: cls for cls in (

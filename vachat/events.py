@@ -1,4 +1,5 @@
-"""WebSocket event declarations: ``@ws_event`` and the registry the socket dispatches through.
+"""WebSocket event declarations: ``@ws_event`` and the registry the socket dispatches through,
+and ``server_event``, the frames the server sends, declared for the AsyncAPI document.
 
 An event handler is ``async def handler(ctx: EventContext, data) -> ack data``. The decorator
 records its type, the schema its ``data`` must match, whether it needs an authenticated socket,
@@ -14,7 +15,7 @@ from typing import Any, Awaitable, Callable
 
 from .config import Rate
 
-__all__ = ["ws_event", "EventSpec", "EventRegistry"]
+__all__ = ["ws_event", "EventSpec", "EventRegistry", "ServerEvent", "server_event", "ServerEventRegistry"]
 
 log = logging.getLogger("vachat.events")
 
@@ -77,3 +78,41 @@ class EventRegistry:
 
     def __contains__(self, event_type: str) -> bool:
         return event_type in self._events
+
+
+@dataclass(frozen=True)
+class ServerEvent:
+    """A frame the server sends: ``{"type": type, "data": <schema>}``, to ``audience``."""
+
+    type: str
+    summary: str
+    schema: str | None = None  # schema id of ``data``
+    audience: str = "the socket"  # who gets it: "the socket", "conversation:<id>", "user:<owner>"
+    plugin: str = "core"
+
+
+def server_event(event_type: str, summary: str, *, schema: str | None = None,
+                 audience: str = "the socket") -> ServerEvent:
+    """Declare a frame type this plugin sends (return it from ``vachat_server_events``): it
+    is listed, with its schema, in the AsyncAPI document at ``/api/asyncapi.json``."""
+    return ServerEvent(event_type, summary, schema, audience)
+
+
+class ServerEventRegistry:
+    def __init__(self) -> None:
+        self._events: dict[str, ServerEvent] = {}
+
+    def register(self, event: ServerEvent, plugin: str = "core") -> ServerEvent:
+        if not isinstance(event, ServerEvent):
+            raise TypeError(f"{event!r} is not a server_event(...)")
+        if event.type in self._events:
+            raise ValueError(f"server event {event.type!r} is already declared by {self._events[event.type].plugin}")
+        event = ServerEvent(**{**event.__dict__, "plugin": plugin})
+        self._events[event.type] = event
+        return event
+
+    def get(self, event_type: str) -> ServerEvent | None:
+        return self._events.get(event_type)
+
+    def __iter__(self):
+        return iter(sorted(self._events.values(), key=lambda event: event.type))

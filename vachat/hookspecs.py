@@ -7,8 +7,10 @@ Every hook that takes ``app`` is handed the ``vachat.plugin_api.App`` interface.
 Plugins declare hooks of their own (``vachat_addhooks``), named ``<plugin>_<event>``
 (``chat_message_created``); the core's are ``vachat_*`` and name no domain plugin.
 
-Order: implementations run in plugin load order (the core first, then plugins sorted by
-name). Isolation: a plugin whose hook raises is logged (``"<plugin> | <hook> failed"``) and the
+Order: ``@hookimpl(tryfirst=True)`` implementations first, ``trylast=True`` ones last, the rest
+in plugin load order (the core first, then plugins sorted by name); wrappers are refused at
+load. Call a hook as ``app.hooks.<name>(…)`` (or ``.notify(…)``): arguments not in the spec
+are the caller's ``TypeError``. Isolation: a plugin whose hook raises is logged (``"<plugin> | <hook> failed"``) and the
 other plugins' implementations still run; hooks that collect start-up declarations (routes,
 events, permissions, services) disable a plugin that fails them, unless
 ``VACHAT_PLUGINS_STRICT`` is set. Hooks may return awaitables where the docstring says so; the
@@ -27,7 +29,9 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client import CollectorRegistry
 
-    from .interfaces import App
+    from .actor import Actor
+    from .exports import UserExport
+    from .interfaces import App, HookRegistrar, MaybeAwaitable, Route
 
 hookspec = pluggy.HookspecMarker("vachat")
 
@@ -37,7 +41,7 @@ hookspec = pluggy.HookspecMarker("vachat")
 
 
 @hookspec
-def vachat_addhooks(pluginmanager: Any) -> None:
+def vachat_addhooks(pluginmanager: "HookRegistrar") -> None:
     """Declare the hooks this plugin offers to others.
 
     Called once, when the plugin loads and before any plugin registers its implementations.
@@ -52,7 +56,7 @@ def vachat_addhooks(pluginmanager: Any) -> None:
 
 
 @hookspec
-def vachat_routes(app: "App") -> list[tuple]:
+def vachat_routes(app: "App") -> "list[Route]":
     """Return REST routes as ``(pattern, HandlerClass)`` or ``(pattern, HandlerClass, kwargs)``.
 
     Patterns are Tornado URL patterns. Namespace them by plugin name
@@ -74,12 +78,26 @@ def vachat_ws_events(app: "App") -> list[Callable[..., Awaitable[Any]]]:
 
 
 @hookspec
-def vachat_permissions() -> list[tuple[str, str]]:
-    """Return the permissions this plugin introduces as ``(name, description)`` pairs.
+def vachat_server_events(app: "App") -> list[Any]:
+    """Return the frames this plugin sends to sockets, each made with
+    ``vachat.plugin_api.server_event("type", "summary", schema=…, audience=…)``.
+
+    They are listed with their schemas in the AsyncAPI document (``/api/asyncapi.json``), beside
+    the client events of ``vachat_ws_events``. A schema id that does not exist stops the plugin
+    from loading; a type already declared is refused and logged.
+    """
+
+
+@hookspec
+def vachat_permissions() -> list[Any]:
+    """Return the permissions this plugin introduces: ``Permission`` values (or
+    ``(name, description)`` pairs).
 
     Names are dotted and start with the plugin's name or the resource it owns
     (``conversations.read_all``). The admin role's ``*`` grants them; other roles get them by
-    name, and the admin plugin validates role changes against this list.
+    name (``vachat roles grant ROLE PERMISSION``, the admin API), and the admin plugin validates
+    role changes against this list. ``Permission("notes.write", grant_to=("user",))`` adds it
+    to the named roles once, when a database first sees it; an operator's later revoke stays.
     """
 
 
@@ -130,7 +148,7 @@ def vachat_commands(commands: "argparse._SubParsersAction") -> None:
 
 
 @hookspec
-def vachat_startup(app: "App") -> Any:
+def vachat_startup(app: "App") -> "MaybeAwaitable[None]":
     """Called once the database, broker and hub are ready, before the port opens.
 
     May return an awaitable. Start background tasks here and keep their handles in
@@ -140,7 +158,7 @@ def vachat_startup(app: "App") -> Any:
 
 
 @hookspec
-def vachat_shutdown(app: "App") -> Any:
+def vachat_shutdown(app: "App") -> "MaybeAwaitable[None]":
     """Called on shutdown after sockets are closed and in-flight requests drained, before the
     database closes.
 
@@ -155,7 +173,7 @@ def vachat_shutdown(app: "App") -> Any:
 
 
 @hookspec(firstresult=True)
-def vachat_actor_from_request(app: "App", headers: Any, remote_ip: str) -> Any:
+def vachat_actor_from_request(app: "App", headers: Mapping[str, str], remote_ip: str) -> "MaybeAwaitable[Actor | None]":
     """Identify the caller of a REST request or WebSocket upgrade from its credentials.
 
     Return an ``Actor``, ``None`` when these credentials are not yours (another plugin may
@@ -168,23 +186,47 @@ def vachat_actor_from_request(app: "App", headers: Any, remote_ip: str) -> Any:
     """
 
 
+@hookspec
+def vachat_socket_actors_changed(app: "App", sockets: list[Any]) -> Any:
+    """These sockets' ``actor`` was just replaced on this node: their user's role, its
+    permissions or their tier changed. Re-check what each socket was let into with its old
+    permissions (rooms joined, subscriptions) and take it out of what it may no longer see.
+    Runs on every node that holds such a socket, before the change's refresh returns there.
+    May return an awaitable."""
+
+
 # ---------------------------------------------------------------------------
 # Users: notifications about the core's accounts
 # ---------------------------------------------------------------------------
 
 
 @hookspec
-def vachat_user_registered(app: "App", user: dict[str, Any]) -> Any:
+def vachat_user_registered(app: "App", user: dict[str, Any]) -> "MaybeAwaitable[None]":
     """A user account was created (``user`` as the API shows it). May return an awaitable."""
 
 
 @hookspec
-def vachat_user_deleting(app: "App", user_id: str) -> Any:
+def vachat_user_deleting(app: "App", user_id: str) -> "MaybeAwaitable[None]":
     """A user is about to be deleted: remove everything of theirs that this plugin holds
     (rows, files on disk, live state). May return an awaitable.
 
     Every plugin that stores a user's data implements it. It runs before the account row goes,
-    in plugin order, through ``app.hooks.call``: raising an ``ApiError`` stops the deletion
+    in plugin order, asked as ``app.hooks.vachat_user_deleting(user_id=…)``: raising an ``ApiError`` stops the deletion
     (the caller sees it); any other failure is logged and the other plugins still run. Make it
     idempotent: an operator may retry a deletion.
     """
+
+
+@hookspec
+def vachat_user_exporting(app: "App", user_id: str, export: "UserExport") -> Any:
+    """A user asked for a copy of their data (``GET /api/users/me/export``): add what this
+    plugin holds of theirs to ``export``. May return an awaitable.
+
+    Add small documents with ``export.add_json("name.json", data)`` and large ones (file
+    contents, long lists) with ``export.add_stream("folder/name", opener)``, where ``opener()``
+    returns an async iterator of ``bytes``: it runs only when the archive reaches that entry,
+    so nothing is held in memory. Leave out secrets (password hashes, signing keys). The core
+    adds ``profile.json``; an ``ApiError`` raised here reaches the caller before anything was
+    sent.
+    """
+

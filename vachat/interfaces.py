@@ -12,16 +12,51 @@ This module holds types only: it must never import the rest of vachat at run tim
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Protocol, TypeVar
+from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Generic, Mapping, Protocol, Sequence, TypeAlias,
+                    TypeVar, overload)
 
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
+    from .actor import Actor
     from .config import Rate, Settings
 
 __all__ = [
-    "App", "Database", "Hub", "Limiter", "RateDecisionLike", "Mailer", "Hooks", "Accounts",
+    "App", "Database", "Hub", "Limiter", "RateDecisionLike", "Mailer", "Hooks", "Hook", "Accounts", "ServiceKey",
+    "HookRegistrar", "Route", "MaybeAwaitable",
 ]
 
 T = TypeVar("T")
+S = TypeVar("S")
+
+#: What a notification hook returns: nothing, or an awaitable the core awaits.
+MaybeAwaitable: TypeAlias = "T | Awaitable[T]"
+#: A REST route as ``vachat_routes`` returns it: ``(pattern, HandlerClass)`` or
+#: ``(pattern, HandlerClass, initialize_kwargs)``.
+Route: TypeAlias = "tuple[str, type[Any]] | tuple[str, type[Any], dict[str, Any]]"
+
+
+class HookRegistrar(Protocol):
+    """What ``vachat_addhooks`` is handed: where a plugin declares the hooks it offers."""
+
+    def add_hookspecs(self, module_or_class: object) -> None:
+        """Add the ``@hookspec`` functions of a module or class; every name must start with
+        ``<plugin>_``."""
+
+
+class ServiceKey(Generic[S]):
+    """The name a service is published under, typed with the ``Protocol`` it keeps.
+
+    The plugin that publishes a service exports its key beside the ``Protocol`` (the chat
+    plugin: ``plugins.chat.api.CHAT``, a ``ServiceKey[ChatService]``); a plugin using it calls
+    ``app.service(CHAT)`` and gets a ``ChatService``, checked by mypy, instead of ``Any``.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"ServiceKey({self.name!r})"
 
 
 class Database(Protocol):
@@ -117,21 +152,41 @@ class Mailer(Protocol):
         """Send in the background (the answer need not wait); drained at shutdown."""
 
 
-class Hooks(Protocol):
-    """Calling hooks, the core's and the ones plugins declare. ``app`` is passed for you."""
+class Hook(Protocol):
+    """One hook, ``app.hooks.<name>``, with ``app`` passed for you. Arguments are checked
+    against the hook's spec before any plugin runs: a wrong name is a ``TypeError`` here."""
 
-    async def notify(self, hook_name: str, **kwargs: Any) -> None:
-        """A notification (after the fact): every implementation runs in plugin order; one
-        that raises is logged and the others still run. Return values are ignored."""
-
-    async def call(self, hook_name: str, **kwargs: Any) -> Any:
-        """A question or a filter: implementations run in plugin order and may refuse with
-        an ``ApiError``, which reaches the caller. Any other exception is logged and that
+    async def __call__(self, **kwargs: Any) -> Any:
+        """A question or a filter: implementations run in order (``tryfirst`` ones first,
+        ``trylast`` ones last, the rest in plugin load order) and may refuse with an
+        ``ApiError``, which reaches the caller. Any other exception is logged and that
         implementation skipped. Returns the list of non-``None`` answers, or for a hook whose
         spec says ``firstresult=True`` the first one (``None`` when nobody answered)."""
 
+    async def notify(self, **kwargs: Any) -> None:
+        """A notification (after the fact): every implementation runs in order; one that
+        raises is logged and the others still run. Return values are ignored."""
+
+    def implemented(self) -> bool:
+        """Whether any enabled plugin implements this hook."""
+
+
+class Hooks(Protocol):
+    """Calling hooks, the core's and the ones plugins declare: ``await
+    app.hooks.chat_message_created.notify(conversation=…, message=…, actor=…)``. A hook name no
+    loaded plugin declares is an ``AttributeError`` at once, naming the near ones."""
+
+    def __getattr__(self, hook_name: str) -> Hook:
+        """The hook named ``hook_name``."""
+
+    async def notify(self, hook_name: str, **kwargs: Any) -> None:
+        """``app.hooks.<hook_name>.notify(**kwargs)``, for a hook name held in a variable."""
+
+    async def call(self, hook_name: str, **kwargs: Any) -> Any:
+        """``app.hooks.<hook_name>(**kwargs)``, for a hook name held in a variable."""
+
     def implemented(self, hook_name: str) -> bool:
-        """Whether any enabled plugin implements ``hook_name`` (a declared hook)."""
+        """``app.hooks.<hook_name>.implemented()``, for a hook name held in a variable."""
 
 
 class Accounts(Protocol):
@@ -170,7 +225,10 @@ class Accounts(Protocol):
     # -- management: what an administration plugin needs ------------------------------
     # Changes below are audited with ``actor_id`` (default: ``request``'s caller) and
     # ``request``'s address and user agent. The last-administrator rule: no change may leave
-    # no active user holding ``*`` (``Conflict``, 409).
+    # no active user holding ``*`` (``Conflict``, 409). The delegation rule: a change made for
+    # an actor (``request``'s caller, else ``actor_id``) never gives anyone more than that
+    # actor holds, nor changes its own role, tier or role permissions (``Forbidden``, 403,
+    # audited as ``access.escalation_refused``); with neither, the change is the operator's.
 
     async def get_user_by_email(self, email: str) -> dict[str, Any] | None:
         """The user with this address (any case), or None."""
@@ -206,7 +264,7 @@ class Accounts(Protocol):
         """Every role (``id``, ``name``, ``description``, ``permissions``, ``isSystem``,
         ``userCount`` …), by name."""
 
-    async def create_role(self, name: str, *, description: str = "", permissions: list[str] = (),
+    async def create_role(self, name: str, *, description: str = "", permissions: Sequence[str] = (),
                           actor_id: str | None = None, request: Any = None) -> dict[str, Any]:
         """Create a role. ``permissions`` must be declared ones (``App.permissions``) or ``*``
         (``ValidationFailed`` naming the others); a taken name is ``Conflict``. Audited
@@ -258,11 +316,20 @@ class App(Protocol):
         """The per-application state of plugin ``name``: one namespace per application (tests
         run several), created empty on first use. Keep caches, tasks and backends here."""
 
-    def service(self, name: str) -> Any:
-        """The service object a plugin published under ``name`` (the ``vachat_services`` hook);
-        raises ``LookupError`` naming the plugin that would provide it when it is absent."""
+    @overload
+    def service(self, key: ServiceKey[S]) -> S: ...
 
-    def has_service(self, name: str) -> bool:
+    @overload
+    def service(self, key: str) -> object: ...
+
+    def service(self, key: ServiceKey[S] | str) -> S | object:
+        """The service object a plugin published under ``key`` (the ``vachat_services`` hook);
+        raises ``LookupError`` naming the plugin that would provide it when it is absent.
+
+        Pass the owner's ``ServiceKey`` to get the service typed as its ``Protocol``; a bare
+        name gives an ``object`` the caller must narrow."""
+
+    def has_service(self, key: ServiceKey[Any] | str) -> bool:
         """Whether a service is published (an optional collaboration)."""
 
     def plugin_enabled(self, name: str) -> bool:

@@ -9,8 +9,11 @@ checkout, shipped inside the package by a wheel (see ``vachat.resources``).
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import logging
 import re
+import site
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -20,7 +23,7 @@ from peewee_migrate import Router
 
 from .resources import core_resource
 
-__all__ = ["MigrationSource", "Migrations", "CORE_MIGRATIONS"]
+__all__ = ["MigrationSource", "Migrations", "CORE_MIGRATIONS", "installed_package_holding"]
 
 log = logging.getLogger("vachat.migrate")
 
@@ -68,10 +71,11 @@ class Migrations:
                     result[owner] = list(diff)
         return result
 
-    def status(self) -> dict[str, dict[str, list[str]]]:
+    def status(self, owner: str | None = None) -> dict[str, dict[str, list[str]]]:
+        """Owner → applied and pending names, for every owner or only ``owner``."""
         return {
-            owner: {"applied": list(router.done), "pending": list(router.diff)}
-            for owner, router in ((owner, self._router(owner)) for owner in self.sources)
+            name: {"applied": list(router.done), "pending": list(router.diff)}
+            for name, router in ((name, self._router(name)) for name in ([owner] if owner else self.sources))
         }
 
     def apply(self, owner: str | None = None) -> dict[str, list[str]]:
@@ -119,3 +123,25 @@ class Migrations:
         router = self._router(owner)
         created = router.create(name, auto=False)
         return str(self.sources[owner].directory / f"{created}.py")
+
+
+def installed_package_holding(directory: Path) -> str | None:
+    """Where ``directory`` lies inside an installed (non-editable) package, else None: under a
+    site-packages folder, or inside a package whose distribution's file list (its ``RECORD``)
+    names files there. A migration written there is not in anybody's source and is lost at the
+    next install; an editable install's files are its checkout's and not listed, so pass."""
+    directory = directory.resolve()
+    roots = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+    roots.update(site.getsitepackages())
+    roots.add(site.getusersitepackages())
+    for root in sorted(roots):
+        if Path(root).resolve() in directory.parents:
+            return f"{directory} is inside {root}"
+    package = directory.parent
+    for distribution in importlib.metadata.distributions():
+        for file in distribution.files or ():
+            if file.parts[:1] != (package.name,):  # a cheap filter before resolving paths
+                continue
+            if package in Path(str(distribution.locate_file(file))).resolve().parents:
+                return f"{directory} belongs to the installed distribution {distribution.metadata['Name']}"
+    return None

@@ -8,14 +8,13 @@ The document is built once per application and cached; it lists every REST opera
 from __future__ import annotations
 
 import copy
-import html
 import re
 from typing import Any
 from urllib.parse import urljoin
 
 from .web import ApiHandler, Endpoint, endpoint
 
-__all__ = ["build_openapi", "OPENAPI_ROUTES"]
+__all__ = ["build_openapi", "OPENAPI_ROUTES", "component_name", "convert_schema"]
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 _GROUP = re.compile(r"\((\?P<(?P<name>\w+)>)?[^()]*\)")
@@ -25,7 +24,6 @@ ERROR_DESCRIPTIONS = {
     413: "Body too large (PAYLOAD_TOO_LARGE)", 415: "Not JSON (UNSUPPORTED_MEDIA_TYPE)",
     429: "Rate limited (RATE_LIMITED, QUOTA_EXCEEDED)", 503: "Unavailable (UNAVAILABLE)",
 }
-DOCS_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
 
 
 def component_name(schema_id: str) -> str:
@@ -44,7 +42,7 @@ def _openapi_path(pattern: str) -> tuple[str, list[str]]:
     return path.replace("\\", ""), names
 
 
-def _convert_schema(schema: dict[str, Any], registry: Any) -> dict[str, Any]:
+def convert_schema(schema: dict[str, Any], registry: Any) -> dict[str, Any]:
     """A registry schema as an OpenAPI component: ``$ref``s to other files point at components."""
     base = schema["$id"]
 
@@ -91,7 +89,7 @@ def _operation(handler: type, method: str, spec: Endpoint, path_params: list[str
         for name, prop in registry.object_properties(spec.query).items():
             operation["parameters"].append({
                 "name": name, "in": "query", "required": name in query.get("required", []),
-                "schema": _convert_schema({"$id": query["$id"], **prop}, registry),
+                "schema": convert_schema({"$id": query["$id"], **prop}, registry),
             })
     if spec.body:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(spec.body)}}}
@@ -140,13 +138,12 @@ def build_openapi(app: Any) -> dict[str, Any]:
     ]
     return {
         "openapi": "3.1.0",
-        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "info": {"title": "vachat API", "version": app.version,
                  "description": "REST API of vachat. Every response uses the success or error envelope; "
                                 "the WebSocket protocol at /ws is listed under x-websocket-events."},
         "paths": dict(sorted(paths.items())),
         "components": {
-            "schemas": {component_name(schema_id): _convert_schema(registry.get(schema_id), registry)
+            "schemas": {component_name(schema_id): convert_schema(registry.get(schema_id), registry)
                         for schema_id in registry.ids()},
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
@@ -166,37 +163,6 @@ class OpenApiHandler(ApiHandler):
         self.write_json(app._openapi_cache)
 
 
-class DocsHandler(ApiHandler):
-    @endpoint("Human-readable API reference", auth=False, tags=("documentation",))
-    async def get(self) -> None:
-        app = self.application
-        document = getattr(app, "_openapi_cache", None) or build_openapi(app)
-        rows = []
-        for path, operations in document["paths"].items():
-            for method, operation in operations.items():
-                auth = "🔒 " + operation.get("x-permission", "signed in") if "security" in operation else "public"
-                body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
-                rows.append(
-                    f"<tr><td><code>{method.upper()}</code></td><td><code>{html.escape(path)}</code></td>"
-                    f"<td>{html.escape(operation['summary'])}</td><td>{html.escape(auth)}</td>"
-                    f"<td>{html.escape(body.get('$ref', '').rsplit('/', 1)[-1])}</td></tr>")
-        events = "".join(
-            f"<tr><td><code>{html.escape(event['type'])}</code></td><td>{html.escape(event['summary'])}</td>"
-            f"<td>{html.escape(event['plugin'])}</td></tr>" for event in document["x-websocket-events"])
-        self.set_header("Content-Type", "text/html; charset=UTF-8")
-        self.set_header("Content-Security-Policy", DOCS_CSP)
-        self.finish(
-            "<!doctype html><html><head><meta charset='utf-8'><title>vachat API</title><style>"
-            "body{font:14px system-ui,sans-serif;margin:2em}td,th{padding:4px 10px;border-bottom:1px solid #ddd;"
-            "text-align:left}code{font-size:13px}</style></head><body>"
-            f"<h1>vachat API {html.escape(app.version)}</h1>"
-            "<p>The machine-readable document is <a href='/api/openapi.json'>/api/openapi.json</a>.</p>"
-            "<h2>REST</h2><table><tr><th>Method</th><th>Path</th><th>Summary</th><th>Access</th><th>Body</th></tr>"
-            + "".join(rows) + "</table><h2>WebSocket events (/ws)</h2><table><tr><th>Type</th><th>Summary</th>"
-            "<th>Plugin</th></tr>" + events + "</table></body></html>")
-
-
 OPENAPI_ROUTES = [
     (r"/api/openapi.json", OpenApiHandler),
-    (r"/api/docs", DocsHandler),
 ]

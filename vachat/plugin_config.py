@@ -13,14 +13,18 @@ schema marks ``"writeOnly": true`` (API keys) in an error.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 from .errors import ValidationFailed
 
-__all__ = ["PluginConfigError", "resolve_plugin_config", "ENV_KEYWORD"]
+__all__ = ["PluginConfigError", "resolve_plugin_config", "public_plugin_config", "ENV_KEYWORD"]
 
 #: The schema keyword that names a property's environment variable.
 ENV_KEYWORD = "x-env"
+#: A key no schema property describes (nothing says whether it is secret): masked if named so.
+SECRET_KEY_NAME = re.compile(r"secret|password|passwd|token|api_?key|private", re.I)
+MASK = "***"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -55,6 +59,24 @@ def resolve_plugin_config(name: str, section: Mapping[str, Any], environ: Mappin
                              for detail in (error.details or []))
         raise PluginConfigError(f"invalid [plugins.{name}] configuration: {problems or error}") from None
     return values
+
+
+def public_plugin_config(values: Mapping[str, Any], schemas: Any, schema_id: str) -> dict[str, Any]:
+    """A resolved section safe to print: what the schema marks ``writeOnly`` (and a key the
+    schema does not describe, named like a secret) masked, passwords in URLs masked."""
+    from .config import redact_url
+
+    properties = schemas.object_properties(schema_id) if schema_id in schemas else {}
+    shown: dict[str, Any] = {}
+    for key, value in sorted(values.items()):
+        secret = properties[key].get("writeOnly") if key in properties else SECRET_KEY_NAME.search(key)
+        if secret and value not in (None, ""):
+            shown[key] = MASK
+        elif isinstance(value, str) and "://" in value:
+            shown[key] = redact_url(value)
+        else:
+            shown[key] = value
+    return shown
 
 
 def _from_text(text: str, prop: Mapping[str, Any]) -> Any:

@@ -2,9 +2,19 @@
 
 Built-in features and third-party extensions load the same way: through the ``vachat.plugins``
 entry-point group. ``CORE_PLUGINS`` are the core's own hook implementations (accounts, for
-instance) and always load first. Everything else loads sorted by name, so hooks run in a
-defined order; a plugin that fails to import or to declare itself is logged as
-``"<name> | <error>"`` and skipped, unless ``strict`` makes that fatal.
+instance) and always load first. Everything else loads sorted by name; a plugin that fails to
+import or to declare itself is logged as ``"<name> | <error>"`` and skipped, unless ``strict``
+makes that fatal.
+
+Hook order is pluggy's: ``@hookimpl(tryfirst=True)`` implementations first, ``trylast`` ones
+last, the rest in registration order. pluggy calls the last registered first, so plugins are
+registered in reverse load order: without ``tryfirst``/``trylast`` the core runs first, then
+plugins by name. ``wrapper``/``hookwrapper`` implementations are refused at load: vachat awaits
+each implementation in turn (hooks may be coroutines) and isolates their failures, which
+pluggy's own calling does neither of (it stops at the first exception, and a ``firstresult``
+hook would stop at the first coroutine, whatever it resolves to). A call's arguments are
+checked against the hook's spec before any plugin runs: a caller's typo is the caller's
+``TypeError``, never logged as some plugin's failure.
 
 Loading runs in phases, so that the order plugins happen to load in never matters: import
 every selected plugin, add the hook specs each declares (``vachat_addhooks``), register their
@@ -18,6 +28,7 @@ exception escape into another plugin's hook call.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import inspect
@@ -32,13 +43,16 @@ from . import __version__, hookspecs
 from .config import StartupRefused
 from .errors import ApiError
 
-__all__ = ["PluginManager", "LoadedPlugin", "PluginLoadError", "HookCaller", "ENTRY_POINT_GROUP", "CORE_PLUGINS"]
+__all__ = ["PluginManager", "LoadedPlugin", "PluginLoadError", "HookCaller", "BoundHook", "ENTRY_POINT_GROUP",
+           "CORE_PLUGINS"]
 
 log = logging.getLogger("vachat.plugins")
 
 ENTRY_POINT_GROUP = "vachat.plugins"
 # The core's own hook implementations: (name, module path). Loaded before any plugin.
 CORE_PLUGINS: tuple[tuple[str, str], ...] = (("accounts", "vachat.accounts.plugin"),)
+# pluggy options vachat does not honour (see the module docstring): refused at load.
+REFUSED_IMPL_OPTIONS = ("wrapper", "hookwrapper")
 
 
 class PluginLoadError(RuntimeError):
@@ -127,6 +141,7 @@ class PluginManager:
         #: hook name → the plugin that declared it ("core" for ``vachat_*``).
         self.hook_owners: dict[str, str] = {
             name: "core" for name in dir(hookspecs) if name.startswith("vachat_")}
+        self._arguments: dict[str, tuple[str, ...]] = {}
 
     # -- loading ---------------------------------------------------------------
 
@@ -210,7 +225,15 @@ class PluginManager:
             plugin.declared_hooks = tuple(registrar.added)
 
     def _register_all(self) -> None:
-        for plugin in self.enabled:
+        # Reverse load order: pluggy calls the last registered first (see the module docstring).
+        for plugin in reversed(self.enabled):
+            refused = [f"{name} ({option}=True)" for name, options in _hook_implementations(plugin.module)
+                       for option in REFUSED_IMPL_OPTIONS if options.get(option)]
+            if refused:
+                self._fail(plugin, f"implements hooks as wrappers, which vachat does not support: "
+                                   f"{', '.join(refused)} (hooks are awaited one by one; use a plain "
+                                   "@hookimpl, with tryfirst=True or trylast=True to choose its place)")
+                continue
             try:
                 self.pm.register(plugin.module, name=plugin.name)
             except Exception as error:  # a hook signature pluggy rejects, …
@@ -281,25 +304,51 @@ class PluginManager:
         return getattr(self.pm.hook, hook_name, None)
 
     def _implementations(self, hook_name: str) -> list[tuple[LoadedPlugin, Any]]:
+        """The enabled plugins' implementations, in the order pluggy would call them."""
         hook = self._caller(hook_name)
         if hook is None:
             return []
         found = []
-        for impl in hook.get_hookimpls():
+        for impl in reversed(hook.get_hookimpls()):
             plugin = self.plugins.get(impl.plugin_name)
             if plugin is not None and plugin.enabled:
                 found.append((plugin, impl))
-        return sorted(found, key=lambda pair: pair[0].order)
+        return found
 
     def is_firstresult(self, hook_name: str) -> bool:
         hook = self._caller(hook_name)
         return bool(hook is not None and hook.spec is not None and hook.spec.opts.get("firstresult"))
+
+    def arguments(self, hook_name: str) -> tuple[str, ...]:
+        """The argument names of a declared hook's spec (memoised: every hook call checks them,
+        and specs are all added while loading, before the first call)."""
+        known = self._arguments.get(hook_name)
+        if known is None:
+            hook = self._caller(hook_name)
+            spec = hook.spec if hook is not None else None
+            known = (*spec.argnames, *spec.kwargnames) if spec is not None else ()
+            self._arguments[hook_name] = known
+        return known
+
+    def check_arguments(self, hook_name: str, kwargs: dict[str, Any]) -> None:
+        """``TypeError`` naming the hook and the argument unless ``kwargs`` are its spec's."""
+        expected = self.arguments(hook_name)
+        unknown = [name for name in kwargs if name not in expected]
+        missing = [name for name in expected if name not in kwargs]
+        if unknown or missing:
+            problems = ([f"unexpected argument{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}"]
+                        if unknown else []) + \
+                       ([f"missing argument{'s' * (len(missing) > 1)} {', '.join(map(repr, missing))}"]
+                        if missing else [])
+            raise TypeError(f"hook {hook_name}: {'; '.join(problems)} "
+                            f"(it takes {', '.join(expected) or 'no arguments'})")
 
     def _invoke(self, impl: Any, kwargs: dict[str, Any]) -> Any:
         return impl.function(*(kwargs[name] for name in impl.argnames))
 
     def collect(self, hook_name: str, **kwargs: Any) -> list[tuple[LoadedPlugin, Any]]:
         """Call a declaration hook; a plugin whose implementation raises is disabled."""
+        self.check_arguments(hook_name, kwargs)
         results = []
         for plugin, impl in self._implementations(hook_name):
             if not plugin.enabled:  # disabled by an earlier answer in this same call
@@ -316,7 +365,9 @@ class PluginManager:
 
     async def notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call a notification hook on every plugin; failures are logged, never raised, but a
-        ``StartupRefused`` (start-up must stop)."""
+        ``StartupRefused`` (start-up must stop; a caller's wrong arguments are the caller's
+        ``TypeError``)."""
+        self.check_arguments(hook_name, kwargs)
         for plugin, impl in self._implementations(hook_name):
             try:
                 result = self._invoke(impl, kwargs)
@@ -331,6 +382,7 @@ class PluginManager:
         """Ask every plugin in order. ``ApiError``s reach the caller (a refusal); other
         exceptions are logged and that plugin skipped, except in ``firstresult`` hooks, whose
         answer is the first non-``None`` one and whose errors are the answer too (a 401)."""
+        self.check_arguments(hook_name, kwargs)
         first_only = self.is_firstresult(hook_name)
         answers = []
         for plugin, impl in self._implementations(hook_name):
@@ -355,21 +407,61 @@ class PluginManager:
         return [plugin.describe() for plugin in sorted(self.plugins.values(), key=lambda p: (p.source != "core", p.name))]
 
 
+class BoundHook:
+    """One hook with ``app`` filled in: ``await app.hooks.<name>(**kwargs)`` asks (``call``),
+    ``.notify(**kwargs)`` tells, ``.implemented()`` says whether anyone listens."""
+
+    def __init__(self, manager: PluginManager, app: Any, name: str) -> None:
+        self._manager = manager
+        self._app = app
+        self.name = name
+
+    def _with_app(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        # Hooks that take ``app`` get it from here; a few declarations (permissions) take none.
+        if "app" in self._manager.arguments(self.name):
+            return {"app": self._app, **kwargs}
+        return kwargs
+
+    async def __call__(self, **kwargs: Any) -> Any:
+        return await self._manager.call(self.name, **self._with_app(kwargs))
+
+    async def notify(self, **kwargs: Any) -> None:
+        await self._manager.notify(self.name, **self._with_app(kwargs))
+
+    def implemented(self) -> bool:
+        return bool(self._manager._implementations(self.name))
+
+    def __repr__(self) -> str:
+        return f"<hook {self.name}>"
+
+
 class HookCaller:
-    """``app.hooks``: the plugin API's way to call hooks, with ``app`` filled in."""
+    """``app.hooks``: the plugin API's way to call hooks, with ``app`` filled in.
+
+    ``app.hooks.chat_message_created`` is the hook as a ``BoundHook``; a name no loaded plugin
+    declares is an ``AttributeError`` at once, naming the near ones. The string forms
+    (``call("name", …)``) remain for a hook name that is data.
+    """
 
     def __init__(self, manager: PluginManager, app: Any) -> None:
         self._manager = manager
         self._app = app
 
+    def __getattr__(self, name: str) -> BoundHook:
+        if name.startswith("_") or name not in self._manager.hook_owners:
+            near = difflib.get_close_matches(name, self._manager.hook_owners, n=3)
+            hint = f"; did you mean {', '.join(near)}?" if near else " (the core's are vachat_*)"
+            raise AttributeError(f"no loaded plugin declares a hook named {name!r}{hint}")
+        return BoundHook(self._manager, self._app, name)
+
     async def notify(self, hook_name: str, **kwargs: Any) -> None:
-        await self._manager.notify(hook_name, app=self._app, **kwargs)
+        await self.__getattr__(hook_name).notify(**kwargs)
 
     async def call(self, hook_name: str, **kwargs: Any) -> Any:
-        return await self._manager.call(hook_name, app=self._app, **kwargs)
+        return await self.__getattr__(hook_name)(**kwargs)
 
     def implemented(self, hook_name: str) -> bool:
-        return bool(self._manager._implementations(hook_name))
+        return self.__getattr__(hook_name).implemented()
 
 
 class _HookRegistrar:

@@ -1,7 +1,10 @@
 """Role-based access control: ``requires("perm", ...)`` for REST methods and WebSocket events.
 
 A role holds permission strings; ``*`` grants all (``Actor.has``). Permissions are declared
-by the core (``app.permissions``) and by plugins (the ``vachat_permissions`` hook).
+by the core (``app.permissions``) and by plugins (the ``vachat_permissions`` hook), as
+``Permission`` values (or ``(name, description)`` pairs). A ``Permission``'s ``grant_to`` names
+the roles it is added to once, the first time a database sees it (``vachat.accounts.grants``):
+an operator's later revoke stays.
 
 ``requires`` works stacked either way round with ``@endpoint`` / ``@ws_event``:
 
@@ -29,9 +32,34 @@ from typing import Any, Awaitable, Callable
 
 from .errors import Forbidden, Unauthorized
 
-__all__ = ["requires", "check_permissions", "has_permission"]
+__all__ = ["requires", "check_permissions", "has_permission", "Permission"]
 
 Handler = Callable[..., Awaitable[Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Permission:
+    """A permission a plugin introduces. ``grant_to`` names roles (``"user"``) that get it by
+    default: added to each once, when the permission is first seen, never again after an
+    operator revokes it. ``*`` is never granted this way (only the admin role holds it)."""
+
+    name: str
+    description: str = ""
+    grant_to: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.name or self.name == "*":
+            raise ValueError(f"a permission needs a dotted name, not {self.name!r}")
+        if isinstance(self.grant_to, str):  # grant_to="user" would grant to "u", "s", …
+            raise TypeError(f"Permission({self.name!r}): grant_to is a tuple of role names, like ('user',)")
+
+    @classmethod
+    def of(cls, declared: "Permission | tuple[str, str]") -> "Permission":
+        """A ``Permission`` from what ``vachat_permissions`` returned (one or a pair)."""
+        if isinstance(declared, Permission):
+            return declared
+        name, description = declared
+        return cls(name, description)
 
 
 def has_permission(actor: Any, permission: str) -> bool:

@@ -18,7 +18,13 @@ from tornado.httputil import HTTPHeaders
 IPV6_LIMIT_PREFIX = 64
 
 __all__ = ["client_ip", "limit_subject", "normalize_ip", "forwarded_hop_address", "declares_body",
-           "BODILESS_METHODS", "is_loopback", "in_networks"]
+           "declared_length", "BODILESS_METHODS", "is_loopback", "in_networks"]
+
+# A Content-Length of more digits than this is malformed: no body is that long (2**63 has 19
+# digits), and Python's int() refuses a string of over 4,300 digits with an error.
+MAX_CONTENT_LENGTH_DIGITS = 19
+# ASCII digits only: "²".isdigit() is true, and int("²") fails.
+_CONTENT_LENGTH = re.compile(rf"[0-9]{{1,{MAX_CONTENT_LENGTH_DIGITS}}}")
 
 
 def client_ip(remote_ip: str, headers: HTTPHeaders, trusted: list[Any]) -> str:
@@ -98,6 +104,23 @@ def in_networks(address: str, networks: list[Any]) -> bool:
 # Methods whose requests have no business carrying a body (RFC 9110 gives it no meaning): one
 # is refused before a byte of it is read.
 BODILESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def declared_length(headers: HTTPHeaders) -> int | None:
+    """The body length ``Content-Length`` declares, ``None`` without one; ``ValueError`` when
+    it is not one plain decimal number. Repeats of the same number, which some proxies make
+    (``5, 5``), count as that number, as Tornado reads them."""
+    value = headers.get("Content-Length")
+    if value is None:
+        return None
+    numbers = {piece.strip() for piece in value.split(",")}
+    if len(numbers) != 1:
+        raise ValueError("Content-Length gives different lengths")
+    number = numbers.pop()
+    if not _CONTENT_LENGTH.fullmatch(number):
+        raise ValueError("Content-Length is not a decimal number of at most "
+                         f"{MAX_CONTENT_LENGTH_DIGITS} digits")
+    return int(number)
 
 
 def declares_body(request: Any) -> bool:

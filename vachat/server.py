@@ -28,13 +28,23 @@ class PendingMigrations(RuntimeError):
 
 def prepare_database(app: VachatApplication) -> None:
     """Apply pending migrations when allowed; otherwise refuse to start if any are pending."""
+    try:
+        _migrate_or_refuse(app)
+    finally:
+        # The check ran on this thread, which goes on to run the IOLoop and never queries
+        # again: its connection must go back to the pool now. Kept, it left the database
+        # threads one connection short (there is one per thread), and one of them waited for
+        # it on every request it took until the pool's timeout failed the request.
+        app.db.engine.close()
+
+
+def _migrate_or_refuse(app: VachatApplication) -> None:
     migrations = app.migrations()
     pending = migrations.pending()
     if not pending:
         return
     if app.config.should_auto_migrate:
         applied = migrations.apply()
-        app.db.engine.close()  # the loop's database threads open their own connections
         log.info("applied pending migrations", extra={"migrations": applied})
         return
     listing = "; ".join(f"{owner}: {', '.join(names)}" for owner, names in pending.items())

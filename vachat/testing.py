@@ -194,6 +194,7 @@ def make_test_settings(database_url: str, redis_url: str = "", tmp_path: Path | 
         # Tests make many requests from one address; the tests of limits set their own.
         "rate_limit_global": "100000/60s",
         "rate_limit_auth": "100000/60s",
+        "rate_limit_auth_account": "100000/60s",
         "ws_rate_limit": "100000/10s",
         "ws_max_per_ip": 10000,
         "ws_max_per_user": 1000,

@@ -16,7 +16,7 @@ import re
 import traceback
 import uuid
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, cast
 
 import tornado.web
 
@@ -25,7 +25,10 @@ from .errors import (
     ApiError, Conflict, Forbidden, InternalError, PayloadTooLarge, RateLimited, Unauthorized,
     UnsupportedMediaType, ValidationFailed, as_api_error,
 )
-from .request_info import BODILESS_METHODS, client_ip, declares_body, in_networks, is_loopback, limit_subject
+from .interfaces import App
+from .request_info import (
+    BODILESS_METHODS, client_ip, declared_length, declares_body, in_networks, is_loopback, limit_subject,
+)
 from .schemas import keyword_message
 from .wire import json_dumpb, parse_json
 
@@ -151,6 +154,8 @@ class ApiHandler(tornado.web.RequestHandler):
     max_body_size: int | None = None
     #: Count requests against the per-IP global limit.
     rate_limited: bool = True
+    #: Response headers of this handler's own that browsers may read (CORS), besides the core's.
+    exposed_headers: tuple[str, ...] = ()
 
     #: Whether ``prepare`` lets the body in (``_accept_body``); a handler that must check the
     #: caller first (``StreamingBodyHandler``) lets it in itself.
@@ -162,9 +167,17 @@ class ApiHandler(tornado.web.RequestHandler):
     _authorized = False
 
     @property
-    def app(self) -> Any:
+    def app(self) -> App:
         """The application as the plugin API describes it (``vachat.interfaces.App``)."""
-        return self.application
+        return cast(App, self.application)  # a VachatApplication, which implements App
+
+    @property
+    def caller(self) -> Actor:
+        """The authenticated caller of an ``@endpoint`` with ``auth`` (the default), which never
+        runs without one; ``Unauthorized`` when a handler without auth asks for it."""
+        if self.actor is None:
+            raise Unauthorized()
+        return self.actor
 
     # -- Tornado template methods ---------------------------------------------
 
@@ -181,7 +194,8 @@ class ApiHandler(tornado.web.RequestHandler):
         if origin and self.application.origin_allowed(origin, self.request):
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Access-Control-Allow-Credentials", "true")
-            self.set_header("Access-Control-Expose-Headers", CORS_EXPOSED_HEADERS)
+            self.set_header("Access-Control-Expose-Headers",
+                            ", ".join((CORS_EXPOSED_HEADERS, *self.exposed_headers)))
             self.add_header("Vary", "Origin")
 
     async def prepare(self) -> None:
@@ -190,15 +204,32 @@ class ApiHandler(tornado.web.RequestHandler):
         self._body_size = 0
         self.application.request_started(self)
         limit = self._body_limit = self.body_limit()
-        if self.request.method in BODILESS_METHODS and declares_body(self.request):
-            raise PayloadTooLarge(f"A {self.request.method} request takes no body")
-        declared = self.request.headers.get("Content-Length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+        try:
+            declared = declared_length(self.request.headers)
+        except ValueError as error:
+            malformed: ValueError | None = error
+            self._forget_malformed_length()
+        else:
+            malformed = None
+            if self.request.method in BODILESS_METHODS and declares_body(self.request):
+                raise PayloadTooLarge(f"A {self.request.method} request takes no body")
+            if declared is not None and declared > limit:
+                raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
         if self.rate_limited and self.request.method != "OPTIONS":
             await self._check_global_rate_limit()
+        if malformed is not None:
+            raise ValidationFailed("Malformed Content-Length header",
+                                   details=[{"field": "Content-Length", "message": str(malformed)}])
         if self.body_accepted_in_prepare:
             self._accept_body()
+
+    def _forget_malformed_length(self) -> None:
+        """A body whose length cannot be read is never read: its header is dropped, so Tornado
+        does not fail on it after our answer (with a bare 400 and a log line of its own), and
+        the connection closes after the answer (``Connection: close``): whatever the client
+        sends after its headers is not a request to serve."""
+        del self.request.headers["Content-Length"]
+        self.request.connection._disconnect_on_finish = True  # Tornado's own flag for this
 
     def _accept_body(self) -> None:
         """Let this request's body in: from here its own count (``data_received``) holds it to
@@ -225,6 +256,21 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def on_finish(self) -> None:
         self.application.request_finished(self)
+
+    def on_connection_close(self) -> None:
+        """The client hung up. If its body had not all arrived, this request never runs its
+        method nor reaches ``on_finish``: it leaves the in-flight set here, and drops the body
+        held so far, or both would stay for the life of the process (and a shutdown would wait
+        its whole grace period for it). A request whose method is already running still ends
+        in ``on_finish``, and counts as in flight until then."""
+        # Tornado resolves this future once the body is complete; its own
+        # ``on_connection_close`` fails it, which ends the request without running the method.
+        body = getattr(self.request, "_body_future", None)
+        abandoned = body is not None and not body.done()
+        super().on_connection_close()
+        if abandoned and not self._finished:
+            self._body_chunks = []
+            self.application.request_finished(self)
 
     async def options(self, *args: Any, **kwargs: Any) -> None:
         """CORS preflight: answered for every route, without authentication."""
@@ -361,10 +407,16 @@ class ApiHandler(tornado.web.RequestHandler):
         self.set_status(error.status)
         for name, value in error.headers.items():
             self.set_header(name, value)
+        self.write_api_error(error, kwargs.get("exc_info"))
+
+    def write_api_error(self, error: ApiError, exc_info: Any = None) -> None:
+        """Write the body of an error answer; its status and headers are set. The error
+        envelope, unless a handler speaking another protocol's error shape overrides this (the
+        OpenAI-compatible API does)."""
         envelope = error.envelope()
-        if isinstance(error, InternalError) and kwargs.get("exc_info") and self._may_see_tracebacks():
+        if isinstance(error, InternalError) and exc_info and self._may_see_tracebacks():
             # Beside ``details``, which is always the list of failing fields.
-            envelope["traceback"] = traceback.format_exception(*kwargs["exc_info"])
+            envelope["traceback"] = traceback.format_exception(*exc_info)
         self.write_json(envelope)
 
     def _may_see_tracebacks(self) -> bool:

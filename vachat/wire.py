@@ -21,7 +21,7 @@ import orjson
 
 from .errors import ValidationFailed
 
-__all__ = ["json_dumpb", "json_dumps", "parse_json", "MAX_JSON_DEPTH"]
+__all__ = ["json_dumpb", "json_dumps", "parse_json", "MAX_JSON_DEPTH", "JSON_BLOB_MAX_BYTES", "check_json_size"]
 
 
 # Text no database column can hold: NUL (PostgreSQL refuses it) and lone UTF-16 surrogates
@@ -82,6 +82,20 @@ def json_dumpb(value: Any) -> bytes:
 def json_dumps(value: Any) -> str:
     """``json_dumpb`` as text."""
     return json_dumpb(value).decode("utf-8")
+
+
+# Most bytes a client's free-form JSON object (profile preferences, a message's or a
+# conversation's metadata) may take encoded: room for any client's settings and annotations,
+# not for using the record as free storage (a page of 60 messages is then at most ~1 MiB of it).
+JSON_BLOB_MAX_BYTES = 16 * 1024
+
+
+def check_json_size(value: Any, field: str, max_bytes: int = JSON_BLOB_MAX_BYTES) -> None:
+    """Refuse ``value`` (``ValidationFailed`` naming ``field``) when its compact JSON encoding
+    takes more than ``max_bytes`` bytes."""
+    if len(json_dumpb(value)) > max_bytes:
+        raise ValidationFailed(f"{field} is too large", details=[
+            {"field": field, "message": f"must take at most {max_bytes} bytes as JSON"}])
 
 
 def _stdlib_dumps(value: Any, ensure_ascii: bool = False) -> str:

@@ -59,14 +59,17 @@ from .errors import (
     ApiError, Forbidden, InternalError, PayloadTooLarge, RateLimited, TokenExpired, Unauthorized,
     UnknownEvent, ValidationFailed, as_api_error,
 )
-from .events import EventSpec, ws_event
+from .events import EventSpec, server_event, ws_event
+from .hub import CLOSE_TOO_SLOW
 from .actor import Actor
+from .interfaces import App, Hub
 from .request_info import client_ip, declares_body, limit_subject
 from .wire import json_dumps, parse_json
 
 __all__ = [
     "SocketHandler", "EventContext", "Reply", "CORE_EVENTS", "TokenBucket", "SocketsPerAddress",
     "CLOSE_UNAUTHORIZED", "CLOSE_ORIGIN_REFUSED", "CLOSE_TOO_MANY", "CLOSE_GOING_AWAY", "PROTOCOL_VERSION",
+    "CLOSE_CODES", "CORE_SERVER_EVENTS",
 ]
 
 log = logging.getLogger("vachat.ws")
@@ -82,6 +85,18 @@ CLOSE_TRY_AGAIN = 1013
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_ORIGIN_REFUSED = 4403
 CLOSE_TOO_MANY = 4429
+
+#: Every close code the server uses, with what it means (docs/websocket.md, the AsyncAPI document).
+CLOSE_CODES = {
+    CLOSE_GOING_AWAY: "The server is shutting down: reconnect (another node will answer)",
+    1009: "A frame was larger than WS_MAX_MESSAGE_SIZE",
+    CLOSE_INTERNAL: "An internal error",
+    CLOSE_TRY_AGAIN: "The server could not check the credentials just now (its database or cache is unavailable): try again",
+    CLOSE_UNAUTHORIZED: "Not authenticated: no or a bad token, the auth timeout, or the session ended (logout, password change, account disabled or deleted)",
+    CLOSE_ORIGIN_REFUSED: "The page's Origin is not allowed (CORS_ORIGIN)",
+    CLOSE_TOO_SLOW: "The socket read too slowly: more than WS_OUTBOUND_LIMIT bytes were waiting for it",
+    CLOSE_TOO_MANY: "Too many sockets for this user, or too many frames refused for their rate",
+}
 
 AUTH_EVENT = "auth"
 # A socket is closed (4429) once its refused frames exceed this many times its rate within one
@@ -176,16 +191,20 @@ class EventContext:
 
     __slots__ = ("app", "socket")
 
-    def __init__(self, app: Any, socket: "SocketHandler") -> None:
+    def __init__(self, app: App, socket: "SocketHandler") -> None:
         self.app = app
         self.socket = socket
 
     @property
-    def actor(self) -> Actor | None:
+    def actor(self) -> Actor:
+        """The socket's caller. Every event but the core's ``auth`` runs only once the socket
+        is authenticated, so a plugin's handler always has one."""
+        if self.socket.actor is None:
+            raise Unauthorized("Authenticate this socket first (send an auth frame)")
         return self.socket.actor
 
     @property
-    def hub(self) -> Any:
+    def hub(self) -> Hub:
         return self.app.hub
 
     @property
@@ -492,7 +511,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         data: dict[str, Any] = {"code": error.code, "message": error.message}
         if error.details is not None:
             data["details"] = error.details
-        if isinstance(error, RateLimited):
+        if error.retry_after is not None:  # RATE_LIMITED, UNAVAILABLE
             data["retryAfter"] = error.retry_after
         try:
             self.hub.send(self, "error", data, frame_id)
@@ -547,7 +566,7 @@ async def auth_event(ctx: EventContext, data: Any) -> dict[str, Any]:
     if not isinstance(token, str) or not token.strip():
         raise Unauthorized("The auth frame needs data.token")
     headers = HTTPHeaders({"Authorization": f"Bearer {token.strip()}"})
-    actor = await ctx.app.resolve_actor(headers, socket.client_ip)
+    actor = await socket.application.resolve_actor(headers, socket.client_ip)
     if actor is None:
         raise Unauthorized("Invalid token")
     if not socket.is_closing:  # the auth timeout may have fired while we resolved
@@ -563,3 +582,12 @@ async def ping_event(ctx: EventContext, data: Any) -> Reply:
 
 
 CORE_EVENTS = [auth_event, ping_event]
+
+CORE_SERVER_EVENTS = [
+    server_event("ready", "The socket is authenticated (after the upgrade's token, or the auth frame)",
+                 schema="core/ws/ready"),
+    server_event("ack", "The answer to a client frame with an id: the event's result, with the same id",
+                 schema="core/ws/ack"),
+    server_event("error", "A client frame was refused (with its id, when it had one)", schema="core/ws/error"),
+    server_event("pong", "The answer to ping", schema="core/ws/pong"),
+]

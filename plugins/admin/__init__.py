@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vachat.plugin_api import App, hookimpl
+from vachat.plugin_api import App, HookRegistrar, Route, hookimpl
 
 from . import hookspecs
 from .audit_logs import AuditLogsHandler
@@ -36,7 +36,7 @@ PERMISSIONS = (("admin.dashboard", "See the administration dashboard's figures")
 
 
 @hookimpl
-def vachat_addhooks(pluginmanager: Any) -> None:
+def vachat_addhooks(pluginmanager: HookRegistrar) -> None:
     pluginmanager.add_hookspecs(hookspecs)
 
 
@@ -46,7 +46,7 @@ def vachat_permissions() -> list[tuple[str, str]]:
 
 
 @hookimpl
-def vachat_routes(app: App) -> list[tuple]:
+def vachat_routes(app: App) -> list[Route]:
     return [
         (r"/api/admin/dashboard", DashboardHandler),
         (r"/api/admin/users", UsersHandler),

@@ -1,9 +1,15 @@
-"""``vachat users …``: account administration for operators without the API.
+"""``vachat users …`` and ``vachat roles …``: account administration for operators without the API.
 
     vachat users list [--search TEXT] [--role ROLE] [--inactive] [--page N] [--limit N]
     vachat users disable EMAIL
     vachat users enable EMAIL
     vachat users grant-role EMAIL ROLE
+    vachat roles list
+    vachat roles grant ROLE PERMISSION
+    vachat roles revoke ROLE PERMISSION
+
+A grant adds the permission to the role's list (it must be declared: ``vachat roles list``
+names them); ``*`` (every permission) is only ever granted to the admin role.
 
 Added through ``vachat_commands``. A command runs outside any server, with the database bound
 and no IOLoop: each one runs the same async accounts service the API uses under
@@ -20,7 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable, Coroutine
 
 from vachat.plugin_api import ApiError, App
 
@@ -28,15 +34,18 @@ __all__ = ["add_commands"]
 
 # Rows `users list` prints unless told otherwise: a screenful.
 DEFAULT_LIST_LIMIT = 50
+# The one role that may hold "*" (every permission): the core's seeded administrators' role.
+ADMIN_ROLE = "admin"
+EVERY_PERMISSION = "*"
 
 
-def _run(work: Callable[[], Awaitable[int]]) -> int:
+def _run(work: Callable[[], Coroutine[Any, Any, int]], command: str = "users") -> int:
     try:
         return asyncio.run(work())
     except ApiError as error:
         detail = "; ".join(f"{d.get('field')}: {d.get('message')}" for d in (error.details or [])
                            if isinstance(d, dict))
-        print(f"users: {error.message}" + (f" ({detail})" if detail else ""), file=sys.stderr)
+        print(f"{command}: {error.message}" + (f" ({detail})" if detail else ""), file=sys.stderr)
         return 1
 
 
@@ -45,7 +54,8 @@ async def _user_id(app: App, email: str) -> str | None:
     if user is None:
         print(f"users: no account with the address {email}", file=sys.stderr)
         return None
-    return user["id"]
+    user_id: str = user["id"]
+    return user_id
 
 
 def list_users(app: App, args: argparse.Namespace) -> int:
@@ -85,10 +95,49 @@ def grant_role(app: App, args: argparse.Namespace) -> int:
         if user_id is None:
             return 1
         user = await app.accounts.update_user(user_id, role=args.role)
+        if user is None:  # deleted since it was looked up
+            print(f"users: no account with the address {args.email}", file=sys.stderr)
+            return 1
         print(f"{args.email}: role {user['role']}")
         return 0
 
     return _run(work)
+
+
+def list_roles(app: App, args: argparse.Namespace) -> int:
+    async def work() -> int:
+        print(f"{'role':<16} {'users':>5}  permissions")
+        for role in await app.accounts.list_roles():
+            print(f"{role['name']:<16} {role.get('userCount', 0):>5}  {', '.join(role['permissions']) or '-'}")
+        print("declared permissions: " + ", ".join(sorted(app.permissions)))
+        return 0
+
+    return _run(work, "roles")
+
+
+def _change_permission(grant: bool) -> Callable[[App, argparse.Namespace], int]:
+    def command(app: App, args: argparse.Namespace) -> int:
+        async def work() -> int:
+            role = next((r for r in await app.accounts.list_roles() if r["name"] == args.role), None)
+            if role is None:
+                print(f"roles: no role named {args.role!r}", file=sys.stderr)
+                return 1
+            if grant and args.permission == EVERY_PERMISSION and args.role != ADMIN_ROLE:
+                print(f"roles: {EVERY_PERMISSION!r} (every permission) is only for the {ADMIN_ROLE} role; "
+                      "grant the permissions this role needs by name", file=sys.stderr)
+                return 1
+            held = set(role["permissions"])
+            if (args.permission in held) == grant:
+                print(f"{args.role}: already {'holds' if grant else 'without'} {args.permission}")
+                return 0
+            wanted = held | {args.permission} if grant else held - {args.permission}
+            after = await app.accounts.update_role(role["id"], permissions=sorted(wanted))
+            print(f"{args.role}: {', '.join(after['permissions']) if after and after['permissions'] else '-'}")
+            return 0
+
+        return _run(work, "roles")
+
+    return command
 
 
 def _positive(text: str) -> int:
@@ -123,3 +172,13 @@ def add_commands(commands: Any) -> None:
     grant.add_argument("email")
     grant.add_argument("role")
     grant.set_defaults(handler=grant_role)
+
+    roles = commands.add_parser("roles", help="list roles, grant or revoke a role's permissions")
+    role_actions = roles.add_subparsers(dest="roles_action", metavar="action", required=True)
+    role_actions.add_parser("list", help="every role, its holders and permissions").set_defaults(handler=list_roles)
+    for verb, grants, summary in (("grant", True, "add a declared permission to a role"),
+                                  ("revoke", False, "take a permission from a role")):
+        change = role_actions.add_parser(verb, help=summary)
+        change.add_argument("role")
+        change.add_argument("permission")
+        change.set_defaults(handler=_change_permission(grants))

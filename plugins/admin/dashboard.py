@@ -45,9 +45,9 @@ def contributed_parts(answers: list[Any]) -> dict[str, Any]:
 
 async def _plugin_figures(app: App) -> dict[str, Any]:
     try:
-        answers = await asyncio.wait_for(app.hooks.call("admin_dashboard_figures"), FIGURES_TIMEOUT_SECONDS)
+        answers = await asyncio.wait_for(app.hooks.admin_dashboard_figures(), FIGURES_TIMEOUT_SECONDS)
     except (ApiError, asyncio.TimeoutError):
-        # hooks.call already isolates other failures; a refusal or a hang costs the parts only.
+        # The hook call already isolates other failures; a refusal or a hang costs the parts only.
         log.warning("admin_dashboard_figures did not answer; its parts are missing", exc_info=True)
         return {}
     return contributed_parts(answers)

@@ -18,15 +18,18 @@ import asyncio
 import logging
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any, Mapping
 
-from vachat.plugin_api import App, Conflict, new_id
+from plugins.chat.api import CHAT, ChatService
+from vachat.plugin_api import Actor, App, Conflict, new_id
 
 from .generation import CLAIM_TTL_SECS, Generation
 from .metrics import AiMetrics
 from .progress import GenerationSlots
-from .providers import ChatMessage, Provider, ProviderSettings, Usage, estimate_tokens, load_provider
-from .usage import UsageBook
+from .prompts import system_messages
+from .providers import ChatMessage, Provider, ProviderSettings, ReplyOptions, Usage, estimate_tokens, load_provider
+from .usage import Reservation, UsageBook
 
 __all__ = ["Assistant", "STOP_CONTROL", "PENDING_CLAIM_SECS", "SHUTDOWN_WAIT_SECS"]
 
@@ -35,13 +38,29 @@ log = logging.getLogger("vachat.plugins.ai")
 # The control message that asks the node generating in a conversation to stop.
 STOP_CONTROL = "ai-stop"
 # A reply's slot is taken when its message is accepted (before it is stored, so a second
-# request is refused with 409 rather than stored); storing takes milliseconds. If the message
-# is refused after that (another plugin's check), the slot frees itself after this long.
+# request is refused with 409 rather than stored); storing takes milliseconds. A message
+# refused after that (another plugin's check) releases it at once (chat_message_refused);
+# should that never come (the process stopped in between), the slot frees itself after this long.
 PENDING_CLAIM_SECS = 5.0
 # At shutdown, how long the replies still running get to store what they have (s).
 SHUTDOWN_WAIT_SECS = 10.0
 # Roles a provider understands; anything else in history is left out of the context.
 CONTEXT_ROLES = frozenset({"user", "assistant", "system"})
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """What ``refuse_or_reserve`` took for a message being stored: the slot and the tokens."""
+
+    token: str
+    expires: float
+    reservation: Reservation
+    #: The message it was taken for (chat's ``draftId``), to give it back if that one is refused.
+    draft_id: str | None = None
+
+
+def _tokens(messages: list[ChatMessage]) -> int:
+    return sum(estimate_tokens(m["content"]) for m in messages)
 
 
 class Assistant:
@@ -54,55 +73,104 @@ class Assistant:
         self.slots = GenerationSlots(app, self.node_id)
         self.metrics: AiMetrics | None = None
         self.running: dict[str, Generation] = {}
-        #: conversation id → slot token taken by ``refuse_or_reserve`` for a message being stored.
-        self.reserved: dict[str, tuple[str, float]] = {}
+        #: conversation id → what ``refuse_or_reserve`` took for a message being stored.
+        self.reserved: dict[str, _Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.closing = False
 
     @classmethod
     def of(cls, app: App) -> "Assistant":
-        return app.plugin_state("ai").assistant
+        assistant: Assistant = app.plugin_state("ai").assistant
+        return assistant
 
     @property
-    def chat(self) -> Any:
-        return self.app.service("chat")
+    def chat(self) -> ChatService:
+        return self.app.service(CHAT)
 
     # -- before a reply -------------------------------------------------------------------
 
-    async def refuse_or_reserve(self, conversation_id: str, actor: Any) -> str:
-        """Check the quota, then take the conversation's slot: its token; ``QuotaExceeded``
-        (429) or ``Conflict`` (409) before anything is stored."""
-        await self.usage.check(actor.id, getattr(actor, "tier", "free"))
+    async def refuse_or_reserve(self, conversation: dict[str, Any], actor: Actor, *, leaf_id: str | None = None,
+                                new_content: str = "", draft_id: str | None = None) -> str:
+        """Reserve the reply's tokens of the caller's quota, then take the conversation's slot:
+        its token; ``QuotaExceeded`` (429) or ``Conflict`` (409) before anything is stored.
+        The reply will answer ``leaf_id`` (default: the current message), or ``new_content``
+        about to be stored after it. ``draft_id`` names the message it is reserved for
+        (``release_reservation`` gives it all back if that message is refused)."""
+        conversation_id = conversation["id"]
+        prompt_tokens = await self.estimate_prompt(conversation, leaf_id, new_content)
+        reservation = await self.usage.reserve(actor.id, getattr(actor, "tier", "free"), prompt_tokens)
         token = await self.slots.claim(conversation_id, PENDING_CLAIM_SECS)
         if token is None:
+            await self.usage.settle(reservation, None)
             raise Conflict("The assistant is already answering in this conversation; "
                            "wait for it or send stop-generation")
-        self.reserved[conversation_id] = (token, time.monotonic() + PENDING_CLAIM_SECS)
+        self.reserved[conversation_id] = _Pending(token, time.monotonic() + PENDING_CLAIM_SECS, reservation, draft_id)
+        # The message may still be refused after this check (another plugin's): then no reply
+        # starts, and the tokens go back once the slot would have freed itself.
+        asyncio.get_running_loop().call_later(PENDING_CLAIM_SECS, self._expire_pending, conversation_id, token)
         return token
 
-    def _take_reservation(self, conversation_id: str) -> str | None:
-        token, expires = self.reserved.pop(conversation_id, (None, 0.0))
-        if token is not None and expires >= time.monotonic() and self.slots.holds(conversation_id, token):
-            return token
-        return None
+    def _take_pending(self, conversation_id: str, token: str | None = None) -> _Pending | None:
+        pending = self.reserved.get(conversation_id)
+        if pending is None or (token is not None and pending.token != token):
+            return None
+        del self.reserved[conversation_id]
+        return pending
+
+    def _expire_pending(self, conversation_id: str, token: str) -> None:
+        pending = self._take_pending(conversation_id, token)
+        if pending is not None:
+            self._spawn(self.usage.settle(pending.reservation, None))
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def release_reservation(self, conversation_id: str, draft_id: str) -> None:
+        """The message ``draft_id`` was refused after its slot and tokens were taken: give them
+        back now (only that message's: another one may hold the conversation's slot)."""
+        pending = self.reserved.get(conversation_id)
+        if pending is None or pending.draft_id != draft_id:
+            return
+        del self.reserved[conversation_id]
+        await self.slots.release(conversation_id, pending.token)
+        await self.usage.settle(pending.reservation, None)
+
+    async def release_reservation(self, conversation_id: str, draft_id: str) -> None:
+        """The message ``draft_id`` was refused after its slot was taken: free the slot now
+        (only that message's: another one may hold the conversation's slot)."""
+        reserved = self.reserved.get(conversation_id)
+        if reserved is None or reserved[2] != draft_id:
+            return
+        del self.reserved[conversation_id]
+        await self.slots.release(conversation_id, reserved[0])
 
     # -- a reply --------------------------------------------------------------------------
 
     async def start(self, conversation: dict[str, Any], *, parent_id: str, user_id: str,
-                    token: str | None = None, message_id: str | None = None) -> Generation | None:
-        """Start a reply to ``parent_id`` in a task. ``token`` is a slot already taken;
-        without one the slot is taken here (None when another reply holds it)."""
+                    token: str | None = None, message_id: str | None = None,
+                    options: ReplyOptions | None = None) -> Generation | None:
+        """Start a reply to ``parent_id`` in a task, with the slot and the tokens
+        ``refuse_or_reserve`` took (``token``, when the caller holds it). Without them the slot
+        is taken here (None when another reply holds it) and the reply runs unreserved."""
         conversation_id = conversation["id"]
-        token = token or self._take_reservation(conversation_id)
+        pending = self._take_pending(conversation_id, token)
+        reservation = pending.reservation if pending is not None else Reservation.unlimited(user_id)
+        if token is None and pending is not None and pending.expires >= time.monotonic() \
+                and self.slots.holds(conversation_id, pending.token):
+            token = pending.token
         if token is None:
             token = await self.slots.claim(conversation_id, CLAIM_TTL_SECS)
             if token is None:
                 log.warning("a reply was requested while another runs; not started",
                             extra={"conversationId": conversation_id})
+                await self.usage.settle(reservation, None)
                 return None
         await self.slots.extend(conversation_id, token, CLAIM_TTL_SECS)
         generation = Generation(self, conversation=conversation, parent_id=parent_id, user_id=user_id,
-                                message_id=message_id or new_id(), token=token)
+                                message_id=message_id or new_id(), token=token, reservation=reservation,
+                                options=options)
         self.running[conversation_id] = generation
         generation.task = asyncio.ensure_future(self._run(generation))
         self._tasks.add(generation.task)
@@ -121,23 +189,29 @@ class Assistant:
         if self.running.get(generation.conversation_id) is generation:
             del self.running[generation.conversation_id]
 
-    async def context(self, conversation: dict[str, Any], leaf_id: str) -> list[ChatMessage]:
-        """The system prompt, then the most recent messages of the branch ending at
-        ``leaf_id`` that fit ``AI_CONTEXT_TOKENS``; then ``ai_before_request`` edits it."""
-        metadata = conversation.get("metadata") or {}
-        prompt = metadata.get("systemPrompt")
-        if not isinstance(prompt, str) or not prompt.strip():
-            prompt = self.config["system_prompt"]
-        budget = max(1, int(self.config["context_tokens"]) - estimate_tokens(prompt))
-        history = await self.chat.history(conversation["id"], budget, leaf_id=leaf_id,
-                                          cost=lambda message: estimate_tokens(message["content"]))
-        messages: list[ChatMessage] = [{"role": "system", "content": prompt}] if prompt else []
-        for message in history:
-            if message["role"] in CONTEXT_ROLES and message["type"] != "error" and message["content"]:
-                messages.append({"role": message["role"], "content": message["content"]})
+    async def context(self, conversation: dict[str, Any], leaf_id: str | None) -> list[ChatMessage]:
+        """The system messages (the operator's prompt, then the conversation's own), then the
+        most recent messages of the branch ending at ``leaf_id`` that fit what
+        ``AI_CONTEXT_TOKENS`` leaves; then ``ai_before_request`` edits it."""
+        messages = system_messages(self.config, conversation)
+        messages += await self._history(conversation, leaf_id, _tokens(messages))
         if self.app.hooks.implemented("ai_before_request"):
             await self.app.hooks.call("ai_before_request", conversation=conversation, messages=messages)
         return messages
+
+    async def estimate_prompt(self, conversation: dict[str, Any], leaf_id: str | None, new_content: str = "") -> int:
+        """The tokens of the context a reply to ``leaf_id`` (or to ``new_content``, stored
+        after it) will send, as ``context`` builds it, before any ``ai_before_request``."""
+        system = _tokens(system_messages(self.config, conversation))
+        newest = estimate_tokens(new_content) if new_content else 0
+        return system + newest + _tokens(await self._history(conversation, leaf_id, system + newest))
+
+    async def _history(self, conversation: dict[str, Any], leaf_id: str | None, spent: int) -> list[ChatMessage]:
+        budget = max(1, int(self.config["context_tokens"]) - spent)
+        history = await self.chat.history(conversation["id"], budget, leaf_id=leaf_id,
+                                          cost=lambda message: estimate_tokens(message["content"]))
+        return [{"role": m["role"], "content": m["content"]} for m in history
+                if m["role"] in CONTEXT_ROLES and m["type"] != "error" and m["content"]]
 
     # -- stopping -------------------------------------------------------------------------
 
@@ -169,6 +243,10 @@ class Assistant:
     async def shutdown(self) -> None:
         """Stop every reply still running, store what each had (finishReason ``shutdown``)."""
         self.closing = True
+        for conversation_id in list(self.reserved):  # accepted, never started: the tokens go back
+            pending = self._take_pending(conversation_id)
+            if pending is not None:
+                self._spawn(self.usage.settle(pending.reservation, None))
         running = list(self.running.values())
         for generation in running:
             await generation.stop("shutdown")

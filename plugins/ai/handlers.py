@@ -21,7 +21,7 @@ ID = r"([^/]{1,64})"
 class UsageHandler(ApiHandler):
     @endpoint("My AI token usage today (UTC) and my tier's daily limit", response="ai/usage", tags=("ai",))
     async def get(self) -> None:
-        self.respond(await Assistant.of(self.app).usage.report(self.actor.id, self.actor.tier))
+        self.respond(await Assistant.of(self.app).usage.report(self.caller.id, self.caller.tier))
 
 
 class RegenerateHandler(ApiHandler):
@@ -33,16 +33,19 @@ class RegenerateHandler(ApiHandler):
         replaced = await chat.get_message(message_id)
         if replaced is None:
             raise NotFound("Message not found")
-        conversation = await chat.check_access(self.actor, replaced["conversationId"], write=True)
+        try:
+            conversation = await chat.check_access(self.caller, replaced["conversationId"], write=True)
+        except NotFound:  # another's private conversation: the same answer as no such message
+            raise NotFound("Message not found") from None
         if replaced["role"] != "assistant":
             raise ValidationFailed("Only an assistant reply can be regenerated", details=[
                 {"field": "id", "message": "is not an assistant message"}])
         if replaced["parentId"] is None:
             raise ValidationFailed("This reply answers no message", details=[
                 {"field": "id", "message": "has no parent message to answer again"}])
-        token = await assistant.refuse_or_reserve(conversation["id"], self.actor)
+        token = await assistant.refuse_or_reserve(conversation, self.caller, leaf_id=replaced["parentId"])
         reply_id = new_id()
-        started = await assistant.start(conversation, parent_id=replaced["parentId"], user_id=self.actor.id,
+        started = await assistant.start(conversation, parent_id=replaced["parentId"], user_id=self.caller.id,
                                         token=token, message_id=reply_id)
         if started is None:
             raise Conflict("The assistant is already answering in this conversation")

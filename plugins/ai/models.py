@@ -15,6 +15,8 @@ class AiUsage(BaseModel):
     prompt_tokens = peewee.BigIntegerField(default=0)
     completion_tokens = peewee.BigIntegerField(default=0)
     generations = peewee.IntegerField(default=0)
+    #: Held by requests accepted and not yet settled (see ``usage``).
+    reserved_tokens = peewee.BigIntegerField(default=0)
 
     class Meta:
         table_name = "ai_usage"

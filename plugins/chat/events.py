@@ -30,10 +30,12 @@ import functools
 import json
 from typing import Any, Callable
 
-from vachat.plugin_api import App, EventContext, Forbidden, NotFound, Reply, ValidationFailed, json_dumps, ws_event
+from vachat.plugin_api import (
+    Actor, App, EventContext, Forbidden, NotFound, Reply, ValidationFailed, json_dumps, ws_event,
+)
 
 from .rooms import socket_conversations
-from .service import ChatService, conversation_room
+from .service import SERVICE, ChatService, conversation_room
 
 __all__ = ["EVENTS", "Typing", "REPLAY_FILTER_SECONDS"]
 
@@ -45,7 +47,7 @@ REPLAY_FILTER_SECONDS = 10.0
 
 
 def _chat(ctx: EventContext) -> ChatService:
-    return ctx.app.service("chat")
+    return ctx.app.service(SERVICE)
 
 
 @functools.lru_cache(maxsize=16)
@@ -101,7 +103,7 @@ async def join_conversation(ctx: EventContext, data: dict[str, Any]) -> Any:
     try:
         await ctx.join(room, hold=True)
         answer = await chat.replay(ctx.actor, conversation_id, since)
-        answer["generation"] = await ctx.app.hooks.call("chat_generation_status", conversation_id=conversation_id)
+        answer["generation"] = await ctx.app.hooks.chat_generation_status(conversation_id=conversation_id)
         if conversation_id not in joined:
             raise NotFound("Conversation not found")
     except BaseException:
@@ -171,9 +173,10 @@ class Typing:
         state = app.plugin_state("chat")
         if getattr(state, "typing", None) is None:
             state.typing = cls(app)
-        return state.typing
+        typing: Typing = state.typing
+        return typing
 
-    async def start(self, conversation_id: str, actor: Any, socket: Any) -> None:
+    async def start(self, conversation_id: str, actor: Actor, socket: Any) -> None:
         key = (conversation_id, actor.id)
         timer = self._timers.pop(key, None)
         if timer is not None:

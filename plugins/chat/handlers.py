@@ -11,7 +11,7 @@ from typing import Any
 
 from vachat.plugin_api import ApiHandler, ValidationFailed, endpoint
 
-from .service import ChatService
+from .service import SERVICE, ChatService
 
 __all__ = ["ROUTES"]
 
@@ -23,36 +23,36 @@ ID = r"([^/]{1,64})"
 class ChatHandler(ApiHandler):
     @property
     def chat(self) -> ChatService:
-        return self.app.service("chat")
+        return self.app.service(SERVICE)
 
 
 class ConversationsHandler(ChatHandler):
     @endpoint("List my conversations, with their last message and message count",
               query="chat/conversation-list-query", response="chat/conversation-list", tags=TAGS)
     async def get(self) -> None:
-        items, pagination = await self.chat.list_conversations(self.actor, self.query)
+        items, pagination = await self.chat.list_conversations(self.caller, self.query)
         self.respond(items, pagination=pagination)
 
     @endpoint("Start a conversation", body="chat/conversation-create", response="chat/conversation",
               status=201, tags=TAGS)
     async def post(self) -> None:
-        self.respond(await self.chat.create_conversation(self.actor, self.body), status=201)
+        self.respond(await self.chat.create_conversation(self.caller, self.body), status=201)
 
 
 class ConversationHandler(ChatHandler):
     @endpoint("Read a conversation (owner, public, or conversations.read_all)",
               response="chat/conversation", tags=TAGS, errors=(404,))
     async def get(self, conversation_id: str) -> None:
-        self.respond(await self.chat.read_conversation(self.actor, conversation_id))
+        self.respond(await self.chat.read_conversation(self.caller, conversation_id))
 
     @endpoint("Change a conversation (owner only)", body="chat/conversation-update",
               response="chat/conversation", tags=TAGS, errors=(403, 404))
     async def put(self, conversation_id: str) -> None:
-        self.respond(await self.chat.update_conversation(self.actor, conversation_id, self.body))
+        self.respond(await self.chat.update_conversation(self.caller, conversation_id, self.body))
 
     @endpoint("Delete a conversation and all its messages (owner only)", tags=TAGS, errors=(403, 404))
     async def delete(self, conversation_id: str) -> None:
-        await self.chat.delete_conversation(self.actor, conversation_id)
+        await self.chat.delete_conversation(self.caller, conversation_id)
         self.respond(None)
 
 
@@ -64,7 +64,7 @@ class MessagesHandler(ChatHandler):
         if "before" in query and "after" in query:
             raise ValidationFailed("Give before or after, not both",
                                    details=[{"field": "after", "message": "cannot be combined with before"}])
-        self.respond(await self.chat.list_messages(self.actor, conversation_id, before=query.get("before"),
+        self.respond(await self.chat.list_messages(self.caller, conversation_id, before=query.get("before"),
                                                    after=query.get("after"), limit=query["limit"]))
 
 
@@ -72,7 +72,7 @@ class SendMessageHandler(ChatHandler):
     @endpoint("Send a message (201; a clientMessageId retry answers the stored one with 200)",
               body="chat/message-create", response="chat/message", status=201, tags=TAGS, errors=(403, 404, 409))
     async def post(self) -> None:
-        message, created = await self.chat.send_message(self.actor, self.body)
+        message, created = await self.chat.send_message(self.caller, self.body)
         self.respond(message, status=201 if created else 200)
 
 
@@ -80,11 +80,11 @@ class MessageHandler(ChatHandler):
     @endpoint("Edit my message (sets isEdited and editedAt)", body="chat/message-update",
               response="chat/message", tags=TAGS, errors=(403, 404))
     async def put(self, message_id: str) -> None:
-        self.respond(await self.chat.edit_message(self.actor, message_id, self.body))
+        self.respond(await self.chat.edit_message(self.caller, message_id, self.body))
 
     @endpoint("Delete a message (the conversation's owner)", tags=TAGS, errors=(403, 404))
     async def delete(self, message_id: str) -> None:
-        await self.chat.delete_message(self.actor, message_id)
+        await self.chat.delete_message(self.caller, message_id)
         self.respond(None)
 
 
@@ -93,7 +93,7 @@ class SearchHandler(ChatHandler):
               query="chat/search-query", response="chat/message-page", tags=TAGS)
     async def get(self) -> None:
         query: dict[str, Any] = self.query
-        self.respond(await self.chat.search(self.actor, query["q"], offset=int(query.get("cursor") or 0),
+        self.respond(await self.chat.search(self.caller, query["q"], offset=int(query.get("cursor") or 0),
                                             limit=query["limit"]))
 
 

@@ -7,7 +7,8 @@ message, ``conversation.tags`` and ``conversation.lastMessage`` are not filled i
 ``actor`` is the caller (``vachat.plugin_api.Actor``), or None when another plugin acts for
 the system (the AI storing its reply).
 
-Order and failures follow the core's rules (``vachat.hookspecs``): plugin load order; the
+Order and failures follow the core's rules (``vachat.hookspecs``): ``tryfirst``, then load
+order, then ``trylast``; the
 ``before`` filter may refuse with an ``ApiError`` that reaches the client; in the
 notifications a failure is logged and the other plugins still run. Hooks may be coroutines.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vachat.plugin_api import hookspec
+from vachat.plugin_api import Actor, App, MaybeAwaitable, hookspec
 
 # ---------------------------------------------------------------------------
 # Messages
@@ -24,20 +25,38 @@ from vachat.plugin_api import hookspec
 
 
 @hookspec
-def chat_message_before_store(app: Any, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> Any:
+def chat_message_before_store(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Actor) -> MaybeAwaitable[None]:
     """A user's message is about to be stored: refuse it by raising an ``ApiError``.
 
     Runs after the access check and the ``clientMessageId`` retry check (a retry of a stored
     message never gets here), before anything is written. ``message`` is the draft:
-    ``{conversationId, content, type, files (ids), parentId, metadata, clientMessageId,
+    ``{draftId, conversationId, content, type, files (ids), parentId, metadata, clientMessageId,
     requiresAIResponse}``; the return value is ignored. How the files plugin checks that the
     caller owns the attached files (``NotFound``), and the AI plugin its quota
     (``QuotaExceeded``) and one generation at a time (``Conflict``).
+
+    Reserve something for the message here (a slot, a quota unit) only with a release in
+    ``chat_message_refused``: a later implementation may still refuse it.
     """
 
 
 @hookspec
-def chat_messages_decorate(app: Any, messages: list[dict[str, Any]]) -> Any:
+def chat_message_refused(app: Any, conversation: dict[str, Any], message: dict[str, Any], actor: Any,
+                         error: Any) -> Any:
+    """A message that ``chat_message_before_store`` ran for was not stored: release at once
+    whatever your implementation reserved for it.
+
+    Called for every such message, whoever refused it: a ``before_store`` implementation
+    raised (``error`` is that ``ApiError``; your own refusal included, and implementations
+    after it never saw the message), storing it failed (``error`` is the exception), or it
+    turned out to be a retry of a message already stored (``error`` None). ``message`` is the
+    draft ``before_store`` saw; its ``draftId`` names this attempt, so release only what you
+    reserved under that id. Failures are logged; the caller still gets the refusal.
+    """
+
+
+@hookspec
+def chat_messages_decorate(app: App, messages: list[dict[str, Any]]) -> MaybeAwaitable[None]:
     """Add to messages on their way to a client, in place, a batch at a time.
 
     Called with every page, replay, search result and broadcast message before it leaves
@@ -47,25 +66,50 @@ def chat_messages_decorate(app: Any, messages: list[dict[str, Any]]) -> Any:
 
 
 @hookspec
-def chat_message_created(app: Any, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> Any:
+def chat_message_created(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Actor | None) -> MaybeAwaitable[None]:
     """A message was stored and broadcast (``new-message``): a user's, or the assistant's
     (``actor`` None). Not called for a ``clientMessageId`` retry."""
 
 
 @hookspec
-def chat_message_updated(app: Any, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> Any:
+def chat_message_updated(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Actor | None) -> MaybeAwaitable[None]:
     """A message was edited by its author or updated by the system (``message-updated``
     was broadcast); ``message`` is the new version."""
 
 
 @hookspec
-def chat_message_deleted(app: Any, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> Any:
+def chat_message_deleted(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Actor | None) -> MaybeAwaitable[None]:
     """A message was deleted (``message-deleted`` was broadcast); ``message`` is the version
     before the deletion, with its ``files``, so attachments can be released."""
 
 
 @hookspec
-def chat_conversation_deleted(app: Any, conversation: dict[str, Any], actor: Any) -> Any:
+def chat_conversation_before_store(app: App, changes: dict[str, Any], actor: Actor,
+                                   conversation_id: str | None) -> MaybeAwaitable[None]:
+    """A conversation is about to be created (``conversation_id`` None) or changed: refuse it
+    by raising an ``ApiError``.
+
+    ``changes`` is the request body as validated by its schema (wire names: ``title``,
+    ``metadata`` …; on a change only the fields being set). Runs before the access check
+    of a change and before anything is written; the return value is ignored. How the AI plugin
+    caps ``metadata.systemPrompt`` (``ValidationFailed``).
+    """
+
+
+@hookspec
+def chat_conversation_created(app: App, conversation: dict[str, Any], actor: Actor) -> MaybeAwaitable[None]:
+    """A conversation was created (``conversation-created`` was sent to the owner's devices)."""
+
+
+@hookspec
+def chat_conversation_updated(app: App, conversation: dict[str, Any], actor: Actor) -> MaybeAwaitable[None]:
+    """A conversation's title, description, tags, flags, metadata or current message changed
+    (``conversation-updated`` was sent to the owner's devices); ``conversation`` is the new
+    version."""
+
+
+@hookspec
+def chat_conversation_deleted(app: App, conversation: dict[str, Any], actor: Actor | None) -> MaybeAwaitable[None]:
     """A conversation and all its messages were deleted (``conversation-deleted`` was sent
     to the owner's devices). Not called when a whole account is deleted: use the core's
     ``vachat_user_deleting`` for that."""
@@ -77,7 +121,7 @@ def chat_conversation_deleted(app: Any, conversation: dict[str, Any], actor: Any
 
 
 @hookspec
-def chat_ai_reply_requested(app: Any, conversation: dict[str, Any], message: dict[str, Any], actor: Any) -> Any:
+def chat_ai_reply_requested(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Actor) -> MaybeAwaitable[None]:
     """A user's message asked for an AI reply (``requiresAIResponse``) and was stored and
     broadcast: start generating (in a task; do not hold the caller).
 
@@ -90,7 +134,7 @@ def chat_ai_reply_requested(app: Any, conversation: dict[str, Any], message: dic
 
 
 @hookspec(firstresult=True)
-def chat_generation_status(app: Any, conversation_id: str) -> Any:
+def chat_generation_status(app: App, conversation_id: str) -> MaybeAwaitable[dict[str, Any] | None]:
     """The reply being generated in ``conversation_id`` right now, for a join's answer:
     ``{"messageId", "text" (so far), "index" (of the last ai-delta in it)}``, or None.
 

@@ -48,7 +48,8 @@ _MESSAGE_FIELDS = ("id", "conversation", "user_id", "role", "type", "content", "
 
 
 def _column(model: type[peewee.Model], name: str) -> str:
-    return model._meta.fields[name].column_name
+    column: str = model._meta.fields[name].column_name
+    return column
 
 
 def _wire_time(value: Any) -> str | None:
@@ -65,7 +66,8 @@ def _wire_time(value: Any) -> str | None:
         value = datetime.datetime.fromisoformat(value)  # no fraction stored (or another form)
     if value.tzinfo is not None:
         value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-    return value.isoformat(timespec="milliseconds") + "Z"
+    stamp: datetime.datetime = value
+    return stamp.isoformat(timespec="milliseconds") + "Z"
 
 
 def _json(value: Any) -> Any:
@@ -106,7 +108,7 @@ class ConversationRow:
     last_message_id: str | None
 
 
-def _stored_time(value: Any) -> datetime.datetime | None:
+def _stored_time(value: Any) -> datetime.datetime:
     """A timestamp column as ``DateTimeField`` gives it: SQLite keeps the text of a naive UTC
     datetime, PostgreSQL gives the datetime."""
     return datetime.datetime.fromisoformat(value) if isinstance(value, str) else value

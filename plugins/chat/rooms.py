@@ -5,6 +5,11 @@ the conversation). When a public conversation is made private, every socket but 
 leaves its room, on every node (a control message reaches the others): readers who may no
 longer read it stop receiving its events at once, not when they next leave. An account that
 still may read it (``conversations.read_all``) joins again.
+
+The same happens when a socket's permissions change (its user's role, or the role's
+permissions: ``vachat_socket_actors_changed``, which the core runs on every node holding such
+a socket): it leaves the rooms of the conversations it joined but may no longer read (another's
+private conversation, once ``conversations.read_all`` is gone).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 
 from vachat.plugin_api import App
 
-__all__ = ["conversation_room", "socket_conversations", "CONTROL_MADE_PRIVATE", "listen", "made_private"]
+__all__ = ["conversation_room", "socket_conversations", "CONTROL_MADE_PRIVATE", "listen", "made_private", "recheck"]
 
 # The control message a node sends the others when a conversation was made private.
 CONTROL_MADE_PRIVATE = "chat.made-private"
@@ -29,7 +34,8 @@ def socket_conversations(app: App) -> "weakref.WeakKeyDictionary[Any, dict[str, 
     state = app.plugin_state("chat")
     if not hasattr(state, "joined"):
         state.joined = weakref.WeakKeyDictionary()
-    return state.joined
+    joined: weakref.WeakKeyDictionary[Any, dict[str, bool]] = state.joined
+    return joined
 
 
 def listen(app: App) -> None:
@@ -49,3 +55,21 @@ def _take_readers_out(app: App, conversation_id: str) -> None:
         if joined.get(conversation_id) is False:  # joined, may not write: not the owner
             app.hub.leave(socket, room)
             del joined[conversation_id]
+
+
+async def recheck(app: App, sockets: list[Any]) -> None:
+    """These sockets' permissions changed: each leaves the rooms it may no longer read."""
+    joined_by = socket_conversations(app)
+    # Their own conversations (may write) stay readable whatever the role says.
+    others = [(socket, [cid for cid, may_write in joined.items() if not may_write])
+              for socket in sockets if socket.actor is not None and (joined := joined_by.get(socket))]
+    others = [(socket, ids) for socket, ids in others if ids]
+    if not others:
+        return
+    answers = await app.service("chat").readable_among([(socket.actor, ids) for socket, ids in others])
+    for (socket, conversation_ids), readable in zip(others, answers):
+        joined = joined_by.get(socket, {})
+        for conversation_id in conversation_ids:
+            # Still joined (a leave may have run during the query) and no longer readable.
+            if conversation_id not in readable and joined.pop(conversation_id, None) is not None:
+                app.hub.leave(socket, conversation_room(conversation_id))

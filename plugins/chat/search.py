@@ -90,6 +90,7 @@ def index_messages(entries: list[tuple[str, str, str, str]]) -> None:
     """``index_message`` for several new messages: ``(message id, conversation id, owner id,
     content)`` each, in one executemany. Inside the caller's transaction."""
     db = database.obj
+    rows: list[tuple[str, ...]]
     if isinstance(db, peewee.PostgresqlDatabase):
         rows = [(message_id, owner_id, _tsvector(tokens)) for message_id, _, owner_id, content in entries
                 if (tokens := words(content))]

@@ -20,20 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, TypeVar
 
 import peewee
 
 from vachat.plugin_api import (
-    Actor, ApiError, App, Conflict, Forbidden, NotFound, ValidationFailed, database, new_id, now,
+    Actor, ApiError, App, Conflict, Forbidden, NotFound, ServiceKey, ValidationFailed, check_json_size, database,
+    new_id, now,
 )
 
 from . import counters, listing, rooms, search
+from .api import CHAT
 from .rooms import conversation_room
 from .models import Conversation, ConversationTag, Message, MessageFile
 
-__all__ = ["ChatService", "READ_ALL", "conversation_room", "user_room", "MAX_REPLAY"]
+__all__ = ["ChatService", "SERVICE", "READ_ALL", "conversation_room", "user_room", "MAX_REPLAY"]
 
 log = logging.getLogger("vachat.plugins.chat")
 
@@ -53,10 +55,19 @@ MAX_SEND_BATCH = 128
 
 # A conversation as a model, or as the send path reads it (``listing.ConversationRow``).
 AnyConversation = Conversation | listing.ConversationRow
+# A conversation as a model or as the listing's row: ``_readable`` hands back what it was given.
+C = TypeVar("C", Conversation, listing.ConversationRow)
 
 
 def user_room(user_id: str) -> str:
     return f"user:{user_id}"
+
+
+def check_metadata(body: dict[str, Any]) -> None:
+    """Refuse a body whose ``metadata`` takes more than ``JSON_BLOB_MAX_BYTES`` encoded (400
+    on ``metadata``): it is stored whole and sent with every page and frame of the record."""
+    if body.get("metadata") is not None:
+        check_json_size(body["metadata"], "metadata")
 
 
 # ---------------------------------------------------------------------------
@@ -98,9 +109,13 @@ class Draft:
     metadata: dict[str, Any]
     client_message_id: str | None
     requires_ai: bool
+    #: Names this attempt to store the message, for the hooks: what a ``before_store``
+    #: implementation reserved for it is released by ``chat_message_refused`` with the same id.
+    draft_id: str = field(default_factory=new_id)
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> "Draft":
+        check_metadata(body)
         files = list(dict.fromkeys(body.get("files") or []))
         content = body.get("content", "")
         if not content.strip() and not files:
@@ -111,9 +126,10 @@ class Draft:
 
     def wire(self) -> dict[str, Any]:
         """What ``chat_message_before_store`` sees."""
-        return {"conversationId": self.conversation_id, "content": self.content, "type": self.type,
-                "files": list(self.files), "parentId": self.parent_id, "metadata": self.metadata,
-                "clientMessageId": self.client_message_id, "requiresAIResponse": self.requires_ai}
+        return {"draftId": self.draft_id, "conversationId": self.conversation_id, "content": self.content,
+                "type": self.type, "files": list(self.files), "parentId": self.parent_id,
+                "metadata": self.metadata, "clientMessageId": self.client_message_id,
+                "requiresAIResponse": self.requires_ai}
 
     def same_as(self, stored: dict[str, Any]) -> bool:
         """Whether a retry carries the message already stored under its clientMessageId."""
@@ -126,7 +142,7 @@ class Draft:
 # ---------------------------------------------------------------------------
 
 
-def _readable(conversation: AnyConversation | None, actor: Actor | None, write: bool) -> AnyConversation:
+def _readable(conversation: C | None, actor: Actor | None, write: bool) -> C:
     if conversation is None:
         raise NotFound("Conversation not found")
     if actor is None or conversation.owner_id == actor.id:
@@ -143,7 +159,19 @@ def _load_conversation(conversation_id: str, actor: Actor | None, write: bool = 
     """The conversation if ``actor`` may read it (``write``: change it); ``lock`` holds its
     row until the transaction ends (see ``_locked``)."""
     query = Conversation.select().where(Conversation.id == conversation_id)
-    return _readable((_locked(query) if lock else query).first(), actor, write)
+    found: Conversation | None = (_locked(query) if lock else query).first()
+    return _readable(found, actor, write)
+
+
+def _conversation_of_message(message: Message, actor: Actor | None, write: bool = False,
+                             lock: bool = False) -> Conversation:
+    """``_load_conversation`` for an operation on ``message``: a conversation the caller may not
+    read answers "Message not found", like a message that does not exist, so the answer never
+    tells whether an id is a message in someone else's conversation."""
+    try:
+        return _load_conversation(message.conversation_id, actor, write=write, lock=lock)
+    except NotFound:
+        raise NotFound("Message not found") from None
 
 
 def _locked(query: peewee.Select) -> peewee.Select:
@@ -326,7 +354,7 @@ def _insert_plain(sends: list[tuple["Draft", Actor]]) -> list[tuple[bool, Any]]:
         if draft.client_message_id is not None and key in taken:
             outcomes.append((True, (dict(taken[key]), False, before)))
             continue
-        message = {
+        message: dict[str, Any] = {
             "id": new_id(), "conversationId": conversation.id, "userId": actor.id, "role": "user",
             "type": draft.type, "content": draft.content, "parentId": conversation.current_message_id,
             "metadata": draft.metadata or {}, "clientMessageId": draft.client_message_id, "isEdited": False,
@@ -429,12 +457,16 @@ class Batcher:
 
 
 class ChatService:
-    """Published as ``app.service("chat")``; see the module docstring."""
+    """Published as ``app.service(CHAT)`` (``api.ChatService`` is what others may use of it);
+    see the module docstring."""
 
     def __init__(self, app: App) -> None:
         self.app = app
         self.sends = Batcher(app, _insert_user_messages)
         self.looks = Batcher(app, _look_before_store)
+
+    def room_of(self, conversation_id: str) -> str:
+        return conversation_room(conversation_id)
 
     # -- conversations ------------------------------------------------------------------
 
@@ -470,7 +502,37 @@ class ChatService:
 
         return await self.app.db.run(read)
 
+    async def readable_among(self, questions: list[tuple[Actor, list[str]]]) -> list[set[str]]:
+        """For each ``(actor, conversation ids)``, the ids that actor may read, in one query
+        (for sockets whose permissions changed: ``rooms.recheck``)."""
+        wanted = list({cid for _, ids in questions for cid in ids})
+
+        def read() -> list[set[str]]:
+            found = {c.id: c for c in Conversation.select().where(Conversation.id.in_(wanted))}
+            answers = []
+            for actor, ids in questions:
+                readable = set()
+                for cid in ids:
+                    try:
+                        readable.add(_readable(found.get(cid), actor, write=False).id)
+                    except NotFound:
+                        pass
+                answers.append(readable)
+            return answers
+
+        return await self.app.db.run(read) if wanted else [set() for _ in questions]
+
+    async def _before_conversation_store(self, actor: Actor, body: dict[str, Any], conversation_id: str | None) -> None:
+        """The checks of a conversation's new fields: the metadata's size, then other
+        plugins' (``chat_conversation_before_store``), before anything is written."""
+        check_metadata(body)
+        if self.app.hooks.implemented("chat_conversation_before_store"):
+            await self.app.hooks.call("chat_conversation_before_store", changes=body, actor=actor,
+                                      conversation_id=conversation_id)
+
     async def create_conversation(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
+        await self._before_conversation_store(actor, body, None)
+
         def create() -> dict[str, Any]:
             with database.atomic():
                 conversation = Conversation.create(
@@ -483,9 +545,12 @@ class ChatService:
 
         created = await self.app.db.run(create)
         await self.app.publish(user_room(actor.id), "conversation-created", created)
+        if self.app.hooks.implemented("chat_conversation_created"):
+            await self.app.hooks.notify("chat_conversation_created", conversation=created, actor=actor)
         return created
 
     async def update_conversation(self, actor: Actor, conversation_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        await self._before_conversation_store(actor, body, conversation_id)
         fields = {"title": Conversation.title, "description": Conversation.description,
                   "isPublic": Conversation.is_public, "isArchived": Conversation.is_archived,
                   "metadata": Conversation.metadata}
@@ -512,6 +577,8 @@ class ChatService:
             await rooms.made_private(self.app, conversation_id)
         await self._decorate_last([updated])
         await self.app.publish(user_room(updated["ownerId"]), "conversation-updated", updated)
+        if self.app.hooks.implemented("chat_conversation_updated"):
+            await self.app.hooks.notify("chat_conversation_updated", conversation=updated, actor=actor)
         return updated
 
     async def delete_conversation(self, actor: Actor, conversation_id: str) -> None:
@@ -527,7 +594,7 @@ class ChatService:
 
         deleted = await self.app.db.run(delete)
         await self.app.publish(user_room(deleted["ownerId"]), "conversation-deleted", {"conversationId": conversation_id})
-        await self.app.hooks.notify("chat_conversation_deleted", conversation=deleted, actor=actor)
+        await self.app.hooks.chat_conversation_deleted.notify(conversation=deleted, actor=actor)
 
     async def list_conversations(self, actor: Actor, query: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """The caller's conversations, a page at a time (page, limit, sortBy, sortOrder,
@@ -691,25 +758,46 @@ class ChatService:
         second AI reply), or ``Conflict`` when its content differs."""
         draft = Draft.from_body(body)
         hooks = self.app.hooks
-        ai_missing = draft.requires_ai and not hooks.implemented("chat_ai_reply_requested")
-        if ai_missing or hooks.implemented("chat_message_before_store"):
+        ai_missing = draft.requires_ai and not hooks.chat_ai_reply_requested.implemented()
+        filtered: tuple[dict[str, Any], dict[str, Any]] | None = None  # (conversation, draft) the filter saw
+        if ai_missing or hooks.chat_message_before_store.implemented():
             # A look first: hooks see only messages the caller may store, and never a retry.
             conversation, stored = await self.looks.submit((draft, actor))
             if stored is not None:
                 return await self._retried(draft, stored), False
             if ai_missing:
                 raise Conflict("An AI reply was requested but no AI plugin is enabled")
-            await hooks.call("chat_message_before_store", conversation=conversation, message=draft.wire(), actor=actor)
+            filtered = conversation, draft.wire()
+            try:
+                await hooks.chat_message_before_store(conversation=conversation, message=filtered[1], actor=actor)
+            except ApiError as refusal:
+                await self._refused(filtered, actor, refusal)
+                raise
         # The common path: access check, retry check and insert in one savepoint of a batch.
-        message, created, conversation = await self.sends.submit((draft, actor))
+        try:
+            message, created, conversation = await self.sends.submit((draft, actor))
+        except Exception as failure:  # refused after the filter (deleted meanwhile, …)
+            if filtered is not None:
+                await self._refused(filtered, actor, failure)
+            raise
         if not created:  # a retry (the unique index caught it, also when two raced)
+            if filtered is not None:
+                await self._refused(filtered, actor, None)
             return await self._retried(draft, message), False
         await self._decorate([message])
         await self.app.publish(conversation_room(draft.conversation_id), "new-message", message)
-        await hooks.notify("chat_message_created", conversation=conversation, message=message, actor=actor)
+        await hooks.chat_message_created.notify(conversation=conversation, message=message, actor=actor)
         if draft.requires_ai:
-            await hooks.notify("chat_ai_reply_requested", conversation=conversation, message=message, actor=actor)
+            await hooks.chat_ai_reply_requested.notify(conversation=conversation, message=message, actor=actor)
         return message, True
+
+    async def _refused(self, filtered: tuple[dict[str, Any], dict[str, Any]], actor: Actor,
+                       error: Exception | None) -> None:
+        """Tell the ``chat_message_before_store`` implementations that a message they let
+        through was not stored, so that what they reserved for it is released now."""
+        conversation, draft = filtered
+        await self.app.hooks.chat_message_refused.notify(conversation=conversation, message=draft, actor=actor,
+                                                         error=error)
 
     async def _retried(self, draft: Draft, stored: dict[str, Any]) -> dict[str, Any]:
         if not draft.same_as(stored):
@@ -731,9 +819,9 @@ class ChatService:
         message = message_wire(row, [])
         await self._decorate([message])
         await self.app.publish(conversation_room(conversation_id), "new-message", message)
-        if self.app.hooks.implemented("chat_message_created"):
+        if self.app.hooks.chat_message_created.implemented():
             conversation = await self.get_conversation(conversation_id)
-            await self.app.hooks.notify("chat_message_created", conversation=conversation, message=message, actor=None)
+            await self.app.hooks.chat_message_created.notify(conversation=conversation, message=message, actor=None)
         return message
 
     async def update_message(self, message_id: str, *, content: str | None = None, type: str | None = None,
@@ -751,7 +839,8 @@ class ChatService:
 
     async def edit_message(self, actor: Actor, message_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """The author edits their message (``PUT /api/chat/messages/:id``): sets isEdited/editedAt."""
-        changes = {key: body[key] for key in ("content", "metadata") if key in body}
+        check_metadata(body)
+        changes: dict[str, Any] = {key: body[key] for key in ("content", "metadata") if key in body}
         return await self._change(actor, message_id, changes, edited=True)
 
     async def _change(self, actor: Actor | None, message_id: str, changes: dict[str, Any], *, edited: bool) -> dict[str, Any]:
@@ -760,7 +849,7 @@ class ChatService:
                 message = Message.get_or_none(Message.id == message_id, Message.deleted_at.is_null())
                 if message is None:
                     raise NotFound("Message not found")
-                conversation = _load_conversation(message.conversation_id, actor)
+                conversation = _conversation_of_message(message, actor)
                 if actor is not None and message.user_id != actor.id:
                     raise Forbidden("Only the author can edit a message")
                 if actor is not None:
@@ -779,7 +868,7 @@ class ChatService:
         message, conversation = await self.app.db.run(update)
         await self._decorate([message])
         await self.app.publish(conversation_room(message["conversationId"]), "message-updated", message)
-        await self.app.hooks.notify("chat_message_updated", conversation=conversation, message=message, actor=actor)
+        await self.app.hooks.chat_message_updated.notify(conversation=conversation, message=message, actor=actor)
         return message
 
     async def delete_message(self, actor: Actor | None, message_id: str) -> None:
@@ -792,7 +881,7 @@ class ChatService:
                 message = Message.get_or_none(Message.id == message_id, Message.deleted_at.is_null())
                 if message is None:
                     raise NotFound("Message not found")
-                conversation = _load_conversation(message.conversation_id, actor, write=True, lock=True)
+                conversation = _conversation_of_message(message, actor, write=True, lock=True)
                 before = _messages_wire([message])[0]
                 stamp = now()
                 tombstoned = Message.update(deleted_at=stamp, updated_at=stamp, content="", metadata={}).where(
@@ -820,7 +909,7 @@ class ChatService:
         message, conversation = await self.app.db.run(delete)
         await self.app.publish(conversation_room(conversation["id"]), "message-deleted",
                                {"conversationId": conversation["id"], "messageId": message_id})
-        await self.app.hooks.notify("chat_message_deleted", conversation=conversation, message=message, actor=actor)
+        await self.app.hooks.chat_message_deleted.notify(conversation=conversation, message=message, actor=actor)
 
     async def delete_user_data(self, user_id: str) -> None:
         """Remove a user's conversations (with all their messages) and any message they wrote
@@ -850,8 +939,13 @@ class ChatService:
     # -- hooks --------------------------------------------------------------------------
 
     async def _decorate(self, messages: list[dict[str, Any]]) -> None:
-        if messages and self.app.hooks.implemented("chat_messages_decorate"):
-            await self.app.hooks.notify("chat_messages_decorate", messages=messages)
+        if messages and self.app.hooks.chat_messages_decorate.implemented():
+            await self.app.hooks.chat_messages_decorate.notify(messages=messages)
 
     async def _decorate_last(self, conversations: list[dict[str, Any]]) -> None:
         await self._decorate([c["lastMessage"] for c in conversations if c["lastMessage"]])
+
+
+#: The chat plugin's own key to its service, typed as the whole class (other plugins use
+#: ``api.CHAT``, typed as the ``Protocol`` they may rely on).
+SERVICE: ServiceKey[ChatService] = ServiceKey(CHAT.name)

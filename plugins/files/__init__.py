@@ -12,18 +12,22 @@
 
 Modules: ``settings`` (the ``[plugins.files]`` section), ``models``, ``storage`` (the backend
 interface and the local disk), ``sniffing``, ``names``, ``upload`` (the streaming receiver),
-``s3`` (the S3 backend), ``images``, ``service`` (published as ``"files"``), ``delivery``, ``handlers``, ``avatars``,
-``attachments``, ``commands``. Imports nothing from vachat but ``vachat.plugin_api``.
+``images``, ``service`` (published as ``app.service(FILES)``; ``api``: its ``Protocol`` and key
+for others), ``s3`` (the S3 storage backend), ``delivery``, ``handlers``, ``avatars``, ``attachments``,
+``commands``. Imports nothing from vachat but ``vachat.plugin_api``, and of chat only its promise,
+``plugins.chat.api``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from vachat.plugin_api import App, hookimpl
+from vachat.plugin_api import Actor, App, Route, UserExport, hookimpl
 
-from . import attachments, avatars, handlers
+from . import api, attachments, avatars, export as export_part, handlers, hookspecs
+from .api import FILES
 from .commands import add_commands
+from .images import stop_decoding
 from .service import ACCESS_ALL, FilesService
 from .storage import close_storage, open_storage
 
@@ -31,12 +35,18 @@ __version__ = "1.0.0"
 
 
 @hookimpl
-def vachat_services(app: App) -> dict[str, Any]:
-    return {"files": FilesService(app)}
+def vachat_addhooks(pluginmanager: Any) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 @hookimpl
-def vachat_routes(app: App) -> list[tuple]:
+def vachat_services(app: App) -> dict[str, Any]:
+    published: api.FilesService = FilesService(app)  # mypy checks it keeps the Protocol
+    return {FILES.name: published}
+
+
+@hookimpl
+def vachat_routes(app: App) -> list[Route]:
     # The public avatar route first: it is more specific than /api/files/:id.
     return avatars.routes(app) + handlers.routes(app)
 
@@ -58,18 +68,24 @@ async def vachat_startup(app: App) -> None:
 
 @hookimpl
 async def vachat_shutdown(app: App) -> None:
+    stop_decoding(app)
     await close_storage(app)
 
 
 @hookimpl
 async def vachat_user_deleting(app: App, user_id: str) -> None:
-    await app.service("files").delete_all_of(user_id)
+    await app.service(FILES).delete_all_of(user_id)
+
+
+@hookimpl
+async def vachat_user_exporting(app: App, user_id: str, export: UserExport) -> None:
+    await export_part.add_files(app, user_id, export)
 
 
 @hookimpl(optionalhook=True)
 async def admin_dashboard_figures(app: App) -> dict[str, Any]:
     """The admin dashboard's files part: how many files, how many bytes."""
-    return {"files": await app.service("files").totals()}
+    return {"files": await app.service(FILES).totals()}
 
 
 
@@ -78,7 +94,7 @@ async def admin_dashboard_figures(app: App) -> dict[str, Any]:
 
 
 @hookimpl(optionalhook=True)
-async def chat_message_before_store(app: App, message: dict[str, Any], actor: Any) -> None:
+async def chat_message_before_store(app: App, message: dict[str, Any], actor: Actor) -> None:
     await attachments.check_message_files(app, message, actor)
 
 

@@ -1,5 +1,6 @@
-"""Files attached to chat messages, through the chat plugin's hooks and service (no import
-between the plugins; every hook here is optional, so files works without chat).
+"""Files attached to chat messages, through the chat plugin's hooks and service (files imports
+nothing of chat but the promise it publishes, ``plugins.chat.api``; every hook here is
+optional, so files works without chat enabled).
 
 - ``chat_message_before_store``: every id in a user's message ``files`` must be a file of that
   user, else the message is refused with 404 (the same answer as for an id that does not
@@ -22,24 +23,18 @@ from typing import Any
 from vachat.plugin_api import Actor, App, NotFound, database
 
 from .models import Attachment, File
+from .service import SERVICE
 
-__all__ = ["readable_through_chat", "check_message_files", "decorate_messages", "remember_attachments",
+__all__ = ["check_message_files", "decorate_messages", "remember_attachments",
            "release_message", "release_conversation", "PURPOSE_ATTACHMENT"]
 
 #: Files uploaded for a message: they live as long as a message holds them.
 PURPOSE_ATTACHMENT = "attachment"
 
 
-async def readable_through_chat(app: App, actor: Actor, file_id: str) -> bool:
-    """Whether ``file_id`` is attached to a message of a conversation ``actor`` may read."""
-    if not app.has_service("chat"):
-        return False
-    return bool(await app.service("chat").can_read_file(actor, file_id))
-
-
-async def check_message_files(app: App, message: dict[str, Any], actor: Any) -> None:
+async def check_message_files(app: App, message: dict[str, Any], actor: Actor) -> None:
     file_ids = [entry["id"] if isinstance(entry, dict) else entry for entry in message.get("files") or []]
-    if not file_ids or actor is None:
+    if not file_ids:
         return
     owner = actor.id
     owned = await app.db.run(lambda: {row.id for row in File.select(File.id).where(
@@ -55,7 +50,7 @@ async def decorate_messages(app: App, messages: list[dict[str, Any]]) -> None:
               if isinstance(entry, dict) and "id" in entry}
     if not wanted:
         return
-    described = await app.service("files").describe(wanted)
+    described = await app.service(SERVICE).describe(wanted)
     for message in messages:
         message["files"] = [described.get(entry["id"], entry) if isinstance(entry, dict) else entry
                             for entry in message.get("files") or []]
@@ -92,7 +87,7 @@ async def _release(app: App, condition: Any) -> int:
                                             File.purpose == PURPOSE_ATTACHMENT))
 
     released = await app.db.run(forget)
-    service = app.service("files")
+    service = app.service(SERVICE)
     for file in released:
         await service.delete(file)
     return len(released)

@@ -1,8 +1,9 @@
 """Avatars: ``POST /api/users/avatar`` (this plugin adds the route under the core's
 ``/api/users``) and ``GET /api/files/avatars/<token>.png``, served without authentication.
 
-The upload must sniff as an image (JPEG, PNG, GIF, WebP) within ``max_avatar_size``. It is
-never stored as sent: the pixels are decoded, oriented, scaled to at most 512 pixels and
+The upload must sniff as an image (JPEG, PNG, GIF, WebP) within ``max_avatar_size`` and
+announce at most ``max_avatar_pixels`` (else 415, before anything is decoded). It is never
+stored as sent: the pixels are decoded (one picture at a time per node), oriented, scaled to at most 512 pixels and
 re-encoded as a PNG, so no EXIF, no trailing payload and no second frame survive. The avatar is
 a file of purpose ``avatar`` (it counts toward the quota) with a random public token; the
 user's ``avatarUrl`` points at it, and the previous avatar, row and bytes, is removed.
@@ -17,10 +18,10 @@ import io
 import re
 from typing import Any
 
-from vachat.plugin_api import ApiHandler, NotFound, UnsupportedMediaType, endpoint
+from vachat.plugin_api import ApiHandler, App, NotFound, Route, UnsupportedMediaType, endpoint
 
 from .handlers import UploadingHandler, deliver, files_service
-from .images import NotAnImage, make_avatar
+from .images import NotAnImage, decode, make_avatar
 from .models import PURPOSE_AVATAR, File
 from .names import content_disposition
 from .service import new_public_token
@@ -36,9 +37,9 @@ AVATAR_CACHE_CONTROL = "public, max-age=86400"
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{32}$")
 
 
-def _avatar_bytes(source: Any) -> bytes:
+def _avatar_bytes(source: Any, max_pixels: int) -> bytes:
     out = io.BytesIO()
-    make_avatar(source, out)
+    make_avatar(source, out, max_pixels)
     return out.getvalue()
 
 
@@ -49,21 +50,21 @@ class AvatarUploadHandler(UploadingHandler):
         return settings_of(self.app).max_avatar_size
 
     async def _avatar_png(self) -> bytes:
-        upload = await self.receiver.finish()
+        upload = await self.upload.finish()
         try:
-            return await self.app.run_blocking(_avatar_bytes, upload.pending.path)
+            return await decode(self.app, _avatar_bytes, upload.pending.path, settings_of(self.app).max_avatar_pixels)
         except NotAnImage:
             raise UnsupportedMediaType("The image could not be read") from None
 
     @endpoint("Set my avatar (multipart/form-data: file)", response="files/avatar", status=201,
               tags=("users", "files"), errors=(400, 413, 415),
-              description="JPEG, PNG, GIF or WebP up to MAX_AVATAR_SIZE, re-encoded as a PNG of at most "
+              description="JPEG, PNG, GIF or WebP up to MAX_AVATAR_SIZE and MAX_AVATAR_PIXELS, re-encoded as a PNG of at most "
                           "512 pixels without metadata. The previous avatar is deleted; `avatarUrl` needs "
                           "no credentials.")
     async def post(self) -> None:
-        app, owner = self.app, self.actor.id
+        app, owner = self.app, self.caller.id
         png = await self.stored_or_discarded(self._avatar_png())
-        await self.receiver.discard()  # the upload as sent is never kept
+        await self.upload.discard()  # the upload as sent is never kept
         storage = storage_of(app)
         pending = await app.run_blocking(storage.create)
         try:
@@ -97,7 +98,7 @@ class AvatarFileHandler(ApiHandler):
                       cache_control=AVATAR_CACHE_CONTROL, count=False)
 
 
-def routes(app: Any) -> list[tuple]:
+def routes(app: App) -> list[Route]:
     cap = settings_of(app).max_avatar_size + MULTIPART_OVERHEAD
     return [
         (r"/api/users/avatar", AvatarUploadHandler, {"max_body_size": cap}),

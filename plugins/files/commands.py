@@ -35,7 +35,7 @@ __all__ = ["add_commands", "reconcile"]
 GRACE_SECONDS = 3600
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     files = commands.add_parser("files", help="files plugin maintenance")
     actions = files.add_subparsers(dest="files_command", metavar="action", required=True)
     reconcile_parser = actions.add_parser("reconcile", help="remove stored files without rows and rows without files")

@@ -28,7 +28,12 @@ from vachat.plugin_api import ApiError
 __all__ = ["ByteRange", "etag_of", "etag_matches", "requested_range", "send_file",
            "RangeNotSatisfiable"]
 
-_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+# ASCII digits only (``\d`` also takes other scripts' digits).
+_RANGE = re.compile(r"^\s*bytes\s*=\s*([0-9]*)\s*-\s*([0-9]*)\s*$", re.IGNORECASE)
+#: A byte position of more digits than this lies past any file (2**63 has 19 digits): such a
+#: range is not satisfiable, and is refused before Python's int() (which fails on more than
+#: 4,300 digits) sees it.
+MAX_POSITION_DIGITS = 19
 
 
 class RangeNotSatisfiable(ApiError):
@@ -78,6 +83,8 @@ def requested_range(headers: Any, size: int, etag: str) -> ByteRange | None:
     first, last = match.groups()
     if not first and not last:
         return None
+    if len(first) > MAX_POSITION_DIGITS or len(last) > MAX_POSITION_DIGITS:
+        raise RangeNotSatisfiable(size)
     if not first:  # the last N bytes
         suffix = int(last)
         if suffix == 0 or size == 0:

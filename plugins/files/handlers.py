@@ -19,13 +19,14 @@ from typing import Any
 import peewee
 
 from vachat.plugin_api import (
-    ApiError, ApiHandler, NotFound, PayloadTooLarge, StreamingBodyHandler, ValidationFailed, endpoint,
+    ApiError, ApiHandler, App, NotFound, PayloadTooLarge, Route, StreamingBodyHandler, ValidationFailed, endpoint,
 )
 
 from .delivery import etag_matches, etag_of, requested_range, send_file
 from .models import PURPOSE_DEFAULT, File
 from .names import content_disposition
-from .service import FilesService, bytes_used, quota_message
+from .quota import bytes_used, over_quota, quota_message
+from .service import SERVICE, FilesService
 from .settings import settings_of
 from .sniffing import ALLOWED_TYPES
 from .storage import storage_of
@@ -43,11 +44,11 @@ DESCRIPTION_MAX_CHARS = 1000
 _MAX_ID_CHARS = 64
 _UPLOAD_PURPOSES = ("general", "attachment", "document", "media")
 # Pending discards: kept referenced until done (a task nobody holds may be collected).
-_cleanups: set[asyncio.Task] = set()
+_cleanups: set[asyncio.Task[None]] = set()
 
 
-def files_service(app: Any) -> FilesService:
-    return app.service("files")
+def files_service(app: App) -> FilesService:
+    return app.service(SERVICE)
 
 
 def _check_id(file_id: str) -> str:
@@ -60,6 +61,13 @@ class UploadingHandler(StreamingBodyHandler):
     """Base of the upload routes: the multipart body streams into an ``UploadReceiver``."""
 
     receiver: UploadReceiver | None = None
+
+    @property
+    def upload(self) -> UploadReceiver:
+        """The receiver ``prepare`` set up: every endpoint method, and every chunk, comes after it."""
+        if self.receiver is None:
+            raise RuntimeError("no upload is being received")
+        return self.receiver
     #: The form fields besides ``file`` that this route accepts.
     form_fields: frozenset[str] = frozenset()
     allowed_types: frozenset[str] = ALLOWED_TYPES
@@ -73,9 +81,9 @@ class UploadingHandler(StreamingBodyHandler):
             return
         boundary = multipart_boundary(self.request.headers.get("Content-Type"))
         quota = settings_of(self.app).user_quota
-        left = quota - await self.app.db.run(bytes_used, self.actor.id)
+        left = quota - await self.app.db.run(bytes_used, self.caller.id)
         if left <= 0:
-            raise PayloadTooLarge(quota_message(quota), details=[{"field": "file", "message": "would exceed your storage quota"}])
+            raise over_quota(quota)
         self.receiver = UploadReceiver(
             self.app, storage_of(self.app), boundary, file_field="file", fields=self.form_fields,
             max_file_size=self.file_limit(), bytes_allowed=min(left, self.file_limit()),
@@ -88,11 +96,11 @@ class UploadingHandler(StreamingBodyHandler):
 
     async def _feed(self, chunk: bytes) -> None:
         try:
-            await self.receiver.feed(chunk)
+            await self.upload.feed(chunk)
         except ApiError as error:
             # Answer now (the connection closes after it, unread bytes and all), once the
             # partial file is gone.
-            await self.receiver.discard()
+            await self.upload.discard()
             if not self._finished:
                 self.send_error(error.status, exc_info=(type(error), error, None))
 
@@ -102,12 +110,12 @@ class UploadingHandler(StreamingBodyHandler):
         try:
             return await work
         except BaseException:
-            await self.receiver.discard()
+            await self.upload.discard()
             raise
 
     def _discard(self) -> None:
         if self.receiver is not None:
-            task = asyncio.ensure_future(self.receiver.discard())
+            task = asyncio.ensure_future(self.upload.discard())
             _cleanups.add(task)
             task.add_done_callback(_cleanups.discard)
 
@@ -135,11 +143,14 @@ class UploadHandler(UploadingHandler):
                           "and XMP (GPS positions) unless keepExif is true.")
     async def post(self) -> None:
         file = await self.stored_or_discarded(self._store())
-        self.receiver.keep()
-        self.respond(file.to_wire(), status=201, message="File uploaded")
+        self.upload.keep()
+        wire = file.to_wire()
+        self.respond(wire, status=201, message="File uploaded")
+        if self.app.hooks.implemented("files_uploaded"):
+            await self.app.hooks.notify("files_uploaded", file=wire, actor=self.caller)
 
     async def _store(self) -> File:
-        received = await self.receiver.finish()
+        received = await self.upload.finish()
         fields = received.fields
         purpose = fields.get("purpose", PURPOSE_DEFAULT).strip() or PURPOSE_DEFAULT
         if purpose not in _UPLOAD_PURPOSES:
@@ -150,7 +161,7 @@ class UploadHandler(UploadingHandler):
             raise ValidationFailed("Invalid description", details=[
                 {"field": "description", "message": f"must be at most {DESCRIPTION_MAX_CHARS} characters, without NUL"}])
         return await files_service(self.app).store(
-            self.actor.id, received, purpose=purpose, is_public=form_flag(fields, "isPublic"),
+            self.caller.id, received, purpose=purpose, is_public=form_flag(fields, "isPublic"),
             description=description or None, keep_exif=form_flag(fields, "keepExif"))
 
 _SORT_COLUMNS = {
@@ -162,7 +173,7 @@ _SORT_COLUMNS = {
 class FileListHandler(ApiHandler):
     @endpoint("List my files", query="files/list-query", response="files/file-list", tags=("files",))
     async def get(self) -> None:
-        query, owner = self.query, self.actor.id
+        query, owner = self.query, self.caller.id
         column = _SORT_COLUMNS[query["sortBy"]]
         order = (column.asc(), File.id.asc()) if query["sortOrder"] == "asc" else (column.desc(), File.id.desc())
         page, limit = query["page"], query["limit"]
@@ -185,16 +196,16 @@ class FileListHandler(ApiHandler):
 class FileHandler(ApiHandler):
     @endpoint("A file's metadata", response="files/file", tags=("files",), errors=(404,))
     async def get(self, file_id: str) -> None:
-        file = await files_service(self.app).readable(self.actor, _check_id(file_id))
+        file = await files_service(self.app).readable(self.caller, _check_id(file_id))
         self.respond(file.to_wire())
 
     @endpoint("Delete a file", response="files/deleted", tags=("files",), errors=(403, 404),
               description="The owner, or a holder of files.access_all. The stored bytes go with the row.")
     async def delete(self, file_id: str) -> None:
         service = files_service(self.app)
-        file = await service.owned(self.actor, _check_id(file_id))
+        file = await service.owned(self.caller, _check_id(file_id))
         await service.delete(file)
-        await self.app.accounts.audit("files.deleted", user_id=file.owner_id, actor_id=self.actor.id,
+        await self.app.accounts.audit("files.deleted", user_id=file.owner_id, actor_id=self.caller.id,
                                       request=self, details={"fileId": file.id})
         self.respond({"id": file.id}, message="File deleted")
 
@@ -205,7 +216,7 @@ class DownloadHandler(ApiHandler):
                           "`Range` (206) and `If-None-Match` against the ETag (304). The download count "
                           "grows once per download that starts at byte 0.")
     async def get(self, file_id: str) -> None:
-        file = await files_service(self.app).readable(self.actor, _check_id(file_id))
+        file = await files_service(self.app).readable(self.caller, _check_id(file_id))
         await deliver(self, file, disposition=content_disposition(file.original_name),
                       cache_control=DOWNLOAD_CACHE_CONTROL, count=True)
 
@@ -243,7 +254,7 @@ async def deliver(handler: ApiHandler, file: File, *, disposition: str, cache_co
         handler.finish()
 
 
-def routes(app: Any) -> list[tuple]:
+def routes(app: App) -> list[Route]:
     upload_cap = settings_of(app).max_file_size + MULTIPART_OVERHEAD
     return [
         (r"/api/files/upload", UploadHandler, {"max_body_size": upload_cap}),

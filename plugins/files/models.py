@@ -13,7 +13,7 @@ import peewee
 
 from vachat.plugin_api import BaseModel, now
 
-__all__ = ["File", "Attachment", "PURPOSE_AVATAR", "PURPOSE_DEFAULT", "download_url", "avatar_url"]
+__all__ = ["File", "Attachment", "Usage", "Reservation", "PURPOSE_AVATAR", "PURPOSE_DEFAULT", "download_url", "avatar_url"]
 
 PURPOSE_DEFAULT = "general"
 PURPOSE_AVATAR = "avatar"
@@ -80,3 +80,25 @@ class Attachment(BaseModel):
     class Meta:
         table_name = "files_attachment"
         indexes = ((("message_id", "file_id"), True),)
+
+
+class Usage(BaseModel):
+    """One row per user who ever uploaded: the row an upload locks while it checks and
+    reserves quota (see ``quota``), so concurrent uploads of one user take turns."""
+
+    owner_id = peewee.CharField(max_length=64, unique=True)
+
+    class Meta:
+        table_name = "files_usage"
+
+
+class Reservation(BaseModel):
+    """Bytes held for an upload in progress: counted in the quota from the moment its body is
+    in until its file row replaces it (or it fails and is deleted)."""
+
+    owner_id = peewee.CharField(max_length=64, index=True)
+    size = peewee.BigIntegerField()
+    created_at = peewee.DateTimeField(default=now)
+
+    class Meta:
+        table_name = "files_reservation"

@@ -6,6 +6,9 @@ Who may see a file: its owner; any signed-in user when it is public; a holder of
 it is attached to. Everyone else gets 404, the same answer as for an id that does not exist,
 so ids cannot be probed.
 
+Quota: an upload reserves its size before the work and its row replaces the reservation
+(``quota``), so concurrent uploads cannot pass the quota together.
+
 Every write keeps rows and stored objects in step: a row is inserted only after its object is
 committed (and the object removed again if the insert fails), and a row is deleted before its
 object, so the worst a crash leaves is an object without a row, which ``files reconcile``
@@ -21,17 +24,19 @@ from typing import Any, Iterable
 
 import peewee
 
-from vachat.plugin_api import Actor, App, Forbidden, NotFound, PayloadTooLarge, UnsupportedMediaType, database
+from plugins.chat.api import CHAT
+from vachat.plugin_api import Actor, App, Forbidden, NotFound, ServiceKey, UnsupportedMediaType, database
 
-from .attachments import readable_through_chat
-from .images import NotAnImage, strip_metadata
+from .api import FILES
+from .images import NotAnImage, decode, strip_metadata
 from .models import PURPOSE_AVATAR, Attachment, File
+from .quota import release, reserve, settle
 from .settings import settings_of
 from .sniffing import IMAGE_TYPES, confirm_structure
-from .storage import PendingObject, storage_of
+from .storage import PendingObject, StorageBackend, storage_of
 from .upload import Received
 
-__all__ = ["FilesService", "ACCESS_ALL", "bytes_used", "quota_message"]
+__all__ = ["FilesService", "ACCESS_ALL"]
 
 log = logging.getLogger("vachat.plugins.files")
 
@@ -39,15 +44,6 @@ log = logging.getLogger("vachat.plugins.files")
 ACCESS_ALL = "files.access_all"
 # Bytes read at a time when hashing a rewritten file.
 _HASH_CHUNK = 1024 * 1024
-
-
-def bytes_used(owner_id: str) -> int:
-    """What ``owner_id`` stores now, in bytes (blocking: inside ``db.run``)."""
-    return File.select(peewee.fn.COALESCE(peewee.fn.SUM(File.size), 0)).where(File.owner_id == owner_id).scalar() or 0
-
-
-def quota_message(quota: int) -> str:
-    return f"This upload would take you over your storage quota of {quota} bytes; delete some files first"
 
 
 def _digest_of(pending: PendingObject) -> tuple[int, str]:
@@ -65,7 +61,7 @@ class FilesService:
         self._app = app
 
     @property
-    def storage(self) -> Any:
+    def storage(self) -> StorageBackend:
         return storage_of(self._app)
 
     # -- storing ---------------------------------------------------------------------
@@ -73,42 +69,45 @@ class FilesService:
     async def store(self, owner_id: str, received: Received, *, purpose: str, is_public: bool = False,
                     description: str | None = None, keep_exif: bool = False,
                     public_token: str | None = None) -> File:
-        """Finish a received upload: strip image metadata (unless ``keep_exif``), check the
-        structure, commit it and insert its row within the owner's quota. The pending object is
+        """Finish a received upload within the owner's quota: reserve its size, re-encode a
+        picture from its pixels alone (unless ``keep_exif``), check the structure, commit it and insert its row in
+        place of the reservation. A failure gives the reservation back; the pending object is
         the caller's to discard if this raises."""
         app = self._app
-        size, sha256 = received.size, received.sha256
-        if received.mime_type in IMAGE_TYPES and not keep_exif:
-            try:
-                changed = await app.run_blocking(strip_metadata, received.pending.path, received.mime_type)
-            except NotAnImage:
-                raise UnsupportedMediaType("The image could not be read") from None
-            if changed:
-                size, sha256 = await app.run_blocking(_digest_of, received.pending)
-        if not await app.run_blocking(confirm_structure, received.pending.path, received.mime_type):
-            raise UnsupportedMediaType("The file is damaged or not what its contents claim")
-        key = await received.pending.commit()
         quota = settings_of(app).user_quota
+        reservation = await app.db.run(reserve, owner_id, received.size, quota)
+        key: str | None = None
+        try:
+            size, sha256 = received.size, received.sha256
+            if received.mime_type in IMAGE_TYPES and not keep_exif:
+                try:
+                    changed = await decode(app, strip_metadata, received.pending.path, received.mime_type)
+                except NotAnImage:
+                    raise UnsupportedMediaType("The image could not be read") from None
+                if changed:
+                    size, sha256 = await app.run_blocking(_digest_of, received.pending)
+            if not await app.run_blocking(confirm_structure, received.pending.path, received.mime_type):
+                raise UnsupportedMediaType("The file is damaged or not what its contents claim")
+            key = await received.pending.commit()
 
-        def insert() -> File:
-            with database.atomic():
-                if bytes_used(owner_id) + size > quota:
-                    raise PayloadTooLarge(quota_message(quota), details=[{"field": "file", "message": "would exceed your storage quota"}])
-                return File.create(owner_id=owner_id, original_name=received.original_name, stored_name=key,
+            def create() -> File:
+                created: File = File.create(owner_id=owner_id, original_name=received.original_name, stored_name=key,
                                    mime_type=received.mime_type, size=size, sha256=sha256, purpose=purpose,
                                    is_public=is_public, description=description, public_token=public_token)
+                return created
 
-        try:
-            return await app.db.run(insert)
+            return await app.db.run(settle, reservation, owner_id, size, quota, create)
         except BaseException:
-            await self._remove_objects([key])
+            await app.db.run(release, reservation)
+            if key is not None:
+                await self._remove_objects([key])
             raise
 
     # -- reading ---------------------------------------------------------------------
 
     async def readable(self, actor: Actor, file_id: str) -> File:
         """The file if ``actor`` may read it, else ``NotFound``."""
-        file = await self._app.db.run(File.get_or_none, File.id == file_id)
+        file: File | None = await self._app.db.run(File.get_or_none, File.id == file_id)
         if file is None or not await self.may_read(actor, file):
             raise NotFound("File not found")
         return file
@@ -119,8 +118,11 @@ class FilesService:
         return await self._readable_through_chat(actor, file.id)
 
     async def _readable_through_chat(self, actor: Actor, file_id: str) -> bool:
-        """Whether ``file_id`` is attached to a message in a conversation ``actor`` may read."""
-        return await readable_through_chat(self._app, actor, file_id)
+        """Whether ``file_id`` is attached to a message in a conversation ``actor`` may read
+        (never without the chat plugin)."""
+        if not self._app.has_service(CHAT):
+            return False
+        return await self._app.service(CHAT).can_read_file(actor, file_id)
 
     async def owned(self, actor: Actor, file_id: str) -> File:
         """The file if ``actor`` may change it (owner or ``files.access_all``), else NotFound
@@ -158,7 +160,8 @@ class FilesService:
         def remove_row() -> int:
             with database.atomic():
                 Attachment.delete().where(Attachment.file_id == file.id).execute()
-                return File.delete().where(File.id == file.id).execute()
+                removed: int = File.delete().where(File.id == file.id).execute()
+                return removed
 
         deleted = await self._app.db.run(remove_row)
         if deleted:
@@ -193,3 +196,7 @@ def new_public_token() -> str:
     """The random part of an avatar's public URL: 192 bits, URL-safe."""
     return secrets.token_urlsafe(24)
 
+
+#: The files plugin's own key to its service, typed as the whole class (other plugins use
+#: ``api.FILES``, typed as the ``Protocol`` they may rely on).
+SERVICE: ServiceKey[FilesService] = ServiceKey(FILES.name)

@@ -19,6 +19,9 @@ from vachat.plugin_api import App, parse_size
 __all__ = ["FilesSettings", "S3Settings", "settings_of", "PLUGIN"]
 
 PLUGIN = "files"
+# An avatar's largest picture: 16 megapixels (a 4:3 phone photo is 12) takes at most 64 MiB
+# decoded, and avatars are decoded one at a time.
+DEFAULT_AVATAR_PIXELS = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class FilesSettings:
     max_file_size: int
     user_quota: int
     max_avatar_size: int
+    max_avatar_pixels: int
     storage: str  # "local", "s3", or another plugin's service
     s3: S3Settings | None
 
@@ -58,6 +62,7 @@ def settings_of(app: App) -> FilesSettings:
             max_file_size=parse_size(section.get("max_file_size", "10MiB")),
             user_quota=parse_size(section.get("user_quota", "1GiB")),
             max_avatar_size=parse_size(section.get("max_avatar_size", "2MiB")),
+            max_avatar_pixels=int(section.get("max_avatar_pixels", DEFAULT_AVATAR_PIXELS)),
             storage=storage,
             s3=_s3_settings(section) if storage == "s3" else None,
         )

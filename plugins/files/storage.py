@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, BinaryIO, Callable, Protocol
 
-from vachat.plugin_api import App, StartupRefused
+from vachat.plugin_api import App, ServiceKey, StartupRefused
 
 from .settings import PLUGIN, settings_of
 
@@ -309,7 +309,7 @@ async def open_storage(app: App) -> StorageBackend:
     else:
         # Another plugin's service: that plugin starts and stops it.
         try:
-            backend = app.service(settings.storage)
+            backend = app.service(ServiceKey[StorageBackend](settings.storage))
         except LookupError as error:
             raise StartupRefused(f"files: FILES_STORAGE={settings.storage!r} is neither local, s3 nor a "
                                  f"published service ({error})") from None

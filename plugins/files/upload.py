@@ -111,10 +111,11 @@ class UploadReceiver:
         self._file_done = False
         self._kept = False
         self._discarded = False
-        self._inflight: asyncio.Future | None = None
-        # the part being parsed
+        self._inflight: asyncio.Future[None] | None = None
+        # the part being parsed (the value's buffer is not named _header_value: that is the
+        # parser's callback, which an attribute of the same name would shadow)
         self._header_name = bytearray()
-        self._header_value = bytearray()
+        self._header_value_buffer = bytearray()
         self._headers: dict[bytes, bytes] = {}
         self._current: str | None = None  # "file", a field name, or None before headers end
         self._value = bytearray()
@@ -187,12 +188,12 @@ class UploadReceiver:
         self._header_name += data[start:end]
 
     def _header_value(self, data: bytes, start: int, end: int) -> None:
-        self._header_value += data[start:end]
+        self._header_value_buffer += data[start:end]
 
     def _header_end(self) -> None:
-        self._headers[bytes(self._header_name).strip().lower()] = bytes(self._header_value).strip()
+        self._headers[bytes(self._header_name).strip().lower()] = bytes(self._header_value_buffer).strip()
         self._header_name = bytearray()
-        self._header_value = bytearray()
+        self._header_value_buffer = bytearray()
 
     def _headers_finished(self) -> None:
         disposition, options = parse_options_header(self._headers.get(b"content-disposition", b"").decode("latin-1"))

@@ -40,12 +40,14 @@ def test_seed_creates_the_default_roles_once(cli):
     assert first.returncode == 0, first.stderr
     assert "applied migrations (core)" in first.stdout
     assert "role admin: created" in first.stdout and "role user: created" in first.stdout
-    assert dict(cli.query("SELECT name, permissions FROM roles")) == {"admin": '["*"]', "user": "[]"}
+    # The installed example plugin grants its permission to "user" by default (grant_to).
+    assert "role user: granted example.write (default grants)" in first.stdout
+    assert dict(cli.query("SELECT name, permissions FROM roles")) == {"admin": '["*"]', "user": '["example.write"]'}
 
     again = cli("seed")
     assert again.returncode == 0, again.stderr
     assert "role admin: already present" in again.stdout and "role user: already present" in again.stdout
-    assert "applied migrations" not in again.stdout
+    assert "applied migrations" not in again.stdout and "granted" not in again.stdout
     assert cli.query("SELECT count(*) FROM roles") == [(2,)]
 
 

@@ -323,7 +323,7 @@ async def test_login_is_limited_per_ip_and_spoofed_forwarding_does_not_help(fetc
     assert (await register(fetch, email="fresh@example.test")).code == 201
 
 
-@pytest.mark.vachat(config={"rate_limit_auth": "3/900s", "trusted_proxies": ["127.0.0.1/32"]})
+@pytest.mark.vachat(config={"rate_limit_auth_account": "3/900s", "trusted_proxies": ["127.0.0.1/32"]})
 @pytest.mark.gen_test
 async def test_login_is_limited_per_account_whatever_the_ip_or_case(fetch, make_user):
     user = await make_user(email="target@example.test")
@@ -332,7 +332,8 @@ async def test_login_is_limited_per_account_whatever_the_ip_or_case(fetch, make_
         response = await login(fetch, spelling, "Wrong-Password-1!",
                                headers={"X-Forwarded-For": f"203.0.113.{number + 1}"})
         assert response.code == 401
-    # A fresh address (a trusted proxy forwards it), the right password: the account is locked.
+    # A fresh address (a trusted proxy forwards it), the right password: the account's own
+    # limit (RATE_LIMIT_AUTH_ACCOUNT, across addresses) is spent.
     limited = await login(fetch, user.email, user.password, headers={"X-Forwarded-For": "203.0.113.50"})
     assert_error(limited, 429, "RATE_LIMITED")
     assert int(limited.headers["Retry-After"]) >= 1

@@ -5,9 +5,7 @@ links to a front end instead; PUBLIC_URL defaults to the server's own address.""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from html.parser import HTMLParser
 from urllib.parse import urlencode, urljoin
 
@@ -16,7 +14,7 @@ import tornado.httpclient
 
 from vachat.accounts.models import User
 from vachat.config import ConfigError, load_settings
-from vachat.testing import login
+from vachat.testing import eventually, login
 
 NEW_PASSWORD = "Page-Reset-2024?"
 # A server's output appears a little after the request that causes it (s).
@@ -85,13 +83,12 @@ def assert_page_headers(response) -> None:
 
 
 async def mailed_link(server, kind: str) -> str:
-    deadline = time.monotonic() + OUTPUT_WAIT
-    while time.monotonic() < deadline:
-        links = re.findall(rf"(http://\S+/{kind}/[A-Za-z0-9_-]+)", server.output())
-        if links:
-            return links[-1]
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no {kind} link in the server's output:\n{server.output()}")
+    try:
+        links = await eventually(lambda: re.findall(rf"(http://\S+/{kind}/[A-Za-z0-9_-]+)", server.output()),
+                                 OUTPUT_WAIT, f"a {kind} link in the server's output")
+    except AssertionError as error:
+        raise AssertionError(f"{error}:\n{server.output()}") from None
+    return links[-1]
 
 
 @pytest.fixture

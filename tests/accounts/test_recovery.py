@@ -286,7 +286,7 @@ async def test_forgot_password_is_limited_per_address(fetch, make_user):
     assert_error(spoofed, 429, "RATE_LIMITED")
 
 
-@pytest.mark.vachat(config={"rate_limit_auth": "2/900s", "trusted_proxies": ["127.0.0.1/32"]})
+@pytest.mark.vachat(config={"rate_limit_auth_account": "2/900s", "trusted_proxies": ["127.0.0.1/32"]})
 @pytest.mark.gen_test
 async def test_forgot_password_is_limited_per_account_known_or_not(app, fetch, make_user):
     user = await make_user()

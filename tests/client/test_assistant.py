@@ -54,7 +54,7 @@ async def test_a_reply_streams_and_stops(production_http_server, http_port, fetc
 
 @pytest.mark.gen_test(timeout=60)
 @pytest.mark.vachat(plugins=["chat", "ai"],
-                    config={"plugin_sections": {"ai": {"echo_delay": 0, "daily_tokens": "free=5"}}})
+                    config={"plugin_sections": {"ai": {"echo_delay": 0, "daily_tokens": "free=40"}}})
 async def test_over_the_quota_is_a_typed_error_and_nothing_is_stored(production_http_server, http_port, fetch,
                                                                      make_user):
     user = await make_user(tier="free")

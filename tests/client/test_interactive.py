@@ -16,7 +16,7 @@ import sys
 import pexpect
 import pytest
 
-from vachat.testing import ServerProcess
+from vachat.testing import ServerProcess, eventually
 
 from . import fake_ai as client_fake_ai
 
@@ -77,13 +77,11 @@ async def step(function, *args):
 async def stored_somewhere(fetch, user, content, timeout=SCREEN_WAIT):
     """Wait until one of the user's conversations holds a message ``content`` (sends run in
     the background of the terminal, so the prompt comes back before the server has it)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    async def stored():
         found = (await fetch(f"/api/chat/search?q={content.split()[-1]}", user=user)).data["items"]
-        if any(message["content"] == content for message in found):
-            return
-        assert asyncio.get_running_loop().time() < deadline, f"{content!r} was never stored"
-        await asyncio.sleep(0.05)
+        return any(message["content"] == content for message in found)
+
+    await eventually(stored, timeout, f"{content!r} to be stored")
 
 
 async def messages_of(fetch, user, conversation_id):

@@ -29,7 +29,8 @@ class FakeClock:
 
 
 @pytest.mark.gen_test(timeout=60)
-@pytest.mark.vachat(config={"trusted_proxies": "127.0.0.1", "rate_limit_auth": "5/900s"})
+@pytest.mark.vachat(config={"trusted_proxies": "127.0.0.1", "rate_limit_auth": "5/900s",
+                            "rate_limit_auth_account": "5/900s"})
 async def test_a_locked_account_stays_locked_after_a_flood_of_addresses(app, fetch, make_user):
     app.limiter = limiter = MemoryRateLimiter(max_keys=TABLE_SIZE)
     victim = await make_user()
@@ -52,8 +53,11 @@ async def test_a_locked_account_stays_locked_after_a_flood_of_addresses(app, fet
     codes = []
     for start in range(0, FLOOD, CONCURRENCY):
         codes += await asyncio.gather(*(flood(n) for n in range(start, min(start + CONCURRENCY, FLOOD))))
-    assert len(limiter) == TABLE_SIZE  # the table was full...
-    assert codes.count(429) > 0  # ...and new keys were refused rather than live ones forgotten
+    # The table was full (less the keys a refused attempt gave back: it counts nowhere)...
+    assert len(limiter) > TABLE_SIZE - CONCURRENCY
+    # ...and new keys were refused rather than live ones forgotten (every flood bucket is fresh:
+    # a full table is the only reason for a 429 here).
+    assert codes.count(429) > 0
 
     still_locked = await login(fetch, victim.email, victim.password, headers=from_address("203.0.113.3"))
     assert still_locked.code == 429, still_locked.body

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from vachat.testing import needs_shared_services, open_websocket
+from vachat.testing import eventually, needs_shared_services, open_websocket
 
 
 
@@ -17,10 +17,10 @@ async def test_sigterm_completes_the_request_in_flight_and_exits_0(server_proces
     socket = await open_websocket(server.ws_url, {"Authorization": "Bearer test:alice"})
     await socket.receive("ready")
     in_flight = asyncio.ensure_future(server.fetch("/api/slow/wait"))
-    deadline = asyncio.get_running_loop().time() + 10
-    while (await server.fetch("/api/slow/status")).data["waiting"] < 1:
-        assert asyncio.get_running_loop().time() < deadline, "the slow request never arrived"
-        await asyncio.sleep(0.02)
+    async def arrived():
+        return (await server.fetch("/api/slow/status")).data["waiting"] >= 1
+
+    await eventually(arrived, 10, "the slow request to arrive")
     server.terminate()
     assert await socket.closed(timeout=10) == (1001, "Server shutting down")
     response = await asyncio.wait_for(in_flight, 20)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -107,10 +106,9 @@ async def test_sigterm_does_not_wait_past_the_grace_for_a_running_query(server_p
         return (await server.fetch("/api/review/state")).data["querying"] >= 1
 
     await eventually(querying, 10, "the slow query to start")
-    started = time.monotonic()
     server.terminate()
-    assert await server.wait_exit(timeout=30) == 0
-    assert time.monotonic() - started < 15, server.output()
+    # The query lasts minutes: exiting within this timeout means nobody waited for it.
+    assert await server.wait_exit(timeout=15) == 0
     assert '"stopped"' in server.output()
     in_flight.cancel()
 

@@ -57,6 +57,15 @@ def test_config_prints_masked_settings(tmp_path):
     assert settings["port"] == 3000 and "pw123" not in result.stdout
 
 
+def test_config_prints_the_generated_defaults_and_table(tmp_path):
+    root = RUN_PY.parent
+    toml = run("config", "--defaults-toml", tmp_path=tmp_path)
+    assert toml.returncode == 0 and toml.stdout == (root / "conf" / "default.toml").read_text(encoding="utf-8")
+    table = run("config", "--markdown-table", tmp_path=tmp_path)
+    assert table.returncode == 0 and table.stdout in (root / "README.md").read_text(encoding="utf-8")
+    assert "| `PORT` | `3000` |" in table.stdout
+
+
 def test_openapi_prints_the_rest_api_of_the_enabled_plugins(tmp_path):
     result = run("openapi", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr

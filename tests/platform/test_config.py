@@ -1,10 +1,14 @@
-"""Configuration: defaults, override file, environment, validation, production secrets."""
+"""Configuration: one schema, defaults, override file, environment, validation, production secrets."""
 
 import json
+from dataclasses import fields
 
 import pytest
 
-from vachat.config import ConfigError, Rate, load_settings
+from vachat.config import (DEFAULT_CONFIG_FILE, OPTIONS, ConfigError, Rate, Settings, load_config_schema,
+                           load_settings)
+from vachat.config_docs import (CONFIG_MODULE, FIELDS_END, FIELDS_START, README, between_markers,
+                                builtin_plugin_schemas, defaults_toml, markdown_table, settings_fields)
 from vachat.db import connect_url
 
 STRONG = "s" * 20 + "0123456789abcdefghijkl"
@@ -143,3 +147,63 @@ def test_relative_sqlite_paths_are_taken_from_the_working_directory(tmp_path):
     engine = connect_url("sqlite:///nested/own.db")
     assert engine.database == str(tmp_path / "nested" / "own.db")
     assert (tmp_path / "nested").is_dir()
+
+
+# --- one declaration per setting: schemas/config.json -------------------------------------------
+
+def test_conf_default_toml_is_generated_from_the_schemas():
+    expected = defaults_toml(load_config_schema(), builtin_plugin_schemas())
+    assert DEFAULT_CONFIG_FILE.read_text(encoding="utf-8") == expected, \
+        "conf/default.toml drifted from schemas/config.json: run python -m vachat.config_docs --write"
+
+
+def test_readme_configuration_table_is_generated_from_the_schemas():
+    table = between_markers(README.read_text(encoding="utf-8"))
+    assert table == markdown_table(load_config_schema(), builtin_plugin_schemas()), \
+        "README's configuration table drifted from the schemas: run python -m vachat.config_docs --write"
+    assert "`PORT`" in table and "`MAX_FILE_SIZE`" in table  # the core's and the plugins' settings
+
+
+def test_settings_attributes_are_generated_from_the_schema():
+    source = CONFIG_MODULE.read_text(encoding="utf-8")
+    assert between_markers(source, FIELDS_START, FIELDS_END) == settings_fields(load_config_schema()), \
+        "Settings drifted from schemas/config.json: run python -m vachat.config_docs --write"
+    declared = [field.name for field in fields(Settings) if field.name not in ("plugin_sections", "environ")]
+    assert declared == [option.attr for option in OPTIONS]
+    assert dict(zip(declared, [field.type for field in fields(Settings)]))["auto_migrate"] == "bool | None"
+
+
+def test_every_setting_is_declared_completely():
+    for option in OPTIONS:
+        prop = option.schema
+        assert prop.get("description") and prop.get("x-env"), option.key
+        assert "default" in prop or "x-default-text" in prop, f"{option.key} says nothing of its default"
+    assert len({option.env for option in OPTIONS}) == len(OPTIONS)
+
+
+def test_the_schema_defaults_are_what_a_server_runs_on_without_conf_default_toml(tmp_path, monkeypatch):
+    """The schema, not the shipped file, holds the defaults: an emptied default file changes nothing."""
+    from vachat import config
+
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    shipped = load_settings(environ={})
+    monkeypatch.setattr(config, "DEFAULT_CONFIG_FILE", empty)
+    assert load_settings(environ={}) == shipped
+
+
+def test_file_values_written_as_text_are_read_as_their_type(tmp_path):
+    override = tmp_path / "site.toml"
+    override.write_text('[server]\nport = "4100"\n[plugins]\nstrict = "yes"\nenabled = "chat, -ai"\n')
+    settings = load_settings(environ={"VACHAT_CONFIG": str(override)})
+    assert (settings.port, settings.plugins_strict, settings.plugins_enabled) == (4100, True, ["chat", "-ai"])
+    assert isinstance(settings.http_idle_timeout, float)  # written 60 in the file: a number is a float
+    override.write_text('[security]\nbcrypt_rounds = 40\n')
+    with pytest.raises(ConfigError, match=r"BCRYPT_ROUNDS \(security.bcrypt_rounds\) from .*site.toml: must be a bcrypt cost"):
+        load_settings(environ={"VACHAT_CONFIG": str(override)})
+
+
+def test_an_invalid_secret_is_never_echoed():
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"REDIS_URL": "http://user:hunter2@cache"})
+    assert "REDIS_URL" in str(caught.value) and "hunter2" not in str(caught.value)

@@ -4,16 +4,15 @@ its companions 0600 inside a 0700 data directory, whatever modes they had before
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
 import stat
-import time
 
 import pytest
 
 from vachat.config import load_settings
+from vachat.testing import eventually
 
 # A server's output appears a little after the request that causes it (s).
 OUTPUT_WAIT = 10.0
@@ -24,13 +23,11 @@ def mode(path) -> int:
 
 
 async def wait_for_output(server, pattern: str) -> re.Match:
-    deadline = time.monotonic() + OUTPUT_WAIT
-    while time.monotonic() < deadline:
-        match = re.search(pattern, server.output())
-        if match:
-            return match
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{pattern!r} never appeared in the server's output:\n{server.output()}")
+    try:
+        return await eventually(lambda: re.search(pattern, server.output()), OUTPUT_WAIT,
+                                f"{pattern!r} in the server's output")
+    except AssertionError as error:
+        raise AssertionError(f"{error}:\n{server.output()}") from None
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -7,12 +7,12 @@ previous build left in ``build/``), with a throwaway built-in plugin added to th
 usual indexes and cache; vachat itself, code and data, can only come from the wheel.
 """
 
+import asyncio
 import json
 import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from vachat.testing import free_port
+from vachat.testing import eventually, free_port
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 # Not part of a build: environments, caches, earlier build output, runtime state.
@@ -129,13 +129,16 @@ def test_installed_wheel_serves_health_from_another_directory(venv_python, tmp_p
 
 
 def wait_for_health(url: str, server: subprocess.Popen, log_path: Path) -> dict:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT
-    while time.monotonic() < deadline:
+    def probe() -> dict | None:
         if server.poll() is not None:
             pytest.fail(f"server exited with {server.returncode}:\n{log_path.read_text(errors='replace')}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 return json.load(response)
         except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.1)  # not listening yet
-    pytest.fail(f"no /health after {SERVER_START_TIMEOUT}s:\n{log_path.read_text(errors='replace')}")
+            return None  # not listening yet
+
+    try:
+        return asyncio.run(eventually(lambda: asyncio.to_thread(probe), SERVER_START_TIMEOUT, "/health", interval=0.1))
+    except AssertionError as error:
+        pytest.fail(f"{error}:\n{log_path.read_text(errors='replace')}")

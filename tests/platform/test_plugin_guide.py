@@ -72,7 +72,7 @@ def test_the_guides_wheel_carries_its_schemas_and_migrations(notes_wheel):
 
 
 @pytest.mark.gen_test
-async def test_the_guides_plugin_serves(app, fetch, ws_connect):
+async def test_the_guides_plugin_serves(app, fetch, ws_connect, make_user):
     assert app.plugins.is_enabled("notes"), app.plugins.plugins["notes"].error
     assert "migratehistory_notes" in app.db.engine.get_tables()
     assert app.plugin_config("notes")["max_notes"] == 1000
@@ -84,3 +84,5 @@ async def test_the_guides_plugin_serves(app, fetch, ws_connect):
     assert created.code == 201
     assert (await socket.receive("notes-created"))["data"]["id"] == created.json["data"]["id"]
     assert (await socket.request("notes-count", {}))["data"] == {"count": 1}
+    # grant_to=("user",): every signed-up account may write notes.
+    assert (await fetch("/api/notes", method="POST", json={"text": "mine"}, user=await make_user())).code == 201

@@ -8,7 +8,7 @@ __version__ = "1.0"
 class OffersHooks:
     @hookspec
     def offers_thing_happened(self, app, thing):
-        """A thing happened; listeners may react. Returns are collected by ``hooks.call``."""
+        """A thing happened; listeners may react. Returns are collected by ``app.hooks.offers_thing_happened(…)``."""
 
     @hookspec(firstresult=True)
     def offers_pick(self, app, choices):
@@ -29,8 +29,8 @@ class Counter:
 class HappenHandler(ApiHandler):
     @endpoint("Make a thing happen and tell the listeners", auth=False)
     async def post(self):
-        answers = await self.app.hooks.call("offers_thing_happened", thing="boom")
-        picked = await self.app.hooks.call("offers_pick", choices=["a", "b"])
+        answers = await self.app.hooks.offers_thing_happened(thing="boom")
+        picked = await self.app.hooks.offers_pick(choices=["a", "b"])
         self.respond({"answers": answers, "picked": picked})
 
 

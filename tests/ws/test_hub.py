@@ -18,7 +18,7 @@ from tornado.iostream import IOStream
 from tests.nodes.test_broker_and_limits import REDIS_URL, needs_redis
 from vachat import hub as hub_module
 from vachat.hub import CONTROL_ROOM, Hub, build_frame, encode_event
-from vachat.testing import parse_frames
+from vachat.testing import eventually, parse_frames
 
 
 # ---------------------------------------------------------------------------
@@ -383,10 +383,7 @@ async def test_two_nodes_through_redis() -> None:
         assert drain(a_client) == b""
 
         await one.disconnect(user_id="bob", reason="disabled elsewhere")
-        deadline = asyncio.get_running_loop().time() + 5
-        while b.closed_with is None:
-            assert asyncio.get_running_loop().time() < deadline, "node two never closed bob"
-            await asyncio.sleep(0.01)
+        await eventually(lambda: b.closed_with is not None, 5, "node two to close bob")
         assert b.closed_with == (4401, "disabled elsewhere")
     finally:
         for stream, client in clients:

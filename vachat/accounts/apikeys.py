@@ -3,9 +3,13 @@
 A key is ``vak_`` + 256 random bits (URL-safe base64). It is shown once, at creation; the
 database keeps its SHA-256 (a fast hash is right here: the key is random, not a guessable
 password) and a short non-secret ``prefix`` for lists. The ``vak_`` prefix also lets the log
-filter recognise and redact keys. A key acts as its user, with the user's role permissions,
-until it expires or is revoked; revoking closes the sockets it opened (their session id on
-the hub is ``apikey:<key id>``).
+filter recognise and redact keys. A key acts as its user until it expires or is revoked (an
+expired key is refused exactly like a revoked one); revoking closes the sockets it opened
+(their session id on the hub is ``apikey:<key id>``).
+
+A key may be created with a subset of its owner's permissions (``permissions``; None: all of
+them). It acts with ``key_permissions``: what it was given that its owner still holds, so it
+shrinks with its owner's role and never outgrows it.
 
 This module must never store or log a key, and never compare hashes in a way that leaks
 timing (lookups are by the hash's equality in an indexed column, never by prefix).
@@ -21,15 +25,17 @@ import time
 from typing import Any
 
 from ..db import now
-from ..errors import Unauthorized
+from ..errors import Unauthorized, ValidationFailed
+from .delegation import SUPERUSER_PERMISSION
 from .cache import auth_cache, unknown_api_keys
 from .models import ApiKey, Role, User
-from .sessions import CLOSE_SESSION_ENDED, api_key_cache_key, principal_of
+from .principal import CLOSE_SESSION_ENDED, principal_of
+from .sessions import api_key_cache_key
 
 __all__ = [
     "KEY_PREFIX", "generate_key", "hash_key", "create_api_key", "revoke_api_key",
     "api_key_principal", "api_key_session_id", "looks_like_api_key", "MAX_KEYS_PER_USER",
-    "revoke_user_api_key_rows", "forget_revoked_api_keys",
+    "revoke_user_api_key_rows", "forget_revoked_api_keys", "key_permissions", "check_key_permissions",
 ]
 
 KEY_PREFIX = "vak_"
@@ -65,20 +71,46 @@ def api_key_session_id(key_id: str) -> str:
     return f"apikey:{key_id}"
 
 
-def _insert(user_id: str, name: str, key: str, expires_at: datetime.datetime | None) -> ApiKey | None:
+def key_permissions(owner: frozenset[str], given: list[str] | None) -> frozenset[str]:
+    """What a key given ``given`` (None: everything) acts with while its owner holds ``owner``."""
+    if given is None:
+        return owner
+    if SUPERUSER_PERMISSION in owner:
+        return frozenset(given)
+    return owner & frozenset(given)
+
+
+def check_key_permissions(owner: frozenset[str], wanted: list[str], declared: Any) -> list[str]:
+    """``wanted``, sorted, if the owner holds each one and each is declared (or ``*``);
+    ``ValidationFailed`` on ``permissions`` naming the others."""
+    problems = []
+    for name in sorted(set(wanted)):
+        if name != SUPERUSER_PERMISSION and name not in declared:
+            problems.append(f"{name!r} is not a declared permission")
+        elif name not in owner and SUPERUSER_PERMISSION not in owner:
+            problems.append(f"{name!r} is not a permission you hold")
+    if problems:
+        raise ValidationFailed("A key cannot have permissions its owner does not hold", details=[
+            {"field": "permissions", "message": problem} for problem in problems])
+    return sorted(set(wanted))
+
+
+def _insert(user_id: str, name: str, key: str, expires_at: datetime.datetime | None,
+            permissions: list[str] | None) -> ApiKey | None:
     active = ApiKey.select().where(ApiKey.user == user_id, ApiKey.revoked_at.is_null()).count()
     if active >= MAX_KEYS_PER_USER:
         return None
     return ApiKey.create(user=user_id, name=name, prefix=key[:DISPLAY_PREFIX_LENGTH],
-                         key_hash=hash_key(key), expires_at=expires_at)
+                         key_hash=hash_key(key), expires_at=expires_at, permissions=permissions)
 
 
-async def create_api_key(app: Any, user_id: str, name: str,
-                         expires_at: datetime.datetime | None = None) -> tuple[ApiKey, str] | None:
-    """Create a key; returns ``(row, key)`` — the only time the key exists in clear — or
-    None when the user already holds ``MAX_KEYS_PER_USER`` active keys."""
+async def create_api_key(app: Any, user_id: str, name: str, expires_at: datetime.datetime | None = None,
+                         permissions: list[str] | None = None) -> tuple[ApiKey, str] | None:
+    """Create a key (``permissions``: checked with ``check_key_permissions`` by the caller;
+    None: all of its owner's); returns ``(row, key)`` — the only time the key exists in clear —
+    or None when the user already holds ``MAX_KEYS_PER_USER`` active keys."""
     key = generate_key()
-    row = await app.db.run(_insert, user_id, name, key, expires_at)
+    row = await app.db.run(_insert, user_id, name, key, expires_at, permissions)
     return (row, key) if row is not None else None
 
 
@@ -131,6 +163,7 @@ def _load(key_hash: str) -> dict[str, Any] | None:
     if row.last_used_at is None or (moment - row.last_used_at).total_seconds() >= LAST_USED_RESOLUTION_SECONDS:
         ApiKey.update(last_used_at=moment).where(ApiKey.id == row.id).execute()
     principal = principal_of(row.user, row.user.role)
+    principal["perms"] = sorted(key_permissions(frozenset(principal["perms"]), row.permissions))
     principal["kid"] = row.id
     if row.expires_at is not None:
         principal["kexp"] = row.expires_at.replace(tzinfo=datetime.timezone.utc).timestamp()

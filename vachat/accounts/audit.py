@@ -25,7 +25,7 @@ __all__ = [
     "AUTH_PASSWORD_RESET_REQUESTED", "AUTH_EMAIL_VERIFIED", "AUTH_PASSWORD_CHANGE_FAILED",
     "AUTH_PASSWORD_RESET_FAILED", "AUTH_EMAIL_VERIFICATION_FAILED", "AUTH_API_KEY_CREATED",
     "AUTH_API_KEY_DELETED", "USER_ROLE_CHANGED", "USER_DISABLED", "USER_ENABLED", "USER_DELETED",
-    "USER_UPDATED", "USER_CREATED", "ROLE_CREATED", "ROLE_UPDATED",
+    "USER_UPDATED", "USER_CREATED", "ROLE_CREATED", "ROLE_UPDATED", "ACCESS_ESCALATION_REFUSED",
 ]
 
 log = logging.getLogger("vachat.accounts.audit")
@@ -53,8 +53,13 @@ USER_ROLE_CHANGED = "user.role_changed"
 USER_DISABLED = "user.disabled"
 USER_ENABLED = "user.enabled"
 USER_DELETED = "user.deleted"
+USER_DELETION_FAILED = "user.deletion_failed"
+USER_EXPORTED = "user.exported"
 ROLE_CREATED = "role.created"
 ROLE_UPDATED = "role.updated"
+# An administrative change refused because it would give someone more than the actor holds
+# (``delegation``): worth a trail, it is what a stolen delegated account tries first.
+ACCESS_ESCALATION_REFUSED = "access.escalation_refused"
 
 # Column widths of AuditLog; longer values are cut rather than failing the insert.
 _IP_MAX = 64

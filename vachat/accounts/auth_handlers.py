@@ -148,7 +148,7 @@ class RegisterHandler(ApiHandler):
                            details=[{"field": "username", "message": "is taken"}]) from None
         tokens = token_pair(self.application.config, user.id, session_id, jti)
         await _send_verification(self.application, user)
-        await self.application.hooks.notify("vachat_user_registered", user=user.to_wire())
+        await self.application.hooks.vachat_user_registered.notify(user=user.to_wire())
         self.respond({"user": user.to_wire(), "tokens": tokens, "sessionId": session_id}, status=201)
 
 
@@ -157,7 +157,8 @@ class LoginHandler(ApiHandler):
               auth=False, tags=TAGS,
               description="Unknown e-mail and wrong password give the same 401. A disabled account gets 403 "
                           "once its password is proven. Failed sign-ins are limited by RATE_LIMIT_AUTH "
-                          "per IP and per account; successful ones do not count.")
+                          "per IP and per (account, IP), and by RATE_LIMIT_AUTH_ACCOUNT per account; "
+                          "successful ones do not count.")
     async def post(self) -> None:
         app = self.application
         email = normalize_email(self.body["email"])
@@ -306,12 +307,18 @@ class ApiKeysHandler(ApiHandler):
         name = self.body["name"].strip()
         if not name:
             raise ValidationFailed("A name is required", details=[{"field": "name", "message": "must not be blank"}])
-        created = await apikeys.create_api_key(self.application, self.actor.id, name, _expiry(self.body))
+        permissions = self.body.get("permissions")
+        if permissions is not None:
+            permissions = apikeys.check_key_permissions(self.actor.permissions, permissions,
+                                                        self.application.permissions)
+        created = await apikeys.create_api_key(self.application, self.actor.id, name, _expiry(self.body),
+                                               permissions)
         if created is None:
             raise Conflict(f"You already have {apikeys.MAX_KEYS_PER_USER} API keys; delete one first")
         row, key = created
         await audit.audit(self.application, self, audit.AUTH_API_KEY_CREATED, user_id=self.actor.id,
-                          details={"apiKeyId": row.id, "name": name, "prefix": row.prefix})
+                          details={"apiKeyId": row.id, "name": name, "prefix": row.prefix,
+                                   "permissions": permissions})
         self.respond({**row.to_wire(), "key": key}, status=201)
 
 

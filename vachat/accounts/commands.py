@@ -7,7 +7,7 @@ existing address makes that account an active administrator with the given passw
 They print one clear line per result and return the process exit code: 0 done, 1 refused
 (invalid e-mail or a password the policy rejects; nothing is changed).
 
-``ensure_default_roles`` is also what the server runs at start-up, so registration works on
+``ensure_default_roles`` (and ``apply_default_grants``) is also what the server runs at start-up, so registration works on
 a fresh database even without ``seed``.
 
 These commands must never print a password or a hash.
@@ -23,6 +23,7 @@ from typing import Any
 
 from ..db import now
 from . import audit
+from .grants import apply_default_grants
 from .models import ADMIN_ROLE, DEFAULT_ROLE, Role, Session, User, normalize_email
 from .identity import clean_name, identifier_problem
 from .passwords import _hash, policy_problems
@@ -59,12 +60,16 @@ def _prepare(app: Any) -> None:
 
 
 def seed(app: Any, args: Any) -> int:
-    """Create the default roles (admin with ``*``, user) when missing."""
+    """Create the default roles (admin with ``*``, user) when missing, and apply the default
+    grants of permissions not seen before (as the server does at start-up)."""
     _prepare(app)
     with app.db.engine.atomic():
         created = ensure_default_roles()
+    granted = apply_default_grants(app.default_grants)
     for name in DEFAULT_ROLES:
         print(f"role {name}: {'created' if name in created else 'already present'}")
+    for name, permissions in granted.items():
+        print(f"role {name}: granted {', '.join(permissions)} (default grants)")
     return 0
 
 

@@ -1,21 +1,34 @@
-"""RATE_LIMIT_AUTH: the limit on login, register, forgot- and reset-password.
+"""RATE_LIMIT_AUTH and RATE_LIMIT_AUTH_ACCOUNT: the limits on login, register and
+forgot-password (reset-password, which needs a mailed token, counts per address here and per
+account in ``recovery``).
 
-Each action has its own buckets, one per client address and one per account (the normalised
-e-mail, hashed so the limiter's store never holds addresses), both at ``RATE_LIMIT_AUTH``.
+Each action has its own buckets:
+
+- per client address, at ``RATE_LIMIT_AUTH``: one address guessing many accounts;
+- per (account, address), at ``RATE_LIMIT_AUTH``: one address guessing one account. This is
+  the lock-out a guesser meets, and it is theirs alone: the account's owner, signing in from
+  another address, is not locked out by it;
+- per account across addresses, at the slower ``RATE_LIMIT_AUTH_ACCOUNT``: a guess spread over
+  many addresses is still slowed. Its burst is large enough that a handful of failures, from
+  anywhere, never blocks a correct password from an address without failures; only a
+  sustained distributed attack exhausts it.
+
+The account is the normalised e-mail, hashed so the limiter's store never holds addresses.
 The address is ``handler.client_limit_subject`` (IPv6 counted by /64), from ``client_ip``,
-which honours ``X-Forwarded-For`` only from
-``TRUSTED_PROXIES``: a spoofed header changes nothing. A refused attempt is not counted, so
-a client that waits ``Retry-After`` gets in again.
+which honours ``X-Forwarded-For`` only from ``TRUSTED_PROXIES``: a spoofed header changes
+nothing. A refused attempt is not counted in any bucket, so a client that waits
+``Retry-After`` gets in again.
 
-Register, forgot- and reset-password count every attempt (each one sends mail, creates an
-account or spends a token). Login counts only failures, in every environment: the limit is
-against guessing passwords, and someone who knows theirs must not lock themselves out by
-signing in a few times. The attempt is still counted *before* the password is checked and
-given back (``AuthAttempt.succeeded``) once it matched, so a burst of concurrent guesses
-cannot all pass an empty bucket before any of them fails.
+Register and forgot-password count every attempt (each one sends mail or creates an account).
+Login counts only failures, in every environment: the limit is against guessing passwords,
+and someone who knows theirs must not lock themselves out by signing in a few times. The
+attempt is still counted *before* the password is checked and given back
+(``AuthAttempt.succeeded``) once it matched, so a burst of concurrent guesses cannot all pass
+an empty bucket before any of them fails.
 
-The limiter is ``app.limiter`` (Redis-backed when Redis is configured, in-process otherwise).
-This module must never raise anything but ``RateLimited``.
+The limiter is ``app.limiter`` (Redis-backed when Redis is configured, in-process otherwise;
+every ``auth:`` bucket is protected from eviction there). This module must never raise
+anything but ``RateLimited``.
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import Rate
 from ..errors import RateLimited
 from .models import normalize_email
 
@@ -45,34 +59,38 @@ class AuthAttempt:
     """The buckets one attempt was counted in, so a successful sign-in can give them back."""
 
     limiter: Any
-    rate: Any
-    keys: list[str] = field(default_factory=list)
+    counted: list[tuple[str, Rate]] = field(default_factory=list)
 
     async def succeeded(self) -> None:
         """The attempt was not a failed guess: refund it in every bucket it was counted in."""
-        for key in self.keys:
-            await self.limiter.refund(key, self.rate)
-        self.keys.clear()
+        for key, rate in self.counted:
+            await self.limiter.refund(key, rate)
+        self.counted.clear()
+
+
+ADDRESS_REFUSAL = "Too many attempts; try again later"
+ACCOUNT_REFUSAL = "Too many attempts for this account; try again later"
 
 
 async def check_auth_limits(handler: Any, email: str | None, *, action: str | None = None) -> AuthAttempt:
     """Count one attempt of ``action`` (default: the last segment of the request path, e.g.
-    ``login``) against the caller's address and, when ``email`` is given, against that
-    account. Raises ``RateLimited`` (429 with ``Retry-After``) when either is exhausted."""
+    ``login``) against the caller's address and, when ``email`` is given, against the
+    (account, address) pair and the account. Raises ``RateLimited`` (429 with
+    ``Retry-After``) when any is exhausted, having counted the attempt nowhere."""
     app = handler.application
-    rate = app.config.rate_limit_auth
+    config = app.config
     action = action or _action_of(handler)
-    attempt = AuthAttempt(app.limiter, rate)
-    key = f"auth:{action}:ip:{handler.client_limit_subject}"
-    decision = await app.limiter.hit(key, rate)
-    if not decision.allowed:
-        raise RateLimited("Too many attempts; try again later", retry_after=decision.retry_after)
-    attempt.keys.append(key)
+    address = handler.client_limit_subject
+    buckets = [(f"auth:{action}:ip:{address}", config.rate_limit_auth, ADDRESS_REFUSAL)]
     if email:
-        key = f"auth:{action}:account:{account_key(email)}"
+        account = account_key(email)
+        buckets += [(f"auth:{action}:pair:{account}:{address}", config.rate_limit_auth, ACCOUNT_REFUSAL),
+                    (f"auth:{action}:account:{account}", config.rate_limit_auth_account, ACCOUNT_REFUSAL)]
+    attempt = AuthAttempt(app.limiter)
+    for key, rate, refusal in buckets:
         decision = await app.limiter.hit(key, rate)
         if not decision.allowed:
-            raise RateLimited("Too many attempts for this account; try again later",
-                              retry_after=decision.retry_after)
-        attempt.keys.append(key)
+            await attempt.succeeded()  # not counted where it passed either
+            raise RateLimited(refusal, retry_after=decision.retry_after)
+        attempt.counted.append((key, rate))
     return attempt

@@ -4,7 +4,9 @@ A socket's ``actor`` is resolved once, when it authenticates. When an administra
 user (``invalidate_user``) or a role's permissions (``invalidate_role``), the next REST request
 reads the new state from the database, and so must the sockets already open, on every node:
 each node re-reads the affected users of its own sockets and replaces their actors (a user
-now disabled is closed instead). The other nodes hear of it through a hub control message.
+now disabled is closed instead; a socket opened with an API key gets the key's share), then
+tells the plugins (``vachat_socket_actors_changed``), which take the sockets out of what they
+may no longer see. The other nodes hear of it through a hub control message.
 
 This module must never leave a socket with permissions its user no longer has after the call
 that changed them returned on this node.
@@ -17,8 +19,9 @@ import dataclasses
 import logging
 from typing import Any
 
-from .models import Role, User
-from .sessions import CLOSE_SESSION_ENDED, principal_of
+from .apikeys import key_permissions
+from .models import ApiKey, Role, User
+from .principal import CLOSE_SESSION_ENDED, principal_of
 
 __all__ = ["refresh_users", "refresh_role", "install"]
 
@@ -59,18 +62,38 @@ async def _refresh_local(app: Any, user_ids: list[str], role_name: str | None) -
     if not wanted:
         return
 
-    def load() -> dict[str, tuple[User, Role | None]]:
-        rows = User.select(User, Role).join(Role).where(User.id.in_(list(wanted)))
-        return {user.id: (user, user.role) for user in rows}
+    # The sockets open now; one opened while the query runs reads the new state itself. Those
+    # opened with an API key act with the key's share of the new permissions.
+    sockets = {user_id: [conn for conn in app.hub.connections_of(user_id) if conn.actor is not None]
+               for user_id in wanted}
+    key_ids = [conn.actor.api_key_id for conns in sockets.values() for conn in conns if conn.actor.api_key_id]
 
-    users = await app.db.run(load)
-    for user_id in wanted:
+    def load() -> tuple[dict[str, tuple[User, Role | None]], dict[str, list[str] | None]]:
+        rows = User.select(User, Role).join(Role).where(User.id.in_(list(wanted)))
+        keys = (ApiKey.select(ApiKey.id, ApiKey.permissions).where(ApiKey.id.in_(key_ids)) if key_ids else [])
+        return {user.id: (user, user.role) for user in rows}, {key.id: key.permissions for key in keys}
+
+    users, keys = await app.db.run(load)
+    changed = []
+    for user_id, conns in sockets.items():
         found = users.get(user_id)
-        for conn in app.hub.connections_of(user_id):
+        for conn in conns:
+            key_id = conn.actor.api_key_id
             if found is None or not found[0].is_active:
                 app.hub.close(conn, CLOSE_SESSION_ENDED, "Account disabled")
                 continue
+            if key_id and key_id not in keys:
+                app.hub.close(conn, CLOSE_SESSION_ENDED, "API key revoked")
+                continue
             principal = principal_of(*found)
+            permissions = frozenset(principal["perms"])
+            if key_id:
+                permissions = key_permissions(permissions, keys[key_id])
             conn.actor = dataclasses.replace(
                 conn.actor, name=principal["name"], email=principal["email"],
-                permissions=frozenset(principal["perms"]), roles=(principal["role"],), tier=principal["tier"] or "free")
+                permissions=permissions, roles=(principal["role"],), tier=principal["tier"] or "free")
+            changed.append(conn)
+    if changed:
+        # Plugins re-check what these sockets hold (rooms joined, subscriptions) against the
+        # new permissions, before this returns.
+        await app.hooks.notify("vachat_socket_actors_changed", sockets=changed)

@@ -26,6 +26,7 @@ import peewee
 
 from ..db import database, now
 from ..errors import Conflict, ValidationFailed
+from .delegation import SUPERUSER_PERMISSION, Delegate, check_role_change, check_role_grant, check_user_change
 from .models import (
     ApiKey, AuditLog, EmailVerification, PasswordReset, Role, Session, User, UserPreferences,
     UserStatistics,
@@ -37,8 +38,6 @@ __all__ = [
     "update_role", "query_audit", "find_user_id_by_email",
 ]
 
-#: The permission that grants every other one.
-SUPERUSER_PERMISSION = "*"
 #: ``sortBy`` values a user list accepts → the column (whitelisted: never user-supplied SQL).
 USER_SORT_COLUMNS: dict[str, Any] = {
     "createdAt": User.created_at,
@@ -117,23 +116,34 @@ def _refuse_if_last_superuser(user: User, what: str) -> None:
         raise Conflict(f"Refusing to {what} the last active administrator (the only holder of '*')")
 
 
+def _permissions_of(role_name: str) -> frozenset[str]:
+    role = Role.get_or_none(Role.name == role_name)
+    return role.permission_set() if role is not None else frozenset()
+
+
 def change_user(user_id: str, *, role: str | None = None, tier: str | None = None,
-                is_active: bool | None = None,
-                is_email_verified: bool | None = None) -> tuple[dict[str, Any], dict[str, Any]] | None:
+                is_active: bool | None = None, is_email_verified: bool | None = None,
+                delegate: Delegate | None = None) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """Apply the given changes atomically; ``(before, after)`` wire dicts, or None when there is
-    no such user. ``ValidationFailed`` for a role that does not exist, ``Conflict`` when the
-    change would leave no active holder of ``*``."""
+    no such user. ``ValidationFailed`` for a role that does not exist, ``EscalationRefused``
+    when ``delegate`` may not make this change (``delegation``), ``Conflict`` when the change
+    would leave no active holder of ``*``."""
     with database.atomic():
         user = User.get_or_none(User.id == user_id)
         if user is None:
             return None
         before = user.to_wire()
+        new_role_permissions = None
         if role is not None and role != user.role_name:
             target = Role.get_or_none(Role.name == role)
             if target is None:
                 raise ValidationFailed("No such role", details=[{"field": "role", "message": f"no role named {role!r}"}])
-            if SUPERUSER_PERMISSION not in target.permission_set():
-                _refuse_if_last_superuser(user, "demote")
+            new_role_permissions = target.permission_set()
+        check_user_change(delegate, user_id=user.id, user_permissions=_permissions_of(user.role_name),
+                          self_sensitive=new_role_permissions is not None or (tier is not None and tier != user.tier),
+                          new_role_permissions=new_role_permissions)
+        if new_role_permissions is not None and SUPERUSER_PERMISSION not in new_role_permissions:
+            _refuse_if_last_superuser(user, "demote")
         if is_active is False and user.is_active:
             _refuse_if_last_superuser(user, "disable")
         changes: dict[Any, Any] = {}
@@ -148,13 +158,15 @@ def change_user(user_id: str, *, role: str | None = None, tier: str | None = Non
     return before, after
 
 
-def prepare_deletion(user_id: str) -> dict[str, Any] | None:
-    """First step of deleting: refuse the last superuser, then disable the account (so nothing
-    new arrives while the plugins remove their data). The user's wire dict before, or None."""
+def prepare_deletion(user_id: str, delegate: Delegate | None = None) -> dict[str, Any] | None:
+    """First step of deleting: refuse an account exceeding ``delegate`` and the last
+    superuser, then disable the account (so nothing new arrives while the plugins remove their
+    data). The user's wire dict before, or None."""
     with database.atomic():
         user = User.get_or_none(User.id == user_id)
         if user is None:
             return None
+        check_user_change(delegate, user_id=user.id, user_permissions=_permissions_of(user.role_name))
         _refuse_if_last_superuser(user, "delete")
         before = user.to_wire()
         User.update(is_active=False, updated_at=now()).where(User.id == user_id).execute()
@@ -219,8 +231,11 @@ def check_permissions_known(permissions: Iterable[str], known: Iterable[str]) ->
     return wanted
 
 
-def create_role(name: str, description: str, permissions: list[str]) -> dict[str, Any]:
-    """Insert a role; ``Conflict`` when the name is taken."""
+def create_role(name: str, description: str, permissions: list[str],
+                delegate: Delegate | None = None) -> dict[str, Any]:
+    """Insert a role; ``EscalationRefused`` when it grants what ``delegate`` does not hold,
+    ``Conflict`` when the name is taken."""
+    check_role_grant(delegate, permissions)
     with database.atomic():
         if Role.select().where(Role.name == name).exists():
             raise Conflict(f"A role named {name!r} already exists")
@@ -228,14 +243,17 @@ def create_role(name: str, description: str, permissions: list[str]) -> dict[str
     return _role_wire(role, 0)
 
 
-def update_role(role_id: str, *, description: str | None = None,
-                permissions: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def update_role(role_id: str, *, description: str | None = None, permissions: list[str] | None = None,
+                delegate: Delegate | None = None) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """Change a role's description and permissions: ``(before, after)`` or None when there is
-    no such role. ``Conflict`` when it would take ``*`` from the last active superusers."""
+    no such role. ``EscalationRefused`` when ``delegate`` may not change its permissions so,
+    ``Conflict`` when it would take ``*`` from the last active superusers."""
     with database.atomic():
         role = Role.get_or_none(Role.id == role_id)
         if role is None:
             return None
+        if permissions is not None and set(permissions) != role.permission_set():
+            check_role_change(delegate, role_name=role.name, current=role.permission_set(), wanted=permissions)
         counts = _user_counts()
         before = _role_wire(role, counts.get(role.name, 0))
         if permissions is not None and SUPERUSER_PERMISSION in role.permission_set() \

@@ -25,7 +25,7 @@ from .identity import email_skeleton, normalize_email, username_skeleton
 
 __all__ = [
     "Role", "User", "Session", "PasswordReset", "EmailVerification", "ApiKey", "AuditLog",
-    "UserPreferences", "UserStatistics", "ACCOUNT_MODELS", "normalize_email",
+    "UserPreferences", "UserStatistics", "SeenPermission", "ACCOUNT_MODELS", "normalize_email",
     "DEFAULT_ROLE", "ADMIN_ROLE", "DEFAULT_TIER", "SKELETON_MAX_LENGTH",
 ]
 
@@ -234,7 +234,9 @@ class ApiKey(BaseModel):
     """A long-lived credential for scripts and bots, acting as its user.
 
     The key (``vak_…``) is shown once at creation; only its SHA-256 is kept, plus a short
-    non-secret ``prefix`` so people can tell their keys apart in a list.
+    non-secret ``prefix`` so people can tell their keys apart in a list. ``permissions`` is
+    the subset of its owner's it was created with (None: all of them); it acts with the part
+    of it its owner still holds (``apikeys.key_permissions``).
     """
 
     user = peewee.ForeignKeyField(User, backref="api_keys", on_delete="CASCADE", index=False)
@@ -245,6 +247,7 @@ class ApiKey(BaseModel):
     last_used_at = peewee.DateTimeField(null=True)
     expires_at = peewee.DateTimeField(null=True)
     revoked_at = peewee.DateTimeField(null=True)
+    permissions = JSONField(null=True)  # migration 004
 
     class Meta:
         table_name = "api_keys"
@@ -263,6 +266,7 @@ class ApiKey(BaseModel):
             "lastUsedAt": self.last_used_at,
             "expiresAt": self.expires_at,
             "expired": self.expires_at is not None and self.expires_at <= now(),
+            "permissions": self.permissions,
         }
 
 
@@ -339,6 +343,19 @@ class UserStatistics(BaseModel):
         }
 
 
+class SeenPermission(BaseModel):
+    """A permission this database has seen declared: its default grants (``grant_to``) were
+    applied then, once. Kept so that an operator's later revoke is not undone at the next
+    start."""
+
+    id = peewee.CharField(primary_key=True, max_length=128)  # the permission's name
+    seen_at = peewee.DateTimeField(default=now)
+
+    class Meta:
+        table_name = "seen_permissions"
+
+
 #: In dependency order (a table before those referring to it).
 ACCOUNT_MODELS = (Role, User, Session, PasswordReset, EmailVerification, ApiKey, AuditLog,
-                  UserPreferences, UserStatistics)
+                  UserPreferences, UserStatistics, SeenPermission)
+

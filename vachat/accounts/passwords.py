@@ -48,7 +48,18 @@ MIN_EMAIL_FRAGMENT = 4
 # Leetspeak substitutions undone before the common-password lookup.
 _UNLEET = str.maketrans({"@": "a", "4": "a", "3": "e", "1": "i", "!": "i", "0": "o", "$": "s",
                          "5": "s", "7": "t", "+": "t", "8": "b", "9": "g"})
-_EDGE_JUNK = re.compile(r"^[\W\d_]+|[\W\d_]+$")
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def _strip_edge_junk(text: str) -> str:
+    r"""``text`` without the digits and symbols at either end ("!!dragon2024" → "dragon").
+    Found by searching for the first letter from each end: a pattern such as ``[\W\d_]+$``
+    would rescan a long run of symbols from each of its characters (quadratic)."""
+    first = _LETTER.search(text)
+    if first is None:
+        return ""
+    last = _LETTER.search(text[::-1])
+    return text[first.start():len(text) - last.start()]
 
 
 @functools.lru_cache(maxsize=1)
@@ -67,8 +78,8 @@ def is_common(password: str) -> bool:
     lowered = password.lower()
     if lowered in common:
         return True
-    stripped = _EDGE_JUNK.sub("", lowered)
-    candidates = {stripped, _EDGE_JUNK.sub("", lowered.translate(_UNLEET)), lowered.translate(_UNLEET)}
+    stripped = _strip_edge_junk(lowered)
+    candidates = {stripped, _strip_edge_junk(lowered.translate(_UNLEET)), lowered.translate(_UNLEET)}
     # Strip the edges before undoing leetspeak too: "Dragon2024!" and "Dr@g0n!" both count.
     candidates.add(stripped.translate(_UNLEET))
     return any(len(word) >= 3 and word in common for word in candidates)

@@ -45,7 +45,7 @@ CORE_PERMISSIONS = (
 
 # Modules contributing routes (each exposes ``ROUTES``); optional ones may be absent.
 ROUTE_MODULES = ("vachat.accounts.auth_handlers", "vachat.accounts.recovery", "vachat.accounts.profile",
-                 "vachat.accounts.pages")
+                 "vachat.accounts.self_service", "vachat.accounts.pages")
 
 
 def actor_from_principal(principal: dict[str, Any], *, session_id: str | None,
@@ -133,3 +133,9 @@ async def vachat_startup(app: Any) -> None:
     created = await app.db.run(ensure_default_roles)
     if created:
         log.info("created the default roles", extra={"roles": created})
+    from .grants import apply_default_grants
+
+    granted = await app.db.run(apply_default_grants, app.default_grants)
+    for role_name, permissions in granted.items():
+        log.info("granted permissions by default", extra={"role": role_name, "permissions": permissions})
+        await app.accounts.invalidate_role(role_name)

@@ -25,7 +25,6 @@ Peewee on the IOLoop, and never log a password.
 from __future__ import annotations
 
 import functools
-import json
 import zoneinfo
 from typing import Any
 
@@ -34,6 +33,7 @@ import peewee
 from ..db import database, now
 from ..errors import Forbidden, RateLimited, Unauthorized, ValidationFailed
 from ..web import ApiHandler, endpoint
+from ..wire import check_json_size
 from .apikeys import forget_revoked_api_keys, revoke_user_api_key_rows
 from .audit import AUTH_PASSWORD_CHANGE_FAILED, AUTH_PASSWORD_CHANGED, audit, record, request_origin
 from .identity import clean_name, normalize_password
@@ -42,10 +42,6 @@ from .passwords import check_policy, hash_password, verify_password
 from .sessions import invalidate_user, revoke_user_sessions
 
 __all__ = ["ROUTES", "profile_of", "is_timezone"]
-
-# Most bytes the stored preferences may take as JSON: room for any client's settings, not
-# for using the profile as free storage.
-PREFERENCES_MAX_BYTES = 16 * 1024
 
 # Wire name → User column, for the plain profile fields (preferences live in their own table).
 PROFILE_FIELDS = {
@@ -89,9 +85,7 @@ def _merge_preferences(stored: dict[str, Any], changes: dict[str, Any]) -> dict[
             merged.pop(key, None)
         else:
             merged[key] = value
-    if len(json.dumps(merged, separators=(",", ":")).encode("utf-8")) > PREFERENCES_MAX_BYTES:
-        raise ValidationFailed("Preferences are too large", details=[
-            {"field": "preferences", "message": f"must take at most {PREFERENCES_MAX_BYTES} bytes as JSON"}])
+    check_json_size(merged, "preferences")
     return merged
 
 

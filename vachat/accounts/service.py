@@ -10,18 +10,24 @@ are what an administration plugin needs; the queries live in ``management``, and
 adds what must follow a committed change: cache invalidation, ended sessions and closed
 sockets, the deletion hook, and the audit row (with the acting user, address and user agent
 of ``request``, a REST handler or WebSocket event context).
+
+Every change made on someone's behalf (``actor_id``, or ``request``'s caller) passes the
+delegation rule (``delegation``: nobody escalates); a refusal is audited as
+``access.escalation_refused`` and raised (403). A change with neither is the operator's.
 """
 
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import Any, Callable
 
 from ..db import now
 from ..errors import ApiError
 from . import audit as audit_log
 from . import management, sessions
-from .models import User
+from .delegation import Delegate, EscalationRefused
+from .models import Role, User
+from .principal import CLOSE_SESSION_ENDED
 
 __all__ = ["AccountsService"]
 
@@ -57,7 +63,7 @@ class AccountsService:
 
     async def end_sessions(self, user_id: str, *, reason: str = "ended") -> int:
         ended = await sessions.revoke_user_sessions(self._app, user_id, reason=reason)
-        await self._app.hub.disconnect(user_id=user_id, code=sessions.CLOSE_SESSION_ENDED, reason="Signed out")
+        await self._app.hub.disconnect(user_id=user_id, code=CLOSE_SESSION_ENDED, reason="Signed out")
         return ended
 
     async def invalidate_user(self, user_id: str) -> None:
@@ -91,9 +97,40 @@ class AccountsService:
                                           actor_id=actor_id, request=request)
         return changed[1] if changed is not None else None
 
+    async def _delegate(self, actor_id: str | None, request: Any) -> Delegate | None:
+        """Who acts, with the permissions it acts with: ``request``'s caller (an API key's
+        narrower set included), else ``actor_id``'s role as stored, else None (the operator)."""
+        actor = getattr(request, "actor", None)
+        if actor is not None and actor_id in (None, actor.id):
+            return Delegate(actor.id, frozenset(actor.permissions), actor.roles[0] if actor.roles else None)
+        if actor_id is None:
+            return None
+
+        def load() -> Delegate:
+            row = User.select(User, Role).join(Role).where(User.id == actor_id).first()
+            if row is None:
+                return Delegate(actor_id, frozenset())
+            return Delegate(actor_id, row.role.permission_set(), row.role_name)
+
+        return await self._app.db.run(load)
+
+    async def _as_delegate(self, actor_id: str | None, request: Any, target: dict[str, Any],
+                           change: Callable[[Delegate | None], Any]) -> Any:
+        """Run ``change(delegate)`` on a database thread; audit an ``EscalationRefused``."""
+        delegate = await self._delegate(actor_id, request)
+        try:
+            return await self._app.db.run(lambda: change(delegate))
+        except EscalationRefused as refusal:
+            await self.audit(audit_log.ACCESS_ESCALATION_REFUSED, user_id=target.get("userId"),
+                             actor_id=delegate.id if delegate else None, request=request,
+                             details={**target, "reason": refusal.message})
+            raise
+
     async def _change_user(self, user_id: str, fields: dict[str, Any], *, actor_id: str | None,
                            request: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        changed = await self._app.db.run(lambda: management.change_user(user_id, **fields))
+        changed = await self._as_delegate(
+            actor_id, request, {"userId": user_id, "changes": sorted(fields)},
+            lambda delegate: management.change_user(user_id, delegate=delegate, **fields))
         if changed is None:
             return None
         before, after = changed
@@ -123,14 +160,15 @@ class AccountsService:
 
     async def delete_user(self, user_id: str, *, actor_id: str | None = None, request: Any = None) -> bool:
         app = self._app
-        before = await app.db.run(management.prepare_deletion, user_id)
+        before = await self._as_delegate(actor_id, request, {"userId": user_id, "changes": ["deleted"]},
+                                         lambda delegate: management.prepare_deletion(user_id, delegate))
         if before is None:
             return False
         # Disabled first: sessions, keys and sockets end on every node, so nothing new is
         # written while the plugins remove what they hold.
         await sessions.set_user_active(app, user_id, False, reason="deleted")
         try:
-            await app.hooks.call("vachat_user_deleting", user_id=user_id)
+            await app.hooks.vachat_user_deleting(user_id=user_id)
         except ApiError:
             await app.db.run(management.restore_active, user_id, before["isActive"])
             if before["isActive"]:
@@ -150,7 +188,8 @@ class AccountsService:
     async def create_role(self, name: str, *, description: str = "", permissions: list[str] = (),
                           actor_id: str | None = None, request: Any = None) -> dict[str, Any]:
         wanted = management.check_permissions_known(permissions, self._app.permissions)
-        role = await self._app.db.run(management.create_role, name, description, wanted)
+        role = await self._as_delegate(actor_id, request, {"role": name, "permissions": wanted},
+                                       lambda delegate: management.create_role(name, description, wanted, delegate))
         await self.audit(audit_log.ROLE_CREATED, actor_id=actor_id, request=request,
                          details={"role": name, "permissions": wanted})
         return role
@@ -160,8 +199,10 @@ class AccountsService:
                           request: Any = None) -> dict[str, Any] | None:
         wanted = (management.check_permissions_known(permissions, self._app.permissions)
                   if permissions is not None else None)
-        changed = await self._app.db.run(
-            lambda: management.update_role(role_id, description=description, permissions=wanted))
+        changed = await self._as_delegate(
+            actor_id, request, {"roleId": role_id, "permissions": wanted},
+            lambda delegate: management.update_role(role_id, description=description, permissions=wanted,
+                                                    delegate=delegate))
         if changed is None:
             return None
         before, after = changed

@@ -27,19 +27,19 @@ from ..db import now
 from ..errors import Unauthorized
 from . import audit as audit_log
 from .cache import auth_cache
+from .live import refresh_role, refresh_users
 from .models import ApiKey, Role, Session, User
+from .principal import CLOSE_SESSION_ENDED, principal_of
 from .tokens import REFRESH, REFRESH_TTL_SECONDS, decode_token, new_jti, refresh_ttl, token_pair
 
 __all__ = [
     "open_session", "create_session", "rotate", "revoke_session", "revoke_user_sessions",
-    "session_principal", "principal_of", "invalidate_user", "invalidate_role", "set_user_active",
-    "session_cache_key", "api_key_cache_key", "CLOSE_SESSION_ENDED",
+    "session_principal", "invalidate_user", "invalidate_role", "set_user_active",
+    "session_cache_key", "api_key_cache_key",
 ]
 
 log = logging.getLogger("vachat.accounts.sessions")
 
-# WebSocket close code for a socket whose session or credentials ended (4401).
-CLOSE_SESSION_ENDED = 4401
 # Longest user agent kept on a session (the column's width).
 USER_AGENT_MAX = 512
 
@@ -50,13 +50,6 @@ def session_cache_key(session_id: str) -> str:
 
 def api_key_cache_key(key_hash: str) -> str:
     return f"k:{key_hash}"
-
-
-def principal_of(user: User, role: Role | None) -> dict[str, Any]:
-    """The cacheable description of who a credential authenticates (JSON-able)."""
-    permissions = sorted(role.permission_set()) if role is not None else []
-    return {"uid": user.id, "email": user.email, "name": user.name, "role": user.role_name,
-            "perms": permissions, "tier": user.tier}
 
 
 def _epoch(moment: datetime.datetime) -> float:
@@ -203,8 +196,6 @@ async def invalidate_user(app: Any, user_id: str) -> None:
     tier, name, e-mail or active flag), so the next request reads the new state."""
     keys = await app.db.run(_credential_keys_of_users, User.id == user_id)
     await auth_cache(app).delete(*keys)
-    from .live import refresh_users
-
     await refresh_users(app, [user_id])
 
 
@@ -215,8 +206,6 @@ async def invalidate_role(app: Any, role_name: str) -> None:
     cache = auth_cache(app)
     await cache.delete(*keys)
     cache.forget_matching(lambda value: value.get("role") == role_name)
-    from .live import refresh_role
-
     await refresh_role(app, role_name)
 
 

@@ -21,27 +21,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any
 
-from .errors import ApiError, ClientError, Conflict, ConnectionFailed, Unauthorized
+from .errors import ApiError, ClientError, ConnectionFailed
+from .interactive import run_interactive
 from .models import Conversation, Message
 from .rest import DEFAULT_URL, Client
+from .terminal import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Prompter, UsageError, choose_conversation,
+                       sign_in)
 
 __all__ = ["add_arguments", "run", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-EXIT_INTERRUPTED = 130
 # Seconds a one-shot exchange may take in all (sign-in, send, the whole reply) before it gives up.
 DEFAULT_TIMEOUT = 300.0
-
-
-class UsageError(Exception):
-    """Bad arguments or missing credentials: exit status 2."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,90 +62,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.message is not None:
             return asyncio.run(one_shot(args))
-        from .interactive import run_interactive
-
         return asyncio.run(run_interactive(args))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-
-
-# -- signing in --------------------------------------------------------------------------------
-
-
-@dataclass
-class Prompter:
-    """Asks the person at the terminal, when there is one."""
-
-    interactive: bool
-    out: TextIO = sys.stderr
-
-    def ask(self, question: str) -> str:
-        if not self.interactive:
-            raise UsageError(f"{question.rstrip(': ')} is needed and there is no terminal to ask on")
-        self.out.write(question)
-        self.out.flush()
-        line = sys.stdin.readline()
-        if not line:
-            raise UsageError("no answer (end of input)")
-        return line.strip()
-
-    def secret(self, question: str) -> str:
-        if not self.interactive:
-            raise UsageError("a password is needed: set VACHAT_PASSWORD, or VACHAT_API_KEY, or run on a terminal")
-        return getpass.getpass(question)
-
-    def confirm(self, question: str) -> bool:
-        return self.interactive and self.ask(f"{question} [y/N] ").lower() in ("y", "yes")
-
-
-async def sign_in(client: Client, args: argparse.Namespace, prompter: Prompter) -> None:
-    """Sign ``client`` in from the environment, the arguments or the person at the terminal."""
-    api_key = os.environ.get("VACHAT_API_KEY")
-    if api_key:
-        client.api_key = api_key
-        await client.me()
-        return
-    email = args.email or prompter.ask("E-mail: ")
-    password = os.environ.get("VACHAT_PASSWORD") or prompter.secret("Password: ")
-    try:
-        await client.sign_in(email, password)
-        return
-    except Unauthorized:
-        if not prompter.interactive or not await _is_development(client):
-            raise
-    if not prompter.confirm(f"Signing in as {email} failed. Create this account on this development server?"):
-        raise Unauthorized("Invalid e-mail or password")
-    while True:
-        try:
-            await client.register(email, password)
-            prompter.out.write(f"Account {email} created.\n")
-            return
-        except Conflict:
-            raise Unauthorized(f"{email} already has an account, and that is not its password") from None
-        except ApiError as error:
-            if error.code != "VALIDATION_FAILED":
-                raise
-            prompter.out.write(f"{error}\n")
-            password = prompter.secret("Choose another password: ")
-
-
-async def _is_development(client: Client) -> bool:
-    """Whether the server says it runs in development (``/health``'s ``environment``)."""
-    try:
-        return (await client.health()).get("environment") == "development"
-    except ClientError:
-        return False
-
-
-async def choose_conversation(client: Client, wanted: str | None) -> Conversation:
-    """``wanted`` (an id), a new one for ``new``, else the most recent (a new one if none)."""
-    if wanted and wanted != "new":
-        return await client.get_conversation(wanted)
-    if wanted is None:
-        recent = await client.list_conversations(limit=1)
-        if recent.items:
-            return recent.items[0]
-    return await client.create_conversation("Terminal chat")
 
 
 # -- one-shot -------------------------------------------------------------------------------------

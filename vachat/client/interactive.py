@@ -18,15 +18,15 @@ import asyncio
 import sys
 from typing import Any
 
-from .command import EXIT_FAILED, EXIT_OK, Prompter, UsageError, choose_conversation, sign_in
 from .errors import ClientError, NotFound
 from .events import (
     AiDelta, AiDone, AiTyping, Disconnected, Event, MessageDeleted, MessageUpdated, NewMessage, Reconnected,
     UserStoppedTyping, UserTyping, event_conversation,
 )
 from .live import LiveConnection
-from .models import Conversation, Message
-from .rest import Client, new_client_message_id
+from .models import Conversation, Message, new_client_message_id
+from .rest import Client
+from .terminal import EXIT_FAILED, EXIT_OK, Prompter, UsageError, choose_conversation, sign_in
 
 __all__ = ["run_interactive", "ChatSession"]
 

@@ -33,7 +33,7 @@ import json
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Protocol
 
 import tornado.httpclient
 import tornado.websocket
@@ -46,10 +46,9 @@ from .events import (
     AiDelta, AiDone, AiTyping, Disconnected, Event, MessageDeleted, MessageUpdated, NewMessage, Ready,
     Reconnected, event_conversation, parse_event,
 )
-from .models import Message
-from .rest import Client, new_client_message_id
+from .models import Message, MessagePage, new_client_message_id
 
-__all__ = ["LiveConnection", "ReplyStream", "PROTOCOL_VERSION", "Backoff"]
+__all__ = ["LiveConnection", "RestSide", "ReplyStream", "PROTOCOL_VERSION", "Backoff"]
 
 log = logging.getLogger("vachat.client")
 
@@ -115,6 +114,29 @@ class _PendingSend:
     in_flight: bool = False
 
 
+class RestSide(Protocol):
+    """What a live connection leans on from the REST client that opens it (``rest.Client``,
+    through ``client.live()``): its credentials, renewed when the server says they expired, and
+    the message history it catches up from. Declared here, so that this module does not import
+    the REST one, which builds on it."""
+
+    api_key: str | None
+    user_agent: str
+
+    @property
+    def tokens(self) -> object | None: ...
+
+    @property
+    def ws_url(self) -> str: ...
+
+    async def auth_headers(self) -> dict[str, str]: ...
+
+    async def refresh(self, stale: str | None = None) -> object: ...
+
+    async def messages(self, conversation_id: str, *, before: str | None = None, after: str | None = None,
+                       limit: int | None = None) -> MessagePage: ...
+
+
 class LiveConnection:
     """A WebSocket to the server that reconnects and resumes by itself (module docstring).
 
@@ -124,7 +146,7 @@ class LiveConnection:
     text)`` for an assistant reply; ``await live.close()``.
     """
 
-    def __init__(self, client: Client, *, backoff: Backoff | None = None, ping_interval: float = 20.0,
+    def __init__(self, client: RestSide, *, backoff: Backoff | None = None, ping_interval: float = 20.0,
                  buffer_events: bool = True) -> None:
         self.client = client
         self.backoff = backoff or Backoff()

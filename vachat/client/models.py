@@ -6,10 +6,16 @@ a field this client does not name yet is still at hand.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Message", "Conversation", "MessagePage", "Page", "FileInfo", "User"]
+__all__ = ["Message", "Conversation", "MessagePage", "Page", "FileInfo", "User", "new_client_message_id"]
+
+
+def new_client_message_id() -> str:
+    """A fresh ``clientMessageId``: the same id sent again is a retry, stored once."""
+    return uuid.uuid4().hex
 
 T = TypeVar("T")
 

@@ -25,16 +25,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import tornado.httpclient
 
 from .errors import ConnectionFailed, TokenExpired, Unauthorized, error_from_envelope
-from .models import Conversation, FileInfo, Message, MessagePage, Page, User
-
-if TYPE_CHECKING:
-    from .live import LiveConnection
+from .live import LiveConnection
+from .models import Conversation, FileInfo, Message, MessagePage, Page, User, new_client_message_id
 
 __all__ = ["Client", "Tokens", "token_expiry", "new_client_message_id", "DEFAULT_URL"]
 
@@ -396,15 +394,9 @@ class Client:
 
     # -- live ----------------------------------------------------------------------------------------
 
-    def live(self, **options: Any) -> "LiveConnection":
+    def live(self, **options: Any) -> LiveConnection:
         """A ``LiveConnection`` over this client's credentials (``await live.connect()``)."""
-        from .live import LiveConnection
-
         return LiveConnection(self, **options)
-
-
-def new_client_message_id() -> str:
-    return uuid.uuid4().hex
 
 
 def _query_value(value: Any) -> str:

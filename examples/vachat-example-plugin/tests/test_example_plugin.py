@@ -37,3 +37,11 @@ async def test_echo_and_rooms(ws_connect):
     assert (await bob.request("example-shout", {"room": "tea"}))["data"]["code"] == "FORBIDDEN"  # no permission
     assert (await alice.request("example-shout", {"room": "tea", "text": "brewing"}))["type"] == "ack"
     assert (await bob.receive("example-shouted"))["data"] == {"room": "tea", "text": "brewing", "from": "alice"}
+
+
+@pytest.mark.gen_test
+async def test_a_signed_up_user_may_write_notes(fetch, make_user):
+    """``Permission("example.write", grant_to=("user",))``: the built-in user role has it."""
+    user = await make_user()
+    created = await fetch("/api/example/notes", method="POST", json={"text": "mine"}, user=user)
+    assert created.code == 201 and created.json["data"]["ownerId"] == user.id

@@ -108,3 +108,17 @@ async def test_audit_logs_filter_by_user_action_and_time_and_paginate(app, fetch
                          ("userId=" + "x" * 27, "userId")):
         error = assert_error(await fetch(f"/api/admin/audit-logs?{query}", user=admin_user), 400, "VALIDATION_FAILED")
         assert field in error_fields(error), (query, error)
+
+
+@pytest.mark.gen_test
+async def test_audit_log_bounds_at_the_calendars_ends(fetch, make_user, admin_user):
+    ada = await make_user()
+    assert (await fetch(f"/api/admin/users/{ada.id}", method="PUT", json={"tier": "pro"}, user=admin_user)).code == 200
+    # Valid RFC 3339, but off the calendar once in UTC: a 400 naming the field, not a 500.
+    for query, field in (("to=9999-12-31T23:59:59-23:59", "to"), ("from=0001-01-01T00:00:00%2B23:59", "from")):
+        error = assert_error(await fetch(f"/api/admin/audit-logs?{query}", user=admin_user), 400, "VALIDATION_FAILED")
+        assert field in error_fields(error), (query, error)
+    # The last and first moments that stay on it are fine bounds.
+    widest = await fetch("/api/admin/audit-logs?action=user.updated&from=0001-01-01T00:00:00-23:59"
+                         "&to=9999-12-31T23:59:59%2B23:59", user=admin_user)
+    assert widest.code == 200 and widest.json["pagination"]["total"] == 1

@@ -1,9 +1,12 @@
 """Create the AI plugin's usage table: tokens per user and UTC day."""
 
+from typing import Any
+
 import peewee as pw
+from peewee_migrate import Migrator
 
 
-def migrate(migrator, database, fake=False, **kwargs):
+def migrate(migrator: Migrator, database: pw.Database, *, fake: bool = False, **kwargs: Any) -> None:
     @migrator.create_model
     class AiUsage(pw.Model):
         id = pw.CharField(primary_key=True, max_length=26)
@@ -18,5 +21,5 @@ def migrate(migrator, database, fake=False, **kwargs):
             indexes = ((("user_id", "day"), True), (("day",), False))
 
 
-def rollback(migrator, database, fake=False, **kwargs):
+def rollback(migrator: Migrator, database: pw.Database, *, fake: bool = False, **kwargs: Any) -> None:
     migrator.remove_model("ai_usage")

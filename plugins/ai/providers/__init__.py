@@ -25,10 +25,10 @@ import asyncio
 import importlib.metadata
 import math
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Literal, Mapping, Sequence, TypedDict
+from typing import Any, AsyncGenerator, Literal, Mapping, Sequence, TypedDict
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "ChatMessage", "Usage", "ProviderSettings", "Provider", "ReplyStream",
+    "ENTRY_POINT_GROUP", "ChatMessage", "Usage", "ReplyOptions", "ProviderSettings", "Provider", "ReplyStream",
     "ProviderError", "ProviderTimeout", "StreamCancelled", "estimate_tokens", "load_provider",
     "available_providers",
 ]
@@ -56,6 +56,17 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class ReplyOptions:
+    """What the caller asks of one reply (``metadata.generation`` of the message it answers):
+    ``None`` leaves it to the provider."""
+
+    #: The most tokens the reply may have; a reply cut there ends with ``length``.
+    max_tokens: int | None = None
+    #: Sampling temperature, 0 to 2 (the chat-completions range).
+    temperature: float | None = None
 
 
 @dataclass(frozen=True)
@@ -112,18 +123,19 @@ class ReplyStream(abc.ABC):
     upstream in its ``finally``) and set ``usage`` / ``finish_reason`` when it ends.
     """
 
-    def __init__(self, messages: Sequence[ChatMessage]) -> None:
+    def __init__(self, messages: Sequence[ChatMessage], options: ReplyOptions | None = None) -> None:
         self.messages = list(messages)
+        self.options = options or ReplyOptions()
         self.text_parts: list[str] = []
         self.usage: Usage | None = None
         #: ``stop`` or ``length`` once the stream ended normally.
         self.finish_reason: str | None = None
-        self._generator: Any = None
+        self._generator: AsyncGenerator[str, None] | None = None
         self._reader: asyncio.Task[Any] | None = None
         self._cancelled = False
 
     @abc.abstractmethod
-    def _deltas(self) -> AsyncIterator[str]:
+    def _deltas(self) -> AsyncGenerator[str, None]:
         """The deltas, from the upstream; an async generator."""
 
     def __aiter__(self) -> "ReplyStream":
@@ -200,8 +212,9 @@ class Provider(abc.ABC):
         return self.settings.model
 
     @abc.abstractmethod
-    def stream(self, messages: Sequence[ChatMessage]) -> ReplyStream:
-        """A reply to ``messages`` (system first, then the conversation, oldest first)."""
+    def stream(self, messages: Sequence[ChatMessage], options: ReplyOptions | None = None) -> ReplyStream:
+        """A reply to ``messages`` (system first, then the conversation, oldest first), within
+        ``options`` (honour what the model supports; ``None`` when the caller asked nothing)."""
 
     async def aclose(self) -> None:
         """Release connections at shutdown."""

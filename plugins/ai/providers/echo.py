@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import AsyncIterator, Sequence
+from typing import AsyncGenerator, Sequence
 
-from . import ChatMessage, Provider, ReplyStream, Usage, estimate_tokens
+from . import ChatMessage, Provider, ReplyOptions, ReplyStream, Usage, estimate_tokens
 
 __all__ = ["EchoProvider", "echo_reply"]
 
@@ -31,12 +31,16 @@ def echo_reply(messages: Sequence[ChatMessage]) -> str:
 
 
 class EchoStream(ReplyStream):
-    def __init__(self, messages: Sequence[ChatMessage], delay: float) -> None:
-        super().__init__(messages)
+    def __init__(self, messages: Sequence[ChatMessage], delay: float, options: ReplyOptions | None = None) -> None:
+        super().__init__(messages, options)
         self.delay = delay
 
-    async def _deltas(self) -> AsyncIterator[str]:
+    async def _deltas(self) -> AsyncGenerator[str, None]:
         tokens = TOKEN.findall(echo_reply(self.messages))
+        limit = self.options.max_tokens
+        cut = limit is not None and len(tokens) > limit
+        if cut:
+            tokens = tokens[:limit]
         for position, token in enumerate(tokens):
             if position and self.delay:
                 await asyncio.sleep(self.delay)
@@ -44,7 +48,7 @@ class EchoStream(ReplyStream):
         prompt = sum(estimate_tokens(m["content"]) for m in self.messages)
         # Its completion count is exact (it knows its tokens); the prompt's is estimated.
         self.usage = Usage(prompt, len(tokens), estimated=True)
-        self.finish_reason = "stop"
+        self.finish_reason = "length" if cut else "stop"
 
 
 class EchoProvider(Provider):
@@ -54,5 +58,5 @@ class EchoProvider(Provider):
     def model(self) -> str:
         return "echo"
 
-    def stream(self, messages: Sequence[ChatMessage]) -> ReplyStream:
-        return EchoStream(messages, self.settings.echo_delay)
+    def stream(self, messages: Sequence[ChatMessage], options: ReplyOptions | None = None) -> ReplyStream:
+        return EchoStream(messages, self.settings.echo_delay, options)

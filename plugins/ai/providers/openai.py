@@ -29,12 +29,12 @@ import asyncio
 import json
 import logging
 import random
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncGenerator, AsyncIterator, Sequence
 
 import httpx
 import httpx_sse
 
-from . import ChatMessage, Provider, ProviderError, ProviderSettings, ProviderTimeout, ReplyStream, Usage
+from . import ChatMessage, Provider, ProviderError, ProviderSettings, ProviderTimeout, ReplyOptions, ReplyStream, Usage
 
 __all__ = ["OpenAIProvider", "OpenAIStream"]
 
@@ -64,12 +64,13 @@ class _Retryable(ProviderError):
 
 
 class OpenAIStream(ReplyStream):
-    def __init__(self, provider: "OpenAIProvider", messages: Sequence[ChatMessage]) -> None:
-        super().__init__(messages)
+    def __init__(self, provider: "OpenAIProvider", messages: Sequence[ChatMessage],
+                 options: ReplyOptions | None = None) -> None:
+        super().__init__(messages, options)
         self.provider = provider
         self.attempts = 0
 
-    async def _deltas(self) -> AsyncIterator[str]:
+    async def _deltas(self) -> AsyncGenerator[str, None]:
         settings = self.provider.settings
         loop = asyncio.get_running_loop()
         first_deadline = loop.time() + settings.timeout
@@ -80,7 +81,7 @@ class OpenAIStream(ReplyStream):
                 try:
                     try:
                         async with asyncio.timeout_at(first_deadline):
-                            response = await self.provider.send(self.messages)
+                            response = await self.provider.send(self.messages, self.options)
                             await _check_status(response)
                             events = httpx_sse.EventSource(response).aiter_sse()
                             first = await self._next_delta(events, started=False)
@@ -223,13 +224,17 @@ class OpenAIProvider(Provider):
     def model(self) -> str:
         return self.settings.model or DEFAULT_MODEL
 
-    def stream(self, messages: Sequence[ChatMessage]) -> ReplyStream:
-        return OpenAIStream(self, messages)
+    def stream(self, messages: Sequence[ChatMessage], options: ReplyOptions | None = None) -> ReplyStream:
+        return OpenAIStream(self, messages, options)
 
-    async def send(self, messages: Sequence[ChatMessage]) -> httpx.Response:
+    async def send(self, messages: Sequence[ChatMessage], options: ReplyOptions | None = None) -> httpx.Response:
         """Start one attempt: the request sent, the answer's headers read, its body not yet."""
         body: dict[str, Any] = {"model": self.model, "messages": list(messages), "stream": True,
                                 "stream_options": {"include_usage": True}}
+        if options is not None and options.max_tokens is not None:
+            body["max_tokens"] = options.max_tokens
+        if options is not None and options.temperature is not None:
+            body["temperature"] = options.temperature
         request = self.client.build_request("POST", self.url, json=body)
         try:
             return await self.client.send(request, stream=True)

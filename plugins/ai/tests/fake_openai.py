@@ -18,8 +18,9 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+import tornado.http1connection
 import tornado.httpserver
 import tornado.iostream
 import tornado.netutil
@@ -125,19 +126,19 @@ class CompletionsHandler(tornado.web.RequestHandler):
 
     async def post(self) -> None:
         body = json.loads(self.request.body)
-        self.seen = Seen(body, dict(self.request.headers))
-        self.fake.requests.append(self.seen)
+        seen = self.seen = Seen(body, dict(self.request.headers))
+        self.fake.requests.append(seen)
         self.fake.changed()
         script = self.fake.next_script()
         try:
-            await self._answer(script, body)
+            await self._answer(script, body, seen)
         except tornado.iostream.StreamClosedError:
             pass
         finally:
-            self.seen.finished = not self.seen.client_left
+            seen.finished = not seen.client_left
             self.fake.changed()
 
-    async def _answer(self, script: Script, body: dict[str, Any]) -> None:
+    async def _answer(self, script: Script, body: dict[str, Any], seen: Seen) -> None:
         if script.status != 200:
             self.set_status(script.status)
             if script.retry_after is not None:
@@ -164,14 +165,15 @@ class CompletionsHandler(tornado.web.RequestHandler):
                 await self._stall()
                 return
             if script.drop_after is not None and position == script.drop_after:
-                self.request.connection.stream.close()
+                connection = cast(tornado.http1connection.HTTP1Connection, self.request.connection)
+                connection.stream.close()
                 return
             if position and script.delay:
                 await self._pause(script.delay)
                 if self.gone.is_set():
                     return
             await send([{"index": 0, "delta": {"content": token}, "finish_reason": None}])
-            self.seen.sent += 1
+            seen.sent += 1
             self.fake.changed()
         await send([{"index": 0, "delta": {}, "finish_reason": script.finish_reason}])
         if script.usage and (body.get("stream_options") or {}).get("include_usage"):

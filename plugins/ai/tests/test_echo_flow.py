@@ -9,7 +9,9 @@ import pytest
 from vachat.testing import assert_error
 
 from plugins.ai import admin_dashboard_figures
+from plugins.ai.assistant import Assistant
 
+from . import refusing_plugin
 from .helpers import ALICE, BOB, ask, check_reply, connect, create_conversation, join, reply_frames
 
 FAST = {"plugin_sections": {"ai": {"echo_delay": 0}}}
@@ -106,19 +108,22 @@ async def test_one_reply_at_a_time_per_conversation(fetch, ws_connect):
 
 
 @pytest.mark.gen_test
-@pytest.mark.vachat(config={"plugin_sections": {"ai": {"echo_delay": 0, "daily_tokens": "free=5,pro=100000"}}})
+@pytest.mark.vachat(config={"plugin_sections": {"ai": {"echo_delay": 0, "daily_tokens": "free=60,pro=100000"}}})
 async def test_quota_refuses_before_anything_is_stored_and_usage_shows_it(fetch, ws_connect, make_user):
     alice = await make_user()  # tier free
     cid = (await create_conversation(fetch, user=alice))["id"]
     assert (await fetch("/api/ai/usage", user=alice)).data["used"] == 0
     socket = await connect(ws_connect, alice)
     await join(socket, cid)
+    # The prompt (the system prompt's 7 tokens and the question's 11) and the reply's
+    # allowance (what is left: 42) fit the 60 exactly; the reply costs 9 (its words).
     await ask(fetch, cid, "a question that costs more than five tokens", user=alice)
     stored = check_reply(await reply_frames(socket), cid)
     used = stored["metadata"]["promptTokens"] + stored["metadata"]["completionTokens"]
     usage = (await fetch("/api/ai/usage", user=alice)).data
-    assert usage["used"] == used > 5 and usage["limit"] == 5 and usage["tier"] == "free"
+    assert usage["used"] == used == 27 and usage["limit"] == 60 and usage["tier"] == "free"
     assert len(usage["date"]) == 10
+    # The next prompt (the history so far and the question: 33) leaves less than 16 of the 33 left.
     refused = await ask(fetch, cid, "one more", user=alice, expect=429)
     assert_error(refused, 429, "QUOTA_EXCEEDED")
     assert int(refused.headers["Retry-After"]) > 0
@@ -166,12 +171,16 @@ async def test_regenerate_refusals(fetch, ws_connect):
     assert_error(await fetch(f"/api/chat/messages/{question['id']}/regenerate", method="POST", user=ALICE),
                  400, "VALIDATION_FAILED")
     assert_error(await fetch(f"/api/chat/messages/{reply['id']}/regenerate", method="POST", user=BOB), 403, "FORBIDDEN")
-    assert_error(await fetch("/api/chat/messages/nope/regenerate", method="POST", user=ALICE), 404, "NOT_FOUND")
+    missing = assert_error(await fetch("/api/chat/messages/nope/regenerate", method="POST", user=BOB),
+                           404, "NOT_FOUND")
     private = (await create_conversation(fetch))["id"]
     await join(alice, private)
     await ask(fetch, private, "private")
     hidden = check_reply(await reply_frames(alice), private)
-    assert_error(await fetch(f"/api/chat/messages/{hidden['id']}/regenerate", method="POST", user=BOB), 404, "NOT_FOUND")
+    elsewhere = assert_error(await fetch(f"/api/chat/messages/{hidden['id']}/regenerate", method="POST", user=BOB),
+                             404, "NOT_FOUND")
+    # The same answer: it must not tell that the id is a message in someone else's conversation.
+    assert elsewhere == missing and missing["error"] == "Message not found"
 
 
 @pytest.mark.gen_test
@@ -212,7 +221,8 @@ async def test_context_is_the_conversations_own_branch(app, fetch, ws_connect):
     assistant = app.service("ai")
     conversation = await app.service("chat").get_conversation(cid)
     context = await assistant.context(conversation, second["id"])
-    assert context == [{"role": "system", "content": "Answer like a pirate."},
+    assert context == [{"role": "system", "content": "You are a helpful assistant."},
+                       {"role": "system", "content": "Answer like a pirate."},
                        {"role": "user", "content": "first"}, {"role": "assistant", "content": "Echo: first"},
                        {"role": "user", "content": "second"}]
     plain = await app.service("chat").get_conversation(other)
@@ -253,7 +263,7 @@ async def test_metrics_admin_figures_and_user_deletion(app, fetch, ws_connect, m
     assert 'vachat_ai_time_to_first_token_seconds_count{model="echo",provider="echo"} 1.0' in text
     assert f'vachat_ai_tokens_total{{kind="completion",model="echo",provider="echo"}} {float(stored["metadata"]["completionTokens"])}' in text
     assert await admin_dashboard_figures(app) == {"ai": {"tokensToday": tokens}}
-    await app.hooks.call("vachat_user_deleting", user_id=alice.id)
+    await app.hooks.vachat_user_deleting(user_id=alice.id)
     assert await admin_dashboard_figures(app) == {"ai": {"tokensToday": 0}}
 
 
@@ -327,6 +337,28 @@ async def test_deleting_a_user_stops_their_reply_and_leaves_no_usage(app, fetch,
     await join(socket, cid)
     await ask(fetch, cid, LONG_TEXT, user=alice)
     await socket.receive("ai-delta")
-    await app.hooks.call("vachat_user_deleting", user_id=alice.id)
+    await app.hooks.vachat_user_deleting(user_id=alice.id)
     assert cid not in app.service("ai").running
     assert await app.service("ai").usage.used_today(alice.id) == 0
+
+
+@pytest.mark.gen_test
+@pytest.mark.vachat(plugins=["ai", ("refuser", refusing_plugin)], config=FAST)
+async def test_a_message_refused_after_the_slot_was_reserved_releases_it_at_once(app, fetch, ws_connect):
+    cid = (await create_conversation(fetch))["id"]
+    alice = await connect(ws_connect)
+    await join(alice, cid)
+    refused = await ask(fetch, cid, "something forbidden", expect=400)
+    assert refused.json["code"] == "VALIDATION_FAILED"
+    assert Assistant.of(app).reserved == {}  # the AI plugin did reserve, and has let go
+    asked = (await ask(fetch, cid, "something fine")).data  # at once: no 409
+    stored = check_reply(await reply_frames(alice), cid)
+    assert stored["parentId"] == asked["id"] and stored["content"] == "Echo: something fine"
+    # Over the socket too, and the AI's own refusal (a reply already running) frees nothing.
+    denied = await alice.request("send-message", {"conversationId": cid, "content": "forbidden again",
+                                                  "requiresAIResponse": True})
+    assert denied["type"] == "error" and denied["data"]["code"] == "VALIDATION_FAILED"
+    acked = await alice.request("send-message", {"conversationId": cid, "content": "fine again",
+                                                 "requiresAIResponse": True})
+    assert acked["type"] == "ack"
+    check_reply(await reply_frames(alice), cid)

@@ -7,14 +7,14 @@ import asyncio
 import pytest
 
 from plugins.ai.providers import (
-    ENTRY_POINT_GROUP, ProviderError, ProviderSettings, ProviderTimeout, StreamCancelled, available_providers,
-    load_provider,
+    ENTRY_POINT_GROUP, ChatMessage, ProviderError, ProviderSettings, ProviderTimeout, StreamCancelled,
+    available_providers, load_provider,
 )
 from plugins.ai.providers.echo import echo_reply
 
 from .fake_openai import Script
 
-MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello to the world"}]
+MESSAGES: list[ChatMessage] = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello to the world"}]
 
 
 def openai(fake, **settings):
@@ -44,7 +44,8 @@ async def test_echo_streams_the_last_user_message_word_by_word():
     deltas = await collect(stream)
     assert deltas == ["Echo: ", "Say ", "hello ", "to ", "the ", "world"]
     assert "".join(deltas) == echo_reply(MESSAGES) == "Echo: Say hello to the world"
-    assert stream.finish_reason == "stop" and stream.usage.completion_tokens == len(deltas)
+    assert stream.finish_reason == "stop" and stream.usage is not None
+    assert stream.usage.completion_tokens == len(deltas)
     assert (provider.name, provider.model) == ("echo", "echo")
 
 

@@ -25,7 +25,7 @@ class _Json(pw.TextField):
     """vachat's JSONField storage: JSON as text."""
 
 
-def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
+def migrate(migrator: Migrator, database: pw.Database, *, fake: bool = False) -> None:
     @migrator.create_model
     class ChatConversation(pw.Model):
         id = pw.CharField(primary_key=True, max_length=26)
@@ -111,7 +111,7 @@ def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
             "body, message_id, conversation_id, owner_id, tokenize = 'unicode61 remove_diacritics 2')")
 
 
-def rollback(migrator: Migrator, database: pw.Database, *, fake=False):
+def rollback(migrator: Migrator, database: pw.Database, *, fake: bool = False) -> None:
     if isinstance(database, pw.PostgresqlDatabase):
         migrator.sql("DROP TABLE IF EXISTS chat_message_search")
     else:

@@ -35,7 +35,7 @@ def _backfill(database: pw.Database) -> None:
         table.insert(rows[start:start + BACKFILL_CHUNK]).bind(database).execute()
 
 
-def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
+def migrate(migrator: Migrator, database: pw.Database, *, fake: bool = False) -> None:
     @migrator.create_model
     class ChatDailyCount(pw.Model):
         id = pw.CharField(primary_key=True, max_length=26)
@@ -51,5 +51,5 @@ def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
     migrator.run(_backfill, database)
 
 
-def rollback(migrator: Migrator, database: pw.Database, *, fake=False):
+def rollback(migrator: Migrator, database: pw.Database, *, fake: bool = False) -> None:
     migrator.remove_model("chat_daily_count")

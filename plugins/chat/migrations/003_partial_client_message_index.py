@@ -14,12 +14,12 @@ from peewee_migrate import Migrator
 INDEX = "chatmessage_conversation_id_client_message_id"
 
 
-def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
+def migrate(migrator: Migrator, database: pw.Database, *, fake: bool = False) -> None:
     migrator.sql(f"DROP INDEX {INDEX}")
     migrator.sql(f"CREATE UNIQUE INDEX {INDEX} ON chat_message (conversation_id, client_message_id) "
                  "WHERE client_message_id IS NOT NULL")
 
 
-def rollback(migrator: Migrator, database: pw.Database, *, fake=False):
+def rollback(migrator: Migrator, database: pw.Database, *, fake: bool = False) -> None:
     migrator.sql(f"DROP INDEX {INDEX}")
     migrator.sql(f"CREATE UNIQUE INDEX {INDEX} ON chat_message (conversation_id, client_message_id)")

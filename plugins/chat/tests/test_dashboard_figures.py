@@ -13,6 +13,7 @@ import pytest
 
 import plugins.chat.service as chat_service
 from plugins.chat.models import Conversation, Message
+from vachat.plugin_api import now
 
 from .helpers import ALICE, BOB, create_conversation, send
 
@@ -52,7 +53,7 @@ class Clock:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.monkeypatch = monkeypatch
-        self.real = chat_service.now
+        self.real = now  # what the service calls, until days_ago replaces it there
 
     def days_ago(self, days: int) -> None:
         self.monkeypatch.setattr(chat_service, "now", lambda: self.real() - datetime.timedelta(days=days))

@@ -135,7 +135,7 @@ async def test_replay_while_messages_arrive_has_no_gap_and_no_duplicate(fetch, w
         replayed = [m["id"] for m in answer["missed"]]
         # Everything after the replay arrives live, in order, exactly once.
         expected_live = every[every.index(replayed[-1]) + 1:]
-        live = []
+        live: list[str] = []
         while len(live) < len(expected_live):
             live.append((await reader.receive("new-message"))["data"]["id"])
         assert replayed + live == every[1:]

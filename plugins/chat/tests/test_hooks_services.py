@@ -185,7 +185,7 @@ async def test_deleting_a_user_removes_their_conversations_and_messages(app, fet
     theirs = await create_conversation(fetch, user=BOB)
     await send(fetch, theirs["id"], "remember this", user=BOB)
     for _ in range(2):  # idempotent
-        await app.hooks.call("vachat_user_deleting", user_id=ALICE)
+        await app.hooks.vachat_user_deleting(user_id=ALICE)
     assert (await fetch("/api/chat/conversations", user=ALICE)).data == []
     assert (await fetch("/api/chat/search?q=remember", user=ALICE)).data["items"] == []
     assert [m["content"] for m in (await fetch("/api/chat/search?q=remember", user=BOB)).data["items"]] == ["remember this"]

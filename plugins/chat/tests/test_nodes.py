@@ -74,7 +74,7 @@ async def test_two_nodes_share_messages_typing_and_replay(server_process):
     after_mark = every[every.index(mark) + 1:]
     for socket, answer in answers:
         replayed = [m["id"] for m in answer["missed"]]
-        live = []
+        live: list[str] = []
         while len(replayed) + len(live) < len(after_mark):
             live.append((await socket.receive("new-message", timeout=10))["data"]["id"])
         assert replayed + live == after_mark

@@ -16,7 +16,7 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
-def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
+def migrate(migrator: Migrator, database: pw.Database, *, fake: bool = False) -> None:
     """Create files_file."""
 
     @migrator.create_model
@@ -41,6 +41,6 @@ def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
             indexes = ((("owner_id", "created_at"), False),)
 
 
-def rollback(migrator: Migrator, database: pw.Database, *, fake=False):
+def rollback(migrator: Migrator, database: pw.Database, *, fake: bool = False) -> None:
     """Drop files_file."""
     migrator.remove_model("files_file")

@@ -13,7 +13,7 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
-def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
+def migrate(migrator: Migrator, database: pw.Database, *, fake: bool = False) -> None:
     """Create files_attachment."""
 
     @migrator.create_model
@@ -29,6 +29,6 @@ def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
             indexes = ((("message_id", "file_id"), True),)
 
 
-def rollback(migrator: Migrator, database: pw.Database, *, fake=False):
+def rollback(migrator: Migrator, database: pw.Database, *, fake: bool = False) -> None:
     """Drop files_attachment."""
     migrator.remove_model("files_attachment")

@@ -74,7 +74,7 @@ async def test_deleting_a_user_removes_their_rows_and_bytes_only(app, fetch, mak
     deleted = await fetch(f"/api/admin/users/{alice.id}", method="DELETE", user=admin_user)
     assert deleted.code == 200, deleted.body
     assert store.contents() == [b"bob's"]
-    await app.hooks.call("vachat_user_deleting", user_id=alice.id)  # idempotent: a retried deletion
+    await app.hooks.vachat_user_deleting(user_id=alice.id)  # idempotent: a retried deletion
     assert len((await fetch("/api/files", user=bob)).data) == 1
     totals = (await fetch("/api/admin/dashboard", user=admin_user)).data["files"]
     assert totals == {"count": 1, "bytes": len(b"bob's")}

@@ -72,3 +72,12 @@ async def test_avatars_are_images_within_the_cap(app, fetch, make_user, store):
         assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
     assert store.keys() == []
     assert (await fetch("/api/users/profile", user=alice)).data["avatarUrl"] is None
+
+
+@pytest.mark.gen_test
+async def test_a_range_past_any_file_on_the_public_avatar_url_is_416(app, fetch, make_user):
+    alice = await make_user()
+    url = (await upload(fetch, alice, "me.png", png_bytes((64, 64)), path="/api/users/avatar")).data["avatarUrl"]
+    refused = await fetch(url, headers={"Range": "bytes=0-" + "9" * 4301})
+    assert_error(refused, 416, "RANGE_NOT_SATISFIABLE")
+    assert (await fetch(url, headers={"Range": "bytes=0-9"})).code == 206

@@ -91,3 +91,16 @@ async def test_the_count_grows_once_per_download_from_byte_zero(app, fetch, audi
     await fetch(url, user="alice", headers={"If-None-Match": f"\"{file['sha256']}\""})  # a revalidation
     await fetch(url, user="alice", headers={"Range": f"bytes={len(audio_like)}-"})  # a 416
     assert await count_of(fetch, file["id"]) == 2
+
+
+HUGE = "9" * 4301  # past Python's int() limit (4,300 digits): int() of it raises ValueError
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("header", [f"bytes=0-{HUGE}", f"bytes={HUGE}-", f"bytes=-{HUGE}", "bytes=0-" + "1" * 20])
+async def test_a_range_past_any_file_is_416(app, fetch, audio_like, header):
+    file = (await upload(fetch, "alice", "sound.wav", audio_like)).data
+    refused = await fetch(f"/api/files/{file['id']}/download", user="alice", headers={"Range": header})
+    assert_error(refused, 416, "RANGE_NOT_SATISFIABLE")
+    assert refused.headers["Content-Range"] == f"bytes */{len(audio_like)}"
+

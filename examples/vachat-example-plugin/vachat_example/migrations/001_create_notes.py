@@ -1,9 +1,12 @@
 """Create the example plugin's notes table."""
 
+from typing import Any
+
 import peewee as pw
+from peewee_migrate import Migrator
 
 
-def migrate(migrator, database, fake=False, **kwargs):
+def migrate(migrator: Migrator, database: pw.Database, *, fake: bool = False, **kwargs: Any) -> None:
     @migrator.create_model
     class Note(pw.Model):
         id = pw.CharField(primary_key=True, max_length=26)
@@ -15,5 +18,5 @@ def migrate(migrator, database, fake=False, **kwargs):
             table_name = "example_note"
 
 
-def rollback(migrator, database, fake=False, **kwargs):
+def rollback(migrator: Migrator, database: pw.Database, *, fake: bool = False, **kwargs: Any) -> None:
     migrator.remove_model("example_note")

@@ -1,0 +1,74 @@
+"""What the chat plugin promises other plugins: its service's ``Protocol`` and the key it is
+published under.
+
+Another plugin imports these (types and one constant, nothing that touches the database) and
+calls ``app.service(CHAT)``, which mypy types as ``ChatService``; it never rebuilds chat's names
+(a conversation's room is ``room_of(conversation_id)``). Messages and conversations are the
+API's wire shapes (camelCase dicts).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+from vachat.plugin_api import Actor, ServiceKey
+
+__all__ = ["ChatService", "CHAT"]
+
+
+class ChatService(Protocol):
+    """The chat service, as other plugins may use it."""
+
+    def room_of(self, conversation_id: str) -> str:
+        """The hub room whose sockets hear a conversation's events (``app.publish(room, …)``)."""
+        ...
+
+    async def get_conversation(self, conversation_id: str) -> dict[str, Any] | None:
+        """A conversation as the API shows it, or None (no access check)."""
+        ...
+
+    async def check_access(self, actor: Actor | None, conversation_id: str, write: bool = False) -> dict[str, Any]:
+        """The conversation if ``actor`` may read it (``write``: change it); else ``NotFound``
+        or ``Forbidden``."""
+        ...
+
+    async def get_message(self, message_id: str) -> dict[str, Any] | None:
+        """A live message as the API shows it, or None (no access check)."""
+        ...
+
+    async def history(self, conversation_id: str, budget: int, *, leaf_id: str | None = None,
+                      cost: Callable[[dict[str, Any]], int] | None = None) -> list[dict[str, Any]]:
+        """The current branch's most recent messages that fit ``budget``, oldest first."""
+        ...
+
+    async def store_assistant_message(self, conversation_id: str, content: str, *, type: str = "text",
+                                      parent_id: str | None = None, metadata: dict[str, Any] | None = None,
+                                      message_id: str | None = None) -> dict[str, Any]:
+        """Store an assistant message and broadcast ``new-message``; the stored message."""
+        ...
+
+    async def update_message(self, message_id: str, *, content: str | None = None, type: str | None = None,
+                             metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Change a message for the system (no access check, not marked edited); broadcasts
+        ``message-updated``."""
+        ...
+
+    async def delete_message(self, actor: Actor | None, message_id: str) -> None:
+        """Delete a message (``actor`` None: the system); broadcasts ``message-deleted``."""
+        ...
+
+    async def can_read_file(self, actor: Actor, file_id: str) -> bool:
+        """Whether ``file_id`` is attached to a live message of a conversation ``actor`` may read."""
+        ...
+
+    async def delete_user_data(self, user_id: str) -> None:
+        """Remove a user's conversations and every message they wrote. Idempotent."""
+        ...
+
+    async def dashboard_figures(self) -> dict[str, Any]:
+        """The admin dashboard's ``conversations`` and ``messages`` parts."""
+        ...
+
+
+#: ``app.service(CHAT)``: the chat plugin's service, typed.
+CHAT: ServiceKey[ChatService] = ServiceKey("chat")

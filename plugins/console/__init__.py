@@ -1,0 +1,69 @@
+"""console: a web console at ``/console`` (the built-in ``console`` plugin) — sign up or in,
+conversations, chat with the assistant streaming in, files, and for administrators the
+dashboard, users and the audit log.
+
+Plain HTML, CSS and JavaScript from ``static/``, served by this server: no build step, no CDN.
+The page's policy allows only this server's scripts and styles (no inline script) and
+connections to this origin; the script puts every user-supplied text on the page as text,
+never as HTML. It talks to the same REST API and WebSocket as any other client.
+
+``CONSOLE_ENABLED`` (default: on, except in production): off, ``/console`` is a 404.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+
+from vachat.plugin_api import ApiHandler, App, endpoint, hookimpl
+
+__version__ = "1.0.0"
+
+PLUGIN = "console"
+STATIC = Path(__file__).resolve().parent / "static"
+CONSOLE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+               "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+# The page's files, by the name it asks for; nothing else is served.
+ASSETS = ("console.js", "console.css")
+
+
+def enabled(app: App) -> bool:
+    setting = app.plugin_config(PLUGIN).get("enabled")
+    return (app.config.env != "production") if setting is None else bool(setting)
+
+
+class ConsolePageHandler(ApiHandler):
+    @endpoint("The web console (HTML)", auth=False, tags=("console",))
+    async def get(self) -> None:
+        self.set_header("Content-Security-Policy", CONSOLE_CSP)
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.finish((STATIC / "index.html").read_bytes())
+
+
+class ConsoleAssetHandler(tornado.web.StaticFileHandler):
+    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+        if Path(absolute_path).name not in ASSETS or Path(absolute_path).parent != STATIC:
+            raise tornado.web.HTTPError(404)
+        return super().validate_absolute_path(root, absolute_path)
+
+    def set_extra_headers(self, path: str) -> None:
+        self.set_header("Content-Security-Policy", CONSOLE_CSP)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "no-cache")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish({"success": False, "error": "Not found", "code": "NOT_FOUND"})
+
+
+@hookimpl
+def vachat_routes(app: App) -> list[tuple]:
+    if not enabled(app):
+        return []
+    return [
+        (r"/console/?", ConsolePageHandler),
+        (r"/console/assets/(.*)", ConsoleAssetHandler, {"path": str(STATIC)}),
+    ]

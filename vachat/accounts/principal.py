@@ -1,0 +1,25 @@
+"""Who a credential authenticates, as the accounts code caches and compares it, and the close
+code of a socket whose credential ended.
+
+Sessions and API keys resolve a credential to this principal; ``live`` re-reads it for open
+sockets when an account or a role changes. It is a leaf of the accounts package (models only),
+so both can import it without importing each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .models import Role, User
+
+__all__ = ["principal_of", "CLOSE_SESSION_ENDED"]
+
+# WebSocket close code for a socket whose session or credentials ended (4401).
+CLOSE_SESSION_ENDED = 4401
+
+
+def principal_of(user: User, role: Role | None) -> dict[str, Any]:
+    """The cacheable description of who a credential authenticates (JSON-able)."""
+    permissions = sorted(role.permission_set()) if role is not None else []
+    return {"uid": user.id, "email": user.email, "name": user.name, "role": user.role_name,
+            "perms": permissions, "tier": user.tier}
