@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import aiobotocore.session
 from aiohttp import ClientError as HttpClientError
@@ -69,7 +69,7 @@ def _is_missing(error: ClientError) -> bool:
 
 
 @contextlib.contextmanager
-def _store_errors(action: str):
+def _store_errors(action: str) -> Iterator[None]:
     """A store that cannot be reached, or refuses, is a 503 for the client (and a log line)."""
     try:
         yield
@@ -254,7 +254,8 @@ class S3Storage:
 
     async def remove_stale_upload(self, name: str) -> bool:
         if not name.startswith(_MULTIPART):
-            return await self._run_blocking(self.spool.remove, name)
+            removed: bool = await self._run_blocking(self.spool.remove, name)
+            return removed
         key, _, upload_id = name[len(_MULTIPART):].partition(":")
         try:
             await self._client.abort_multipart_upload(Bucket=self.bucket, Key=self.prefix + check_key(key),

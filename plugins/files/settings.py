@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 from vachat.plugin_api import App, parse_size
 
@@ -69,7 +70,7 @@ def settings_of(app: App) -> FilesSettings:
     return settings
 
 
-def _s3_settings(section: dict) -> S3Settings:
+def _s3_settings(section: Mapping[str, Any]) -> S3Settings:
     prefix = (section.get("s3_prefix") or "").strip("/")
     return S3Settings(
         endpoint=section.get("s3_endpoint") or None,

@@ -30,7 +30,7 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, BinaryIO, Callable, Protocol
+from typing import Any, AsyncIterator, Awaitable, BinaryIO, Callable, Protocol
 
 from vachat.plugin_api import App, ServiceKey, StartupRefused
 
@@ -53,7 +53,8 @@ _TEMP_PATTERN = re.compile(r"^[0-9a-f]{32}\.part$")
 #: overhead is small, small enough that hundreds of parallel downloads stay cheap.
 READ_CHUNK_BYTES = 256 * 1024
 
-RunBlocking = Callable[..., Awaitable]
+#: ``app.run_blocking``: a blocking call on a worker thread, awaited.
+RunBlocking = Callable[..., Awaitable[Any]]
 
 
 class PendingObject(Protocol):
@@ -244,7 +245,8 @@ class LocalDiskStorage:
             await self._run_blocking(stream.close)
 
     async def delete(self, key: str) -> bool:
-        return await self._run_blocking(self._unlink, self.path_of(key))
+        existed: bool = await self._run_blocking(self._unlink, self.path_of(key))
+        return existed
 
     @staticmethod
     def _unlink(path: Path) -> bool:
@@ -255,7 +257,8 @@ class LocalDiskStorage:
             return False
 
     async def exists(self, key: str) -> bool:
-        return await self._run_blocking(self.path_of(key).is_file)
+        there: bool = await self._run_blocking(self.path_of(key).is_file)
+        return there
 
     async def keys(self, *, older_than: float = 0.0) -> AsyncIterator[str]:
         for key in await self._run_blocking(self._list_keys, older_than):
@@ -278,7 +281,8 @@ class LocalDiskStorage:
             yield name
 
     async def remove_stale_upload(self, name: str) -> bool:
-        return await self._run_blocking(self.spool.remove, name)
+        removed: bool = await self._run_blocking(self.spool.remove, name)
+        return removed
 
 
 def _hex_dirs(parent: Path) -> list[Path]:
@@ -337,7 +341,7 @@ async def close_storage(app: App) -> None:
 
 def storage_of(app: App) -> StorageBackend:
     """This application's storage backend, opened at start-up."""
-    backend = getattr(app.plugin_state(PLUGIN), "storage", None)
+    backend: StorageBackend | None = getattr(app.plugin_state(PLUGIN), "storage", None)
     if backend is None:
         raise RuntimeError("the files storage is not open (open_storage runs at start-up)")
     return backend

@@ -38,7 +38,8 @@ def storage_plugin(root):
     async def vachat_startup(app):
         await app.service("vault.store").start()
 
-    module.vachat_services, module.vachat_startup = vachat_services, vachat_startup
+    setattr(module, "vachat_services", vachat_services)
+    setattr(module, "vachat_startup", vachat_startup)
     return module
 
 

@@ -114,7 +114,7 @@ async def test_a_large_upload_is_stored_and_served_whole_with_memory_flat(server
     status, payload = await raw_request(
         server.port, head("/api/files/upload", f"multipart/form-data; boundary={boundary}",
                           f"Content-Length: {sum(map(len, pieces))}\r\n"), pieces)
-    assert status == 201, payload
+    assert status == 201 and payload is not None, payload
     growth = peak_rss(server.process.pid) - before
     # Flat: one part (5 MiB) in flight on S3, a few read buffers on disk; never the file.
     assert growth < size // 3, f"peak RSS grew {growth / MiB:.1f} MiB during a {size / MiB:.0f} MiB upload"
