@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 from vachat.plugin_api import ApiHandler, ValidationFailed, endpoint
 
@@ -11,7 +12,7 @@ from .paging import page_info
 __all__ = ["AuditLogsHandler"]
 
 
-def _moment(query: dict, field: str) -> datetime.datetime | None:
+def _moment(query: dict[str, Any], field: str) -> datetime.datetime | None:
     """The ``field`` bound as a naive UTC date-time (how rows are stored). The schema has
     checked the RFC 3339 form; Python reads it (with "Z" since 3.11), in upper case only (RFC
     3339 also allows "t" and "z"). A valid date-time can still fall off the calendar in UTC

@@ -13,6 +13,16 @@ __all__ = ["AiService", "AI"]
 class AiService(Protocol):
     """The assistant, as other plugins may use it."""
 
+    @property
+    def model(self) -> str:
+        """The model the assistant answers with (the provider's; ``echo`` for the echo provider)."""
+        ...
+
+    async def stop(self, conversation_id: str) -> bool:
+        """Stop the reply being generated in the conversation, wherever it runs (stored
+        ``cancelled``); False when none was running."""
+        ...
+
     async def status(self, conversation_id: str) -> dict[str, Any] | None:
         """The reply being generated in the conversation right now, on any node:
         ``{messageId, text (so far), index (of the last ai-delta in it)}``, or None."""

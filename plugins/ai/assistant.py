@@ -84,6 +84,10 @@ class Assistant:
         return assistant
 
     @property
+    def model(self) -> str:
+        return self.provider.model
+
+    @property
     def chat(self) -> ChatService:
         return self.app.service(CHAT)
 
@@ -136,15 +140,6 @@ class Assistant:
         del self.reserved[conversation_id]
         await self.slots.release(conversation_id, pending.token)
         await self.usage.settle(pending.reservation, None)
-
-    async def release_reservation(self, conversation_id: str, draft_id: str) -> None:
-        """The message ``draft_id`` was refused after its slot was taken: free the slot now
-        (only that message's: another one may hold the conversation's slot)."""
-        reserved = self.reserved.get(conversation_id)
-        if reserved is None or reserved[2] != draft_id:
-            return
-        del self.reserved[conversation_id]
-        await self.slots.release(conversation_id, reserved[0])
 
     # -- a reply --------------------------------------------------------------------------
 
@@ -254,8 +249,8 @@ class Assistant:
         # Redis and the database close after this returns.
         tasks = list(self._tasks)
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_SECS)
-            for task in pending:
+            done, unfinished = await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_SECS)
+            for task in unfinished:
                 log.warning("an AI reply did not finish storing before shutdown")
                 task.cancel()
         await self.provider.aclose()

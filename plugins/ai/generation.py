@@ -211,7 +211,7 @@ class Generation:
                 async for delta in self._stream:
                     if self.first_token_at is None:
                         self.first_token_at = loop.time()
-                    if self._room is not None:
+                    if self._room is not None and self._deltas_left is not None:
                         delta = delta[:self._room] if self._deltas_left else ""
                         self._room -= len(delta)
                         self._deltas_left -= 1

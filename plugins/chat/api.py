@@ -23,6 +23,16 @@ class ChatService(Protocol):
         """The hub room whose sockets hear a conversation's events (``app.publish(room, …)``)."""
         ...
 
+    async def create_conversation(self, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a conversation of ``actor``'s from the fields of ``POST /api/chat/conversations``
+        (checked by the same hooks); the conversation, as the API shows it."""
+        ...
+
+    async def send_message(self, actor: Actor, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Store ``actor``'s message (the body of ``POST /api/chat/message``), as that route does:
+        ``(message, created)``; ``created`` is False for a ``clientMessageId`` retry."""
+        ...
+
     async def get_conversation(self, conversation_id: str) -> dict[str, Any] | None:
         """A conversation as the API shows it, or None (no access check)."""
         ...
@@ -63,6 +73,10 @@ class ChatService(Protocol):
 
     async def delete_user_data(self, user_id: str) -> None:
         """Remove a user's conversations and every message they wrote. Idempotent."""
+        ...
+
+    async def readable_among(self, questions: list[tuple[Actor, list[str]]]) -> list[set[str]]:
+        """For each ``(actor, conversation ids)``, the ids that actor may read (one query)."""
         ...
 
     async def dashboard_figures(self) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from typing import Any
 
 from vachat.plugin_api import App
 
+from .api import CHAT
+
 __all__ = ["conversation_room", "socket_conversations", "CONTROL_MADE_PRIVATE", "listen", "made_private", "recheck"]
 
 # The control message a node sends the others when a conversation was made private.
@@ -66,7 +68,7 @@ async def recheck(app: App, sockets: list[Any]) -> None:
     others = [(socket, ids) for socket, ids in others if ids]
     if not others:
         return
-    answers = await app.service("chat").readable_among([(socket.actor, ids) for socket, ids in others])
+    answers = await app.service(CHAT).readable_among([(socket.actor, ids) for socket, ids in others])
     for (socket, conversation_ids), readable in zip(others, answers):
         joined = joined_by.get(socket, {})
         for conversation_id in conversation_ids:

@@ -17,7 +17,7 @@ from typing import Any
 
 import tornado.web
 
-from vachat.plugin_api import ApiHandler, App, endpoint, hookimpl
+from vachat.plugin_api import ApiHandler, App, Route, endpoint, hookimpl
 
 __version__ = "1.0.0"
 
@@ -60,7 +60,7 @@ class ConsoleAssetHandler(tornado.web.StaticFileHandler):
 
 
 @hookimpl
-def vachat_routes(app: App) -> list[tuple]:
+def vachat_routes(app: App) -> list[Route]:
     if not enabled(app):
         return []
     return [

@@ -19,7 +19,7 @@ from typing import Any
 import peewee
 
 from vachat.plugin_api import (
-    ApiError, ApiHandler, App, NotFound, PayloadTooLarge, Route, StreamingBodyHandler, ValidationFailed, endpoint,
+    ApiError, ApiHandler, App, NotFound, Route, StreamingBodyHandler, ValidationFailed, endpoint,
 )
 
 from .delivery import etag_matches, etag_of, requested_range, send_file

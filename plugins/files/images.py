@@ -134,7 +134,7 @@ def strip_metadata(path: Path, mime_type: str) -> bool:
         options: dict[str, Any] = {}
         if image_format == "JPEG":
             options = {"quality": 95} if orientation in _ORIENTATIONS else {
-                "qtables": image.quantization, "subsampling": JpegImagePlugin.get_sampling(image)}
+                "qtables": getattr(image, "quantization"), "subsampling": JpegImagePlugin.get_sampling(image)}
         elif image_format == "WEBP":
             options = {"lossless": bool(image.info.get("lossless")), "quality": 95}
         if len(frames) > 1:

@@ -61,7 +61,7 @@ def reserve(owner_id: str, size: int, quota: int) -> str:
                                    & (Reservation.created_at <= now() - RESERVATION_TTL)).execute()
         if bytes_used(owner_id) + size > quota:
             raise over_quota(quota)
-        return Reservation.create(owner_id=owner_id, size=size).id
+        return str(Reservation.create(owner_id=owner_id, size=size).id)
 
 
 def settle(reservation_id: str, owner_id: str, size: int, quota: int, create: Callable[[], File]) -> File:

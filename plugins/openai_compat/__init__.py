@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vachat.plugin_api import App, hookimpl
+from vachat.plugin_api import App, Route, hookimpl
 
 from .handlers import ROUTES
 from .replies import Delta, Done, tell
@@ -22,7 +22,7 @@ REQUIRES = ("chat", "ai")
 
 
 @hookimpl
-def vachat_routes(app: App) -> list[tuple]:
+def vachat_routes(app: App) -> list[Route]:
     return list(ROUTES)
 
 

@@ -22,7 +22,9 @@ from typing import Any
 
 from tornado.iostream import StreamClosedError
 
-from vachat.plugin_api import ApiError, ApiHandler, NotFound, endpoint, json_dumps
+from plugins.ai.api import AI
+from plugins.chat.api import CHAT
+from vachat.plugin_api import ApiError, ApiHandler, NotFound, Route, endpoint, json_dumps
 
 from .replies import Delta, Done, ReplyWatch, close_watch, open_watch
 from .wire import ModelNotFound, ReplyFailed, chunk, completion, error_body, finish_reason_of, read_turn, title_from, \
@@ -49,7 +51,7 @@ class OpenAIHandler(ApiHandler):
 
     @property
     def model(self) -> str:
-        return str(self.app.service("ai").provider.model)
+        return str(self.app.service(AI).model)
 
 
 class ModelsHandler(OpenAIHandler):
@@ -87,7 +89,7 @@ class ChatCompletionsHandler(OpenAIHandler):
             generation["temperature"] = body["temperature"]
         self.watch = open_watch(self.app, conversation_id)
         try:
-            await self.app.service("chat").send_message(self.actor, {
+            await self.app.service(CHAT).send_message(self.caller, {
                 "conversationId": conversation_id, "content": turn.last_user, "requiresAIResponse": True,
                 **({"metadata": {"generation": generation}} if generation else {})})
             created = int(time.time())
@@ -101,11 +103,11 @@ class ChatCompletionsHandler(OpenAIHandler):
             close_watch(self.app, self.watch)
 
     async def _conversation(self, turn: Any) -> str:
-        chat = self.app.service("chat")
+        chat = self.app.service(CHAT)
         named = self.request.headers.get(CONVERSATION_HEADER, "").strip()
         if named:
             try:
-                await chat.check_access(self.actor, named, write=True)
+                await chat.check_access(self.caller, named, write=True)
             except ApiError as refused:
                 # Someone else's conversation, readable or not, is "not found" here.
                 raise NotFound("Conversation not found") if refused.status in (403, 404) else refused
@@ -114,10 +116,10 @@ class ChatCompletionsHandler(OpenAIHandler):
                                                            turn.last_user))}
         if turn.system:
             fields["metadata"] = {"systemPrompt": turn.system}
-        conversation = await chat.create_conversation(self.actor, fields)
+        conversation = await chat.create_conversation(self.caller, fields)
         for role, text in turn.history:
             if role == "user":
-                await chat.send_message(self.actor, {"conversationId": conversation["id"], "content": text})
+                await chat.send_message(self.caller, {"conversationId": conversation["id"], "content": text})
             else:
                 await chat.store_assistant_message(conversation["id"], text)
         return str(conversation["id"])
@@ -177,7 +179,7 @@ class ChatCompletionsHandler(OpenAIHandler):
     def on_connection_close(self) -> None:
         if self.conversation_id is not None and not self.reply_finished:
             # The client went away before the reply was complete: stop it (stored "cancelled").
-            task = asyncio.ensure_future(self.app.service("ai").stop(self.conversation_id))
+            task = asyncio.ensure_future(self.app.service(AI).stop(self.conversation_id))
             _stopping.add(task)
             task.add_done_callback(_stopping.discard)
         if self.watch is not None:
@@ -188,7 +190,7 @@ class ChatCompletionsHandler(OpenAIHandler):
 # Stops under way: kept referenced until done (a task nobody holds may be collected).
 _stopping: set[asyncio.Task[Any]] = set()
 
-ROUTES: list[tuple[str, type]] = [
+ROUTES: list[Route] = [
     (r"/v1/models", ModelsHandler),
     (r"/v1/chat/completions", ChatCompletionsHandler),
 ]

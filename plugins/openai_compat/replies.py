@@ -42,7 +42,8 @@ def watches_of(app: App) -> dict[str, list[ReplyWatch]]:
     state = app.plugin_state(PLUGIN)
     if not hasattr(state, "watches"):
         state.watches = {}
-    return state.watches
+    watches: dict[str, list[ReplyWatch]] = state.watches
+    return watches
 
 
 def open_watch(app: App, conversation_id: str) -> ReplyWatch:

@@ -21,18 +21,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from vachat.plugin_api import Actor, App, UserExport, hookimpl
+from vachat.plugin_api import Actor, App, Route, UserExport, hookimpl
 
 from .dispatcher import Dispatcher
 from .handlers import ROUTES
-from .service import CONTROL_CHANGED, WebhooksService
+from .service import CONTROL_CHANGED, SERVICE, WebhooksService
 from .settings import PLUGIN
 
 __version__ = "1.0.0"
 
 
 def _service(app: App) -> WebhooksService:
-    return app.service("webhooks")
+    return app.service(SERVICE)
 
 
 @hookimpl
@@ -41,7 +41,7 @@ def vachat_services(app: App) -> dict[str, Any]:
 
 
 @hookimpl
-def vachat_routes(app: App) -> list[tuple]:
+def vachat_routes(app: App) -> list[Route]:
     return list(ROUTES)
 
 
@@ -69,7 +69,7 @@ async def vachat_user_deleting(app: App, user_id: str) -> None:
 
 @hookimpl
 async def vachat_user_exporting(app: App, user_id: str, export: UserExport) -> None:
-    export.add_json("webhooks.json", await _service(app).list(user_id))  # the secrets are not in it
+    export.add_json("webhooks.json", await _service(app).of_owner(user_id))  # the secrets are not in it
 
 
 @hookimpl(optionalhook=True)

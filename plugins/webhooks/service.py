@@ -18,14 +18,14 @@ from typing import Any
 
 import peewee
 
-from vachat.plugin_api import App, NotFound, ValidationFailed, database, json_dumps, new_id, now
+from vachat.plugin_api import App, NotFound, ServiceKey, ValidationFailed, database, json_dumps, new_id, now
 
 from .models import DELIVERED, FAILED, PENDING, TEST_EVENT, Delivery, Webhook
 from .settings import settings_of
 from .signing import new_secret
 from .targets import TargetRefused, check_addresses
 
-__all__ = ["WebhooksService", "EVENT_TYPES", "TEST_EVENT", "CONTROL_CHANGED"]
+__all__ = ["WebhooksService", "SERVICE", "EVENT_TYPES", "TEST_EVENT", "CONTROL_CHANGED"]
 
 log = logging.getLogger("vachat.plugins.webhooks")
 
@@ -46,7 +46,7 @@ def _subscriptions_of(owner_id: str) -> list[tuple[str, frozenset[str]]]:
 
 
 def _owned(owner_id: str, webhook_id: str) -> Webhook:
-    webhook = Webhook.get_or_none((Webhook.id == webhook_id) & (Webhook.owner_id == owner_id)) \
+    webhook: Webhook | None = Webhook.get_or_none((Webhook.id == webhook_id) & (Webhook.owner_id == owner_id)) \
         if len(webhook_id) <= _MAX_ID_CHARS else None
     if webhook is None:
         raise NotFound("Webhook not found")
@@ -55,11 +55,11 @@ def _owned(owner_id: str, webhook_id: str) -> Webhook:
 
 def _queue(webhook_ids: list[str], event_type: str, payload: str) -> list[str]:
     moment = now()
-    rows = [{"id": new_id(), "webhook": webhook_id, "event_type": event_type, "payload": payload,
+    rows: list[dict[str, Any]] = [{"id": new_id(), "webhook": webhook_id, "event_type": event_type, "payload": payload,
              "status": PENDING, "next_attempt_at": moment, "created_at": moment} for webhook_id in webhook_ids]
     with database.atomic():
         Delivery.insert_many(rows).execute()
-    return [row["id"] for row in rows]
+    return [str(row["id"]) for row in rows]
 
 
 class WebhooksService:
@@ -89,14 +89,15 @@ class WebhooksService:
                 if Webhook.select().where(Webhook.owner_id == owner_id).count() >= limit:
                     raise ValidationFailed(f"You may have at most {limit} webhooks", details=[
                         {"field": "url", "message": f"no more than {limit} webhooks per user"}])
-                return Webhook.create(owner_id=owner_id, url=url, events=list(events), description=description,
-                                      secret=new_secret())
+                created: Webhook = Webhook.create(owner_id=owner_id, url=url, events=list(events),
+                                                  description=description, secret=new_secret())
+                return created
 
         webhook = await self.app.db.run(create)
         await self._changed(owner_id)
         return {**webhook.to_wire(), "secret": webhook.secret}
 
-    async def list(self, owner_id: str) -> list[dict[str, Any]]:
+    async def of_owner(self, owner_id: str) -> list[dict[str, Any]]:
         def read() -> list[dict[str, Any]]:
             query = Webhook.select().where(Webhook.owner_id == owner_id).order_by(Webhook.created_at, Webhook.id)
             return [webhook.to_wire() for webhook in query]
@@ -121,7 +122,8 @@ class WebhooksService:
                     webhook.failing_since, webhook.disabled_reason = None, None
                 webhook.updated_at = now()
                 webhook.save()
-            return webhook.to_wire()
+            wire: dict[str, Any] = webhook.to_wire()
+            return wire
 
         updated = await self.app.db.run(update)
         await self._changed(owner_id)
@@ -153,7 +155,9 @@ class WebhooksService:
         payload = self._payload(TEST_EVENT, {"webhookId": webhook.id, "message": "A test delivery from vachat"})
         [delivery_id] = await self.app.db.run(_queue, [webhook.id], TEST_EVENT, payload)
         self._wake()
-        return (await self.app.db.run(Delivery.get_by_id, delivery_id)).to_wire()
+        delivery: Delivery = await self.app.db.run(Delivery.get_by_id, delivery_id)
+        wire: dict[str, Any] = delivery.to_wire()
+        return wire
 
     # -- events --------------------------------------------------------------------------
 
@@ -226,3 +230,7 @@ class WebhooksService:
             return {"delivered": counts.get(DELIVERED, 0), "failed": counts.get(FAILED, 0)}
 
         return await self.app.db.run(read)
+
+
+#: ``app.service(SERVICE)``: this plugin's service, typed.
+SERVICE: ServiceKey[WebhooksService] = ServiceKey("webhooks")

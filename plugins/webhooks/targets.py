@@ -59,6 +59,6 @@ def check_addresses(url: str, allow_private: bool) -> None:
     if allow_private:
         return
     for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         if not _is_public(address):
             raise TargetRefused(f"resolves to a non-public address ({address}); deliveries go only to public addresses")

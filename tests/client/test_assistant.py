@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from vachat.client import AiDelta, Backoff, Client, Disconnected, QuotaExceeded
+from vachat.client import AiDelta, Backoff, Client, Disconnected, QuotaExceeded, ValidationFailed
 
 from .helpers import WAIT, Recorder, TcpProxy
 from .test_interactive import Terminal, messages_of, step
@@ -50,6 +50,33 @@ async def test_a_reply_streams_and_stops(production_http_server, http_port, fetc
             assert await live.stop(cid) is False  # nothing runs now
     stored = await messages_of(fetch, user, cid)
     assert [m["role"] for m in stored] == ["user", "assistant", "user", "assistant"]
+
+
+@pytest.mark.gen_test(timeout=60)
+@pytest.mark.vachat(plugins=["chat", "ai"], config=STEADY_ECHO)
+async def test_a_regenerated_reply_streams_beside_the_old_one(production_http_server, http_port, fetch, make_user):
+    user = await make_user()
+    async with await signed_in(url_of(http_port), user) as client:
+        cid = (await client.create_conversation("regenerate")).id
+        async with client.live() as live:
+            asked = await live.ask(cid, "say it again")
+            old = await asked.final()
+            again = await live.regenerate(old.id)
+            deltas = [delta async for delta in again]
+            assert len(deltas) > 1 and "".join(deltas) == again.message.content == "Echo: say it again"
+            assert again.message.id != old.id and again.message.parent_id == asked.question.id == old.parent_id
+            assert again.finish_reason == "stop"
+            with pytest.raises(ValidationFailed):
+                await live.regenerate(asked.question.id)  # only an assistant reply can be
+        # A connection that has not joined the conversation joins it to follow the new reply.
+        async with client.live() as other:
+            third = await other.regenerate(again.message.id)
+            assert "".join([delta async for delta in third]) == third.message.content == "Echo: say it again"
+        current = (await client.get_conversation(cid)).raw["currentMessageId"]
+    assert current == third.message.id
+    stored = await messages_of(fetch, user, cid)
+    assert [m["id"] for m in stored] == [asked.question.id, old.id, again.message.id, third.message.id]
+    assert {m["parentId"] for m in stored[1:]} == {asked.question.id}
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -119,3 +119,15 @@ async def test_one_shot_failures_say_why_and_exit_non_zero(production_http_serve
     assert status == 2 and "go with -m" in err
     status, _, err = await chat(url, "-m", "x")
     assert status == 2 and "no terminal" in err
+
+
+@pytest.mark.gen_test(timeout=120)
+@pytest.mark.vachat(plugins=["chat", ("fakeai", client_fake_ai)], config={"env": "development"})
+async def test_one_shot_without_a_terminal_says_how_to_create_the_account(production_http_server, http_port, fetch):
+    email = "nobody-yet@example.test"
+    status, out, err = await chat(url_of(http_port), "-m", "hello", extra_env={"VACHAT_EMAIL": email,
+                                                                             "VACHAT_PASSWORD": "Correct-Horse-9!"})
+    assert status == 1 and out == ""
+    assert f"if {email} has no account yet, create it by running `vachat chat --email {email}` on a terminal" in err
+    refused = await fetch("/api/auth/login", method="POST", json={"email": email, "password": "Correct-Horse-9!"})
+    assert refused.code == 401  # nothing was created

@@ -155,6 +155,19 @@ async def test_tokens_expiring_during_a_session_are_refreshed_unnoticed(producti
 
 @pytest.mark.gen_test
 @CHAT
+async def test_saved_tokens_resume_the_session(production_http_server, http_port, make_user):
+    user = await make_user()
+    async with Client(server(http_port)) as first:
+        await first.sign_in(user.email, user.password)
+        saved = Tokens(first.tokens.access, first.tokens.refresh)
+    async with Client(server(http_port), tokens=saved) as resumed:
+        assert (await resumed.me()).id == user.id
+        await resumed.refresh()  # the session goes on: its refresh token rotates
+        assert resumed.tokens.refresh != saved.refresh and (await resumed.me()).id == user.id
+
+
+@pytest.mark.gen_test
+@CHAT
 async def test_a_session_that_ended_stops_the_live_connection_with_unauthorized(production_http_server, http_port,
                                                                                fetch, make_user):
     user = await make_user()

@@ -10,9 +10,11 @@ Two modes:
   ``--no-reply`` sends without asking the assistant.
 - **interactive** (the default, ``vachat.client.interactive``).
 
-Credentials: ``VACHAT_API_KEY``, else an e-mail (``--email`` or ``VACHAT_EMAIL``) and a password
-(``VACHAT_PASSWORD``, else asked for on the terminal). On a development server a sign-in that
-fails offers to create the account.
+Both first check that the server answers (``/health``): an unreachable one is a one-line error
+and exit status 1 before anything is asked. Credentials: ``VACHAT_API_KEY``, else an e-mail
+(``--email`` or ``VACHAT_EMAIL``) and a password (``VACHAT_PASSWORD``, else asked for on the
+terminal, again after a refusal: three tries). On a development server a sign-in that fails
+offers to create the account (its password typed twice); without a terminal the error says how.
 
 Like the rest of ``vachat.client``, this imports nothing from the server's modules.
 """
@@ -31,9 +33,9 @@ from .interactive import run_interactive
 from .models import Conversation, Message
 from .rest import DEFAULT_URL, Client
 from .terminal import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Prompter, UsageError, choose_conversation,
-                       sign_in)
+                       open_session)
 
-__all__ = ["add_arguments", "run", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE"]
+__all__ = ["add_arguments", "run", "open_session", "Prompter", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE"]
 
 # Seconds a one-shot exchange may take in all (sign-in, send, the whole reply) before it gives up.
 DEFAULT_TIMEOUT = 300.0
@@ -93,7 +95,7 @@ async def one_shot(args: argparse.Namespace) -> int:
 
 
 async def _exchange(client: Client, args: argparse.Namespace, out: "TextOutput") -> None:
-    await sign_in(client, args, Prompter(interactive=sys.stdin.isatty()))
+    await open_session(client, args, Prompter(interactive=sys.stdin.isatty()))
     conversation = await choose_conversation(client, args.conversation)
     out.conversation(conversation)
     if args.no_reply:

@@ -5,6 +5,8 @@ never fight: finished lines are printed above the input line, the reply being ge
 token by token just above it, and a bottom bar says who is typing and whether the connection is
 down. The input line belongs to the person throughout, also while the server restarts: what
 they sent meanwhile is kept by the ``LiveConnection`` and sent when the server is back.
+While the person types a message, the conversation's other readers are told so (throttled
+``typing-start``, then ``typing-stop`` after a pause or when it is sent).
 Without a terminal (input from a pipe) it reads lines and writes the reply as it streams.
 
 Commands: ``/new [title]``, ``/list``, ``/switch N|ID``, ``/stop``, ``/search WORDS``,
@@ -16,7 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from .errors import ClientError, NotFound
 from .events import (
@@ -26,7 +28,7 @@ from .events import (
 from .live import LiveConnection
 from .models import Conversation, Message, new_client_message_id
 from .rest import Client
-from .terminal import EXIT_FAILED, EXIT_OK, Prompter, UsageError, choose_conversation, sign_in
+from .terminal import EXIT_FAILED, EXIT_OK, Prompter, UsageError, choose_conversation, open_session
 
 __all__ = ["run_interactive", "ChatSession"]
 
@@ -41,6 +43,12 @@ Anything else is sent to the assistant."""
 # Messages shown when a conversation opens, and conversations offered by /list.
 HISTORY_SHOWN = 20
 CONVERSATIONS_LISTED = 20
+# Typing indicators: while the person types a message, typing-start goes out at most once per
+# TYPING_REFRESH seconds (the server ends an indicator by itself after its typing_timeout, 6 s by
+# default, so a refresh well inside it keeps it up without a frame per keystroke), and
+# typing-stop after TYPING_PAUSE seconds without a keystroke, or when the line is sent.
+TYPING_REFRESH = 3.0
+TYPING_PAUSE = 2.0
 
 
 class Screen:
@@ -68,6 +76,10 @@ class Screen:
     def set_status(self, key: str, text: str | None) -> None:
         pass
 
+    def on_edit(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener`` with the input line's text whenever the person changes it (only a
+        terminal sees keystrokes)."""
+
     async def read_line(self) -> str | None:
         """The next line the person entered; None at the end of input."""
         raise NotImplementedError
@@ -92,7 +104,9 @@ class TerminalScreen(Screen):
         self._patch.__exit__(None, None, None)
 
     def _message(self) -> str:
-        if self._partial is None:
+        if self._partial is None or self._session.app.is_done:
+            # An accepted line stays on the screen with its prompt: without the partial reply,
+            # which is printed once, whole, when it is stored.
             return "> "
         return f"assistant: {self._partial}\n> "
 
@@ -127,6 +141,9 @@ class TerminalScreen(Screen):
             self._status.pop(key, None)
         self._redraw()
 
+    def on_edit(self, listener: Callable[[str], None]) -> None:
+        self._session.default_buffer.on_text_changed += lambda buffer: listener(buffer.text)
+
     async def read_line(self) -> str | None:
         while True:
             try:
@@ -141,7 +158,8 @@ class PlainScreen(Screen):
     """Lines in, lines out: for pipes and dumb terminals."""
 
     def __init__(self) -> None:
-        self._streaming = False
+        self._streaming = False  # the output is in the middle of a streamed reply's line
+        self._streamed = ""  # what was printed of the reply being streamed
 
     def show(self, line: str) -> None:
         if self._streaming:
@@ -152,20 +170,24 @@ class PlainScreen(Screen):
 
     def stream(self, delta: str) -> None:
         if not self._streaming:
-            sys.stdout.write("assistant: ")
+            # A reply interrupted by another line goes on, on a line of its own.
+            sys.stdout.write("assistant: " if not self._streamed else "assistant (continued): ")
             self._streaming = True
+        self._streamed += delta
         sys.stdout.write(delta)
         sys.stdout.flush()
 
     def stream_end(self, line: str) -> None:
+        streamed, self._streamed = self._streamed, ""
         if self._streaming:
             sys.stdout.write("\n")
             sys.stdout.flush()
             self._streaming = False
-        else:
-            self.show(line)
+        elif not streamed or not line.endswith(streamed):
+            self.show(line)  # not streamed here (or not as stored): shown whole
 
     def drop_stream(self) -> None:
+        self._streamed = ""
         if self._streaming:
             sys.stdout.write("\n")
             self._streaming = False
@@ -194,6 +216,11 @@ class ChatSession:
         self._sends: set[asyncio.Task[None]] = set()
         self._pending = 0  # sends not acknowledged yet
         self.assistant = True  # whether messages ask the assistant (False on a server without one)
+        self._typing_in: str | None = None  # the conversation told that this person types
+        self._typing_told_at = 0.0  # when typing-start last went out (the loop's clock)
+        self._typing_pause: asyncio.TimerHandle | None = None
+        self._background: set[asyncio.Future[Any]] = set()
+        screen.on_edit(self.edited)
 
     # -- conversations -------------------------------------------------------------------------
 
@@ -208,6 +235,7 @@ class ChatSession:
             pass  # something else is wrong; asking will say what
 
     async def switch(self, conversation: Conversation) -> None:
+        self.stopped_typing()
         if self.conversation is not None and self.conversation.id != conversation.id:
             await self.live.leave(self.conversation.id)
         self.conversation = conversation
@@ -285,11 +313,41 @@ class ChatSession:
 
     # -- what the person types ----------------------------------------------------------------------
 
+    def edited(self, text: str) -> None:
+        """The input line changed: tell the conversation that this person is typing a message
+        (not a /command), throttled, and that they stopped after a pause."""
+        if self.conversation is None or not text.strip() or text.lstrip().startswith("/"):
+            self.stopped_typing()
+            return
+        if self._typing_in not in (None, self.conversation.id):
+            self.stopped_typing()  # told in the conversation before a switch
+        loop = asyncio.get_running_loop()
+        if self._typing_in is None or loop.time() - self._typing_told_at >= TYPING_REFRESH:
+            self._typing_in, self._typing_told_at = self.conversation.id, loop.time()
+            self._in_background(self.live.typing(self.conversation.id, True))
+        if self._typing_pause is not None:
+            self._typing_pause.cancel()
+        self._typing_pause = loop.call_later(TYPING_PAUSE, self.stopped_typing)
+
+    def stopped_typing(self) -> None:
+        if self._typing_pause is not None:
+            self._typing_pause.cancel()
+            self._typing_pause = None
+        if self._typing_in is not None:
+            conversation_id, self._typing_in = self._typing_in, None
+            self._in_background(self.live.typing(conversation_id, False))
+
+    def _in_background(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def read_input(self) -> None:
         while True:
             line = await self.screen.read_line()
             if line is None:
                 return
+            self.stopped_typing()
             line = line.strip()
             if not line:
                 continue
@@ -339,10 +397,14 @@ class ChatSession:
         elif name == "/switch":
             if not rest:
                 self.screen.show("usage: /switch N (from /list) or /switch ID")
-            elif rest.isdigit() and 1 <= int(rest) <= len(self.listed):
-                await self.switch(self.listed[int(rest) - 1])
-            else:
+            elif not rest.isdigit():
                 await self.switch(await self.client.get_conversation(rest))
+            elif 1 <= int(rest) <= len(self.listed):
+                await self.switch(self.listed[int(rest) - 1])
+            elif self.listed:
+                self.screen.show(f"there is no conversation {rest} in the last /list (1-{len(self.listed)})")
+            else:
+                self.screen.show("there is no list to pick from yet: /list first")
         elif name == "/stop":
             assert self.conversation is not None
             stopped = await self.live.stop(self.conversation.id)
@@ -352,35 +414,48 @@ class ChatSession:
                 self.screen.show("usage: /search WORDS")
             else:
                 found = await self.client.search(rest)
+                titles = await self._titles({message.conversation_id for message in found.items})
                 for message in found.items:
-                    self.screen.show(f"  [{message.conversation_id}] {self._line(message)}")
+                    self.screen.show(f"  [{titles[message.conversation_id]}] {self._line(message)}")
                 if not found.items:
                     self.screen.show("  (no messages found)")
         else:
             self.screen.show(f"unknown command {name}; /help lists them")
         return True
 
+    async def _titles(self, conversation_ids: set[str]) -> dict[str, str]:
+        """The titles of conversations, fetched together (the id stands in for one that
+        cannot be read any more)."""
+        ids = sorted(conversation_ids)
+        found = await asyncio.gather(*(self.client.get_conversation(cid) for cid in ids), return_exceptions=True)
+        for answer in found:
+            if isinstance(answer, BaseException) and not isinstance(answer, ClientError):
+                raise answer
+        return {cid: answer.title if isinstance(answer, Conversation) else cid for cid, answer in zip(ids, found)}
+
     async def drain(self) -> None:
         """Let sends typed before /quit reach the server (they are acknowledged quickly)."""
-        if self._sends:
-            await asyncio.wait(set(self._sends), timeout=10)
+        if self._sends or self._background:
+            await asyncio.wait(self._sends | self._background, timeout=10)
 
 
-async def pick_conversation(client: Client, wanted: str | None, prompter: Prompter) -> Conversation:
+async def pick_conversation(client: Client, wanted: str | None,
+                            prompter: Prompter) -> tuple[Conversation, list[Conversation]]:
+    """The conversation to open, and the ones listed to pick it from (``/switch N`` numbers)."""
     if wanted or not prompter.interactive:
-        return await choose_conversation(client, wanted)  # without a terminal: the most recent
-    recent = (await client.list_conversations(limit=10)).items
+        return await choose_conversation(client, wanted), []  # without a terminal: the most recent
+    recent = (await client.list_conversations(limit=CONVERSATIONS_LISTED)).items
     if not recent:
-        return await client.create_conversation("Terminal chat")
+        return await client.create_conversation("Terminal chat"), []
     prompter.out.write("Your conversations:\n")
     for number, conversation in enumerate(recent, 1):
         prompter.out.write(f"{number:>3}. {conversation.title}\n")
     while True:
         answer = prompter.ask(f"Conversation [1-{len(recent)}, Enter for a new one]: ")
         if not answer:
-            return await client.create_conversation("Terminal chat")
+            return await client.create_conversation("Terminal chat"), []  # the list is out of date
         if answer.isdigit() and 1 <= int(answer) <= len(recent):
-            return recent[int(answer) - 1]
+            return recent[int(answer) - 1], recent
         prompter.out.write("Please give a number from the list, or press Enter.\n")
 
 
@@ -390,12 +465,13 @@ async def run_interactive(args: argparse.Namespace) -> int:
     client = Client(args.url, user_agent="vachat-chat")
     live: LiveConnection | None = None
     try:
-        await sign_in(client, args, prompter)
-        conversation = await pick_conversation(client, args.conversation, prompter)
+        await open_session(client, args, prompter)
+        conversation, listed = await pick_conversation(client, args.conversation, prompter)
         live = client.live()
         await live.connect()
         screen: Screen = TerminalScreen() if on_terminal else PlainScreen()
         session = ChatSession(client, live, screen)
+        session.listed = listed
         await screen.start()
         try:
             await session.switch(conversation)

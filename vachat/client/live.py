@@ -286,6 +286,23 @@ class LiveConnection:
             raise
         return stream
 
+    async def regenerate(self, message_id: str) -> "ReplyStream":
+        """Ask for a new assistant reply in place of the reply ``message_id`` (``POST
+        /api/chat/messages/:id/regenerate``: the old one is kept as a sibling branch); returns
+        its ``ReplyStream``, like ``ask``. Its conversation is joined if it is not yet."""
+        # Listening before the request, so no delta is missed; the answer names the conversation.
+        stream = ReplyStream(self, "")
+        try:
+            started = await self.client.regenerate(message_id)
+            stream.conversation_id, stream.message_id = started["conversationId"], started["messageId"]
+            if stream.conversation_id not in self._rooms:
+                # From the replaced reply on: the new one is delivered even if it is already stored.
+                await self.join(stream.conversation_id, since=message_id)
+        except BaseException:
+            stream.close()
+            raise
+        return stream
+
     async def stop(self, conversation_id: str) -> bool:
         """``stop-generation``: True when a reply was running (it is stored as it stands)."""
         answer = await self.request("stop-generation", {"conversationId": conversation_id}, retry=True)

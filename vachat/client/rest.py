@@ -265,12 +265,14 @@ class Client:
         try:
             response = await self._http.fetch(f"{self.base_url}/health", raise_error=False,
                                               request_timeout=self.request_timeout)
-        except OSError as error:
+        except (OSError, tornado.httpclient.HTTPClientError) as error:  # refused, or cut before an answer
             raise ConnectionFailed(f"Cannot reach {self.base_url}: {error}") from error
         try:
             report = _json_loads(response.body) if response.body else None
         except ValueError:
             report = None
+        if response.code == 599:
+            raise ConnectionFailed(f"Cannot reach {self.base_url}: {response.error}")
         if response.code not in (200, 503) or not isinstance(report, dict):
             raise ConnectionFailed(f"{self.base_url} has no vachat health report (HTTP {response.code})")
         return report
@@ -340,6 +342,13 @@ class Client:
         return MessagePage([Message.from_wire(item) for item in data["items"]], data.get("nextCursor"))
 
     # -- the assistant (the AI plugin) ----------------------------------------------------------
+
+    async def regenerate(self, message_id: str) -> dict[str, Any]:
+        """``POST /api/chat/messages/:id/regenerate``: start a new reply in place of the
+        assistant reply ``message_id`` (kept as a sibling branch). Answers ``{conversationId,
+        messageId, parentId, replaces}`` at once; the reply streams over the WebSocket
+        (``LiveConnection.regenerate`` returns it as a ``ReplyStream``)."""
+        return await self.request("POST", f"/api/chat/messages/{message_id}/regenerate")
 
     async def ai_usage(self) -> dict[str, Any]:
         """``GET /api/ai/usage``: ``{date, tier, used, limit}`` for today (UTC). ``NotFound``

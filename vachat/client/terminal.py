@@ -14,12 +14,12 @@ import sys
 from dataclasses import dataclass
 from typing import TextIO
 
-from .errors import ApiError, ClientError, Conflict, Unauthorized
+from .errors import ApiError, Conflict, Unauthorized
 from .models import Conversation
 from .rest import Client
 
-__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "UsageError", "Prompter", "sign_in",
-           "choose_conversation"]
+__all__ = ["EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED", "UsageError", "Prompter", "open_session",
+           "sign_in", "choose_conversation", "PASSWORD_TRIES"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130
@@ -30,6 +30,10 @@ class UsageError(Exception):
 
 
 # -- signing in --------------------------------------------------------------------------------
+
+# Passwords a person may type for an existing account before the command gives up (a typo
+# should not end the session, a guessing loop should).
+PASSWORD_TRIES = 3
 
 
 @dataclass
@@ -57,44 +61,83 @@ class Prompter:
     def confirm(self, question: str) -> bool:
         return self.interactive and self.ask(f"{question} [y/N] ").lower() in ("y", "yes")
 
+    def say(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
 
-async def sign_in(client: Client, args: argparse.Namespace, prompter: Prompter) -> None:
-    """Sign ``client`` in from the environment, the arguments or the person at the terminal."""
+    def new_password(self, typed: str | None = None) -> str:
+        """A new password, typed twice alike: a typo in it would make an account nobody can
+        sign in to. ``typed`` is one already typed once (it is asked again to confirm it)."""
+        while True:
+            password = typed or self.secret("Choose a password: ")
+            if self.secret("Repeat the password: ") == password:
+                return password
+            self.say("The two passwords differ; choose it again.")
+            typed = None
+
+
+async def open_session(client: Client, args: argparse.Namespace, prompter: Prompter) -> None:
+    """Make sure the server is there (its ``/health``), then sign in. The server is asked
+    first so that an unreachable one (``ConnectionFailed``) is said at once, not after the
+    person typed their credentials."""
+    report = await client.health()
+    await sign_in(client, args, prompter, development=report.get("environment") == "development")
+
+
+async def sign_in(client: Client, args: argparse.Namespace, prompter: Prompter, *, development: bool) -> None:
+    """Sign ``client`` in from the environment, the arguments or the person at the terminal.
+
+    A typed password that is refused is asked again (``PASSWORD_TRIES`` in all). On a
+    ``development`` server the first refusal offers to create the account (its password typed
+    twice); without a terminal the error says how to create it."""
     api_key = os.environ.get("VACHAT_API_KEY")
     if api_key:
         client.api_key = api_key
         await client.me()
         return
     email = args.email or prompter.ask("E-mail: ")
-    password = os.environ.get("VACHAT_PASSWORD") or prompter.secret("Password: ")
-    try:
-        await client.sign_in(email, password)
-        return
-    except Unauthorized:
-        if not prompter.interactive or not await _is_development(client):
-            raise
-    if not prompter.confirm(f"Signing in as {email} failed. Create this account on this development server?"):
-        raise Unauthorized("Invalid e-mail or password")
+    given = os.environ.get("VACHAT_PASSWORD")
+    offered = False
+    for attempt in range(1, PASSWORD_TRIES + 1):
+        password = given or prompter.secret("Password: ")
+        try:
+            await client.sign_in(email, password)
+            return
+        except Unauthorized as error:
+            refused = error
+        if not prompter.interactive:
+            break
+        if development and not offered:
+            offered = True
+            if prompter.confirm(f"Signing in as {email} failed. Create this account on this development server?"):
+                if await _create_account(client, email, password, prompter, typed=given is None):
+                    return
+        if given is not None or attempt == PASSWORD_TRIES:
+            break  # a password from the environment is the same on every try
+        prompter.say(f"{refused.message}; try again ({PASSWORD_TRIES - attempt} left).")
+    if development and not prompter.interactive:
+        raise Unauthorized(f"{refused.message} (if {email} has no account yet, create it by running "
+                           f"`vachat chat --email {email}` on a terminal)") from None
+    raise refused
+
+
+async def _create_account(client: Client, email: str, password: str, prompter: Prompter, *, typed: bool) -> bool:
+    """Register ``email``; False when it already has an account (the password was wrong)."""
+    if typed:
+        password = prompter.new_password(password)
     while True:
         try:
             await client.register(email, password)
-            prompter.out.write(f"Account {email} created.\n")
-            return
+            prompter.say(f"Account {email} created.")
+            return True
         except Conflict:
-            raise Unauthorized(f"{email} already has an account, and that is not its password") from None
+            prompter.say(f"{email} already has an account, and that is not its password.")
+            return False
         except ApiError as error:
             if error.code != "VALIDATION_FAILED":
                 raise
-            prompter.out.write(f"{error}\n")
-            password = prompter.secret("Choose another password: ")
-
-
-async def _is_development(client: Client) -> bool:
-    """Whether the server says it runs in development (``/health``'s ``environment``)."""
-    try:
-        return (await client.health()).get("environment") == "development"
-    except ClientError:
-        return False
+            prompter.say(str(error))
+            password = prompter.new_password()
 
 
 async def choose_conversation(client: Client, wanted: str | None) -> Conversation:

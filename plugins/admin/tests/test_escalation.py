@@ -37,8 +37,8 @@ async def test_a_user_manager_cannot_raise_itself_or_touch_an_administrator(fetc
 
     assert_error(await fetch(f"/api/admin/users/{plain.id}", method="PUT", user=manager, json={"role": "admin"}),
                  403, "FORBIDDEN")
-    for body in ({"isActive": False}, {"tier": "free"}, {"isEmailVerified": False}):
-        assert_error(await fetch(f"/api/admin/users/{admin_user.id}", method="PUT", user=manager, json=body),
+    for change in ({"isActive": False}, {"tier": "free"}, {"isEmailVerified": False}):
+        assert_error(await fetch(f"/api/admin/users/{admin_user.id}", method="PUT", user=manager, json=change),
                      403, "FORBIDDEN")
     assert_error(await fetch(f"/api/admin/users/{admin_user.id}", method="DELETE", user=manager), 403, "FORBIDDEN")
     assert (await _user(fetch, admin_user, admin_user))["isActive"] is True

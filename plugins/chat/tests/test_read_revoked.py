@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
 
 import pytest
 
@@ -120,7 +121,7 @@ async def test_losing_read_all_on_one_node_takes_the_socket_out_on_another(serve
         number = next(probes)
         await post(private, f"probe {number}")
         await post(public, f"sentinel {number}")
-        heard = []
+        heard: list[dict[str, Any]] = []
         while not heard or heard[-1]["content"] != f"sentinel {number}":
             heard.append(await _next_message(socket))
         return all(message["conversationId"] == public for message in heard)

@@ -1,8 +1,8 @@
 """The console and the API docs in a real browser: headless Chromium (Debian's ``chromium``)
 driven by Selenium through Debian's ``chromedriver``, against a real ``vachat serve``.
 
-Skipped where Chromium or chromedriver is missing, except under ``CI=true``, where that is a
-failure. Every wait is on something the page shows (WebDriverWait), bounded.
+They run in the suite's PostgreSQL + Redis pass. Skipped where Chromium or chromedriver is
+missing, except under ``CI=true``, where that is a failure. Every wait is on something the page shows (WebDriverWait), bounded.
 
 With ``VACHAT_SCREENSHOTS`` set to a folder, the tests save the screenshots the README shows.
 """
@@ -22,6 +22,9 @@ import pytest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
+if not os.environ.get("VACHAT_TEST_REDIS_URL"):
+    # A browser is heavy: these run in the suite's PostgreSQL + Redis pass, where CI installs it.
+    pytest.skip("runs in the PostgreSQL + Redis pass (set VACHAT_TEST_REDIS_URL)", allow_module_level=True)
 if not (CHROMIUM and CHROMEDRIVER):
     if os.environ.get("CI") == "true":
         pytest.fail("Chromium and chromedriver are required under CI=true (apt-get install chromium chromium-driver)",
@@ -52,7 +55,7 @@ def server(server_process, io_loop):
 @pytest.fixture
 def browser():
     options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
+    options.binary_location = str(CHROMIUM)
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                      "--window-size=1280,900", "--disable-features=Translate,MediaRouter",
                      "--no-first-run", "--disable-background-networking"):

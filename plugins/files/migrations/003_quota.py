@@ -12,7 +12,7 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
-def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
+def migrate(migrator: Migrator, database: pw.Database, *, fake: bool = False) -> None:
     """Create files_usage and files_reservation."""
 
     @migrator.create_model
@@ -34,7 +34,7 @@ def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
             table_name = "files_reservation"
 
 
-def rollback(migrator: Migrator, database: pw.Database, *, fake=False):
+def rollback(migrator: Migrator, database: pw.Database, *, fake: bool = False) -> None:
     """Drop files_reservation and files_usage."""
     migrator.remove_model("files_reservation")
     migrator.remove_model("files_usage")

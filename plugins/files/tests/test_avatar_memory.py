@@ -42,7 +42,7 @@ async def test_avatar_decoding_is_bounded_in_pixels_and_memory(server_process, t
     # 7,000 × 7,000 = 49 megapixels in a few KiB: refused from its header, never decoded.
     bomb = flat_png((7000, 7000), "RGB")
     status, payload = await post_avatar(server.port, bomb)
-    assert status == 415 and payload["code"] == "UNSUPPORTED_MEDIA_TYPE", payload
+    assert status == 415 and payload is not None and payload["code"] == "UNSUPPORTED_MEDIA_TYPE", payload
 
     before = peak_rss(server.process.pid)
     worst = flat_png((4000, 4000))  # exactly MAX_AVATAR_PIXELS (16,000,000), four bytes each

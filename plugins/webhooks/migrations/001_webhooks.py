@@ -16,7 +16,7 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
-def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
+def migrate(migrator: Migrator, database: pw.Database, *, fake: bool = False) -> None:
     """Create webhooks_webhook and webhooks_delivery."""
 
     @migrator.create_model
@@ -60,7 +60,7 @@ def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
             )
 
 
-def rollback(migrator: Migrator, database: pw.Database, *, fake=False):
+def rollback(migrator: Migrator, database: pw.Database, *, fake: bool = False) -> None:
     """Drop both tables."""
     migrator.remove_model("webhooks_delivery")
     migrator.remove_model("webhooks_webhook")

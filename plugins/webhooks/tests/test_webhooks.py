@@ -300,7 +300,7 @@ async def test_deleting_an_account_removes_its_webhooks_and_the_export_lists_the
 
     await app.accounts.delete_user(ada.id)
     assert await app.db.run(_deliveries) == []
-    assert await app.service("webhooks").list(ada.id) == []
+    assert await app.service("webhooks").of_owner(ada.id) == []
 
 
 @setup()
