@@ -29,7 +29,7 @@ from ..errors import Unauthorized, ValidationFailed
 from .delegation import SUPERUSER_PERMISSION
 from .cache import auth_cache, unknown_api_keys
 from .models import ApiKey, Role, User
-from .principal import CLOSE_SESSION_ENDED, principal_of
+from .principal import CLOSE_SESSION_ENDED, key_permissions, principal_of
 from .sessions import api_key_cache_key
 
 __all__ = [
@@ -69,15 +69,6 @@ def looks_like_api_key(value: str) -> bool:
 def api_key_session_id(key_id: str) -> str:
     """The hub's session id for sockets opened with a key (so revoking can close them)."""
     return f"apikey:{key_id}"
-
-
-def key_permissions(owner: frozenset[str], given: list[str] | None) -> frozenset[str]:
-    """What a key given ``given`` (None: everything) acts with while its owner holds ``owner``."""
-    if given is None:
-        return owner
-    if SUPERUSER_PERMISSION in owner:
-        return frozenset(given)
-    return owner & frozenset(given)
 
 
 def check_key_permissions(owner: frozenset[str], wanted: list[str], declared: Any) -> list[str]:

@@ -19,9 +19,8 @@ import dataclasses
 import logging
 from typing import Any
 
-from .apikeys import key_permissions
 from .models import ApiKey, Role, User
-from .principal import CLOSE_SESSION_ENDED, principal_of
+from .principal import CLOSE_SESSION_ENDED, key_permissions, principal_of
 
 __all__ = ["refresh_users", "refresh_role", "install"]
 

@@ -236,7 +236,7 @@ class ApiKey(BaseModel):
     The key (``vak_…``) is shown once at creation; only its SHA-256 is kept, plus a short
     non-secret ``prefix`` so people can tell their keys apart in a list. ``permissions`` is
     the subset of its owner's it was created with (None: all of them); it acts with the part
-    of it its owner still holds (``apikeys.key_permissions``).
+    of it its owner still holds (``principal.key_permissions``).
     """
 
     user = peewee.ForeignKeyField(User, backref="api_keys", on_delete="CASCADE", index=False)

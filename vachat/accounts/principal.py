@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .delegation import SUPERUSER_PERMISSION
 from .models import Role, User
 
-__all__ = ["principal_of", "CLOSE_SESSION_ENDED"]
+__all__ = ["principal_of", "key_permissions", "CLOSE_SESSION_ENDED"]
 
 # WebSocket close code for a socket whose session or credentials ended (4401).
 CLOSE_SESSION_ENDED = 4401
@@ -23,3 +24,12 @@ def principal_of(user: User, role: Role | None) -> dict[str, Any]:
     permissions = sorted(role.permission_set()) if role is not None else []
     return {"uid": user.id, "email": user.email, "name": user.name, "role": user.role_name,
             "perms": permissions, "tier": user.tier}
+
+
+def key_permissions(owner: frozenset[str], given: list[str] | None) -> frozenset[str]:
+    """What a key given ``given`` (None: everything) acts with while its owner holds ``owner``."""
+    if given is None:
+        return owner
+    if SUPERUSER_PERMISSION in owner:
+        return frozenset(given)
+    return owner & frozenset(given)
