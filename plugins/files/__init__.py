@@ -11,7 +11,7 @@
 - ``python run.py files reconcile [--dry-run]``.
 
 Modules: ``settings`` (the ``[plugins.files]`` section), ``models``, ``storage`` (the backend
-interface and the local disk), ``sniffing``, ``names``, ``upload`` (the streaming receiver),
+interface and the local disk), ``spool``, ``sniffing``, ``names``, ``upload`` (the streaming receiver),
 ``images``, ``service`` (published as ``app.service(FILES)``; ``api``: its ``Protocol`` and key
 for others), ``s3`` (the S3 storage backend), ``delivery``, ``handlers``, ``avatars``, ``attachments``,
 ``commands``. Imports nothing from vachat but ``vachat.plugin_api``, and of chat only its promise,

@@ -37,7 +37,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from vachat.plugin_api import StartupRefused, Unavailable
 
 from .settings import S3Settings
-from .storage import KEY_PATTERN, READ_CHUNK_BYTES, PendingObject, RunBlocking, Spool, check_key
+from .spool import KEY_PATTERN, READ_CHUNK_BYTES, RunBlocking, Spool, SpooledUpload, check_key
 
 __all__ = ["S3Storage", "PART_BYTES"]
 
@@ -157,7 +157,7 @@ class S3Storage:
 
     # -- writing -------------------------------------------------------------------------
 
-    def create(self) -> PendingObject:
+    def create(self) -> SpooledUpload:
         return self.spool.create(self._keep)
 
     async def _keep(self, path: Path, key: str) -> None:
