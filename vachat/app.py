@@ -193,22 +193,15 @@ class VachatApplication(tornado.web.Application):
                     continue
                 taken.add(route[0])
                 routes.append(tuple(route))
-        for plugin, declared in declared_events:
-            if not plugin.enabled:
-                continue
-            for handler in declared:
-                try:
-                    self.events.register(handler, plugin.name)
-                except (TypeError, ValueError) as error:
-                    log.error("%s | %s; refused", plugin.name, error)
-        for plugin, declared in declared_server_events:
-            if not plugin.enabled:
-                continue
-            for server_event in declared:
-                try:
-                    self.server_events.register(server_event, plugin.name)
-                except (TypeError, ValueError) as error:
-                    log.error("%s | %s; refused", plugin.name, error)
+        for registry, declarations in ((self.events, declared_events), (self.server_events, declared_server_events)):
+            for plugin, declared in declarations:
+                if not plugin.enabled:
+                    continue
+                for item in declared:
+                    try:
+                        registry.register(item, plugin.name)
+                    except (TypeError, ValueError) as error:
+                        log.error("%s | %s; refused", plugin.name, error)
         return routes
 
     def _checked(self, declarations: list[tuple[LoadedPlugin, Any]],

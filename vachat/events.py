@@ -9,9 +9,10 @@ the ``vachat_ws_events`` hook; the core registers its own (``auth``, ``ping``) t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Generic, Iterator, TypeVar
 
 from .config import Rate
 
@@ -20,6 +21,7 @@ __all__ = ["ws_event", "EventSpec", "EventRegistry", "ServerEvent", "server_even
 log = logging.getLogger("vachat.events")
 
 EventHandler = Callable[[Any, Any], Awaitable[Any]]
+Declared = TypeVar("Declared")
 
 
 @dataclass(frozen=True)
@@ -56,28 +58,48 @@ def ws_event(
     return decorate
 
 
-class EventRegistry:
-    def __init__(self) -> None:
-        self._events: dict[str, EventSpec] = {}
+class _Registry(Generic[Declared]):
+    """Declarations by type, each remembering the plugin that made it; a type declared twice
+    is refused (``ValueError``), a value of the wrong kind too (``TypeError``)."""
 
-    def register(self, handler: EventHandler, plugin: str = "core") -> EventSpec:
+    what = "declaration"
+
+    def __init__(self) -> None:
+        self._by_type: dict[str, Declared] = {}
+
+    def _declared(self, item: Any) -> Declared:
+        raise NotImplementedError
+
+    def register(self, item: Any, plugin: str = "core") -> Declared:
+        declared = self._declared(item)
+        kind: str = getattr(declared, "type")
+        if kind in self._by_type:
+            taken_by = getattr(self._by_type[kind], "plugin")
+            raise ValueError(f"{self.what} {kind!r} is already declared by {taken_by}")
+        declared = dataclasses.replace(declared, plugin=plugin)  # type: ignore[type-var]
+        self._by_type[kind] = declared
+        return declared
+
+    def get(self, event_type: str) -> Declared | None:
+        return self._by_type.get(event_type)
+
+    def __iter__(self) -> Iterator[Declared]:
+        return iter(sorted(self._by_type.values(), key=lambda declared: getattr(declared, "type")))
+
+    def __contains__(self, event_type: str) -> bool:
+        return event_type in self._by_type
+
+
+class EventRegistry(_Registry[EventSpec]):
+    """The client events the socket dispatches: ``@ws_event`` handlers."""
+
+    what = "event type"
+
+    def _declared(self, handler: Any) -> EventSpec:
         spec: EventSpec | None = getattr(handler, "ws_event", None)
         if spec is None:
             raise TypeError(f"{handler!r} is not decorated with @ws_event")
-        if spec.type in self._events:
-            raise ValueError(f"event type {spec.type!r} is already handled by {self._events[spec.type].plugin}")
-        spec = EventSpec(**{**spec.__dict__, "plugin": plugin})
-        self._events[spec.type] = spec
         return spec
-
-    def get(self, event_type: str) -> EventSpec | None:
-        return self._events.get(event_type)
-
-    def __iter__(self):
-        return iter(sorted(self._events.values(), key=lambda spec: spec.type))
-
-    def __contains__(self, event_type: str) -> bool:
-        return event_type in self._events
 
 
 @dataclass(frozen=True)
@@ -98,21 +120,12 @@ def server_event(event_type: str, summary: str, *, schema: str | None = None,
     return ServerEvent(event_type, summary, schema, audience)
 
 
-class ServerEventRegistry:
-    def __init__(self) -> None:
-        self._events: dict[str, ServerEvent] = {}
+class ServerEventRegistry(_Registry["ServerEvent"]):
+    """The frames the server sends (``server_event`` declarations), for the AsyncAPI document."""
 
-    def register(self, event: ServerEvent, plugin: str = "core") -> ServerEvent:
+    what = "server event"
+
+    def _declared(self, event: Any) -> "ServerEvent":
         if not isinstance(event, ServerEvent):
             raise TypeError(f"{event!r} is not a server_event(...)")
-        if event.type in self._events:
-            raise ValueError(f"server event {event.type!r} is already declared by {self._events[event.type].plugin}")
-        event = ServerEvent(**{**event.__dict__, "plugin": plugin})
-        self._events[event.type] = event
         return event
-
-    def get(self, event_type: str) -> ServerEvent | None:
-        return self._events.get(event_type)
-
-    def __iter__(self):
-        return iter(sorted(self._events.values(), key=lambda event: event.type))

@@ -13,6 +13,7 @@ What a plugin is handed:
   for node-to-node messages that are not about a room.
 - Declarations: ``hookimpl`` / ``hookspec``, ``ApiHandler`` + ``endpoint``,
   ``server_event`` to declare the frames a plugin sends (the AsyncAPI document lists them),
+  ``AssetHandler`` for a page's own files (a fixed list, with the page's CSP),
   ``StreamingBodyHandler`` for uploads (the body streamed to ``receive_chunk`` under its own
   ``max_body_size``, raised above ``MAX_JSON_BODY`` only once the caller is authorised), ``ws_event`` with ``EventContext`` and ``Reply``,
   ``requires`` and ``Permission`` (with default grants) for permissions, ``BaseModel`` for models, ``parse_size`` for a size setting
@@ -49,7 +50,7 @@ from .interfaces import (Accounts, App, Database, HookRegistrar, Hooks, Hub, Lim
                          ServiceKey)
 from .rbac import Permission, requires
 from .actor import Actor
-from .web import ApiHandler, StreamingBodyHandler, endpoint
+from .web import ApiHandler, AssetHandler, StreamingBodyHandler, endpoint
 from .wire import JSON_BLOB_MAX_BYTES, check_json_size, json_dumps
 from .ws import EventContext, Reply
 
@@ -65,7 +66,7 @@ hookspec = pluggy.HookspecMarker("vachat")
 
 __all__ = [
     # declaring
-    "hookimpl", "hookspec", "ApiHandler", "StreamingBodyHandler", "endpoint", "ws_event", "server_event", "requires", "Permission", "EventContext", "Reply",
+    "hookimpl", "hookspec", "ApiHandler", "StreamingBodyHandler", "AssetHandler", "endpoint", "ws_event", "server_event", "requires", "Permission", "EventContext", "Reply",
     "BaseModel", "JSONField", "database", "lock_rows", "now", "new_id", "Rate", "parse_size", "json_dumps",
     "check_json_size", "JSON_BLOB_MAX_BYTES",
     # what a plugin is handed

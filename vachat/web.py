@@ -12,11 +12,13 @@ import collections
 import functools
 import logging
 import math
+import os
 import re
 import traceback
 import uuid
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, cast
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Mapping, cast
 
 import tornado.web
 
@@ -32,7 +34,7 @@ from .request_info import (
 from .schemas import keyword_message
 from .wire import json_dumpb, parse_json
 
-__all__ = ["ApiHandler", "StreamingBodyHandler", "endpoint", "Endpoint", "NotFoundHandler"]
+__all__ = ["ApiHandler", "StreamingBodyHandler", "AssetHandler", "endpoint", "Endpoint", "NotFoundHandler"]
 
 log = logging.getLogger("vachat.web")
 
@@ -536,3 +538,37 @@ class NotFoundHandler(ApiHandler):
         self._body_size = 0
         self._body_limit = self.application.config.max_json_body
         raise tornado.web.HTTPError(404, reason="No such endpoint")
+
+
+class AssetHandler(tornado.web.StaticFileHandler):
+    """A page's own files (scripts, styles, images), served by name from a fixed list with
+    the page's content security policy; any other name is a 404 in the error envelope, so no
+    path can reach a file the list does not name. ETags, ``Range`` and ``HEAD`` as Tornado's
+    ``StaticFileHandler`` gives them.
+
+    Route keyword arguments: ``assets`` (the name a page asks for → the file), ``csp`` and
+    ``max_age`` (seconds browsers may keep a file; 0: revalidate every time).
+    """
+
+    def initialize(self, assets: Mapping[str, str | Path], csp: str, max_age: int = 0) -> None:  # type: ignore[override]
+        super().initialize(path=os.sep)
+        self._assets = {name: os.path.abspath(path) for name, path in assets.items()}
+        self._csp = csp
+        self._max_age = max_age
+
+    def parse_url_path(self, url_path: str) -> str:
+        return self._assets.get(url_path, "")
+
+    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+        if absolute_path not in self._assets.values():
+            raise tornado.web.HTTPError(404)
+        return super().validate_absolute_path(root, absolute_path)
+
+    def set_extra_headers(self, path: str) -> None:
+        self.set_header("Content-Security-Policy", self._csp)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", f"public, max-age={self._max_age}" if self._max_age else "no-cache")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json_dumpb({"success": False, "error": "Not found", "code": "NOT_FOUND"}))

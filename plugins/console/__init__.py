@@ -13,11 +13,7 @@ never as HTML. It talks to the same REST API and WebSocket as any other client.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import tornado.web
-
-from vachat.plugin_api import ApiHandler, App, Route, endpoint, hookimpl
+from vachat.plugin_api import ApiHandler, App, AssetHandler, Route, endpoint, hookimpl
 
 __version__ = "1.0.0"
 
@@ -43,27 +39,12 @@ class ConsolePageHandler(ApiHandler):
         self.finish((STATIC / "index.html").read_bytes())
 
 
-class ConsoleAssetHandler(tornado.web.StaticFileHandler):
-    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
-        if Path(absolute_path).name not in ASSETS or Path(absolute_path).parent != STATIC:
-            raise tornado.web.HTTPError(404)
-        return super().validate_absolute_path(root, absolute_path)
-
-    def set_extra_headers(self, path: str) -> None:
-        self.set_header("Content-Security-Policy", CONSOLE_CSP)
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Cache-Control", "no-cache")
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        self.set_header("Content-Type", "application/json")
-        self.finish({"success": False, "error": "Not found", "code": "NOT_FOUND"})
-
-
 @hookimpl
 def vachat_routes(app: App) -> list[Route]:
     if not enabled(app):
         return []
     return [
         (r"/console/?", ConsolePageHandler),
-        (r"/console/assets/(.*)", ConsoleAssetHandler, {"path": str(STATIC)}),
+        (r"/console/assets/(.*)", AssetHandler, {"assets": {name: STATIC / name for name in ASSETS},
+                                                 "csp": CONSOLE_CSP}),
     ]

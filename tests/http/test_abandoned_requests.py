@@ -13,8 +13,10 @@ BODY_DECLARED = 1024 * 1024  # MAX_JSON_BODY: the largest body a login may decla
 ABANDONED = 200
 AT_ONCE = 10
 WARM_UP = 20
-# 200 bodies of 1 MiB each stayed in memory before; what is left is the allocator's noise.
-RSS_GROWTH_BOUND = 32 * 1024 * 1024
+# 200 bodies of 1 MiB each stayed in memory before (+200 MiB). What is left is the allocator's
+# high-water mark, which depends on how many bodies the server held at once: a loaded machine
+# lets more of them pile up before it reads them (measured +3 MiB alone, +34 MiB under load).
+RSS_GROWTH_BOUND = 64 * 1024 * 1024
 SHUTDOWN_GRACE = 60  # s: the test fails long before a shutdown that waits for it
 
 

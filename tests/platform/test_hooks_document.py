@@ -20,7 +20,7 @@ def test_docs_hooks_md_is_what_the_specs_generate():
 
 def test_every_hook_of_the_core_and_the_builtin_plugins_is_listed_with_its_arguments():
     manager = builtin_manager()
-    assert set(builtin_plugins()) == {"admin", "ai", "chat", "files"}
+    assert set(builtin_plugins()) == {"admin", "ai", "chat", "console", "files", "openai_compat", "webhooks"}
     text = DOCUMENT.read_text()
     for name in manager.hook_owners:
         section = text.split(f"### `{name}(", 1)

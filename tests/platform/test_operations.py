@@ -109,10 +109,16 @@ async def test_openapi_is_built_from_the_declarations(app, fetch):
 
 @pytest.mark.gen_test
 async def test_docs_page(fetch):
+    """The interactive reference loads this server's document, which lists plugins' routes and
+    events (the page itself is tested in a browser: plugins/console/tests)."""
     response = await fetch("/api/docs")
     assert response.code == 200 and response.headers["Content-Type"].startswith("text/html")
-    assert b"/api/sample/widgets" in response.body and b"sample-echo" in response.body
-    assert "script-src" not in response.headers["Content-Security-Policy"]
+    assert b"/api/docs/assets/init.js" in response.body
+    assert b'url: "/api/openapi.json"' in (await fetch("/api/docs/assets/init.js")).body
+    document = (await fetch("/api/openapi.json")).json
+    assert "/api/sample/widgets" in document["paths"]
+    assert "sample-echo" in {event["type"] for event in document["x-websocket-events"]}
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
 
 
 @needs_postgres

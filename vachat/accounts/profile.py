@@ -41,7 +41,7 @@ from .models import User, UserPreferences
 from .passwords import check_policy, hash_password, verify_password
 from .sessions import invalidate_user, revoke_user_sessions
 
-__all__ = ["ROUTES", "profile_of", "is_timezone"]
+__all__ = ["ROUTES", "profile_of", "is_timezone", "confirmed_by_password"]
 
 # Wire name → User column, for the plain profile fields (preferences live in their own table).
 PROFILE_FIELDS = {
@@ -156,6 +156,33 @@ def _set_password(user_id: str, password_hash: str, revoke_api_keys: bool, ip: s
     return revoked
 
 
+async def confirmed_by_password(handler: ApiHandler, password: str, *, field: str, purpose: str,
+                                refused: str) -> User:
+    """The signed-in caller's account, once ``password`` proved it is the person: what a
+    change only the person may make (a new password, deleting the account) asks first.
+
+    An API key or a token without a session is 403: a key is a credential for scripts, not
+    proof of the person. Attempts count per user and ``purpose`` at ``RATE_LIMIT_AUTH``, so a
+    stolen access token cannot be used to guess the password. A wrong password is 400 on
+    ``field``, not 401 (which tells clients their session is gone), and audited as ``refused``.
+    """
+    app = handler.application
+    actor = handler.actor
+    if actor is None or actor.api_key_id is not None or actor.session_id is None:
+        raise Forbidden("Sign in with your password to do this; an API key cannot")
+    decision = await app.limiter.hit(f"auth:{purpose}:user:{actor.id}", app.config.rate_limit_auth)
+    if not decision.allowed:
+        raise RateLimited("Too many attempts; try again later", retry_after=decision.retry_after)
+    user: User | None = await app.db.run(User.get_or_none, User.id == actor.id)
+    if user is None:
+        raise Unauthorized()
+    if not await verify_password(app, password, user.password_hash):
+        which = "current password" if field == "currentPassword" else "password"
+        await audit(app, handler, refused, user_id=user.id, details={"reason": f"wrong_{which.replace(' ', '_')}"})
+        raise ValidationFailed(f"The {which} is incorrect", details=[{"field": field, "message": "is incorrect"}])
+    return user
+
+
 class ChangePasswordHandler(ApiHandler):
     @endpoint("Change my password", body="core/users/change-password",
               response="core/users/change-password-result", tags=("users",), errors=(400, 403, 429),
@@ -165,20 +192,9 @@ class ChangePasswordHandler(ApiHandler):
     async def post(self) -> None:
         app = self.application
         actor = self.actor
-        if actor.api_key_id is not None or actor.session_id is None:
-            raise Forbidden("Sign in with your password to change it; an API key cannot")
-        decision = await app.limiter.hit(f"auth:change-password:user:{actor.id}", app.config.rate_limit_auth)
-        if not decision.allowed:
-            raise RateLimited("Too many attempts; try again later", retry_after=decision.retry_after)
-        user = await app.db.run(User.get_or_none, User.id == actor.id)
-        if user is None:
-            raise Unauthorized()
         current, new = self.body["currentPassword"], self.body["newPassword"]
-        if not await verify_password(app, current, user.password_hash):
-            await audit(app, self, AUTH_PASSWORD_CHANGE_FAILED, user_id=user.id,
-                        details={"reason": "wrong_current_password"})
-            raise ValidationFailed("The current password is incorrect", details=[
-                {"field": "currentPassword", "message": "is incorrect"}])
+        user = await confirmed_by_password(self, current, field="currentPassword", purpose="change-password",
+                                           refused=AUTH_PASSWORD_CHANGE_FAILED)
         if normalize_password(new) == normalize_password(current):
             raise ValidationFailed("Choose a password different from the current one", details=[
                 {"field": "newPassword", "message": "must differ from the current password"}])

@@ -23,20 +23,14 @@ from typing import Any
 
 from tornado.iostream import StreamClosedError
 
-from ..errors import Forbidden, RateLimited, Unauthorized, ValidationFailed
+from ..errors import RateLimited, Unauthorized
 from ..exports import UserExport
 from ..web import ApiHandler, endpoint
 from .audit import USER_DELETION_FAILED, USER_EXPORTED, audit
 from .models import User, UserPreferences
-from .passwords import verify_password
-from .profile import profile_of
+from .profile import confirmed_by_password, profile_of
 
 __all__ = ["ROUTES", "DeleteMeHandler", "ExportHandler"]
-
-
-def _require_session(actor: Any, what: str) -> None:
-    if actor.api_key_id is not None or actor.session_id is None:
-        raise Forbidden(f"Sign in with your password to {what}; an API key cannot")
 
 
 def _profile_document(user_id: str) -> dict[str, Any] | None:
@@ -58,20 +52,9 @@ class DeleteMeHandler(ApiHandler):
                           "usage, webhooks, sessions, keys); open sockets close with 4401. The last "
                           "administrator cannot delete themself (409). An API key cannot (403).")
     async def delete(self) -> None:
-        app = self.application
-        actor = self.actor
-        _require_session(actor, "delete your account")
-        decision = await app.limiter.hit(f"auth:delete-account:user:{actor.id}", app.config.rate_limit_auth)
-        if not decision.allowed:
-            raise RateLimited("Too many attempts; try again later", retry_after=decision.retry_after)
-        user = await app.db.run(User.get_or_none, User.id == actor.id)
-        if user is None:
-            raise Unauthorized()
-        if not await verify_password(app, self.body["password"], user.password_hash):
-            await audit(app, self, USER_DELETION_FAILED, user_id=user.id, details={"reason": "wrong_password"})
-            raise ValidationFailed("The password is incorrect", details=[
-                {"field": "password", "message": "is incorrect"}])
-        await app.accounts.delete_user(user.id, actor_id=user.id, request=self)
+        user = await confirmed_by_password(self, self.body["password"], field="password", purpose="delete-account",
+                                           refused=USER_DELETION_FAILED)
+        await self.application.accounts.delete_user(user.id, actor_id=user.id, request=self)
         self.respond(None, message="Your account and everything it held were deleted")
 
 

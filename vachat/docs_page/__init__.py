@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import swagger_ui
-import tornado.web
 
-from ..web import ApiHandler, endpoint
+from ..web import ApiHandler, AssetHandler, endpoint
 
 __all__ = ["DOCS_ROUTES", "DOCS_PAGE_CSP"]
 
@@ -48,30 +47,7 @@ class DocsPageHandler(ApiHandler):
         self.render(str(_HERE / "docs.html"), version=self.application.version)
 
 
-class DocsAssetHandler(tornado.web.StaticFileHandler):
-    """One of ``_ASSETS``, with the docs page's policy; anything else is 404."""
-
-    @classmethod
-    def get_absolute_path(cls, root: str, path: str) -> str:
-        asset = _ASSETS.get(path)
-        return str(asset) if asset is not None else str(Path(root) / "missing")
-
-    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
-        if absolute_path not in {str(p) for p in _ASSETS.values()}:
-            raise tornado.web.HTTPError(404)
-        return absolute_path
-
-    def set_extra_headers(self, path: str) -> None:
-        self.set_header("Content-Security-Policy", DOCS_PAGE_CSP)
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Cache-Control", f"public, max-age={_ASSET_MAX_AGE}")
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        self.set_header("Content-Type", "application/json")
-        self.finish({"success": False, "error": "Not found", "code": "NOT_FOUND"})
-
-
 DOCS_ROUTES: list[tuple[Any, ...]] = [
     (r"/api/docs", DocsPageHandler),
-    (r"/api/docs/assets/(.*)", DocsAssetHandler, {"path": str(_HERE)}),
+    (r"/api/docs/assets/(.*)", AssetHandler, {"assets": _ASSETS, "csp": DOCS_PAGE_CSP, "max_age": _ASSET_MAX_AGE}),
 ]
