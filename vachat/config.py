@@ -74,6 +74,12 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message says which and why."""
 
 
+class StartupRefused(ConfigError):
+    """Raised by a plugin's ``vachat_startup`` when the node cannot work with its configuration
+    (a bucket that does not exist and cannot be made): start-up stops, and ``vachat serve``
+    exits with status 2 and this message, instead of serving without the plugin's resources."""
+
+
 @dataclass(frozen=True)
 class Rate:
     """``count`` events per ``period`` seconds, written ``"100/60s"`` (units s, m, h)."""

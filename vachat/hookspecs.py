@@ -152,7 +152,8 @@ def vachat_startup(app: "App") -> "MaybeAwaitable[None]":
     """Called once the database, broker and hub are ready, before the port opens.
 
     May return an awaitable. Start background tasks here and keep their handles in
-    ``app.plugin_state(name)``.
+    ``app.plugin_state(name)``. Raise ``StartupRefused`` when the node cannot work (start-up
+    stops, exit status 2); any other error is logged and start-up goes on.
     """
 
 

@@ -26,6 +26,8 @@ What a plugin is handed:
   ``Protocol`` its owner exports: ``app.service(CHAT)`` is a ``ChatService``), ``Route``,
   ``HookRegistrar`` (``vachat_addhooks``' argument), ``MaybeAwaitable`` (what a hook may return).
 - The typed errors (``NotFound``, ``Conflict`` …), each rendered as the error envelope.
+- ``StartupRefused(message)``, raised from ``vachat_startup`` when the node cannot work (a
+  missing bucket): start-up stops and ``vachat serve`` exits with status 2 and the message.
 
 A module may also set ``REQUIRES = ("chat",)`` (plugins it cannot work without),
 ``SCHEMAS_DIR`` / ``MIGRATIONS_DIR`` (when not ``schemas/`` and ``migrations/`` beside it).
@@ -35,7 +37,7 @@ A module may also set ``REQUIRES = ("chat",)`` (plugins it cannot work without),
 
 import pluggy
 
-from .config import Rate, parse_size
+from .config import Rate, StartupRefused, parse_size
 from .db import BaseModel, JSONField, database, lock_rows, now
 from .errors import (
     ApiError, Conflict, Forbidden, InternalError, NotFound, PayloadTooLarge, QuotaExceeded,
@@ -74,4 +76,6 @@ __all__ = [
     "ApiError", "ValidationFailed", "Unauthorized", "TokenExpired", "Forbidden", "NotFound",
     "Conflict", "PayloadTooLarge", "UnsupportedMediaType", "RateLimited", "QuotaExceeded",
     "InternalError", "Unavailable",
+    # stopping start-up (``vachat_startup``): the node exits with status 2 and the message
+    "StartupRefused",
 ]

@@ -40,6 +40,7 @@ from typing import Any, Iterable
 import pluggy
 
 from . import __version__, hookspecs
+from .config import StartupRefused
 from .errors import ApiError
 
 __all__ = ["PluginManager", "LoadedPlugin", "PluginLoadError", "HookCaller", "BoundHook", "ENTRY_POINT_GROUP",
@@ -363,14 +364,17 @@ class PluginManager:
         return results
 
     async def notify(self, hook_name: str, **kwargs: Any) -> None:
-        """Call a notification hook on every plugin; failures are logged, never raised (a
-        caller's wrong arguments are the caller's ``TypeError``)."""
+        """Call a notification hook on every plugin; failures are logged, never raised, but a
+        ``StartupRefused`` (start-up must stop; a caller's wrong arguments are the caller's
+        ``TypeError``)."""
         self.check_arguments(hook_name, kwargs)
         for plugin, impl in self._implementations(hook_name):
             try:
                 result = self._invoke(impl, kwargs)
                 if inspect.isawaitable(result):
                     await result
+            except StartupRefused:
+                raise
             except Exception:
                 log.exception("%s | %s failed", plugin.name, hook_name)
 

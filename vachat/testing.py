@@ -23,6 +23,10 @@ Installing vachat gives every test suite, the core's and a plugin author's, the 
     ``.session_id``, ``.auth_headers``): a real account signed in with real tokens.
 ``admin_user``
     An ``AccountUser`` with the ``admin`` role (``*``).
+``seaweedfs``
+    A real S3 server for the session (``vachat.testing_seaweedfs``): ``S3Server`` with
+    ``endpoint``, credentials, ``env(bucket, prefix)`` and ``client()``; skips where the ``weed``
+    binary is missing, fails instead when ``CI=true``.
 
 ``user=`` is a user id string (authenticated by the test auth plugin as ``Bearer test:<id>``;
 grant permissions with ``headers={"X-Test-Permissions": "files.access_all"}``) or any object with
@@ -61,8 +65,9 @@ import tornado.websocket
 from . import testing_auth
 from .app import VachatApplication
 from .config import Settings, load_settings
+from .testing_seaweedfs import S3Server, seaweedfs  # noqa: F401 (a fixture of this pytest plugin)
 
-__all__ = ["eventually", "needs_postgres", "needs_redis", "needs_shared_services", "raw_upgrade", "client_frame", "parse_frames", "Response", "WsClient", "ServerProcess", "assert_error", "error_fields", "login", "AccountUser", "make_test_settings", "reset_database"]
+__all__ = ["eventually", "needs_postgres", "needs_redis", "needs_shared_services", "raw_upgrade", "client_frame", "parse_frames", "Response", "WsClient", "ServerProcess", "assert_error", "error_fields", "login", "AccountUser", "make_test_settings", "reset_database", "S3Server"]
 
 # Every wait in a test is bounded; a frame that has not come in this long (s) is not coming.
 DEFAULT_WAIT = 5.0

@@ -11,10 +11,11 @@
 - ``python run.py files reconcile [--dry-run]``.
 
 Modules: ``settings`` (the ``[plugins.files]`` section), ``models``, ``storage`` (the backend
-interface and the local disk), ``sniffing``, ``names``, ``upload`` (the streaming receiver),
+interface and the local disk), ``spool``, ``sniffing``, ``names``, ``upload`` (the streaming receiver),
 ``images``, ``service`` (published as ``app.service(FILES)``; ``api``: its ``Protocol`` and key
-for others), ``delivery``, ``handlers``, ``avatars``, ``attachments``, ``commands``. Imports
-nothing from vachat but ``vachat.plugin_api``, and of chat only its promise, ``plugins.chat.api``.
+for others), ``s3`` (the S3 storage backend), ``delivery``, ``handlers``, ``avatars``, ``attachments``,
+``commands``. Imports nothing from vachat but ``vachat.plugin_api``, and of chat only its promise,
+``plugins.chat.api``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .api import FILES
 from .commands import add_commands
 from .images import stop_decoding
 from .service import ACCESS_ALL, FilesService
-from .storage import storage_of
+from .storage import close_storage, open_storage
 
 __version__ = "1.0.0"
 
@@ -62,12 +63,13 @@ def vachat_commands(commands: Any) -> None:
 
 @hookimpl
 async def vachat_startup(app: App) -> None:
-    await app.run_blocking(storage_of, app)  # creates the upload folders, off the IOLoop
+    await open_storage(app)  # the upload folders, or the bucket (made if missing)
 
 
 @hookimpl
-def vachat_shutdown(app: App) -> None:
+async def vachat_shutdown(app: App) -> None:
     stop_decoding(app)
+    await close_storage(app)
 
 
 @hookimpl

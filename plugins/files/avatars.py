@@ -75,7 +75,7 @@ class AvatarUploadHandler(UploadingHandler):
             file = await service.store(owner, avatar, purpose=PURPOSE_AVATAR, keep_exif=True,
                                        public_token=new_public_token())
         except BaseException:
-            await app.run_blocking(pending.discard)
+            await pending.discard()
             raise
         previous = await app.db.run(lambda: list(File.select().where(
             (File.owner_id == owner) & (File.purpose == PURPOSE_AVATAR) & (File.id != file.id))))

@@ -4,12 +4,17 @@ It finds and removes
 - objects in storage that no row names (an upload that crashed between commit and insert, a
   delete whose object removal failed), once they are older than ``GRACE_SECONDS`` so an
   upload being committed right now is never taken;
-- temporary files of uploads abandoned by a crash (older than ``GRACE_SECONDS``);
-- rows whose object is gone (restored backups, a disk replaced), with their avatar URLs.
+- temporary files of uploads abandoned by a crash (older than ``GRACE_SECONDS``), and on S3
+  multipart uploads a crash left unfinished;
+- rows whose object is gone (restored backups, a disk replaced), with their avatar URLs. A row
+  goes only when its object is missing from the listing *and* a direct look confirms it; if the
+  store cannot be asked, the command stops (exit 1) and the row stays.
 
 ``--dry-run`` reports the same findings and changes nothing. The command runs outside the
-server's IOLoop with the database bound, so it calls Peewee and the storage directly. It prints
-one line per finding and a summary, and exits 0 (1 when the files table does not exist yet).
+server, on a loop of its own with the database bound: it calls Peewee directly and awaits the
+storage (the backend the server uses: run it with the same settings). It prints one line per
+finding and a summary, and exits 0 (1 when the files table does not exist yet or the storage
+failed, 2 when the storage cannot be opened).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 from vachat.plugin_api import App, database
 
 from .models import PURPOSE_AVATAR, File
-from .storage import storage_of
+from .storage import close_storage, open_storage
 
 __all__ = ["add_commands", "reconcile"]
 
@@ -45,42 +50,57 @@ def reconcile(app: App, args: Any) -> int:
     if not database.table_exists(File._meta.table_name):
         print("files: the files table does not exist yet (run migrations first)")
         return 1
-    storage = storage_of(app)
-    verb = "would remove" if dry_run else "removed"
+    return asyncio.run(_reconcile(app, dry_run, grace))
 
-    known = {row.stored_name for row in File.select(File.stored_name)}
-    orphans = [key for key in storage.keys(older_than=grace) if key not in known]
+
+async def _reconcile(app: App, dry_run: bool, grace: int) -> int:
+    # This loop serves this command alone: Peewee is called directly, storage is awaited.
+    storage = await open_storage(app)
+    try:
+        return await _reconcile_with(app, storage, dry_run, grace)
+    except Exception as error:  # the store failed midway: what was done is printed above
+        print(f"files reconcile stopped: the storage failed ({type(error).__name__}: {error}); "
+              "nothing else was changed")
+        return 1
+    finally:
+        await close_storage(app)
+
+
+async def _reconcile_with(app: App, storage: Any, dry_run: bool, grace: int) -> int:
+    verb = "would remove" if dry_run else "removed"
+    # Rows first, then the store: an object is committed before its row is inserted, so every
+    # row read here has its object listed below unless it is really gone.
+    rows = list(File.select(File.id, File.stored_name, File.owner_id, File.purpose))
+    known = {row.stored_name for row in rows}
+
+    orphans = [key async for key in storage.keys(older_than=grace) if key not in known]
     for key in orphans:
         if not dry_run:
-            storage.delete(key)
+            await storage.delete(key)
         print(f"{verb} orphan object {key}")
 
-    stale = list(storage.stale_uploads(older_than=grace))
+    stale = [name async for name in storage.stale_uploads(older_than=grace)]
     for name in stale:
         if not dry_run:
-            storage.remove_stale_upload(name)
+            await storage.remove_stale_upload(name)
         print(f"{verb} abandoned upload {name}")
 
-    missing = [row for row in File.select(File.id, File.stored_name, File.owner_id, File.purpose)
-               if not storage.exists(row.stored_name)]
+    present = {key async for key in storage.keys()}
+    # A row is dropped only when the listing lacks its object and a direct look confirms it;
+    # a look that fails raises, and the row stays.
+    missing = [row for row in rows if row.stored_name not in present and not await storage.exists(row.stored_name)]
     for row in missing:
         print(f"{verb} row {row.id} (its object {row.stored_name} is gone)")
     if missing and not dry_run:
         with database.atomic():
             File.delete().where(File.id.in_([row.id for row in missing])).execute()
         avatar_owners = {row.owner_id for row in missing if row.purpose == PURPOSE_AVATAR}
-        if avatar_owners:
-            try:
-                asyncio.run(_clear_avatars(app, avatar_owners))
-            except Exception as error:  # the rows are gone either way; say what is left to do
-                print(f"could not clear the avatar URL of {len(avatar_owners)} users: {error}")
+        try:
+            for owner in avatar_owners:
+                await app.accounts.set_avatar_url(owner, None)
+        except Exception as error:  # the rows are gone either way; say what is left to do
+            print(f"could not clear the avatar URL of {len(avatar_owners)} users: {error}")
 
     print(f"files reconcile{' (dry run)' if dry_run else ''}: {len(orphans)} orphan objects, "
           f"{len(stale)} abandoned uploads, {len(missing)} rows without objects")
     return 0
-
-
-async def _clear_avatars(app: App, owners: set[str]) -> None:
-    for owner in owners:
-        await app.accounts.set_avatar_url(owner, None)
-

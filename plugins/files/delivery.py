@@ -6,8 +6,9 @@
   with ``Content-Range``; a range that starts past the end is 416 with ``bytes */size``.
   Several ranges are answered with the whole file (RFC 9110 lets a server ignore ``Range``).
   ``If-Range`` with another ETag also gets the whole file.
-- The body is read ``CHUNK_BYTES`` at a time on a worker thread and flushed before the next
-  read: memory stays flat however large the file, and a slow client slows the reads.
+- The body is read from storage in chunks (``READ_CHUNK_BYTES`` from the local disk, on a worker
+  thread; a streamed GET from a bucket), each flushed before the next is read: memory stays
+  flat however large the file, and a slow client slows the reads.
 
 This module must never read a whole file into memory, and never let a client's header pick
 what is read other than the byte offsets of the one file already chosen.
@@ -15,6 +16,7 @@ what is read other than the byte offsets of the one file already chosen.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +25,9 @@ from tornado.iostream import StreamClosedError
 
 from vachat.plugin_api import ApiError
 
-__all__ = ["ByteRange", "etag_of", "etag_matches", "requested_range", "send_file", "CHUNK_BYTES",
+__all__ = ["ByteRange", "etag_of", "etag_matches", "requested_range", "send_file",
            "RangeNotSatisfiable"]
 
-#: Bytes read from storage and written to the socket at a time: large enough that per-chunk
-#: overhead is small, small enough that hundreds of parallel downloads stay cheap.
-CHUNK_BYTES = 256 * 1024
 # ASCII digits only (``\d`` also takes other scripts' digits).
 _RANGE = re.compile(r"^\s*bytes\s*=\s*([0-9]*)\s*-\s*([0-9]*)\s*$", re.IGNORECASE)
 #: A byte position of more digits than this lies past any file (2**63 has 19 digits): such a
@@ -99,24 +98,16 @@ def requested_range(headers: Any, size: int, etag: str) -> ByteRange | None:
 
 
 async def send_file(handler: Any, storage: Any, key: str, byte_range: ByteRange | None, size: int) -> bool:
-    """Write the file (or its range) to ``handler`` chunk by chunk; returns False when the
-    client went away first. Headers and status are the caller's."""
-    app = handler.app
-    start, remaining = (byte_range.start, byte_range.length) if byte_range else (0, size)
-    stream = await app.run_blocking(storage.open, key)
-    try:
-        if start:
-            await app.run_blocking(stream.seek, start)
-        while remaining > 0:
-            chunk = await app.run_blocking(stream.read, min(CHUNK_BYTES, remaining))
-            if not chunk:
-                break  # the file shrank under us (deleted meanwhile): end the response short
-            remaining -= len(chunk)
+    """Write the file (or its range) to ``handler`` chunk by chunk as storage yields them;
+    returns False when the client went away first (the read is closed at once). Headers and
+    status are the caller's; ``FileNotFoundError`` when the object is gone."""
+    start, length = (byte_range.start, byte_range.length) if byte_range else (0, size)
+    # A file that shrank under us (deleted meanwhile) ends the response short.
+    async with contextlib.aclosing(storage.read(key, start, length)) as chunks:
+        async for chunk in chunks:
             handler.write(chunk)
             try:
                 await handler.flush()
             except StreamClosedError:
                 return False
-    finally:
-        await app.run_blocking(stream.close)
     return True

@@ -13,24 +13,14 @@ from .storage import storage_of
 
 __all__ = ["add_files"]
 
-# Bytes read from storage at a time: large enough to keep the archive's thread busy, small
-# enough that many exports at once stay light.
-_CHUNK_BYTES = 256 * 1024
-
 
 def _files_of(owner_id: str) -> list[File]:
     return list(File.select().where(File.owner_id == owner_id).order_by(File.created_at, File.id))
 
 
 def _contents(app: App, key: str) -> Any:
-    async def chunks() -> AsyncIterator[bytes]:
-        storage = storage_of(app)
-        stream = await app.run_blocking(storage.open, key)
-        try:
-            while chunk := await app.run_blocking(stream.read, _CHUNK_BYTES):
-                yield chunk
-        finally:
-            await app.run_blocking(stream.close)
+    def chunks() -> AsyncIterator[bytes]:
+        return storage_of(app).read(key)  # READ_CHUNK_BYTES at a time, from disk or bucket
 
     return chunks
 

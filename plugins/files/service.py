@@ -88,7 +88,7 @@ class FilesService:
                     size, sha256 = await app.run_blocking(_digest_of, received.pending)
             if not await app.run_blocking(confirm_structure, received.pending.path, received.mime_type):
                 raise UnsupportedMediaType("The file is damaged or not what its contents claim")
-            key = await app.run_blocking(received.pending.commit)
+            key = await received.pending.commit()
 
             def create() -> File:
                 created: File = File.create(owner_id=owner_id, original_name=received.original_name, stored_name=key,
@@ -100,7 +100,7 @@ class FilesService:
         except BaseException:
             await app.db.run(release, reservation)
             if key is not None:
-                await app.run_blocking(self.storage.delete, key)
+                await self._remove_objects([key])
             raise
 
     # -- reading ---------------------------------------------------------------------
@@ -185,16 +185,11 @@ class FilesService:
 
     async def _remove_objects(self, keys: list[str]) -> None:
         storage = self.storage
-
-        def remove() -> None:
-            for key in keys:
-                try:
-                    storage.delete(key)
-                except OSError:
-                    log.warning("could not remove a stored file; files reconcile will", exc_info=True)
-
-        if keys:
-            await self._app.run_blocking(remove)
+        for key in keys:
+            try:
+                await storage.delete(key)
+            except Exception:  # left as an orphan without a row, for files reconcile
+                log.warning("could not remove a stored file; files reconcile will", exc_info=True)
 
 
 def new_public_token() -> str:

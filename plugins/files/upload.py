@@ -148,7 +148,7 @@ class UploadReceiver:
         if self._inflight is not None and not self._inflight.done():
             await asyncio.wait([self._inflight])
         if self.pending is not None:
-            await self._app.run_blocking(self.pending.discard)
+            await self.pending.discard()
 
     # -- on the worker thread ----------------------------------------------------
 

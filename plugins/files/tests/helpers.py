@@ -107,9 +107,64 @@ async def upload(fetch: Any, user: Any, filename: str, data: bytes, declared: st
     return await fetch(path, method="POST", body=body, headers={"Content-Type": content_type}, user=user)
 
 
-def stored_objects(root: Path) -> list[Path]:
-    """Committed objects under an upload folder (the sharded files)."""
-    return sorted(p for p in root.glob("??/??/*") if p.is_file())
+class Store:
+    """The objects a node's backend holds, seen behind vachat's back: the sharded files under
+    its upload folder, or the keys under its prefix in the bucket (through a plain botocore
+    client). Keys are the plugin's own (``ab/cd/<32 hex>``), without the prefix."""
+
+    def __init__(self, root: Path, s3: Any = None, bucket: str = "", prefix: str = "") -> None:
+        self.root = root
+        self._s3, self._bucket, self._prefix = s3, bucket, prefix
+
+    def keys(self) -> list[str]:
+        if self._s3 is None:
+            return sorted(str(p.relative_to(self.root)) for p in self.root.glob("??/??/*") if p.is_file())
+        pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=self._prefix)
+        return sorted(item["Key"][len(self._prefix):] for page in pages for item in page.get("Contents", []))
+
+    def read(self, key: str) -> bytes:
+        if self._s3 is None:
+            return (self.root / key).read_bytes()
+        return self._s3.get_object(Bucket=self._bucket, Key=self._prefix + key)["Body"].read()
+
+    def contents(self) -> list[bytes]:
+        return sorted(self.read(key) for key in self.keys())
+
+    def put(self, key: str, data: bytes) -> None:
+        if self._s3 is None:
+            (self.root / key).parent.mkdir(parents=True, exist_ok=True)
+            (self.root / key).write_bytes(data)
+        else:
+            self._s3.put_object(Bucket=self._bucket, Key=self._prefix + key, Body=data)
+
+    def remove(self, key: str) -> None:
+        if self._s3 is None:
+            (self.root / key).unlink()
+        else:
+            self._s3.delete_object(Bucket=self._bucket, Key=self._prefix + key)
+
+    def exists(self, key: str) -> bool:
+        return key in self.keys()
+
+    def incoming(self) -> list[Path]:
+        """Uploads still in the node's spool (with any backend)."""
+        return incoming(self.root)
+
+    def abandon_multipart(self, key: str) -> list[str]:
+        """On S3, start a multipart upload of ``key`` and leave it, as a crash would: the name
+        ``files reconcile`` reports for it. Nothing on disk."""
+        if self._s3 is None:
+            return []
+        upload = self._s3.create_multipart_upload(Bucket=self._bucket, Key=self._prefix + key)
+        self._s3.upload_part(Bucket=self._bucket, Key=self._prefix + key, UploadId=upload["UploadId"],
+                             PartNumber=1, Body=b"first part")
+        return [f"multipart:{key}:{upload['UploadId']}"]
+
+    def multipart_uploads(self) -> list[str]:
+        if self._s3 is None:
+            return []
+        listed = self._s3.list_multipart_uploads(Bucket=self._bucket, Prefix=self._prefix)
+        return [upload["Key"] for upload in listed.get("Uploads", [])]
 
 
 def incoming(root: Path) -> list[Path]:

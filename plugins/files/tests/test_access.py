@@ -6,7 +6,7 @@ import pytest
 
 from vachat.testing import assert_error
 
-from .helpers import TEXT, pdf_bytes, png_bytes, stored_objects, upload
+from .helpers import TEXT, pdf_bytes, png_bytes, upload
 
 ACCESS_ALL = {"X-Test-Permissions": "files.access_all"}
 
@@ -50,21 +50,19 @@ async def test_files_access_all_reads_and_deletes_anyones_file(app, fetch):
 
 
 @pytest.mark.gen_test
-async def test_deleting_removes_the_row_and_the_bytes(app, fetch):
-    root = app.plugin_state("files").settings.upload_path
+async def test_deleting_removes_the_row_and_the_bytes(app, fetch, store):
     kept = (await upload(fetch, "alice", "keep.txt", b"keep me")).data
     gone = (await upload(fetch, "alice", "gone.txt", b"delete me")).data
-    assert len(stored_objects(root)) == 2
+    assert len(store.keys()) == 2
     assert (await fetch(f"/api/files/{gone['id']}", method="DELETE", user="alice")).code == 200
-    assert [p.read_bytes() for p in stored_objects(root)] == [b"keep me"]
+    assert store.contents() == [b"keep me"]
     assert_error(await fetch(f"/api/files/{gone['id']}", method="DELETE", user="alice"), 404, "NOT_FOUND")
     assert [f["id"] for f in (await fetch("/api/files", user="alice")).data] == [kept["id"]]
 
 
 @pytest.mark.gen_test
 @pytest.mark.vachat(plugins=["files", "admin"])
-async def test_deleting_a_user_removes_their_rows_and_bytes_only(app, fetch, make_user, admin_user):
-    root = app.plugin_state("files").settings.upload_path
+async def test_deleting_a_user_removes_their_rows_and_bytes_only(app, fetch, make_user, admin_user, store):
     alice, bob = await make_user(), await make_user()
     for name in ("a.txt", "b.txt"):
         await upload(fetch, alice, name, b"alice's " + name.encode())
@@ -75,7 +73,7 @@ async def test_deleting_a_user_removes_their_rows_and_bytes_only(app, fetch, mak
 
     deleted = await fetch(f"/api/admin/users/{alice.id}", method="DELETE", user=admin_user)
     assert deleted.code == 200, deleted.body
-    assert [p.read_bytes() for p in stored_objects(root)] == [b"bob's"]
+    assert store.contents() == [b"bob's"]
     await app.hooks.vachat_user_deleting(user_id=alice.id)  # idempotent: a retried deletion
     assert len((await fetch("/api/files", user=bob)).data) == 1
     totals = (await fetch("/api/admin/dashboard", user=admin_user)).data["files"]

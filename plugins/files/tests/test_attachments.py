@@ -7,7 +7,7 @@ import pytest
 
 from vachat.testing import assert_error, error_fields
 
-from .helpers import pdf_bytes, png_bytes, stored_objects, upload
+from .helpers import pdf_bytes, png_bytes, upload
 
 pytestmark = pytest.mark.vachat(plugins=["files", "chat"])
 
@@ -96,18 +96,17 @@ async def test_readers_of_the_conversation_may_download_its_attachments(app, fet
 
 
 @pytest.mark.gen_test
-async def test_deleting_a_message_or_conversation_releases_its_attachments(app, fetch):
-    root = app.plugin_state("files").settings.upload_path
+async def test_deleting_a_message_or_conversation_releases_its_attachments(app, fetch, store):
     chat = await conversation(fetch)
     for_message = (await upload(fetch, "alice", "one.png", png_bytes(), purpose="attachment")).data
     library = (await upload(fetch, "alice", "keep.pdf", pdf_bytes())).data  # a library file, not an attachment
     message = (await send(fetch, chat["id"], [for_message["id"], library["id"]])).json["data"]
-    assert len(stored_objects(root)) == 2
+    assert len(store.keys()) == 2
 
     assert (await fetch(f"/api/chat/messages/{message['id']}", method="DELETE", user="alice")).code == 200
     assert_error(await fetch(f"/api/files/{for_message['id']}", user="alice"), 404, "NOT_FOUND")
     assert (await fetch(f"/api/files/{library['id']}", user="alice")).code == 200
-    assert len(stored_objects(root)) == 1
+    assert len(store.keys()) == 1
 
     # An attachment held by two messages goes with the conversation that held the last one.
     other = await conversation(fetch)
@@ -118,7 +117,7 @@ async def test_deleting_a_message_or_conversation_releases_its_attachments(app, 
     assert (await fetch(f"/api/files/{twice['id']}", user="alice")).code == 200
     assert (await fetch(f"/api/chat/conversations/{other['id']}", method="DELETE", user="alice")).code == 200
     assert_error(await fetch(f"/api/files/{twice['id']}", user="alice"), 404, "NOT_FOUND")
-    assert len(stored_objects(root)) == 1  # the library file alone
+    assert len(store.keys()) == 1  # the library file alone
 
 
 @pytest.mark.gen_test

@@ -8,11 +8,7 @@ from PIL import Image
 
 from vachat.testing import assert_error
 
-from .helpers import GPS_INFO_TAG, HTML, exif_of, jpeg_bytes, png_bytes, stored_objects, upload
-
-
-def uploads_of(app):
-    return app.plugin_state("files").settings.upload_path
+from .helpers import GPS_INFO_TAG, HTML, exif_of, jpeg_bytes, png_bytes, upload
 
 
 @pytest.mark.gen_test
@@ -41,14 +37,14 @@ async def test_an_avatar_is_reencoded_without_exif_and_served_without_credential
 
 
 @pytest.mark.gen_test
-async def test_a_new_avatar_replaces_the_old_one_entirely(app, fetch, make_user):
+async def test_a_new_avatar_replaces_the_old_one_entirely(app, fetch, make_user, store):
     alice = await make_user()
     first = (await upload(fetch, alice, "one.png", png_bytes((300, 300)), path="/api/users/avatar")).data
     second = (await upload(fetch, alice, "two.png", png_bytes((200, 100), (0, 200, 0)), path="/api/users/avatar")).data
     assert first["avatarUrl"] != second["avatarUrl"]
     assert_error(await fetch(first["avatarUrl"]), 404, "NOT_FOUND")
     assert (await fetch(second["avatarUrl"])).code == 200
-    assert len(stored_objects(uploads_of(app))) == 1  # the old bytes and the raw upload are gone
+    assert len(store.keys()) == 1  # the old bytes and the raw upload are gone
     assert (await fetch("/api/users/profile", user=alice)).data["avatarUrl"] == second["avatarUrl"]
     mine = (await fetch("/api/files?purpose=avatar", user=alice)).data
     assert [f["id"] for f in mine] == [second["file"]["id"]]
@@ -59,7 +55,7 @@ async def test_a_new_avatar_replaces_the_old_one_entirely(app, fetch, make_user)
 
 @pytest.mark.gen_test
 @pytest.mark.vachat(config={"plugin_sections": {"files": {"max_avatar_size": "64KiB"}}})
-async def test_avatars_are_images_within_the_cap(app, fetch, make_user):
+async def test_avatars_are_images_within_the_cap(app, fetch, make_user, store):
     alice = await make_user()
     assert_error(await upload(fetch, alice, "me.png", HTML, path="/api/users/avatar"), 415, "UNSUPPORTED_MEDIA_TYPE")
     assert_error(await upload(fetch, alice, "me.txt", b"just text", path="/api/users/avatar"), 415, "UNSUPPORTED_MEDIA_TYPE")
@@ -74,7 +70,7 @@ async def test_avatars_are_images_within_the_cap(app, fetch, make_user):
         assert len(bomb.getvalue()) < 64 * 1024
         response = await upload(fetch, alice, "bomb.png", bomb.getvalue(), path="/api/users/avatar")
         assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
-    assert stored_objects(uploads_of(app)) == []
+    assert store.keys() == []
     assert (await fetch("/api/users/profile", user=alice)).data["avatarUrl"] is None
 
 

@@ -3,11 +3,12 @@ with the server's memory flat and nothing left on disk; a client that vanishes m
 leaves nothing either."""
 
 import asyncio
+import hashlib
 
 import pytest
 from vachat.testing import eventually
 
-from .helpers import incoming, multipart, raw_request, stored_objects
+from .helpers import incoming, multipart, raw_request
 
 MiB = 1024 * 1024
 CHUNK = 64 * 1024
@@ -45,18 +46,24 @@ def head(port_path: str, content_type: str, extra: str) -> str:
             f"Content-Type: {content_type}\r\n{extra}\r\n")
 
 
-@pytest.mark.gen_test(timeout=180)
-async def test_twice_the_limit_is_413_while_streaming_with_memory_flat_and_no_file_left(server_process, tmp_path):
-    limit = 16 * MiB
-    uploads = tmp_path / "uploads"
-    server = server_process({"MAX_FILE_SIZE": str(limit), "UPLOAD_PATH": str(uploads)})
+async def started_and_warm(server) -> int:
+    """Once ``server`` is ready and one small upload has brought every import and pool (the S3
+    client's too) into memory: its peak resident set, in bytes."""
     await server.wait_ready()
-    # Warm up: one small upload brings every import and pool into memory.
     body, content_type = multipart(("warm.txt", b"warm up\n", "text/plain"))
     status, _ = await raw_request(server.port, head("/api/files/upload", content_type,
                                   f"Content-Length: {len(body)}\r\nConnection: close\r\n"), [body])
     assert status == 201
-    before = peak_rss(server.process.pid)
+    return peak_rss(server.process.pid)
+
+
+@pytest.mark.gen_test(timeout=180)
+async def test_twice_the_limit_is_413_while_streaming_with_memory_flat_and_no_file_left(
+        server_process, tmp_path, files_storage, store_at):
+    limit = 16 * MiB
+    uploads = tmp_path / "uploads"
+    server = server_process({"MAX_FILE_SIZE": str(limit), "UPLOAD_PATH": str(uploads), **files_storage})
+    before = await started_and_warm(server)
 
     # Chunked: no length up front, so the limit can only be enforced as the bytes arrive.
     boundary = "streamtest0123"
@@ -68,7 +75,7 @@ async def test_twice_the_limit_is_413_while_streaming_with_memory_flat_and_no_fi
     growth = peak_rss(server.process.pid) - before
     assert growth < limit // 4, f"peak RSS grew {growth / MiB:.1f} MiB during a {2 * limit / MiB:.0f} MiB upload"
     assert await eventually(lambda: incoming(uploads) == [])
-    assert len(stored_objects(uploads)) == 1  # the warm-up file only
+    assert len(store_at(uploads).keys()) == 1  # the warm-up file only
 
     # Declared too large: refused before a byte of the body is read.
     status, payload = await raw_request(server.port, head(
@@ -78,7 +85,7 @@ async def test_twice_the_limit_is_413_while_streaming_with_memory_flat_and_no_fi
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_a_client_that_disconnects_mid_upload_leaves_no_file(app, http_server, http_port):
+async def test_a_client_that_disconnects_mid_upload_leaves_no_file(app, http_server, http_port, store):
     uploads = app.plugin_state("files").settings.upload_path
     boundary = "disconnect0123"
     pieces = list(text_upload_pieces(4 * MiB, boundary))
@@ -92,4 +99,30 @@ async def test_a_client_that_disconnects_mid_upload_leaves_no_file(app, http_ser
     assert await eventually(lambda: any(p.stat().st_size > 0 for p in incoming(uploads)))
     writer.close()  # ... and the client goes away.
     assert await eventually(lambda: incoming(uploads) == [])
-    assert stored_objects(uploads) == []
+    assert store.keys() == []
+
+
+@pytest.mark.gen_test(timeout=180)
+async def test_a_large_upload_is_stored_and_served_whole_with_memory_flat(server_process, tmp_path, files_storage,
+                                                                           store_at):
+    size = 64 * MiB  # on S3: thirteen parts of a multipart upload
+    server = server_process({"MAX_FILE_SIZE": str(80 * MiB), "UPLOAD_PATH": str(tmp_path / "uploads"), **files_storage})
+    before = await started_and_warm(server)
+
+    boundary = "largeupload0123"
+    pieces = list(text_upload_pieces(size, boundary))
+    status, payload = await raw_request(
+        server.port, head("/api/files/upload", f"multipart/form-data; boundary={boundary}",
+                          f"Content-Length: {sum(map(len, pieces))}\r\n"), pieces)
+    assert status == 201 and payload is not None, payload
+    growth = peak_rss(server.process.pid) - before
+    # Flat: one part (5 MiB) in flight on S3, a few read buffers on disk; never the file.
+    assert growth < size // 3, f"peak RSS grew {growth / MiB:.1f} MiB during a {size / MiB:.0f} MiB upload"
+    file = payload["data"]
+    assert file["size"] == size
+    digest = hashlib.sha256(b"".join(pieces[1:-1])).hexdigest()
+    assert file["sha256"] == digest
+    got = await server.fetch(f"/api/files/{file['id']}/download", headers={"Authorization": "Bearer test:alice",
+                                                                         "Range": f"bytes={size - 100}-"})
+    assert got.code == 206 and got.body == b"".join(pieces[1:-1])[-100:]
+    assert len(store_at(tmp_path / "uploads").keys()) == 2

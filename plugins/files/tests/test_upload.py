@@ -8,13 +8,9 @@ import pytest
 from vachat.testing import assert_error, error_fields
 
 from .helpers import (
-    GPS_INFO_TAG, HTML, SVG, TEXT, docx_bytes, exif_of, incoming, jpeg_bytes, multipart, pdf_bytes, png_bytes,
-    stored_objects, upload,
+    GPS_INFO_TAG, HTML, SVG, TEXT, docx_bytes, exif_of, jpeg_bytes, multipart, pdf_bytes, png_bytes,
+    upload,
 )
-
-
-def uploads_of(app):
-    return app.plugin_state("files").settings.upload_path
 
 
 async def download(fetch, user, file_id, **kwargs):
@@ -29,7 +25,7 @@ async def download(fetch, user, file_id, **kwargs):
     ("notes.txt", lambda: TEXT, "text/plain"),
     ("letter.docx", docx_bytes, "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
 ])
-async def test_real_files_are_stored_with_the_type_their_content_shows(app, fetch, filename, make, expected):
+async def test_real_files_are_stored_with_the_type_their_content_shows(app, fetch, filename, make, expected, store):
     data = make()
     # The declared type is wrong on purpose: it never decides.
     response = await upload(fetch, "alice", filename, data, declared="application/x-msdownload",
@@ -48,9 +44,9 @@ async def test_real_files_are_stored_with_the_type_their_content_shows(app, fetc
     assert got.code == 200 and got.body == data
     assert got.headers["Content-Type"] == expected
     # Stored under a generated name, sharded, nothing left in the incoming folder.
-    objects = stored_objects(uploads_of(app))
-    assert len(objects) == 1 and filename not in str(objects[0])
-    assert incoming(uploads_of(app)) == []
+    keys = store.keys()
+    assert len(keys) == 1 and filename not in keys[0]
+    assert store.incoming() == []
 
 
 @pytest.mark.gen_test
@@ -65,28 +61,28 @@ async def test_real_files_are_stored_with_the_type_their_content_shows(app, fetc
     ("archive.zip", docx_bytes(with_document=False), "application/zip"),  # zip, not a document
     ("binary.txt", b"text then \x00\x01\x02 binary", "text/plain"),
 ])
-async def test_content_off_the_allow_list_is_415_and_leaves_nothing(app, fetch, filename, data, declared):
+async def test_content_off_the_allow_list_is_415_and_leaves_nothing(app, fetch, filename, data, declared, store):
     response = await upload(fetch, "alice", filename, data, declared=declared)
     assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
-    assert stored_objects(uploads_of(app)) == []
+    assert store.keys() == []
     listed = await fetch("/api/files", user="alice")
     assert listed.data == []
 
 
 @pytest.mark.gen_test
-async def test_text_that_turns_invalid_after_the_sniffed_head_is_refused(app, fetch):
+async def test_text_that_turns_invalid_after_the_sniffed_head_is_refused(app, fetch, store):
     data = b"a" * 20000 + b"\xff\xfe not utf-8" + b"b" * 100
     response = await upload(fetch, "alice", "long.txt", data, declared="text/plain")
     assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
-    assert stored_objects(uploads_of(app)) == [] and incoming(uploads_of(app)) == []
+    assert store.keys() == [] and store.incoming() == []
 
 
 @pytest.mark.gen_test
-async def test_a_docx_without_its_document_part_is_refused(app, fetch):
+async def test_a_docx_without_its_document_part_is_refused(app, fetch, store):
     # Signature-wise a Word file (word/ parts at the start), structurally not one.
     response = await upload(fetch, "alice", "fake.docx", docx_bytes(with_document=False))
     assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
-    assert stored_objects(uploads_of(app)) == []
+    assert store.keys() == []
 
 
 @pytest.mark.gen_test
@@ -100,7 +96,7 @@ async def test_a_docx_without_its_document_part_is_refused(app, fetch):
     (".hidden.txt", "hidden.txt"),
     ("a" * 1000 + ".txt", "a" * 251 + ".txt"),
 ])
-async def test_hostile_file_names_are_cleaned_and_never_reach_the_disk(app, fetch, raw, expected):
+async def test_hostile_file_names_are_cleaned_and_never_reach_the_disk(app, fetch, raw, expected, store):
     response = await upload(fetch, "alice", raw, TEXT.replace(b"<angle> ", b""), declared="text/plain")
     assert response.code == 201, response.body
     assert response.data["originalName"] == expected
@@ -109,9 +105,9 @@ async def test_hostile_file_names_are_cleaned_and_never_reach_the_disk(app, fetc
     assert disposition.startswith("attachment; filename=\"")
     assert "filename*=UTF-8''" in disposition
     assert all(32 <= ord(ch) < 127 for ch in disposition)
-    [stored] = stored_objects(uploads_of(app))
-    assert stored.parent.parent.parent == uploads_of(app)
-    assert len(stored.name) == 32 and all(c in "0123456789abcdef" for c in stored.name)
+    [key] = store.keys()
+    first, second, name = key.split("/")
+    assert len(name) == 32 and all(c in "0123456789abcdef" for c in name) and first + second == name[:4]
 
 
 @pytest.mark.gen_test
@@ -139,7 +135,7 @@ async def test_gps_exif_is_stripped_unless_the_upload_keeps_it(app, fetch):
 
 
 @pytest.mark.gen_test
-async def test_form_problems_are_400_with_the_field_named(app, fetch):
+async def test_form_problems_are_400_with_the_field_named(app, fetch, store):
     body, content_type = multipart(fields={"purpose": "general"})
     response = await fetch("/api/files/upload", method="POST", body=body, headers={"Content-Type": content_type}, user="alice")
     assert error_fields(assert_error(response, 400, "VALIDATION_FAILED")) == {"file": "is required"}
@@ -159,7 +155,7 @@ async def test_form_problems_are_400_with_the_field_named(app, fetch):
     response = await fetch("/api/files/upload", method="POST", body=b"garbage", user="alice",
                            headers={"Content-Type": "multipart/form-data; boundary=xyz"})
     assert_error(response, 400, "VALIDATION_FAILED")
-    assert stored_objects(uploads_of(app)) == [] and incoming(uploads_of(app)) == []
+    assert store.keys() == [] and store.incoming() == []
 
 
 @pytest.mark.gen_test
@@ -173,13 +169,13 @@ async def test_not_multipart_is_415_and_strangers_are_401(app, fetch):
 
 @pytest.mark.gen_test
 @pytest.mark.vachat(config={"plugin_sections": {"files": {"max_file_size": "64KiB", "user_quota": "80KiB"}}})
-async def test_the_quota_refuses_an_upload_that_would_pass_it(app, fetch):
+async def test_the_quota_refuses_an_upload_that_would_pass_it(app, fetch, store):
     first = await upload(fetch, "alice", "one.jpg", jpeg_bytes((220, 220), noise=True), declared="image/jpeg")
     assert first.code == 201, first.body
     assert 30_000 < first.data["size"] < 64 * 1024
     second = await upload(fetch, "alice", "two.jpg", jpeg_bytes((220, 220), noise=True), declared="image/jpeg")
     body = assert_error(second, 413, "PAYLOAD_TOO_LARGE")
     assert "quota" in body["error"] and error_fields(body) == {"file": "would exceed your storage quota"}
-    assert len(stored_objects(uploads_of(app))) == 1 and incoming(uploads_of(app)) == []
+    assert len(store.keys()) == 1 and store.incoming() == []
     # Someone else's quota is their own.
     assert (await upload(fetch, "bob", "two.jpg", jpeg_bytes((220, 220), noise=True))).code == 201
