@@ -15,6 +15,7 @@ of another conversation (the context comes from chat's ``history`` of that conve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -43,6 +44,9 @@ STOP_CONTROL = "ai-stop"
 # refused after that (another plugin's check) releases it at once (chat_message_refused);
 # should that never come (the process stopped in between), the slot frees itself after this long.
 PENDING_CLAIM_SECS = 5.0
+# How long a request waits for the slot of a reply that is being stored on this node (s):
+# storing takes milliseconds, but the slot is given back after the broadcast and its hooks.
+ENDING_WAIT_SECS = 2.0
 # At shutdown, how long the replies still running get to store what they have (s).
 SHUTDOWN_WAIT_SECS = 10.0
 # Roles a provider understands; anything else in history is left out of the context.
@@ -77,6 +81,8 @@ class Assistant:
         self.slots = GenerationSlots(app, self.node_id)
         self.metrics: AiMetrics | None = None
         self.running: dict[str, Generation] = {}
+        #: conversation id → set once the reply being stored there has given its slot back.
+        self.ending: dict[str, asyncio.Event] = {}
         #: conversation id → what ``refuse_or_reserve`` took for a message being stored.
         self.reserved: dict[str, _Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -109,6 +115,13 @@ class Assistant:
         prompt_tokens = await self.estimate_prompt(conversation, leaf_id, new_content)
         reservation = await self.usage.reserve(actor.id, getattr(actor, "tier", "free"), prompt_tokens)
         token = await self._claim(conversation_id, PENDING_CLAIM_SECS)
+        ending = self.ending.get(conversation_id)
+        if token is None and ending is not None:
+            # The reply there is already stored (its new-message may be what prompted this
+            # request): its slot is a few awaits from free, so wait for it rather than refuse.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(ending.wait(), ENDING_WAIT_SECS)
+            token = await self._claim(conversation_id, PENDING_CLAIM_SECS)
         if token is None:
             await self.usage.settle(reservation, None)
             raise Conflict("The assistant is already answering in this conversation; "

@@ -76,6 +76,11 @@ class ReplyOwner(Protocol):
     def usage(self) -> UsageBook: ...
 
     @property
+    def ending(self) -> dict[str, asyncio.Event]:
+        """Replies being stored, by conversation: each event is set once its slot is free."""
+        ...
+
+    @property
     def claim_ttl(self) -> float:
         """Seconds a reply's claim lives without a refresh (AI_CLAIM_TTL)."""
         ...
@@ -184,6 +189,7 @@ class Generation:
                 content, kind = f"The assistant could not answer: {failure}.", "error"
             self._settled = True
             await self._when_database_answers(lambda: self.assistant.usage.settle(self.reservation, usage))
+            self.assistant.ending[self.conversation_id] = asyncio.Event()  # set once the slot is free
             await self._when_database_answers(lambda: self._store(content, kind, metadata))
             self.assistant.count_reply(finish_reason, usage, first_token, latency)
         finally:
@@ -201,6 +207,9 @@ class Generation:
             if self._stream is not None:
                 await self._stream.aclose()
             await self.assistant.slots.release(self.conversation_id, self.token)
+            released = self.assistant.ending.pop(self.conversation_id, None)
+            if released is not None:
+                released.set()
             await self.app.publish(self.room, "ai-typing",
                                    {"conversationId": self.conversation_id, "typing": False})
 

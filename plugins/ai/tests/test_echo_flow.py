@@ -11,7 +11,7 @@ from vachat.testing import assert_error
 from plugins.ai import admin_dashboard_figures
 from plugins.ai.assistant import Assistant
 
-from . import refusing_plugin
+from . import refusing_plugin, slow_listener
 from .helpers import ALICE, BOB, ask, check_reply, connect, create_conversation, join, reply_frames
 
 FAST = {"plugin_sections": {"ai": {"echo_delay": 0}}}
@@ -362,3 +362,24 @@ async def test_a_message_refused_after_the_slot_was_reserved_releases_it_at_once
                                                  "requiresAIResponse": True})
     assert acked["type"] == "ack"
     check_reply(await reply_frames(alice), cid)
+
+
+@pytest.mark.gen_test
+@pytest.mark.vachat(plugins=["ai", ("listener", slow_listener)], config=FAST)
+async def test_a_request_sent_on_seeing_the_stored_reply_is_not_refused(app, fetch, ws_connect):
+    """The reply's slot is given back after its broadcast and hooks: a request sent the moment
+    the client sees the reply waits for that, rather than meeting a 409."""
+    cid = (await create_conversation(fetch))["id"]
+    alice = await connect(ws_connect)
+    await join(alice, cid)
+    await ask(fetch, cid, "first")
+    while True:  # the first reply's new-message: what a client answers at once
+        frame = await alice.receive("new-message")
+        if frame["data"]["role"] == "assistant":
+            break
+    asked = await ask(fetch, cid, "second")  # while a plugin still listens to the first reply
+    while True:
+        frame = await alice.receive("new-message")
+        if frame["data"]["role"] == "assistant" and frame["data"]["parentId"] == asked.data["id"]:
+            break
+    assert frame["data"]["content"] == "Echo: second"
