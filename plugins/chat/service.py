@@ -612,19 +612,22 @@ class ChatService:
         return updated
 
     async def delete_conversation(self, actor: Actor, conversation_id: str) -> None:
-        def delete() -> dict[str, Any]:
+        def delete() -> tuple[dict[str, Any], list[str]]:
             with database.atomic():
                 conversation = _readable(
                     _locked(Conversation.select().where(Conversation.id == conversation_id)).first(), actor, write=True)
                 wire = conversation_wire(conversation, listing.tags_of([conversation.id])[conversation.id])
+                files = [row.file_id for row in MessageFile.select(MessageFile.file_id).distinct()
+                         .join(Message, on=(MessageFile.message == Message.id))
+                         .where(Message.conversation == conversation.id)]
                 counters.uncount_conversations(Conversation.id == conversation.id)
                 search.unindex_conversation(conversation.id)
                 conversation.delete_instance()  # tags, messages and their file links cascade
-            return wire
+            return wire, files
 
-        deleted = await self.app.db.run(delete)
+        deleted, files = await self.app.db.run(delete)
         await self.app.publish(user_room(deleted["ownerId"]), "conversation-deleted", {"conversationId": conversation_id})
-        await self.app.hooks.chat_conversation_deleted.notify(conversation=deleted, actor=actor)
+        await self.app.hooks.chat_conversation_deleted.notify(conversation=deleted, actor=actor, files=files)
 
     async def list_conversations(self, actor: Actor, query: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """The caller's conversations, a page at a time (page, limit, sortBy, sortOrder,
@@ -821,6 +824,20 @@ class ChatService:
                 except NotFound:
                     continue
             return False
+
+        return await self.app.db.run(read)
+
+    async def held_files(self, file_ids: Iterable[str]) -> set[str]:
+        """Which of ``file_ids`` a live message holds (chat owns the message→file link,
+        ``chat_message_file``; the files plugin asks before releasing a file)."""
+        wanted = list(dict.fromkeys(file_ids))
+        if not wanted:
+            return set()
+
+        def read() -> set[str]:
+            return {row.file_id for row in MessageFile.select(MessageFile.file_id).distinct()
+                    .join(Message, on=(MessageFile.message == Message.id))
+                    .where(MessageFile.file_id.in_(wanted), Message.deleted_at.is_null())}
 
         return await self.app.db.run(read)
 
