@@ -5,7 +5,10 @@ Loaded through the ``vachat.plugins`` entry point like any third-party plugin, a
 
 - ``models``: the tables (and why each index exists); ``migrations/``: their history;
 - ``service``: every read and write, used by REST, WebSocket and other plugins alike
-  (published as ``app.service(CHAT)``);
+  (published as ``app.service(CHAT)``); ``store``: the queries and writes it runs on database
+  threads (access rules, row locks, message inserts); ``batcher``: the group commit of sends;
+  ``wire``: the wire shapes (a message built in one place, ``message_shape``); ``listing``:
+  the conversation list's hand-written SQL; ``export``: a user's conversations for an export;
 - ``counters``: live messages and conversations per day, kept as they change (the admin
   dashboard's figures);
 - ``search``: the full-text index (SQLite FTS5 / PostgreSQL tsvector) and its queries;

@@ -9,7 +9,7 @@ API's wire shapes (camelCase dicts).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from vachat.plugin_api import Actor, ServiceKey
 
@@ -69,6 +69,10 @@ class ChatService(Protocol):
 
     async def can_read_file(self, actor: Actor, file_id: str) -> bool:
         """Whether ``file_id`` is attached to a live message of a conversation ``actor`` may read."""
+        ...
+
+    async def held_files(self, file_ids: Iterable[str]) -> set[str]:
+        """Which of ``file_ids`` are attached to a live message (chat owns that link)."""
         ...
 
     async def delete_user_data(self, user_id: str) -> None:

@@ -14,7 +14,7 @@ from vachat.plugin_api import App, UserExport, json_dumps
 
 from . import listing
 from .models import Conversation, Message
-from .service import conversation_wire, message_wire
+from .wire import conversation_wire, message_wire
 
 __all__ = ["add_conversations"]
 

@@ -109,9 +109,12 @@ def chat_conversation_updated(app: App, conversation: dict[str, Any], actor: Act
 
 
 @hookspec
-def chat_conversation_deleted(app: App, conversation: dict[str, Any], actor: Actor | None) -> MaybeAwaitable[None]:
+def chat_conversation_deleted(app: App, conversation: dict[str, Any], actor: Actor | None,
+                              files: list[str]) -> MaybeAwaitable[None]:
     """A conversation and all its messages were deleted (``conversation-deleted`` was sent
-    to the owner's devices). Not called when a whole account is deleted: use the core's
+    to the owner's devices); ``files`` are the ids of the files its messages held, so
+    attachments can be released (``ChatService.held_files`` tells which another message
+    still holds). Not called when a whole account is deleted: use the core's
     ``vachat_user_deleting`` for that."""
 
 

@@ -13,7 +13,7 @@ the model's fields without the model: composing the query and hydrating models c
 Peewee about 15 µs per conversation, SQLite under 2) and the messages already stored under
 their clientMessageIds with ``taken_client_ids``.
 
-The wire shapes are exactly those of ``service.conversation_wire`` and ``message_wire``,
+The wire shapes are exactly those of ``wire.conversation_wire`` and ``wire.message_shape``,
 with the values as the models' fields give them (booleans, JSON), but timestamps: those are
 already the text the wire carries for them (``_wire_time``).
 Runs on a database thread, inside ``app.db.run``.
@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import datetime
 import json
-from dataclasses import dataclass
 from typing import Any, Iterable
 
 import peewee
 
 from vachat.plugin_api import database
 
-from .models import Conversation, ConversationTag, Message, MessageFile
+from .models import Conversation, ConversationRow, ConversationTag, Message, MessageFile
+from .wire import message_shape
 
 __all__ = ["read_page", "ConversationRow", "conversations_by_id", "taken_client_ids", "tags_of", "files_of"]
 
@@ -87,25 +87,6 @@ _SELECT = "SELECT {c}, EXISTS(SELECT 1 FROM {tags} t WHERE t.{tag_conversation} 
               conversations=Conversation._meta.table_name, messages=Message._meta.table_name,
               last=_column(Conversation, "last_message_id"))
 _CONVERSATION_WIDTH = len(_CONVERSATION_FIELDS)
-
-
-@dataclass(slots=True)
-class ConversationRow:
-    """A conversation as ``Conversation``'s fields give it (``service.conversation_wire`` and
-    the access checks read either)."""
-
-    id: str
-    owner_id: str
-    title: str
-    description: str
-    is_public: bool
-    is_archived: bool
-    metadata: dict[str, Any]
-    current_message_id: str | None
-    message_count: int
-    created_at: datetime.datetime
-    updated_at: datetime.datetime
-    last_message_id: str | None
 
 
 def _stored_time(value: Any) -> datetime.datetime:
@@ -194,17 +175,11 @@ def read_page(owner_id: str, query: dict[str, Any], page: int, limit: int) -> tu
         last = None
         if mid is not None:
             message_time = _wire_time(message_created)
-            last = {
-                "id": mid, "conversationId": conversation_id, "userId": user_id, "role": role, "type": type_,
-                "content": content, "parentId": parent_id,
-                "metadata": {} if message_metadata == "{}" else _json(message_metadata) or {},
-                "clientMessageId": client_id, "isEdited": bool(is_edited),
-                "editedAt": None if edited_at is None else _wire_time(edited_at),
-                "files": [{"id": file_id} for file_id in files[mid]] if mid in files else [],
-                "createdAt": message_time,
-                "updatedAt": message_time if message_updated == message_created else _wire_time(message_updated),
-                "seq": message_seq,
-            }
+            last = message_shape(
+                mid, conversation_id, user_id, role, type_, content, parent_id,
+                {} if message_metadata == "{}" else _json(message_metadata) or {}, client_id, bool(is_edited),
+                None if edited_at is None else _wire_time(edited_at), files.get(mid, []), message_time,
+                message_time if message_updated == message_created else _wire_time(message_updated), message_seq)
         created_time = _wire_time(created)
         items.append({
             "id": cid, "ownerId": owner, "title": title, "description": description, "isPublic": bool(is_public),

@@ -29,11 +29,15 @@ each UTC day (see ``counters``), so the admin dashboard never counts messages.
 
 from __future__ import annotations
 
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
 import peewee
 
 from vachat.plugin_api import BaseModel, JSONField, now
 
-__all__ = ["Conversation", "ConversationTag", "Message", "MessageFile", "DailyCount", "ROLES", "MESSAGE_TYPES"]
+__all__ = ["Conversation", "ConversationRow", "ConversationTag", "Message", "MessageFile", "DailyCount", "ROLES", "MESSAGE_TYPES"]
 
 ROLES = ("user", "assistant", "system")
 MESSAGE_TYPES = ("text", "file", "image", "audio", "error")
@@ -124,6 +128,25 @@ class MessageFile(BaseModel):
             (("message", "file_id"), True),
             (("file_id",), False),
         )
+
+
+@dataclass(slots=True)
+class ConversationRow:
+    """A conversation as ``Conversation``'s fields give it (``wire.conversation_wire`` and
+    the access checks read either), read without building a model (``listing``)."""
+
+    id: str
+    owner_id: str
+    title: str
+    description: str
+    is_public: bool
+    is_archived: bool
+    metadata: dict[str, Any]
+    current_message_id: str | None
+    message_count: int
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+    last_message_id: str | None
 
 
 class DailyCount(BaseModel):

@@ -104,15 +104,10 @@ async def chat_messages_decorate(app: App, messages: list[dict[str, Any]]) -> No
 
 
 @hookimpl(optionalhook=True)
-async def chat_message_created(app: App, message: dict[str, Any]) -> None:
-    await attachments.remember_attachments(app, message)
-
-
-@hookimpl(optionalhook=True)
 async def chat_message_deleted(app: App, message: dict[str, Any]) -> None:
-    await attachments.release_message(app, message["id"])
+    await attachments.release(app, attachments.file_ids_of(message))
 
 
 @hookimpl(optionalhook=True)
-async def chat_conversation_deleted(app: App, conversation: dict[str, Any]) -> None:
-    await attachments.release_conversation(app, conversation["id"])
+async def chat_conversation_deleted(app: App, files: list[str]) -> None:
+    await attachments.release(app, files)

@@ -7,11 +7,11 @@ optional, so files works without chat enabled).
   exist, so ids of other people's files cannot be probed).
 - ``chat_messages_decorate``: each ``{"id"}`` in ``files`` becomes the file's metadata, for a
   whole batch of messages in one query. A file deleted since keeps its ``{"id"}`` alone.
-- ``chat_message_created``: remembers which message and conversation hold the file
-  (``files_attachment``), so that
-- ``chat_message_deleted`` / ``chat_conversation_deleted`` can release them: an ``attachment``
-  file (uploaded for a message) goes with the last message that holds it; files of other
-  purposes stay in their owner's library.
+- ``chat_message_deleted`` / ``chat_conversation_deleted`` release the files the deleted
+  messages held: an ``attachment`` file (uploaded for a message) goes with the last message
+  that holds it; files of other purposes stay in their owner's library. Which message holds
+  which file is chat's fact (``chat_message_file``, written in the message's transaction);
+  files asks ``ChatService.held_files`` rather than keeping a copy.
 - Reading: whoever the chat service says may read a conversation a file is attached to may
   read and download the file.
 """
@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from vachat.plugin_api import Actor, App, NotFound, database
+from plugins.chat.api import CHAT
+from vachat.plugin_api import Actor, App, NotFound
 
-from .models import Attachment, File
+from .models import File
 from .service import SERVICE
 
-__all__ = ["check_message_files", "decorate_messages", "remember_attachments",
-           "release_message", "release_conversation", "PURPOSE_ATTACHMENT"]
+__all__ = ["check_message_files", "decorate_messages", "file_ids_of", "release", "PURPOSE_ATTACHMENT"]
 
 #: Files uploaded for a message: they live as long as a message holds them.
 PURPOSE_ATTACHMENT = "attachment"
@@ -56,37 +56,23 @@ async def decorate_messages(app: App, messages: list[dict[str, Any]]) -> None:
                             for entry in message.get("files") or []]
 
 
-async def remember_attachments(app: App, message: dict[str, Any]) -> None:
-    file_ids = list(dict.fromkeys(entry["id"] for entry in message.get("files") or [] if isinstance(entry, dict)))
+def file_ids_of(message: dict[str, Any]) -> list[str]:
+    """The ids in a message's ``files`` (entries ``{"id", …}``), each once."""
+    return list(dict.fromkeys(entry["id"] for entry in message.get("files") or [] if isinstance(entry, dict)))
+
+
+async def release(app: App, file_ids: list[str]) -> int:
+    """Delete the ``attachment`` files among ``file_ids`` that no live message holds any
+    more (chat owns the message→file link and says which are still held). Returns how many
+    files were deleted."""
     if not file_ids:
-        return
-    rows = [{"file_id": file_id, "message_id": message["id"], "conversation_id": message["conversationId"]}
-            for file_id in file_ids]
-    await app.db.run(lambda: Attachment.insert_many(rows).on_conflict_ignore().execute())
-
-
-async def release_message(app: App, message_id: str) -> int:
-    return await _release(app, Attachment.message_id == message_id)
-
-
-async def release_conversation(app: App, conversation_id: str) -> int:
-    return await _release(app, Attachment.conversation_id == conversation_id)
-
-
-async def _release(app: App, condition: Any) -> int:
-    """Forget the attachments matching ``condition``; delete the ``attachment`` files no
-    message holds any more. Returns how many files were deleted."""
-    def forget() -> list[File]:
-        with database.atomic():
-            file_ids = [row.file_id for row in Attachment.select(Attachment.file_id).where(condition)]
-            Attachment.delete().where(condition).execute()
-            if not file_ids:
-                return []
-            still_held = {row.file_id for row in Attachment.select(Attachment.file_id).where(Attachment.file_id.in_(file_ids))}
-            return list(File.select().where(File.id.in_([f for f in file_ids if f not in still_held]),
-                                            File.purpose == PURPOSE_ATTACHMENT))
-
-    released = await app.db.run(forget)
+        return 0
+    held = await app.service(CHAT).held_files(file_ids)
+    candidates = [file_id for file_id in file_ids if file_id not in held]
+    if not candidates:
+        return 0
+    released = await app.db.run(lambda: list(File.select().where(
+        File.id.in_(candidates), File.purpose == PURPOSE_ATTACHMENT)))
     service = app.service(SERVICE)
     for file in released:
         await service.delete(file)

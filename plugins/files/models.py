@@ -13,7 +13,7 @@ import peewee
 
 from vachat.plugin_api import BaseModel, now
 
-__all__ = ["File", "Attachment", "Usage", "Reservation", "PURPOSE_AVATAR", "PURPOSE_DEFAULT", "download_url", "avatar_url"]
+__all__ = ["File", "Usage", "Reservation", "PURPOSE_AVATAR", "PURPOSE_DEFAULT", "download_url", "avatar_url"]
 
 PURPOSE_DEFAULT = "general"
 PURPOSE_AVATAR = "avatar"
@@ -66,20 +66,6 @@ class File(BaseModel):
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
         }
-
-
-class Attachment(BaseModel):
-    """A file held by a chat message (recorded from the chat plugin's hooks): what lets a
-    message's or a conversation's deletion release the files uploaded for it."""
-
-    file_id = peewee.CharField(max_length=26, index=True)
-    message_id = peewee.CharField(max_length=64, index=True)
-    conversation_id = peewee.CharField(max_length=64, index=True)
-    created_at = peewee.DateTimeField(default=now)
-
-    class Meta:
-        table_name = "files_attachment"
-        indexes = ((("message_id", "file_id"), True),)
 
 
 class Usage(BaseModel):

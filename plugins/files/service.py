@@ -29,7 +29,7 @@ from vachat.plugin_api import Actor, App, Forbidden, NotFound, ServiceKey, Unsup
 
 from .api import FILES
 from .images import NotAnImage, decode, strip_metadata
-from .models import PURPOSE_AVATAR, Attachment, File
+from .models import PURPOSE_AVATAR, File
 from .quota import release, reserve, settle
 from .settings import settings_of
 from .sniffing import IMAGE_TYPES, confirm_structure
@@ -158,10 +158,8 @@ class FilesService:
         """Remove a file: its row, then its object (a failure there leaves an orphan object
         for ``files reconcile``, never a row without a file)."""
         def remove_row() -> int:
-            with database.atomic():
-                Attachment.delete().where(Attachment.file_id == file.id).execute()
-                removed: int = File.delete().where(File.id == file.id).execute()
-                return removed
+            removed: int = File.delete().where(File.id == file.id).execute()
+            return removed
 
         deleted = await self._app.db.run(remove_row)
         if deleted:
@@ -174,7 +172,6 @@ class FilesService:
         def take() -> list[str]:
             with database.atomic():
                 rows = list(File.select(File.id, File.stored_name).where(File.owner_id == owner_id))
-                Attachment.delete().where(Attachment.file_id.in_([row.id for row in rows])).execute()
                 File.delete().where(File.owner_id == owner_id).execute()
                 keys = [row.stored_name for row in rows]
             return keys

@@ -13,8 +13,9 @@
             print()
 
 It is a client of the public protocol and imports nothing from the server (README, "Python
-client"): ``rest`` (``Client``), ``live`` (``LiveConnection``, ``ReplyStream``), ``events``,
-``models``, ``errors``; ``terminal`` is the ``vachat chat`` command built on them.
+client"): ``rest`` (``Client``), ``live`` (``LiveConnection``, the transport), ``rooms`` (what
+it knows of each joined conversation), ``replies`` (``ReplyStream``), ``events``, ``models``,
+``errors``; ``terminal`` is the ``vachat chat`` command built on them.
 """
 
 from .errors import (
@@ -27,7 +28,8 @@ from .events import (
     ErrorEvent, Event, MessageDeleted, MessageUpdated, NewMessage, OtherEvent, Ready, Reconnected,
     UserStoppedTyping, UserTyping,
 )
-from .live import PROTOCOL_VERSION, Backoff, LiveConnection, ReplyStream
+from .live import PROTOCOL_VERSION, Backoff, LiveConnection
+from .replies import ReplyStream
 from .models import Conversation, FileInfo, Message, MessagePage, Page, User
 from .rest import DEFAULT_URL, Client, Tokens, token_expiry
 

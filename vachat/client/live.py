@@ -36,7 +36,7 @@ import itertools
 import json
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Protocol
 
 import tornado.httpclient
@@ -51,6 +51,8 @@ from .events import (
     Reconnected, event_conversation, parse_event,
 )
 from .models import Message, MessagePage, new_client_message_id
+from .replies import Closed, ReplyStream
+from .rooms import Room
 
 __all__ = ["LiveConnection", "RestSide", "ReplyStream", "PROTOCOL_VERSION", "Backoff"]
 
@@ -62,9 +64,6 @@ PROTOCOL_VERSION = 1
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_ORIGIN_REFUSED = 4403
 CLOSE_MESSAGE_TOO_BIG = 1009
-# Message ids remembered per conversation to drop repeats: far more than a reconnect can replay
-# (200 missed, then REST pages of what is newer still), few enough to cost nothing.
-SEEN_IDS_PER_CONVERSATION = 5000
 # Seconds to wait for ``ready`` after the upgrade (the server sends it at once).
 READY_TIMEOUT = 15.0
 # Seconds to wait for the answer to a request frame before treating the socket as dead.
@@ -88,32 +87,6 @@ class Backoff:
 
 class _Dropped(ConnectionError):
     """The socket a request was sent on closed before its answer came."""
-
-
-@dataclass
-class _Room:
-    """What the connection knows of a joined conversation."""
-
-    conversation_id: str
-    last_seen: str | None = None
-    last_seq: int | None = None  # the latest change seq known (a re-join's ``sinceSeq``)
-    seen: "collections.OrderedDict[str, str]" = field(default_factory=collections.OrderedDict)  # id → updatedAt
-    deleted: set[str] = field(default_factory=set)
-    generation_id: str | None = None
-    generation_index: int = -1
-    generation_text: str = ""
-    joined: asyncio.Future[dict[str, Any]] | None = None
-    joined_on: Any = None  # the socket the room was last joined on
-
-    def saw_seq(self, seq: Any) -> None:
-        if isinstance(seq, int) and (self.last_seq is None or seq > self.last_seq):
-            self.last_seq = seq
-
-    def remember(self, message: Message) -> None:
-        self.seen[message.id] = message.updated_at
-        self.seen.move_to_end(message.id)
-        while len(self.seen) > SEEN_IDS_PER_CONVERSATION:
-            self.seen.popitem(last=False)
 
 
 @dataclass
@@ -165,7 +138,7 @@ class LiveConnection:
         self._buffer_events = buffer_events
         self._events: asyncio.Queue[Event | BaseException] = asyncio.Queue()
         self._listeners: set[asyncio.Queue[Event | BaseException]] = set()
-        self._rooms: dict[str, _Room] = {}
+        self._rooms: dict[str, Room] = {}
         self._outbox: dict[str, _PendingSend] = {}
         self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._frame_ids = itertools.count(1)
@@ -228,7 +201,7 @@ class LiveConnection:
             item = await queue.get()
             if isinstance(item, BaseException):
                 queue.put_nowait(item)  # every later reader learns it too
-                if isinstance(item, _Closed):
+                if isinstance(item, Closed):
                     return
                 raise item
             yield item
@@ -245,7 +218,7 @@ class LiveConnection:
                 # re-joins from there, not from the beginning of the conversation.
                 newest = await self.client.messages(conversation_id, limit=1)
                 since = newest.items[0].id if newest.items else None
-            room = self._rooms[conversation_id] = _Room(conversation_id, last_seen=since)
+            room = self._rooms[conversation_id] = Room(conversation_id, last_seen=since)
         room.joined = asyncio.get_running_loop().create_future()
         if self.connected:
             await self._join(room, reconnect=False)
@@ -280,6 +253,19 @@ class LiveConnection:
     def unacknowledged(self) -> list[dict[str, Any]]:
         """Sends not acknowledged yet (what a user interface shows as "sending")."""
         return [pending.payload for pending in self._outbox.values()]
+
+    def add_listener(self, queue: asyncio.Queue[Event | BaseException]) -> None:
+        """Have ``queue`` receive every event from now on, and the error that ends the
+        connection (how a ``ReplyStream`` follows its reply)."""
+        self._listeners.add(queue)
+
+    def remove_listener(self, queue: asyncio.Queue[Event | BaseException]) -> None:
+        self._listeners.discard(queue)
+
+    def seen_ids(self, conversation_id: str) -> "collections.OrderedDict[str, str]":
+        """The ids of the messages of a joined conversation delivered so far (→ ``updatedAt``)."""
+        room = self._rooms.get(conversation_id)
+        return room.seen if room is not None else collections.OrderedDict()
 
     async def ask(self, conversation_id: str, content: str, **fields: Any) -> "ReplyStream":
         """Send ``content`` asking for the assistant's reply; returns a ``ReplyStream``:
@@ -541,7 +527,7 @@ class LiveConnection:
             if room.joined is not None and not room.joined.done():
                 room.joined.set_exception(error)
                 room.joined.exception()
-        ending = _Closed() if isinstance(error, ConnectionFailed) and self._closed else error
+        ending = Closed() if isinstance(error, ConnectionFailed) and self._closed else error
         self._events.put_nowait(ending)
         for listener in self._listeners:
             listener.put_nowait(ending)
@@ -604,7 +590,7 @@ class LiveConnection:
         if not pending.future.done():
             pending.future.set_result(Message.from_wire(data))
 
-    async def _join(self, room: _Room, *, reconnect: bool) -> None:
+    async def _join(self, room: Room, *, reconnect: bool) -> None:
         """Join ``room`` (again) and deliver what its answer says was missed, before any live
         frame that followed the answer (they are held meanwhile)."""
         socket = self._socket
@@ -654,7 +640,7 @@ class LiveConnection:
                     for event in held:
                         self._deliver(event)
 
-    async def _page_after(self, room: _Room, after: str) -> None:
+    async def _page_after(self, room: Room, after: str) -> None:
         """Deliver, oldest first, the messages newer than ``after`` (a re-join missed more
         than its answer could carry)."""
         cursor: str | None = after
@@ -664,7 +650,7 @@ class LiveConnection:
                 self._deliver_message(room, message)
             cursor = page.items[0].id if page.items and page.next_cursor else None
 
-    async def _page_all(self, room: _Room) -> None:
+    async def _page_all(self, room: Room) -> None:
         """A conversation joined empty, then a drop: everything in it is what was missed."""
         collected: list[Message] = []
         cursor: str | None = None
@@ -677,7 +663,7 @@ class LiveConnection:
         for message in reversed(collected):
             self._deliver_message(room, message)
 
-    def _resume_generation(self, room: _Room, generation: Any) -> None:
+    def _resume_generation(self, room: Room, generation: Any) -> None:
         if not isinstance(generation, dict) or not generation.get("messageId"):
             return
         message_id, text, index = generation["messageId"], generation.get("text") or "", int(generation.get("index", -1))
@@ -689,7 +675,7 @@ class LiveConnection:
 
     # -- delivery: order and no repeats ------------------------------------------------------------
 
-    def _deliver_message(self, room: _Room, message: Message) -> None:
+    def _deliver_message(self, room: Room, message: Message) -> None:
         if message.id in room.seen:
             if room.seen[message.id] != message.updated_at:
                 self._deliver(MessageUpdated(message))
@@ -707,7 +693,7 @@ class LiveConnection:
             listener.put_nowait(event)
 
     @staticmethod
-    def _keep(room: _Room, event: Event) -> bool:
+    def _keep(room: Room, event: Event) -> bool:
         """Whether ``event`` is news for ``room``, updating what the room knows."""
         if isinstance(event, (NewMessage, MessageUpdated)):
             room.saw_seq(event.message.seq)
@@ -753,91 +739,9 @@ class _AuthRefused(Exception):
     """The server closed the socket 4401 before ``ready``: credentials to refresh."""
 
 
-class _Closed(Exception):
-    """The connection was closed by its owner: iterators end quietly."""
-
-
 def _parse(message: str | bytes) -> dict[str, Any]:
     try:
         frame = json.loads(message)
     except ValueError:
         return {}
     return frame if isinstance(frame, dict) else {}
-
-
-class ReplyStream:
-    """An assistant reply as it is generated (``LiveConnection.ask``).
-
-    ``async for delta in stream`` yields the reply's text piece by piece (their concatenation
-    is the stored reply's content, also across reconnects), and ends when the reply is stored;
-    ``stream.message`` is then the stored ``Message`` (``type == "error"`` when the provider
-    failed; ``metadata["finishReason"]`` says how it ended). ``await stream.final()`` does
-    both at once; ``await stream.stop()`` stops the generation (the partial reply is stored).
-    """
-
-    def __init__(self, live: LiveConnection, conversation_id: str) -> None:
-        self.live = live
-        self.conversation_id = conversation_id
-        self.question: Message | None = None
-        self.message_id: str | None = None
-        self.message: Message | None = None
-        self.finish_reason: str | None = None
-        self.text = ""
-        self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
-        live._listeners.add(self._queue)
-
-    def close(self) -> None:
-        self.live._listeners.discard(self._queue)
-
-    def _is_the_reply(self, message: Message) -> bool:
-        if message.role != "assistant":
-            return False
-        if self.message_id is not None and message.id == self.message_id:
-            return True
-        return self.question is not None and message.parent_id == self.question.id
-
-    def __aiter__(self) -> AsyncIterator[str]:
-        return self._deltas()
-
-    async def _deltas(self) -> AsyncIterator[str]:
-        try:
-            while self.message is None:
-                item = await self._queue.get()
-                if isinstance(item, BaseException):
-                    raise ConnectionFailed("The connection was closed") if isinstance(item, _Closed) else item
-                if event_conversation(item) != self.conversation_id:
-                    continue
-                if isinstance(item, AiDelta):
-                    if self.message_id is None and item.message_id not in _stored_ids(self.live, self.conversation_id):
-                        self.message_id = item.message_id
-                    if item.message_id == self.message_id and item.delta:
-                        self.text += item.delta
-                        yield item.delta
-                elif isinstance(item, AiDone) and item.message_id == self.message_id:
-                    self.finish_reason = item.finish_reason
-                elif isinstance(item, NewMessage) and self._is_the_reply(item.message):
-                    self.message = item.message
-                    self.message_id = item.message.id
-                    content = item.message.content
-                    if item.message.type != "error" and content.startswith(self.text) and len(content) > len(self.text):
-                        rest = content[len(self.text):]  # generated while the connection was down
-                        self.text = content
-                        yield rest
-                    self.finish_reason = self.finish_reason or item.message.metadata.get("finishReason")
-        finally:
-            self.close()
-
-    async def final(self) -> Message:
-        """Wait for the stored reply (consuming the deltas not read yet)."""
-        async for _ in self:
-            pass
-        assert self.message is not None
-        return self.message
-
-    async def stop(self) -> bool:
-        return await self.live.stop(self.conversation_id)
-
-
-def _stored_ids(live: LiveConnection, conversation_id: str) -> "collections.OrderedDict[str, str]":
-    room = live._rooms.get(conversation_id)
-    return room.seen if room is not None else collections.OrderedDict()

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import plugins.chat.service as chat_service
+import plugins.chat.store as chat_store
 from plugins.chat.models import Conversation, Message
 from vachat.plugin_api import now
 
@@ -49,17 +50,20 @@ async def assert_matches_recount(app: Any, fetch: Any) -> dict[str, Any]:
 
 
 class Clock:
-    """Moves the chat service's clock back by whole days (messages "sent" on earlier days)."""
+    """Moves the chat service's clock back by whole days (messages "sent" on earlier days):
+    the service's and its store's, which both stamp writes."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.monkeypatch = monkeypatch
         self.real = now  # what the service calls, until days_ago replaces it there
 
     def days_ago(self, days: int) -> None:
-        self.monkeypatch.setattr(chat_service, "now", lambda: self.real() - datetime.timedelta(days=days))
+        for module in (chat_service, chat_store):
+            self.monkeypatch.setattr(module, "now", lambda: self.real() - datetime.timedelta(days=days))
 
     def reset(self) -> None:
-        self.monkeypatch.setattr(chat_service, "now", self.real)
+        for module in (chat_service, chat_store):
+            self.monkeypatch.setattr(module, "now", self.real)
 
 
 @WITH_ADMIN

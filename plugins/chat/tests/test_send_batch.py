@@ -132,7 +132,7 @@ async def test_two_transactions_storing_into_one_conversation_chain_their_messag
     message answers the first one, not the leaf both started from (a fork nobody asked for).
     On PostgreSQL the row lock does it (the test waits until the second transaction is queued
     on it); on SQLite transactions that write run one at a time anyway."""
-    from plugins.chat import counters, service
+    from plugins.chat import counters, store, wire
 
     conversation = await create_conversation(fetch)
     before = (await send(fetch, conversation["id"], "before"))["data"]
@@ -147,8 +147,8 @@ async def test_two_transactions_storing_into_one_conversation_chain_their_messag
 
     monkeypatch.setattr(counters, "count_messages", count_then_hold)
     alice = Actor(id=ALICE)
-    first = asyncio.ensure_future(app.db.run(service._insert_user_messages, [
-        (service.Draft.from_body({"conversationId": conversation["id"], "content": "first"}), alice)]))
+    first = asyncio.ensure_future(app.db.run(store.insert_user_messages, [
+        (wire.Draft.from_body({"conversationId": conversation["id"], "content": "first"}), alice)]))
     while not first_inside.is_set():
         await asyncio.sleep(0.01)
     second = asyncio.ensure_future(send(fetch, conversation["id"], "second"))
