@@ -243,7 +243,11 @@ class Assistant:
     # -- stopping -------------------------------------------------------------------------
 
     async def stop(self, conversation_id: str) -> bool:
-        """``stop-generation``: stop the reply in this conversation, wherever it runs."""
+        """``stop-generation``: stop the reply in this conversation, wherever it runs. False
+        when nothing is being generated, a reply already being stored included (its text is
+        final: a client that saw it stored and stops is told so, not that it stopped it)."""
+        if conversation_id in self.ending:
+            return False
         generation = self.running.get(conversation_id)
         if generation is not None:
             await generation.stop("cancelled")

@@ -383,3 +383,6 @@ async def test_a_request_sent_on_seeing_the_stored_reply_is_not_refused(app, fet
         if frame["data"]["role"] == "assistant" and frame["data"]["parentId"] == asked.data["id"]:
             break
     assert frame["data"]["content"] == "Echo: second"
+    # Seen stored, the reply is over: a stop sent now stops nothing, though its bookkeeping
+    # (the listener) still runs.
+    assert (await alice.request("stop-generation", {"conversationId": cid}))["data"]["stopped"] is False
