@@ -166,6 +166,10 @@ class WebhooksService:
         background (the caller does not wait)."""
         if owner_id is None:
             return
+        remembered = self._subscriptions.get(owner_id)
+        if remembered is not None and remembered[0] > time.monotonic() \
+                and not any(event_type in events for _, events in remembered[1]):
+            return  # the common case, known without a task: no webhook of this owner hears it
         task = asyncio.ensure_future(self._emit(owner_id, event_type, data))
         self._queueing.add(task)
         task.add_done_callback(self._queueing.discard)
