@@ -16,7 +16,6 @@ from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Generic, Mapping, P
                     TypeVar, overload)
 
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
-    from .actor import Actor
     from .config import Rate, Settings
 
 __all__ = [

@@ -166,9 +166,8 @@ class WebhooksService:
         background (the caller does not wait)."""
         if owner_id is None:
             return
-        remembered = self._subscriptions.get(owner_id)
-        if remembered is not None and remembered[0] > time.monotonic() \
-                and not any(event_type in events for _, events in remembered[1]):
+        remembered = self._remembered(owner_id)
+        if remembered is not None and not any(event_type in events for _, events in remembered):
             return  # the common case, known without a task: no webhook of this owner hears it
         task = asyncio.ensure_future(self._emit(owner_id, event_type, data))
         self._queueing.add(task)
@@ -190,12 +189,17 @@ class WebhooksService:
         return json_dumps({"type": event_type, "timestamp": now().isoformat(timespec="milliseconds") + "Z", "data": data})
 
     async def _subscriptions_for(self, owner_id: str) -> list[tuple[str, frozenset[str]]]:
-        remembered = self._subscriptions.get(owner_id)
-        if remembered is not None and remembered[0] > time.monotonic():
-            return remembered[1]
+        remembered = self._remembered(owner_id)
+        if remembered is not None:
+            return remembered
         subscriptions = await self.app.db.run(_subscriptions_of, owner_id)
         self._subscriptions[owner_id] = (time.monotonic() + SUBSCRIPTIONS_TTL_SECS, subscriptions)
         return subscriptions
+
+    def _remembered(self, owner_id: str) -> list[tuple[str, frozenset[str]]] | None:
+        """What this node remembers of an owner's webhooks, while it is fresh; None otherwise."""
+        remembered = self._subscriptions.get(owner_id)
+        return remembered[1] if remembered is not None and remembered[0] > time.monotonic() else None
 
     def forget(self, owner_id: str) -> None:
         """Drop what this node remembers of an owner's webhooks (they changed)."""
