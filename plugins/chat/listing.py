@@ -43,6 +43,11 @@ LIKE_ESCAPE = "\\"
 
 _CONVERSATION_FIELDS = ("id", "owner_id", "title", "description", "is_public", "is_archived", "metadata",
                         "current_message_id", "message_count", "created_at", "updated_at", "last_message_id")
+# The list reads less: each page row's owner and archived flag are the values its WHERE
+# matched (``_where``), and the last message id is only joined on. Turning the page's SQLite
+# values into Python objects costs about as much as SQLite's own work on the page, per value.
+_PAGE_CONVERSATION_FIELDS = ("id", "title", "description", "is_public", "metadata", "current_message_id",
+                             "message_count", "created_at", "updated_at")
 _MESSAGE_FIELDS = ("id", "conversation", "user_id", "role", "type", "content", "parent_id", "metadata",
                    "client_message_id", "is_edited", "edited_at", "created_at", "updated_at", "seq")
 
@@ -80,13 +85,13 @@ def _json(value: Any) -> Any:
 _SELECT = "SELECT {c}, EXISTS(SELECT 1 FROM {tags} t WHERE t.{tag_conversation} = c.id), {m}, " \
           "EXISTS(SELECT 1 FROM {files} f WHERE f.{file_message} = m.id) " \
           "FROM {conversations} c LEFT JOIN {messages} m ON m.id = c.{last}".format(
-              c=", ".join(f"c.{_column(Conversation, n)}" for n in _CONVERSATION_FIELDS),
+              c=", ".join(f"c.{_column(Conversation, n)}" for n in _PAGE_CONVERSATION_FIELDS),
               m=", ".join(f"m.{_column(Message, n)}" for n in _MESSAGE_FIELDS),
               tags=ConversationTag._meta.table_name, tag_conversation=_column(ConversationTag, "conversation"),
               files=MessageFile._meta.table_name, file_message=_column(MessageFile, "message"),
               conversations=Conversation._meta.table_name, messages=Message._meta.table_name,
               last=_column(Conversation, "last_message_id"))
-_CONVERSATION_WIDTH = len(_CONVERSATION_FIELDS)
+_PAGE_CONVERSATION_WIDTH = len(_PAGE_CONVERSATION_FIELDS)
 
 
 def _stored_time(value: Any) -> datetime.datetime:
@@ -149,6 +154,7 @@ def read_page(owner_id: str, query: dict[str, Any], page: int, limit: int) -> tu
     db = database.obj
     mark = db.param
     where, params = _where(owner_id, query, mark)
+    archived = bool(query.get("archived", False))  # as _where matches it
     column = SORT_COLUMNS[query.get("sortBy") or "updatedAt"]
     direction = "DESC" if query.get("sortOrder", "desc") == "desc" else "ASC"
     # One row more than the page: when it is not there, this page is the last one and the
@@ -161,16 +167,16 @@ def read_page(owner_id: str, query: dict[str, Any], page: int, limit: int) -> tu
         total = db.execute_sql(f"SELECT COUNT(*) FROM {Conversation._meta.table_name} c WHERE {where}",
                                params).fetchone()[0]
     rows = rows[:limit]
-    split = _CONVERSATION_WIDTH
+    split = _PAGE_CONVERSATION_WIDTH
     tagged = [row[0] for row in rows if row[split]]
     with_files = [row[split + 1] for row in rows if row[split + 1] is not None and row[-1]]
     tags = tags_of(tagged)
     files = files_of(with_files)
     items = []
-    # The loop below is the list's own Python work (20 rows of 27 columns): the common values
+    # The loop below is the list's own Python work (20 rows of 25 columns): the common values
     # (empty metadata, never edited, created = updated, no files) skip their conversions.
-    for (cid, owner, title, description, is_public, is_archived, metadata, current_id, count, created, updated,
-         _last_id, _has_tags, mid, conversation_id, user_id, role, type_, content, parent_id, message_metadata,
+    for (cid, title, description, is_public, metadata, current_id, count, created, updated,
+         _has_tags, mid, conversation_id, user_id, role, type_, content, parent_id, message_metadata,
          client_id, is_edited, edited_at, message_created, message_updated, message_seq, _has_files) in rows:
         last = None
         if mid is not None:
@@ -182,8 +188,8 @@ def read_page(owner_id: str, query: dict[str, Any], page: int, limit: int) -> tu
                 message_time if message_updated == message_created else _wire_time(message_updated), message_seq)
         created_time = _wire_time(created)
         items.append({
-            "id": cid, "ownerId": owner, "title": title, "description": description, "isPublic": bool(is_public),
-            "isArchived": bool(is_archived), "tags": tags.get(cid, []),
+            "id": cid, "ownerId": owner_id, "title": title, "description": description, "isPublic": bool(is_public),
+            "isArchived": archived, "tags": tags.get(cid, []),
             "metadata": {} if metadata == "{}" else _json(metadata) or {},
             "currentMessageId": current_id, "messageCount": count, "lastMessage": last,
             "createdAt": created_time, "updatedAt": created_time if updated == created else _wire_time(updated),

@@ -93,6 +93,9 @@ async def test_conversation_list_pages_sorts_and_filters(fetch):
     assert sorted(c["title"] for c in work) == ["chat 1", "chat 3"]
     archived = (await fetch("/api/chat/conversations?archived=true", user=ALICE)).data
     assert [c["title"] for c in archived] == ["archived one"]
+    # ownerId and isArchived are the values the page's filter matched, not read per row
+    assert archived[0] == (await fetch(f"/api/chat/conversations/{archived[0]['id']}", user=ALICE)).data
+    assert archived[0]["isArchived"] is True and archived[0]["ownerId"] == ALICE
     found = (await fetch("/api/chat/conversations?search=chat%203", user=ALICE)).data
     assert [c["title"] for c in found] == ["chat 3"]
     for bad in ("sortBy=ownerId", "sortBy=id;drop", "sortOrder=up", "page=0", "limit=101", "unknown=1", "archived=maybe"):
