@@ -455,6 +455,8 @@ def run_targets(runners: dict[str, Callable[[], dict]], args: Any,
 SLOW_CALLBACK_MS = 10
 # asyncio's debug-mode warning (base_events._run_once), wherever the server's log puts it.
 _SLOW_CALLBACK = re.compile(r"Executing (.*?) took (\d+\.\d+) seconds")
+# bench/loop_check.py's own line: the callback's CPU time on the loop's thread (immune to other load).
+_CPU_HELD = re.compile(r"Callback held the loop's CPU (\d+\.\d+) seconds: (.*)")
 _loop_check = False
 _loop_logs: dict[int, "LoopLog"] = {}  # running checked servers, by pid
 _loop_checked: list[dict] = []  # the counts of checked servers stopped since the last take
@@ -494,7 +496,9 @@ class LoopLog:
                  "shutdown": text[end:]}
         found = {k: _SLOW_CALLBACK.findall(v.decode("utf-8", "replace")) for k, v in parts.items()}
         serving = found["serving"]
-        return {"slow_callbacks": len(serving),
+        cpu_held = _CPU_HELD.findall(parts["serving"].decode("utf-8", "replace"))
+        return {"slow_callbacks": len(serving), "cpu_held": len(cpu_held),
+                "cpu_held_lines": [f"{float(s) * 1000:.0f} ms CPU: {what[:300]}" for s, what in cpu_held[:10]],
                 "slowest_ms": round(max(float(s) for _, s in serving) * 1000, 1) if serving else None,
                 "start_up": len(found["start_up"]), "shutdown": len(found["shutdown"]),
                 "lines": [f"{float(s) * 1000:.0f} ms: {what[:300]}" for what, s in serving[:10]]}
@@ -525,6 +529,8 @@ def run_loop_check(runners: dict[str, Callable[[], dict]], idle_wait: float) -> 
             checked = take_loop_checked()
             if checked:
                 result.update(slow_callbacks=sum(c["slow_callbacks"] for c in checked),
+                              slow_callbacks_cpu_held=sum(c["cpu_held"] for c in checked),
+                              cpu_held_lines=[ln for c in checked for ln in c["cpu_held_lines"]],
                               slowest_ms=max((c["slowest_ms"] or 0 for c in checked), default=None) or None,
                               slow_callbacks_start_up=sum(c["start_up"] for c in checked),
                               slow_callbacks_shutdown=sum(c["shutdown"] for c in checked),
@@ -551,4 +557,8 @@ def print_loop_check(name: str, result: dict) -> None:
           f"{result['slow_callbacks_shutdown']}, not counted; asyncio debug run"
           + (f", which failed: {result['error'][:80]}" if "error" in result else "") + ")")
     for line in result["slow_callback_lines"]:
+        print(f"    {line}")
+    print(f"[{name}] of which held the loop's CPU >= {SLOW_CALLBACK_MS} ms (not another process's time slice): "
+          f"{result['slow_callbacks_cpu_held']}")
+    for line in result["cpu_held_lines"]:
         print(f"    {line}")
