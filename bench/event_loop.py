@@ -243,10 +243,11 @@ def main() -> int:
         return 130
     summary, runs = outcome
     for rs in runs.values():  # best run: the lowest ratio (other load only ever raises it)
-        ok = [r for r in rs if "error" not in r and r.get("p99_ratio") and not r.get("loop_check_run")]
+        ok = [r for r in rs if "error" not in r and r.get("p99_ratio")]
         if ok:
             best = min(ok, key=lambda r: r["p99_ratio"])
-            summary["vachat"] = dict(best, rounds=len(ok), slow_callbacks=summary["vachat"].get("slow_callbacks"))
+            summary["vachat"] = dict(best, rounds=len(ok), **{k: summary["vachat"][k] for k in
+                                                              ("slow_callbacks", "loop_check") if k in summary["vachat"]})
     r = summary["vachat"]
     print(f"\nevent loop under sign-ins: {args.idle_sockets:,} idle sockets, probe {args.probe_rate:g} pings/s, "
           f"{args.duration:g}s per phase, {args.logins:g} sign-ins/s at bcrypt cost {BCRYPT_ROUNDS}, "

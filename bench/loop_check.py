@@ -20,6 +20,8 @@ import sys
 import time
 
 SLOW_CALLBACK_SECONDS = float(os.environ.get("BENCH_SLOW_CALLBACK_MS", "10")) / 1000
+# BENCH_LOOP_DEBUG=0: no debug mode, only the CPU timing (cheap: the durations are the real ones).
+DEBUG = os.environ.get("BENCH_LOOP_DEBUG", "1") != "0"
 
 
 def report_cpu_held() -> None:
@@ -38,9 +40,26 @@ def report_cpu_held() -> None:
         finally:
             held = time.thread_time() - started
             if held >= threshold:
-                print(f"Callback held the loop's CPU {held:.3f} seconds: {handle!r}"[:2000], file=sys.stderr, flush=True)
+                print(f"Callback held the loop's CPU {held:.3f} seconds: {describe(handle)}"[:2000],
+                      file=sys.stderr, flush=True)
 
     asyncio.events.Handle._run = timed_run  # type: ignore[method-assign]
+
+
+def describe(handle: asyncio.events.Handle) -> str:
+    """A task's step as the coroutine it ran, innermost awaited one first, and where each now
+    waits (a handle's own repr names only the future that woke the task); any other callback
+    as its repr."""
+    task = getattr(handle._callback, "__self__", None)
+    if not isinstance(task, asyncio.Task):
+        return repr(handle)
+    chain, coro = [], task.get_coro()
+    while coro is not None and hasattr(coro, "cr_frame"):
+        frame = coro.cr_frame
+        where = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}" if frame is not None else "done"
+        chain.append(f"{coro.__qualname__} ({where})")
+        coro = getattr(coro, "cr_await", None)
+    return "task step: " + " <- ".join(reversed(chain))
 
 
 class DebugLoopPolicy(asyncio.DefaultEventLoopPolicy):
@@ -56,7 +75,8 @@ class DebugLoopPolicy(asyncio.DefaultEventLoopPolicy):
 def main() -> None:
     if len(sys.argv) < 2:
         raise SystemExit(__doc__)
-    asyncio.set_event_loop_policy(DebugLoopPolicy())
+    if DEBUG:
+        asyncio.set_event_loop_policy(DebugLoopPolicy())
     report_cpu_held()
     script = os.path.abspath(sys.argv[1])
     sys.argv = sys.argv[1:]
