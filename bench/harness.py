@@ -458,6 +458,7 @@ SLOW_CALLBACK_MS = 10
 _SLOW_CALLBACK = re.compile(r"Executing (.*?) took (\d+\.\d+) seconds")
 # bench/loop_check.py's own line: the callback's CPU time on the loop's thread (immune to other load).
 _CPU_HELD = re.compile(r"Callback held the loop's CPU (\d+\.\d+) seconds: (.*)")
+_GC_PAUSE = re.compile(r"GC of generation \d .*")
 _loop_check = False
 _loop_logs: dict[int, "LoopLog"] = {}  # running checked servers, by pid
 _loop_checked: list[dict] = []  # the counts of checked servers stopped since the last take
@@ -498,8 +499,10 @@ class LoopLog:
         found = {k: _SLOW_CALLBACK.findall(v.decode("utf-8", "replace")) for k, v in parts.items()}
         serving = found["serving"]
         cpu_held = _CPU_HELD.findall(parts["serving"].decode("utf-8", "replace"))
+        gc_pauses = _GC_PAUSE.findall(parts["serving"].decode("utf-8", "replace"))
         return {"slow_callbacks": len(serving), "cpu_held": len(cpu_held),
-                "cpu_held_lines": [f"{float(s) * 1000:.0f} ms CPU: {what[:300]}" for s, what in cpu_held[:10]],
+                "cpu_held_lines": [f"{float(s) * 1000:.0f} ms CPU: {what[:1500]}" for s, what in cpu_held[:10]],
+                "gc_lines": gc_pauses[:10],
                 "slowest_ms": round(max(float(s) for _, s in serving) * 1000, 1) if serving else None,
                 "start_up": len(found["start_up"]), "shutdown": len(found["shutdown"]),
                 "lines": [f"{float(s) * 1000:.0f} ms: {what[:300]}" for what, s in serving[:10]]}
@@ -532,6 +535,7 @@ def run_loop_check(runners: dict[str, Callable[[], dict]], idle_wait: float) -> 
                 result.update(slow_callbacks=sum(c["slow_callbacks"] for c in checked),
                               slow_callbacks_cpu_held=sum(c["cpu_held"] for c in checked),
                               cpu_held_lines=[ln for c in checked for ln in c["cpu_held_lines"]],
+                              gc_pause_lines=[ln for c in checked for ln in c["gc_lines"]],
                               slowest_ms=max((c["slowest_ms"] or 0 for c in checked), default=None) or None,
                               slow_callbacks_start_up=sum(c["start_up"] for c in checked),
                               slow_callbacks_shutdown=sum(c["shutdown"] for c in checked),
@@ -552,14 +556,21 @@ def print_loop_check(name: str, result: dict) -> None:
         why = result.get("error") or "not a Python server"
         print(f"[{name}] slow callbacks (>= {SLOW_CALLBACK_MS} ms): n/a ({why[:100]})")
         return
-    print(f"[{name}] slow callbacks (>= {SLOW_CALLBACK_MS} ms): {result['slow_callbacks']}"
-          + (f", the slowest {result['slowest_ms']} ms" if result["slow_callbacks"] else "")
-          + f" (while serving; start-up {result['slow_callbacks_start_up']}, shutdown "
-          f"{result['slow_callbacks_shutdown']}, not counted; asyncio debug run"
-          + (f", which failed: {result['error'][:80]}" if "error" in result else "") + ")")
-    for line in result["slow_callback_lines"]:
-        print(f"    {line}")
+    if os.environ.get("BENCH_LOOP_DEBUG", "1") == "0":
+        print(f"[{name}] slow callbacks (>= {SLOW_CALLBACK_MS} ms): not counted (BENCH_LOOP_DEBUG=0: asyncio's check off)")
+    else:
+        print(f"[{name}] slow callbacks (>= {SLOW_CALLBACK_MS} ms): {result['slow_callbacks']}"
+              + (f", the slowest {result['slowest_ms']} ms" if result["slow_callbacks"] else "")
+              + f" (while serving; start-up {result['slow_callbacks_start_up']}, shutdown "
+              f"{result['slow_callbacks_shutdown']}, not counted; asyncio debug run"
+              + (f", which failed: {result['error'][:80]}" if "error" in result else "") + ")")
+        for line in result["slow_callback_lines"]:
+            print(f"    {line}")
     print(f"[{name}] of which held the loop's CPU >= {SLOW_CALLBACK_MS} ms (not another process's time slice): "
           f"{result['slow_callbacks_cpu_held']}")
     for line in result["cpu_held_lines"]:
         print(f"    {line}")
+    if result["gc_pause_lines"]:
+        print(f"[{name}] garbage collections of >= {SLOW_CALLBACK_MS / 2:g} ms meanwhile (inside some callback):")
+        for line in result["gc_pause_lines"]:
+            print(f"    {line}")

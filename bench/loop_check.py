@@ -14,10 +14,14 @@ scheduled, which slows the server down: figures from such a run are not reported
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import runpy
 import sys
+import threading
 import time
+import traceback
+from typing import Any
 
 SLOW_CALLBACK_SECONDS = float(os.environ.get("BENCH_SLOW_CALLBACK_MS", "10")) / 1000
 # BENCH_LOOP_DEBUG=0: no debug mode, only the CPU timing (cheap: the durations are the real ones).
@@ -32,18 +36,53 @@ def report_cpu_held() -> None:
     ``Callback held the loop's CPU X seconds: <handle>``."""
     original = asyncio.events.Handle._run
     threshold = SLOW_CALLBACK_SECONDS
+    running: list[Any] = [None, 0.0, None]  # the callback running, since when (wall), a stack taken in it
 
     def timed_run(handle: asyncio.events.Handle) -> None:
         started = time.thread_time()
+        running[:] = [handle, time.monotonic(), None]
         try:
             original(handle)
         finally:
             held = time.thread_time() - started
+            stack, running[:] = running[2], [None, 0.0, None]
             if held >= threshold:
-                print(f"Callback held the loop's CPU {held:.3f} seconds: {describe(handle)}"[:2000],
-                      file=sys.stderr, flush=True)
+                print(f"Callback held the loop's CPU {held:.3f} seconds: {describe(handle)}"[:2000]
+                      + (f" | stack {threshold * 1000:.0f} ms in: {stack}" if stack else ""), file=sys.stderr, flush=True)
+
+    loop_thread = threading.get_ident()
+
+    def watch() -> None:
+        """Take the loop thread's stack once in each callback that runs past the threshold:
+        the line it was on says what held the loop (the handle only says which task)."""
+        while True:
+            time.sleep(threshold / 4)
+            handle, since, stack = running
+            if handle is not None and stack is None and time.monotonic() - since >= threshold:
+                frame = sys._current_frames().get(loop_thread)
+                if frame is not None and running[0] is handle:
+                    running[2] = " < ".join(f"{os.path.basename(f.filename)}:{f.lineno} {f.name}"
+                                            for f in reversed(traceback.extract_stack(frame)[-12:]))
 
     asyncio.events.Handle._run = timed_run  # type: ignore[method-assign]
+    threading.Thread(target=watch, name="loop-check-watch", daemon=True).start()
+
+
+def report_gc_pauses() -> None:
+    """Print each garbage collection that took half the threshold or more of its thread's CPU (a collection runs
+    inside whichever callback allocated, so it explains a slow one whose code is cheap)."""
+    started: list[float] = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.thread_time()
+            return
+        took = time.thread_time() - started[0]
+        if took >= SLOW_CALLBACK_SECONDS / 2:
+            print(f"GC of generation {info.get('generation')} took {took:.3f} seconds "
+                  f"({info.get('collected')} collected) on {threading.current_thread().name}", file=sys.stderr, flush=True)
+
+    gc.callbacks.append(on_gc)
 
 
 def describe(handle: asyncio.events.Handle) -> str:
@@ -78,6 +117,7 @@ def main() -> None:
     if DEBUG:
         asyncio.set_event_loop_policy(DebugLoopPolicy())
     report_cpu_held()
+    report_gc_pauses()
     script = os.path.abspath(sys.argv[1])
     sys.argv = sys.argv[1:]
     sys.path[0] = os.path.dirname(script)  # as if the script had been run directly
