@@ -242,12 +242,16 @@ def main() -> int:
     if outcome is None:
         return 130
     summary, runs = outcome
-    for rs in runs.values():  # best run: the lowest ratio (other load only ever raises it)
+    for rs in runs.values():
+        # Other load only ever raises a phase's p99, and it may hit either phase: each phase's
+        # figures come from its own best round (lowest p99), the ratio from those two.
         ok = [r for r in rs if "error" not in r and r.get("p99_ratio")]
         if ok:
-            best = min(ok, key=lambda r: r["p99_ratio"])
-            summary["vachat"] = dict(best, rounds=len(ok), **{k: summary["vachat"][k] for k in
-                                                              ("slow_callbacks", "loop_check") if k in summary["vachat"]})
+            best = dict(min(ok, key=lambda r: r["load"]["p99_ms"]), rounds=len(ok))
+            best["idle"] = min((r["idle"] for r in ok), key=lambda phase: phase["p99_ms"])
+            best["p99_ratio"] = round(best["load"]["p99_ms"] / best["idle"]["p99_ms"], 2)
+            summary["vachat"] = dict(best, **{k: summary["vachat"][k] for k in ("slow_callbacks", "loop_check")
+                                              if k in summary["vachat"]})
     r = summary["vachat"]
     print(f"\nevent loop under sign-ins: {args.idle_sockets:,} idle sockets, probe {args.probe_rate:g} pings/s, "
           f"{args.duration:g}s per phase, {args.logins:g} sign-ins/s at bcrypt cost {BCRYPT_ROUNDS}, "
@@ -274,8 +278,8 @@ def main() -> int:
     ok = r["p99_ratio"] <= MAX_P99_RATIO
     every = [f"{x['p99_ratio']:.2f}x" for x in runs["vachat"] if x.get("p99_ratio")]
     print(f"target ping p99 under sign-ins <= {MAX_P99_RATIO:g}x idle: {r['p99_ratio']:.2f}x, {target_verdict(ok)}"
-          + (f" (every round: {', '.join(every)}; the lowest is shown, other load only ever raises one phase's p99 — "
-             f"check the other-load column of both phases)" if len(every) > 1 else ""))
+          + (f" (each phase's best round; every round's own ratio: {', '.join(every)}; other load only ever "
+             f"raises a phase's p99 — check the other-load column)" if len(every) > 1 else ""))
     save_json(args.json, args, summary, runs)
     return 0 if r["idle_sockets_closed"] == 0 and not s["errors"] else 1
 
