@@ -4,7 +4,7 @@ and the REST calls that set a run up (accounts, tokens, conversations).
 The server is `run.py serve` with the core and every installed plugin (chat among them), as
 in production: `VACHAT_ENV=production`, `LOG_LEVEL=WARNING` (so logging does not dominate), JWT
 secrets made up for the run, `BCRYPT_ROUNDS=10` (production's minimum; only sign-ups pay it,
-before measuring), `AUTO_MIGRATE=true` (a fresh database), no Redis. The limits that protect
+before measuring; a driver that measures sign-ins passes its own cost), `AUTO_MIGRATE=true` (a fresh database), no Redis. The limits that protect
 users from each other are lifted through the server's environment (`LIFTED_LIMITS`): the
 load comes from one IP and a few accounts, at rates no person reaches. The defaults in the
 code are untouched.
@@ -47,13 +47,13 @@ def server_cmd() -> list[str]:
     return [sys.executable, str(REPO / "run.py"), "serve"]
 
 
-def server_env(port: int | str, database_url: str) -> dict[str, str]:
+def server_env(port: int | str, database_url: str, bcrypt_rounds: int = 10) -> dict[str, str]:
     """The server's environment (`port` and `database_url` may be format fields)."""
     env = {
         "PORT": str(port), "HOST": "127.0.0.1", "VACHAT_ENV": "production", "LOG_LEVEL": "WARNING",
         "LOG_DIR": "", "DATABASE_URL": database_url, "REDIS_URL": "", "AUTO_MIGRATE": "true",
         "JWT_SECRET": secrets.token_urlsafe(48), "JWT_REFRESH_SECRET": secrets.token_urlsafe(48),
-        "BCRYPT_ROUNDS": "10", "VACHAT_PLUGIN_MODULES": "",
+        "BCRYPT_ROUNDS": str(bcrypt_rounds), "VACHAT_PLUGIN_MODULES": "",
         "WS_PING_INTERVAL": "3600", "WS_PING_TIMEOUT": "3600",  # no pings while measuring
     }
     env.update(LIFTED_LIMITS)
@@ -159,13 +159,15 @@ class Api:
 
 
 @contextlib.contextmanager
-def running_vachat(database: str, tag: str) -> Iterator[tuple[Any, "Api", BenchDatabase]]:
+def running_vachat(database: str, tag: str, *, bcrypt_rounds: int = 10,
+                   env: dict[str, str] | None = None) -> Iterator[tuple[Any, "Api", BenchDatabase]]:
     """A vachat server on a fresh database, pinned to the server core: (process, Api, database).
-    Both are gone when the block ends."""
+    Both are gone when the block ends. `env` adds to (or overrides) `server_env`."""
     port = free_port()
     db = BenchDatabase(database, f"{tag}-{port}")
     try:
-        server = start_server(server_cmd(), server_env(port, db.url), port, ready_timeout=60)
+        server = start_server(server_cmd(), dict(server_env(port, db.url, bcrypt_rounds), **(env or {})), port,
+                              ready_timeout=60)
         try:
             yield server, Api(port), db
         finally:

@@ -15,12 +15,14 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
@@ -82,6 +84,17 @@ def spawn(cmd: list[str], cpu: int, **kw: Any) -> subprocess.Popen:
 
 
 def stop(p: subprocess.Popen, timeout: float = 5.0) -> None:
+    loop_log = _loop_logs.pop(p.pid, None)
+    if loop_log is not None:
+        loop_log.mark_stopping()
+    try:
+        _stop(p, timeout)
+    finally:
+        if loop_log is not None:
+            _loop_checked.append(loop_log.count())
+
+
+def _stop(p: subprocess.Popen, timeout: float) -> None:
     if p.poll() is None:
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
             try:
@@ -129,11 +142,22 @@ def start_server(cmd: list[str], env: dict[str, str], port: int, *, cwd: str | P
                  ready_timeout: float = 30.0) -> subprocess.Popen:
     """A server pinned to SERVER_CPU, returned once `port` accepts. `cmd` must be the server
     process itself (its CPU is read from its pid), not a shell or a wrapper that forks."""
+    checked = _loop_check and _is_python(cmd)
+    output: dict[str, Any] = {}
+    if checked:  # the server's stdout and stderr (its log) into a file, for counting
+        cmd = [cmd[0], str(BENCH / "loop_check.py"), *cmd[1:]]
+        log_file = tempfile.NamedTemporaryFile(prefix="bench-loop-check-", suffix=".log", delete=False)
+        output = dict(stdout=log_file, stderr=subprocess.STDOUT)
     log(f"starting server on CPU {SERVER_CPU}: {' '.join(cmd)}")
     server = spawn(cmd, SERVER_CPU, cwd=str(cwd), env=dict(os.environ, PYTHONUNBUFFERED="1", **env),
-                   stdin=subprocess.DEVNULL)
+                   stdin=subprocess.DEVNULL, **output)
+    if checked:
+        log_file.close()
+        _loop_logs[server.pid] = LoopLog(Path(log_file.name))
     try:
         wait_port(port, server, ready_timeout)
+        if checked:
+            _loop_logs[server.pid].mark_serving(port)
     except BaseException:
         stop(server)
         raise
@@ -216,6 +240,10 @@ def add_run_args(ap: Any) -> None:
     ap.add_argument("--wait-idle", type=float, default=20.0, metavar="S",
                     help="before each run, wait up to S seconds for CPUs 0 and 1 to be idle (shared machines)")
     ap.add_argument("--json", metavar="FILE", help="write every run's raw result and the summary here")
+    ap.add_argument("--loop-check", action="store_true",
+                    help=f"then run every target once more with asyncio's debug mode and a {SLOW_CALLBACK_MS} ms "
+                         "slow-callback threshold in its Python server, and count the callbacks that held the "
+                         "loop that long (that run's figures are distorted by debug mode and not reported)")
 
 
 def save_json(path: Optional[str], args: Any, summary: dict, runs: dict) -> None:
@@ -411,7 +439,138 @@ def run_targets(runners: dict[str, Callable[[], dict]], args: Any,
 
     try:
         runs = run_rounds(list(runners), args.rounds, args.wait_idle, run_one)
+        summary = {name: best_of(rs, key) for name, rs in runs.items()}
+        if getattr(args, "loop_check", False):
+            for name, checked in run_loop_check(runners, args.wait_idle).items():
+                # Apart from `runs`: a debug run's figures must not reach a best, a minimum or a median.
+                summary[name]["loop_check"] = checked
+                summary[name]["slow_callbacks"] = checked.get("slow_callbacks")
     except KeyboardInterrupt:
         log("interrupted")
         return None
-    return {name: best_of(rs, key) for name, rs in runs.items()}, runs
+    return summary, runs
+
+
+# -- the asyncio slow-callback check (--loop-check) -------------------------------------------
+
+SLOW_CALLBACK_MS = 10
+# asyncio's debug-mode warning (base_events._run_once), wherever the server's log puts it.
+_SLOW_CALLBACK = re.compile(r"Executing (.*?) took (\d+\.\d+) seconds")
+# bench/loop_check.py's own line: the callback's CPU time on the loop's thread (immune to other load).
+_CPU_HELD = re.compile(r"Callback held the loop's CPU (\d+\.\d+) seconds: (.*)")
+_GC_PAUSE = re.compile(r"GC of generation \d .*")
+_loop_check = False
+_loop_logs: dict[int, "LoopLog"] = {}  # running checked servers, by pid
+_loop_checked: list[dict] = []  # the counts of checked servers stopped since the last take
+
+
+def _is_python(cmd: list[str]) -> bool:
+    return Path(cmd[0]).name.startswith("python") or cmd[0] == sys.executable
+
+
+class LoopLog:
+    """A checked server's log and the window that counts: from its first answer (its start-up
+    callbacks are over) to the SIGTERM (its shutdown is not measured). What falls outside is
+    counted apart: start-up work before serving blocks no client."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.serving_from: int | None = None
+        self.serving_to: int | None = None
+
+    def mark_serving(self, port: int) -> None:
+        """Wait for an answer to one request: every callback before it has finished."""
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"GET /loop-check-ready HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            sock.recv(1)
+        time.sleep(0.2)  # the log line of the callback that answered it, printed once it returns
+        self.serving_from = self.path.stat().st_size
+
+    def mark_stopping(self) -> None:
+        self.serving_to = self.path.stat().st_size
+
+    def count(self) -> dict:
+        """{"slow_callbacks": n in the serving window, "slowest_ms", "start_up", "shutdown", "lines"}."""
+        text = self.path.read_bytes()
+        self.path.unlink(missing_ok=True)
+        start, end = self.serving_from or 0, self.serving_to if self.serving_to is not None else len(text)
+        parts = {"start_up": text[:start] if self.serving_from is not None else b"", "serving": text[start:end],
+                 "shutdown": text[end:]}
+        found = {k: _SLOW_CALLBACK.findall(v.decode("utf-8", "replace")) for k, v in parts.items()}
+        serving = found["serving"]
+        cpu_held = _CPU_HELD.findall(parts["serving"].decode("utf-8", "replace"))
+        gc_pauses = _GC_PAUSE.findall(parts["serving"].decode("utf-8", "replace"))
+        return {"slow_callbacks": len(serving), "cpu_held": len(cpu_held),
+                "cpu_held_lines": [f"{float(s) * 1000:.0f} ms CPU: {what[:1500]}" for s, what in cpu_held[:10]],
+                "gc_lines": gc_pauses[:10],
+                "slowest_ms": round(max(float(s) for _, s in serving) * 1000, 1) if serving else None,
+                "start_up": len(found["start_up"]), "shutdown": len(found["shutdown"]),
+                "lines": [f"{float(s) * 1000:.0f} ms: {what[:300]}" for what, s in serving[:10]]}
+
+
+def take_loop_checked() -> list[dict]:
+    """The counts of the checked servers stopped since the last call."""
+    out = list(_loop_checked)
+    _loop_checked.clear()
+    return out
+
+
+def run_loop_check(runners: dict[str, Callable[[], dict]], idle_wait: float) -> dict[str, dict]:
+    """Run each target once more with its Python server checked (bench/loop_check.py); print
+    "slow callbacks (>= 10 ms): N" for each. {name: its run's result with the counts}."""
+    global _loop_check
+    out: dict[str, dict] = {}
+    _loop_check = True
+    try:
+        for name, runner in runners.items():
+            log(f"[{name}] loop check: asyncio debug mode, slow callbacks >= {SLOW_CALLBACK_MS} ms")
+            wait_idle(idle_wait)
+            take_loop_checked()
+            try:
+                result = runner()
+            except RuntimeError as e:
+                result = {"error": str(e)}
+            checked = take_loop_checked()
+            if checked:
+                result.update(slow_callbacks=sum(c["slow_callbacks"] for c in checked),
+                              slow_callbacks_cpu_held=sum(c["cpu_held"] for c in checked),
+                              cpu_held_lines=[ln for c in checked for ln in c["cpu_held_lines"]],
+                              gc_pause_lines=[ln for c in checked for ln in c["gc_lines"]],
+                              slowest_ms=max((c["slowest_ms"] or 0 for c in checked), default=None) or None,
+                              slow_callbacks_start_up=sum(c["start_up"] for c in checked),
+                              slow_callbacks_shutdown=sum(c["shutdown"] for c in checked),
+                              slow_callback_lines=[ln for c in checked for ln in c["lines"]])
+            log(f"[{name}] loop-check run (figures distorted by debug mode): {json.dumps(result)}")
+            out[name] = result
+    finally:
+        _loop_check = False
+        stop_all()
+    for name, r in out.items():
+        print_loop_check(name, r)
+    return out
+
+
+def print_loop_check(name: str, result: dict) -> None:
+    """The line every driver prints for each target after `--loop-check`."""
+    if "slow_callbacks" not in result:
+        why = result.get("error") or "not a Python server"
+        print(f"[{name}] slow callbacks (>= {SLOW_CALLBACK_MS} ms): n/a ({why[:100]})")
+        return
+    if os.environ.get("BENCH_LOOP_DEBUG", "1") == "0":
+        print(f"[{name}] slow callbacks (>= {SLOW_CALLBACK_MS} ms): not counted (BENCH_LOOP_DEBUG=0: asyncio's check off)")
+    else:
+        print(f"[{name}] slow callbacks (>= {SLOW_CALLBACK_MS} ms): {result['slow_callbacks']}"
+              + (f", the slowest {result['slowest_ms']} ms" if result["slow_callbacks"] else "")
+              + f" (while serving; start-up {result['slow_callbacks_start_up']}, shutdown "
+              f"{result['slow_callbacks_shutdown']}, not counted; asyncio debug run"
+              + (f", which failed: {result['error'][:80]}" if "error" in result else "") + ")")
+        for line in result["slow_callback_lines"]:
+            print(f"    {line}")
+    print(f"[{name}] of which held the loop's CPU >= {SLOW_CALLBACK_MS} ms (not another process's time slice): "
+          f"{result['slow_callbacks_cpu_held']}")
+    for line in result["cpu_held_lines"]:
+        print(f"    {line}")
+    if result["gc_pause_lines"]:
+        print(f"[{name}] garbage collections of >= {SLOW_CALLBACK_MS / 2:g} ms meanwhile (inside some callback):")
+        for line in result["gc_pause_lines"]:
+            print(f"    {line}")

@@ -20,6 +20,7 @@ import importlib
 import ipaddress
 import logging
 import inspect
+import os
 import time
 from types import SimpleNamespace
 from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
@@ -56,6 +57,10 @@ log = logging.getLogger("vachat.app")
 T = TypeVar("T")
 
 CORE_SCHEMAS = core_resource("schemas")
+# How much lower the hashing threads' CPU priority is than the IOLoop's: at nice 10 a thread
+# weighs a tenth of a normal one, so the IOLoop's thread gets ~90 % of a core it shares with
+# one of them, and preempts it as soon as it wakes.
+HASH_THREADS_NICENESS = 10
 
 
 def unrecognised_credentials(headers: Any) -> str:
@@ -94,9 +99,17 @@ class VachatApplication(tornado.web.Application):
         self.metrics.gauge_from("vachat_http_requests_in_flight", "HTTP requests accepted and not yet answered",
                                 lambda: len(self._inflight))
         self.db = Database(config.database_url, config.database_pool_size, config.database_pool_timeout)
-        # bcrypt, file I/O and SMTP run here, apart from the database threads, so slow hashing
-        # never starves queries.
+        # File I/O and SMTP run here, apart from the database threads, so slow work never
+        # starves queries.
         self.work_threads = ThreadPool(config.executor_threads, "vachat-work")
+        # bcrypt runs here: CPU-bound, and it lets go of the GIL, so what it competes with is
+        # the IOLoop's thread for a core. As many hashes at once as this process has cores
+        # (more would only queue in the kernel, beside the IOLoop), at a lower priority than
+        # the IOLoop. With eight at normal priority on one core, a sign-in burst at cost 12 (a
+        # quarter of a second of CPU each) took each its equal share of the core from the
+        # IOLoop: a WebSocket ping's p99 went from ~5 to 20-50 ms (bench/event_loop.py).
+        self.hash_threads = ThreadPool(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                       else os.cpu_count() or 1, "vachat-hash", niceness=HASH_THREADS_NICENESS)
         self.query_memo = QueryMemo()  # parsed query strings (ApiHandler._parse_query)
         self.redis = make_redis(config.redis_url) if config.redis_url else None
         self.redis_guard = RedisGuard() if self.redis is not None else None
@@ -259,8 +272,13 @@ class VachatApplication(tornado.web.Application):
         return urlparse(origin).netloc.lower() == (request.host or "").lower()
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run CPU- or disk-bound work (bcrypt, files, SMTP) off the IOLoop."""
+        """Run disk- or network-bound work (files, SMTP) off the IOLoop."""
         return await self.work_threads.run(functools.partial(fn, *args))
+
+    async def run_hashing(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run CPU-bound work that releases the GIL (bcrypt) off the IOLoop, one call per core
+        at a time, at a lower CPU priority than the IOLoop's thread."""
+        return await self.hash_threads.run(functools.partial(fn, *args))
 
     # -- the plugin API (vachat.interfaces.App) ----------------------------------
 
@@ -371,6 +389,7 @@ class VachatApplication(tornado.web.Application):
             except Exception:
                 log.exception("closing the %s failed", name)
         self.work_threads.shutdown(wait=False)
+        self.hash_threads.shutdown(wait=False)
 
 
 def _modules_named(entries: Iterable[str]) -> list[tuple[str, Any]]:

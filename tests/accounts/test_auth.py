@@ -4,6 +4,7 @@ me, sessions, disabling, rate limits, the password policy and the 72-byte rule, 
 import json
 import os
 import secrets
+import threading
 
 import pytest
 import tornado.httpclient
@@ -66,6 +67,25 @@ async def test_register_returns_user_and_working_tokens(app, fetch):
     assert await app.db.run(lambda: UserStatistics.select().where(UserStatistics.user == user["id"]).count()) == 1
     [row] = await audit_rows(app, "auth.register")
     assert row.user_id == user["id"] and row.ip == "127.0.0.1"
+
+
+@pytest.mark.gen_test
+async def test_bcrypt_runs_on_the_hashing_threads_never_on_the_ioloop(app, fetch, monkeypatch):
+    from vachat.accounts import passwords
+
+    threads = []
+    for name in ("_hash", "_check"):
+        original = getattr(passwords, name)
+
+        def recorded(*args, _original=original, _name=name):
+            threads.append((_name, threading.current_thread().name))
+            return _original(*args)
+
+        monkeypatch.setattr(passwords, name, recorded)
+    assert (await register(fetch, email="hashed@example.test")).code == 201
+    assert (await login(fetch, "hashed@example.test")).code == 200
+    assert [name for name, _ in threads] == ["_hash", "_check"]
+    assert all(thread.startswith("vachat-hash-") for _, thread in threads), threads
 
 
 @pytest.mark.gen_test

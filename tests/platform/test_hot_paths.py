@@ -8,6 +8,8 @@ import asyncio
 import datetime
 import functools
 import json
+import os
+import sys
 import threading
 
 import pytest
@@ -167,6 +169,22 @@ async def test_threads_start_only_when_none_is_idle_up_to_the_size():
         assert len(pool._threads) == 3  # all busy at once: as many as allowed, no more
         gate.set()
         assert await asyncio.gather(*waiting) == [True] * 5
+    finally:
+        pool.shutdown()
+
+
+@pytest.mark.gen_test
+@pytest.mark.skipif(not hasattr(threading, "get_native_id") or sys.platform != "linux",
+                    reason="per-thread priorities are a Linux feature")
+async def test_a_pool_with_niceness_runs_its_calls_at_a_lower_priority_than_the_ioloop():
+    def own_niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    ioloop_niceness = own_niceness()
+    pool = ThreadPool(1, "test-pool", niceness=5)
+    try:
+        assert await pool.run(own_niceness) == min(19, ioloop_niceness + 5)
+        assert own_niceness() == ioloop_niceness  # the IOLoop's thread keeps its priority
     finally:
         pool.shutdown()
 

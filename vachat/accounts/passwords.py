@@ -148,7 +148,7 @@ async def hash_password(app: Any, password: str) -> str:
     if len(normalize_password(password).encode("utf-8")) > MAX_BYTES:
         raise ValidationFailed("The password is too long",
                                details=[{"field": "password", "message": f"must be at most {MAX_BYTES} bytes (UTF-8)"}])
-    return await app.run_blocking(_hash, password, app.config.bcrypt_rounds)
+    return await app.run_hashing(_hash, password, app.config.bcrypt_rounds)
 
 
 async def verify_password(app: Any, password: str, hashed: str | None) -> bool:
@@ -161,11 +161,11 @@ async def verify_password(app: Any, password: str, hashed: str | None) -> bool:
     if hashed is None or len(encoded) > MAX_BYTES:
         await dummy_verify(app)
         return False
-    return await app.run_blocking(_check, encoded, hashed.encode("ascii", "replace"))
+    return await app.run_hashing(_check, encoded, hashed.encode("ascii", "replace"))
 
 
 async def dummy_verify(app: Any) -> None:
     """Spend one bcrypt check's time at the configured cost (for paths that must take as
     long as a real check: unknown e-mails at login, forgot-password for unknown addresses)."""
-    dummy = await app.run_blocking(_dummy_hash, app.config.bcrypt_rounds)
-    await app.run_blocking(_check, b"not-the-password", dummy)
+    dummy = await app.run_hashing(_dummy_hash, app.config.bcrypt_rounds)
+    await app.run_hashing(_check, b"not-the-password", dummy)

@@ -31,6 +31,11 @@ import logging
 import random
 from typing import Any, AsyncGenerator, AsyncIterator, Sequence
 
+# httpx reaches the network through anyio, which imports itself and its asyncio backend on
+# the first connection: ~20 ms on the IOLoop, in the first reply after every start
+# (bench/ai_stream.py --loop-check). Imported with this module instead, at start-up.
+import anyio  # noqa: F401
+import anyio._backends._asyncio  # noqa: F401
 import httpx
 import httpx_sse
 
