@@ -76,7 +76,10 @@ def _compile(schema: Any, resolve: Any, scope: Any, seen: dict[int, Check]) -> C
         raise _Unsupported(unknown)
     checks: list[Check] = []
     if "$ref" in schema:
-        target, target_scope = resolve(schema["$ref"], scope)
+        try:
+            target, target_scope = resolve(schema["$ref"], scope)
+        except Exception:  # unresolvable: jsonschema reports it, as before
+            raise _Unsupported(schema["$ref"]) from None
         checks.append(_compile(target, resolve, target_scope, seen))
     if "type" in schema:
         kind = schema["type"]
@@ -202,7 +205,10 @@ def _one_of(options: Any, resolve: Any, scope: Any, seen: dict[int, Check]) -> C
     for option in options:
         declared, option_scope = option, scope
         while isinstance(declared, dict) and "type" not in declared and set(declared) - _ANNOTATIONS == {"$ref"}:
-            declared, option_scope = resolve(declared["$ref"], option_scope)
+            try:
+                declared, option_scope = resolve(declared["$ref"], option_scope)
+            except Exception:
+                raise _Unsupported(declared["$ref"]) from None
         kind = declared.get("type") if isinstance(declared, dict) else None
         if not isinstance(kind, str) or kind not in _TYPES or kind in kinds:
             raise _Unsupported("oneOf")

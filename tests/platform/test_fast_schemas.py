@@ -153,3 +153,9 @@ def test_valid_send_message_frames_are_answered_by_the_compiled_check(registry, 
     registry.compile_all()
     assert registry._checks["chat/message-create"](data) is True
     assert registry.validate("chat/message-create", data) is data
+
+
+def test_a_schema_with_an_unresolvable_ref_is_left_to_jsonschema():
+    registry = SchemaRegistry()
+    registry.add("t/broken", {"type": "object", "properties": {"x": {"$ref": "missing.json"}}})
+    assert registry._check("t/broken") is None
