@@ -17,6 +17,7 @@ is not compiled (``None``): jsonschema validates it, as before.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, Optional
 
 __all__ = ["compile_check", "Check"]
@@ -53,17 +54,27 @@ _TYPES: dict[str, Check] = {
 }
 
 
-def compile_check(schema: Any, resolve: Callable[[str, Any], tuple[Any, Any]], scope: Any) -> Optional[Check]:
+def compile_check(schema: Any, resolve: Callable[[str, Any], tuple[Any, Any]], scope: Any,
+                  regex: Callable[[str], "re.Pattern[str]"]) -> Optional[Check]:
     """A check for ``schema``, or None when it uses a keyword the compiler does not handle.
     ``resolve(ref, scope)`` answers ``(schema, scope)`` for a ``$ref`` met under ``scope``
-    (the registry's resolver: relative references between files)."""
+    (the registry's resolver: relative references between files); ``regex(pattern)`` is the
+    compiled ``pattern`` exactly as the registry's jsonschema validator uses it."""
     try:
-        return _compile(schema, resolve, scope, {})
+        return _compile(schema, _Compiler(resolve, regex), scope, {})
     except _Unsupported:
         return None
 
 
-def _compile(schema: Any, resolve: Any, scope: Any, seen: dict[int, Check]) -> Check:
+class _Compiler:
+    """What compiling needs from the registry: ``$ref`` resolution and its ``pattern`` regex."""
+
+    def __init__(self, resolve: Any, regex: Any) -> None:
+        self.resolve = resolve
+        self.regex = regex
+
+
+def _compile(schema: Any, compiler: _Compiler, scope: Any, seen: dict[int, Check]) -> Check:
     if schema is True:
         return lambda value: True
     if schema is False or not isinstance(schema, dict):
@@ -77,19 +88,19 @@ def _compile(schema: Any, resolve: Any, scope: Any, seen: dict[int, Check]) -> C
     checks: list[Check] = []
     if "$ref" in schema:
         try:
-            target, target_scope = resolve(schema["$ref"], scope)
+            target, target_scope = compiler.resolve(schema["$ref"], scope)
         except Exception:  # unresolvable: jsonschema reports it, as before
             raise _Unsupported(schema["$ref"]) from None
-        checks.append(_compile(target, resolve, target_scope, seen))
+        checks.append(_compile(target, compiler, target_scope, seen))
     if "type" in schema:
         kind = schema["type"]
         if not isinstance(kind, str) or kind not in _TYPES:
             raise _Unsupported(kind)
         checks.append(_TYPES[kind])
-    checks += _string_checks(schema)
+    checks += _string_checks(schema, compiler)
     checks += _number_checks(schema)
-    checks += _object_checks(schema, resolve, scope, seen)
-    checks += _array_checks(schema, resolve, scope, seen)
+    checks += _object_checks(schema, compiler, scope, seen)
+    checks += _array_checks(schema, compiler, scope, seen)
     if "enum" in schema:
         allowed = schema["enum"]
         if not isinstance(allowed, list) or not all(type(item) is str for item in allowed):
@@ -97,7 +108,7 @@ def _compile(schema: Any, resolve: Any, scope: Any, seen: dict[int, Check]) -> C
         members = frozenset(allowed)
         checks.append(lambda value: type(value) is str and value in members)
     if "oneOf" in schema:
-        checks.append(_one_of(schema["oneOf"], resolve, scope, seen))
+        checks.append(_one_of(schema["oneOf"], compiler, scope, seen))
     del seen[id(schema)]
     return _all(checks)
 
@@ -113,7 +124,7 @@ def _all(checks: list[Check]) -> Check:
     return lambda value: all(check(value) for check in checks)
 
 
-def _string_checks(schema: dict[str, Any]) -> list[Check]:
+def _string_checks(schema: dict[str, Any], compiler: _Compiler) -> list[Check]:
     checks: list[Check] = []
     low, high = schema.get("minLength"), schema.get("maxLength")
     if low is not None or high is not None:
@@ -122,8 +133,7 @@ def _string_checks(schema: dict[str, Any]) -> list[Check]:
         # jsonschema counts code points: len() of a Python str.
         checks.append(lambda v: type(v) is not str or (low <= len(v) and (high is None or len(v) <= high)))
     if "pattern" in schema:
-        from .schemas import _python_regex  # the same ECMA-to-Python translation jsonschema uses here
-        search = _python_regex(schema["pattern"]).search
+        search = compiler.regex(schema["pattern"]).search
         checks.append(lambda v: type(v) is not str or search(v) is not None)
     return checks
 
@@ -139,7 +149,7 @@ def _number_checks(schema: dict[str, Any]) -> list[Check]:
     return checks
 
 
-def _object_checks(schema: dict[str, Any], resolve: Any, scope: Any, seen: dict[int, Check]) -> list[Check]:
+def _object_checks(schema: dict[str, Any], compiler: _Compiler, scope: Any, seen: dict[int, Check]) -> list[Check]:
     checks: list[Check] = []
     required = schema.get("required")
     if required is not None:
@@ -156,7 +166,7 @@ def _object_checks(schema: dict[str, Any], resolve: Any, scope: Any, seen: dict[
     if properties is not None:
         if not isinstance(properties, dict):
             raise _Unsupported("properties")
-        compiled = {name: _compile(sub, resolve, scope, seen) for name, sub in properties.items()}
+        compiled = {name: _compile(sub, compiler, scope, seen) for name, sub in properties.items()}
 
         def check_properties(v: Any) -> bool:
             if type(v) is not dict:
@@ -176,7 +186,7 @@ def _object_checks(schema: dict[str, Any], resolve: Any, scope: Any, seen: dict[
     return checks
 
 
-def _array_checks(schema: dict[str, Any], resolve: Any, scope: Any, seen: dict[int, Check]) -> list[Check]:
+def _array_checks(schema: dict[str, Any], compiler: _Compiler, scope: Any, seen: dict[int, Check]) -> list[Check]:
     checks: list[Check] = []
     low, high = schema.get("minItems"), schema.get("maxItems")
     if low is not None or high is not None:
@@ -190,12 +200,12 @@ def _array_checks(schema: dict[str, Any], resolve: Any, scope: Any, seen: dict[i
     elif "uniqueItems" in schema and schema["uniqueItems"] is not False:
         raise _Unsupported("uniqueItems")
     if "items" in schema:
-        each = _compile(schema["items"], resolve, scope, seen)
+        each = _compile(schema["items"], compiler, scope, seen)
         checks.append(lambda v: type(v) is not list or all(each(item) for item in v))
     return checks
 
 
-def _one_of(options: Any, resolve: Any, scope: Any, seen: dict[int, Check]) -> Check:
+def _one_of(options: Any, compiler: _Compiler, scope: Any, seen: dict[int, Check]) -> Check:
     """``oneOf`` whose options each declare a different single type (``[id, null]``): at most
     one can hold for any instance, so the instance is valid when the option of its type is."""
     if not isinstance(options, list) or not options:
@@ -206,14 +216,14 @@ def _one_of(options: Any, resolve: Any, scope: Any, seen: dict[int, Check]) -> C
         declared, option_scope = option, scope
         while isinstance(declared, dict) and "type" not in declared and set(declared) - _ANNOTATIONS == {"$ref"}:
             try:
-                declared, option_scope = resolve(declared["$ref"], option_scope)
+                declared, option_scope = compiler.resolve(declared["$ref"], option_scope)
             except Exception:
                 raise _Unsupported(declared["$ref"]) from None
         kind = declared.get("type") if isinstance(declared, dict) else None
         if not isinstance(kind, str) or kind not in _TYPES or kind in kinds:
             raise _Unsupported("oneOf")
         kinds.add(kind)
-        by_type.append((_TYPES[kind], _compile(option, resolve, scope, seen)))
+        by_type.append((_TYPES[kind], _compile(option, compiler, scope, seen)))
     if {"integer", "number"} <= kinds:
         raise _Unsupported("oneOf: integer and number overlap")
 

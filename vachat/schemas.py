@@ -195,7 +195,8 @@ class SchemaRegistry:
                 resolved = resolver.lookup(ref)
                 return resolved.contents, resolved.resolver
 
-            self._checks[schema_id] = compile_check(schema, resolve, self._resources().resolver(base_uri=schema["$id"]))
+            self._checks[schema_id] = compile_check(schema, resolve, self._resources().resolver(base_uri=schema["$id"]),
+                                                    _python_regex)
         return self._checks[schema_id]
 
     def validate(self, schema_id: str, instance: Any) -> Any:
