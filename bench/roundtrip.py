@@ -37,6 +37,7 @@ from bench.harness import (
 # Issue #8's targets, against the bare echo measured in the same run.
 P50_MAX_RATIO, P99_MAX_RATIO = 3.0, 5.0
 SQLITE_MIN_MESSAGES_PER_S = 2000
+DEFAULT_CLIENTS = 64
 
 
 def generator_config(args, port: int, server_pid: int) -> dict:
@@ -90,7 +91,7 @@ def run_vachat(node: str, args) -> dict:
 def main() -> int:
     ap = new_parser("roundtrip", __doc__)
     chat_stack.add_database_arg(ap)
-    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--clients", type=int, default=DEFAULT_CLIENTS)
     ap.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     ap.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
     ap.add_argument("--pad", type=int, default=48, help="bytes of message content")
@@ -140,10 +141,14 @@ def main() -> int:
         p50, p99 = ratio(chat, "p50"), ratio(chat, "p99")
         print(f"target p50 <= {P50_MAX_RATIO:g}x bare: {p50:.2f}x, {target_verdict(p50 <= P50_MAX_RATIO)}; "
               f"p99 <= {P99_MAX_RATIO:g}x bare: {p99:.2f}x, {target_verdict(p99 <= P99_MAX_RATIO)}")
-        persisted: Optional[bool] = (chat["acks_per_s"] >= SQLITE_MIN_MESSAGES_PER_S) if args.database == "sqlite" else None
+        # The throughput target is issue #8's, for the default 64 clients; one client's is latency only.
+        persisted: Optional[bool] = (chat["acks_per_s"] >= SQLITE_MIN_MESSAGES_PER_S
+                                     if args.database == "sqlite" and args.clients == DEFAULT_CLIENTS else None)
+        why_none = " (PostgreSQL: reported, no target)" if args.database != "sqlite" else \
+            f" (the throughput target is for {DEFAULT_CLIENTS} clients)"
         print(f"persisted messages/s: {chat['acks_per_s']:,}"
               + (f" (target >= {SQLITE_MIN_MESSAGES_PER_S:,} on SQLite: {target_verdict(persisted)})"
-                 if persisted is not None else " (PostgreSQL: reported, no target)"))
+                 if persisted is not None else why_none))
     save_json(args.json, args, summary, runs)
     ok = all("error" not in r for r in summary.values()) and ("vachat" not in summary
                                                               or chat.get("rows_stored") == chat.get("acks_total"))
