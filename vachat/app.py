@@ -347,6 +347,7 @@ class VachatApplication(tornado.web.Application):
     async def start(self) -> None:
         """Bind the database, start the broker and hub, run plugins' start-up hooks."""
         self.db.bind()
+        self.db.start_checkpoints()
         await self.hub.start()
         await self.hooks.vachat_startup.notify()
         log.info("vachat started", extra={

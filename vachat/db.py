@@ -26,6 +26,7 @@ from .config import PRIVATE_FILE_MODE, make_private_dir, redact_url
 from .errors import Unavailable
 from .ids import new_id
 from .threads import ThreadPool
+from .wal_checkpoints import BACKSTOP_PAGES, WalCheckpointer
 
 __all__ = ["database", "BaseModel", "JSONField", "Database", "connect_url", "now", "lock_rows"]
 
@@ -42,6 +43,9 @@ SQLITE_PRAGMAS = {
     "foreign_keys": 1,
     "synchronous": "normal",  # safe with WAL: a crash loses at most the last commits, never corrupts
     "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
+    # A serving process checkpoints on a thread of its own (``wal_checkpoints``); a commit
+    # checkpoints only as a backstop, past this many pages of WAL.
+    "wal_autocheckpoint": BACKSTOP_PAGES,
 }
 # PostgreSQL: recycle a pooled connection idle this long (s), so a restarted server or a
 # proxy's idle cut does not leave us holding dead sockets forever.
@@ -151,11 +155,21 @@ class Database:
         # thread id → the driver connection its current call runs on, so close() can interrupt it
         self._running: dict[int, Any] = {}
         self.closed = False
+        self._checkpointer: WalCheckpointer | None = None
 
     def bind(self) -> "Database":
         """Point every model at this database."""
         database.initialize(self.engine)
         return self
+
+    def start_checkpoints(self) -> None:
+        """SQLite file: checkpoint its WAL on a thread of its own from now on, not inside the
+        commits of requests (``wal_checkpoints``); stopped by ``close``. PostgreSQL: nothing."""
+        if self.is_sqlite and self._checkpointer is None and not self.closed:
+            path = self.engine.database
+            if path and path != ":memory:":
+                self._checkpointer = WalCheckpointer(path)
+                self._checkpointer.start()
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` on a database thread and return its result.
@@ -231,6 +245,8 @@ class Database:
                 raw.cancel() if self.is_postgres else raw.interrupt()
             except Exception:
                 log.debug("interrupting a running query failed", exc_info=True)
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         # Each thread closes its own thread-local connection as it stops (``on_exit``).
         self._threads.shutdown(timeout=5)
         if isinstance(self.engine, PooledPostgresqlDatabase):

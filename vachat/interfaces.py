@@ -178,6 +178,10 @@ class Hook(Protocol):
     def implemented(self) -> bool:
         """Whether any enabled plugin implements this hook."""
 
+    def implementations(self) -> list[Callable[..., Any]]:
+        """The enabled plugins' implementing functions, in calling order: for the hook's owner
+        to read what an implementation declared on itself (chat's ``acts_on``)."""
+
 
 class Hooks(Protocol):
     """Calling hooks, the core's and the ones plugins declare: ``await

@@ -35,7 +35,7 @@ import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pluggy
 
@@ -430,6 +430,9 @@ class BoundHook:
 
     def implemented(self) -> bool:
         return bool(self._manager._implementations(self.name))
+
+    def implementations(self) -> list[Callable[..., Any]]:
+        return [impl.function for _, impl in self._manager._implementations(self.name)]
 
     def __repr__(self) -> str:
         return f"<hook {self.name}>"

@@ -23,6 +23,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from .errors import ValidationFailed
+from .fast_schemas import Check, compile_check
 
 __all__ = ["SchemaRegistry", "SchemaError", "SCHEMA_BASE_URI", "schema_uri", "describe_errors", "human_message", "keyword_message"]
 
@@ -77,6 +78,8 @@ class SchemaRegistry:
     def __init__(self) -> None:
         self._schemas: dict[str, dict[str, Any]] = {}
         self._validators: dict[str, Draft202012Validator] = {}
+        # The quick yes for valid instances (``fast_schemas``), None for a schema it cannot compile.
+        self._checks: dict[str, Check | None] = {}
         self._registry: Registry | None = None
 
     # -- loading ---------------------------------------------------------------
@@ -111,6 +114,7 @@ class SchemaRegistry:
         self._schemas[schema_id] = schema
         self._registry = None
         self._validators.clear()
+        self._checks.clear()
 
     def _resources(self) -> Registry:
         if self._registry is None:
@@ -134,6 +138,7 @@ class SchemaRegistry:
                 continue
             try:
                 self.validator(schema_id)
+                self._check(schema_id)
             except Exception as error:  # a schema referencing.Registry cannot take
                 raise SchemaError(f"schema {schema_id!r} does not compile: {error}") from None
             resolver = registry.resolver(base_uri=schema["$id"])
@@ -151,6 +156,7 @@ class SchemaRegistry:
             del self._schemas[schema_id]
         self._registry = None
         self._validators.clear()
+        self._checks.clear()
 
     def __contains__(self, schema_id: str) -> bool:
         return schema_id in self._schemas
@@ -181,8 +187,25 @@ class SchemaRegistry:
             self._validators[schema_id] = validator
         return validator
 
+    def _check(self, schema_id: str) -> Check | None:
+        if schema_id not in self._checks:
+            schema = self.get(schema_id)
+
+            def resolve(ref: str, resolver: Any) -> tuple[Any, Any]:
+                resolved = resolver.lookup(ref)
+                return resolved.contents, resolved.resolver
+
+            self._checks[schema_id] = compile_check(schema, resolve, self._resources().resolver(base_uri=schema["$id"]),
+                                                    _python_regex)
+        return self._checks[schema_id]
+
     def validate(self, schema_id: str, instance: Any) -> Any:
-        """Return ``instance`` if valid; else raise ``ValidationFailed`` naming each bad field."""
+        """Return ``instance`` if valid; else raise ``ValidationFailed`` naming each bad field.
+        A compiled check (``fast_schemas``) answers most valid instances; jsonschema decides
+        the rest and words every error."""
+        check = self._checks[schema_id] if schema_id in self._checks else self._check(schema_id)
+        if check is not None and check(instance):
+            return instance
         errors = sorted(itertools.islice(self.validator(schema_id).iter_errors(instance), MAX_ERRORS_EXAMINED),
                         key=lambda e: list(e.absolute_path))
         if errors:

@@ -1,6 +1,8 @@
 'use strict';
-// Node + ws fan-out reference: the same protocol as bench/bare_server.py, written the way a
-// Node user would (JSON.stringify once per broadcast, ws.send per socket, no compression).
+// Node + ws reference: the same protocol as bench/bare_server.py, written the way a Node user
+// would (JSON.stringify once per broadcast, ws.send per socket, no compression). Used by
+// fanout.py (bench-join, bench-broadcast) and roundtrip.py (bench-echo answered with an `ack`
+// carrying the frame's id and data, exactly as bare_server.py answers it).
 //   node ws_server.js --port 8766
 const WebSocket = require('ws');
 const argv = process.argv;
@@ -14,6 +16,8 @@ wss.on('connection', (ws) => {
     if (msg.type === 'bench-broadcast') {
       const payload = JSON.stringify({ type: 'bench-message', data: msg.data });
       for (const c of room) c.send(payload);
+    } else if (msg.type === 'bench-echo') {
+      ws.send(JSON.stringify({ type: 'ack', id: msg.id, data: msg.data }));
     } else if (msg.type === 'bench-join') {
       room.add(ws);
       ws.send(JOINED);

@@ -24,6 +24,8 @@ from typing import Any, Mapping
 
 from vachat.plugin_api import Actor, App, HookRegistrar, Route, hookimpl, server_event
 
+from plugins.chat.api import acts_on
+
 from . import api, hookspecs
 from .api import AI
 from .assistant import STOP_CONTROL, Assistant
@@ -108,6 +110,7 @@ async def vachat_user_deleting(app: App, user_id: str) -> None:
 
 
 @hookimpl
+@acts_on(lambda message: bool(message["requiresAIResponse"]))
 async def chat_message_before_store(app: App, conversation: dict[str, Any], message: dict[str, Any], actor: Actor) -> None:
     if message.get("requiresAIResponse"):
         reply_options(message.get("metadata"))  # malformed options: 400 before anything is taken

@@ -37,6 +37,12 @@ def chat_message_before_store(app: App, conversation: dict[str, Any], message: d
 
     Reserve something for the message here (a slot, a quota unit) only with a release in
     ``chat_message_refused``: a later implementation may still refuse it.
+
+    An implementation that acts only on some messages says which with
+    ``@plugins.chat.api.acts_on(predicate)`` under its ``@hookimpl`` (files: messages with
+    files; AI: ``requiresAIResponse``). A message no enabled implementation acts on is stored
+    without calling this hook, in one database call instead of two; without ``acts_on`` an
+    implementation sees every message.
     """
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable
 from vachat.plugin_api import Actor, ApiError, App, Conflict, Forbidden, NotFound, ServiceKey, ValidationFailed, database, now
 
 from . import counters, listing, rooms, search
-from .api import CHAT
+from .api import ACTS_ON, CHAT
 from .batcher import Batcher
 from .models import Conversation, Message, MessageFile
 from .rooms import conversation_room
@@ -414,7 +414,7 @@ class ChatService:
         hooks = self.app.hooks
         ai_missing = draft.requires_ai and not hooks.chat_ai_reply_requested.implemented()
         filtered: tuple[dict[str, Any], dict[str, Any]] | None = None  # (conversation, draft) the filter saw
-        if ai_missing or hooks.chat_message_before_store.implemented():
+        if ai_missing or self._filtered(draft):
             # A look first: hooks see only messages the caller may store, and never a retry.
             conversation, stored = await self.looks.submit((draft, actor))
             if stored is not None:
@@ -444,6 +444,16 @@ class ChatService:
         if draft.requires_ai:
             await hooks.chat_ai_reply_requested.notify(conversation=conversation, message=message, actor=actor)
         return message, True
+
+    def _filtered(self, draft: Draft) -> bool:
+        """Whether some ``chat_message_before_store`` implementation acts on ``draft`` (every
+        one that did not declare ``acts_on`` does); when none does, the send skips the look."""
+        implementations = self.app.hooks.chat_message_before_store.implementations()
+        if not implementations:
+            return False
+        message = draft.wire()
+        return any(getattr(function, ACTS_ON, None) is None or getattr(function, ACTS_ON)(message)
+                   for function in implementations)
 
     async def _refused(self, filtered: tuple[dict[str, Any], dict[str, Any]], actor: Actor,
                        error: Exception | None) -> None:

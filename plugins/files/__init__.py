@@ -24,6 +24,8 @@ from typing import Any
 
 from vachat.plugin_api import Actor, App, Route, UserExport, hookimpl
 
+from plugins.chat.api import acts_on
+
 from . import api, attachments, avatars, export as export_part, handlers, hookspecs
 from .api import FILES
 from .commands import add_commands
@@ -94,6 +96,7 @@ async def admin_dashboard_figures(app: App) -> dict[str, Any]:
 
 
 @hookimpl(optionalhook=True)
+@acts_on(lambda message: bool(message["files"]))
 async def chat_message_before_store(app: App, message: dict[str, Any], actor: Actor) -> None:
     await attachments.check_message_files(app, message, actor)
 

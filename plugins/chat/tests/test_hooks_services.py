@@ -223,3 +223,71 @@ async def test_a_join_under_way_when_the_conversation_is_made_private_fails(app,
     await send(fetch, cid, "after")
     assert (await bob.request("ping"))["type"] == "pong"
     assert [f for f in bob.frames if f["type"] == "new-message"] == []
+
+
+# -- acts_on: a send no filter acts on is stored in one database call ---------------------------
+
+from . import scoped_plugin  # noqa: E402
+
+WITH_SCOPED = pytest.mark.vachat(plugins=["chat", ("scoped", scoped_plugin)])
+
+
+def _count_looks(app) -> list[int]:
+    """How many drafts chat's look before the filter handled (one entry per batch)."""
+    looks = app.service("chat").looks
+    handled: list[int] = []
+    work = looks.work
+
+    def counting(items):
+        handled.append(len(items))
+        return work(items)
+
+    looks.work = counting
+    return handled
+
+
+@pytest.mark.gen_test
+@WITH_SCOPED
+async def test_a_filter_that_acts_on_some_drafts_sees_only_those(app, fetch):
+    scoped_plugin.seen.clear()
+    looks = _count_looks(app)
+    conversation = await create_conversation(fetch)
+    plain = (await send(fetch, conversation["id"], "nothing to see"))["data"]
+    assert scoped_plugin.seen == [] and looks == []  # stored in one call: no look, no filter
+    checked = (await send(fetch, conversation["id"], "check me"))["data"]
+    assert [m["content"] for m in scoped_plugin.seen] == ["check me"] and sum(looks) == 1
+    refused = await fetch("/api/chat/message", method="POST", user=ALICE,
+                          json={"conversationId": conversation["id"], "content": "check me and refuse"})
+    assert_error(refused, 400, "VALIDATION_FAILED")
+    page = (await fetch(f"/api/chat/conversations/{conversation['id']}/messages", user=ALICE)).data
+    assert [m["id"] for m in page["items"]] == [checked["id"], plain["id"]]
+
+
+@pytest.mark.gen_test
+@WITH_SCOPED
+async def test_a_draft_no_filter_acts_on_is_still_checked_for_access(app, fetch):
+    conversation = await create_conversation(fetch)
+    response = await fetch("/api/chat/message", method="POST", user=BOB,
+                           json={"conversationId": conversation["id"], "content": "nothing to see"})
+    assert_error(response, 404, "NOT_FOUND")
+    assert scoped_plugin.seen == [] or all(m["content"] != "nothing to see" for m in scoped_plugin.seen)
+
+
+@pytest.mark.gen_test
+@WITH_HOOKS
+async def test_a_filter_without_acts_on_sees_every_message(app, fetch):
+    looks = _count_looks(app)
+    conversation = await create_conversation(fetch)
+    await send(fetch, conversation["id"], "plain")
+    assert [m["content"] for m in recorded("before_store")] == ["plain"] and sum(looks) == 1
+
+
+@pytest.mark.gen_test
+@pytest.mark.vachat(plugins=["chat", "files", "ai"])
+async def test_with_the_built_in_plugins_a_plain_message_skips_the_look(app, fetch):
+    """The files and AI plugins act only on messages with files or asking for a reply."""
+    assert len(app.hooks.chat_message_before_store.implementations()) == 2
+    looks = _count_looks(app)
+    conversation = await create_conversation(fetch)
+    await send(fetch, conversation["id"], "plain")
+    assert looks == []
