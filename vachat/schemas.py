@@ -70,6 +70,9 @@ def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterat
 _Validator = validators.extend(Draft202012Validator, {"pattern": _pattern})
 
 
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+
+
 def schema_uri(schema_id: str) -> str:
     return f"{SCHEMA_BASE_URI}{schema_id}.json"
 
@@ -104,7 +107,12 @@ class SchemaRegistry:
         declared = schema.setdefault("$id", expected)
         if declared != expected:
             raise SchemaError(f"{source}: $id must be {expected!r} (its namespace), not {declared!r}")
-        schema.setdefault("$schema", "https://json-schema.org/draft/2020-12/schema")
+        # Every schema is Draft 2020-12, validated by ``_Validator`` (ECMA ``pattern``). A
+        # ``$schema`` naming that draft is dropped: jsonschema picks the class of a ``$ref``'d
+        # schema by its ``$schema``, and would judge it with the stock class, whose ``$``
+        # lets a final newline through (``"<id>\\n"`` passed as a conversation id).
+        if schema.get("$schema") == DRAFT_2020_12:
+            del schema["$schema"]
         try:
             Draft202012Validator.check_schema(schema)
         except jsonschema.SchemaError as error:
