@@ -26,10 +26,14 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import TYPE_CHECKING
 
 import peewee
 
 from vachat.plugin_api import database
+
+if TYPE_CHECKING:
+    from .bulk import Writes
 
 __all__ = ["words", "index_message", "unindex_messages", "unindex_conversation", "search_message_ids", "MAX_QUERY_WORDS"]
 
@@ -86,21 +90,28 @@ def index_message(message_id: str, conversation_id: str, owner_id: str, content:
     index_messages([(message_id, conversation_id, owner_id, content)])
 
 
-def index_messages(entries: list[tuple[str, str, str, str]]) -> None:
+def index_messages(entries: list[tuple[str, str, str, str]], writes: "Writes | None" = None) -> None:
     """``index_message`` for several new messages: ``(message id, conversation id, owner id,
-    content)`` each, in one executemany. Inside the caller's transaction."""
+    content)`` each, in one executemany, or as one of a send batch's ``writes`` (``bulk``).
+    Inside the caller's transaction."""
     db = database.obj
     rows: list[tuple[str, ...]]
     if isinstance(db, peewee.PostgresqlDatabase):
         rows = [(message_id, owner_id, _tsvector(tokens)) for message_id, _, owner_id, content in entries
                 if (tokens := words(content))]
-        sql = "INSERT INTO chat_message_search (message_id, owner_id, document) VALUES (%s, %s, %s::tsvector)"
+        sql, row = "INSERT INTO chat_message_search (message_id, owner_id, document) VALUES {values}", \
+            "(%s, %s, %s::tsvector)"
     else:
         rows = [(" ".join(tokens), message_id, conversation_id, owner_id)
                 for message_id, conversation_id, owner_id, content in entries if (tokens := words(content))]
-        sql = "INSERT INTO chat_message_fts (body, message_id, conversation_id, owner_id) VALUES (?, ?, ?, ?)"
-    if rows:
-        db.cursor().executemany(sql, rows)
+        sql, row = "INSERT INTO chat_message_fts (body, message_id, conversation_id, owner_id) VALUES {values}", \
+            "(%s, %s, %s, %s)"
+    if not rows:
+        return
+    if writes is not None:
+        writes.add(sql, row, rows)
+    else:
+        db.cursor().executemany(sql.format(values=row.replace("%s", db.param)), rows)
 
 
 def unindex_messages(message_ids: list[str]) -> None:
