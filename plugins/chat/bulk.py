@@ -4,10 +4,15 @@ On SQLite a statement executed once per row (``executemany``) costs no round tri
 keeps the statement prepared between rows: that is how the writes go. On PostgreSQL every
 execution is a round trip to the server (psycopg2's ``executemany`` is a loop of them), and a
 send batch of 64 messages made about 200 of them (each message's INSERT and search entry, each
-conversation's UPDATE, each counter's upsert). There, each write becomes one statement of many
-rows (``VALUES (…), (…)``, the values quoted by psycopg2 exactly as ``execute`` quotes them), and
-the statements of a batch are sent together in one ``execute`` when ``send`` is called: one
-round trip for all of the batch's writes, inside its transaction.
+conversation's UPDATE, each counter's upsert). There each write is one statement for all its
+rows, and the statements of a batch are sent together in one ``execute`` when ``send`` is
+called: one round trip for all of the batch's writes, inside its transaction.
+
+The rows travel to PostgreSQL as one JSON document per statement, read back as rows of the
+table's own type (``json_populate_recordset``): quoting each value in Python as a SQL literal
+(psycopg2's ``mogrify``, an adapter object per value) cost about 25 µs of the server's CPU per
+message; encoding the rows with orjson and quoting that one string costs a tenth of it, and the
+table's column types still check every value.
 
 Runs on a database thread, inside the caller's transaction.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import orjson
 import peewee
 
 from vachat.plugin_api import database
@@ -28,27 +34,34 @@ _PEEWEE_ERRORS = getattr(peewee, "__exception_wrapper__")
 
 
 class Writes:
-    """The writes of one batch: ``add`` each statement, then ``send`` them (PostgreSQL: all in
-    one round trip; SQLite: each ran as it was added)."""
+    """The writes of one batch: ``insert`` (or, PostgreSQL only, ``add``) each statement, then
+    ``send`` them (PostgreSQL: all in one round trip; SQLite: each ran as it was given)."""
 
     def __init__(self) -> None:
         self.db = database.obj
         self.is_postgres = isinstance(self.db, peewee.PostgresqlDatabase)
         self._statements: list[bytes] = []
 
-    def add(self, sql: str, row: str, rows: Sequence[Sequence[Any]]) -> None:
-        """``sql`` with ``{values}`` where the rows go, for every row of ``rows``; ``row`` is one
-        row's placeholders with ``%s`` (``"(%s, %s)"``). PostgreSQL: all the rows in one
-        statement, sent by ``send``; SQLite: executed now, one row at a time."""
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], suffix: str = "") -> None:
+        """INSERT ``rows`` (values in ``columns`` order) into ``table``; ``suffix`` ends the
+        statement (``ON CONFLICT …``)."""
         if not rows:
             return
-        if not self.is_postgres:
-            with _PEEWEE_ERRORS:  # errors as Peewee's (IntegrityError), as execute_sql gives them
-                self.db.cursor().executemany(sql.format(values=row.replace("%s", self.db.param)), rows)
+        names = ", ".join(columns)
+        if self.is_postgres:
+            self.add(f"INSERT INTO {table} ({names}) SELECT {names} FROM json_populate_recordset(NULL::{table}, %s) "
+                     f"{suffix}", columns, rows)
             return
-        cursor = self.db.cursor()
-        values = b", ".join(cursor.mogrify(row, values) for values in rows)
-        self._statements.append(sql.encode().replace(b"{values}", values))
+        marks = ", ".join([self.db.param] * len(columns))
+        with _PEEWEE_ERRORS:  # errors as Peewee's (IntegrityError), as execute_sql gives them
+            self.db.cursor().executemany(f"INSERT INTO {table} ({names}) VALUES ({marks}) {suffix}", rows)
+
+    def add(self, sql: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """PostgreSQL: ``sql`` with one ``%s`` where the rows go, as a JSON array of objects
+        keyed by ``columns`` (read with ``json_populate_recordset(NULL::table, %s)``)."""
+        if rows:
+            document = orjson.dumps([dict(zip(columns, row)) for row in rows]).decode()
+            self._statements.append(self.db.cursor().mogrify(sql, [document]))
 
     def send(self) -> None:
         """Run what PostgreSQL was given, in one round trip (with whatever the database holds to

@@ -81,12 +81,11 @@ def count_messages(added: dict[str, int], created_at: datetime.datetime, writes:
         _add_all(changes)
         return
     table = DailyCount._meta.table_name
-    writes.add(f"INSERT INTO {table} (id, day, slot, messages, conversations) VALUES {{values}} "
-               f"ON CONFLICT (day, slot) DO UPDATE SET messages = {table}.messages + excluded.messages, "
-               f"conversations = {table}.conversations + excluded.conversations",
-               "(%s, %s, %s, %s, %s)",
-               [(new_id(), DailyCount.day.db_value(day), slot, messages, conversations)
-                for day, slot, messages, conversations in changes])
+    writes.insert(table, ("id", "day", "slot", "messages", "conversations"),
+                  [(new_id(), DailyCount.day.db_value(day), slot, messages, conversations)
+                   for day, slot, messages, conversations in changes],
+                  f"ON CONFLICT (day, slot) DO UPDATE SET messages = {table}.messages + excluded.messages, "
+                  f"conversations = {table}.conversations + excluded.conversations")
 
 
 def uncount_message(conversation_id: str, created_at: datetime.datetime) -> None:

@@ -96,22 +96,23 @@ def index_messages(entries: list[tuple[str, str, str, str]], writes: "Writes | N
     Inside the caller's transaction."""
     db = database.obj
     rows: list[tuple[str, ...]]
+    columns: tuple[str, ...]
     if isinstance(db, peewee.PostgresqlDatabase):
         rows = [(message_id, owner_id, _tsvector(tokens)) for message_id, _, owner_id, content in entries
                 if (tokens := words(content))]
-        sql, row = "INSERT INTO chat_message_search (message_id, owner_id, document) VALUES {values}", \
-            "(%s, %s, %s::tsvector)"
+        table, columns = "chat_message_search", ("message_id", "owner_id", "document")
     else:
         rows = [(" ".join(tokens), message_id, conversation_id, owner_id)
                 for message_id, conversation_id, owner_id, content in entries if (tokens := words(content))]
-        sql, row = "INSERT INTO chat_message_fts (body, message_id, conversation_id, owner_id) VALUES {values}", \
-            "(%s, %s, %s, %s)"
+        table, columns = "chat_message_fts", ("body", "message_id", "conversation_id", "owner_id")
     if not rows:
         return
     if writes is not None:
-        writes.add(sql, row, rows)
-    else:
-        db.cursor().executemany(sql.format(values=row.replace("%s", db.param)), rows)
+        writes.insert(table, columns, rows)
+        return
+    cast = "::tsvector" if isinstance(db, peewee.PostgresqlDatabase) else ""
+    db.cursor().executemany(f"INSERT INTO {table} ({', '.join(columns)}) "
+                            f"VALUES ({', '.join([db.param] * (len(columns) - 1))}, {db.param}{cast})", rows)
 
 
 def unindex_messages(message_ids: list[str]) -> None:

@@ -273,36 +273,36 @@ def _insert_plain(sends: list[tuple[Draft, Actor]], locked_conversations: dict[s
 
 
 # The columns a new user message fills, in the order ``_insert_rows`` gives them.
-_NEW_MESSAGE_FIELDS = ("id", "conversation", "user_id", "role", "type", "content", "parent_id", "metadata",
-                       "client_message_id", "is_edited", "seq", "created_seq", "created_at", "updated_at")
+_NEW_MESSAGE_COLUMNS = tuple(Message._meta.fields[name].column_name for name in (
+    "id", "conversation", "user_id", "role", "type", "content", "parent_id", "metadata", "client_message_id",
+    "is_edited", "seq", "created_seq", "created_at", "updated_at"))
 
 
 def _insert_rows(messages: list[dict[str, Any]], stamp: Any, writes: Writes) -> None:
     """INSERT new user messages (wire shapes, created at ``stamp``): one statement for all of
     them (``bulk``), written once: building it through the query builder cost more than the
     database's own work."""
-    columns = ", ".join(Message._meta.fields[name].column_name for name in _NEW_MESSAGE_FIELDS)
     when = Message.created_at.db_value(stamp)
     metadata = Message.metadata.db_value
-    writes.add(f"INSERT INTO {Message._meta.table_name} ({columns}) VALUES {{values}}",
-               f"({', '.join(['%s'] * len(_NEW_MESSAGE_FIELDS))})", [
-                   (m["id"], m["conversationId"], m["userId"], "user", m["type"], m["content"], m["parentId"],
-                    metadata(m["metadata"]) if m["metadata"] else "{}", m["clientMessageId"], False, m["seq"],
-                    m["seq"], when, when)
-                   for m in messages])
+    writes.insert(Message._meta.table_name, _NEW_MESSAGE_COLUMNS, [
+        (m["id"], m["conversationId"], m["userId"], "user", m["type"], m["content"], m["parentId"],
+         metadata(m["metadata"]) if m["metadata"] else "{}", m["clientMessageId"], False, m["seq"], m["seq"],
+         when, when)
+        for m in messages])
 
 
 def _advance_conversations(changes: list[tuple[AnyConversation, int, int]], stamp: Any, writes: Writes) -> None:
     """Move each conversation's leaf and last message to its newest message, count the
     messages added and set its latest seq: one statement for every conversation (PostgreSQL:
-    an UPDATE from a list of values; SQLite: one UPDATE executed for each)."""
+    an UPDATE from the rows ``bulk`` sends; SQLite: one UPDATE executed for each)."""
     table = Conversation._meta.table_name
     when = Conversation.updated_at.db_value(stamp)
     if writes.is_postgres:
-        writes.add(f"UPDATE {table} AS c SET current_message_id = v.leaf, last_message_id = v.leaf, "
-                   "message_count = c.message_count + v.added, seq = v.seq, updated_at = v.stamp "
-                   "FROM (VALUES {values}) AS v (id, leaf, added, seq, stamp) WHERE c.id = v.id",
-                   "(%s, %s, %s, %s, %s)",
+        # The rows as the table's own type: message_count carries the number of messages added.
+        writes.add(f"UPDATE {table} AS c SET current_message_id = v.current_message_id, "
+                   "last_message_id = v.current_message_id, message_count = c.message_count + v.message_count, "
+                   f"seq = v.seq, updated_at = v.updated_at FROM json_populate_recordset(NULL::{table}, %s) AS v "
+                   "WHERE c.id = v.id", ("id", "current_message_id", "message_count", "seq", "updated_at"),
                    [(c.id, c.current_message_id, added, seq, when) for c, added, seq in changes])
         return
     mark = writes.db.param

@@ -231,3 +231,22 @@ async def test_with_two_batches_in_flight_each_conversation_chains_its_messages_
         assert [m["seq"] for m in chain] == list(range(chain[0]["seq"], chain[0]["seq"] + per_conversation))
         assert [m["parentId"] for m in chain] == [None] + [m["id"] for m in chain[:-1]]
         assert read["currentMessageId"] == chain[-1]["id"]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_batch_stores_every_character_as_sent(app, fetch):
+    """The batch's rows reach the database as one quoted document (PostgreSQL, see ``bulk``):
+    quotes, backslashes, percent signs (the driver's own placeholders), JSON's escapes and
+    characters outside ASCII come back exactly as sent, metadata too, and are found by search."""
+    conversation = await create_conversation(fetch)
+    tricky = ["it's 100% \"done\" %s %% %(x)s", "back\\slash \\n {\"json\": [1]} ;DROP TABLE x; --",
+              "naïve café 😀 \u2028 tab\there"]
+    sent = await asyncio.gather(*(send(fetch, conversation["id"], content, metadata={"note": content})
+                                  for content in tricky))
+    items = (await fetch(f"/api/chat/conversations/{conversation['id']}/messages", user=ALICE)).data["items"]
+    stored = {m["id"]: m for m in items}
+    for answer, content in zip(sent, tricky):
+        message = stored[answer["data"]["id"]]
+        assert message["content"] == content and message["metadata"] == {"note": content}
+    found = (await fetch("/api/chat/search?q=naïve", user=ALICE)).data["items"]
+    assert [m["content"] for m in found] == [tricky[2]]
