@@ -198,7 +198,7 @@ class PostgresDatabase(PooledPostgresqlDatabase):
             held.clear()
             with _PEEWEE_ERRORS:
                 super().cursor().execute(statements)
-        return super().cursor()
+        return super().cursor(named_cursor)
 
     def _close(self, conn: Any, close_conn: bool = False) -> None:
         self._held_statements().clear()

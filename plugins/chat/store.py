@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any, Iterator, TypeVar
 
 import peewee
 
