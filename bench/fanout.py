@@ -187,6 +187,8 @@ def _run_target(t: Target, node: str, args, port: int, db: Optional[chat_stack.B
             window=args.window, serverPid=server.pid, clkTck=os.sysconf("SC_CLK_TCK"),
             serverCpu=SERVER_CPU, generatorCpu=LOADGEN_CPU, client=args.client,
         )
+        if db is not None and db.kind == "postgresql":
+            cfg["postgresDatabase"] = db.name  # PostgreSQL's CPU over the measured interval too
         log(f"[{t.name}] load generator on CPU {LOADGEN_CPU}: {args.clients} sockets, "
             f"{args.broadcasts} broadcasts or {args.duration}s")
         res = generator_result(run_generator([node, str(LOADGEN / "fanout.js"), json.dumps(cfg)], args.duration + 180))
@@ -304,6 +306,13 @@ def main() -> int:
               f"({'met' if chat['ratio_vs_bare'] >= FANOUT_TARGET_RATIO else 'NOT met'})"
               + (f", {chat['frames_per_s'] / small:.2f}x the ~106-byte one" if small else "")
               + f"; {chat.get('messages_stored', '?')} messages stored for {chat.get('broadcasts_sent', '?')} sent")
+    if chat and chat.get("postgres_backends_cpu_pct") is not None:
+        print(f"PostgreSQL CPU over the measured interval, % of one core: {chat['postgres_backends_cpu_pct']:.0f} in the "
+              f"backends serving the run's database, {chat['postgres_all_cpu_pct']:.0f} in all its processes")
+    if chat and "error" not in chat:
+        print(f"(window {args.window}: at most {args.window} broadcasts in flight, and each trigger is sent only once "
+              "the previous broadcast has started arriving, so at most one message is being stored at a time while "
+              "the one before it is fanned out; --window 1 stores and fans out strictly one after the other)")
     save_json(args.json, args, summary, runs)
     return 0 if all("error" not in r for r in summary.values()) else 1
 

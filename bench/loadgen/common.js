@@ -64,14 +64,48 @@ function rssKiB(pid) {
   } catch (e) { return null; }
 }
 
+// PostgreSQL's processes now, pid -> {ticks: utime + stime, ours: serves database `name`}. Its
+// processes are named `postgres` (comm); a backend's command line names its database
+// ("postgres: user database host(port) state"); the others (WAL writer, checkpointer, ...)
+// serve every database, so their share may be other people's work on a shared machine.
+function postgresTicks(name) {
+  const out = new Map();
+  let pids;
+  try { pids = fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)); } catch (e) { return out; }
+  for (const pid of pids) {
+    try {
+      if (fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== 'postgres') continue;
+      const words = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split(/[\s\0]+/);
+      const t = procTicks(pid);
+      if (t) out.set(pid, { ticks: t[0] + t[1], ours: words.includes(name) });
+    } catch (e) { /* gone meanwhile */ }
+  }
+  return out;
+}
+
 // CPU over a measured interval: start() at its beginning, result(wallMs) at its end gives the
-// server's and the generator's CPU in % of one core and what else kept their cores busy.
+// server's and the generator's CPU in % of one core and what else kept their cores busy; with
+// cfg.postgresDatabase, also PostgreSQL's (it shares the two cores with the server and the
+// generator): its backends serving that database, and all of its processes.
 class CpuWindow {
   constructor(cfg) { this.cfg = cfg; }
   start() {
     this.cpu0 = process.cpuUsage();
     this.ticks0 = procTicks(this.cfg.serverPid);
     this.busy0 = cpuBusy();
+    this.pg0 = this.cfg.postgresDatabase ? postgresTicks(this.cfg.postgresDatabase) : null;
+  }
+  postgres(wallUs) {
+    if (!this.pg0 || !(wallUs > 0)) return {};
+    const pg1 = postgresTicks(this.cfg.postgresDatabase);
+    let ours = 0, all = 0;
+    for (const [pid, now] of pg1) { // a process started meanwhile counts from zero
+      const spent = now.ticks - (this.pg0.has(pid) ? this.pg0.get(pid).ticks : 0);
+      all += spent;
+      if (now.ours || (this.pg0.has(pid) && this.pg0.get(pid).ours)) ours += spent;
+    }
+    const asPct = (ticks) => r2((100 * ticks / this.cfg.clkTck) / (wallUs / 1e6));
+    return { postgres_backends_cpu_pct: asPct(ours), postgres_all_cpu_pct: asPct(all) };
   }
   result(wallMs) {
     const { cfg } = this;
@@ -98,6 +132,7 @@ class CpuWindow {
       // busy time on the two CPUs not due to the server / the generator (other processes, IRQs)
       other_cpu_pct_server_core: other(String(cfg.serverCpu), srv),
       other_cpu_pct_generator_core: other(String(cfg.generatorCpu), genCpu),
+      ...this.postgres(wallUs),
     };
   }
 }

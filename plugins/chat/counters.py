@@ -20,13 +20,16 @@ from __future__ import annotations
 import collections
 import datetime
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peewee import fn
 
 from vachat.plugin_api import database, new_id, now
 
 from .models import Conversation, DailyCount, Message
+
+if TYPE_CHECKING:
+    from .bulk import Writes
 
 __all__ = ["COUNTER_SLOTS", "DASHBOARD_DAYS", "slot_of", "count_message", "count_messages", "count_conversation",
            "uncount_message", "uncount_messages", "uncount_conversations", "figures"]
@@ -65,14 +68,24 @@ def count_message(conversation_id: str, created_at: datetime.datetime) -> None:
     _add(created_at.date(), slot_of(conversation_id), messages=1)
 
 
-def count_messages(added: dict[str, int], created_at: datetime.datetime) -> None:
+def count_messages(added: dict[str, int], created_at: datetime.datetime, writes: "Writes | None" = None) -> None:
     """``count_message`` for a batch stored at ``created_at``: ``{conversation id: messages}``,
-    one change per counter slot touched."""
+    one change per counter slot touched; with ``writes``, as one of a send batch's writes
+    (``bulk``)."""
     per_slot: collections.Counter[int] = collections.Counter()
     for conversation_id, count in added.items():
         per_slot[slot_of(conversation_id)] += count
     # In a fixed order: concurrent batches never deadlock.
-    _add_all([(created_at.date(), slot, count, 0) for slot, count in sorted(per_slot.items())])
+    changes = [(created_at.date(), slot, count, 0) for slot, count in sorted(per_slot.items())]
+    if writes is None:
+        _add_all(changes)
+        return
+    table = DailyCount._meta.table_name
+    writes.insert(table, ("id", "day", "slot", "messages", "conversations"),
+                  [(new_id(), DailyCount.day.db_value(day), slot, messages, conversations)
+                   for day, slot, messages, conversations in changes],
+                  f"ON CONFLICT (day, slot) DO UPDATE SET messages = {table}.messages + excluded.messages, "
+                  f"conversations = {table}.conversations + excluded.conversations")
 
 
 def uncount_message(conversation_id: str, created_at: datetime.datetime) -> None:

@@ -104,14 +104,23 @@ def _marks(count: int) -> str:
     return ", ".join([database.obj.param] * count)
 
 
-def conversations_by_id(conversation_ids: Iterable[str]) -> dict[str, ConversationRow]:
-    """The conversations of these ids that exist, by id."""
-    ids = list(conversation_ids)
+def conversations_by_id(conversation_ids: Iterable[str], *, lock: bool = False,
+                        seqs: dict[str, int] | None = None) -> dict[str, ConversationRow]:
+    """The conversations of these ids that exist, by id. ``lock``: their rows held until the
+    transaction ends, taken in id order (PostgreSQL's ``FOR UPDATE``; see ``store.locked``).
+    ``seqs``: filled with each one's latest change seq, read by the same query."""
+    ids = sorted(conversation_ids) if lock else list(conversation_ids)
     if not ids:
         return {}
     columns = ", ".join(_column(Conversation, name) for name in _CONVERSATION_FIELDS)
-    rows = database.obj.execute_sql(
-        f"SELECT {columns} FROM {Conversation._meta.table_name} WHERE id IN ({_marks(len(ids))})", ids).fetchall()
+    if seqs is not None:
+        columns += f", {_column(Conversation, 'seq')}"
+    sql = f"SELECT {columns} FROM {Conversation._meta.table_name} WHERE id IN ({_marks(len(ids))})"
+    if lock and isinstance(database.obj, peewee.PostgresqlDatabase):
+        sql += " ORDER BY id FOR UPDATE"
+    rows = database.obj.execute_sql(sql, ids).fetchall()
+    if seqs is not None:
+        seqs.update((row[0], row[_CONVERSATION_WIDTH]) for row in rows)
     return {row[0]: ConversationRow(
         row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5]), {} if row[6] == "{}" else _json(row[6]) or {},
         row[7], row[8], _stored_time(row[9]), _stored_time(row[10]), row[11]) for row in rows}

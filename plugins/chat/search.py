@@ -26,10 +26,14 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import TYPE_CHECKING
 
 import peewee
 
 from vachat.plugin_api import database
+
+if TYPE_CHECKING:
+    from .bulk import Writes
 
 __all__ = ["words", "index_message", "unindex_messages", "unindex_conversation", "search_message_ids", "MAX_QUERY_WORDS"]
 
@@ -86,21 +90,29 @@ def index_message(message_id: str, conversation_id: str, owner_id: str, content:
     index_messages([(message_id, conversation_id, owner_id, content)])
 
 
-def index_messages(entries: list[tuple[str, str, str, str]]) -> None:
+def index_messages(entries: list[tuple[str, str, str, str]], writes: "Writes | None" = None) -> None:
     """``index_message`` for several new messages: ``(message id, conversation id, owner id,
-    content)`` each, in one executemany. Inside the caller's transaction."""
+    content)`` each, in one executemany, or as one of a send batch's ``writes`` (``bulk``).
+    Inside the caller's transaction."""
     db = database.obj
     rows: list[tuple[str, ...]]
+    columns: tuple[str, ...]
     if isinstance(db, peewee.PostgresqlDatabase):
         rows = [(message_id, owner_id, _tsvector(tokens)) for message_id, _, owner_id, content in entries
                 if (tokens := words(content))]
-        sql = "INSERT INTO chat_message_search (message_id, owner_id, document) VALUES (%s, %s, %s::tsvector)"
+        table, columns = "chat_message_search", ("message_id", "owner_id", "document")
     else:
         rows = [(" ".join(tokens), message_id, conversation_id, owner_id)
                 for message_id, conversation_id, owner_id, content in entries if (tokens := words(content))]
-        sql = "INSERT INTO chat_message_fts (body, message_id, conversation_id, owner_id) VALUES (?, ?, ?, ?)"
-    if rows:
-        db.cursor().executemany(sql, rows)
+        table, columns = "chat_message_fts", ("body", "message_id", "conversation_id", "owner_id")
+    if not rows:
+        return
+    if writes is not None:
+        writes.insert(table, columns, rows)
+        return
+    cast = "::tsvector" if isinstance(db, peewee.PostgresqlDatabase) else ""
+    db.cursor().executemany(f"INSERT INTO {table} ({', '.join(columns)}) "
+                            f"VALUES ({', '.join([db.param] * (len(columns) - 1))}, {db.param}{cast})", rows)
 
 
 def unindex_messages(message_ids: list[str]) -> None:

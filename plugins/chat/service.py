@@ -42,6 +42,9 @@ MAX_REPLAY_DELETED = 1000
 # Messages read per step while walking a branch back from its leaf for ``history``.
 HISTORY_STEP = 200
 DEFAULT_TITLE = "New conversation"
+# Send batches in flight at once on PostgreSQL (see ``Batcher``), each on its own database
+# thread and connection (the pool holds 8 by default).
+SENDS_IN_FLIGHT_POSTGRES = 2
 
 
 def user_room(user_id: str) -> str:
@@ -54,8 +57,13 @@ class ChatService:
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self.sends = Batcher(app, insert_user_messages)
-        self.looks = Batcher(app, look_before_store)
+        # PostgreSQL: while one batch waits for its commit to be flushed, the next does its work
+        # (concurrent transactions, each locking its conversations in id order). SQLite writes
+        # one transaction at a time: a second batch in flight would only queue on its lock.
+        in_flight = SENDS_IN_FLIGHT_POSTGRES if app.db.is_postgres else 1
+        by_conversation = lambda send: send[0].conversation_id  # noqa: E731
+        self.sends = Batcher(app, insert_user_messages, in_flight=in_flight, key=by_conversation)
+        self.looks = Batcher(app, look_before_store, in_flight=in_flight, key=by_conversation)
 
     def room_of(self, conversation_id: str) -> str:
         return conversation_room(conversation_id)

@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any, Iterator, TypeVar
 
 import peewee
 
 from vachat.plugin_api import Actor, ApiError, Forbidden, NotFound, ValidationFailed, database, new_id, now
 
 from . import counters, listing, search
+from .bulk import Writes
 from .models import Conversation, ConversationTag, Message, MessageFile
 from .wire import AnyConversation, Draft, conversation_wire, message_shape, message_wire
 
@@ -162,13 +163,16 @@ def insert_user_messages(sends: list[tuple[Draft, Actor]]) -> list[tuple[bool, A
     with database.atomic():
         # Every conversation of the batch is locked first, in id order, before any counter row
         # (see ``locked``): a transaction that then waits only waits for rows locked in the
-        # same order, so two nodes' batches never deadlock.
-        _lock_conversations({draft.conversation_id for draft, _ in sends})
+        # same order, so two nodes' batches (or two batches in flight, see ``Batcher``) never
+        # deadlock. The same query reads them, as they are once the lock is held.
+        seqs: dict[str, int] = {}
+        conversations = listing.conversations_by_id({draft.conversation_id for draft, _ in sends}, lock=True,
+                                                    seqs=seqs)
         plain = [index for index, (draft, _) in enumerate(sends) if draft.parent_id is None and not draft.files]
         if plain:
             try:
                 with database.atomic():
-                    done = _insert_plain([sends[index] for index in plain])
+                    done = _insert_plain([sends[index] for index in plain], conversations, seqs)
             except peewee.IntegrityError:
                 log.info("a clientMessageId of a batch was stored meanwhile: storing its messages one by one")
             else:
@@ -188,34 +192,14 @@ def insert_user_messages(sends: list[tuple[Draft, Actor]]) -> list[tuple[bool, A
     return outcomes  # type: ignore[return-value]
 
 
-def _latest_seqs(conversation_ids: Iterable[str]) -> dict[str, int]:
-    """Each conversation's latest change seq (read under its row lock, inside a write)."""
-    ids = sorted(conversation_ids)
-    if not ids:
-        return {}
-    rows = database.obj.execute_sql(
-        f"SELECT id, seq FROM {Conversation._meta.table_name} WHERE id IN ({', '.join([database.obj.param] * len(ids))})",
-        ids).fetchall()
-    return {conversation_id: seq for conversation_id, seq in rows}
-
-
-def _lock_conversations(conversation_ids: set[str]) -> None:
-    """Hold these conversations' rows until the transaction ends, taken in id order
-    (PostgreSQL; nothing to do on SQLite, see ``locked``)."""
-    db = database.obj
-    if isinstance(db, peewee.PostgresqlDatabase) and conversation_ids:
-        ids = sorted(conversation_ids)
-        db.execute_sql(f"SELECT id FROM {Conversation._meta.table_name} WHERE id IN ({', '.join(['%s'] * len(ids))}) "
-                       "ORDER BY id FOR UPDATE", ids).fetchall()
-
-
-def _read_for_sends(sends: list[tuple[Draft, Actor]]
+def _read_for_sends(sends: list[tuple[Draft, Actor]], conversations: dict[str, listing.ConversationRow] | None = None,
                     ) -> tuple[dict[str, listing.ConversationRow], dict[tuple[str, str], dict[str, Any]]]:
-    """The conversations ``sends`` go to, by id, and the messages already stored under their
-    clientMessageIds (wire shapes), by ``(conversation id, clientMessageId)``: one query, or
-    two when sends carry clientMessageIds, three when some are retries."""
-    conversation_ids = {draft.conversation_id for draft, _ in sends}
-    conversations = listing.conversations_by_id(conversation_ids)
+    """The conversations ``sends`` go to, by id (read here unless given), and the messages
+    already stored under their clientMessageIds (wire shapes), by ``(conversation id,
+    clientMessageId)``: one query, or two when sends carry clientMessageIds, three when some
+    are retries."""
+    if conversations is None:
+        conversations = listing.conversations_by_id({draft.conversation_id for draft, _ in sends})
     client_ids = {draft.client_message_id for draft, _ in sends if draft.client_message_id is not None}
     taken = listing.taken_client_ids(conversations, client_ids) if client_ids else []
     stored = list(Message.select().where(Message.id.in_(taken))) if taken else []
@@ -247,14 +231,15 @@ def _each_writable(sends: list[tuple[Draft, Actor]], conversations: dict[str, li
         yield draft, actor, conversation, (conversation.id, draft.client_message_id or "")
 
 
-def _insert_plain(sends: list[tuple[Draft, Actor]]) -> list[tuple[bool, Any]]:
+def _insert_plain(sends: list[tuple[Draft, Actor]], locked_conversations: dict[str, listing.ConversationRow],
+                  seqs: dict[str, int]) -> list[tuple[bool, Any]]:
     """``insert_user_messages`` for messages without parentId or files, inside its
-    transaction: read the conversations and the clientMessageIds already taken in two queries,
-    decide each send in Python, then one INSERT of every message, one UPDATE statement per
-    conversation (executemany) and the search entries. Messages are built as their wire
-    shapes, never as models (a model computes every field's default, ids and clocks included)."""
-    conversations, taken = _read_for_sends(sends)  # their rows locked by insert_user_messages
-    seqs = _latest_seqs(conversations)
+    transaction, given their conversations and latest seqs (read under their row locks): read
+    the clientMessageIds already taken, decide each send in Python, then the batch's writes
+    (``bulk.Writes``): the messages, the conversations' leaves, counters and seqs, the search
+    entries. Messages are built as their wire shapes, never as models (a model computes every
+    field's default, ids and clocks included)."""
+    conversations, taken = _read_for_sends(sends, locked_conversations)
     stamp = now()
     outcomes: list[tuple[bool, Any]] = []
     added: list[dict[str, Any]] = []
@@ -276,43 +261,52 @@ def _insert_plain(sends: list[tuple[Draft, Actor]]) -> list[tuple[bool, Any]]:
         added.append(message)
         outcomes.append((True, (message, True, before)))
     if added:
-        _insert_rows(added, stamp)
-        _advance_conversations([(conversations[cid], count, seqs[cid]) for cid, count in touched.items()], stamp)
-        counters.count_messages(touched, stamp)
+        writes = Writes()
+        _insert_rows(added, stamp, writes)
+        _advance_conversations([(conversations[cid], count, seqs[cid]) for cid, count in touched.items()], stamp,
+                               writes)
+        counters.count_messages(touched, stamp, writes)
         search.index_messages([(m["id"], m["conversationId"], conversations[m["conversationId"]].owner_id, m["content"])
-                               for m in added])
+                               for m in added], writes)
+        writes.send()
     return outcomes
 
 
 # The columns a new user message fills, in the order ``_insert_rows`` gives them.
-_NEW_MESSAGE_FIELDS = ("id", "conversation", "user_id", "role", "type", "content", "parent_id", "metadata",
-                       "client_message_id", "is_edited", "seq", "created_seq", "created_at", "updated_at")
+_NEW_MESSAGE_COLUMNS = tuple(Message._meta.fields[name].column_name for name in (
+    "id", "conversation", "user_id", "role", "type", "content", "parent_id", "metadata", "client_message_id",
+    "is_edited", "seq", "created_seq", "created_at", "updated_at"))
 
 
-def _insert_rows(messages: list[dict[str, Any]], stamp: Any) -> None:
-    """INSERT new user messages (wire shapes, created at ``stamp``) with one statement executed
-    for each (executemany): building a multi-row INSERT through the query builder cost more
-    than the database's own work."""
-    db = database.obj
-    columns = ", ".join(Message._meta.fields[name].column_name for name in _NEW_MESSAGE_FIELDS)
-    sql = (f"INSERT INTO {Message._meta.table_name} ({columns}) "
-           f"VALUES ({', '.join([db.param] * len(_NEW_MESSAGE_FIELDS))})")
+def _insert_rows(messages: list[dict[str, Any]], stamp: Any, writes: Writes) -> None:
+    """INSERT new user messages (wire shapes, created at ``stamp``): one statement for all of
+    them (``bulk``), written once: building it through the query builder cost more than the
+    database's own work."""
     when = Message.created_at.db_value(stamp)
     metadata = Message.metadata.db_value
-    db.cursor().executemany(sql, [
+    writes.insert(Message._meta.table_name, _NEW_MESSAGE_COLUMNS, [
         (m["id"], m["conversationId"], m["userId"], "user", m["type"], m["content"], m["parentId"],
          metadata(m["metadata"]) if m["metadata"] else "{}", m["clientMessageId"], False, m["seq"], m["seq"],
          when, when)
         for m in messages])
 
 
-def _advance_conversations(changes: list[tuple[AnyConversation, int, int]], stamp: Any) -> None:
+def _advance_conversations(changes: list[tuple[AnyConversation, int, int]], stamp: Any, writes: Writes) -> None:
     """Move each conversation's leaf and last message to its newest message, count the
-    messages added and set its latest seq: one statement, executed for every conversation."""
-    db = database.obj
-    mark = db.param
-    sql = (f"UPDATE {Conversation._meta.table_name} SET current_message_id = {mark}, last_message_id = {mark}, "
-           f"message_count = message_count + {mark}, seq = {mark}, updated_at = {mark} WHERE id = {mark}")
+    messages added and set its latest seq: one statement for every conversation (PostgreSQL:
+    an UPDATE from the rows ``bulk`` sends; SQLite: one UPDATE executed for each)."""
+    table = Conversation._meta.table_name
     when = Conversation.updated_at.db_value(stamp)
-    params = [(c.current_message_id, c.current_message_id, added, seq, when, c.id) for c, added, seq in changes]
-    db.cursor().executemany(sql, params)
+    if writes.is_postgres:
+        # The rows as the table's own type: message_count carries the number of messages added.
+        writes.add(f"UPDATE {table} AS c SET current_message_id = v.current_message_id, "
+                   "last_message_id = v.current_message_id, message_count = c.message_count + v.message_count, "
+                   f"seq = v.seq, updated_at = v.updated_at FROM json_populate_recordset(NULL::{table}, %s) AS v "
+                   "WHERE c.id = v.id", ("id", "current_message_id", "message_count", "seq", "updated_at"),
+                   [(c.id, c.current_message_id, added, seq, when) for c, added, seq in changes])
+        return
+    mark = writes.db.param
+    sql = (f"UPDATE {table} SET current_message_id = {mark}, last_message_id = {mark}, "
+           f"message_count = message_count + {mark}, seq = {mark}, updated_at = {mark} WHERE id = {mark}")
+    writes.db.cursor().executemany(sql, [(c.current_message_id, c.current_message_id, added, seq, when, c.id)
+                                         for c, added, seq in changes])
