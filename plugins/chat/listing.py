@@ -92,6 +92,7 @@ _SELECT = "SELECT {c}, EXISTS(SELECT 1 FROM {tags} t WHERE t.{tag_conversation} 
               conversations=Conversation._meta.table_name, messages=Message._meta.table_name,
               last=_column(Conversation, "last_message_id"))
 _PAGE_CONVERSATION_WIDTH = len(_PAGE_CONVERSATION_FIELDS)
+_CONVERSATION_WIDTH = len(_CONVERSATION_FIELDS)
 
 
 def _stored_time(value: Any) -> datetime.datetime:

@@ -59,6 +59,9 @@ async def _reply(app: Any, conversation_id: str, question: dict[str, Any]) -> No
                                                  "index": index, "delta": word})
         await app.publish(room, "ai-done", {"conversationId": conversation_id, "messageId": state["messageId"],
                                             "finishReason": finish})
+        # The slot is free before the reply is stored: a client that saw it stored may ask again
+        # at once (freed after the store, that question could meet a Conflict).
+        _running.pop(conversation_id, None)
         await chat.store_assistant_message(conversation_id, state["text"], parent_id=question["id"],
                                            message_id=state["messageId"],
                                            metadata={"model": "fake", "finishReason": finish})
