@@ -39,7 +39,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -107,14 +107,18 @@ def vachat_tokens(api: chat_stack.Api, sockets: int, accounts: int) -> list[str]
     return tokens
 
 
-def drive(node: str, server_pid: int, url: str, tokens: list[str], args: Any) -> dict:
-    """Run the generator against a started server: its result, with the RSS figures."""
+def drive(node: str, server_pid: int, url: str, tokens: list[str], args: Any, *,
+          before_connecting: Callable[[], None] | None = None, while_idle: Callable[[], None] | None = None) -> dict:
+    """Run the generator against a started server: its result, with the RSS figures.
+    `before_connecting` and `while_idle` run right after each RSS reading (bench/idle_memory.py)."""
     cfg = dict(url=url, sockets=args.sockets, concurrency=args.concurrency,
                headers={"Authorization": "Bearer ${token}"}, readyFrames=1, vars={"token": tokens},
                serverPid=server_pid, clkTck=os.sysconf("SC_CLK_TCK"), serverCpu=SERVER_CPU,
                generatorCpu=LOADGEN_CPU)
     time.sleep(args.settle_before)
     before = rss_kib(server_pid)
+    if before_connecting is not None:
+        before_connecting()
     with tempfile.NamedTemporaryFile("w", prefix="idle-sockets-", suffix=".json", delete=False) as config:
         json.dump(cfg, config)  # 10,000 tokens are too long for a command line
     gen = spawn([node, str(LOADGEN / "idle.js"), "@" + config.name], LOADGEN_CPU, cwd=LOADGEN,
@@ -125,6 +129,8 @@ def drive(node: str, server_pid: int, url: str, tokens: list[str], args: Any) ->
         result = generator_result(line)
         time.sleep(args.settle)
         after = rss_kib(server_pid)
+        if while_idle is not None:
+            while_idle()
         gen.stdin.close()
         done = generator_result(gen.stdout.read())
     finally:

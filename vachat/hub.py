@@ -61,6 +61,7 @@ import tornado
 import tornado.iostream
 
 from .broker import CONTROL_ROOM
+from .pings import PING_TIMED_OUT, Pinger
 from .wire import json_dumpb
 
 __all__ = [
@@ -207,7 +208,7 @@ _READY = _Ready()
 class Peer:
     """The hub's record of one open socket. ``conn`` is the ``WebSocketHandler``."""
 
-    __slots__ = ("conn", "proto", "stream", "sock", "rooms", "user_id", "session_id")
+    __slots__ = ("conn", "proto", "stream", "sock", "rooms", "user_id", "session_id", "ping_slot", "awaiting_pong")
 
     def __init__(self, conn: Any, proto: Any, stream: Any) -> None:
         self.conn = conn
@@ -217,6 +218,8 @@ class Peer:
         self.rooms: set[str] = set()
         self.user_id: str | None = None
         self.session_id: str | None = None
+        self.ping_slot = 0  # kept by the hub's Pinger
+        self.awaiting_pong = False
 
     @property
     def closing(self) -> bool:
@@ -284,6 +287,11 @@ class Hub:
             CONTROL_RESYNC: self._on_resync_control,
         }
         self._emptied: asyncio.Event | None = None
+        config = app.config
+        interval = getattr(config, "ws_ping_interval", 0) or 0
+        #: One timer pings every socket (Tornado's websocket_ping_interval would run a task per socket).
+        self.pinger = (Pinger(interval, getattr(config, "ws_ping_timeout", interval) or 0, self._ping_timed_out)
+                       if interval > 0 else None)
         self._register_metrics()
 
     def _register_metrics(self) -> None:
@@ -337,7 +345,12 @@ class Hub:
         proto = conn.ws_connection
         peer = Peer(conn, proto, proto.stream)
         self._peers[conn] = peer
+        if self.pinger is not None:
+            self.pinger.add(peer)
         return peer
+
+    def _ping_timed_out(self, peer: Peer) -> None:
+        self.close(peer.conn, *PING_TIMED_OUT)
 
     def identify(self, conn: Any, user_id: str, session_id: str | None) -> None:
         """Record who is on ``conn``, so ``disconnect`` finds it."""
@@ -355,6 +368,8 @@ class Hub:
         peer = self._peers.pop(conn, None)
         if peer is None:
             return
+        if self.pinger is not None:
+            self.pinger.remove(peer)
         self._leave_all(peer)
         self._unindex(peer)
         if not self._peers and self._emptied is not None:

@@ -23,8 +23,9 @@ Limits, and who enforces them:
   at once, without reading the payload (``WebSocketProtocol13._receive_frame``). Whether the
   client sees 1009 or an abrupt close (1006, no code) depends on whether the close frame
   reaches it before the reset caused by the unread payload.
-- ``websocket_ping_interval`` / ``websocket_ping_timeout`` (Tornado): idle sockets are pinged;
-  one that does not pong in time is closed (1000 "ping timed out"), then dropped after 5 s.
+- ``ws_ping_interval`` / ``ws_ping_timeout`` (the hub's ``Pinger``, one timer for every
+  socket): sockets are pinged; one that does not pong in time is closed (1000 "ping timed
+  out"), then dropped by Tornado after 5 s.
 - ``ws_rate_limit`` (here, a token bucket per socket on every frame) and ``EventSpec.rate``
   (per socket and event type): a refused frame gets ``RATE_LIMITED``; a socket that keeps
   sending refused frames (``FLOOD_CLOSE_FACTOR`` times its limit) is closed with 4429.
@@ -405,6 +406,11 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
     def _close(self, code: int, reason: str) -> None:
         """Close through the hub, which counts and logs the server's verdicts."""
         self.hub.close(self, code, reason)
+
+    def on_pong(self, data: bytes) -> None:
+        peer = self._peer
+        if peer is not None:
+            peer.awaiting_pong = False
 
     def on_close(self) -> None:
         self._release_address_slot()
