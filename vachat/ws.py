@@ -421,7 +421,14 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         the streamed body (there is none: prepare() refuses one); the template namespace,
         which Tornado itself drops at close."""
         request = self.request
-        request.headers = _UPGRADE_FORGOTTEN
+        headers, request.headers = request.headers, _UPGRADE_FORGOTTEN
+        # Tornado's WebSocketHandler.get() keeps the request's headers in a local variable for
+        # the socket's whole life (its coroutine runs the frame loop): empty them in place.
+        try:
+            headers._as_list.clear()  # type: ignore[attr-defined]
+            headers._combined_cache.clear()  # type: ignore[attr-defined]
+        except AttributeError:  # another Tornado: the public, slower way
+            headers.clear()
         request.connection = None
         request.server_connection = None
         body = getattr(request, "_body_future", None)
