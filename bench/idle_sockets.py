@@ -25,7 +25,9 @@ The generator (bench/loadgen/idle.js, CPU 1) opens `--sockets` sockets with at m
 got `ready`: the connect + authenticate rate (sockets/s; higher is better). It then holds
 them idle. The driver reads the server's resident memory (`VmRSS` of /proc/<pid>/status) just
 before the generator starts and `--settle` seconds after every socket is idle, and divides
-the growth by the sockets: KiB per socket (LOWER is better). Ratios are to `bare` measured in
+the growth by the sockets: KiB per socket (LOWER is better). It also reports the server's CPU
+time per connect + authenticate (µs, lower is better; steadier than the rate when other
+processes share the server's core). Ratios are to `bare` measured in
 the same run. The server runs on CPU 0.
 """
 from __future__ import annotations
@@ -138,6 +140,11 @@ def drive(node: str, server_pid: int, url: str, tokens: list[str], args: Any, *,
         os.unlink(config.name)
     result.update(done, phase="done", rss_before_kib=before, rss_after_kib=after,
                   kib_per_socket=round((after - before) / args.sockets, 2))
+    if result.get("server_cpu_pct") is not None:
+        # The server's CPU time per connect + authenticate: unlike the rate, other load on the
+        # server's core barely moves it (the figure to compare on a shared machine).
+        result["server_cpu_us_per_socket"] = round(
+            result["server_cpu_pct"] / 100 * result["seconds"] / args.sockets * 1e6, 1)
     if done["lost"]:
         raise RuntimeError(f"{done['lost']} sockets closed while idle ({done['first_loss']})")
     return result
@@ -183,8 +190,10 @@ def summarize(runs: list[dict]) -> dict:
         return {"error": runs[-1].get("error", "no result") if runs else "no run"}
     fastest = max(ok, key=lambda r: r["sockets_per_s"])
     leanest = min(ok, key=lambda r: r["kib_per_socket"])
+    costs = [r["server_cpu_us_per_socket"] for r in ok if r.get("server_cpu_us_per_socket")]
     return dict(fastest, kib_per_socket=leanest["kib_per_socket"], rss_before_kib=leanest["rss_before_kib"],
                 rss_after_kib=leanest["rss_after_kib"], rounds=len(ok),
+                server_cpu_us_per_socket=min(costs) if costs else None,
                 sockets_per_s_min=min(r["sockets_per_s"] for r in ok))
 
 
@@ -226,7 +235,7 @@ def main() -> int:
     rows = []
     for name, r in summary.items():
         if "error" in r:
-            rows.append([label[name], "error: " + r["error"][:80]] + [""] * 8)
+            rows.append([label[name], "error: " + r["error"][:80]] + [""] * 9)
             continue
         ok = "error" not in bare
         kib_ratio = r["kib_per_socket"] / bare["kib_per_socket"] if ok and bare["kib_per_socket"] > 0 else None
@@ -235,6 +244,7 @@ def main() -> int:
         rows.append([label[name], fmt_num(r["kib_per_socket"], ".2f"), fmt_num(kib_ratio, ".2f"),
                      f"{r['rss_before_kib'] / 1024:.1f} -> {r['rss_after_kib'] / 1024:.1f}",
                      fmt_num(r["sockets_per_s"], ",d"), fmt_num(rate_ratio, ".2f"),
+                     fmt_num(r.get("server_cpu_us_per_socket"), ".0f"),
                      fmt_num(r["latency_ms"]["p50"], ".1f") + " / " + fmt_num(r["latency_ms"]["p99"], ".1f"),
                      fmt_num(r["server_cpu_pct"], ".0f") + " / " + fmt_num(r["generator_cpu_pct"], ".0f"),
                      fmt_num(r.get("other_cpu_pct_server_core"), ".0f") + " / "
@@ -243,7 +253,8 @@ def main() -> int:
           f"{args.concurrency} connecting at once, RSS read {args.settle:g}s after the last; {args.rounds} round(s); "
           f"{machine_line()}")
     print_table(["target", "KiB/socket (lower is better)", "ratio to bare", "RSS MiB before -> after",
-                 "connect+auth sockets/s (higher is better)", "ratio to bare", "connect p50 / p99 ms",
+                 "connect+auth sockets/s (higher is better)", "ratio to bare",
+                 "server CPU us/socket (lower is better)", "connect p50 / p99 ms",
                  "CPU % srv / gen (connecting)", "other load % (srv/gen core)"], rows)
     chat: Optional[dict] = summary.get("vachat")
     if chat is not None and "error" not in chat and "error" not in bare:

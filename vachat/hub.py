@@ -412,6 +412,12 @@ class Hub:
     def connections_of(self, user_id: str) -> list[Any]:
         return [peer.conn for peer in self._by_user.get(user_id, ())]
 
+    def connection_count_of(self, user_id: str) -> int:
+        """``len(connections_of(user_id))`` without building the list (checked on every
+        upgrade, twice)."""
+        peers = self._by_user.get(user_id)
+        return len(peers) if peers is not None else 0
+
     def connections(self) -> list[Any]:
         """Every authenticated socket on this node."""
         return [peer.conn for peers in self._by_user.values() for peer in peers]

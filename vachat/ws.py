@@ -362,7 +362,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
             self._address_slot = None
 
     def _user_at_cap(self, user_id: str) -> bool:
-        return len(self.application.hub.connections_of(user_id)) >= self.application.config.ws_max_per_user
+        return self.application.hub.connection_count_of(user_id) >= self.application.config.ws_max_per_user
 
     def on_finish(self) -> None:
         # Also called when the upgrade succeeds (101); the socket then keeps its slot until
