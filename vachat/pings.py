@@ -50,7 +50,8 @@ class Pinger:
         # Ticks between a slot's ping and its check: at most a whole turn (timeout <= interval).
         self.timeout_ticks = min(self.slot_count, math.ceil(timeout / self.tick)) if timeout > 0 else 0
         self._close = close
-        self._slots: list[set[Any]] = [set() for _ in range(self.slot_count)]
+        # slot -> its sockets; a slot with none has no entry (an hour's interval is 3,600 slots)
+        self._slots: dict[int, set[Any]] = {}
         self._cursor = 0  # the slot pinged last
         self._count = 0
         self._timer: PeriodicCallback | None = None
@@ -62,16 +63,21 @@ class Pinger:
         """Ping ``socket`` from one interval from now on."""
         socket.ping_slot = self._cursor  # its turn comes again after a whole interval
         socket.awaiting_pong = False
-        self._slots[self._cursor].add(socket)
+        slot = self._slots.get(self._cursor)
+        if slot is None:
+            slot = self._slots[self._cursor] = set()
+        slot.add(socket)
         self._count += 1
         if self._timer is None:
             self._timer = PeriodicCallback(self._tick, self.tick * 1000)
             self._timer.start()
 
     def remove(self, socket: Any) -> None:
-        slot = self._slots[socket.ping_slot]
-        if socket in slot:
+        slot = self._slots.get(socket.ping_slot)
+        if slot is not None and socket in slot:
             slot.discard(socket)
+            if not slot:
+                del self._slots[socket.ping_slot]
             self._count -= 1
             if not self._count:
                 self.stop()
@@ -88,14 +94,14 @@ class Pinger:
     def _tick(self) -> None:
         self._cursor = cursor = (self._cursor + 1) % self.slot_count
         if self.timeout_ticks:
-            silent = [s for s in self._slots[(cursor - self.timeout_ticks) % self.slot_count]
+            silent = [s for s in self._slots.get((cursor - self.timeout_ticks) % self.slot_count, ())
                       if s.awaiting_pong and not s.closing]
             for socket in silent:
                 try:
                     self._close(socket)
                 except Exception:
                     log.exception("closing a socket that did not answer its ping failed")
-        for socket in tuple(self._slots[cursor]):
+        for socket in tuple(self._slots.get(cursor, ())):
             if socket.closing:
                 continue
             socket.awaiting_pong = True
