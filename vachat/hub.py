@@ -28,6 +28,10 @@ This module must never:
 - subscribe or unsubscribe the broker's control room, or let a broker failure reach a caller;
 - be called from any thread but the IOLoop's (nothing here is locked).
 
+Keep-alive: the hub's ``Pinger`` (``vachat.pings``) pings every attached socket from one
+timer (``ws_ping_interval``) and closes one that does not pong within ``ws_ping_timeout``;
+Tornado's own per-socket pinging is off (``websocket_ping_interval=0``).
+
 Holding: ``join(conn, room, hold=True)`` makes the socket a member at once but keeps the
 room's frames for it aside, in order, until ``release(conn, room, seq=…, drop=…)``. A plugin
 that answers a join with a snapshot (chat's replay of missed messages) reads the snapshot after
