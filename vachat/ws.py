@@ -13,6 +13,10 @@ handler's return value as data), ``error`` ``{code, message, details?}``, or the
 handler chose with ``Reply`` (``ping`` answers ``pong``). Errors for frames without an id are
 sent too, without an id. None of these failures closes the socket.
 
+Once open, a socket keeps nothing of its upgrade request but ``client_ip`` and ``actor``: the
+headers (``request.headers`` is empty) and the HTTP connection objects are let go, as idle
+sockets live for hours; what a socket needs of them is read in ``prepare()``.
+
 Handlers of one socket run one at a time, in arrival order (Tornado reads the next frame when
 the previous handler finished), so a handler must hand long work (AI generation) to a task.
 
