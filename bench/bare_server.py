@@ -9,6 +9,12 @@ One WebSocket endpoint, one room, no auth, no validation, no persistence:
   client -> server  {"type":"bench-echo","id":…,"data":{…}}  reply {"type":"ack","id":…,"data":{…}}
                                                            (the round-trip reference)
 
+``/ws/auth`` (the idle-sockets reference, bench/idle_sockets.py): the upgrade must carry
+``Authorization: Bearer <JWT>``, an HS256 access token verified with PyJWT against the secret in
+``BENCH_JWT_SECRET`` (signature, ``exp``, ``iss``, ``typ``), as a Tornado user would; a bad one is
+refused with HTTP 401. The socket is then indexed by its user and gets
+``{"type":"ready","data":{"userId":…}}``, and stays idle.
+
 and one JSON GET, ``/api/bench/items`` (the authenticated-list reference): the success envelope
 around 20 conversation-like items built at start-up, ``json.dumps`` per request.
 
@@ -23,6 +29,7 @@ import os
 import sys
 import uuid
 
+import jwt
 import tornado.ioloop
 import tornado.web
 import tornado.websocket
@@ -56,6 +63,48 @@ class BenchSocket(tornado.websocket.WebSocketHandler):
 
     def on_close(self):
         ROOM.discard(self)
+
+
+JWT_SECRET = os.environ.get("BENCH_JWT_SECRET", "")
+SOCKETS_BY_USER: dict = {}  # user id -> set of that user's open sockets
+
+
+class AuthSocket(tornado.websocket.WebSocketHandler):
+    """An authenticated socket the way a Tornado user writes one: verify the Bearer JWT before
+    the upgrade, remember who it is, say ready."""
+
+    user_id = None
+
+    def check_origin(self, origin):
+        return True
+
+    def prepare(self):
+        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
+        try:
+            if scheme.lower() != "bearer":
+                raise jwt.InvalidTokenError("no bearer token")
+            claims = jwt.decode(token.strip(), JWT_SECRET, algorithms=["HS256"], issuer="vachat",
+                                options={"require": ["exp", "iat", "sub", "typ", "sid", "jti", "iss"]})
+            if claims["typ"] != "access":
+                raise jwt.InvalidTokenError("not an access token")
+        except jwt.InvalidTokenError:
+            raise tornado.web.HTTPError(401)
+        self.user_id = claims["sub"]
+
+    def open(self):
+        self.set_nodelay(True)
+        SOCKETS_BY_USER.setdefault(self.user_id, set()).add(self)
+        self.write_message(json.dumps({"type": "ready", "data": {"userId": self.user_id}}))
+
+    def on_message(self, message):
+        pass
+
+    def on_close(self):
+        sockets = SOCKETS_BY_USER.get(self.user_id)
+        if sockets is not None:
+            sockets.discard(self)
+            if not sockets:
+                del SOCKETS_BY_USER[self.user_id]
 
 
 def _item(n: int) -> dict:
@@ -95,7 +144,8 @@ def main():
         import tornado.speedups  # noqa: F401  (C masking helper)
     except ImportError:
         print("bare_server: WARNING tornado.speedups missing (slow masking)", file=sys.stderr)
-    app = tornado.web.Application([(r"/ws", BenchSocket), (r"/api/bench/items", ItemsHandler)],
+    app = tornado.web.Application([(r"/ws", BenchSocket), (r"/ws/auth", AuthSocket),
+                                   (r"/api/bench/items", ItemsHandler)],
                                   websocket_compression_options=None)
     app.listen(args.port, address=args.host)
     print(f"bare_server: listening on ws://{args.host}:{args.port}/ws pid={os.getpid()} "

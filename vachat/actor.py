@@ -12,9 +12,11 @@ from typing import Any
 __all__ = ["Actor"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Actor:
-    """Who is calling: a user through a session or an API key. ``permissions`` may hold ``*``."""
+    """Who is calling: a user through a session or an API key. ``permissions`` may hold ``*``.
+
+    Slotted: every authenticated socket holds one for its whole life."""
 
     id: str
     name: str = ""

@@ -136,8 +136,9 @@ class VachatApplication(tornado.web.Application):
             routes,
             default_handler_class=NotFoundHandler,
             log_function=log_request,
-            websocket_ping_interval=config.ws_ping_interval,
-            websocket_ping_timeout=config.ws_ping_timeout,
+            # Pings are the hub's (vachat.pings: one timer for every socket), not Tornado's
+            # (a task per socket).
+            websocket_ping_interval=0,
             websocket_max_message_size=config.ws_max_message_size,
             serve_traceback=False,
             xsrf_cookies=False,

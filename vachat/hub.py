@@ -28,6 +28,10 @@ This module must never:
 - subscribe or unsubscribe the broker's control room, or let a broker failure reach a caller;
 - be called from any thread but the IOLoop's (nothing here is locked).
 
+Keep-alive: the hub's ``Pinger`` (``vachat.pings``) pings every attached socket from one
+timer (``ws_ping_interval``) and closes one that does not pong within ``ws_ping_timeout``;
+Tornado's own per-socket pinging is off (``websocket_ping_interval=0``).
+
 Holding: ``join(conn, room, hold=True)`` makes the socket a member at once but keeps the
 room's frames for it aside, in order, until ``release(conn, room, seq=…, drop=…)``. A plugin
 that answers a join with a snapshot (chat's replay of missed messages) reads the snapshot after
@@ -61,6 +65,7 @@ import tornado
 import tornado.iostream
 
 from .broker import CONTROL_ROOM
+from .pings import PING_TIMED_OUT, Pinger
 from .wire import json_dumpb
 
 __all__ = [
@@ -207,16 +212,20 @@ _READY = _Ready()
 class Peer:
     """The hub's record of one open socket. ``conn`` is the ``WebSocketHandler``."""
 
-    __slots__ = ("conn", "proto", "stream", "sock", "rooms", "user_id", "session_id")
+    __slots__ = ("conn", "proto", "stream", "sock", "rooms", "user_id", "session_id", "ping_slot", "awaiting_pong")
 
     def __init__(self, conn: Any, proto: Any, stream: Any) -> None:
         self.conn = conn
         self.proto = proto  # WebSocketProtocol13: ``server_terminated`` once a close frame went
         self.stream = stream
         self.sock = _direct_socket(stream)
-        self.rooms: set[str] = set()
+        # A tuple: most sockets are in one or a few rooms (their user's, a conversation), where
+        # a set cost 216 bytes each; joins and leaves are rare and the tuple short.
+        self.rooms: tuple[str, ...] = ()
         self.user_id: str | None = None
         self.session_id: str | None = None
+        self.ping_slot = 0  # kept by the hub's Pinger
+        self.awaiting_pong = False
 
     @property
     def closing(self) -> bool:
@@ -284,6 +293,11 @@ class Hub:
             CONTROL_RESYNC: self._on_resync_control,
         }
         self._emptied: asyncio.Event | None = None
+        config = app.config
+        interval = getattr(config, "ws_ping_interval", 0) or 0
+        #: One timer pings every socket (Tornado's websocket_ping_interval would run a task per socket).
+        self.pinger = (Pinger(interval, getattr(config, "ws_ping_timeout", interval) or 0, self._ping_timed_out)
+                       if interval > 0 else None)
         self._register_metrics()
 
     def _register_metrics(self) -> None:
@@ -337,7 +351,12 @@ class Hub:
         proto = conn.ws_connection
         peer = Peer(conn, proto, proto.stream)
         self._peers[conn] = peer
+        if self.pinger is not None:
+            self.pinger.add(peer)
         return peer
+
+    def _ping_timed_out(self, peer: Peer) -> None:
+        self.close(peer.conn, *PING_TIMED_OUT)
 
     def identify(self, conn: Any, user_id: str, session_id: str | None) -> None:
         """Record who is on ``conn``, so ``disconnect`` finds it."""
@@ -355,6 +374,8 @@ class Hub:
         peer = self._peers.pop(conn, None)
         if peer is None:
             return
+        if self.pinger is not None:
+            self.pinger.remove(peer)
         self._leave_all(peer)
         self._unindex(peer)
         if not self._peers and self._emptied is not None:
@@ -395,6 +416,12 @@ class Hub:
     def connections_of(self, user_id: str) -> list[Any]:
         return [peer.conn for peer in self._by_user.get(user_id, ())]
 
+    def connection_count_of(self, user_id: str) -> int:
+        """``len(connections_of(user_id))`` without building the list (checked on every
+        upgrade, twice)."""
+        peers = self._by_user.get(user_id)
+        return len(peers) if peers is not None else 0
+
     def connections(self) -> list[Any]:
         """Every authenticated socket on this node."""
         return [peer.conn for peers in self._by_user.values() for peer in peers]
@@ -420,7 +447,8 @@ class Hub:
             if self._reader_of(room) is not None:
                 self._orders[room] = _Order()
         members.add(peer)
-        peer.rooms.add(room)
+        if room not in peer.rooms:
+            peer.rooms += (room,)
         if self.broker is None or (room in self._subscribed and room not in self._syncing):
             return _READY
         return asyncio.shield(self._schedule_sync(room))
@@ -547,7 +575,7 @@ class Hub:
         if members is None or peer not in members:
             return
         members.discard(peer)
-        peer.rooms.discard(room)
+        peer.rooms = tuple(r for r in peer.rooms if r != room)
         if self._holds:
             self._unhold(room, peer)
         filters = self._filters.get(room)
@@ -566,7 +594,7 @@ class Hub:
                 self._schedule_sync(room)
 
     def _leave_all(self, peer: Peer) -> None:
-        for room in list(peer.rooms):
+        for room in peer.rooms:  # a tuple: _leave replaces it, this loop keeps its own
             self._leave(peer, room)
 
     def _schedule_sync(self, room: str) -> "asyncio.Task[None]":

@@ -198,8 +198,8 @@ class MemoryRateLimiter(RateLimiter):
     def hit_now(self, key: str, rate: Rate) -> RateDecision:
         """``hit`` without the coroutine, for callers outside async code."""
         now = self._now()
-        self._sweep(now)
         table = self._table_of(key)
+        self._sweep(now, protected=table is self._protected)
         tat = table.get(key)
         if tat is None and len(self) >= self.max_keys and not self._make_room(now):
             return self._refuse_new_key(now, rate)
@@ -235,10 +235,12 @@ class MemoryRateLimiter(RateLimiter):
         self._tats.clear()
         self._protected.clear()
 
-    def _sweep(self, now: int) -> None:
+    def _sweep(self, now: int, *, protected: bool) -> None:
         # A key whose arrival time has passed is indistinguishable from an absent one. In the
         # LRU table, stop at the first live key: behind it lie only keys updated later, most of
-        # them live too.
+        # them live too. The protected table is not ordered by expiry, so sweeping it means
+        # rotating live keys: only hits of protected keys (the only ones that add to it) do,
+        # rather than every request paying 32 rotations while sign-in buckets are live.
         tats = self._tats
         for _ in range(MEMORY_SWEEP_BATCH):
             if not tats:
@@ -247,7 +249,8 @@ class MemoryRateLimiter(RateLimiter):
             if tat > now:
                 break
             del tats[key]
-        self._sweep_protected(now, MEMORY_SWEEP_BATCH)
+        if protected:
+            self._sweep_protected(now, MEMORY_SWEEP_BATCH)
 
     def _sweep_protected(self, now: int, batch: int) -> None:
         protected = self._protected

@@ -7,6 +7,7 @@ a client could otherwise spoof its way past rate limits.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Any
@@ -62,6 +63,9 @@ def forwarded_hop_address(hop: str) -> str | None:
     return normalize_ip(match.group("address") if match else text)
 
 
+# Parsing an address costs ~5 us; every request and upgrade asks, mostly for the same few
+# addresses (and the answers are pure). Bounded: a flood of distinct ones only evicts.
+@functools.lru_cache(maxsize=4096)
 def normalize_ip(text: str) -> str | None:
     """``text`` as a canonical address string (IPv4-mapped IPv6 as IPv4), or None."""
     try:
@@ -73,6 +77,7 @@ def normalize_ip(text: str) -> str | None:
     return str(ip)
 
 
+@functools.lru_cache(maxsize=4096)
 def limit_subject(address: str) -> str:
     """What per-IP limits count ``address`` under: IPv4 by address, IPv6 by its /64."""
     try:

@@ -13,6 +13,10 @@ handler's return value as data), ``error`` ``{code, message, details?}``, or the
 handler chose with ``Reply`` (``ping`` answers ``pong``). Errors for frames without an id are
 sent too, without an id. None of these failures closes the socket.
 
+Once open, a socket keeps nothing of its upgrade request but ``client_ip`` and ``actor``: the
+headers (``request.headers`` is empty) and the HTTP connection objects are let go, as idle
+sockets live for hours; what a socket needs of them is read in ``prepare()``.
+
 Handlers of one socket run one at a time, in arrival order (Tornado reads the next frame when
 the previous handler finished), so a handler must hand long work (AI generation) to a task.
 
@@ -23,8 +27,9 @@ Limits, and who enforces them:
   at once, without reading the payload (``WebSocketProtocol13._receive_frame``). Whether the
   client sees 1009 or an abrupt close (1006, no code) depends on whether the close frame
   reaches it before the reset caused by the unread payload.
-- ``websocket_ping_interval`` / ``websocket_ping_timeout`` (Tornado): idle sockets are pinged;
-  one that does not pong in time is closed (1000 "ping timed out"), then dropped after 5 s.
+- ``ws_ping_interval`` / ``ws_ping_timeout`` (the hub's ``Pinger``, one timer for every
+  socket): sockets are pinged; one that does not pong in time is closed (1000 "ping timed
+  out"), then dropped by Tornado after 5 s.
 - ``ws_rate_limit`` (here, a token bucket per socket on every frame) and ``EventSpec.rate``
   (per socket and event type): a refused frame gets ``RATE_LIMITED``; a socket that keeps
   sending refused frames (``FLOOD_CLOSE_FACTOR`` times its limit) is closed with 4429.
@@ -140,6 +145,23 @@ class SocketsPerAddress:
         return len(self._open)
 
 
+class _ForgottenHeaders(HTTPHeaders):
+    """The headers of a socket's upgrade once it is open: empty, and refusing writes (one
+    instance is shared by every open socket)."""
+
+    def add(self, name: str, value: str, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("an open socket's upgrade headers are gone")
+
+    def __setitem__(self, name: str, value: str) -> None:
+        raise TypeError("an open socket's upgrade headers are gone")
+
+    def __delitem__(self, name: str) -> None:
+        raise TypeError("an open socket's upgrade headers are gone")
+
+
+_UPGRADE_FORGOTTEN = _ForgottenHeaders()
+
+
 def sockets_per_address(app: Any) -> SocketsPerAddress:
     """The application's count, made on first use."""
     counter = getattr(app, "_ws_sockets_per_address", None)
@@ -252,13 +274,37 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
     """
 
     SUPPORTED_METHODS = ("GET",)  # type: ignore[assignment]
-    actor: Actor | None = None
-    _address_slot: str | None = None  # the address whose socket count this upgrade holds
+    # An idle socket keeps its handler for hours. Tornado's own attributes stay in the
+    # instance's __dict__; with ours too it held 39 keys, past the 30 that CPython shares
+    # between instances, and became a full 1.5 KiB table per socket. Ours are slots instead.
+    __slots__ = ("client_ip", "actor", "hub", "ctx", "_events", "_schemas", "_bucket", "_flood",
+                 "_event_buckets", "_after_reply", "_frame_id", "_refusal", "_peer", "_auth_timer",
+                 "_address_slot")
+    client_ip: str
+    actor: Actor | None
+    hub: Hub
+    ctx: EventContext
+    _events: Any
+    _schemas: Any
+    _bucket: TokenBucket
+    _flood: TokenBucket | None  # made on the first refused frame
+    _event_buckets: dict[str, TokenBucket]
     _after_reply: list[Any]
-    _frame_id: Any = None
-    _refusal: tuple[int, str] | None = None
-    _peer: Any = None
-    _auth_timer: object | None = None
+    _frame_id: Any
+    _refusal: tuple[int, str] | None
+    _peer: Any
+    _auth_timer: object | None
+    _address_slot: str | None  # the address whose socket count this upgrade holds
+
+    def initialize(self) -> None:
+        # Called by RequestHandler.__init__: what may be read before open().
+        self.actor = None
+        self._address_slot = None
+        self._frame_id = None
+        self._refusal = None
+        self._peer = None
+        self._auth_timer = None
+        self._flood = None
 
     # -- the upgrade -------------------------------------------------------------------
 
@@ -320,7 +366,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
             self._address_slot = None
 
     def _user_at_cap(self, user_id: str) -> bool:
-        return len(self.application.hub.connections_of(user_id)) >= self.application.config.ws_max_per_user
+        return self.application.hub.connection_count_of(user_id) >= self.application.config.ws_max_per_user
 
     def on_finish(self) -> None:
         # Also called when the upgrade succeeds (101); the socket then keeps its slot until
@@ -348,14 +394,14 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
     async def open(self, *args: Any, **kwargs: Any) -> None:
         app = self.application
         self.set_nodelay(True)  # else a broadcast then an ack waits ~40 ms on delayed ACKs
+        self._forget_the_upgrade()
         self.hub = app.hub
         self.ctx = EventContext(app, self)
         self._events = app.events
         self._schemas = app.schemas
         config = app.config
         self._bucket = TokenBucket(config.ws_rate_limit)
-        self._flood = TokenBucket(config.ws_rate_limit, FLOOD_CLOSE_FACTOR)
-        self._event_buckets: dict[str, TokenBucket] = {}
+        self._event_buckets = {}
         self._after_reply = []
         self._peer = self.hub.attach(self)
         if getattr(app, "shutting_down", False):
@@ -367,6 +413,33 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
             await self.authenticated(self.actor)
         else:
             self._auth_timer = IOLoop.current().call_later(config.ws_auth_timeout, self._auth_timed_out)
+
+    def _forget_the_upgrade(self) -> None:
+        """Let go of what only the upgrade needed, ~3.5 KiB per idle socket: the handshake is
+        done, the stream detached from the HTTP connection, the access line written. What the
+        socket needs of the request (``client_ip``, ``actor``) was kept apart in prepare().
+
+        The request's headers and the 101 response's; the HTTP/1.1 connection objects the
+        request points to (they hold the headers again, the connection's context and its
+        serving task: nothing reads them once the stream is detached); the finished future of
+        the streamed body (there is none: prepare() refuses one); the template namespace,
+        which Tornado itself drops at close."""
+        request = self.request
+        headers, request.headers = request.headers, _UPGRADE_FORGOTTEN
+        # Tornado's WebSocketHandler.get() keeps the request's headers in a local variable for
+        # the socket's whole life (its coroutine runs the frame loop): empty them in place.
+        try:
+            headers._as_list.clear()  # type: ignore[attr-defined]
+            headers._combined_cache.clear()  # type: ignore[attr-defined]
+        except AttributeError:  # another Tornado: the public, slower way
+            headers.clear()
+        request.connection = None
+        request.server_connection = None
+        body = getattr(request, "_body_future", None)
+        if body is not None and body.done():
+            request._body_future = None  # type: ignore[attr-defined]
+        self._headers = _UPGRADE_FORGOTTEN
+        self.ui = None  # type: ignore[assignment]
 
     async def authenticated(self, actor: Actor) -> bool:
         """Bind ``actor`` to this socket: index it, join ``user:<id>``, send ``ready``. False
@@ -405,6 +478,11 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
     def _close(self, code: int, reason: str) -> None:
         """Close through the hub, which counts and logs the server's verdicts."""
         self.hub.close(self, code, reason)
+
+    def on_pong(self, data: bytes) -> None:
+        peer = self._peer
+        if peer is not None:
+            peer.awaiting_pong = False
 
     def on_close(self) -> None:
         self._release_address_slot()
@@ -526,7 +604,10 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
                 message: str | bytes | None = None) -> None:
         """A frame over a rate: answer RATE_LIMITED, or close a socket that keeps flooding.
         ``message`` is the raw frame when it was refused before being parsed."""
-        if not self._flood.take(now):
+        flood = self._flood
+        if flood is None:
+            flood = self._flood = TokenBucket(self.application.config.ws_rate_limit, FLOOD_CLOSE_FACTOR)
+        if not flood.take(now):
             self._close(CLOSE_TOO_MANY, "Too many messages")
             return None
         if message is not None:
@@ -565,7 +646,9 @@ async def auth_event(ctx: EventContext, data: Any) -> dict[str, Any]:
     token = data.get("token") if isinstance(data, dict) else None
     if not isinstance(token, str) or not token.strip():
         raise Unauthorized("The auth frame needs data.token")
-    headers = HTTPHeaders({"Authorization": f"Bearer {token.strip()}"})
+    # Upgrade: the credentials of a socket, presented once (an access token is then verified
+    # without being remembered, as on the upgrade itself).
+    headers = HTTPHeaders({"Authorization": f"Bearer {token.strip()}", "Upgrade": "websocket"})
     actor = await socket.application.resolve_actor(headers, socket.client_ip)
     if actor is None:
         raise Unauthorized("Invalid token")

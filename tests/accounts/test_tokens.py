@@ -215,3 +215,64 @@ async def test_remembered_tokens_end_at_their_exp_and_are_bounded(app, make_user
     with pytest.raises(Exception) as refused:
         verified.claims(app.config, others[1] + "x")
     assert refused.value.status == 401 and others[1] + "x" not in verified
+
+
+@pytest.mark.gen_test
+async def test_a_sockets_token_is_verified_without_being_remembered(app, make_user, ws_connect):
+    upgraded, by_frame = await make_user(), await make_user()
+    await ws_connect(upgraded)  # the token in the upgrade's Authorization header
+    socket = await ws_connect()
+    assert (await socket.request("auth", {"token": by_frame.access_token}))["type"] == "ack"
+    remembered = tokens.verified_access_tokens(app)
+    assert upgraded.access_token not in remembered and by_frame.access_token not in remembered
+
+
+def _resigned(token, key=TEST_SECRET):
+    """``token``'s first two segments signed again with ``key`` (canonical base64url)."""
+    import hashlib
+    import hmac
+
+    head, payload, _ = token.split(".")
+    mac = hmac.new(key.encode(), f"{head}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{head}.{payload}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+
+
+def test_the_issued_token_fast_path_accepts_only_what_pyjwt_accepts(app):
+    """``_issued_claims`` (the fast check of tokens shaped as we issue them) agrees with PyJWT
+    on our tokens and declines anything else, leaving PyJWT to refuse it (or accept it)."""
+    now = time.time()
+    issued = tokens.issue_access_token(app.config, "u1", "s1")
+    assert tokens._issued_claims(TEST_SECRET, issued, now) == jwt.decode(
+        issued, TEST_SECRET, algorithms=["HS256"], issuer="vachat")
+    moment = int(now)
+    ours = {"sub": "u1", "sid": "s1", "typ": "access", "jti": "j", "iat": moment, "exp": moment + 600, "iss": "vachat"}
+    head, payload, signature = issued.split(".")
+    declined = {
+        "another key": sign(ours, key="another-secret-" + "z" * 40),
+        "a tampered payload": f"{head}.{b64(dict(ours, sub='u2'))}.{signature}",
+        "alg none": f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(ours)}.",
+        "a padded signature": issued + "=",
+        "an audience": sign(dict(ours, aud="someone")),
+        "not before": sign(dict(ours, nbf=moment)),
+        "a claim missing": sign({k: v for k, v in ours.items() if k != "jti"}),
+        "float times": sign(dict(ours, exp=moment + 600.5)),
+        "issued in the future": sign(dict(ours, iat=moment + 60)),
+        "expired": sign(dict(ours, exp=moment - 60)),
+        "another issuer": sign(dict(ours, iss="else")),
+        "a number for a subject": sign(dict(ours, sub=7)),
+        "a header with a kid": sign(ours, headers={"kid": "1"}),
+        "not base64": f"{head}.{payload}!.{signature}",
+    }
+    for why, token in declined.items():
+        assert tokens._issued_claims(TEST_SECRET, token, now) is None, why
+    assert tokens._issued_claims(TEST_SECRET, _resigned(issued), now) is not None  # the helper is right
+    for why in ("another key", "a tampered payload", "alg none", "an audience", "a claim missing",
+                "issued in the future", "another issuer", "a number for a subject"):
+        with pytest.raises(Exception) as refused:
+            tokens.decode_token(app.config, declined[why], tokens.ACCESS)
+        assert type(refused.value).__name__ == "Unauthorized", why
+    with pytest.raises(Exception) as expired:
+        tokens.decode_token(app.config, declined["expired"], tokens.ACCESS)
+    assert type(expired.value).__name__ == "TokenExpired"
+    # Valid tokens the fast path declines are still PyJWT's to accept.
+    assert tokens.decode_token(app.config, declined["a header with a kid"], tokens.ACCESS)["sub"] == "u1"

@@ -98,3 +98,21 @@ async def test_a_full_table_of_live_protected_keys_refuses_new_keys_until_they_e
     assert (await limiter.hit("auth:login:ip:newcomer", rate)).allowed
     remembered = await limiter.hit("auth:login:account:locked", rate)
     assert remembered.allowed and remembered.remaining == 0  # a forgotten bucket would have 4 left
+
+
+@pytest.mark.gen_test
+async def test_ordinary_hits_leave_live_sign_in_buckets_alone_and_sign_in_hits_sweep_dead_ones():
+    clock = FakeClock()
+    limiter = MemoryRateLimiter(max_keys=1_000, clock=clock)
+    for number in range(40):
+        await limiter.hit(f"auth:login:ip:{number}", Rate(1, 900 if number % 2 else 10))
+    order = list(limiter._protected)
+    for number in range(100):  # requests and upgrades: no rotation of the sign-in buckets
+        await limiter.hit(f"global:10.0.0.{number}", Rate(100, 60))
+    assert list(limiter._protected) == order
+    clock.advance(11)  # the 20 ten-second buckets are dead now; sign-in hits sweep them, 32 keys a hit
+    await limiter.hit("auth:login:ip:new", Rate(1, 900))
+    assert len(limiter._protected) < 41
+    await limiter.hit("auth:login:ip:new", Rate(1, 900))
+    assert len(limiter._protected) == 21 and all(int(key.rsplit(":", 1)[1]) % 2 for key in limiter._protected
+                                                 if not key.endswith("new"))

@@ -370,6 +370,49 @@ async def test_slow_consumer_closed_4408(app, http_server, http_port):
         sock.close()
 
 
+async def _read_frames(sock, buffer: bytearray) -> list[tuple[int, bytes]]:
+    """The next complete frames from a raw socket (``buffer`` keeps what is incomplete)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        chunk = await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), 5)
+        assert chunk, "connection dropped"
+        buffer.extend(chunk)
+        frames, rest = parse_frames(buffer)
+        buffer[:] = rest
+        if frames:
+            return frames
+
+
+@pytest.mark.gen_test
+@pytest.mark.vachat(config={"ws_ping_interval": 0.2, "ws_ping_timeout": 0.2})
+async def test_shared_pings_keep_an_answering_socket_and_close_a_silent_one(app, http_server, http_port):
+    sock, received = await raw_upgrade(http_port, as_user("pinged"))
+    loop = asyncio.get_running_loop()
+    try:
+        buffer, pings = bytearray(received), 0
+        while pings < 3:  # answer three pings: the socket stays open
+            for opcode, payload in await _read_frames(sock, buffer):
+                assert opcode != 0x8, f"closed although it answered every ping: {payload!r}"
+                if opcode == 0x9:
+                    pings += 1
+                    await loop.sock_sendall(sock, client_frame(0xA, payload))
+        [conn] = app.hub.connections_of("pinged")
+        assert conn.ws_connection._ping_coroutine is None  # no task per socket: the hub's timer pings
+        assert len(app.hub.pinger) == 1
+        close_frame = None
+        while close_frame is None:  # then fall silent: the next ping's timeout closes it
+            close_frame = next((payload for opcode, payload in await _read_frames(sock, buffer)
+                                if opcode == 0x8), None)
+        assert struct.unpack("!H", close_frame[:2])[0] == 1000
+        assert close_frame[2:] == b"ping timed out"
+        await loop.sock_sendall(sock, client_frame(0x8, close_frame[:2]))
+        while app.hub.connection_count:
+            await asyncio.sleep(0.01)
+        assert len(app.hub.pinger) == 0
+    finally:
+        sock.close()
+
+
 # ---------------------------------------------------------------------------
 # rooms and disconnects
 # ---------------------------------------------------------------------------

@@ -48,14 +48,32 @@ ROUTE_MODULES = ("vachat.accounts.auth_handlers", "vachat.accounts.recovery", "v
                  "vachat.accounts.self_service", "vachat.accounts.pages")
 
 
+# Actors of one role share their permission set and roles tuple (an idle socket keeps its
+# actor for its whole life: one frozenset per socket was ~200 bytes each). Bounded: emptied
+# when full, which only costs the sharing.
+_SHARED_MAX = 1024
+_shared: dict[Any, Any] = {}
+
+
+def _shared_value(key: Any, make: Any) -> Any:
+    value = _shared.get(key)
+    if value is None:
+        if len(_shared) >= _SHARED_MAX:
+            _shared.clear()
+        value = _shared[key] = make()
+    return value
+
+
 def actor_from_principal(principal: dict[str, Any], *, session_id: str | None,
                          api_key_id: str | None = None) -> Actor:
+    perms = tuple(principal.get("perms", ()))
+    role = principal.get("role", "")
     return Actor(
         id=principal["uid"],
         name=principal.get("name", ""),
         email=principal.get("email", ""),
-        permissions=frozenset(principal.get("perms", ())),
-        roles=(principal.get("role", ""),),
+        permissions=_shared_value(("perms", perms), lambda: frozenset(perms)),
+        roles=_shared_value(("role", role), lambda: (role,)),
         session_id=session_id,
         api_key_id=api_key_id,
         tier=principal.get("tier") or "free",
@@ -68,8 +86,8 @@ async def _actor_for_api_key(app: Any, key: str) -> Actor:
                                 api_key_id=principal["kid"])
 
 
-async def _actor_for_access_token(app: Any, token: str) -> Actor:
-    claims = tokens.verified_access_tokens(app).claims(app.config, token)
+async def _actor_for_access_token(app: Any, token: str, *, remember: bool = True) -> Actor:
+    claims = tokens.verified_access_tokens(app).claims(app.config, token, remember=remember)
     principal = await sessions.session_principal(app, claims["sid"], claims["sub"])
     return actor_from_principal(principal, session_id=claims["sid"])
 
@@ -88,7 +106,10 @@ def vachat_actor_from_request(app: Any, headers: Any, remote_ip: str) -> Any:
     if apikeys.looks_like_api_key(credential):
         return _actor_for_api_key(app, credential)
     if tokens.looks_like_jwt(credential):
-        return _actor_for_access_token(app, credential)
+        # A WebSocket presents its token once (on the upgrade or in its auth frame, which
+        # says Upgrade too): remembering it would only hold memory for every socket.
+        once = (headers.get("Upgrade") or "").lower() == "websocket"
+        return _actor_for_access_token(app, credential, remember=not once)
     return None
 
 
