@@ -32,6 +32,7 @@ the same run. The server runs on CPU 0.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -52,7 +53,7 @@ from bench import chat_stack
 from bench.harness import (
     BENCH, LOADGEN, LOADGEN_CPU, SERVER_CPU, add_run_args, check_alive, ensure_loadgen, fmt_num, free_port,
     generator_result, install_signal_handlers, log, machine_line, new_parser, print_table, raise_nofile,
-    run_rounds, save_json, spawn, start_server, stop, target_verdict,
+    run_loop_check, run_rounds, save_json, spawn, start_server, stop, target_verdict,
 )
 
 TARGETS = ("bare", "node", "vachat")
@@ -226,10 +227,14 @@ def main() -> int:
 
     try:
         runs = run_rounds(names, args.rounds, args.wait_idle, run_one)
+        checked = (run_loop_check({name: functools.partial(runners[name], node, args) for name in names},
+                                  args.wait_idle) if args.loop_check else {})
     except KeyboardInterrupt:
         log("interrupted")
         return 130
     summary = {name: summarize(rs) for name, rs in runs.items()}
+    for name, result in checked.items():  # apart from the rounds: debug mode distorts its figures
+        summary[name]["loop_check"] = result
     bare = summary["bare"]
     label = {"bare": "bare Tornado (PyJWT)", "node": "Node + ws (crypto HMAC)", "vachat": "vachat (full server)"}
     rows = []
