@@ -76,18 +76,18 @@ def measure(server, url: str, args, token: str | None = None) -> dict:
 
 def run_bare(args) -> dict:
     server, port = start_bare_server()
-    try:
-        result = measure(server, f"http://127.0.0.1:{port}{BARE_PATH}", args)
-        result["body_bytes"] = len(chat_stack.Api(port).raw("GET", BARE_PATH))
-        return result
-    finally:
-        stop(server)
+    return _measure_reference(server, port, args)
 
 
 def run_node(args) -> dict:
     """The same JSON GET as the bare reference, served by Node's `http` (no npm dependency)."""
     port = free_port()
     server = start_server([args.node, str(LOADGEN / "http_server.js"), "--port", str(port)], {}, port, cwd=LOADGEN)
+    return _measure_reference(server, port, args)
+
+
+def _measure_reference(server, port: int, args) -> dict:
+    """wrk against a reference server's JSON GET, and its body's size; the server stopped after."""
     try:
         result = measure(server, f"http://127.0.0.1:{port}{BARE_PATH}", args)
         result["body_bytes"] = len(chat_stack.Api(port).raw("GET", BARE_PATH))

@@ -124,14 +124,21 @@ def _all(checks: list[Check]) -> Check:
     return lambda value: all(check(value) for check in checks)
 
 
+def _add_length_check(checks: list[Check], schema: dict[str, Any], low_keyword: str, high_keyword: str,
+                      kind: type) -> None:
+    """The check of ``minLength``/``maxLength`` (strings) or ``minItems``/``maxItems`` (arrays)."""
+    low, high = schema.get(low_keyword), schema.get(high_keyword)
+    if low is None and high is None:
+        return
+    least = 0 if low is None else _count(low)
+    most = None if high is None else _count(high)
+    checks.append(lambda v: type(v) is not kind or (least <= len(v) and (most is None or len(v) <= most)))
+
+
 def _string_checks(schema: dict[str, Any], compiler: _Compiler) -> list[Check]:
     checks: list[Check] = []
-    low, high = schema.get("minLength"), schema.get("maxLength")
-    if low is not None or high is not None:
-        low = 0 if low is None else _count(low)
-        high = None if high is None else _count(high)
-        # jsonschema counts code points: len() of a Python str.
-        checks.append(lambda v: type(v) is not str or (low <= len(v) and (high is None or len(v) <= high)))
+    # jsonschema counts code points: len() of a Python str.
+    _add_length_check(checks, schema, "minLength", "maxLength", str)
     if "pattern" in schema:
         search = compiler.regex(schema["pattern"]).search
         checks.append(lambda v: type(v) is not str or search(v) is not None)
@@ -188,11 +195,7 @@ def _object_checks(schema: dict[str, Any], compiler: _Compiler, scope: Any, seen
 
 def _array_checks(schema: dict[str, Any], compiler: _Compiler, scope: Any, seen: dict[int, Check]) -> list[Check]:
     checks: list[Check] = []
-    low, high = schema.get("minItems"), schema.get("maxItems")
-    if low is not None or high is not None:
-        low = 0 if low is None else _count(low)
-        high = None if high is None else _count(high)
-        checks.append(lambda v: type(v) is not list or (low <= len(v) and (high is None or len(v) <= high)))
+    _add_length_check(checks, schema, "minItems", "maxItems", list)
     if schema.get("uniqueItems") is True:
         # Exact for strings only (jsonschema's equality mixes 1, 1.0 and True otherwise).
         checks.append(lambda v: type(v) is not list or (all(type(item) is str for item in v)
