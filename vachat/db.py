@@ -240,7 +240,8 @@ class Database:
         self.is_postgres = isinstance(self.engine, peewee.PostgresqlDatabase)
         # One thread per pooled connection: a query never waits for a connection while
         # holding a thread, and SQLite gets a few readers beside its one writer.
-        self._threads = ThreadPool(pool_size, "vachat-db", on_exit=self._close_in_thread)
+        # SCHED_BATCH (``ThreadPool``): the IOLoop is not preempted when it hands a call over.
+        self._threads = ThreadPool(pool_size, "vachat-db", on_exit=self._close_in_thread, batch=True)
         # thread id → the driver connection its current call runs on, so close() can interrupt it
         self._running: dict[int, Any] = {}
         self.closed = False

@@ -190,6 +190,27 @@ async def test_a_pool_with_niceness_runs_its_calls_at_a_lower_priority_than_the_
 
 
 @pytest.mark.gen_test
+@pytest.mark.skipif(sys.platform != "linux", reason="SCHED_BATCH is a Linux policy")
+async def test_a_batch_pool_runs_its_calls_under_sched_batch_and_the_ioloop_keeps_its_policy():
+    def own_policy() -> int:
+        return os.sched_getscheduler(threading.get_native_id())
+
+    ioloop_policy = own_policy()
+    pool = ThreadPool(1, "test-pool", batch=True)
+    try:
+        assert await pool.run(own_policy) == os.SCHED_BATCH
+        assert own_policy() == ioloop_policy
+    finally:
+        pool.shutdown()
+
+
+@pytest.mark.gen_test
+@pytest.mark.skipif(sys.platform != "linux", reason="SCHED_BATCH is a Linux policy")
+async def test_the_database_threads_run_under_sched_batch(app):
+    assert await app.db.run(lambda: os.sched_getscheduler(threading.get_native_id())) == os.SCHED_BATCH
+
+
+@pytest.mark.gen_test
 async def test_shutdown_runs_on_exit_on_every_thread_and_refuses_later_calls():
     exited = []
     pool = ThreadPool(3, "test-pool", on_exit=lambda: exited.append(threading.current_thread().name))
