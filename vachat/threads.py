@@ -67,6 +67,12 @@ class ThreadPool:
 
     async def run(self, call: Callable[[], T]) -> T:
         """``call()`` on one of the threads; its result, or its exception raised here."""
+        return await self.start(call)
+
+    def start(self, call: Callable[[], T]) -> asyncio.Future[T]:
+        """Hand ``call()`` to the threads now: the future (of the running loop) its result or
+        exception is set on. Cancelling that future before a thread takes the call skips it.
+        For callers that settle several waiters from one call without a task of their own."""
         if self._stopped:
             raise RuntimeError(f"thread pool {self.name} is shut down")
         loop = asyncio.get_running_loop()
@@ -74,7 +80,7 @@ class ThreadPool:
         self._calls.put((call, loop, future))
         if not self._idle.acquire(blocking=False) and len(self._threads) < self.size:
             self._start_one()
-        return await future
+        return future
 
     def _start_one(self) -> None:
         with self._start_lock:

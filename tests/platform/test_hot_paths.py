@@ -139,6 +139,21 @@ async def test_calls_run_on_the_pool_threads_and_answer_results_and_errors():
 
 
 @pytest.mark.gen_test
+async def test_start_hands_the_call_over_before_anyone_awaits_and_its_future_answers():
+    pool = ThreadPool(1, "test-pool")
+    ran = threading.Event()
+    try:
+        future = pool.start(lambda: ran.set() or "done")
+        assert await asyncio.get_running_loop().run_in_executor(None, ran.wait, 10)  # not awaited yet
+        assert await future == "done"
+        failing = pool.start(lambda: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            await failing
+    finally:
+        pool.shutdown()
+
+
+@pytest.mark.gen_test
 async def test_a_call_cancelled_before_it_starts_never_runs():
     pool = ThreadPool(1, "test-pool")
     gate = threading.Event()
