@@ -9,6 +9,7 @@ which runs it on a bounded thread pool where each thread holds its own connectio
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import functools
 import json
@@ -240,7 +241,8 @@ class Database:
         self.is_postgres = isinstance(self.engine, peewee.PostgresqlDatabase)
         # One thread per pooled connection: a query never waits for a connection while
         # holding a thread, and SQLite gets a few readers beside its one writer.
-        self._threads = ThreadPool(pool_size, "vachat-db", on_exit=self._close_in_thread)
+        # SCHED_BATCH (``ThreadPool``): the IOLoop is not preempted when it hands a call over.
+        self._threads = ThreadPool(pool_size, "vachat-db", on_exit=self._close_in_thread, batch=True)
         # thread id → the driver connection its current call runs on, so close() can interrupt it
         self._running: dict[int, Any] = {}
         self.closed = False
@@ -268,9 +270,16 @@ class Database:
         lost or refused connection is dropped so the next call reconnects, which is how the
         server recovers when the database returns.
         """
+        return await self.start(fn, *args, **kwargs)
+
+    def start(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+        """``run`` without a coroutine: ``fn`` is handed to a database thread now, and the
+        future its outcome is set on is returned (``Unavailable`` is raised here when the
+        database is shutting down). For callers that settle several waiters from one call
+        and need no task of their own (the send batches)."""
         if self.closed:
             raise Unavailable(SHUTTING_DOWN)
-        return await self._threads.run(functools.partial(self._call, fn, args, kwargs))
+        return self._threads.start(functools.partial(self._call, fn, args, kwargs))
 
     def _call(self, fn: Callable[..., T], args: tuple, kwargs: dict) -> T:
         ident = threading.get_ident()

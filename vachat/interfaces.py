@@ -16,6 +16,8 @@ from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Generic, Mapping, P
                     TypeVar, overload)
 
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
+    import asyncio
+
     from .config import Rate, Settings
 
 __all__ = [
@@ -70,6 +72,12 @@ class Database(Protocol):
         A connection loss becomes a 503 ``UNAVAILABLE``; wrap several writes that must land
         together in ``with database.atomic():`` inside ``fn``.
         """
+
+    def start(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+        """``run`` without a coroutine: ``fn`` is handed to a database thread now and the
+        future its outcome is set on is returned; for code that settles several waiters from
+        one call (a batch) without a task of its own. Raises ``Unavailable`` at once when the
+        database is shutting down."""
 
 
 class Hub(Protocol):

@@ -66,7 +66,7 @@ class Batcher:
             self._running += 1
             for key in keys:
                 self._busy[key] = self._busy.get(key, 0) + 1
-            asyncio.get_running_loop().create_task(self._handle(batch, keys))
+            self._launch(batch, keys)
 
     def _next_batch(self) -> tuple[list[tuple[Any, asyncio.Future[Any]]], set[Hashable]]:
         """The oldest pending items whose keys no batch in flight holds, up to
@@ -87,12 +87,21 @@ class Batcher:
         self._pending = rest
         return batch, keys
 
-    async def _handle(self, batch: list[tuple[Any, asyncio.Future[Any]]], keys: set[Hashable]) -> None:
+    def _launch(self, batch: list[tuple[Any, asyncio.Future[Any]]], keys: set[Hashable]) -> None:
+        """Hand ``batch`` to a database thread at once; a callback on that call's future settles
+        it (``_settle``). No task per batch: for a lone client every send is a batch, and a
+        task cost it its creation and a turn of the loop before the call was handed over."""
+        loop = asyncio.get_running_loop()
         try:
-            try:
-                outcomes = await self.app.db.run(self.work, [item for item, _ in batch])
-            except Exception as error:  # the whole batch failed (a send's transaction: none stored)
-                outcomes = [(False, error)] * len(batch)
+            done = self.app.db.start(self.work, [item for item, _ in batch])
+        except Exception as error:  # refused at once (shutting down): told on the next turn, as before
+            loop.call_soon(self._settle, batch, keys, [(False, error)] * len(batch))
+            return
+        done.add_done_callback(lambda call: self._settle(batch, keys, _outcomes(call, len(batch))))
+
+    def _settle(self, batch: list[tuple[Any, asyncio.Future[Any]]], keys: set[Hashable],
+                outcomes: list[tuple[bool, Any]]) -> None:
+        try:
             for (_, future), (ok, value) in zip(batch, outcomes):
                 if not future.done():  # done: its caller went away (a send is stored all the same)
                     future.set_result(value) if ok else future.set_exception(value)
@@ -103,3 +112,12 @@ class Batcher:
                 if not self._busy[key]:
                     del self._busy[key]
             self._start()
+
+
+def _outcomes(call: asyncio.Future[list[tuple[bool, Any]]], size: int) -> list[tuple[bool, Any]]:
+    """A batch's outcomes from its database call: ``work``'s answer, or, when the call failed
+    (a send's transaction: none stored), its error for every item."""
+    if call.cancelled():  # nobody cancels it; should it happen, the callers must still hear
+        return [(False, asyncio.CancelledError())] * size
+    error = call.exception()
+    return [(False, error)] * size if error is not None else call.result()

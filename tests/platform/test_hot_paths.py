@@ -139,6 +139,21 @@ async def test_calls_run_on_the_pool_threads_and_answer_results_and_errors():
 
 
 @pytest.mark.gen_test
+async def test_start_hands_the_call_over_before_anyone_awaits_and_its_future_answers():
+    pool = ThreadPool(1, "test-pool")
+    ran = threading.Event()
+    try:
+        future = pool.start(lambda: ran.set() or "done")
+        assert await asyncio.get_running_loop().run_in_executor(None, ran.wait, 10)  # not awaited yet
+        assert await future == "done"
+        failing = pool.start(lambda: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            await failing
+    finally:
+        pool.shutdown()
+
+
+@pytest.mark.gen_test
 async def test_a_call_cancelled_before_it_starts_never_runs():
     pool = ThreadPool(1, "test-pool")
     gate = threading.Event()
@@ -187,6 +202,27 @@ async def test_a_pool_with_niceness_runs_its_calls_at_a_lower_priority_than_the_
         assert own_niceness() == ioloop_niceness  # the IOLoop's thread keeps its priority
     finally:
         pool.shutdown()
+
+
+@pytest.mark.gen_test
+@pytest.mark.skipif(sys.platform != "linux", reason="SCHED_BATCH is a Linux policy")
+async def test_a_batch_pool_runs_its_calls_under_sched_batch_and_the_ioloop_keeps_its_policy():
+    def own_policy() -> int:
+        return os.sched_getscheduler(threading.get_native_id())
+
+    ioloop_policy = own_policy()
+    pool = ThreadPool(1, "test-pool", batch=True)
+    try:
+        assert await pool.run(own_policy) == os.SCHED_BATCH
+        assert own_policy() == ioloop_policy
+    finally:
+        pool.shutdown()
+
+
+@pytest.mark.gen_test
+@pytest.mark.skipif(sys.platform != "linux", reason="SCHED_BATCH is a Linux policy")
+async def test_the_database_threads_run_under_sched_batch(app):
+    assert await app.db.run(lambda: os.sched_getscheduler(threading.get_native_id())) == os.SCHED_BATCH
 
 
 @pytest.mark.gen_test
