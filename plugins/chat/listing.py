@@ -8,18 +8,20 @@ and, per row, whether the conversation has tags and whether that message carries
 tags and the file ids are read only when some row has them (one query each). A page is
 therefore 1 to 3 queries, plus a ``COUNT`` when it is not the last page, whatever its size.
 
-Reading a page costs more CPU than the rest of a list request together (20 rows: about
-130 µs alone, the values' conversion to Python objects and the dicts built from them), so a
-page read is kept (``ListCache``, per ``ChatService``: per process and database) and answered
-again while the owner's list version still holds: a number the database raises, by
+Reading a page costs more CPU than the rest of a list request together (20 rows: 105-140 µs
+alone, most of it the values' conversion to Python objects and the dicts built from them), so
+a page read is kept (``ListCache``, per ``ChatService``: per process and database) and
+answered again while the owner's list version still holds: a number the database raises, by
 triggers, in the transaction of every change that can change that owner's pages, whoever
 makes it (see migration ``005_list_versions``). ``cached_page`` reads the version first, then
 the page only when the one kept is of another version: one primary-key read instead of the
-page. The version is read before the page, so a page kept under a version is at least as new
-as it: a change committed in between raises the version and only costs the next request a
-read. What is kept is never handed out: each answer is a copy (``_copy_page``), down to every
-mutable value a page holds (the shape is ``read_page``'s, so the copy is complete without a
-generic deep copy, which would cost more than reading the page), because the
+page (20 rows, ``thread_time`` in one process: 18 µs answered from the cache, of which the
+version 3 and the copy 13, against 106 µs read). The version is read before the page, so a
+page kept under a version is at least as new as it: a change committed in between raises the
+version and only costs the next request a read. What is kept is never handed out: each answer
+is a copy (``_copy_page``), down to every mutable value a page holds (the shape is
+``read_page``'s, so the copy is complete without a generic deep copy: ``copy.deepcopy`` of 20
+items costs 200 µs, more than reading them, and an ``orjson`` round trip 32), because the
 ``chat_messages_decorate`` hook changes the messages it is given in place and every reader
 must get its own objects.
 

@@ -25,6 +25,7 @@ On PostgreSQL the triggers are per statement, over transition tables: a send bat
 all its conversations in one statement, so it raises each owner once; owners are raised in
 id order, so two transactions raising the same owners take their row locks in one order.
 On SQLite they are per row (SQLite has no statement triggers); its writes run one at a time.
+Needs PostgreSQL 11 (``EXECUTE FUNCTION``; transition tables since 10) and SQLite 3.24 (UPSERT).
 """
 
 import peewee as pw
