@@ -53,7 +53,8 @@ from vachat.plugin_api import database
 from .models import Conversation, ConversationRow, ConversationTag, Message, MessageFile
 from .wire import message_shape
 
-__all__ = ["read_page", "cached_page", "ListCache", "ConversationRow", "conversations_by_id", "taken_client_ids", "tags_of", "files_of"]
+__all__ = ["read_page", "cached_page", "ListCache", "ConversationRow", "conversations_by_id", "taken_client_ids",
+           "tags_of", "files_of"]
 
 # The whitelisted orders (``sortBy``), each served by an index (see models).
 SORT_COLUMNS = {"updatedAt": "updated_at", "createdAt": "created_at", "title": "title"}
@@ -288,8 +289,11 @@ class ListCache:
         if size > self.max_bytes // 8:
             return
         with self._lock:
-            old = self._pages.pop(key, None)
+            old = self._pages.get(key)
             if old is not None:
+                if old[0] > version:  # another thread kept a newer read meanwhile: keep it
+                    return
+                del self._pages[key]
                 self.size -= old[3]
             self._pages[key] = (version, items, total, size)
             self.size += size

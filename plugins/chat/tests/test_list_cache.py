@@ -181,6 +181,8 @@ def test_memory_bound():
     cache.put(("owner", "big"), 1, items, 1, cache.max_bytes // 8)  # too large to keep
     assert cache.get(("owner", "big"), 1) is None
     cache.put(("owner", 499), 2, items, 3, 10)  # replacing counts the old one out
+    cache.put(("owner", 499), 1, items, 4, 10)  # an older read finishing late does not replace it
+    assert cache.get(("owner", 499), 2) == (items, 3)
     assert cache.size == sum(entry[3] for entry in cache._pages.values())
 
 
