@@ -64,6 +64,8 @@ class ChatService:
         by_conversation = lambda send: send[0].conversation_id  # noqa: E731
         self.sends = Batcher(app, insert_user_messages, in_flight=in_flight, key=by_conversation)
         self.looks = Batcher(app, look_before_store, in_flight=in_flight, key=by_conversation)
+        # Conversation list pages read, kept under the owner's list version (see listing).
+        self.list_pages = listing.ListCache()
 
     def room_of(self, conversation_id: str) -> str:
         return conversation_room(conversation_id)
@@ -201,10 +203,10 @@ class ChatService:
 
     async def list_conversations(self, actor: Actor, query: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """The caller's conversations, a page at a time (page, limit, sortBy, sortOrder,
-        search in titles, archived, tag): a constant number of queries whatever the page size
-        (see ``listing``)."""
+        search in titles, archived, tag): a constant number of queries whatever the page size,
+        one when the page kept from an earlier request still holds (see ``listing``)."""
         page, limit = query["page"], query["limit"]
-        items, total = await self.app.db.run(listing.read_page, actor.id, query, page, limit)
+        items, total = await self.app.db.run(listing.cached_page, self.list_pages, actor.id, query, page, limit)
         await self._decorate_last(items)
         return items, {"page": page, "limit": limit, "total": total, "totalPages": -(-total // limit)}
 
