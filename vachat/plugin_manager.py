@@ -142,6 +142,11 @@ class PluginManager:
         self.hook_owners: dict[str, str] = {
             name: "core" for name in dir(hookspecs) if name.startswith("vachat_")}
         self._arguments: dict[str, tuple[str, ...]] = {}
+        self._argument_sets: dict[str, frozenset[str]] = {}
+        # hook name → its enabled implementations in call order: every message sent asks for
+        # several hooks' (a few µs each when listed afresh); emptied whenever a plugin is
+        # registered, unregistered or disabled (``load``, ``_fail``).
+        self._implementations_of: dict[str, list[tuple[LoadedPlugin, Any]]] = {}
 
     # -- loading ---------------------------------------------------------------
 
@@ -182,6 +187,7 @@ class PluginManager:
         self._register_all()
         self._check_requirements()
         self._check_hooks()
+        self._implementations_of.clear()
 
     def _import(self, plugin: LoadedPlugin, target: Any) -> None:
         plugin.order = len(self.plugins)
@@ -278,6 +284,7 @@ class PluginManager:
         log.error("%s | %s (skipped; set VACHAT_PLUGINS_STRICT=1 to make this fatal)", plugin.name, message)
         plugin.enabled = False
         plugin.error = message
+        self._implementations_of.clear()
         self.plugins.setdefault(plugin.name, plugin)
         if plugin.module is not None and self.pm.is_registered(plugin.module):
             self.pm.unregister(plugin.module)
@@ -304,15 +311,18 @@ class PluginManager:
         return getattr(self.pm.hook, hook_name, None)
 
     def _implementations(self, hook_name: str) -> list[tuple[LoadedPlugin, Any]]:
-        """The enabled plugins' implementations, in the order pluggy would call them."""
+        """The enabled plugins' implementations, in the order pluggy would call them (the
+        caller must not change the list)."""
+        found = self._implementations_of.get(hook_name)
+        if found is not None:
+            return found
         hook = self._caller(hook_name)
-        if hook is None:
-            return []
         found = []
-        for impl in reversed(hook.get_hookimpls()):
+        for impl in reversed(hook.get_hookimpls()) if hook is not None else ():
             plugin = self.plugins.get(impl.plugin_name)
             if plugin is not None and plugin.enabled:
                 found.append((plugin, impl))
+        self._implementations_of[hook_name] = found
         return found
 
     def is_firstresult(self, hook_name: str) -> bool:
@@ -332,6 +342,11 @@ class PluginManager:
 
     def check_arguments(self, hook_name: str, kwargs: dict[str, Any]) -> None:
         """``TypeError`` naming the hook and the argument unless ``kwargs`` are its spec's."""
+        names = self._argument_sets.get(hook_name)
+        if names is None:
+            names = self._argument_sets[hook_name] = frozenset(self.arguments(hook_name))
+        if kwargs.keys() == names:  # every call that is right: one set comparison
+            return
         expected = self.arguments(hook_name)
         unknown = [name for name in kwargs if name not in expected]
         missing = [name for name in expected if name not in kwargs]
@@ -455,7 +470,12 @@ class HookCaller:
             near = difflib.get_close_matches(name, self._manager.hook_owners, n=3)
             hint = f"; did you mean {', '.join(near)}?" if near else " (the core's are vachat_*)"
             raise AttributeError(f"no loaded plugin declares a hook named {name!r}{hint}")
-        return BoundHook(self._manager, self._app, name)
+        bound = BoundHook(self._manager, self._app, name)
+        # Kept as an attribute, so the next ``app.hooks.<name>`` skips ``__getattr__``: a
+        # declared hook stays declared (``hook_owners`` only grows), and ``BoundHook`` asks the
+        # manager afresh on every call.
+        setattr(self, name, bound)
+        return bound
 
     async def notify(self, hook_name: str, **kwargs: Any) -> None:
         await self.__getattr__(hook_name).notify(**kwargs)

@@ -23,8 +23,9 @@ ACTS_ON = "chat_acts_on"
 
 def acts_on(predicate: Callable[[dict[str, Any]], bool]) -> Callable[[F], F]:
     """Declare that a ``chat_message_before_store`` implementation does nothing for a draft
-    unless ``predicate(draft)`` (``draft`` is the ``message`` the hook would get), e.g. the
-    files plugin's ``@acts_on(lambda draft: bool(draft["files"]))``. Put it under ``@hookimpl``.
+    unless ``predicate(draft)`` (``draft`` is the ``message`` the hook would get, but for its
+    ``draftId``, None until the hook is called: an attempt is named only when a hook sees
+    it), e.g. the files plugin's ``@acts_on(lambda draft: bool(draft["files"]))``. Put it under ``@hookimpl``.
 
     When no enabled implementation acts on a draft, chat does not call the hook for it and
     stores it in one database call (the access and retry checks and the insert, as always),

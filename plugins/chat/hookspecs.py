@@ -42,7 +42,8 @@ def chat_message_before_store(app: App, conversation: dict[str, Any], message: d
     ``@plugins.chat.api.acts_on(predicate)`` under its ``@hookimpl`` (files: messages with
     files; AI: ``requiresAIResponse``). A message no enabled implementation acts on is stored
     without calling this hook, in one database call instead of two; without ``acts_on`` an
-    implementation sees every message.
+    implementation sees every message. The predicate gets the message with ``draftId`` None
+    (an attempt is named only once a hook is to see it).
     """
 
 

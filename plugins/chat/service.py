@@ -424,14 +424,15 @@ class ChatService:
         hooks = self.app.hooks
         ai_missing = draft.requires_ai and not hooks.chat_ai_reply_requested.implemented()
         filtered: tuple[dict[str, Any], dict[str, Any]] | None = None  # (conversation, draft) the filter saw
-        if ai_missing or self._filtered(draft):
+        seen = None if ai_missing else self._filtered(draft)
+        if ai_missing or seen is not None:
             # A look first: hooks see only messages the caller may store, and never a retry.
             conversation, stored = await self.looks.submit((draft, actor))
             if stored is not None:
                 return await self._retried(draft, stored), False
             if ai_missing:
                 raise Conflict("An AI reply was requested but no AI plugin is enabled")
-            filtered = conversation, draft.wire()
+            filtered = conversation, draft.name(seen) if seen is not None else draft.wire()
             try:
                 await hooks.chat_message_before_store(conversation=conversation, message=filtered[1], actor=actor)
             except ApiError as refusal:
@@ -455,15 +456,18 @@ class ChatService:
             await hooks.chat_ai_reply_requested.notify(conversation=conversation, message=message, actor=actor)
         return message, True
 
-    def _filtered(self, draft: Draft) -> bool:
-        """Whether some ``chat_message_before_store`` implementation acts on ``draft`` (every
-        one that did not declare ``acts_on`` does); when none does, the send skips the look."""
+    def _filtered(self, draft: Draft) -> dict[str, Any] | None:
+        """The draft as ``chat_message_before_store`` will see it (``draftId`` not filled in
+        yet) if some implementation acts on it (every one that did not declare ``acts_on``
+        does); None when none does, and the send skips the look."""
         implementations = self.app.hooks.chat_message_before_store.implementations()
         if not implementations:
-            return False
-        message = draft.wire()
-        return any(getattr(function, ACTS_ON, None) is None or getattr(function, ACTS_ON)(message)
-                   for function in implementations)
+            return None
+        message = draft.wire(named=False)  # built once: the hook gets this one, named
+        if any(getattr(function, ACTS_ON, None) is None or getattr(function, ACTS_ON)(message)
+               for function in implementations):
+            return message
+        return None
 
     async def _refused(self, filtered: tuple[dict[str, Any], dict[str, Any]], actor: Actor,
                        error: Exception | None) -> None:

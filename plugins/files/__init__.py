@@ -20,7 +20,7 @@ for others), ``s3`` (the S3 storage backend), ``delivery``, ``handlers``, ``avat
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Awaitable
 
 from vachat.plugin_api import Actor, App, Route, UserExport, hookimpl
 
@@ -102,8 +102,12 @@ async def chat_message_before_store(app: App, message: dict[str, Any], actor: Ac
 
 
 @hookimpl(optionalhook=True)
-async def chat_messages_decorate(app: App, messages: list[dict[str, Any]]) -> None:
-    await attachments.decorate_messages(app, messages)
+def chat_messages_decorate(app: App, messages: list[dict[str, Any]]) -> Awaitable[None] | None:
+    # Most messages carry no file: answered here, without making and awaiting two coroutines
+    # (every message sent and every page listed comes through here).
+    if not attachments.has_files(messages):
+        return None
+    return attachments.decorate_messages(app, messages)
 
 
 @hookimpl(optionalhook=True)

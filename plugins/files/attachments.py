@@ -45,6 +45,11 @@ async def check_message_files(app: App, message: dict[str, Any], actor: Actor) -
             {"field": f"files.{index}", "message": "is not one of your files"} for index in missing])
 
 
+def has_files(messages: list[dict[str, Any]]) -> bool:
+    """Whether any of ``messages`` lists a file (``decorate_messages`` has work to do)."""
+    return any(message.get("files") for message in messages)
+
+
 async def decorate_messages(app: App, messages: list[dict[str, Any]]) -> None:
     wanted = {entry["id"] for message in messages for entry in message.get("files") or []
               if isinstance(entry, dict) and "id" in entry}
