@@ -432,7 +432,8 @@ class ChatService:
                 return await self._retried(draft, stored), False
             if ai_missing:
                 raise Conflict("An AI reply was requested but no AI plugin is enabled")
-            filtered = conversation, draft.name(seen) if seen is not None else draft.wire()
+            assert seen is not None  # the look was for the filter (no AI plugin raised above)
+            filtered = conversation, draft.name(seen)
             try:
                 await hooks.chat_message_before_store(conversation=conversation, message=filtered[1], actor=actor)
             except ApiError as refusal:
@@ -463,7 +464,7 @@ class ChatService:
         implementations = self.app.hooks.chat_message_before_store.implementations()
         if not implementations:
             return None
-        message = draft.wire(named=False)  # built once: the hook gets this one, named
+        message = draft.wire()  # built once: the hook gets this one, named
         if any(getattr(function, ACTS_ON, None) is None or getattr(function, ACTS_ON)(message)
                for function in implementations):
             return message

@@ -75,7 +75,7 @@ class Draft:
     requires_ai: bool
     #: Names this attempt to store the message, for the hooks: what a ``before_store``
     #: implementation reserved for it is released by ``chat_message_refused`` with the same id.
-    #: Made by the first ``wire()`` that names it: a send no hook sees needs none (≈ 1.2 µs).
+    #: Made by the first ``name()``: a send no hook sees needs none (≈ 1.2 µs).
     draft_id: str | None = None
 
     @classmethod
@@ -89,18 +89,16 @@ class Draft:
         return cls(body["conversationId"], content, body.get("type", "text"), files, body.get("parentId"),
                    body.get("metadata") or {}, body.get("clientMessageId"), bool(body.get("requiresAIResponse")))
 
-    def wire(self, *, named: bool = True) -> dict[str, Any]:
-        """What ``chat_message_before_store`` sees; ``named=False``: with ``draftId`` None,
-        for ``acts_on`` (``name`` fills it in if a hook is to see it after all)."""
-        if named and self.draft_id is None:
-            self.draft_id = new_id()
-        return {"draftId": self.draft_id if named else None, "conversationId": self.conversation_id, "content": self.content,
+    def wire(self) -> dict[str, Any]:
+        """What ``chat_message_before_store`` sees, but for ``draftId`` (None): what ``acts_on``
+        predicates see; ``name`` fills it in when a hook is to see it."""
+        return {"draftId": None, "conversationId": self.conversation_id, "content": self.content,
                 "type": self.type, "files": list(self.files), "parentId": self.parent_id,
                 "metadata": self.metadata, "clientMessageId": self.client_message_id,
                 "requiresAIResponse": self.requires_ai}
 
     def name(self, message: dict[str, Any]) -> dict[str, Any]:
-        """``message`` (a ``wire(named=False)``) with this attempt's ``draftId``."""
+        """``message`` (this draft's ``wire()``) with this attempt's ``draftId``, made on first use."""
         if self.draft_id is None:
             self.draft_id = new_id()
         message["draftId"] = self.draft_id
