@@ -294,10 +294,9 @@ class Hub:
         }
         self._emptied: asyncio.Event | None = None
         config = app.config
-        interval = getattr(config, "ws_ping_interval", 0) or 0
         #: One timer pings every socket (Tornado's websocket_ping_interval would run a task per socket).
-        self.pinger = (Pinger(interval, getattr(config, "ws_ping_timeout", interval) or 0, self._ping_timed_out)
-                       if interval > 0 else None)
+        self.pinger = (Pinger(config.ws_ping_interval, config.ws_ping_timeout, self._ping_timed_out)
+                       if config.ws_ping_interval > 0 else None)
         self._register_metrics()
 
     def _register_metrics(self) -> None:

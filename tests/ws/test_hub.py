@@ -70,7 +70,8 @@ class FakeConn:
 
 
 def make_hub(outbound_limit: int = 1 << 20) -> Hub:
-    app = SimpleNamespace(config=SimpleNamespace(ws_outbound_limit=outbound_limit), broker=FakeBroker())
+    config = SimpleNamespace(ws_outbound_limit=outbound_limit, ws_ping_interval=0, ws_ping_timeout=0)  # no pings
+    app = SimpleNamespace(config=config, broker=FakeBroker())
     return Hub(app)
 
 
