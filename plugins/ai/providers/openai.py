@@ -26,16 +26,12 @@ seen it), and never put the API key in a message or a log.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import random
 from typing import Any, AsyncGenerator, AsyncIterator, Sequence
 
-# httpx reaches the network through anyio, which imports itself and its asyncio backend on
-# the first connection: ~20 ms on the IOLoop, in the first reply after every start
-# (bench/ai_stream.py --loop-check). Imported with this module instead, at start-up.
-import anyio  # noqa: F401
-import anyio._backends._asyncio  # noqa: F401
 import httpx
 import httpx_sse
 
@@ -44,6 +40,16 @@ from . import ChatMessage, Provider, ProviderError, ProviderSettings, ProviderTi
 __all__ = ["OpenAIProvider", "OpenAIStream"]
 
 log = logging.getLogger("vachat.plugins.ai.openai")
+
+# httpx reaches the network through anyio, which imports its asyncio backend on the first
+# connection: ~20 ms on the IOLoop, in the first reply after every start (bench/ai_stream.py
+# --loop-check). Imported with this module instead, at start-up. The backend's module is
+# anyio's own business (no public name loads it): should a release move it, only this
+# warm-up is lost, never the provider.
+try:
+    importlib.import_module("anyio._backends._asyncio")
+except ImportError:
+    log.debug("anyio's asyncio backend not found to import ahead", exc_info=True)
 
 # Statuses worth another attempt: rate limited, or the server (or a proxy before it) failed.
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})

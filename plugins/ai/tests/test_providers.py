@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,8 @@ from plugins.ai.providers import (
 from plugins.ai.providers.echo import echo_reply
 
 from .fake_openai import Script
+
+ROOT = Path(__file__).resolve().parents[3]  # the checkout: plugins/ai/tests/ is three below
 
 MESSAGES: list[ChatMessage] = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello to the world"}]
 
@@ -192,3 +197,11 @@ async def test_openai_a_connection_dropped_after_the_first_token_fails(fake_open
         async for delta in openai(fake_openai, max_retries=3).stream(MESSAGES):
             received.append(delta)
     assert received == ["a"] and failure.value.started and len(fake_openai.requests) == 1
+
+
+def test_the_openai_provider_loads_anyios_asyncio_backend_when_it_is_imported():
+    # httpx's first connection would otherwise import it on the IOLoop (~20 ms, see the
+    # provider's module); a fresh interpreter shows whether importing the provider did it.
+    code = ("import sys, plugins.ai.providers.openai; "
+            "sys.exit(0 if 'anyio._backends._asyncio' in sys.modules else 3)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60).returncode == 0
