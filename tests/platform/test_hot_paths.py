@@ -189,6 +189,24 @@ async def test_threads_start_only_when_none_is_idle_up_to_the_size():
 
 
 @pytest.mark.gen_test
+async def test_the_thread_that_went_idle_last_takes_the_next_call():
+    """Calls one after the other stay on one thread once several exist (its database
+    connection keeps its page cache), instead of going round them in turn."""
+    pool = ThreadPool(3, "test-pool")
+    try:
+        gate = threading.Event()
+        busy = [asyncio.ensure_future(pool.run(gate.wait)) for _ in range(3)]
+        await asyncio.sleep(0)
+        assert len(pool._threads) == 3
+        gate.set()
+        await asyncio.gather(*busy)
+        names = [await pool.run(lambda: threading.current_thread().name) for _ in range(30)]
+        assert len(set(names)) == 1, names
+    finally:
+        pool.shutdown()
+
+
+@pytest.mark.gen_test
 @pytest.mark.skipif(not hasattr(threading, "get_native_id") or sys.platform != "linux",
                     reason="per-thread priorities are a Linux feature")
 async def test_a_pool_with_niceness_runs_its_calls_at_a_lower_priority_than_the_ioloop():
