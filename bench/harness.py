@@ -459,6 +459,7 @@ _SLOW_CALLBACK = re.compile(r"Executing (.*?) took (\d+\.\d+) seconds")
 # bench/loop_check.py's own line: the callback's CPU time on the loop's thread (immune to other load).
 _CPU_HELD = re.compile(r"Callback held the loop's CPU (\d+\.\d+) seconds: (.*)")
 _GC_PAUSE = re.compile(r"GC of generation \d .*")
+_FULL_GC = re.compile(r"GC of generation 2 took (\d+\.\d+) seconds")
 _loop_check = False
 _loop_logs: dict[int, "LoopLog"] = {}  # running checked servers, by pid
 _loop_checked: list[dict] = []  # the counts of checked servers stopped since the last take
@@ -500,7 +501,8 @@ class LoopLog:
         serving = found["serving"]
         cpu_held = _CPU_HELD.findall(parts["serving"].decode("utf-8", "replace"))
         gc_pauses = _GC_PAUSE.findall(parts["serving"].decode("utf-8", "replace"))
-        return {"slow_callbacks": len(serving), "cpu_held": len(cpu_held),
+        full = [float(s) * 1000 for s in _FULL_GC.findall(parts["serving"].decode("utf-8", "replace"))]
+        return {"slow_callbacks": len(serving), "cpu_held": len(cpu_held), "full_gc_ms": full,
                 "cpu_held_lines": [f"{float(s) * 1000:.0f} ms CPU: {what[:1500]}" for s, what in cpu_held[:10]],
                 "gc_lines": gc_pauses[:10],
                 "slowest_ms": round(max(float(s) for _, s in serving) * 1000, 1) if serving else None,
@@ -536,6 +538,7 @@ def run_loop_check(runners: dict[str, Callable[[], dict]], idle_wait: float) -> 
                               slow_callbacks_cpu_held=sum(c["cpu_held"] for c in checked),
                               cpu_held_lines=[ln for c in checked for ln in c["cpu_held_lines"]],
                               gc_pause_lines=[ln for c in checked for ln in c["gc_lines"]],
+                              full_gc_ms=[round(ms, 1) for c in checked for ms in c["full_gc_ms"]],
                               slowest_ms=max((c["slowest_ms"] or 0 for c in checked), default=None) or None,
                               slow_callbacks_start_up=sum(c["start_up"] for c in checked),
                               slow_callbacks_shutdown=sum(c["shutdown"] for c in checked),
@@ -570,7 +573,10 @@ def print_loop_check(name: str, result: dict) -> None:
           f"{result['slow_callbacks_cpu_held']}")
     for line in result["cpu_held_lines"]:
         print(f"    {line}")
+    full = result.get("full_gc_ms") or []
+    print(f"[{name}] full garbage collections of >= {SLOW_CALLBACK_MS / 2:g} ms CPU while serving: {len(full)}"
+          + (f", the slowest {max(full):.0f} ms, {sum(full):.0f} ms in all" if full else ""))
     if result["gc_pause_lines"]:
-        print(f"[{name}] garbage collections of >= {SLOW_CALLBACK_MS / 2:g} ms meanwhile (inside some callback):")
+        print(f"[{name}] garbage collections of >= {SLOW_CALLBACK_MS / 2:g} ms meanwhile (inside some callback; the first ten):")
         for line in result["gc_pause_lines"]:
             print(f"    {line}")

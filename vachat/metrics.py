@@ -3,10 +3,12 @@ process never collide), rendered in the text exposition format at ``/metrics``."
 
 from __future__ import annotations
 
+import gc
 from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.gc_collector import GCCollector
 from prometheus_client.process_collector import ProcessCollector
 
 __all__ = ["Metrics"]
@@ -21,6 +23,13 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
+        # The collector's work: each full collection (python_gc_collections_total, generation 2)
+        # holds the IOLoop for as long as it takes to walk every object it tracks, which grows
+        # with open sockets. Start-up's objects are frozen out of that walk (vachat.server).
+        GCCollector(registry=self.registry)
+        self.gauge_from("vachat_gc_frozen_objects",
+                        "Objects start-up moved out of the garbage collector's sight (gc.freeze): never walked again",
+                        gc.get_freeze_count)
         self.requests = Counter(
             "vachat_http_requests", "HTTP requests by route, method and status",
             ("method", "route", "status"), registry=self.registry)

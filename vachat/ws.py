@@ -252,7 +252,11 @@ class EventContext:
         """Run ``callback()`` right after the reply to the frame being handled went out (its
         ``ack`` or ``error``; at once for a frame without an id, after the handler). For work
         that must follow the answer on the wire, such as ``hub.release`` of a held room."""
-        self.socket._after_reply.append(callback)
+        socket = self.socket
+        if socket._after_reply is None:
+            socket._after_reply = [callback]
+        else:
+            socket._after_reply.append(callback)
 
     def send(self, event_type: str, data: Any = None) -> bool:
         """Send an event to this socket only."""
@@ -277,19 +281,23 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
     # An idle socket keeps its handler for hours. Tornado's own attributes stay in the
     # instance's __dict__; with ours too it held 39 keys, past the 30 that CPython shares
     # between instances, and became a full 1.5 KiB table per socket. Ours are slots instead.
-    __slots__ = ("client_ip", "actor", "hub", "ctx", "_events", "_schemas", "_bucket", "_flood",
+    # What only a socket that sends frames needs (its rate bucket, its handlers' context, the
+    # after-reply list) is made on its first frame: every object an idle socket holds is walked
+    # by each full garbage collection, and Python 3.11's are not incremental (10,000 idle sockets
+    # cost ~0.6 µs of such a pause per object, see bench/README.md).
+    __slots__ = ("client_ip", "actor", "hub", "_ctx", "_events", "_schemas", "_bucket", "_flood",
                  "_event_buckets", "_after_reply", "_frame_id", "_refusal", "_peer", "_auth_timer",
                  "_address_slot")
     client_ip: str
     actor: Actor | None
     hub: Hub
-    ctx: EventContext
+    _ctx: EventContext | None
     _events: Any
     _schemas: Any
-    _bucket: TokenBucket
+    _bucket: TokenBucket | None
     _flood: TokenBucket | None  # made on the first refused frame
     _event_buckets: dict[str, TokenBucket]
-    _after_reply: list[Any]
+    _after_reply: list[Any] | None
     _frame_id: Any
     _refusal: tuple[int, str] | None
     _peer: Any
@@ -396,13 +404,13 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         self.set_nodelay(True)  # else a broadcast then an ack waits ~40 ms on delayed ACKs
         self._forget_the_upgrade()
         self.hub = app.hub
-        self.ctx = EventContext(app, self)
+        self._ctx = None
         self._events = app.events
         self._schemas = app.schemas
         config = app.config
-        self._bucket = TokenBucket(config.ws_rate_limit)
-        self._event_buckets = {}
-        self._after_reply = []
+        self._bucket = None  # made full on the first frame: as full as one made now would be then
+        self._event_buckets = {}  # an empty dict is not tracked by the collector
+        self._after_reply = None
         self._peer = self.hub.attach(self)
         if getattr(app, "shutting_down", False):
             self._refusal = (CLOSE_GOING_AWAY, "Server shutting down")
@@ -440,6 +448,12 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
             request._body_future = None  # type: ignore[attr-defined]
         self._headers = _UPGRADE_FORGOTTEN
         self.ui = None  # type: ignore[assignment]
+        # Read by _execute() before get() ran, and never again: a list and the resolved
+        # future of prepare() that the collector would otherwise walk for the socket's life.
+        self.path_args = ()  # type: ignore[assignment]
+        prepared = self._prepared_future
+        if prepared is not None and prepared.done():
+            self._prepared_future = None
 
     async def authenticated(self, actor: Actor) -> bool:
         """Bind ``actor`` to this socket: index it, join ``user:<id>``, send ``ready``. False
@@ -464,6 +478,14 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         if self._auth_timer is not None:
             IOLoop.current().remove_timeout(self._auth_timer)
             self._auth_timer = None
+
+    @property
+    def ctx(self) -> EventContext:
+        """What this socket's event handlers get: one per socket, made on its first event."""
+        ctx = self._ctx
+        if ctx is None:
+            ctx = self._ctx = EventContext(self.application, self)
+        return ctx
 
     @property
     def is_closing(self) -> bool:
@@ -499,8 +521,11 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         if self.is_closing:
             return None
         now = time.monotonic()
-        if not self._bucket.take(now):
-            return self._refuse(self._bucket, now, message=message)
+        bucket = self._bucket
+        if bucket is None:
+            bucket = self._bucket = TokenBucket(self.application.config.ws_rate_limit)
+        if not bucket.take(now):
+            return self._refuse(bucket, now, message=message)
         if type(message) is not str:
             return self._fail(None, ValidationFailed("Frames must be JSON text, not binary"))
         try:
@@ -549,8 +574,8 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
             await self._dispatch(spec, data, frame_id)
         finally:
             self._frame_id = None
-            callbacks, self._after_reply = self._after_reply, []
-            for callback in callbacks:
+            callbacks, self._after_reply = self._after_reply, None
+            for callback in callbacks or ():
                 try:
                     callback()
                 except Exception:

@@ -102,3 +102,15 @@ async def test_production_warns_about_a_local_public_url_and_the_echo_provider(s
                             "AI_BASE_URL": "http://127.0.0.1:9/v1", "AI_MODEL": "m"})
     await other.wait_ready()
     assert "PUBLIC_URL is" not in other.output() and "AI_PROVIDER is echo" not in other.output()
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_a_serving_node_has_frozen_its_start_up_objects_out_of_the_collectors_walk(server_process):
+    # Modules, plugins, schemas and routes live as long as the process: a full garbage
+    # collection that walked them again would hold the IOLoop ~50 ms on every pass (bench/README).
+    server = server_process({})
+    await server.wait_ready()
+    text = (await server.fetch("/metrics")).body.decode()
+    frozen = [float(line.split()[1]) for line in text.splitlines() if line.startswith("vachat_gc_frozen_objects ")]
+    assert frozen and frozen[0] > 0, text[:2000]
+    assert 'python_gc_collections_total{generation="2"}' in text
