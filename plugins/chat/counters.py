@@ -2,7 +2,7 @@
 
 ``chat_daily_count`` (``models.DailyCount``) holds, per UTC day of creation, how many live
 messages and conversations there are. Every write that adds or removes them changes the
-counters in its own transaction (``service`` calls ``count_*`` / ``uncount_*``), so the
+counters in its own transaction (``count_*`` / ``uncount_*``, or ``uncounts_of_*`` then ``apply``), so the
 figures are exact after every commit, and the dashboard reads a handful of counter rows
 whatever the number of messages: the total sums at most ``COUNTER_SLOTS`` rows per day the
 instance has existed, the last seven days are a range of the ``(day, slot)`` index.
@@ -13,6 +13,15 @@ see ``models``) does not count, on its day of creation, just as it leaves the co
 deleting an old message lowers that old day's figure.
 
 Every function here runs inside the caller's transaction on a database thread.
+
+Lock order (PostgreSQL): a transaction changes counter rows *last*, after every write to
+conversations, tags, messages and their files. Those writes raise their owner's list
+version (``migrations/005_list_versions``: a row lock held until commit), so a transaction
+that took a counter row first and then an owner's version could deadlock with a send batch
+of the same owner that holds the version and waits for the counter (one slot in
+``COUNTER_SLOTS``: PostgreSQL aborts one of them). A deletion therefore reads what it takes
+off the counters first (``uncounts_of_conversations`` / ``uncounts_of_messages``: reads
+lock no counter) and ``apply``-s it once its deletes are done.
 """
 
 from __future__ import annotations
@@ -31,8 +40,12 @@ from .models import Conversation, DailyCount, Message
 if TYPE_CHECKING:
     from .bulk import Writes
 
-__all__ = ["COUNTER_SLOTS", "DASHBOARD_DAYS", "slot_of", "count_message", "count_messages", "count_conversation",
-           "uncount_message", "uncount_messages", "uncount_conversations", "figures"]
+__all__ = ["COUNTER_SLOTS", "DASHBOARD_DAYS", "Change", "slot_of", "count_message", "count_messages",
+           "count_conversation", "uncount_message", "uncounts_of_messages", "uncounts_of_conversations", "apply",
+           "figures"]
+
+# A change to one counter row: (day, slot, messages added, conversations added).
+Change = tuple[datetime.date, int, int, int]
 
 # Rows each day's counters are spread over. Message writes on PostgreSQL hold their counter row
 # until commit; spread over 8 rows, writers to different conversations rarely queue behind one
@@ -51,7 +64,7 @@ def _add(day: datetime.date, slot: int, *, messages: int = 0, conversations: int
     _add_all([(day, slot, messages, conversations)])
 
 
-def _add_all(changes: list[tuple[datetime.date, int, int, int]]) -> None:
+def _add_all(changes: list[Change]) -> None:
     """Add each ``(day, slot, messages, conversations)`` to its counter row, creating the row
     the first time: one upsert statement, executed for every change (written once, not
     composed per call: a batch of sends touches up to ``COUNTER_SLOTS`` rows)."""
@@ -97,13 +110,16 @@ def count_conversation(conversation_id: str, created_at: datetime.datetime) -> N
 
 
 def _as_date(value: Any) -> datetime.date:
-    # SQLite's date() gives 'YYYY-MM-DD' text, PostgreSQL's a date.
+    # SQLite's date() gives 'YYYY-MM-DD' text (or, through Peewee, a datetime), PostgreSQL's a date.
+    if isinstance(value, datetime.datetime):
+        return value.date()
     return value if isinstance(value, datetime.date) else datetime.date.fromisoformat(str(value)[:10])
 
 
-def uncount_messages(condition: Any) -> None:
-    """Take the live messages matching ``condition`` off their days' counts, before they are
-    deleted for good (one grouped query, whatever their number)."""
+def uncounts_of_messages(condition: Any) -> list[Change]:
+    """What taking the live messages matching ``condition`` off their days' counts changes,
+    for ``apply`` once they are deleted (one grouped query, whatever their number; read before
+    the delete, applied after it: see the lock order above)."""
     day = fn.DATE(Message.created_at)
     rows = (Message.select(Message.conversation, day, fn.COUNT(Message.id))
             .where(condition, Message.deleted_at.is_null())
@@ -111,17 +127,31 @@ def uncount_messages(condition: Any) -> None:
     removed: collections.Counter[tuple[datetime.date, int]] = collections.Counter()
     for conversation_id, created, count in rows:
         removed[(_as_date(created), slot_of(conversation_id))] += count
-    _add_all([(created, slot, -count, 0) for (created, slot), count in sorted(removed.items())])
+    return [(created, slot, -count, 0) for (created, slot), count in removed.items()]
 
 
-def uncount_conversations(condition: Any) -> None:
-    """Take the conversations matching ``condition``, and every live message in them, off the
-    counts, before they are deleted. The caller holds their rows (``FOR UPDATE`` on
-    PostgreSQL) so no message arrives or goes uncounted in between."""
-    uncount_messages(Message.conversation.in_(Conversation.select(Conversation.id).where(condition)))
+def uncounts_of_conversations(condition: Any) -> list[Change]:
+    """``uncounts_of_messages`` for the conversations matching ``condition`` and every live
+    message in them. The caller holds their rows (``FOR UPDATE`` on PostgreSQL) until it
+    applies the changes, so no message arrives or goes uncounted in between."""
+    changes = uncounts_of_messages(Message.conversation.in_(Conversation.select(Conversation.id).where(condition)))
     for conversation_id, created_at in (Conversation.select(Conversation.id, Conversation.created_at)
                                         .where(condition).tuples()):
-        _add(created_at.date(), slot_of(conversation_id), conversations=-1)
+        changes.append((created_at.date(), slot_of(conversation_id), 0, -1))
+    return changes
+
+
+def apply(changes: list[Change]) -> None:
+    """Add ``changes`` (from ``uncounts_of_*``) to their counter rows, merged per row and in
+    row order: concurrent transactions take counter rows in one order and never deadlock."""
+    merged: dict[tuple[datetime.date, int], list[int]] = {}
+    for day, slot, messages, conversations in changes:
+        totals = merged.setdefault((day, slot), [0, 0])
+        totals[0] += messages
+        totals[1] += conversations
+    if merged:
+        _add_all([(day, slot, messages, conversations)
+                  for (day, slot), (messages, conversations) in sorted(merged.items())])
 
 
 def figures() -> dict[str, Any]:

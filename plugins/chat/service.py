@@ -192,9 +192,10 @@ class ChatService:
                 files = [row.file_id for row in MessageFile.select(MessageFile.file_id).distinct()
                          .join(Message, on=(MessageFile.message == Message.id))
                          .where(Message.conversation == conversation.id)]
-                counters.uncount_conversations(Conversation.id == conversation.id)
+                uncounts = counters.uncounts_of_conversations(Conversation.id == conversation.id)
                 search.unindex_conversation(conversation.id)
                 conversation.delete_instance()  # tags, messages and their file links cascade
+                counters.apply(uncounts)  # last: see counters' lock order
             return wire, files
 
         deleted, files = await self.app.db.run(delete)
@@ -569,7 +570,6 @@ class ChatService:
                     Message.id == message.id, Message.deleted_at.is_null()).execute()
                 if not tombstoned:  # deleted by a concurrent request since it was read (PostgreSQL)
                     raise NotFound("Message not found")
-                counters.uncount_message(conversation.id, message.created_at)
                 MessageFile.delete().where(MessageFile.message == message.id).execute()
                 search.unindex_messages([message.id])
                 changes: dict[Any, Any] = {Conversation.message_count: Conversation.message_count - 1}
@@ -585,6 +585,7 @@ class ChatService:
                             Message.id == message.parent_id, Message.deleted_at.is_null())
                         changes[Conversation.current_message_id] = parent.id if parent else latest_id
                 Conversation.update(changes).where(Conversation.id == conversation.id).execute()
+                counters.uncount_message(conversation.id, message.created_at)  # last: see counters' lock order
                 return before, conversation_wire(conversation, []), seq
 
         message, conversation, seq = await self.app.db.run(delete)
@@ -600,7 +601,7 @@ class ChatService:
             with database.atomic():
                 owned = [c.id for c in locked(Conversation.select(Conversation.id)
                                                .where(Conversation.owner_id == user_id).order_by(Conversation.id))]
-                counters.uncount_conversations(Conversation.owner_id == user_id)
+                uncounts = counters.uncounts_of_conversations(Conversation.owner_id == user_id)
                 for conversation_id in owned:
                     search.unindex_conversation(conversation_id)
                 if owned:
@@ -608,8 +609,9 @@ class ChatService:
                 written = [m.id for m in locked(Message.select(Message.id).where(Message.user_id == user_id))]
                 search.unindex_messages(written)
                 if written:
-                    counters.uncount_messages(Message.user_id == user_id)  # those left: elsewhere
+                    uncounts += counters.uncounts_of_messages(Message.user_id == user_id)  # those left: elsewhere
                     Message.delete().where(Message.id.in_(written)).execute()
+                counters.apply(uncounts)  # last: see counters' lock order
 
         await self.app.db.run(delete)
 

@@ -137,7 +137,6 @@ def insert_message(conversation_id: str, *, user_id: str | None, role: str, draf
             if stored is None:
                 raise
             return stored, False, conversation_wire(conversation, [])
-        counters.count_message(conversation_id, stamp)
         if draft is not None and draft.files:
             MessageFile.insert_many([{"id": new_id(), "message": message.id, "file_id": file_id, "position": index}
                                      for index, file_id in enumerate(draft.files)]).execute()
@@ -145,6 +144,7 @@ def insert_message(conversation_id: str, *, user_id: str | None, role: str, draf
                              message_count=Conversation.message_count + 1, seq=seq, updated_at=stamp)
          .where(Conversation.id == conversation_id).execute())
         search.index_message(message.id, conversation_id, conversation.owner_id, content)
+        counters.count_message(conversation_id, stamp)  # last: see counters' lock order
     return message, True, conversation_wire(conversation, [])
 
 
@@ -275,9 +275,9 @@ def _insert_plain(sends: list[tuple[Draft, Actor]], locked_conversations: dict[s
         _insert_rows(added, stamp, writes)
         _advance_conversations([(conversations[cid], count, seqs[cid]) for cid, count in touched.items()], stamp,
                                writes)
-        counters.count_messages(touched, stamp, writes)
         search.index_messages([(m["id"], m["conversationId"], conversations[m["conversationId"]].owner_id, m["content"])
                                for m in added], writes)
+        counters.count_messages(touched, stamp, writes)  # last: see counters' lock order
         writes.send()
     return outcomes
 

@@ -5,6 +5,7 @@ a recount of the tables; tombstones do not count."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 import plugins.chat.service as chat_service
 import plugins.chat.store as chat_store
+from plugins.chat import counters
 from plugins.chat.models import Conversation, Message
 from vachat.plugin_api import now
 
@@ -184,3 +186,41 @@ async def test_the_migration_counts_the_messages_already_there(app, fetch, monke
     after = await assert_matches_recount(app, fetch)
     assert after["messages"] == before["messages"] and after["conversations"] == {"total": 1}
     assert after["messages"]["total"] == 2
+
+
+@WITH_ADMIN
+@pytest.mark.gen_test(timeout=120)
+async def test_one_owners_concurrent_sends_replies_and_deletes_never_deadlock(app, fetch):
+    # On PostgreSQL a write to a conversation or message locks its owner's list version and a
+    # counter write locks the counter row: taken in opposite orders by two transactions of the
+    # same owner whose conversations share a counter slot, PostgreSQL aborts one of them (a
+    # 500 for its caller). Every write takes counters last (counters' lock order); here all the
+    # conversations share one slot, and sends (batched), assistant replies (one by one),
+    # message deletes and conversation deletes run at once, several rounds.
+    chat = app.service("chat")
+    for _ in range(3):
+        by_slot: dict[int, list[str]] = {}
+        while max((len(ids) for ids in by_slot.values()), default=0) < 8:
+            conversation = await create_conversation(fetch)
+            by_slot.setdefault(counters.slot_of(conversation["id"]), []).append(conversation["id"])
+        ids = max(by_slot.values(), key=len)[:8]
+        others = [cid for slot_ids in by_slot.values() for cid in slot_ids if cid not in ids]
+        for cid in others:  # not part of this round
+            assert (await fetch(f"/api/chat/conversations/{cid}", method="DELETE", user=ALICE)).code == 200
+        senders, victims = ids[:4], ids[4:]
+        doomed = [(await send(fetch, cid, "to delete"))["data"]["id"] for cid in senders]
+        for cid in victims:
+            await send(fetch, cid, "goes with its conversation")
+
+        async def check(call: Any, *expected: int) -> None:
+            response = await call
+            assert response.code in expected, response.body
+
+        await asyncio.gather(
+            *(check(fetch("/api/chat/message", method="POST", user=ALICE,
+                          json={"conversationId": cid, "content": f"message {n}"}), 201)
+              for cid in senders for n in range(4)),
+            *(chat.store_assistant_message(cid, "a reply") for cid in senders),
+            *(check(fetch(f"/api/chat/messages/{mid}", method="DELETE", user=ALICE), 200) for mid in doomed),
+            *(check(fetch(f"/api/chat/conversations/{cid}", method="DELETE", user=ALICE), 200) for cid in victims))
+    await assert_matches_recount(app, fetch)
