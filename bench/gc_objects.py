@@ -16,22 +16,17 @@ and again while sockets pile up (Python 3.11's collector is not incremental).
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
-import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import chat_stack
-from bench.harness import REPO, ensure_loadgen, free_port, new_parser, raise_nofile, start_server, stop
-from bench.idle_sockets import drive, vachat_tokens
+from bench.harness import new_parser
+from bench.idle_sockets import add_reading_args, read_around_idle_sockets
 
-# Runs in the server process: a census written to $GC_CENSUS.<n> on each SIGUSR1.
+# Runs in the server process: a census written to $READING.<n> on each SIGUSR1.
 SERVER_WRAPPER = """
 import collections, gc, json, os, runpy, signal, sys, time
 taken = [0]
@@ -53,7 +48,7 @@ def census(signum, frame):
     full_ms = min(times)
     objects = gc.get_objects()
     by_type = collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in objects)
-    path = f"{os.environ['GC_CENSUS']}.{taken[0]}"
+    path = f"{os.environ['READING']}.{taken[0]}"
     taken[0] += 1
     with open(path + ".part", "w") as out:
         json.dump(dict(full_collections_ms=list(full_collections), tracked=len(objects), frozen=gc.get_freeze_count(), full_ms=full_ms, full_ms_all=times,
@@ -68,44 +63,14 @@ runpy.run_path("run.py", run_name="__main__")
 """
 
 
-def take(pid: int, path: Path, timeout: float = 120.0) -> dict:
-    os.kill(pid, signal.SIGUSR1)
-    end = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > end:
-            raise RuntimeError(f"the server wrote no census {path} within {timeout:g}s")
-        time.sleep(0.2)
-    return json.loads(path.read_text())
-
-
 def main() -> int:
     ap = new_parser("gc_objects", __doc__)
-    ap.add_argument("--sockets", type=int, default=2000)
-    ap.add_argument("--accounts", type=int, default=20)
-    ap.add_argument("--concurrency", type=int, default=100)
-    ap.add_argument("--top", type=int, default=25)
+    add_reading_args(ap)
     ap.add_argument("--threshold", default="", help="the server's gc.set_threshold(), e.g. 700,10,100 (default: Python's)")
     args = ap.parse_args()
     args.settle, args.settle_before = 2.0, 0.0
-
-    raise_nofile(args.sockets + 2048)
-    node = ensure_loadgen()
-    port = free_port()
-    db = chat_stack.BenchDatabase("sqlite", f"gc-objects-{port}")
-    workdir = Path(tempfile.mkdtemp(prefix="gc-objects-"))
-    env = chat_stack.server_env(port, db.url)
-    env.update(GC_CENSUS=str(workdir / "census"), GC_THRESHOLD=args.threshold)
-    server = start_server([sys.executable, "-c", SERVER_WRAPPER], env, port, cwd=REPO, ready_timeout=120)
-    try:
-        api = chat_stack.Api(port)
-        tokens = vachat_tokens(api, args.sockets, args.accounts)
-        taken: list[dict] = []
-        take_next = lambda: taken.append(take(server.pid, workdir / f"census.{len(taken)}"))
-        drive(node, server.pid, f"ws://127.0.0.1:{port}/ws", tokens, args,
-              before_connecting=take_next, while_idle=take_next)
-    finally:
-        stop(server)
-        db.drop()
+    taken, _ = read_around_idle_sockets("gc-objects", SERVER_WRAPPER, {"GC_THRESHOLD": args.threshold}, args,
+                                        lambda path: json.loads(path.read_text()), "census")
     before, after = taken
     n = args.sockets
     print("collections (ms):", [round(x, 1) for x in before["full_ms_all"]], [round(x, 1) for x in after["full_ms_all"]])

@@ -36,6 +36,7 @@ import functools
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,7 +52,7 @@ import jwt
 
 from bench import chat_stack
 from bench.harness import (
-    BENCH, LOADGEN, LOADGEN_CPU, SERVER_CPU, add_run_args, check_alive, ensure_loadgen, fmt_num, free_port,
+    BENCH, LOADGEN, LOADGEN_CPU, REPO, SERVER_CPU, add_run_args, check_alive, ensure_loadgen, fmt_num, free_port,
     generator_result, install_signal_handlers, log, machine_line, new_parser, print_table, raise_nofile,
     run_loop_check, run_rounds, save_json, spawn, start_server, stop, target_verdict,
 )
@@ -149,6 +150,53 @@ def drive(node: str, server_pid: int, url: str, tokens: list[str], args: Any, *,
     if done["lost"]:
         raise RuntimeError(f"{done['lost']} sockets closed while idle ({done['first_loss']})")
     return result
+
+
+def add_reading_args(ap: Any) -> None:
+    """The options of a driver that reads the server before and after its idle sockets
+    connect (``read_around_idle_sockets``)."""
+    ap.add_argument("--sockets", type=int, default=2000)
+    ap.add_argument("--accounts", type=int, default=20)
+    ap.add_argument("--concurrency", type=int, default=100)
+    ap.add_argument("--top", type=int, default=25)
+
+
+def read_around_idle_sockets(name: str, wrapper: str, env: dict[str, str], args: Any,
+                             read: Callable[[int, Path], Any], what: str) -> tuple[list[Any], dict]:
+    """Serve vachat on SQLite through ``wrapper`` (a ``python -c`` program that runs run.py and
+    answers each SIGUSR1 by writing a reading to ``$READING.<n>``, renamed into place when
+    complete), connect ``args.sockets`` authenticated idle sockets, and take a reading before
+    they connect and once they are idle (``read(path)`` loads one): the two readings and the
+    generator's result. ``env`` adds to the server's environment (bench/idle_memory.py,
+    bench/gc_objects.py)."""
+    raise_nofile(args.sockets + 2048)
+    node = ensure_loadgen()
+    port = free_port()
+    db = chat_stack.BenchDatabase("sqlite", f"{name}-{port}")
+    workdir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    server_env = chat_stack.server_env(port, db.url)
+    server_env.update(env, READING=str(workdir / "reading"))
+    server = start_server([sys.executable, "-c", wrapper], server_env, port, cwd=REPO, ready_timeout=120)
+    readings: list[Any] = []
+
+    def take_next() -> None:
+        path = workdir / f"reading.{len(readings)}"
+        os.kill(server.pid, signal.SIGUSR1)
+        end = time.monotonic() + 120
+        while not path.exists():
+            if time.monotonic() > end:
+                raise RuntimeError(f"the server wrote no {what} {path} within 120 s")
+            time.sleep(0.2)
+        readings.append(read(path))
+
+    try:
+        tokens = vachat_tokens(chat_stack.Api(port), args.sockets, args.accounts)
+        result = drive(node, server.pid, f"ws://127.0.0.1:{port}/ws", tokens, args,
+                       before_connecting=take_next, while_idle=take_next)
+    finally:
+        stop(server)
+        db.drop()
+    return readings, result
 
 
 def run_bare(node: str, args: Any) -> dict:
