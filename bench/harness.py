@@ -495,13 +495,14 @@ class LoopLog:
         text = self.path.read_bytes()
         self.path.unlink(missing_ok=True)
         start, end = self.serving_from or 0, self.serving_to if self.serving_to is not None else len(text)
-        parts = {"start_up": text[:start] if self.serving_from is not None else b"", "serving": text[start:end],
-                 "shutdown": text[end:]}
-        found = {k: _SLOW_CALLBACK.findall(v.decode("utf-8", "replace")) for k, v in parts.items()}
+        parts = {k: v.decode("utf-8", "replace") for k, v in (
+            ("start_up", text[:start] if self.serving_from is not None else b""), ("serving", text[start:end]),
+            ("shutdown", text[end:]))}
+        found = {k: _SLOW_CALLBACK.findall(v) for k, v in parts.items()}
         serving = found["serving"]
-        cpu_held = _CPU_HELD.findall(parts["serving"].decode("utf-8", "replace"))
-        gc_pauses = _GC_PAUSE.findall(parts["serving"].decode("utf-8", "replace"))
-        full = [float(s) * 1000 for s in _FULL_GC.findall(parts["serving"].decode("utf-8", "replace"))]
+        cpu_held = _CPU_HELD.findall(parts["serving"])
+        gc_pauses = _GC_PAUSE.findall(parts["serving"])
+        full = [float(s) * 1000 for s in _FULL_GC.findall(parts["serving"])]
         return {"slow_callbacks": len(serving), "cpu_held": len(cpu_held), "full_gc_ms": full,
                 "cpu_held_lines": [f"{float(s) * 1000:.0f} ms CPU: {what[:1500]}" for s, what in cpu_held[:10]],
                 "gc_lines": gc_pauses[:10],
