@@ -118,6 +118,37 @@ async def test_a_name_that_later_resolves_to_a_private_address_is_refused_at_del
     assert receiver.requests == []  # nothing reached loopback
 
 
+@setup()
+@pytest.mark.gen_test
+async def test_a_delivery_connects_to_the_very_address_it_checked(app, fetch, make_user, receiver, monkeypatch):
+    """A name whose answers change between two lookups (the receiver's address, then another):
+    a delivery that checked one answer and let the HTTP client look the name up again would
+    connect wherever the second answer points, past the check. Each delivery looks it up once,
+    and connects there."""
+    lookups: list[str] = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def alternating_getaddrinfo(host, port, *args, **kwargs):
+        if host != "alternating.example":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        lookups.append(host)
+        # odd lookups: the receiver; even ones: a loopback address nothing listens on
+        address = "127.0.0.1" if len(lookups) % 2 else "127.0.0.2"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", alternating_getaddrinfo)
+    ada = await make_user()
+    response = await create(fetch, ada, f"http://alternating.example:{receiver.port}/hook", ["conversation.created"])
+    assert response.code == 201, response.body
+    assert len(lookups) == 1  # the check at creation
+    lookups.clear()
+    await fetch("/api/chat/conversations", method="POST", json={"title": "hello"}, user=ada)
+
+    delivered = await receiver.wait_for(1)
+    assert len(lookups) == 1
+    assert delivered[0].headers["host"] == f"alternating.example:{receiver.port}"
+
+
 # ---------------------------------------------------------------------------
 # what is delivered
 # ---------------------------------------------------------------------------
