@@ -156,6 +156,20 @@ def test_issued_tokens_carry_the_claims(app):
     assert refresh_claims["typ"] == "refresh" and refresh_claims["exp"] - refresh_claims["iat"] == 7 * 24 * 3600
 
 
+def test_issued_tokens_are_what_pyjwt_writes_byte_for_byte(app):
+    """Tokens are signed by our own HMAC-SHA256, not PyJWT's generic encoder: the same bytes."""
+    moment = 1_700_000_000
+    for kind, issue, secret, ttl in (
+            ("access", lambda: tokens.issue_access_token(app.config, "U1", "S1", now=moment), TEST_SECRET, 15 * 60),
+            ("refresh", lambda: tokens.issue_refresh_token(app.config, "U1", "S1", "J1", now=moment),
+             TEST_REFRESH_SECRET, 7 * 24 * 3600)):
+        token = issue()
+        jti = jwt.decode(token, options={"verify_signature": False})["jti"]
+        claims = {"sub": "U1", "sid": "S1", "typ": kind, "jti": jti, "iat": moment, "exp": moment + ttl,
+                  "iss": "vachat"}
+        assert token == jwt.encode(claims, secret, algorithm="HS256"), kind
+
+
 @pytest.mark.gen_test
 @pytest.mark.vachat(config={"access_token_ttl": 120, "refresh_token_ttl": 3600})
 async def test_token_lifetimes_come_from_the_settings(fetch, make_user):

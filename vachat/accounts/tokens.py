@@ -77,10 +77,16 @@ def _secret(config: Any, kind: str) -> str:
 
 def _issue(config: Any, kind: str, user_id: str, session_id: str, jti: str, ttl: int,
            now: float | None = None) -> str:
+    """A signed ``kind`` token: our header, these claims, HMAC-SHA256 over both with the
+    kind's secret. Byte for byte what PyJWT's ``encode`` writes (a test compares them), at a
+    tenth of its cost: PyJWT spends ~75 us on generic work (key preparation, algorithm lookup),
+    twice per sign-in and refresh, on the IOLoop."""
     issued = int(now if now is not None else time.time())
     claims = {"sub": user_id, "sid": session_id, "typ": kind, "jti": jti, "iat": issued,
               "exp": issued + ttl, "iss": ISSUER}
-    return jwt.encode(claims, _secret(config, kind), algorithm=ALGORITHM)
+    payload = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode("utf-8")).rstrip(b"=")
+    signing_input = f"{_ISSUED_HEADER}.{payload.decode('ascii')}"
+    return f"{signing_input}.{_signature(_secret(config, kind), signing_input).decode('ascii')}"
 
 
 def issue_access_token(config: Any, user_id: str, session_id: str, *, now: float | None = None) -> str:
@@ -118,6 +124,12 @@ def _b64decode(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
+def _signature(secret: str, signing_input: str) -> bytes:
+    """The HS256 signature segment of ``signing_input`` (header.payload): base64url, unpadded."""
+    mac = hmac.digest(secret.encode("utf-8"), signing_input.encode("ascii"), "sha256")
+    return base64.urlsafe_b64encode(mac).rstrip(b"=")
+
+
 def _issued_claims(secret: str, token: str, now: float) -> dict[str, Any] | None:
     """The claims of ``token`` if it is exactly what ``_issue`` makes (our header, our claims
     and nothing else, integer times) and passes every check PyJWT would make; None for any
@@ -132,9 +144,7 @@ def _issued_claims(secret: str, token: str, now: float) -> dict[str, Any] | None
         return None
     payload_segment, _, signature = rest.partition(".")
     try:
-        signing_input = f"{header}.{payload_segment}".encode("ascii")
-        expected = base64.urlsafe_b64encode(hmac.digest(secret.encode("utf-8"), signing_input, "sha256"))
-        if not hmac.compare_digest(expected.rstrip(b"="), signature.encode("ascii")):
+        if not hmac.compare_digest(_signature(secret, f"{header}.{payload_segment}"), signature.encode("ascii")):
             return None
         claims = json.loads(_b64decode(payload_segment))
     except (ValueError, UnicodeError):  # binascii.Error and JSONDecodeError are ValueErrors
