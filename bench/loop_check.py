@@ -47,7 +47,7 @@ def report_cpu_held() -> None:
             held = time.thread_time() - started
             stack, running[:] = running[2], [None, 0.0, None]
             if held >= threshold:
-                print(f"Callback held the loop's CPU {held:.3f} seconds: {describe(handle)}"[:2000]
+                print(f"Callback held the loop's CPU {held:.6f} seconds: {describe(handle)}"[:2000]
                       + (f" | stack {threshold * 1000:.0f} ms in: {stack}" if stack else ""), file=sys.stderr, flush=True)
 
     loop_thread = threading.get_ident()
