@@ -83,7 +83,8 @@ BROKER_PONG_TIMEOUT_SECS = 5.0
 # start() waits this long for the first connection attempt to finish, enough for a connect
 # timeout and its retry; past it the server starts degraded rather than not at all.
 BROKER_START_WAIT_SECS = 2 * REDIS_CONNECT_TIMEOUT_SECS + 1.0
-# close() waits this long for the listener to unwind before giving up on it.
+# close() waits this long for SUBSCRIBE/UNSUBSCRIBE commands in flight, then as long for the
+# listener to unwind, before closing their PubSub under them.
 BROKER_CLOSE_TIMEOUT_SECS = 2.0
 
 
@@ -173,6 +174,11 @@ class RedisBroker(Broker):
         self._on_message: MessageCallback | None = None
         self._on_resumed: ResumedCallback | None = None
         self._pubsub: PubSub | None = None  # set only while connected and fully subscribed
+        # Every PubSub made and not yet closed: whoever ends one (the listener on its way out,
+        # or close() when the listener does not unwind in time) closes it, once, awaited.
+        self._open_pubsubs: set[PubSub] = set()
+        # The hub's SUBSCRIBE/UNSUBSCRIBE commands under way, each resolved when it ends.
+        self._commands: set[asyncio.Future[None]] = set()
         self._broken: str | None = None  # a failed subscribe asks the listener to rebuild
         self._last_error: str | None = None
         self._task: asyncio.Task[None] | None = None
@@ -232,10 +238,20 @@ class RedisBroker(Broker):
 
     async def close(self) -> None:
         self._closed = True
+        self._pubsub = None  # no command starts on it from now
+        # A command in flight when its PubSub is closed would take a new connection for it
+        # (redis-py connects a PubSub on demand), never to be given back: let it finish first.
+        if self._commands:
+            await asyncio.wait(set(self._commands), timeout=BROKER_CLOSE_TIMEOUT_SECS)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             await asyncio.wait({task}, timeout=BROKER_CLOSE_TIMEOUT_SECS)
+        # A listener that did not unwind in time still holds its PubSub: it is closed here,
+        # while the loop runs. Left to the listener, it could be closed after the loop is gone,
+        # where aclose() cannot schedule its teardown (never awaited) and the connection leaks.
+        for pubsub in list(self._open_pubsubs):
+            await self._discard(pubsub)
 
     def status(self) -> dict[str, Any]:
         connected = self._pubsub is not None and not self._broken
@@ -265,22 +281,32 @@ class RedisBroker(Broker):
     async def _command(self, pubsub: "PubSub", method: Callable[..., Any], room: str) -> None:
         """SUBSCRIBE or UNSUBSCRIBE on the live connection, concurrently with the listener's
         read: redis-py only writes here, the confirmation arrives through the listener."""
+        if self._closed:
+            return  # its PubSub is closed or closing: a command would reconnect it
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._commands.add(done)
         try:
             await method(self._channel(room))
         except REDIS_ERRORS as error:
+            if self._closed:
+                return  # the PubSub was closed under it: not a Redis failure
             self._guard.record_failure(error, "broker")
             # The connection is suspect; rebuilding it from self._rooms is the one way back to
             # a known subscription set, whatever state this half-sent command left behind.
             # (Unless the listener has already replaced it while we waited.)
             if self._pubsub is pubsub:
                 self._broken = _describe(error)
+        finally:
+            self._commands.discard(done)
+            done.set_result(None)
 
     async def _listen(self) -> None:
         delay = BROKER_RECONNECT_MIN_SECS
         lost_at: float | None = None
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._closed:  # a listener that outlived close() opens nothing more
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            self._open_pubsubs.add(pubsub)
             try:
                 await self._subscribe_all(pubsub)
                 self._pubsub, self._broken, self._last_error = pubsub, None, None
@@ -297,11 +323,13 @@ class RedisBroker(Broker):
             except asyncio.CancelledError:
                 raise
             except REDIS_ERRORS as error:
-                self._last_error = _describe(error)
-                self._guard.record_failure(error, "broker")
+                if not self._closed:  # close() took the connection away: not a Redis failure
+                    self._last_error = _describe(error)
+                    self._guard.record_failure(error, "broker")
             except Exception as error:  # a bug here must not end cross-node delivery for good
-                self._last_error = _describe(error)
-                log.exception("broker listener failed; reconnecting")
+                if not self._closed:
+                    self._last_error = _describe(error)
+                    log.exception("broker listener failed; reconnecting")
             finally:
                 self._pubsub = None
                 self._connected.clear()
@@ -377,8 +405,11 @@ class RedisBroker(Broker):
         except Exception:
             log.exception("broker callback failed for room %s", room)
 
-    @staticmethod
-    async def _discard(pubsub: "PubSub") -> None:
+    async def _discard(self, pubsub: "PubSub") -> None:
+        """Close ``pubsub`` if nobody has yet: the listener and close() may both try."""
+        if pubsub not in self._open_pubsubs:
+            return
+        self._open_pubsubs.discard(pubsub)
         try:
             await pubsub.aclose()
         except Exception:  # already broken; all we want is the socket gone

@@ -20,6 +20,9 @@ So an early answer goes out at once, and then takes one of two ways, chosen by `
   client has read the answer before the connection goes.
 
 This module never decides what the answer is; ``ApiHandler.finish`` asks it how to send one.
+One answer is made here all the same, because how it must be sent is part of it: a
+``Content-Length`` that cannot be read is a 400 whose body is never read (``checked_length``),
+from a REST route or a WebSocket upgrade alike.
 """
 
 from __future__ import annotations
@@ -32,8 +35,11 @@ from typing import Any, Iterator
 
 import tornado.ioloop
 
-__all__ = ["DRAIN", "CLOSE", "plan", "body_pending", "connection_kept", "drain_within_deadline",
-           "keep_socket_open", "linger_and_close"]
+from .errors import ValidationFailed
+from .request_info import declared_length
+
+__all__ = ["DRAIN", "CLOSE", "plan", "body_pending", "checked_length", "connection_kept",
+           "drain_within_deadline", "keep_socket_open", "linger_and_close"]
 
 DRAIN, CLOSE = "drain", "close"
 # A rest of body up to this size (bytes) is read and dropped so the connection survives: on a
@@ -58,6 +64,23 @@ def body_pending(request: Any) -> bool:
     whole body, possibly empty, has been read, for every handler that streams its body)."""
     future = getattr(request, "_body_future", None)
     return future is not None and not future.done()
+
+
+def checked_length(request: Any) -> int | None:
+    """The body length ``request`` declares (``None``: no ``Content-Length``), or
+    ``ValidationFailed`` when its ``Content-Length`` cannot be read.
+
+    Such a body is never read: its header is dropped first, so Tornado does not fail on it
+    after our answer (with a bare 400 and a log line of its own), and the connection closes
+    after the answer (``Connection: close``): whatever the client sends after its headers is
+    not a request to serve."""
+    try:
+        return declared_length(request.headers)
+    except ValueError as error:
+        del request.headers["Content-Length"]
+        request.connection._disconnect_on_finish = True  # Tornado's own flag for this
+        raise ValidationFailed("Malformed Content-Length header",
+                               details=[{"field": "Content-Length", "message": str(error)}]) from None
 
 
 def plan(request: Any, received: int) -> str:

@@ -31,7 +31,7 @@ from .errors import (
 )
 from .interfaces import App
 from .request_info import (
-    BODILESS_METHODS, client_ip, declared_length, declares_body, in_networks, is_loopback, limit_subject,
+    BODILESS_METHODS, client_ip, declares_body, in_networks, is_loopback, limit_subject,
 )
 from .schemas import keyword_message
 from .wire import json_dumpb, parse_json
@@ -232,10 +232,9 @@ class ApiHandler(HeadLikeGet, tornado.web.RequestHandler):
         self.application.request_started(self)
         limit = self._body_limit = self.body_limit()
         try:
-            declared = declared_length(self.request.headers)
-        except ValueError as error:
-            malformed: ValueError | None = error
-            self._forget_malformed_length()
+            declared = early_answers.checked_length(self.request)
+        except ValidationFailed as error:
+            malformed: ValidationFailed | None = error  # answered after the rate limit counts it
         else:
             malformed = None
             if self.request.method in BODILESS_METHODS and declares_body(self.request):
@@ -245,18 +244,9 @@ class ApiHandler(HeadLikeGet, tornado.web.RequestHandler):
         if self.rate_limited and self.request.method != "OPTIONS":
             await self._check_global_rate_limit()
         if malformed is not None:
-            raise ValidationFailed("Malformed Content-Length header",
-                                   details=[{"field": "Content-Length", "message": str(malformed)}])
+            raise malformed
         if self.body_accepted_in_prepare:
             self._accept_body()
-
-    def _forget_malformed_length(self) -> None:
-        """A body whose length cannot be read is never read: its header is dropped, so Tornado
-        does not fail on it after our answer (with a bare 400 and a log line of its own), and
-        the connection closes after the answer (``Connection: close``): whatever the client
-        sends after its headers is not a request to serve."""
-        del self.request.headers["Content-Length"]
-        self.request.connection._disconnect_on_finish = True  # Tornado's own flag for this
 
     def _accept_body(self) -> None:
         """Let this request's body in: from here its own count (``data_received``) holds it to

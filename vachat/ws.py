@@ -59,6 +59,7 @@ import tornado.websocket
 from tornado.httputil import HTTPHeaders
 from tornado.ioloop import IOLoop
 
+from . import early_answers
 from .config import Rate
 from .errors import (
     ApiError, Forbidden, InternalError, PayloadTooLarge, RateLimited, TokenExpired, Unauthorized,
@@ -274,7 +275,8 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
 
     The upgrade is a GET without a body. Streaming mode lets that be enforced before any body
     is read: another method is a 405 and a declared body a 413, both answered at once (and the
-    connection then closed unread), so a stranger cannot make the server buffer anything.
+    connection then closed unread), so a stranger cannot make the server buffer anything. A
+    ``Content-Length`` that cannot be read is the 400 the REST routes answer it with.
     """
 
     SUPPORTED_METHODS = ("GET",)  # type: ignore[assignment]
@@ -330,6 +332,8 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         app = self.application
         self.client_ip = client_ip(self.request.remote_ip or "", self.request.headers,
                                    app.trusted_networks)
+        # A length that cannot be read is the REST routes' 400, not a body to refuse with 413.
+        early_answers.checked_length(self.request)
         if declares_body(self.request):
             raise PayloadTooLarge("A WebSocket upgrade takes no body")
         if self.request.headers.get("Upgrade", "").lower() != "websocket":

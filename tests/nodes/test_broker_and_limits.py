@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import os
 import uuid
+import warnings
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
+from redis.asyncio.client import PubSub
 
+import vachat.broker
 from vachat.broker import CONTROL_ROOM, LocalBroker, RedisBroker, make_broker
 from vachat.config import Rate
 from vachat.ratelimit import (
@@ -503,6 +507,90 @@ async def test_broker_survives_redis_outage_and_recovers(
 
         redis_logs = [r.levelname for r in caplog.records if r.name == "vachat.redis"]
         assert redis_logs == ["WARNING", "INFO"]  # once down, once back: not per call
+
+
+class SlowToUnwind(PubSub):
+    """A PubSub whose read, once cancelled, takes ``unwind`` seconds to give up: a listener
+    that does not unwind within the time ``close()`` waits for it."""
+
+    unwind = 0.5
+
+    async def get_message(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_message(*args, **kwargs)
+        except asyncio.CancelledError:
+            await asyncio.sleep(self.unwind)
+            raise
+
+
+@needs_redis
+def test_close_closes_the_pub_sub_of_a_listener_that_does_not_unwind_in_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A loop of its own, so that it can end right after close(), as a test's loop does at
+    # teardown: the listener is then finalized with no loop to close its PubSub on.
+    monkeypatch.setattr(vachat.broker, "BROKER_CLOSE_TIMEOUT_SECS", SlowToUnwind.unwind / 5)
+
+    async def close_while_the_listener_reads() -> PubSub:
+        client = make_redis(REDIS_URL, client_name=f"vachat-test-{uuid.uuid4().hex[:12]}")
+        client.pubsub = lambda **kwargs: SlowToUnwind(client.connection_pool, **kwargs)  # type: ignore[method-assign]
+        broker = RedisBroker(client, RedisGuard())
+        try:
+            await broker.start(Inbox())
+            assert await broker.wait_connected(5)
+            pubsub = broker._pubsub
+            assert isinstance(pubsub, SlowToUnwind) and pubsub.connection is not None
+            await broker.close()
+            return pubsub
+        finally:
+            await client.aclose()
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # as Tornado's IOLoop does for the test's loop
+    try:
+        pubsub = loop.run_until_complete(close_while_the_listener_reads())
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()  # finalizes the listener, still unwinding when its loop ended
+    assert pubsub.connection is None, "close() returned with the listener's PubSub still open"
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+
+
+class SlowToSubscribe(PubSub):
+    """A PubSub whose SUBSCRIBE, once it has subscribed anything, takes ``delay`` seconds to
+    go out (a slow socket): the hub's subscribe of a room stays in flight that long."""
+
+    delay = 0.3
+
+    async def subscribe(self, *args: Any, **kwargs: Any) -> Any:
+        if self.subscribed:
+            await asyncio.sleep(self.delay)
+        return await super().subscribe(*args, **kwargs)
+
+
+@needs_redis
+@pytest.mark.gen_test(timeout=15)
+async def test_close_lets_a_subscribe_in_flight_finish_before_it_closes_the_pub_sub() -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        name = f"vachat-test-{uuid.uuid4().hex[:12]}"
+        client = await open_client(stack, client_name=name)
+        client.pubsub = lambda **kwargs: SlowToSubscribe(client.connection_pool, **kwargs)  # type: ignore[method-assign]
+        admin = await open_client(stack)
+        broker = RedisBroker(client, RedisGuard())
+        await broker.start(Inbox())
+        assert await broker.wait_connected(5)
+        pubsub = broker._pubsub
+        assert isinstance(pubsub, SlowToSubscribe)
+
+        subscribing = asyncio.ensure_future(broker.subscribe(unique("room")))
+        await asyncio.sleep(0)  # the SUBSCRIBE is under way
+        await broker.close()
+        await subscribing
+        # Closed under the command, the PubSub would have taken a new connection for it.
+        assert pubsub.connection is None
+        assert [c for c in await admin.client_list(_type="pubsub") if c.get("name") == name] == []
 
 
 async def _publish_until_received(sender: RedisBroker, inbox: Inbox, room: str,
