@@ -14,8 +14,8 @@ each attempt in a task of its own.
 - **A webhook failing** (no success) for ``WEBHOOKS_DISABLE_AFTER`` seconds is disabled, its
   pending deliveries fail, and its owner is told by e-mail.
 - **Safety.** Every connection a delivery opens goes only to addresses checked as it opens
-  (``targets.CheckedConnections``), redirects are not followed, and at most ``RESPONSE_BODY_LIMIT`` bytes of an answer are read
-  and kept.
+  (``targets.CheckedConnections``), redirects are not followed, and at most
+  ``RESPONSE_BODY_LIMIT`` bytes of an answer are read and kept.
 
 This module must never block the IOLoop (the database and DNS run on threads) nor let one
 attempt's failure stop the loop.
@@ -164,8 +164,9 @@ class Dispatcher:
     def _checked_transport(self) -> httpx.AsyncHTTPTransport:
         """httpx's transport with its connection pool rebuilt on ``CheckedConnections``: httpx
         takes no network backend, and httpcore's pool is where one goes. ``_pool`` is where
-        httpx 0.27 and 0.28 (the range setup.cfg allows) keep it; should that change, the
-        rebinding test in tests/test_webhooks.py fails. The limits are httpx's defaults."""
+        httpx 0.27 and 0.28 (the range setup.cfg allows) keep it; should that change,
+        ``test_a_delivery_connects_to_the_very_address_it_checked`` fails. The limits are
+        httpx's defaults."""
         transport = httpx.AsyncHTTPTransport(trust_env=False)
         transport._pool = httpcore.AsyncConnectionPool(
             ssl_context=httpx.create_ssl_context(trust_env=False), max_connections=100,
