@@ -29,6 +29,7 @@ exception escape into another plugin's hook call.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import importlib.metadata
 import inspect
@@ -51,6 +52,19 @@ log = logging.getLogger("vachat.plugins")
 ENTRY_POINT_GROUP = "vachat.plugins"
 # The core's own hook implementations: (name, module path). Loaded before any plugin.
 CORE_PLUGINS: tuple[tuple[str, str], ...] = (("accounts", "vachat.accounts.plugin"),)
+
+
+@functools.lru_cache(maxsize=1)
+def installed_entry_points() -> tuple[tuple[importlib.metadata.EntryPoint, str, str], ...]:
+    """Every ``vachat.plugins`` entry point installed, with its distribution's version and name.
+
+    Read once per process: finding them parses every installed distribution's metadata (tens
+    of milliseconds), and a plugin installed under a running process could not be imported
+    into it cleanly anyway; it loads at the next start. (The test suite builds an application
+    per test, each loading the plugins.)"""
+    return tuple((entry_point, entry_point.dist.version if entry_point.dist else "0",
+                  entry_point.dist.name if entry_point.dist else "unknown")
+                 for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 # pluggy options vachat does not honour (see the module docstring): refused at load.
 REFUSED_IMPL_OPTIONS = ("wrapper", "hookwrapper")
 
@@ -160,9 +174,7 @@ class PluginManager:
         for name, module_path in CORE_PLUGINS:
             self._import(LoadedPlugin(name, __version__, "core"), module_path)
         installed: dict[str, tuple[LoadedPlugin, Any]] = {}
-        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            distribution = entry_point.dist.name if entry_point.dist else "unknown"
-            version = entry_point.dist.version if entry_point.dist else "0"
+        for entry_point, version, distribution in installed_entry_points():
             installed.setdefault(entry_point.name, (LoadedPlugin(entry_point.name, version, distribution), entry_point))
         extras = [(LoadedPlugin(name, str(getattr(module, "__version__", "0")), "test"), module)
                   for name, module in extra]

@@ -69,6 +69,20 @@ def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterat
 # Draft 2020-12 with ECMA-262 semantics for ``pattern``.
 _Validator = validators.extend(Draft202012Validator, {"pattern": _pattern})
 
+# The schemas found valid in this process, each as its canonical JSON text. Checking one against
+# the meta-schema takes ~4 ms, ~0.4 s for the core's and the built-in plugins' together, on
+# every application built; whether a schema is valid depends on its text alone, so each is
+# checked once per process (the test suite builds an application per test).
+_valid_schema_texts: set[str] = set()
+
+
+def _check_against_meta_schema(schema: dict[str, Any]) -> None:
+    """``jsonschema.SchemaError`` unless ``schema`` is a valid Draft 2020-12 schema."""
+    text = json.dumps(schema, sort_keys=True)
+    if text not in _valid_schema_texts:
+        Draft202012Validator.check_schema(schema)
+        _valid_schema_texts.add(text)
+
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 
@@ -114,7 +128,7 @@ class SchemaRegistry:
         if schema.get("$schema") == DRAFT_2020_12:
             del schema["$schema"]
         try:
-            Draft202012Validator.check_schema(schema)
+            _check_against_meta_schema(schema)
         except jsonschema.SchemaError as error:
             raise SchemaError(f"{source}: invalid JSON Schema: {error.message}") from None
         if schema_id in self._schemas:

@@ -160,3 +160,20 @@ def test_a_schema_with_an_unresolvable_ref_is_left_to_jsonschema():
     registry = SchemaRegistry()
     registry.add("t/broken", {"type": "object", "properties": {"x": {"$ref": "missing.json"}}})
     assert registry._check("t/broken") is None
+
+
+def test_an_invalid_schema_is_refused_every_time_a_valid_one_is_checked_once():
+    """Each distinct schema is checked against the meta-schema once per process: the check's
+    result depends on its text alone. A schema that fails is refused wherever it is added."""
+    from vachat.schemas import SchemaError
+
+    invalid = {"type": "object", "properties": {"name": {"type": "strnig"}}}
+    for _ in range(2):
+        with pytest.raises(SchemaError, match="invalid JSON Schema"):
+            SchemaRegistry().add("test/invalid", dict(invalid))
+    valid = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 3}}}
+    for _ in range(2):
+        registry = SchemaRegistry()
+        registry.add("test/valid", dict(valid))
+        with pytest.raises(ValidationFailed):
+            registry.validate("test/valid", {"name": "four"})

@@ -3,6 +3,7 @@ asks for (``vachat_plugins``, ``@pytest.mark.vachat``), the databases and the st
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 from pathlib import Path
@@ -147,15 +148,17 @@ def requested_plugins(request: pytest.FixtureRequest, extra: Iterable[Any]) -> t
     return names, modules
 
 
+@functools.lru_cache(maxsize=None)
 def plugin_under_test(test_file: Path) -> str | None:
     """The installed plugin whose package folder holds ``test_file``, else the one whose
-    project folder (the package's parent) alone holds it."""
-    import importlib.metadata
+    project folder (the package's parent) alone holds it (found once per test file)."""
     import importlib.util
+
+    from ..plugin_manager import installed_entry_points
 
     test_file = test_file.resolve()
     parents: list[tuple[str, Path]] = []
-    for entry_point in importlib.metadata.entry_points(group="vachat.plugins"):
+    for entry_point, _, _ in installed_entry_points():
         try:
             spec = importlib.util.find_spec(entry_point.value.partition(":")[0])
         except (ImportError, ValueError):
