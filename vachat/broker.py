@@ -334,6 +334,8 @@ class RedisBroker(Broker):
                 self._pubsub = None
                 self._connected.clear()
                 await self._discard(pubsub)
+            if self._closed:
+                return  # no reconnect wait: the loop may be gone (a listener finalized after it)
             if lost_at is None:
                 lost_at = loop.time()
             self._attempted.set()

@@ -526,35 +526,43 @@ class SlowToUnwind(PubSub):
 @needs_redis
 def test_close_closes_the_pub_sub_of_a_listener_that_does_not_unwind_in_time(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    # A loop of its own, so that it can end right after close(), as a test's loop does at
-    # teardown: the listener is then finalized with no loop to close its PubSub on.
+    # A loop of its own, closed at the end as a test's loop is at teardown. close() gives up on
+    # the listener before it unwinds; the listener's PubSub must be closed all the same, while
+    # the loop runs (left to the listener, it could be closed only after the loop had ended:
+    # aclose() then cannot schedule its teardown, "never awaited", and the connection leaks).
+    # The listener is then let finish, so that nothing of this test is finalized later, inside
+    # another test.
     monkeypatch.setattr(vachat.broker, "BROKER_CLOSE_TIMEOUT_SECS", SlowToUnwind.unwind / 5)
 
-    async def close_while_the_listener_reads() -> PubSub:
+    async def close_while_the_listener_reads() -> tuple[PubSub, bool]:
         client = make_redis(REDIS_URL, client_name=f"vachat-test-{uuid.uuid4().hex[:12]}")
         client.pubsub = lambda **kwargs: SlowToUnwind(client.connection_pool, **kwargs)  # type: ignore[method-assign]
         broker = RedisBroker(client, RedisGuard())
         try:
             await broker.start(Inbox())
             assert await broker.wait_connected(5)
-            pubsub = broker._pubsub
-            assert isinstance(pubsub, SlowToUnwind) and pubsub.connection is not None
+            pubsub, listener = broker._pubsub, broker._task
+            assert isinstance(pubsub, SlowToUnwind) and pubsub.connection is not None and listener is not None
             await broker.close()
-            return pubsub
+            closed_by_close = pubsub.connection is None and not listener.done()
+            await asyncio.wait({listener}, timeout=10 * SlowToUnwind.unwind)
+            assert listener.done()
+            return pubsub, closed_by_close
         finally:
             await client.aclose()
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # as Tornado's IOLoop does for the test's loop
-    try:
-        pubsub = loop.run_until_complete(close_while_the_listener_reads())
-    finally:
-        loop.close()
-        asyncio.set_event_loop(None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        gc.collect()  # finalizes the listener, still unwinding when its loop ended
-    assert pubsub.connection is None, "close() returned with the listener's PubSub still open"
+        try:
+            pubsub, closed_by_close = loop.run_until_complete(close_while_the_listener_reads())
+        finally:
+            loop.close()
+            asyncio.set_event_loop(None)
+        gc.collect()
+    assert closed_by_close, "close() returned with the listener's PubSub still open"
+    assert pubsub.connection is None
     assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
 
 
