@@ -194,9 +194,13 @@ async def test_events_of_my_conversations_and_files_arrive_signed(app, fetch, ma
     with pytest.raises(Exception):
         Verifier(hook["secret"]).verify(first.body.replace(b"Plans", b"Plots"), first.headers)
 
-    deliveries = (await fetch(f"/api/webhooks/{hook['id']}/deliveries", user=ada)).json
-    assert deliveries["pagination"]["total"] == 6
-    assert {d["status"] for d in deliveries["data"]} == {"delivered"}
+    # A delivery is recorded once the dispatcher has read the receiver's answer: a moment
+    # after the receiver has the request.
+    async def all_recorded_delivered():
+        page = (await fetch(f"/api/webhooks/{hook['id']}/deliveries", user=ada)).json
+        done = page["pagination"]["total"] == 6 and {d["status"] for d in page["data"]} == {"delivered"}
+        return page if done else None
+    deliveries = await eventually(all_recorded_delivered, timeout=10, what="six deliveries recorded as delivered")
     app.schemas.validate("webhooks/delivery-list", deliveries["data"])
 
     await fetch(f"/api/chat/conversations/{conversation['id']}", method="DELETE", user=ada)
