@@ -57,6 +57,9 @@ log = logging.getLogger("vachat.app")
 T = TypeVar("T")
 
 CORE_SCHEMAS = core_resource("schemas")
+# How long one step of closing (mail, broker, limiter, Redis, database) may take before the
+# shutdown goes on without it (s). Each has its own timeouts; this bounds the ones that have none.
+CLOSE_STEP_TIMEOUT = 10.0
 # How much lower the hashing threads' CPU priority is than the IOLoop's: at nice 10 a thread
 # weighs a tenth of a normal one, so the IOLoop's thread gets ~90 % of a core it shares with
 # one of them, and preempts it as soon as it wakes.
@@ -382,14 +385,24 @@ class VachatApplication(tornado.web.Application):
             ("redis", self.redis.aclose if self.redis is not None else None),
             ("database", lambda: loop.run_in_executor(None, self.db.close)),
         ]
-        # Each step on its own: one failing to close must not leave the database open.
+        # Each step on its own: one failing or hanging must not leave the database open, nor
+        # keep the process from exiting (a process manager would kill it mid-close instead).
         for name, step in steps:
             if step is None:
                 continue
-            try:
-                await step()
-            except Exception:
-                log.exception("closing the %s failed", name)
+            started = time.monotonic()
+            # asyncio.wait, not wait_for: a step's own TimeoutError is a failure, not a hang.
+            closing = asyncio.ensure_future(step())
+            done, _ = await asyncio.wait([closing], timeout=CLOSE_STEP_TIMEOUT)
+            if not done:
+                closing.cancel()
+                log.warning("closing the %s did not finish in time; going on", name,
+                            extra={"step": name, "timeoutSeconds": CLOSE_STEP_TIMEOUT})
+            elif closing.exception() is not None:
+                log.error("closing the %s failed", name, exc_info=closing.exception())
+            else:
+                log.debug("closed the %s", name, extra={"step": name,
+                                                       "durationMs": round((time.monotonic() - started) * 1000, 1)})
         self.work_threads.shutdown(wait=False)
         self.hash_threads.shutdown(wait=False)
 

@@ -10,12 +10,11 @@ prints it for the plugins this installation enables (a third party's hooks inclu
 
 from __future__ import annotations
 
-import importlib.metadata
 import inspect
 import re
 from typing import Any, Callable
 
-from .plugin_manager import ENTRY_POINT_GROUP, PluginManager
+from .plugin_manager import PluginManager, installed_entry_points
 
 __all__ = ["render", "builtin_plugins", "builtin_manager"]
 
@@ -42,8 +41,8 @@ notification). Hooks of a plugin exist only while that plugin is enabled: implem
 
 def builtin_plugins() -> list[str]:
     """The names of the plugins vachat itself ships (its own ``vachat.plugins`` entry points)."""
-    return sorted(entry_point.name for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-                  if entry_point.dist is not None and entry_point.dist.name == BUILTIN_DISTRIBUTION)
+    return sorted(entry_point.name for entry_point, _version, distribution in installed_entry_points()
+                  if distribution == BUILTIN_DISTRIBUTION)
 
 
 def builtin_manager() -> PluginManager:

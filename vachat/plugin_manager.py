@@ -65,6 +65,8 @@ def installed_entry_points() -> tuple[tuple[importlib.metadata.EntryPoint, str, 
     return tuple((entry_point, entry_point.dist.version if entry_point.dist else "0",
                   entry_point.dist.name if entry_point.dist else "unknown")
                  for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
 # pluggy options vachat does not honour (see the module docstring): refused at load.
 REFUSED_IMPL_OPTIONS = ("wrapper", "hookwrapper")
 

@@ -1,6 +1,7 @@
 """Operations endpoints: health (embedded and with PostgreSQL + Redis), readiness, metrics,
 the OpenAPI document built from the handlers' declarations, and the docs page."""
 
+import asyncio
 import os
 
 import pytest
@@ -160,3 +161,19 @@ async def test_a_failing_close_step_does_not_leave_the_database_open(app, monkey
     assert app.db.closed
     assert any("closing the broker failed" in record.getMessage() for record in caplog.records)
     await real_close()  # stop its listener task before the test's loop goes away
+
+
+@pytest.mark.gen_test
+async def test_a_hanging_close_step_is_given_up_on_and_the_database_still_closes(app, monkeypatch, caplog):
+    never = asyncio.Event()
+
+    async def hanging_close():
+        await never.wait()
+
+    real_close = app.broker.close
+    monkeypatch.setattr(app.broker, "close", hanging_close)
+    monkeypatch.setattr("vachat.app.CLOSE_STEP_TIMEOUT", 0.2)
+    await app.shutdown()
+    assert app.db.closed
+    assert any("closing the broker did not finish in time" in record.getMessage() for record in caplog.records)
+    await real_close()
