@@ -103,6 +103,8 @@ DropFilter = Callable[[str, Any], "bool | None"]
 # ``read_after(room, seq)``: the room's changes after ``seq`` as ``([(seq, type, data)], upto)``,
 # ``upto`` the seq the frames bring a reader up to (see ``sequence_rooms``).
 ReadAfter = Callable[[str, int], Awaitable[tuple[list[tuple[int, str, Any]], int]]]
+# ``callback(room, data)`` of ``Hub.watch``.
+Watcher = Callable[[str, Any], None]
 
 # RFC 6455 §5.2: FIN + opcode 1 (text). Server frames are never masked, never compressed.
 _FIN_TEXT = 0x81
@@ -287,6 +289,8 @@ class Hub:
         self._readers: list[tuple[str, ReadAfter]] = []  # (room prefix, read_after) of sequenced rooms
         self._orders: dict[str, _Order] = {}  # sequenced rooms with local members
         self._unsent: set[str] = set()  # sequenced rooms whose publications the broker dropped
+        self._watchers: dict[str, list[tuple[str, Watcher]]] = {}  # event type → (room prefix, callback)
+        self._watched_prefixes: tuple[str, ...] = ()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._control: dict[str, Callable[[dict[str, Any]], Any]] = {
             CONTROL_DISCONNECT: self._on_disconnect_control,
@@ -662,9 +666,27 @@ class Hub:
                 payload = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
             self._route(room, payload, None, None)
 
+    def watch(self, prefix: str, event_type: str, callback: Watcher) -> None:
+        """Call ``callback(room, data)`` for every ``event_type`` publication, from any node,
+        to a room named ``prefix…`` that has members on this node (see the interface)."""
+        self._watchers.setdefault(event_type, []).append((prefix, callback))
+        self._watched_prefixes = (*self._watched_prefixes, prefix)
+
+    def _tell_watchers(self, room: str, frame: tuple[str, Any]) -> None:
+        for prefix, callback in self._watchers.get(frame[0], ()):
+            if room.startswith(prefix):
+                try:
+                    callback(room, frame[1])
+                except Exception:
+                    log.exception("a hub watcher of %r failed", frame[0])
+
     def _route(self, room: str, payload: bytes, frame: tuple[str, Any] | None, exclude: Any) -> int:
         """Deliver one publication to the room's local members: a change of a sequenced room
         in its order, once (see the module docstring); anything else at once."""
+        if self._watched_prefixes and room.startswith(self._watched_prefixes) and room in self._rooms:
+            if frame is None:  # another node's: parsed once, here, whoever receives it
+                frame = _parsed(payload)
+            self._tell_watchers(room, frame)
         order = self._orders.get(room)
         if order is not None:
             if frame is None:  # another node's: parsed once, here, whoever receives it

@@ -113,6 +113,14 @@ class Hub(Protocol):
         what this node misses (a broker outage, a lost publication) it reads back with
         ``read_after(room, seq)``: ``([(seq, type, data)…], the seq they bring it up to)``."""
 
+    def watch(self, prefix: str, event_type: str, callback: Callable[[str, Any], None]) -> None:
+        """Call ``callback(room, data)`` on the IOLoop for every ``event_type`` publication, from
+        this node or another, to a room named ``prefix…`` that has members on this node, as it
+        arrives (before any holding or ordering; a change of a sequenced room may be told more
+        than once). For per-node state that follows other nodes' events, such as expiring a
+        typing indicator whose node went away. Register at start-up; the callback must be quick
+        and must not block."""
+
     def leave(self, conn: Any, room: str) -> None:
         """Take a socket out of a room."""
 

@@ -17,8 +17,8 @@ gap and no repeat. The order of operations is what guarantees it:
 
 ``send-message`` is ``POST /api/chat/message`` over the socket (same schema, same service):
 the ack comes after the commit and carries the stored message. Typing indicators expire:
-the node where ``typing-start`` arrived sends ``user-stopped-typing`` after
-``[plugins.chat] typing_timeout`` seconds unless a ``typing-stop`` or another start came.
+every node tells its own sockets ``user-stopped-typing`` after ``[plugins.chat]
+typing_timeout`` seconds unless a ``typing-stop`` or another start came (``Typing``).
 """
 
 from __future__ import annotations
@@ -41,13 +41,15 @@ def _chat(ctx: EventContext) -> ChatService:
 
 
 def listen(app: App) -> None:
-    """Make conversation rooms sequenced: a node reads back the changes it missed."""
+    """Make conversation rooms sequenced (a node reads back the changes it missed) and follow
+    their typing indicators (``Typing``)."""
     chat = app.service(SERVICE)
 
     async def read_after(room: str, seq: int) -> tuple[list[tuple[int, str, Any]], int]:
         return await chat.changes_after(room[len(ROOM_PREFIX):], seq)
 
     app.hub.sequence_rooms(ROOM_PREFIX, read_after)
+    Typing.of(app).watch()
 
 
 def _deltas_told(generation: dict[str, Any] | None) -> Any:
@@ -145,13 +147,17 @@ async def typing_stop(ctx: EventContext, data: dict[str, Any]) -> dict[str, Any]
 
 
 class Typing:
-    """Who is typing where, on this node, and the timers that end it."""
+    """Who is typing where, as this node's sockets were told, and the timers that end it.
+
+    Every node with members in a conversation follows its ``user-typing`` and
+    ``user-stopped-typing`` publications, from whichever node (``hub.watch``), and ends a
+    typing indicator for its own sockets once ``typing_timeout`` passes without another
+    start: a stop still arrives when the typist's node dies or the broker is down."""
 
     def __init__(self, app: App) -> None:
         self.app = app
         self.timeout = float(app.plugin_config("chat")["typing_timeout"])
-        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}  # (room, user id) → expiry
 
     @classmethod
     def of(cls, app: App) -> "Typing":
@@ -161,32 +167,39 @@ class Typing:
         typing: Typing = state.typing
         return typing
 
+    def watch(self) -> None:
+        self.app.hub.watch(ROOM_PREFIX, "user-typing", self._started)
+        self.app.hub.watch(ROOM_PREFIX, "user-stopped-typing", self._ended)
+
     async def start(self, conversation_id: str, actor: Actor, socket: Any) -> None:
-        key = (conversation_id, actor.id)
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()  # a cancelled timer never fires: only the latest start's can
-        self._timers[key] = asyncio.get_running_loop().call_later(self.timeout, self._expire, key)
         await self.app.hub.publish(conversation_room(conversation_id), "user-typing",
                                    {"conversationId": conversation_id, "userId": actor.id, "userName": actor.name},
                                    exclude=socket)
 
     async def stop(self, conversation_id: str, user_id: str) -> None:
-        timer = self._timers.pop((conversation_id, user_id), None)
-        if timer is None:
+        if (conversation_room(conversation_id), user_id) not in self._timers:
             return  # not typing: nothing to tell
-        timer.cancel()
-        await self._stopped(conversation_id, user_id)
-
-    def _expire(self, key: tuple[str, str]) -> None:
-        self._timers.pop(key, None)
-        task = asyncio.get_running_loop().create_task(self._stopped(*key))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _stopped(self, conversation_id: str, user_id: str) -> None:
         await self.app.hub.publish(conversation_room(conversation_id), "user-stopped-typing",
                                    {"conversationId": conversation_id, "userId": user_id})
+
+    def _started(self, room: str, data: Any) -> None:
+        key = (room, data["userId"])
+        self._cancel(key)  # a cancelled timer never fires: only the latest start's can
+        self._timers[key] = asyncio.get_running_loop().call_later(self.timeout, self._expire, key)
+
+    def _ended(self, room: str, data: Any) -> None:
+        self._cancel((room, data["userId"]))
+
+    def _cancel(self, key: tuple[str, str]) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _expire(self, key: tuple[str, str]) -> None:
+        room, user_id = key
+        self._timers.pop(key, None)
+        self.app.hub.publish_local(room, "user-stopped-typing",
+                                   {"conversationId": room[len(ROOM_PREFIX):], "userId": user_id})
 
     def close(self) -> None:
         for timer in self._timers.values():

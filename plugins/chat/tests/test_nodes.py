@@ -112,3 +112,22 @@ async def test_a_conversation_made_private_on_one_node_stops_reaching_readers_on
     # there, the secret would have been too.
     assert (await bob.receive("new-message", timeout=10))["data"]["content"] == "marker"
     assert [f for f in bob.frames if f["type"] == "new-message"] == []
+
+
+@needs_shared_services
+@pytest.mark.gen_test(timeout=120)
+async def test_typing_on_a_node_that_dies_still_ends_on_the_other(server_process):
+    env = {"VACHAT_PLUGIN_MODULES": "testauth=vachat.testing_auth", "VACHAT_PLUGINS": "chat,testauth",
+           "CHAT_TYPING_TIMEOUT": "0.5"}
+    dying, surviving = server_process(env), server_process(env)
+    await asyncio.gather(dying.wait_ready(), surviving.wait_ready())
+    created = await surviving.fetch("/api/chat/conversations", method="POST", json={"title": "t"}, headers=ALICE)
+    cid = created.data["id"]
+    typist, watcher = await socket_on(dying), await socket_on(surviving)
+    await joined(typist, cid)
+    await joined(watcher, cid)
+
+    assert (await typist.request("typing-start", {"conversationId": cid}))["type"] == "ack"
+    assert (await watcher.receive("user-typing", timeout=10))["data"]["userId"] == "alice"
+    dying.kill()  # SIGKILL: its own timer never fires, nothing it held is published
+    assert (await watcher.receive("user-stopped-typing", timeout=10))["data"] == {"conversationId": cid, "userId": "alice"}
