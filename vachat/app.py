@@ -57,9 +57,10 @@ log = logging.getLogger("vachat.app")
 T = TypeVar("T")
 
 CORE_SCHEMAS = core_resource("schemas")
-# How long one step of closing (mail, broker, limiter, Redis, database) may take before the
-# shutdown goes on without it (s). Each has its own timeouts; this bounds the ones that have none.
-CLOSE_STEP_TIMEOUT = 10.0
+# How long one step of closing (plugins, mail, broker, limiter, Redis, database) may take before
+# the shutdown goes on without it (s), logging where it waits. Each has its own timeouts; this
+# bounds the ones that have none; it is above the AI plugin's wait for replies being stored (10 s).
+CLOSE_STEP_TIMEOUT = 15.0
 # How much lower the hashing threads' CPU priority is than the IOLoop's: at nice 10 a thread
 # weighs a tenth of a normal one, so the IOLoop's thread gets ~90 % of a core it shares with
 # one of them, and preempts it as soon as it wakes.
@@ -363,7 +364,8 @@ class VachatApplication(tornado.web.Application):
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Drain and close: sockets get 1001, in-flight requests finish (capped), then the
-        plugins, broker, Redis and database close, in that order."""
+        plugins, mail, broker, limiter, Redis and database close, in that order, each step
+        given up on (and logged with where it waits) after ``CLOSE_STEP_TIMEOUT``."""
         if self.shutting_down:
             return
         self.shutting_down = True
@@ -376,9 +378,9 @@ class VachatApplication(tornado.web.Application):
             except asyncio.TimeoutError:
                 log.warning("in-flight requests still running after the grace period",
                             extra={"requests": len(self._inflight)})
-        await self.hooks.vachat_shutdown.notify()
         loop = asyncio.get_running_loop()
         steps: list[tuple[str, Callable[[], Any]]] = [
+            ("plugins", self.hooks.vachat_shutdown.notify),  # they still use what closes below
             ("mail", self.mailer.drain),  # e-mails already promised (reset links) go out first
             ("broker", self.broker.close),
             ("rate limiter", self.limiter.close),
@@ -395,9 +397,10 @@ class VachatApplication(tornado.web.Application):
             closing = asyncio.ensure_future(step())
             done, _ = await asyncio.wait([closing], timeout=CLOSE_STEP_TIMEOUT)
             if not done:
-                closing.cancel()
                 log.warning("closing the %s did not finish in time; going on", name,
-                            extra={"step": name, "timeoutSeconds": CLOSE_STEP_TIMEOUT})
+                            extra={"step": name, "timeoutSeconds": CLOSE_STEP_TIMEOUT,
+                                   "awaiting": awaiting_chain(closing)})
+                closing.cancel()
             elif closing.exception() is not None:
                 log.error("closing the %s failed", name, exc_info=closing.exception())
             else:
@@ -405,6 +408,19 @@ class VachatApplication(tornado.web.Application):
                                                        "durationMs": round((time.monotonic() - started) * 1000, 1)})
         self.work_threads.shutdown(wait=False)
         self.hash_threads.shutdown(wait=False)
+
+
+def awaiting_chain(task: "asyncio.Future[Any]") -> list[str]:
+    """Where a pending task waits: each coroutine it awaits, outermost first, as ``file:line
+    function`` (``Task.get_stack`` gives only the outermost frame of a suspended one)."""
+    chain = []
+    awaited = task.get_coro() if isinstance(task, asyncio.Task) else None
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return chain
 
 
 def _modules_named(entries: Iterable[str]) -> list[tuple[str, Any]]:

@@ -7,6 +7,7 @@ requests finish (capped by SHUTDOWN_GRACE), close plugins, broker, Redis and the
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import gc
 import ipaddress
 import logging
@@ -200,6 +201,8 @@ async def run_until_signalled(app: VachatApplication, sockets: list[socket.socke
 
 
 def serve(config: Settings) -> None:
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: what a stuck node is doing.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     sockets = bound_sockets(config)
     warn_about_production_settings(config)
     app = VachatApplication(config)

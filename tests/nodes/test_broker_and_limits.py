@@ -510,8 +510,9 @@ async def test_broker_survives_redis_outage_and_recovers(
 
 
 class SlowToUnwind(PubSub):
-    """A PubSub whose read, once cancelled, takes ``unwind`` seconds to give up: a listener
-    that does not unwind within the time ``close()`` waits for it."""
+    """A PubSub whose read, once cancelled, takes ``unwind`` seconds to give up, whatever
+    more cancellations come: a listener that does not unwind within the time ``close()``
+    waits for it."""
 
     unwind = 0.5
 
@@ -519,8 +520,45 @@ class SlowToUnwind(PubSub):
         try:
             return await super().get_message(*args, **kwargs)
         except asyncio.CancelledError:
-            await asyncio.sleep(self.unwind)
+            loop = asyncio.get_running_loop()
+            end = loop.time() + self.unwind
+            while loop.time() < end:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(end - loop.time())
             raise
+
+
+class SwallowsOneCancel(PubSub):
+    """A PubSub whose read answers "no message" to the first cancellation, as redis-py's does
+    when the cancellation lands as its read timeout expires."""
+
+    swallowed = False
+
+    async def get_message(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_message(*args, **kwargs)
+        except asyncio.CancelledError:
+            if self.swallowed:
+                raise
+            self.swallowed = True
+            return None
+
+
+@needs_redis
+@pytest.mark.gen_test
+async def test_close_cancels_again_a_listener_that_swallowed_the_cancellation() -> None:
+    client = make_redis(REDIS_URL, client_name=f"vachat-test-{uuid.uuid4().hex[:12]}")
+    client.pubsub = lambda **kwargs: SwallowsOneCancel(client.connection_pool, **kwargs)  # type: ignore[method-assign]
+    broker = RedisBroker(client, RedisGuard())
+    try:
+        await broker.start(Inbox())
+        assert await broker.wait_connected(5)
+        pubsub, listener = broker._pubsub, broker._task
+        assert isinstance(pubsub, SwallowsOneCancel) and listener is not None
+        await broker.close()
+        assert pubsub.swallowed and listener.done()
+    finally:
+        await client.aclose()
 
 
 @needs_redis

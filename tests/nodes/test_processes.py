@@ -3,6 +3,7 @@ PostgreSQL and Redis delivering each other's room broadcasts."""
 
 import asyncio
 import os
+import signal
 
 import pytest
 
@@ -38,6 +39,19 @@ async def test_a_fresh_server_serves_health(server_process):
     assert response.code == 200 and report["status"] == "healthy"
     expected = "ok" if os.environ.get("VACHAT_TEST_REDIS_URL") else "disabled"
     assert report["checks"]["redis"]["status"] == expected
+    server.terminate()
+    assert await server.wait_exit() == 0
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_sigusr1_prints_every_threads_stack_and_the_node_carries_on(server_process):
+    server = server_process()
+    await server.wait_ready()
+    server.process.send_signal(signal.SIGUSR1)
+    # The IOLoop's thread, waiting in serve(), among the others (database, hashing).
+    await eventually(lambda: "vachat/server.py\", line" in server.log_path.read_text(), 10, "the stacks in the log")
+    assert server.log_path.read_text().count("Thread 0x") >= 2
+    assert (await server.fetch("/health/ready")).code == 200
     server.terminate()
     assert await server.wait_exit() == 0
 

@@ -175,5 +175,6 @@ async def test_a_hanging_close_step_is_given_up_on_and_the_database_still_closes
     monkeypatch.setattr("vachat.app.CLOSE_STEP_TIMEOUT", 0.2)
     await app.shutdown()
     assert app.db.closed
-    assert any("closing the broker did not finish in time" in record.getMessage() for record in caplog.records)
+    [warning] = [record for record in caplog.records if "closing the broker did not finish in time" in record.getMessage()]
+    assert "hanging_close" in warning.awaiting[0] and "wait" in warning.awaiting[-1]  # where it waited
     await real_close()

@@ -105,6 +105,8 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while self.process.poll() is None:
             if time.monotonic() > deadline:
+                self.process.send_signal(signal.SIGUSR1)  # its threads' stacks, into the log
+                await asyncio.sleep(0.5)
                 raise TimeoutError(f"server still running after {timeout}s:\n{self.output()}")
             await asyncio.sleep(0.05)
         return self.process.returncode
