@@ -46,6 +46,7 @@ from .ratelimit import make_rate_limiter
 from .redis_client import RedisGuard, make_redis
 from .resources import core_resource
 from .schemas import SchemaError, SchemaRegistry
+from .tasks import awaiting_chain
 from .threads import ThreadPool
 from .errors import Unauthorized
 from .actor import Actor
@@ -408,19 +409,6 @@ class VachatApplication(tornado.web.Application):
                                                        "durationMs": round((time.monotonic() - started) * 1000, 1)})
         self.work_threads.shutdown(wait=False)
         self.hash_threads.shutdown(wait=False)
-
-
-def awaiting_chain(task: "asyncio.Future[Any]") -> list[str]:
-    """Where a pending task waits: each coroutine it awaits, outermost first, as ``file:line
-    function`` (``Task.get_stack`` gives only the outermost frame of a suspended one)."""
-    chain = []
-    awaited = task.get_coro() if isinstance(task, asyncio.Task) else None
-    while awaited is not None:
-        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
-        if frame is not None:
-            chain.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
-        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
-    return chain
 
 
 def _modules_named(entries: Iterable[str]) -> list[tuple[str, Any]]:

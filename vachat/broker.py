@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import redis.exceptions
 
 from .redis_client import REDIS_CONNECT_TIMEOUT_SECS, REDIS_ERRORS, RedisGuard
+from .tasks import stop_task
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -86,8 +87,6 @@ BROKER_START_WAIT_SECS = 2 * REDIS_CONNECT_TIMEOUT_SECS + 1.0
 # close() waits this long for SUBSCRIBE/UNSUBSCRIBE commands in flight, then as long for the
 # listener to unwind, before closing their PubSub under them.
 BROKER_CLOSE_TIMEOUT_SECS = 2.0
-# How often close() cancels again a listener still running after a cancellation.
-CANCEL_AGAIN_SECS = 0.05
 
 
 def _describe(error: BaseException) -> str:
@@ -136,21 +135,6 @@ class Broker(abc.ABC):
     async def wait_connected(self, timeout: float) -> bool:
         """Wait until cross-node delivery works; False if it does not within ``timeout``."""
         return True
-
-
-async def _cancel_until_done(task: "asyncio.Task[Any]", timeout: float) -> None:
-    """Cancel ``task`` and wait up to ``timeout`` for it to end, cancelling it again while it
-    runs on: redis-py can swallow a cancellation that lands as one of its own read timeouts
-    expires (the read then reports "no message", or the connection reconnects), and a
-    listener left running past the loop's end is finalized later, half-way through a command."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not task.done():
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            return
-        task.cancel()
-        await asyncio.wait({task}, timeout=min(remaining, CANCEL_AGAIN_SECS))
 
 
 class LocalBroker(Broker):
@@ -262,7 +246,7 @@ class RedisBroker(Broker):
             await asyncio.wait(set(self._commands), timeout=BROKER_CLOSE_TIMEOUT_SECS)
         task, self._task = self._task, None
         if task is not None:
-            await _cancel_until_done(task, BROKER_CLOSE_TIMEOUT_SECS)
+            await stop_task(task, BROKER_CLOSE_TIMEOUT_SECS)
         # A listener that did not unwind in time still holds its PubSub: it is closed here,
         # while the loop runs. Left to the listener, it could be closed after the loop is gone,
         # where aclose() cannot schedule its teardown (never awaited) and the connection leaks.

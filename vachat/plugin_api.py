@@ -19,7 +19,9 @@ What a plugin is handed:
   ``requires`` and ``Permission`` (with default grants) for permissions, ``BaseModel`` for models, ``parse_size`` for a size setting
   written as the core's are (``10MiB`` or a number of bytes), ``check_json_size`` for a
   client's free-form JSON object (``JSON_BLOB_MAX_BYTES``, 16 KiB encoded, as preferences),
-  ``lock_rows`` for a read-then-write that concurrent requests must not interleave (a quota).
+  ``lock_rows`` for a read-then-write that concurrent requests must not interleave (a quota),
+  ``stop_task`` to stop a background task at shutdown (cancelled again until it ends, bounded:
+  a task can swallow one cancellation, and ``task.cancel(); await task`` then never returns).
 - ``UserExport``: what the ``vachat_user_exporting`` hook is handed, to add a plugin's part
   of a user's data export (``add_json``, ``add_stream``).
 - Types for what plugins share: ``ServiceKey`` (a published service's name, typed with the
@@ -49,6 +51,7 @@ from .ids import new_id
 from .interfaces import (Accounts, App, Database, HookRegistrar, Hooks, Hub, Limiter, Mailer, MaybeAwaitable, Route,
                          ServiceKey)
 from .rbac import Permission, requires
+from .tasks import stop_task
 from .actor import Actor
 from .web import ApiHandler, AssetHandler, StreamingBodyHandler, endpoint
 from .wire import JSON_BLOB_MAX_BYTES, check_json_size, json_dumps
@@ -68,7 +71,7 @@ __all__ = [
     # declaring
     "hookimpl", "hookspec", "ApiHandler", "StreamingBodyHandler", "AssetHandler", "endpoint", "ws_event", "server_event", "requires", "Permission", "EventContext", "Reply",
     "BaseModel", "JSONField", "database", "lock_rows", "now", "new_id", "Rate", "parse_size", "json_dumps",
-    "check_json_size", "JSON_BLOB_MAX_BYTES",
+    "check_json_size", "JSON_BLOB_MAX_BYTES", "stop_task",
     # what a plugin is handed
     "App", "Actor", "Accounts", "Database", "Hooks", "Hub", "Limiter", "Mailer", "UserExport", "ServiceKey", "HookRegistrar",
     "Route", "MaybeAwaitable",

@@ -13,12 +13,11 @@ falls back), and never leave its background task running after shutdown.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from typing import Any
 
-from vachat.plugin_api import App
+from vachat.plugin_api import App, stop_task
 
 __all__ = ["SocketCounter", "socket_counter", "KEY_PREFIX"]
 
@@ -76,10 +75,7 @@ class SocketCounter:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
         async def remove(redis: Any) -> None:
             await redis.delete(self.node_key)

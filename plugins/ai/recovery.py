@@ -28,7 +28,7 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
-from vachat.plugin_api import NotFound, ValidationFailed
+from vachat.plugin_api import NotFound, ValidationFailed, stop_task
 
 from .generation import ReplyOwner
 
@@ -93,9 +93,7 @@ class Sweeper:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await stop_task(task)
 
     async def _run(self) -> None:
         while True:

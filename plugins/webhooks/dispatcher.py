@@ -35,7 +35,7 @@ import httpcore
 import httpx
 import peewee
 
-from vachat.plugin_api import App, database, now
+from vachat.plugin_api import App, database, now, stop_task
 
 from .models import DELIVERED, FAILED, PENDING, TEST_EVENT, Delivery, Webhook
 from .settings import settings_of
@@ -183,12 +183,9 @@ class Dispatcher:
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            await asyncio.gather(self._loop_task, return_exceptions=True)
-        for task in list(self._attempts):
-            task.cancel()  # the lease runs out and another node (or the next start) retries it
-        await asyncio.gather(*self._attempts, return_exceptions=True)
+        await stop_task(self._loop_task)
+        # An attempt stopped here is retried when its lease runs out, by another node or the next start.
+        await asyncio.gather(*(stop_task(task) for task in list(self._attempts)))
         if self._client is not None:
             await self._client.aclose()
 
