@@ -9,12 +9,16 @@ import datetime
 import functools
 import json
 import os
+import platform
+import re
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from tests.plugins import sample
+from vachat.app import HASH_THREADS_SLICE_NS
 from vachat.errors import ValidationFailed
 from vachat.threads import ThreadPool
 from vachat.web import QUERY_MEMO_MAX_LENGTH, QueryMemo
@@ -220,6 +224,31 @@ async def test_a_pool_with_niceness_runs_its_calls_at_a_lower_priority_than_the_
         assert own_niceness() == ioloop_niceness  # the IOLoop's thread keeps its priority
     finally:
         pool.shutdown()
+
+
+def _own_sched() -> tuple[int | None, int]:
+    """This thread's time slice (ns; None where the kernel does not show it) and nice value."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/thread-self/sched").read_text().splitlines()
+                      if ":" in line)
+    except OSError:
+        fields = {}
+    slice_ns = next((int(value) for key, value in fields.items() if key.strip() == "se.slice"), None)
+    return slice_ns, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def _custom_slices_supported() -> bool:
+    """Linux 6.12 and later, with its scheduler's per-thread figures shown in /proc."""
+    release = tuple(int(part) for part in re.findall(r"\d+", platform.release())[:2])
+    return sys.platform == "linux" and release >= (6, 12) and _own_sched()[0] is not None
+
+
+@pytest.mark.gen_test
+@pytest.mark.skipif(not _custom_slices_supported(), reason="custom time slices: Linux 6.12+, shown in /proc")
+async def test_the_hashing_threads_run_in_a_short_slice_at_a_lower_priority(app):
+    ioloop_slice, ioloop_niceness = _own_sched()
+    assert await app.hash_threads.run(_own_sched) == (HASH_THREADS_SLICE_NS, min(19, ioloop_niceness + 10))
+    assert _own_sched() == (ioloop_slice, ioloop_niceness)  # the IOLoop's thread keeps its own
 
 
 @pytest.mark.gen_test
