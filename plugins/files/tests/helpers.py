@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import secrets
 import zipfile
 from pathlib import Path
@@ -174,6 +175,15 @@ def incoming(root: Path) -> list[Path]:
 
 
 
+def _whole_response(received: bytearray) -> bool:
+    """Whether ``received`` holds a response's head and all the body its Content-Length says."""
+    head_end = received.find(b"\r\n\r\n")
+    if head_end < 0:
+        return False
+    length = re.search(rb"\r\ncontent-length:\s*(\d+)", received[:head_end], re.IGNORECASE)
+    return length is not None and len(received) - head_end - 4 >= int(length.group(1))
+
+
 async def raw_request(port: int, head: str, body_chunks: Any = (), *, close_after_body: bool = False,
                       read_timeout: float = 30.0) -> tuple[int | None, dict[str, Any] | None]:
     """Send a request over a plain socket: the head, then each body chunk, while reading the
@@ -186,6 +196,8 @@ async def raw_request(port: int, head: str, body_chunks: Any = (), *, close_afte
         try:
             while chunk := await reader.read(65536):
                 received.extend(chunk)
+                if _whole_response(received):
+                    return  # the connection may stay open (keep-alive): the answer is here
         except (ConnectionError, OSError):
             pass
 
