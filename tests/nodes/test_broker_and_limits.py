@@ -159,9 +159,11 @@ async def open_client(stack: contextlib.AsyncExitStack, url: str = REDIS_URL,
 
 
 async def open_broker(stack: contextlib.AsyncExitStack, url: str = REDIS_URL,
-                      guard: RedisGuard | None = None,
-                      client_name: str = "vachat-test") -> tuple[RedisBroker, Inbox]:
+                      guard: RedisGuard | None = None, client_name: str = "vachat-test",
+                      pubsub_class: type[PubSub] | None = None) -> tuple[RedisBroker, Inbox]:
     client = await open_client(stack, url, client_name=client_name)
+    if pubsub_class is not None:  # a PubSub that misbehaves as the test needs
+        client.pubsub = lambda **kwargs: pubsub_class(client.connection_pool, **kwargs)  # type: ignore[method-assign]
     broker = RedisBroker(client, guard or RedisGuard())
     inbox = Inbox()
     await broker.start(inbox)
@@ -547,18 +549,13 @@ class SwallowsOneCancel(PubSub):
 @needs_redis
 @pytest.mark.gen_test
 async def test_close_cancels_again_a_listener_that_swallowed_the_cancellation() -> None:
-    client = make_redis(REDIS_URL, client_name=f"vachat-test-{uuid.uuid4().hex[:12]}")
-    client.pubsub = lambda **kwargs: SwallowsOneCancel(client.connection_pool, **kwargs)  # type: ignore[method-assign]
-    broker = RedisBroker(client, RedisGuard())
-    try:
-        await broker.start(Inbox())
+    async with contextlib.AsyncExitStack() as stack:
+        broker, _ = await open_broker(stack, pubsub_class=SwallowsOneCancel)
         assert await broker.wait_connected(5)
         pubsub, listener = broker._pubsub, broker._task
         assert isinstance(pubsub, SwallowsOneCancel) and listener is not None
         await broker.close()
         assert pubsub.swallowed and listener.done()
-    finally:
-        await client.aclose()
 
 
 @needs_redis
@@ -621,11 +618,8 @@ class SlowToSubscribe(PubSub):
 async def test_close_lets_a_subscribe_in_flight_finish_before_it_closes_the_pub_sub() -> None:
     async with contextlib.AsyncExitStack() as stack:
         name = f"vachat-test-{uuid.uuid4().hex[:12]}"
-        client = await open_client(stack, client_name=name)
-        client.pubsub = lambda **kwargs: SlowToSubscribe(client.connection_pool, **kwargs)  # type: ignore[method-assign]
+        broker, _ = await open_broker(stack, client_name=name, pubsub_class=SlowToSubscribe)
         admin = await open_client(stack)
-        broker = RedisBroker(client, RedisGuard())
-        await broker.start(Inbox())
         assert await broker.wait_connected(5)
         pubsub = broker._pubsub
         assert isinstance(pubsub, SlowToSubscribe)

@@ -28,13 +28,18 @@ async def joined(socket, conversation_id, since=None):
     return reply["data"]
 
 
+async def two_chat_nodes(server_process, **env):
+    """Two started nodes with the chat plugin and test authentication, ``env`` added."""
+    env = {"VACHAT_PLUGIN_MODULES": "testauth=vachat.testing_auth", "VACHAT_PLUGINS": "chat,testauth", **env}
+    first, second = server_process(env), server_process(env)
+    await asyncio.gather(first.wait_ready(), second.wait_ready())
+    return first, second
+
+
 @needs_shared_services
 @pytest.mark.gen_test(timeout=120)
 async def test_two_nodes_share_messages_typing_and_replay(server_process):
-    env = {"VACHAT_PLUGIN_MODULES": "testauth=vachat.testing_auth", "VACHAT_PLUGINS": "chat,testauth",
-           "CHAT_TYPING_TIMEOUT": "0.3"}
-    first, second = server_process(env), server_process(env)
-    await asyncio.gather(first.wait_ready(), second.wait_ready())
+    first, second = await two_chat_nodes(server_process, CHAT_TYPING_TIMEOUT="0.3")
     created = await first.fetch("/api/chat/conversations", method="POST", json={"title": "both"}, headers=ALICE)
     assert created.code == 201
     cid = created.data["id"]
@@ -86,9 +91,7 @@ async def test_two_nodes_share_messages_typing_and_replay(server_process):
 @needs_shared_services
 @pytest.mark.gen_test(timeout=120)
 async def test_a_conversation_made_private_on_one_node_stops_reaching_readers_on_the_other(server_process):
-    env = {"VACHAT_PLUGIN_MODULES": "testauth=vachat.testing_auth", "VACHAT_PLUGINS": "chat,testauth"}
-    first, second = server_process(env), server_process(env)
-    await asyncio.gather(first.wait_ready(), second.wait_ready())
+    first, second = await two_chat_nodes(server_process)
     conversations = []
     for title in ("soon private", "stays public"):
         created = await first.fetch("/api/chat/conversations", method="POST", json={"title": title, "isPublic": True},
@@ -117,10 +120,7 @@ async def test_a_conversation_made_private_on_one_node_stops_reaching_readers_on
 @needs_shared_services
 @pytest.mark.gen_test(timeout=120)
 async def test_typing_on_a_node_that_dies_still_ends_on_the_other(server_process):
-    env = {"VACHAT_PLUGIN_MODULES": "testauth=vachat.testing_auth", "VACHAT_PLUGINS": "chat,testauth",
-           "CHAT_TYPING_TIMEOUT": "0.5"}
-    dying, surviving = server_process(env), server_process(env)
-    await asyncio.gather(dying.wait_ready(), surviving.wait_ready())
+    dying, surviving = await two_chat_nodes(server_process, CHAT_TYPING_TIMEOUT="0.5")
     created = await surviving.fetch("/api/chat/conversations", method="POST", json={"title": "t"}, headers=ALICE)
     cid = created.data["id"]
     typist, watcher = await socket_on(dying), await socket_on(surviving)
