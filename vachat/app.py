@@ -408,6 +408,8 @@ class VachatApplication(tornado.web.Application):
                             extra={"step": name, "timeoutSeconds": CLOSE_STEP_TIMEOUT,
                                    "awaiting": awaiting_chain(closing)})
                 closing.cancel()
+            elif closing.cancelled():
+                log.warning("closing the %s was cancelled", name, extra={"step": name})
             elif closing.exception() is not None:
                 log.error("closing the %s failed", name, exc_info=closing.exception())
             else:
