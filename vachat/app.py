@@ -46,7 +46,7 @@ from .ratelimit import make_rate_limiter
 from .redis_client import RedisGuard, make_redis
 from .resources import core_resource
 from .schemas import SchemaError, SchemaRegistry
-from .tasks import awaiting_chain
+from .tasks import finish_within
 from .threads import ThreadPool
 from .errors import Unauthorized
 from .actor import Actor
@@ -58,9 +58,10 @@ log = logging.getLogger("vachat.app")
 T = TypeVar("T")
 
 CORE_SCHEMAS = core_resource("schemas")
-# How long one step of closing (plugins, mail, broker, limiter, Redis, database) may take before
-# the shutdown goes on without it (s), logging where it waits. Each has its own timeouts; this
-# bounds the ones that have none; it is above the AI plugin's wait for replies being stored (10 s).
+# How long one plugin's shutdown hook, or one step of closing (mail, broker, limiter, Redis,
+# database), may take before the shutdown goes on without it (s), logging where it waits. Each
+# has its own timeouts; this bounds the ones that have none. It is above the AI plugin's wait
+# for replies being stored (10 s).
 CLOSE_STEP_TIMEOUT = 15.0
 # How much lower the hashing threads' CPU priority is than the IOLoop's: at nice 10 a thread
 # weighs a tenth of a normal one, so the IOLoop's thread gets ~90 % of a core it shares with
@@ -371,8 +372,8 @@ class VachatApplication(tornado.web.Application):
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Drain and close: sockets get 1001, in-flight requests finish (capped), then the
-        plugins, mail, broker, limiter, Redis and database close, in that order, each step
-        given up on (and logged with where it waits) after ``CLOSE_STEP_TIMEOUT``."""
+        plugins (one by one), mail, broker, limiter, Redis and database close, in that order,
+        each given up on (and logged with where it waits) after ``CLOSE_STEP_TIMEOUT``."""
         if self.shutting_down:
             return
         self.shutting_down = True
@@ -385,9 +386,11 @@ class VachatApplication(tornado.web.Application):
             except asyncio.TimeoutError:
                 log.warning("in-flight requests still running after the grace period",
                             extra={"requests": len(self._inflight)})
+        # Each plugin bounded on its own: one that hangs must not keep the next from storing
+        # its state (the AI plugin, its replies). They still use what closes below.
+        await self.hooks.vachat_shutdown.notify_each_within(CLOSE_STEP_TIMEOUT)
         loop = asyncio.get_running_loop()
         steps: list[tuple[str, Callable[[], Any]]] = [
-            ("plugins", self.hooks.vachat_shutdown.notify),  # they still use what closes below
             ("mail", self.mailer.drain),  # e-mails already promised (reset links) go out first
             ("broker", self.broker.close),
             ("rate limiter", self.limiter.close),
@@ -399,22 +402,10 @@ class VachatApplication(tornado.web.Application):
         for name, step in steps:
             if step is None:
                 continue
-            started = time.monotonic()
-            # asyncio.wait, not wait_for: a step's own TimeoutError is a failure, not a hang.
-            closing = asyncio.ensure_future(step())
-            done, _ = await asyncio.wait([closing], timeout=CLOSE_STEP_TIMEOUT)
-            if not done:
-                log.warning("closing the %s did not finish in time; going on", name,
-                            extra={"step": name, "timeoutSeconds": CLOSE_STEP_TIMEOUT,
-                                   "awaiting": awaiting_chain(closing)})
-                closing.cancel()
-            elif closing.cancelled():
-                log.warning("closing the %s was cancelled", name, extra={"step": name})
-            elif closing.exception() is not None:
-                log.error("closing the %s failed", name, exc_info=closing.exception())
-            else:
-                log.debug("closed the %s", name, extra={"step": name,
-                                                       "durationMs": round((time.monotonic() - started) * 1000, 1)})
+            try:
+                await finish_within(step(), CLOSE_STEP_TIMEOUT, f"closing the {name}")
+            except Exception:
+                log.exception("closing the %s failed", name)
         self.work_threads.shutdown(wait=False)
         self.hash_threads.shutdown(wait=False)
 

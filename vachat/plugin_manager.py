@@ -43,6 +43,7 @@ import pluggy
 from . import __version__, hookspecs
 from .config import StartupRefused
 from .errors import ApiError
+from .tasks import finish_within
 
 __all__ = ["PluginManager", "LoadedPlugin", "PluginLoadError", "HookCaller", "BoundHook", "ENTRY_POINT_GROUP",
            "CORE_PLUGINS"]
@@ -392,16 +393,20 @@ class PluginManager:
                 results.append((plugin, result))
         return results
 
-    async def notify(self, hook_name: str, **kwargs: Any) -> None:
+    async def notify(self, hook_name: str, *, each_within: float | None = None, **kwargs: Any) -> None:
         """Call a notification hook on every plugin; failures are logged, never raised, but a
         ``StartupRefused`` (start-up must stop; a caller's wrong arguments are the caller's
-        ``TypeError``)."""
+        ``TypeError``). With ``each_within``, an implementation still running after that many
+        seconds is logged and cancelled, and the next one called."""
         self.check_arguments(hook_name, kwargs)
         for plugin, impl in self._implementations(hook_name):
             try:
                 result = self._invoke(impl, kwargs)
                 if inspect.isawaitable(result):
-                    await result
+                    if each_within is None:
+                        await result
+                    else:
+                        await finish_within(result, each_within, f"{plugin.name} | {hook_name}")
             except StartupRefused:
                 raise
             except Exception:
@@ -456,6 +461,10 @@ class BoundHook:
 
     async def notify(self, **kwargs: Any) -> None:
         await self._manager.notify(self.name, **self._with_app(kwargs))
+
+    async def notify_each_within(self, seconds: float, **kwargs: Any) -> None:
+        """``notify``, each implementation given up on (logged, cancelled) after ``seconds``."""
+        await self._manager.notify(self.name, each_within=seconds, **self._with_app(kwargs))
 
     def implemented(self) -> bool:
         return bool(self._manager._implementations(self.name))

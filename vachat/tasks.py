@@ -1,4 +1,4 @@
-"""Stopping background tasks for certain: ``stop_task`` and ``awaiting_chain``.
+"""Bounded waits on tasks: ``stop_task``, ``finish_within`` and ``awaiting_chain``.
 
 ``task.cancel(); await task`` waits forever for a task that swallows its cancellation, and
 one can without meaning to: redis-py answers a cancellation that lands as one of its own
@@ -7,15 +7,16 @@ with a timeout that a retry loop then retries), and a background loop goes round
 shutdown that is a node that never exits; in a test, a task still running when its loop
 closes, finalized later half-way through a command. ``stop_task`` cancels again while the
 task runs, for a bounded time, and says where a task that would not stop was waiting.
+``finish_within`` is the same bound for work that should finish on its own (a shutdown step).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Awaitable
 
-__all__ = ["stop_task", "awaiting_chain", "STOP_TASK_TIMEOUT_SECS"]
+__all__ = ["stop_task", "finish_within", "awaiting_chain", "STOP_TASK_TIMEOUT_SECS"]
 
 log = logging.getLogger("vachat.tasks")
 
@@ -44,6 +45,25 @@ async def stop_task(task: "asyncio.Future[Any] | None", timeout: float = STOP_TA
         await asyncio.wait({task}, timeout=min(remaining, CANCEL_AGAIN_SECS))
     if not task.cancelled():
         task.exception()  # retrieved: a failure on the way out is not "never retrieved" noise
+    return True
+
+
+async def finish_within(awaitable: Awaitable[Any], timeout: float, what: str) -> bool:
+    """Await ``awaitable`` for at most ``timeout`` seconds. True once it has finished (its
+    exception is raised here, a ``TimeoutError`` of its own included); False if it did not
+    finish in time, or was cancelled by someone else: logged as ``what``, with where it
+    waited, and it is cancelled."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        log.warning("%s did not finish in time; going on", what,
+                    extra={"timeoutSeconds": timeout, "awaiting": awaiting_chain(task)})
+        task.cancel()
+        return False
+    if task.cancelled():
+        log.warning("%s was cancelled", what)
+        return False
+    task.result()
     return True
 
 

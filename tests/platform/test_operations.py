@@ -3,11 +3,14 @@ the OpenAPI document built from the handlers' declarations, and the docs page.""
 
 import asyncio
 import os
+import types
+from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
 
 from tests.plugins import sample
+from vachat.plugin_api import hookimpl
 from vachat.testing import needs_postgres, needs_redis
 
 pytestmark = pytest.mark.vachat(plugins=[("sample", sample), "example"])
@@ -175,6 +178,37 @@ async def test_a_hanging_close_step_is_given_up_on_and_the_database_still_closes
     monkeypatch.setattr("vachat.app.CLOSE_STEP_TIMEOUT", 0.2)
     await app.shutdown()
     assert app.db.closed
-    [warning] = [record for record in caplog.records if "closing the broker did not finish in time" in record.getMessage()]
+    [warning] = [record for record in caplog.records if record.getMessage() == "closing the broker did not finish in time; going on"]
     assert "hanging_close" in warning.awaiting[0] and "wait" in warning.awaiting[-1]  # where it waited
     await real_close()
+
+
+def _shutdown_plugin(name: str, shutdown: Any) -> types.ModuleType:
+    module = types.ModuleType(name)
+    module.vachat_shutdown = hookimpl(shutdown)  # type: ignore[attr-defined]
+    return module
+
+
+_STORED: list[str] = []
+
+
+async def _hangs_at_shutdown(app: Any) -> None:
+    await asyncio.Event().wait()
+
+
+async def _stores_at_shutdown(app: Any) -> None:
+    await asyncio.sleep(0)
+    _STORED.append("stored")
+
+
+@pytest.mark.gen_test
+@pytest.mark.vachat(plugins=[("a_hangs", _shutdown_plugin("a_hangs", _hangs_at_shutdown)),
+                             ("b_stores", _shutdown_plugin("b_stores", _stores_at_shutdown))])
+async def test_a_plugin_hanging_at_shutdown_is_given_up_on_and_the_next_one_still_shuts_down(app, monkeypatch, caplog):
+    monkeypatch.setattr("vachat.app.CLOSE_STEP_TIMEOUT", 0.2)
+    _STORED.clear()
+    await app.shutdown()
+    assert _STORED == ["stored"] and app.db.closed
+    [warning] = [record for record in caplog.records
+                 if record.getMessage() == "a_hangs | vachat_shutdown did not finish in time; going on"]
+    assert "_hangs_at_shutdown" in warning.awaiting[0]
