@@ -245,8 +245,7 @@ class RedisBroker(Broker):
         if self._commands:
             await asyncio.wait(set(self._commands), timeout=BROKER_CLOSE_TIMEOUT_SECS)
         task, self._task = self._task, None
-        if task is not None:
-            await stop_task(task, BROKER_CLOSE_TIMEOUT_SECS)
+        await stop_task(task, BROKER_CLOSE_TIMEOUT_SECS)
         # A listener that did not unwind in time still holds its PubSub: it is closed here,
         # while the loop runs. Left to the listener, it could be closed after the loop is gone,
         # where aclose() cannot schedule its teardown (never awaited) and the connection leaks.

@@ -570,11 +570,8 @@ def test_close_closes_the_pub_sub_of_a_listener_that_does_not_unwind_in_time(
     monkeypatch.setattr(vachat.broker, "BROKER_CLOSE_TIMEOUT_SECS", SlowToUnwind.unwind / 5)
 
     async def close_while_the_listener_reads() -> tuple[PubSub, bool]:
-        client = make_redis(REDIS_URL, client_name=f"vachat-test-{uuid.uuid4().hex[:12]}")
-        client.pubsub = lambda **kwargs: SlowToUnwind(client.connection_pool, **kwargs)  # type: ignore[method-assign]
-        broker = RedisBroker(client, RedisGuard())
-        try:
-            await broker.start(Inbox())
+        async with contextlib.AsyncExitStack() as stack:
+            broker, _ = await open_broker(stack, pubsub_class=SlowToUnwind)
             assert await broker.wait_connected(5)
             pubsub, listener = broker._pubsub, broker._task
             assert isinstance(pubsub, SlowToUnwind) and pubsub.connection is not None and listener is not None
@@ -583,8 +580,6 @@ def test_close_closes_the_pub_sub_of_a_listener_that_does_not_unwind_in_time(
             await asyncio.wait({listener}, timeout=10 * SlowToUnwind.unwind)
             assert listener.done()
             return pubsub, closed_by_close
-        finally:
-            await client.aclose()
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # as Tornado's IOLoop does for the test's loop
