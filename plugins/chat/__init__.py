@@ -68,8 +68,9 @@ def vachat_server_events(app: App) -> list[Any]:
                      schema="chat/events/user-stopped-typing", audience=conversation),
         server_event("conversation-created", "A conversation was created", schema="chat/conversation", audience=owner),
         server_event("conversation-updated", "A conversation changed", schema="chat/conversation", audience=owner),
-        server_event("conversation-deleted", "A conversation was deleted",
-                     schema="chat/events/conversation-deleted", audience=owner),
+        server_event("conversation-deleted", "A conversation was deleted (its readers leave its room)",
+                     schema="chat/events/conversation-deleted",
+                     audience=f"{owner}, and each other socket that joined it, once"),
     ]
 
 

@@ -6,6 +6,12 @@ leaves its room, on every node (a control message reaches the others): readers w
 longer read it stop receiving its events at once, not when they next leave. An account that
 still may read it (``conversations.read_all``) joins again.
 
+When a conversation is deleted (by its owner, or with the owner's account), every socket
+joined to it leaves its room, on every node. The owner's sockets hear ``conversation-deleted``
+in the owner's room; the others (readers of a public conversation, ``conversations.read_all``
+holders) are told on their own socket, so each socket gets it once, and none is left holding
+a join slot for a conversation that is gone.
+
 The same happens when a socket's permissions change (its user's role, or the role's
 permissions: ``vachat_socket_actors_changed``, which the core runs on every node holding such
 a socket): it leaves the rooms of the conversations it joined but may no longer read (another's
@@ -21,10 +27,13 @@ from vachat.plugin_api import App
 
 from .api import CHAT
 
-__all__ = ["conversation_room", "socket_conversations", "CONTROL_MADE_PRIVATE", "listen", "made_private", "recheck"]
+__all__ = ["conversation_room", "socket_conversations", "CONTROL_DELETED", "CONTROL_MADE_PRIVATE", "deleted", "listen",
+           "made_private", "recheck"]
 
-# The control message a node sends the others when a conversation was made private.
+# The control messages a node sends the others when a conversation was made private, and
+# when conversations were deleted.
 CONTROL_MADE_PRIVATE = "chat.made-private"
+CONTROL_DELETED = "chat.deleted"
 
 
 def conversation_room(conversation_id: str) -> str:
@@ -41,8 +50,9 @@ def socket_conversations(app: App) -> "weakref.WeakKeyDictionary[Any, dict[str, 
 
 
 def listen(app: App) -> None:
-    """Act on other nodes' ``made_private`` (at start-up)."""
+    """Act on other nodes' ``made_private`` and ``deleted`` (at start-up)."""
     app.hub.on_control(CONTROL_MADE_PRIVATE, lambda message: _take_readers_out(app, message["conversationId"]))
+    app.hub.on_control(CONTROL_DELETED, lambda message: _close_rooms(app, message["conversationIds"]))
 
 
 async def made_private(app: App, conversation_id: str) -> None:
@@ -57,6 +67,25 @@ def _take_readers_out(app: App, conversation_id: str) -> None:
         if joined.get(conversation_id) is False:  # joined, may not write: not the owner
             app.hub.leave(socket, room)
             del joined[conversation_id]
+
+
+async def deleted(app: App, conversation_ids: list[str]) -> None:
+    """Conversations were deleted: their rooms empty here and on every node, and the readers
+    joined to them are told (see the module docstring)."""
+    if not conversation_ids:
+        return
+    _close_rooms(app, conversation_ids)
+    await app.hub.send_control(CONTROL_DELETED, {"conversationIds": conversation_ids})
+
+
+def _close_rooms(app: App, conversation_ids: list[str]) -> None:
+    gone = set(conversation_ids)
+    for socket, joined in list(socket_conversations(app).items()):
+        for conversation_id in gone.intersection(joined):
+            may_write = joined.pop(conversation_id)
+            app.hub.leave(socket, conversation_room(conversation_id))
+            if not may_write:  # a reader: the owner's sockets hear it in the owner's room
+                app.hub.send(socket, "conversation-deleted", {"conversationId": conversation_id})
 
 
 async def recheck(app: App, sockets: list[Any]) -> None:

@@ -200,6 +200,7 @@ class ChatService:
 
         deleted, files = await self.app.db.run(delete)
         await self.app.publish(user_room(deleted["ownerId"]), "conversation-deleted", {"conversationId": conversation_id})
+        await rooms.deleted(self.app, [conversation_id])
         await self.app.hooks.chat_conversation_deleted.notify(conversation=deleted, actor=actor, files=files)
 
     async def list_conversations(self, actor: Actor, query: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -595,9 +596,9 @@ class ChatService:
 
     async def delete_user_data(self, user_id: str) -> None:
         """Remove a user's conversations (with all their messages) and any message they wrote
-        elsewhere. Idempotent."""
+        elsewhere; readers joined to those conversations are told. Idempotent."""
 
-        def delete() -> None:
+        def delete() -> list[str]:
             with database.atomic():
                 owned = [c.id for c in locked(Conversation.select(Conversation.id)
                                                .where(Conversation.owner_id == user_id).order_by(Conversation.id))]
@@ -612,8 +613,9 @@ class ChatService:
                     uncounts += counters.uncounts_of_messages(Message.user_id == user_id)  # those left: elsewhere
                     Message.delete().where(Message.id.in_(written)).execute()
                 counters.apply(uncounts)  # last: see counters' lock order
+            return owned
 
-        await self.app.db.run(delete)
+        await rooms.deleted(self.app, await self.app.db.run(delete))
 
     async def dashboard_figures(self) -> dict[str, Any]:
         """The admin dashboard's ``conversations`` and ``messages`` parts (see ``counters``)."""

@@ -12,7 +12,7 @@ import pytest
 from vachat.plugin_api import json_dumps
 from vachat.testing import client_frame, parse_frames, raw_upgrade
 
-from .helpers import ALICE, BOB, MISSING_ID, READ_ALL, connect, create_conversation, join, send
+from .helpers import ALICE, BOB, CAROL, MISSING_ID, READ_ALL, connect, create_conversation, join, send
 
 SHORT_TYPING = {"plugin_sections": {"chat": {"typing_timeout": 0.2, "max_joined_conversations": 3}}}
 
@@ -288,6 +288,38 @@ async def test_joined_conversations_per_socket_are_capped_and_leave_frees_one(fe
     await send(fetch, conversations[0]["id"], "not heard")
     heard = (await send(fetch, conversations[3]["id"], "heard"))["data"]
     assert (await alice.receive("new-message"))["data"]["id"] == heard["id"]
+
+
+@pytest.mark.gen_test
+@pytest.mark.vachat(config=SHORT_TYPING)
+async def test_a_deleted_conversation_is_told_once_to_every_socket_and_frees_its_join_slot(fetch, ws_connect):
+    doomed, *others = [await create_conversation(fetch, title=f"c{n}", isPublic=True) for n in range(4)]
+    joined_device, other_device = await connect(ws_connect), await connect(ws_connect)
+    bob = await connect(ws_connect, BOB)
+    auditor = await connect(ws_connect, CAROL, headers=READ_ALL)
+    for conversation in (doomed, *others[:2]):  # bob's three join slots, all taken
+        await join(bob, conversation["id"])
+    await join(joined_device, doomed["id"])
+    await join(auditor, doomed["id"])
+
+    assert (await fetch(f"/api/chat/conversations/{doomed['id']}", method="DELETE", user=ALICE)).code == 200
+    for socket in (joined_device, other_device, bob, auditor):
+        assert (await socket.receive("conversation-deleted"))["data"] == {"conversationId": doomed["id"]}
+        assert (await socket.request("ping"))["type"] == "pong"  # a second one would have come before this
+        assert [f for f in socket.frames if f["type"] == "conversation-deleted"] == []
+    # Bob's socket left the room: the slot it held takes another conversation.
+    await join(bob, others[2]["id"])
+
+
+@pytest.mark.gen_test
+async def test_readers_of_a_deleted_accounts_conversations_are_told(app, fetch, ws_connect):
+    conversation = await create_conversation(fetch, isPublic=True)
+    bob = await connect(ws_connect, BOB)
+    await join(bob, conversation["id"])
+    await app.hooks.vachat_user_deleting(user_id=ALICE)
+    assert (await bob.receive("conversation-deleted"))["data"] == {"conversationId": conversation["id"]}
+    refused = await bob.request("join-conversation", {"conversationId": conversation["id"]})
+    assert refused["type"] == "error" and refused["data"]["code"] == "NOT_FOUND"
 
 
 @pytest.mark.gen_test

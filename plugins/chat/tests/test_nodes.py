@@ -119,6 +119,31 @@ async def test_a_conversation_made_private_on_one_node_stops_reaching_readers_on
 
 @needs_shared_services
 @pytest.mark.gen_test(timeout=120)
+async def test_a_conversation_deleted_on_one_node_is_told_to_its_readers_on_the_other(server_process):
+    first, second = await two_chat_nodes(server_process)
+    created = await first.fetch("/api/chat/conversations", method="POST", json={"title": "doomed", "isPublic": True},
+                                headers=ALICE)
+    assert created.code == 201
+    cid = created.data["id"]
+    bob = await open_websocket(second.ws_url, {"Authorization": "Bearer test:bob"})
+    await bob.receive("ready")
+    await joined(bob, cid)
+    owner = await socket_on(second)
+    await joined(owner, cid)
+
+    assert (await first.fetch(f"/api/chat/conversations/{cid}", method="DELETE", headers=ALICE)).code == 200
+    for socket in (bob, owner):
+        assert (await socket.receive("conversation-deleted", timeout=10))["data"] == {"conversationId": cid}
+    # Each socket is told once: the owner's in the owner's room, bob's on his own socket.
+    marker = await first.fetch("/api/chat/conversations", method="POST", json={"title": "marker"}, headers=ALICE)
+    assert (await owner.receive("conversation-created", timeout=10))["data"]["id"] == marker.data["id"]
+    for socket in (bob, owner):
+        assert (await socket.request("ping"))["type"] == "pong"
+        assert [f for f in socket.frames if f["type"] == "conversation-deleted"] == []
+
+
+@needs_shared_services
+@pytest.mark.gen_test(timeout=120)
 async def test_typing_on_a_node_that_dies_still_ends_on_the_other(server_process):
     dying, surviving = await two_chat_nodes(server_process, CHAT_TYPING_TIMEOUT="0.5")
     created = await surviving.fetch("/api/chat/conversations", method="POST", json={"title": "t"}, headers=ALICE)
