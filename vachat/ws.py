@@ -515,6 +515,9 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         self._cancel_auth_timer()
         if self._peer is not None:
             self.hub.detach(self)  # leaves every room
+        # The hub's record and the handlers' context point back at this socket: let go of
+        # them, so that a closed socket is freed at once rather than by a full collection.
+        self._peer = self._ctx = None
 
     # -- frames ------------------------------------------------------------------------
 

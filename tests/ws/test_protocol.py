@@ -7,16 +7,18 @@ This module is also the test plugin ``wstest`` (its hook implementations below a
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import struct
 import sys
+import weakref
 from typing import Any
 
 import pytest
 
 from vachat.hub import CONTROL_ROOM, encode_event
-from vachat.testing import client_frame, parse_frames, raw_upgrade
+from vachat.testing import client_frame, eventually, parse_frames, raw_upgrade
 from vachat.plugin_api import NotFound, hookimpl, ws_event
 
 pytestmark = pytest.mark.vachat(plugins=[("wstest", sys.modules[__name__])])
@@ -491,6 +493,26 @@ async def test_disconnect_user_and_session(app, ws_connect, monkeypatch):
         await asyncio.sleep(0.01)
     assert app.metrics.value("vachat_ws_connections") == 0
     assert app.metrics.value("vachat_ws_forced_closes_total", {"code": 4401}) == 3
+
+
+@pytest.mark.gen_test
+async def test_a_closed_socket_is_freed_at_once_not_left_to_a_full_collection(app, ws_connect):
+    """A closed socket's objects (its handler, protocol, stream, the hub's record) are freed as
+    it closes: with reference cycles among them they waited for the next full collection, a
+    walk over every live object that grows with the sockets a node holds."""
+    gc.disable()  # only reference counting can free them now
+    try:
+        clients = [await connect(ws_connect, "alice") for _ in range(3)]
+        for client in clients:  # the frame path makes the handlers' context too
+            assert (await client.request("echo", {"text": "hi"}))["type"] == "ack"
+        handlers = [weakref.ref(handler) for handler in app.hub.connections()]
+        assert len(handlers) == 3
+        for client in clients:
+            client.close()
+        await eventually(lambda: app.hub.connection_count == 0, what="the server to see the sockets close")
+        await eventually(lambda: all(handler() is None for handler in handlers), what="the closed sockets freed")
+    finally:
+        gc.enable()
 
 
 @pytest.mark.gen_test
