@@ -4,12 +4,15 @@ metrics and the user-deletion hook."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from vachat.testing import assert_error
 
 from plugins.ai import admin_dashboard_figures
 from plugins.ai.assistant import Assistant
+from plugins.ai.generation import DELTAS_PER_TURN
 
 from . import refusing_plugin, slow_listener
 from .helpers import ALICE, BOB, ask, check_reply, connect, create_conversation, join, reply_frames
@@ -386,3 +389,39 @@ async def test_a_request_sent_on_seeing_the_stored_reply_is_not_refused(app, fet
     # Seen stored, the reply is over: a stop sent now stops nothing, though its bookkeeping
     # (the listener) still runs.
     assert (await alice.request("stop-generation", {"conversationId": cid}))["data"]["stopped"] is False
+
+
+@pytest.mark.gen_test
+@pytest.mark.vachat(config=FAST)
+async def test_a_reply_whose_deltas_are_all_there_at_once_lets_the_loop_turn(app, fetch, ws_connect):
+    """A provider that has a whole backlog ready (here: echo with no delay; a fast model when
+    the server falls behind) is read a turn of the loop at a time, so that the other sockets
+    and requests are served meanwhile instead of waiting for the whole reply."""
+    assistant = Assistant.of(app)
+    streams = []
+    make_stream = assistant.provider.stream
+
+    def remembered(*args):
+        streams.append(make_stream(*args))
+        return streams[-1]
+
+    assistant.provider.stream = remembered  # type: ignore[method-assign]
+    conversation = await create_conversation(fetch)
+    alice = await connect(ws_connect)
+    await join(alice, conversation["id"])
+    words = 10 * DELTAS_PER_TURN
+    seen: list[int] = []  # the deltas read so far, at each of the loop's turns
+
+    async def watch() -> None:
+        while not streams or len(streams[0].text_parts) < words:
+            if streams:
+                seen.append(len(streams[0].text_parts))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.ensure_future(watch())
+    await ask(fetch, conversation["id"], " ".join(f"w{n}" for n in range(words)))
+    stored = check_reply(await reply_frames(alice), conversation["id"])
+    await watcher
+    assert stored["content"] == "Echo: " + " ".join(f"w{n}" for n in range(words))
+    steps = [after - before for before, after in zip(seen, seen[1:])]
+    assert steps and max(steps) <= DELTAS_PER_TURN, steps
