@@ -75,6 +75,10 @@ BROKER_RECONNECT_MAX_SECS = 2.0
 # get_message wakes at least this often, to send keep-alive pings and to notice a rebuild
 # requested by a failed subscribe; an idle node pays one cheap wake-up per interval.
 BROKER_POLL_SECS = 1.0
+# The listener hands the loop back after this many messages read in a row: messages already
+# buffered are read without waiting, and a burst from the other nodes (thousands after an
+# outage, or under load) was delivered in one step while this node's own sockets waited.
+MESSAGES_PER_TURN = 64
 # A subscribed connection is otherwise silent, and a half-open TCP connection (peer gone
 # without a FIN, e.g. a failed-over host) would look idle for many minutes. Pinging this often
 # and giving up when nothing, not even the PONG, comes back within the timeout bounds the time
@@ -361,6 +365,7 @@ class RedisBroker(Broker):
         """Deliver messages until the connection fails; always ends by raising."""
         loop = asyncio.get_running_loop()
         last_heard = last_ping = loop.time()
+        read = 0
         while True:
             if self._broken:
                 raise redis.exceptions.ConnectionError(self._broken)
@@ -371,6 +376,9 @@ class RedisBroker(Broker):
                 last_heard = now  # any frame, PONGs included, proves the connection alive
                 if message["type"] == "message":
                     self._dispatch(message["channel"], message["data"])
+                read += 1
+                if read % MESSAGES_PER_TURN == 0:
+                    await asyncio.sleep(0)
             if now - last_heard > BROKER_PING_INTERVAL_SECS + BROKER_PONG_TIMEOUT_SECS:
                 raise redis.exceptions.TimeoutError("no reply from Redis on the pub/sub connection")
             if now - last_ping >= BROKER_PING_INTERVAL_SECS:

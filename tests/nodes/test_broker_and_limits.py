@@ -27,7 +27,7 @@ import redis
 from redis.asyncio.client import PubSub
 
 import vachat.broker
-from vachat.broker import CONTROL_ROOM, LocalBroker, RedisBroker, make_broker
+from vachat.broker import CONTROL_ROOM, MESSAGES_PER_TURN, WIRE_SEPARATOR, LocalBroker, RedisBroker, make_broker
 from vachat.config import Rate
 from vachat.ratelimit import (
     REDIS_KEY_PREFIX, MemoryRateLimiter, RateDecision, RedisRateLimiter, make_rate_limiter,
@@ -398,6 +398,30 @@ async def test_brokers_deliver_each_others_publications_not_their_own() -> None:
         # be here, ahead of B's.
         assert inbox_a.payloads(room) == [b"from-b"]
         assert inbox_b.payloads(room) == [b"from-a"]
+
+
+@needs_redis
+@pytest.mark.gen_test(timeout=15)
+async def test_a_burst_of_publications_is_delivered_a_turn_of_the_loop_at_a_time() -> None:
+    """Messages Redis sent together are read from a buffer without waiting: the listener
+    hands the loop back every MESSAGES_PER_TURN, so a burst does not hold this node's sockets."""
+    async with contextlib.AsyncExitStack() as stack:
+        node, inbox = await open_broker(stack)
+        room = unique("burst")
+        await node.subscribe(room)
+        burst = 8 * MESSAGES_PER_TURN
+        publisher = await open_client(stack)
+        async with publisher.pipeline(transaction=False) as pipe:  # one write: they arrive together
+            for n in range(burst):
+                pipe.publish(node._channel(room), b"another-node" + WIRE_SEPARATOR + str(n).encode())
+            await pipe.execute()
+        seen = [len(inbox.items)]  # messages delivered so far, at each of the loop's turns
+        while seen[-1] < burst:
+            await asyncio.sleep(0)
+            seen.append(len(inbox.items))
+        assert inbox.payloads(room) == [str(n).encode() for n in range(burst)]
+        steps = [after - before for before, after in zip(seen, seen[1:])]
+        assert max(steps) <= MESSAGES_PER_TURN, steps
 
 
 @needs_redis
