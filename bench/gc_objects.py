@@ -11,7 +11,9 @@ collection (`gc.collect()`, the fastest of five), and how many full collections 
 the sockets connected. The driver takes a census before the generator
 (bench/loadgen/idle.js) connects and another once every socket is authenticated and idle, and
 prints the tracked objects each socket adds, by type: what every full collection walks again
-and again while sockets pile up (Python 3.11's collector is not incremental).
+and again while sockets pile up (Python 3.11's collector is not incremental). The server runs
+with `GC_FULL_COLLECTION_INTERVAL=0` (nothing frozen but start-up's objects): what it counts
+is then what Python's own schedule walks, and what the node's periodic full collection walks.
 """
 from __future__ import annotations
 
@@ -69,7 +71,10 @@ def main() -> int:
     ap.add_argument("--threshold", default="", help="the server's gc.set_threshold(), e.g. 700,10,100 (default: Python's)")
     args = ap.parse_args()
     args.settle, args.settle_before = 2.0, 0.0
-    taken, _ = read_around_idle_sockets("gc-objects", SERVER_WRAPPER, {"GC_THRESHOLD": args.threshold}, args,
+    # GC_FULL_COLLECTION_INTERVAL=0: nothing but start-up's objects frozen, so that the census
+    # sees every object the node's periodic full collection walks.
+    taken, _ = read_around_idle_sockets("gc-objects", SERVER_WRAPPER,
+                                        {"GC_THRESHOLD": args.threshold, "GC_FULL_COLLECTION_INTERVAL": "0"}, args,
                                         lambda path: json.loads(path.read_text()), "census")
     before, after = taken
     n = args.sockets

@@ -283,6 +283,7 @@ class Settings:
     http_idle_timeout: float
     http_body_timeout: float
     shutdown_grace: float
+    gc_full_collection_interval: float
     executor_threads: int
     auto_migrate: bool | None
     data_dir: Path

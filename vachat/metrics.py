@@ -25,10 +25,12 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         # The collector's work: each full collection (python_gc_collections_total, generation 2)
         # holds the IOLoop for as long as it takes to walk every object it tracks, which grows
-        # with open sockets. Start-up's objects are frozen out of that walk (vachat.server).
+        # with open sockets. Start-up's objects and the survivors of collections are frozen
+        # out of that walk (vachat.garbage_collection).
         GCCollector(registry=self.registry)
         self.gauge_from("vachat_gc_frozen_objects",
-                        "Objects start-up moved out of the garbage collector's sight (gc.freeze): never walked again",
+                        "Objects out of the garbage collector's sight (gc.freeze): start-up's, and those that "
+                        "survived two collections, walked only by the periodic full collection",
                         gc.get_freeze_count)
         self.requests = Counter(
             "vachat_http_requests", "HTTP requests by route, method and status",

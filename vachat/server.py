@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
-import gc
 import ipaddress
 import logging
 import signal
@@ -21,6 +20,7 @@ from tornado.ioloop import IOLoop
 
 from .app import VachatApplication
 from .config import Settings, redact_url
+from .garbage_collection import SurvivorFreezer
 
 __all__ = ["serve", "prepare_database", "bound_sockets", "PendingMigrations", "PortUnavailable"]
 
@@ -184,16 +184,17 @@ async def run_until_signalled(app: VachatApplication, sockets: list[socket.socke
         sock.listen(LISTEN_BACKLOG)
     server.add_sockets(sockets)
     # Everything start-up made (modules, schemas, plugins, compiled validators) lives as long
-    # as the process: moved out of the collector's sight, full collections only walk what
-    # requests and sockets create, so their pauses stay short.
-    gc.collect()
-    gc.freeze()
+    # as the process, and so do most sockets: out of the collector's sight (see the module),
+    # collections walk only what is new, so their pauses stay short.
+    freezer = SurvivorFreezer(config.gc_full_collection_interval)
+    freezer.start()
     log.info("listening", extra={"host": config.host, "port": config.port, "environment": config.env,
                                  "database": redact_url(config.database_url)})
     if ready is not None:
         ready()
     await stop.wait()
     log.info("shutting down", extra={"inflightRequests": app.inflight_requests})
+    freezer.stop()
     server.stop()  # no new connections; requests already accepted carry on
     await app.shutdown()
     await server.close_all_connections()
