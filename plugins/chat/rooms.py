@@ -51,22 +51,15 @@ def socket_conversations(app: App) -> "weakref.WeakKeyDictionary[Any, dict[str, 
 
 def listen(app: App) -> None:
     """Act on other nodes' ``made_private`` and ``deleted`` (at start-up)."""
-    app.hub.on_control(CONTROL_MADE_PRIVATE, lambda message: _take_readers_out(app, message["conversationId"]))
-    app.hub.on_control(CONTROL_DELETED, lambda message: _close_rooms(app, message["conversationIds"]))
+    app.hub.on_control(CONTROL_MADE_PRIVATE, lambda message: _take_out(app, [message["conversationId"]],
+                                                                       owners_stay=True))
+    app.hub.on_control(CONTROL_DELETED, lambda message: _take_out(app, message["conversationIds"], tell_readers=True))
 
 
 async def made_private(app: App, conversation_id: str) -> None:
     """A conversation was made private: its readers leave its room here and on every node."""
-    _take_readers_out(app, conversation_id)
+    _take_out(app, [conversation_id], owners_stay=True)
     await app.hub.send_control(CONTROL_MADE_PRIVATE, {"conversationId": conversation_id})
-
-
-def _take_readers_out(app: App, conversation_id: str) -> None:
-    room = conversation_room(conversation_id)
-    for socket, joined in list(socket_conversations(app).items()):
-        if joined.get(conversation_id) is False:  # joined, may not write: not the owner
-            app.hub.leave(socket, room)
-            del joined[conversation_id]
 
 
 async def deleted(app: App, conversation_ids: list[str]) -> None:
@@ -74,17 +67,24 @@ async def deleted(app: App, conversation_ids: list[str]) -> None:
     joined to them are told (see the module docstring)."""
     if not conversation_ids:
         return
-    _close_rooms(app, conversation_ids)
+    _take_out(app, conversation_ids, tell_readers=True)
     await app.hub.send_control(CONTROL_DELETED, {"conversationIds": conversation_ids})
 
 
-def _close_rooms(app: App, conversation_ids: list[str]) -> None:
-    gone = set(conversation_ids)
+def _take_out(app: App, conversation_ids: list[str], *, owners_stay: bool = False, tell_readers: bool = False) -> None:
+    """This node's sockets joined to these conversations leave their rooms: all of them, or,
+    with ``owners_stay``, the readers only (those that may not write there); with
+    ``tell_readers`` each reader taken out hears ``conversation-deleted`` (the owner's sockets
+    hear it in the owner's room)."""
+    wanted = set(conversation_ids)
     for socket, joined in list(socket_conversations(app).items()):
-        for conversation_id in gone.intersection(joined):
-            may_write = joined.pop(conversation_id)
+        for conversation_id in wanted.intersection(joined):
+            may_write = joined[conversation_id]
+            if may_write and owners_stay:
+                continue
+            del joined[conversation_id]
             app.hub.leave(socket, conversation_room(conversation_id))
-            if not may_write:  # a reader: the owner's sockets hear it in the owner's room
+            if tell_readers and not may_write:
                 app.hub.send(socket, "conversation-deleted", {"conversationId": conversation_id})
 
 
