@@ -23,6 +23,7 @@ import dataclasses
 import difflib
 import ipaddress
 import json
+import math
 import os
 import re
 import secrets
@@ -216,6 +217,8 @@ class Option:
             value = str(value)
         if isinstance(value, str):
             value = _from_text(value, self.kinds)
+        if isinstance(value, float) and not math.isfinite(value):  # the schema's bounds let nan through
+            raise ValueError(f"expected a finite number, got {self.shown(value)}")
         if isinstance(value, str):
             value = value.strip()
             case = self.schema.get("x-case")

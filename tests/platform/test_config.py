@@ -54,6 +54,9 @@ def test_environment_overrides_file_overrides_defaults(tmp_path):
     ("REDIS_URL", "http://x", "redis://"),
     ("LOG_LEVEL", "LOUD", "DEBUG"),
     ("TRUSTED_PROXIES", "not-an-ip", "TRUSTED_PROXIES"),
+    ("GC_FULL_COLLECTION_INTERVAL", "-1", "minimum"),
+    ("GC_FULL_COLLECTION_INTERVAL", "nan", "finite"),
+    ("SHUTDOWN_GRACE", "inf", "finite"),
 ])
 def test_bad_values_name_the_setting(name, value, fragment):
     with pytest.raises(ConfigError) as caught:
