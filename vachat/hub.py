@@ -12,8 +12,10 @@ local member joins and to unsubscribe it when the last one leaves, and delivers 
 Delivery to one socket is the inner loop of every broadcast, so it does as little as the
 protocol allows: when the socket's ``IOStream`` has nothing queued, the prebuilt frame goes
 straight to ``socket.send``; only what the kernel does not take is queued with
-``IOStream.write`` (see ``Hub._fan_out`` for the Tornado internals this relies on). A socket
-whose queue would grow past ``ws_outbound_limit`` is closed with 4408 instead.
+``IOStream.write`` (see ``Hub._hand`` for the Tornado internals this relies on). A socket
+whose queue would grow past ``ws_outbound_limit`` is closed with 4408 instead. One turn of the
+loop hands frames to at most ``SOCKETS_PER_TURN`` sockets: a bigger room is told over several
+turns, and frames handed out meanwhile wait behind it in the hub's outbox, in order.
 
 This module must never:
 
@@ -55,6 +57,7 @@ without ``data.seq`` (typing, AI deltas) flow as before, unnumbered.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import socket
@@ -77,6 +80,15 @@ log = logging.getLogger("vachat.hub")
 
 # Close code for a consumer that cannot keep up; it should reconnect and join with ``sinceSeq``.
 CLOSE_TOO_SLOW = 4408
+# The most sockets one turn of the IOLoop hands frames to. A loopback send costs about 10 µs
+# (the kernel does the receiver's work too), so one broadcast to a room of 1,000 held the loop
+# about 10 ms while every other socket waited; a bigger room is told over several turns, and
+# what is handed out meanwhile waits behind it in the outbox (see ``Hub._fan_out``).
+SOCKETS_PER_TURN = 256
+# Broadcasts the outbox holds at most: past it, all of them are handed out at once. The loop
+# then stalls as it did before the outbox, and the senders with it, rather than let a node
+# that cannot keep up grow a queue without end.
+OUTBOX_LIMIT = 64
 # At shutdown, sockets get this long (s) to answer our close frame before they are dropped:
 # a healthy client answers in milliseconds even on a loaded node, and it must stay well inside
 # the 30 s drain budget of SIGTERM.
@@ -234,6 +246,18 @@ class Peer:
         return self.proto.server_terminated or self.stream.closed()
 
 
+class _Broadcast:
+    """One frame waiting in the outbox for ``peers[next:]`` (see ``Hub._fan_out``)."""
+
+    __slots__ = ("peers", "frame", "exclude", "next")
+
+    def __init__(self, peers: tuple[Peer, ...], frame: bytes, exclude: Peer | None) -> None:
+        self.peers = peers
+        self.frame = frame
+        self.exclude = exclude
+        self.next = 0
+
+
 class _Held:
     """The frames of one room kept aside for one socket until ``Hub.release``: ``(seq or None,
     payload, (type, data) or None)`` each."""
@@ -297,6 +321,9 @@ class Hub:
             CONTROL_RESYNC: self._on_resync_control,
         }
         self._emptied: asyncio.Event | None = None
+        self._outbox: collections.deque[_Broadcast] = collections.deque()
+        self._outbox_turn: asyncio.Handle | None = None  # the next turn of the outbox, when one is due
+        self._handing_out = False  # inside _hand_out: a close must not hand out again
         config = app.config
         #: One timer pings every socket (Tornado's websocket_ping_interval would run a task per socket).
         self.pinger = (Pinger(config.ws_ping_interval, config.ws_ping_timeout, self._ping_timed_out)
@@ -397,6 +424,10 @@ class Hub:
         peer = self._peers.get(conn)
         if peer is not None and peer.closing:
             return
+        if self._outbox and not self._handing_out:
+            # What was handed out before the close goes out before its close frame, as it did
+            # when every broadcast was handed out at once.
+            self._hand_out(everything=True)
         if code >= 4000:  # the server's own verdicts (4401, 4403, 4408, 4429), not shutdowns
             self._forced_closes.labels(str(code)).inc()
             log.info("closing a WebSocket", extra={
@@ -842,7 +873,59 @@ class Hub:
         return self._write(peer, build_frame(encode_event(event_type, data, id)))
 
     def _fan_out(self, members: Iterable[Peer], frame: bytes, exclude: Any) -> int:
-        """Hand ``frame`` to each member; the per-socket inner loop of every broadcast.
+        """Hand ``frame`` to each member, behind every frame handed out before it; returns
+        how many it was handed (or queued) to.
+
+        At most ``SOCKETS_PER_TURN`` sockets a turn of the loop: a bigger broadcast hands the
+        first ones their frame now and waits in the outbox for the next turns (``_hand_out``),
+        and while the outbox holds anything, every frame (a reply to one socket too) queues
+        behind it, so that each socket still gets its frames in the order they were handed
+        out. A socket closed meanwhile is skipped; ``close`` hands out the outbox first."""
+        if exclude is not None and not isinstance(exclude, Peer):
+            exclude = self._peers.get(exclude)
+        # A copy: a failed write may close a socket, and no callback may resize the set mid-loop.
+        peers = tuple(members)
+        if not self._outbox and len(peers) <= SOCKETS_PER_TURN:
+            return self._hand(peers, 0, len(peers), frame, exclude)
+        self._outbox.append(_Broadcast(peers, frame, exclude))
+        if len(self._outbox) > OUTBOX_LIMIT:
+            self._hand_out(everything=True)
+        elif self._outbox_turn is None:  # nothing under way: the first share goes now
+            self._hand_out()
+        if len(peers) == 1:  # a reply: whether it can still go out
+            return int(peers[0] is not exclude and not peers[0].closing)
+        return len(peers) - (exclude is not None and exclude in peers)
+
+    def _hand_out(self, everything: bool = False) -> None:
+        """Hand out the outbox, oldest first: ``SOCKETS_PER_TURN`` sockets' worth, then
+        again on the next turn of the loop while anything is left (or all of it now)."""
+        if self._outbox_turn is not None:
+            self._outbox_turn.cancel()
+            self._outbox_turn = None
+        budget = (sum(len(broadcast.peers) - broadcast.next for broadcast in self._outbox) if everything
+                  else SOCKETS_PER_TURN)
+        self._handing_out = True
+        try:
+            while self._outbox and budget > 0:
+                broadcast = self._outbox[0]
+                end = min(broadcast.next + budget, len(broadcast.peers))
+                self._hand(broadcast.peers, broadcast.next, end, broadcast.frame, broadcast.exclude)
+                budget -= end - broadcast.next
+                broadcast.next = end
+                if end == len(broadcast.peers):
+                    self._outbox.popleft()
+        finally:
+            self._handing_out = False
+        if self._outbox:
+            self._outbox_turn = asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._outbox_turn = None
+        self._hand_out()
+
+    def _hand(self, peers: tuple[Peer, ...], start: int, end: int, frame: bytes, exclude: Peer | None) -> int:
+        """Hand ``frame`` to ``peers[start:end]`` now; the per-socket inner loop of every
+        broadcast.
 
         Relies on Tornado internals (checked by ``fast_path_available``; 6.6.1):
 
@@ -859,10 +942,8 @@ class Hub:
         """
         size = len(frame)
         delivered = 0
-        if exclude is not None and not isinstance(exclude, Peer):
-            exclude = self._peers.get(exclude)
-        # A copy: a failed write may close a socket, and no callback may resize the set mid-loop.
-        for peer in tuple(members):
+        for index in range(start, end):
+            peer = peers[index]
             if peer.proto.server_terminated or peer is exclude:
                 continue
             stream = peer.stream

@@ -257,6 +257,91 @@ async def test_exclude_skips_one_socket() -> None:
         client.close()
 
 
+async def room_of(hub: Hub, size: int) -> list[tuple[FakeConn, IOStream, socket.socket]]:
+    members = [await attached(hub) for _ in range(size)]
+    for conn, _, _ in members:
+        await hub.join(conn, "room")
+    return members
+
+
+def received(members: list[tuple[FakeConn, IOStream, socket.socket]], seen: list[list[Any]]) -> int:
+    """Read what each member's socket holds into ``seen`` (its events' types, in order);
+    how many frames arrived."""
+    arrived = 0
+    for (_, _, client), events in zip(members, seen):
+        frames, _ = parse_frames(drain(client))
+        events.extend(json.loads(payload)["type"] for _, payload in frames)
+        arrived += len(frames)
+    return arrived
+
+
+def close_all(members: list[tuple[FakeConn, IOStream, socket.socket]]) -> None:
+    for _, stream, client in members:
+        stream.close()
+        client.close()
+
+
+@pytest.mark.gen_test
+async def test_a_big_room_is_told_over_several_turns_and_every_socket_keeps_its_order(monkeypatch: Any) -> None:
+    monkeypatch.setattr(hub_module, "SOCKETS_PER_TURN", 4)
+    hub = make_hub()
+    members = await room_of(hub, 10)
+    seen: list[list[Any]] = [[] for _ in members]
+    assert hub.publish_local("room", "first", {}) == 10
+    assert received(members, seen) == 4  # this turn's share; the rest wait in the outbox
+    assert hub.publish_local("room", "second", {}) == 10  # behind the first
+    last = members[-1][0]
+    assert hub.send(last, "reply", {}, id="r1")  # one socket's reply queues behind both
+    assert received(members, seen) == 0
+    turns = []
+    while sum(map(len, seen)) < 21:
+        await asyncio.sleep(0)  # one turn of the loop
+        turns.append(received(members, seen))
+    assert max(turns) <= 4, turns
+    assert seen[:-1] == [["first", "second"]] * 9
+    assert seen[-1] == ["first", "second", "reply"]
+    assert not hub._outbox
+    close_all(members)
+
+
+@pytest.mark.gen_test
+async def test_a_close_hands_out_first_what_was_handed_out_before_it(monkeypatch: Any) -> None:
+    monkeypatch.setattr(hub_module, "SOCKETS_PER_TURN", 4)
+    hub = make_hub()
+    members = await room_of(hub, 10)
+    seen: list[list[Any]] = [[] for _ in members]
+    hub.publish_local("room", "goodbye", {})
+    last = members[-1][0]
+    hub.close(last, 4401, "Session ended")
+    assert last.closed_with == (4401, "Session ended")
+    assert received(members, seen) == 10  # the whole outbox went out before the close frame
+    assert seen == [["goodbye"]] * 10
+    hub.publish_local("room", "after", {})
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    received(members, seen)
+    assert seen[-1] == ["goodbye"]  # nothing after the close
+    assert seen[0] == ["goodbye", "after"]
+    close_all(members)
+
+
+@pytest.mark.gen_test
+async def test_an_outbox_past_its_limit_is_handed_out_at_once(monkeypatch: Any) -> None:
+    monkeypatch.setattr(hub_module, "SOCKETS_PER_TURN", 4)
+    monkeypatch.setattr(hub_module, "OUTBOX_LIMIT", 2)
+    hub = make_hub()
+    members = await room_of(hub, 10)
+    seen: list[list[Any]] = [[] for _ in members]
+    for n in range(2):
+        hub.publish_local("room", f"e{n}", {})
+    assert received(members, seen) == 4  # two broadcasts wait: within the limit
+    hub.publish_local("room", "e2", {})  # a third: past it, everything goes now
+    assert received(members, seen) == 26
+    assert seen == [["e0", "e1", "e2"]] * 10
+    assert not hub._outbox
+    close_all(members)
+
+
 # ---------------------------------------------------------------------------
 # rooms, broker, control
 # ---------------------------------------------------------------------------
