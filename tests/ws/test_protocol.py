@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from vachat import hub as hub_module
 from vachat.hub import CONTROL_ROOM, encode_event
 from vachat.testing import client_frame, eventually, parse_frames, raw_upgrade
 from vachat.plugin_api import NotFound, hookimpl, ws_event
@@ -449,6 +450,34 @@ async def test_room_broadcast_reaches_members_only(app, ws_connect):
     while app.hub.room_size("conversation:c1"):
         await asyncio.sleep(0.01)  # a closed socket leaves its rooms
     assert app.hub.room_size("user:alice") == 0
+
+
+@pytest.mark.gen_test
+async def test_a_room_told_over_several_turns_keeps_every_socket_in_order(app, ws_connect, monkeypatch):
+    monkeypatch.setattr(hub_module, "SOCKETS_PER_TURN", 2)  # a room of six is told over three turns
+    alice = await connect(ws_connect, "alice")
+    others = [await connect(ws_connect, f"user{n}") for n in range(5)]
+    for client in (alice, *others):
+        assert (await client.request("join", {"room": "conversation:big"}))["type"] == "ack"
+    for n in range(3):  # sent back to back: each reply queues behind the broadcasts before it
+        alice.send("shout", {"room": "conversation:big", "text": f"t{n}"}, id=f"s{n}")
+    alice.send("ping", id="p")
+    await alice.receive(id="p")
+    assert [(f["type"], f.get("id"), f["data"]) for f in alice.frames] == [
+        ("ack", f"s{n}", {"delivered": 5}) for n in range(3)]
+    for client in others:
+        for n in range(3):
+            assert (await client.receive())["data"] == {"text": f"t{n}", "from": "alice"}
+    # A frame to one socket, and a close, after a broadcast: the broadcast first.
+    await app.hub.publish("conversation:big", "broadcast", {"n": 1})
+    for n in range(4):
+        [conn] = app.hub.connections_of(f"user{n}")
+        app.hub.send(conn, "direct", {"n": 2})
+    await app.hub.disconnect(user_id="user4", code=4401, reason="Session ended")
+    for client in others[:4]:
+        assert [(await client.receive())["type"] for _ in range(2)] == ["broadcast", "direct"]
+    assert (await others[4].receive())["type"] == "broadcast"
+    assert await others[4].closed() == (4401, "Session ended")
 
 
 @pytest.mark.gen_test
