@@ -25,6 +25,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
+import email.headerregistry
+import email.policy
 import email.utils
 import ipaddress
 import logging
@@ -60,6 +62,32 @@ OUTBOX_WAIT = 5.0
 CONSOLE_RULE = "-" * 72
 
 
+class _SharedHeaderClasses(email.headerregistry.HeaderRegistry):
+    """The ``email`` package's header registry, making each header class once.
+
+    The stock registry builds a new class for every header it parses or sets
+    (``type('_' + name, (cls, BaseHeader), {})``), and a class refers to itself through its
+    MRO: a reference cycle that only a full garbage collection frees. A message left about 80
+    such objects behind, and once the node serves, full collections are rare (see
+    ``vachat.garbage_collection``). The classes depend only on the header's kind, so one of
+    each serves every message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[type, type] = {}
+
+    def __getitem__(self, name: str) -> type:
+        kind = self.registry.get(name.lower(), self.default_class)
+        made = self._made.get(kind)
+        if made is None:
+            made = self._made[kind] = super().__getitem__(name)
+        return made
+
+
+# The standard library's modern policy (what ``EmailMessage()`` uses) with the registry above.
+MAIL_POLICY = email.policy.default.clone(header_factory=_SharedHeaderClasses())
+
+
 @dataclass(frozen=True)
 class SentMessage:
     """A message as the console mailer saw it (what the test outbox holds)."""
@@ -77,7 +105,7 @@ def build_message(sender: str, to: str, subject: str, text: str, html: str | Non
     Header values containing line breaks raise ``ValueError`` (the ``email`` package refuses
     them), so a crafted address or subject cannot inject headers.
     """
-    message = EmailMessage()
+    message = EmailMessage(policy=MAIL_POLICY)
     message["From"] = sender
     message["To"] = to
     message["Subject"] = subject
