@@ -257,14 +257,21 @@ async def test_exclude_skips_one_socket() -> None:
         client.close()
 
 
-async def room_of(hub: Hub, size: int) -> list[tuple[FakeConn, IOStream, socket.socket]]:
-    members = [await attached(hub) for _ in range(size)]
+Member = tuple[FakeConn, IOStream, socket.socket]
+
+
+async def big_room(monkeypatch: Any) -> tuple[Hub, list[Member], list[list[Any]]]:
+    """A hub that hands a frame to four sockets a turn, a room of ten, and where each
+    member's events will be kept (see ``received``)."""
+    monkeypatch.setattr(hub_module, "SOCKETS_PER_TURN", 4)
+    hub = make_hub()
+    members = [await attached(hub) for _ in range(10)]
     for conn, _, _ in members:
         await hub.join(conn, "room")
-    return members
+    return hub, members, [[] for _ in members]
 
 
-def received(members: list[tuple[FakeConn, IOStream, socket.socket]], seen: list[list[Any]]) -> int:
+def received(members: list[Member], seen: list[list[Any]]) -> int:
     """Read what each member's socket holds into ``seen`` (its events' types, in order);
     how many frames arrived."""
     arrived = 0
@@ -275,7 +282,7 @@ def received(members: list[tuple[FakeConn, IOStream, socket.socket]], seen: list
     return arrived
 
 
-def close_all(members: list[tuple[FakeConn, IOStream, socket.socket]]) -> None:
+def close_all(members: list[Member]) -> None:
     for _, stream, client in members:
         stream.close()
         client.close()
@@ -283,10 +290,7 @@ def close_all(members: list[tuple[FakeConn, IOStream, socket.socket]]) -> None:
 
 @pytest.mark.gen_test
 async def test_a_big_room_is_told_over_several_turns_and_every_socket_keeps_its_order(monkeypatch: Any) -> None:
-    monkeypatch.setattr(hub_module, "SOCKETS_PER_TURN", 4)
-    hub = make_hub()
-    members = await room_of(hub, 10)
-    seen: list[list[Any]] = [[] for _ in members]
+    hub, members, seen = await big_room(monkeypatch)
     assert hub.publish_local("room", "first", {}) == 10
     assert received(members, seen) == 4  # this turn's share; the rest wait in the outbox
     assert hub.publish_local("room", "second", {}) == 10  # behind the first
@@ -306,10 +310,7 @@ async def test_a_big_room_is_told_over_several_turns_and_every_socket_keeps_its_
 
 @pytest.mark.gen_test
 async def test_a_close_hands_out_first_what_was_handed_out_before_it(monkeypatch: Any) -> None:
-    monkeypatch.setattr(hub_module, "SOCKETS_PER_TURN", 4)
-    hub = make_hub()
-    members = await room_of(hub, 10)
-    seen: list[list[Any]] = [[] for _ in members]
+    hub, members, seen = await big_room(monkeypatch)
     hub.publish_local("room", "goodbye", {})
     last = members[-1][0]
     hub.close(last, 4401, "Session ended")
@@ -327,11 +328,8 @@ async def test_a_close_hands_out_first_what_was_handed_out_before_it(monkeypatch
 
 @pytest.mark.gen_test
 async def test_an_outbox_past_its_limit_is_handed_out_at_once(monkeypatch: Any) -> None:
-    monkeypatch.setattr(hub_module, "SOCKETS_PER_TURN", 4)
     monkeypatch.setattr(hub_module, "OUTBOX_LIMIT", 2)
-    hub = make_hub()
-    members = await room_of(hub, 10)
-    seen: list[list[Any]] = [[] for _ in members]
+    hub, members, seen = await big_room(monkeypatch)
     for n in range(2):
         hub.publish_local("room", f"e{n}", {})
     assert received(members, seen) == 4  # two broadcasts wait: within the limit
