@@ -177,8 +177,8 @@ async def test_the_migration_counts_the_messages_already_there(app, fetch, monke
 
     migrations = app.migrations()
     # Back to before 002 (undoing the later ones first), then forward again.
-    assert await app.db.run(migrations.rollback, "chat", 4) == [
-        "005_list_versions", "004_change_seq", "003_partial_client_message_index", "002_daily_counts"]
+    assert await app.db.run(migrations.rollback, "chat", 5) == [
+        "006_search_pending", "005_list_versions", "004_change_seq", "003_partial_client_message_index", "002_daily_counts"]
     try:
         assert "chat_daily_count" not in await app.db.run(app.db.engine.get_tables)
     finally:

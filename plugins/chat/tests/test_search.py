@@ -10,6 +10,7 @@ import pytest
 
 from vachat.testing import assert_error
 
+from .. import search as search_index
 from .helpers import ALICE, BOB, create_conversation, send
 
 HOSTILE = ['"', "'", '"unbalanced', "(", ")", "((a", "a)", "NEAR(a b)", "a AND", "OR", "NOT x", "*", "a*",
@@ -60,8 +61,77 @@ async def test_assistant_messages_are_found_too(app, fetch):
     assert [m["id"] for m in (await search(fetch, "zurich"))["items"]] == [reply["id"]]
 
 
+def noted_and_indexed(app) -> tuple[set[str], set[str]]:
+    """The ids of the messages waiting for their entry (SQLite), and of those with one."""
+    def read() -> tuple[set[str], set[str]]:
+        engine = app.db.engine
+        if app.db.is_postgres:
+            return set(), {row[0] for row in engine.execute_sql("SELECT message_id FROM chat_message_search")}
+        return ({row[0] for row in engine.execute_sql(f"SELECT message_id FROM {search_index.PENDING_TABLE}")},
+                {row[0] for row in engine.execute_sql("SELECT message_id FROM chat_message_fts")})
+
+    return app.db.run(read)
+
+
 @pytest.mark.gen_test
-async def test_index_follows_edits_and_deletes(fetch):
+async def test_entries_are_written_a_batch_at_a_time(app, fetch, monkeypatch):
+    """SQLite: a send notes its message, and the send that brings the count to INDEX_BATCH
+    writes the entries of every message waiting, in its own transaction. PostgreSQL writes
+    each entry with its message."""
+    monkeypatch.setattr(search_index, "INDEX_BATCH", 3)
+    monkeypatch.setattr(search_index._Noted, "count", 0)
+    conversation = await create_conversation(fetch)
+    first = {(await send(fetch, conversation["id"], f"batched words {n}"))["data"]["id"] for n in range(2)}
+    postgres = app.db.is_postgres
+    assert await noted_and_indexed(app) == ((set(), first) if postgres else (first, set()))
+    # An assistant's reply is noted as a send is: the third, so its insert writes all three.
+    reply = await app.service("chat").store_assistant_message(conversation["id"], "batched reply")
+    assert await noted_and_indexed(app) == (set(), first | {reply["id"]})
+    last = (await send(fetch, conversation["id"], "batched words again"))["data"]["id"]
+    if not postgres:
+        assert await noted_and_indexed(app) == ({last}, first | {reply["id"]})
+    found = await search(fetch, "batched")
+    assert {m["id"] for m in found["items"]} == first | {reply["id"], last}
+    assert await noted_and_indexed(app) == (set(), first | {reply["id"], last})
+
+
+@pytest.mark.gen_test
+async def test_a_search_finds_what_waits_as_it_reads_now(app, fetch, monkeypatch):
+    """Messages stored before a search are found by it, waiting or not (a restart starts
+    the count at 0: the table is what counts); a waiting message edited meanwhile is found by
+    its new words only, one deleted is not found."""
+    monkeypatch.setattr(search_index._Noted, "count", 0)
+    conversation = await create_conversation(fetch)
+    kept, edited, deleted = [(await send(fetch, conversation["id"], f"pending {word}"))["data"]
+                             for word in ("kept", "edited", "deleted")]
+    await fetch(f"/api/chat/messages/{edited['id']}", method="PUT", json={"content": "pending revised"}, user=ALICE)
+    await fetch(f"/api/chat/messages/{deleted['id']}", method="DELETE", user=ALICE)
+    assert [m["id"] for m in (await search(fetch, "pending"))["items"]] in (
+        [kept["id"], edited["id"]], [edited["id"], kept["id"]])
+    assert (await search(fetch, "edited"))["items"] == [] and (await search(fetch, "deleted"))["items"] == []
+    assert await noted_and_indexed(app) == (set(), {kept["id"], edited["id"]})
+
+
+@pytest.mark.gen_test
+async def test_rolling_back_the_waiting_table_keeps_its_messages_searchable(app, fetch):
+    if app.db.is_postgres:
+        pytest.skip("PostgreSQL has no waiting table: its entries are written with each message")
+    conversation = await create_conversation(fetch)
+    waiting = (await send(fetch, conversation["id"], "written by the rollback"))["data"]
+    migrations = app.migrations()
+    assert await app.db.run(migrations.rollback, "chat", 1) == ["006_search_pending"]
+    try:
+        assert search_index.PENDING_TABLE not in await app.db.run(app.db.engine.get_tables)
+    finally:
+        await app.db.run(migrations.apply, "chat")
+    assert [m["id"] for m in (await search(fetch, "rollback"))["items"]] == [waiting["id"]]
+    assert await noted_and_indexed(app) == (set(), {waiting["id"]})
+
+
+@pytest.mark.parametrize("batch", [1, search_index.INDEX_BATCH], ids=["indexed", "waiting"])
+@pytest.mark.gen_test
+async def test_index_follows_edits_and_deletes(fetch, monkeypatch, batch):
+    monkeypatch.setattr(search_index, "INDEX_BATCH", batch)
     conversation = await create_conversation(fetch)
     message = (await send(fetch, conversation["id"], "original wording"))["data"]
     await fetch(f"/api/chat/messages/{message['id']}", method="PUT", json={"content": "revised text"}, user=ALICE)
