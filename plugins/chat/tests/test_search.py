@@ -61,7 +61,7 @@ async def test_assistant_messages_are_found_too(app, fetch):
     assert [m["id"] for m in (await search(fetch, "zurich"))["items"]] == [reply["id"]]
 
 
-def noted_and_indexed(app) -> tuple[set[str], set[str]]:
+async def noted_and_indexed(app) -> tuple[set[str], set[str]]:
     """The ids of the messages waiting for their entry (SQLite), and of those with one."""
     def read() -> tuple[set[str], set[str]]:
         engine = app.db.engine
@@ -70,7 +70,7 @@ def noted_and_indexed(app) -> tuple[set[str], set[str]]:
         return ({row[0] for row in engine.execute_sql(f"SELECT message_id FROM {search_index.PENDING_TABLE}")},
                 {row[0] for row in engine.execute_sql("SELECT message_id FROM chat_message_fts")})
 
-    return app.db.run(read)
+    return await app.db.run(read)
 
 
 @pytest.mark.gen_test
