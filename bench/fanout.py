@@ -97,8 +97,7 @@ targets["vachat"] = Target(
     env={"PORT": "{port}", "HOST": "127.0.0.1", "VACHAT_ENV": "test", "LOG_LEVEL": "WARNING", "LOG_DIR": "",
          "DATABASE_URL": "sqlite:////tmp/vachat-bench-{port}.db", "REDIS_URL": "",
          "VACHAT_PLUGIN_MODULES": "testauth=vachat.testing_auth,bench=bench.hub_plugin",
-         "WS_RATE_LIMIT": "1000000/1s", "RATE_LIMIT_GLOBAL": "1000000/1s",
-         "WS_PING_INTERVAL": "3600", "WS_PING_TIMEOUT": "3600"},
+         **chat_stack.LIFTED_LIMITS, "WS_PING_INTERVAL": "3600", "WS_PING_TIMEOUT": "3600"},
     headers={"Authorization": "Bearer test:u${i}"},
     join_frames=['{"type":"bench-join","id":"j${i}"}'],
     join_replies=2,  # ready + the join's ack
