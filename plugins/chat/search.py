@@ -23,8 +23,9 @@ so one message's entry cost about 125 µs and up to 4 ms at a merge, against 16 
 ``chat_search_pending``, in its own transaction, and entries are written for the waiting
 messages ``INDEX_BATCH`` at a time, as they read at that moment:
 
-- in the transaction of the send that brings the count this process noted to
-  ``INDEX_BATCH`` (no other transaction, so no wait on SQLite's write lock);
+- in the transaction of the write (a send batch, a reply, an edit) that brings the count
+  this process noted to ``INDEX_BATCH`` (no other transaction, so no wait on SQLite's write
+  lock);
 - before every search (``index_waiting``), so a search finds every message stored before it.
 
 The table is the truth, the count only the trigger: a restart or crash loses nothing, and
