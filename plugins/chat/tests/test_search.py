@@ -61,13 +61,15 @@ async def test_assistant_messages_are_found_too(app, fetch):
     assert [m["id"] for m in (await search(fetch, "zurich"))["items"]] == [reply["id"]]
 
 
-async def noted_and_indexed(app) -> tuple[set[str], set[str]]:
-    """The ids of the messages waiting for their entry (SQLite), and of those with one."""
+async def noted_and_indexed(app, waiting_table: bool = True) -> tuple[set[str], set[str]]:
+    """The ids of the messages waiting for their entry (SQLite, ``waiting_table``), and of
+    those with one."""
     def read() -> tuple[set[str], set[str]]:
         engine = app.db.engine
         if app.db.is_postgres:
             return set(), {row[0] for row in engine.execute_sql("SELECT message_id FROM chat_message_search")}
-        return ({row[0] for row in engine.execute_sql(f"SELECT message_id FROM {search_index.PENDING_TABLE}")},
+        waiting = engine.execute_sql(f"SELECT message_id FROM {search_index.PENDING_TABLE}") if waiting_table else []
+        return ({row[0] for row in waiting},
                 {row[0] for row in engine.execute_sql("SELECT message_id FROM chat_message_fts")})
 
     return await app.db.run(read)
@@ -114,14 +116,15 @@ async def test_a_search_finds_what_waits_as_it_reads_now(app, fetch, monkeypatch
 
 @pytest.mark.gen_test
 async def test_rolling_back_the_waiting_table_keeps_its_messages_searchable(app, fetch):
-    if app.db.is_postgres:
-        pytest.skip("PostgreSQL has no waiting table: its entries are written with each message")
+    """SQLite: the rollback writes the waiting entries, then drops the table. PostgreSQL has
+    no such table (its entries are written with each message): the rollback changes nothing."""
     conversation = await create_conversation(fetch)
     waiting = (await send(fetch, conversation["id"], "written by the rollback"))["data"]
     migrations = app.migrations()
     assert await app.db.run(migrations.rollback, "chat", 1) == ["006_search_pending"]
     try:
         assert search_index.PENDING_TABLE not in await app.db.run(app.db.engine.get_tables)
+        assert (await noted_and_indexed(app, waiting_table=False))[1] == {waiting["id"]}
     finally:
         await app.db.run(migrations.apply, "chat")
     assert [m["id"] for m in (await search(fetch, "rollback"))["items"]] == [waiting["id"]]
