@@ -60,11 +60,7 @@ __all__ = ["read_page", "cached_page", "ListCache", "ConversationRow", "conversa
 SORT_COLUMNS = {"updatedAt": "updated_at", "createdAt": "created_at", "title": "title"}
 # ``str(datetime)`` with microseconds, as SQLite stores a timestamp column: 2026-01-02 03:04:05.678901
 SQLITE_TIME_LENGTH = 26
-# What a ``ListCache`` holds at most, counted as the JSON size of its pages plus
-# ``PAGE_OVERHEAD`` each (key and entry); a page larger than an eighth of it is not kept. The
-# objects of a page take about twice its JSON size (20 conversations with 300-character last
-# messages: 19.6 KB of JSON, 37.8 KB allocated, tracemalloc), so about 32 MiB at most.
-LIST_CACHE_BYTES = 16 * 1024 * 1024
+# What a ``ListCache`` counts for a page beyond its JSON size (key and entry).
 PAGE_OVERHEAD = 512
 LIST_VERSION_TABLE = "chat_list_version"
 # The LIKE escape character of the title search (``%`` and ``_`` typed by a user are literal).
@@ -262,12 +258,16 @@ def files_of(message_ids: list[str]) -> dict[str, list[str]]:
 
 
 class ListCache:
-    """Pages read by ``read_page``, least recently used first, at most ``max_bytes`` (see
-    ``LIST_CACHE_BYTES``): ``{key: (version, items, total, size)}``. The items are never
-    handed out (``cached_page`` copies them). Shared by the database threads, hence the lock
-    (held for dict operations only)."""
+    """Pages read by ``read_page``, least recently used first: ``{key: (version, items,
+    total, size)}``. At most ``max_bytes`` (the ``list_cache_bytes`` setting; 0 keeps
+    nothing), counted as the JSON size of each page plus ``PAGE_OVERHEAD``; a page larger
+    than an eighth of it is not kept. The objects of a page take about twice its JSON size
+    (20 conversations with 300-character last messages: 19.6 KB of JSON, 37.8 KB allocated,
+    tracemalloc), so the default 16 MiB holds about 32 MiB. The items are never handed out
+    (``cached_page`` copies them). Shared by the database threads, hence the lock (held for
+    dict operations only)."""
 
-    def __init__(self, max_bytes: int = LIST_CACHE_BYTES) -> None:
+    def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.size = 0  # bytes held, as counted against max_bytes
         self._pages: OrderedDict[tuple[Any, ...], tuple[int, list[dict[str, Any]], int, int]] = OrderedDict()

@@ -65,7 +65,7 @@ class ChatService:
         self.sends = Batcher(app, insert_user_messages, in_flight=in_flight, key=by_conversation)
         self.looks = Batcher(app, look_before_store, in_flight=in_flight, key=by_conversation)
         # Conversation list pages read, kept under the owner's list version (see listing).
-        self.list_pages = listing.ListCache()
+        self.list_pages = listing.ListCache(int(app.plugin_config("chat")["list_cache_bytes"]))
 
     def room_of(self, conversation_id: str) -> str:
         return conversation_room(conversation_id)

@@ -168,6 +168,20 @@ async def test_two_server_processes_each_show_the_others_writes(server_process):
         assert (await reader.fetch(LIST, headers=headers)).data[0]["title"] == title
 
 
+@pytest.mark.vachat(config={"plugin_sections": {"chat": {"list_cache_bytes": 0}}})
+@pytest.mark.gen_test(timeout=60)
+async def test_a_cache_of_0_bytes_reads_every_page(fetch, app, page_reads):
+    await create_conversation(fetch, title="first")
+    assert await listed(fetch) == await listed(fetch)
+    assert len(page_reads) == 2 and len(app.service("chat").list_pages) == 0
+
+
+@pytest.mark.vachat(config={"plugin_sections": {"chat": {"list_cache_bytes": 1024 * 1024}}})
+@pytest.mark.gen_test(timeout=60)
+async def test_the_setting_bounds_the_cache(fetch, app):
+    assert app.service("chat").list_pages.max_bytes == 1024 * 1024
+
+
 def test_memory_bound():
     cache = listing.ListCache(max_bytes=64 * 1024)
     items = [{"id": "x"}]
