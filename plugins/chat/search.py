@@ -63,8 +63,8 @@ MAX_QUERY_WORDS = 16
 # tsvector positions stop at 16383 and at 256 per lexeme (PostgreSQL limits).
 MAX_POSITION = 16383
 MAX_POSITIONS_PER_WORD = 256
-# SQLite: messages indexed together, in the send's transaction (see the module docstring).
-# One send in 1,024 carries the batch (about 10 ms). At 256 (about 2.5 ms each) the one-client
+# SQLite: messages indexed together, in the transaction of the write that reaches this count
+# (see the module docstring). One send in 1,024 carries the batch (about 10 ms). At 256 (about 2.5 ms each) the one-client
 # round trip's p99 was 1.5–1.8 ms against 1.40–1.46 ms at 1,024, and each entry costs less.
 INDEX_BATCH = 1024
 # The most entries written in one transaction: a backlog (after a restart, before a search)
@@ -118,8 +118,9 @@ def index_message(message_id: str, conversation_id: str, owner_id: str, content:
 
 def index_messages(entries: list[tuple[str, str, str, str]], writes: "Writes | None" = None) -> None:
     """``index_message`` for several new messages: ``(message id, conversation id, owner id,
-    content)`` each, in one executemany, or as one of a send batch's ``writes`` (``bulk``).
-    Inside the caller's transaction; SQLite notes them as waiting (see the module docstring)."""
+    content)`` each, inside the caller's transaction. PostgreSQL: their entries, in one
+    executemany or as one of a send batch's ``writes`` (``bulk``). SQLite: noted as waiting
+    (see the module docstring); ``writes`` is not needed there, its statements run as given."""
     db = database.obj
     if not isinstance(db, peewee.PostgresqlDatabase):
         _note_waiting([message_id for message_id, _, _, content in entries if content])
